@@ -1,0 +1,21 @@
+//! Gorouter: the HTTP router of the routing tier, compatible on the wire with Cloud Foundry's
+//! Gorouter (../shared/spec/gorouter.md).
+//!
+//! Where things live:
+//! - [`config`]: upstream's YAML keys -> typed config (BOSH defaults).
+//! - [`registry`]: the route table (route keys, pools, endpoints, pruning).
+//! - [`nats`]: `router.*` subjects: registrations, greet, `router.start`, the prune loop.
+//! - [`balancer`]: picking an endpoint (round-robin, least-connection, sticky sessions).
+//! - [`proxy`]: listener, request pipeline, headers, router errors, backend connections.
+//! - [`status`]: health state, `/health` and `/routes`.
+//! - [`access_log`]: the access log line format and its off-path writer.
+//! - [`router`]: wiring everything together, signals and drain.
+
+pub mod access_log;
+pub mod balancer;
+pub mod config;
+pub mod nats;
+pub mod proxy;
+pub mod registry;
+pub mod router;
+pub mod status;

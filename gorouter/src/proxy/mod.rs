@@ -1,0 +1,3 @@
+//! The proxy: listener, request pipeline, headers, router errors, backend connections.
+
+pub mod backend;

@@ -1,0 +1,690 @@
+//! The route table: route keys -> pools of endpoints, TTL pruning and the `/routes` dump (A.3).
+//!
+//! # Why a lookup never waits for a writer
+//! Hosts live in a `papaya::HashMap`, a lock-free map: `get` is a few atomic loads under an
+//! epoch guard and never blocks, even while another thread inserts or removes. A host's routes
+//! ([`HostRoutes`]: the root pool and the context-path pools) are an immutable value behind an
+//! `Arc`; a writer that adds or removes a context path builds a new value and swaps it in. A
+//! pool's endpoint list is an immutable `Arc<[Arc<Endpoint>]>` behind `arc_swap::ArcSwap`, also
+//! replaced whole by writers; `ArcSwap::load` is wait-free for readers. Refreshing an endpoint
+//! that is already registered (the common NATS message) only stores an atomic timestamp.
+//! Writers (NATS messages, the pruner) serialise among themselves on `writer`, a mutex that
+//! readers never touch, so copy-on-write never loses a concurrent update.
+
+mod endpoint;
+mod key;
+
+pub use endpoint::{Endpoint, EndpointSpec, ModificationTag, Protocol};
+pub use key::{lowercase_into, route_key, split_route_key};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{BalancingAlgorithm, Config, ShardingMode};
+
+/// Table-wide settings, taken from the config.
+#[derive(Debug, Clone)]
+pub struct TableSettings {
+    pub default_lb_algo: BalancingAlgorithm,
+    pub droplet_stale_threshold: Duration,
+    pub empty_pool_response_code_503: bool,
+    pub empty_pool_timeout: Duration,
+    pub sharding: ShardingMode,
+    pub max_idle_conns_per_host: usize,
+}
+
+impl TableSettings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            default_lb_algo: c.balancing_algorithm,
+            droplet_stale_threshold: c.droplet_stale_threshold,
+            empty_pool_response_code_503: c.empty_pool_response_code_503,
+            empty_pool_timeout: c.empty_pool_timeout,
+            sharding: c.sharding.clone(),
+            max_idle_conns_per_host: if c.disable_keep_alives {
+                0
+            } else {
+                c.max_idle_conns_per_host
+            },
+        }
+    }
+}
+
+impl Default for TableSettings {
+    fn default() -> Self {
+        Self {
+            default_lb_algo: BalancingAlgorithm::RoundRobin,
+            droplet_stale_threshold: Duration::from_secs(120),
+            empty_pool_response_code_503: true,
+            empty_pool_timeout: Duration::ZERO,
+            sharding: ShardingMode::All,
+            max_idle_conns_per_host: 100,
+        }
+    }
+}
+
+/// What a registration did to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Added,
+    Updated,
+    Refreshed,
+    /// Older modification tag, or an isolation segment this router does not serve.
+    Ignored,
+}
+
+/// The endpoints registered under one route key (host and context path).
+pub struct Pool {
+    host: Box<str>,
+    context_path: Box<str>,
+    endpoints: ArcSwap<Box<[Arc<Endpoint>]>>,
+    /// Round-robin cursor shared by all requests to this pool.
+    pub(crate) next_idx: AtomicUsize,
+    lb_algo: AtomicU8,
+    /// Milliseconds since the table's epoch of the last change; for `empty_pool_timeout`.
+    updated_at: AtomicU64,
+}
+
+impl Pool {
+    fn new(host: &str, context_path: &str, algo: BalancingAlgorithm, now: u64) -> Self {
+        Self {
+            host: host.into(),
+            context_path: context_path.into(),
+            endpoints: ArcSwap::from_pointee(Box::new([])),
+            next_idx: AtomicUsize::new(rand::random::<u32>() as usize),
+            lb_algo: AtomicU8::new(algo_to_u8(algo)),
+            updated_at: AtomicU64::new(now),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `/` for a host route, else `/path`.
+    pub fn context_path(&self) -> &str {
+        if self.context_path.is_empty() {
+            "/"
+        } else {
+            &self.context_path
+        }
+    }
+
+    /// A consistent snapshot of the endpoints; never blocks.
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<Box<[Arc<Endpoint>]>>> {
+        self.endpoints.load()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.load().is_empty()
+    }
+
+    pub fn lb_algo(&self) -> BalancingAlgorithm {
+        if self.lb_algo.load(Ordering::Relaxed) == 1 {
+            BalancingAlgorithm::LeastConnection
+        } else {
+            BalancingAlgorithm::RoundRobin
+        }
+    }
+
+    pub fn find_by_instance_id(&self, instance_id: &str) -> Option<Arc<Endpoint>> {
+        self.endpoints
+            .load()
+            .iter()
+            .find(|e| &*e.private_instance_id == instance_id)
+            .cloned()
+    }
+
+    fn store(&self, list: Vec<Arc<Endpoint>>, now: u64) {
+        self.endpoints.store(Arc::new(list.into_boxed_slice()));
+        self.updated_at.store(now, Ordering::Relaxed);
+    }
+}
+
+fn algo_to_u8(a: BalancingAlgorithm) -> u8 {
+    match a {
+        BalancingAlgorithm::RoundRobin => 0,
+        BalancingAlgorithm::LeastConnection => 1,
+    }
+}
+
+/// All pools of one host: its root route and its context-path routes. Immutable once shared.
+#[derive(Default, Clone)]
+struct HostRoutes {
+    root: Option<Arc<Pool>>,
+    /// Keyed by context path (`/a/b`, lowercase, no trailing slash).
+    paths: HashMap<Box<str>, Arc<Pool>>,
+}
+
+impl HostRoutes {
+    fn get(&self, path: &str) -> Option<&Arc<Pool>> {
+        if path.is_empty() {
+            self.root.as_ref()
+        } else {
+            self.paths.get(path)
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.root.is_none() && self.paths.is_empty()
+    }
+
+    fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.root.iter().chain(self.paths.values())
+    }
+
+    /// Longest whole-segment prefix match of `path` (lowercase, no query, no trailing slash).
+    /// The deepest non-empty pool wins; failing that, the deepest empty one (A.3).
+    fn longest_match(&self, path: &str) -> Option<Arc<Pool>> {
+        if self.paths.is_empty() {
+            return self.root.clone();
+        }
+        let mut deepest_empty: Option<&Arc<Pool>> = None;
+        let mut candidate = path;
+        loop {
+            if let Some(pool) = self.get(candidate) {
+                if !pool.is_empty() {
+                    return Some(pool.clone());
+                }
+                deepest_empty.get_or_insert(pool);
+            }
+            if candidate.is_empty() {
+                break;
+            }
+            candidate = match candidate.rfind('/') {
+                Some(i) => &candidate[..i],
+                None => "",
+            };
+        }
+        deepest_empty.cloned()
+    }
+}
+
+/// The route table. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct RouteTable {
+    hosts: papaya::HashMap<Box<str>, Arc<HostRoutes>>,
+    writer: Mutex<()>,
+    epoch: Instant,
+    settings: TableSettings,
+    route_count: AtomicUsize,
+}
+
+impl RouteTable {
+    pub fn new(settings: TableSettings) -> Self {
+        Self {
+            hosts: papaya::HashMap::new(),
+            writer: Mutex::new(()),
+            epoch: Instant::now(),
+            settings,
+            route_count: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn settings(&self) -> &TableSettings {
+        &self.settings
+    }
+
+    /// Milliseconds since the table was created; the clock endpoint timestamps use.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Number of route keys (host + context path) in the table.
+    pub fn route_count(&self) -> usize {
+        self.route_count.load(Ordering::Relaxed)
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        // A writer that panicked left no partial state behind (every change is one store), so a
+        // poisoned lock is safe to take.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Finds the pool for a request. `host` may carry a port (stripped); `path` is the escaped
+    /// request path, possibly with a query. Never blocks and allocates only for uppercase input
+    /// or a wildcard fallback.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<Arc<Pool>> {
+        let host = host.split(':').next().unwrap_or(host);
+        let mut host_buf = String::new();
+        let host = lowercase_into(host, &mut host_buf);
+        let path = path.split('?').next().unwrap_or(path);
+        let path = path.trim_end_matches('/');
+        let mut path_buf = String::new();
+        let guard = self.hosts.guard();
+        if let Some(found) = self.lookup_host(host, path, &mut path_buf, &guard) {
+            return Some(found);
+        }
+        // Wildcards: a.b.c -> *.b.c -> *.c
+        let mut rest = host;
+        let mut wildcard = String::new();
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if rest.is_empty() {
+                break;
+            }
+            wildcard.clear();
+            wildcard.push_str("*.");
+            wildcard.push_str(rest);
+            if let Some(found) = self.lookup_host(&wildcard, path, &mut path_buf, &guard) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn lookup_host(
+        &self,
+        host: &str,
+        path: &str,
+        path_buf: &mut String,
+        guard: &impl papaya::Guard,
+    ) -> Option<Arc<Pool>> {
+        let routes = self.hosts.get(host, guard)?;
+        if routes.paths.is_empty() {
+            return routes.root.clone();
+        }
+        let path = lowercase_into(path, path_buf);
+        routes.longest_match(path)
+    }
+
+    /// Adds or refreshes `spec` under the route `uri` (A.3 Put).
+    pub fn register(&self, uri: &str, spec: &EndpointSpec) -> PutOutcome {
+        if !self.settings.sharding.accepts(&spec.isolation_segment) {
+            return PutOutcome::Ignored;
+        }
+        let key = route_key(uri);
+        let (host, path) = split_route_key(&key);
+        let now = self.now_ms();
+        let _w = self.lock_writer();
+        let guard = self.hosts.guard();
+        let pool = match self
+            .hosts
+            .get(host, &guard)
+            .and_then(|r| r.get(path).cloned())
+        {
+            Some(pool) => pool,
+            None => {
+                let pool = Arc::new(Pool::new(host, path, self.settings.default_lb_algo, now));
+                let mut routes = self
+                    .hosts
+                    .get(host, &guard)
+                    .map(|r| (**r).clone())
+                    .unwrap_or_default();
+                if path.is_empty() {
+                    routes.root = Some(pool.clone());
+                } else {
+                    routes.paths.insert(path.into(), pool.clone());
+                }
+                self.hosts.insert(host.into(), Arc::new(routes), &guard);
+                self.route_count.fetch_add(1, Ordering::Relaxed);
+                pool
+            }
+        };
+        if let Some(algo) = spec.lb_algo {
+            pool.lb_algo.store(algo_to_u8(algo), Ordering::Relaxed);
+        }
+        let current = pool.endpoints();
+        let addr = spec.addr();
+        match current.iter().position(|e| *e.addr == *addr) {
+            Some(i) => {
+                let existing = &current[i];
+                if !spec.modification_tag.succeeds(&existing.modification_tag) {
+                    return PutOutcome::Ignored;
+                }
+                if existing.same_registration(spec) {
+                    existing.touch(now);
+                    return PutOutcome::Refreshed;
+                }
+                let replacement = Arc::new(Endpoint::from_spec(
+                    spec,
+                    self.settings.droplet_stale_threshold,
+                    now,
+                    Some(existing),
+                    self.settings.max_idle_conns_per_host,
+                ));
+                let mut list = current.to_vec();
+                list[i] = replacement;
+                pool.store(list, now);
+                PutOutcome::Updated
+            }
+            None => {
+                let ep = Arc::new(Endpoint::from_spec(
+                    spec,
+                    self.settings.droplet_stale_threshold,
+                    now,
+                    None,
+                    self.settings.max_idle_conns_per_host,
+                ));
+                let mut list = current.to_vec();
+                list.push(ep);
+                pool.store(list, now);
+                PutOutcome::Added
+            }
+        }
+    }
+
+    /// Removes the endpoint at `spec`'s address from route `uri` (A.3 Remove). Returns whether
+    /// an endpoint was removed.
+    pub fn unregister(&self, uri: &str, spec: &EndpointSpec) -> bool {
+        if !self.settings.sharding.accepts(&spec.isolation_segment) {
+            return false;
+        }
+        let key = route_key(uri);
+        let (host, path) = split_route_key(&key);
+        let addr = spec.addr();
+        let now = self.now_ms();
+        let _w = self.lock_writer();
+        let guard = self.hosts.guard();
+        let Some(pool) = self
+            .hosts
+            .get(host, &guard)
+            .and_then(|r| r.get(path).cloned())
+        else {
+            return false;
+        };
+        let current = pool.endpoints();
+        let Some(i) = current.iter().position(|e| *e.addr == *addr) else {
+            return false;
+        };
+        if !spec
+            .modification_tag
+            .succeeds_or_equal(&current[i].modification_tag)
+        {
+            return false;
+        }
+        let mut list = current.to_vec();
+        list.remove(i);
+        let empty = list.is_empty();
+        pool.store(list, now);
+        if empty && !self.keeps_empty_pools() {
+            self.remove_pool(host, path, &guard);
+        }
+        true
+    }
+
+    fn keeps_empty_pools(&self) -> bool {
+        self.settings.empty_pool_response_code_503 && !self.settings.empty_pool_timeout.is_zero()
+    }
+
+    /// Drops the route key `host`+`path`. Caller holds the writer lock.
+    fn remove_pool(&self, host: &str, path: &str, guard: &impl papaya::Guard) {
+        let Some(routes) = self.hosts.get(host, guard) else {
+            return;
+        };
+        let mut routes = (**routes).clone();
+        let removed = if path.is_empty() {
+            routes.root.take().is_some()
+        } else {
+            routes.paths.remove(path).is_some()
+        };
+        if !removed {
+            return;
+        }
+        self.route_count.fetch_sub(1, Ordering::Relaxed);
+        if routes.is_empty() {
+            self.hosts.remove(host, guard);
+        } else {
+            self.hosts.insert(host.into(), Arc::new(routes), guard);
+        }
+    }
+
+    /// Removes non-TLS endpoints not refreshed within their stale threshold, then empty pools
+    /// (subject to `empty_pool_timeout`). Returns the number of endpoints removed.
+    pub fn prune_stale(&self) -> usize {
+        let now = self.now_ms();
+        let empty_timeout = self.settings.empty_pool_timeout.as_millis() as u64;
+        let _w = self.lock_writer();
+        let guard = self.hosts.guard();
+        let mut removed = 0;
+        let mut snip = Vec::new();
+        for (host, routes) in self.hosts.iter(&guard) {
+            for pool in routes.pools() {
+                let current = pool.endpoints();
+                let keep: Vec<Arc<Endpoint>> = current
+                    .iter()
+                    .filter(|e| !e.is_stale(now))
+                    .cloned()
+                    .collect();
+                if keep.len() != current.len() {
+                    removed += current.len() - keep.len();
+                    pool.store(keep, now);
+                }
+                if pool.is_empty() {
+                    let since = now.saturating_sub(pool.updated_at.load(Ordering::Relaxed));
+                    if !self.keeps_empty_pools() || since >= empty_timeout {
+                        snip.push((host.clone(), pool.context_path.clone()));
+                    }
+                }
+            }
+        }
+        for (host, path) in snip {
+            self.remove_pool(&host, &path, &guard);
+        }
+        removed
+    }
+
+    /// Marks every endpoint as seen now (after NATS comes back, so nothing is pruned for
+    /// messages the outage swallowed).
+    pub fn refresh_all(&self) {
+        let now = self.now_ms();
+        let guard = self.hosts.guard();
+        for (_, routes) in self.hosts.iter(&guard) {
+            for pool in routes.pools() {
+                for e in pool.endpoints().iter() {
+                    e.touch(now);
+                }
+            }
+        }
+    }
+
+    /// The `/routes` view: route (`host` or `host/path`) -> endpoints, sorted by route.
+    pub fn dump(&self) -> BTreeMap<String, Vec<Arc<Endpoint>>> {
+        let guard = self.hosts.guard();
+        let mut out = BTreeMap::new();
+        for (host, routes) in self.hosts.iter(&guard) {
+            for pool in routes.pools() {
+                let key = format!("{host}{}", pool.context_path);
+                out.insert(key, pool.endpoints().to_vec());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(host: &str, port: u16) -> EndpointSpec {
+        EndpointSpec {
+            host: host.into(),
+            port,
+            ..EndpointSpec::default()
+        }
+    }
+
+    fn addrs(pool: &Pool) -> Vec<String> {
+        pool.endpoints().iter().map(|e| e.addr.to_string()).collect()
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive_and_ignores_port_query_and_trailing_slash() {
+        let t = RouteTable::new(TableSettings::default());
+        assert_eq!(t.register("Foo.Example.com/", &spec("10.0.0.1", 80)), PutOutcome::Added);
+        let p = t.lookup("FOO.example.COM:8080", "/?x=1").expect("pool");
+        assert_eq!(addrs(&p), vec!["10.0.0.1:80"]);
+        assert!(t.lookup("bar.example.com", "/").is_none());
+    }
+
+    #[test]
+    fn context_paths_match_longest_whole_segment_prefix() {
+        let t = RouteTable::new(TableSettings::default());
+        t.register("a.com", &spec("10.0.0.1", 1));
+        t.register("a.com/foo", &spec("10.0.0.2", 2));
+        t.register("a.com/foo/bar", &spec("10.0.0.3", 3));
+        let at = |p: &str| addrs(&t.lookup("a.com", p).unwrap());
+        assert_eq!(at("/foo"), vec!["10.0.0.2:2"]);
+        assert_eq!(at("/FOO/baz"), vec!["10.0.0.2:2"]);
+        assert_eq!(at("/foo/bar/baz?q"), vec!["10.0.0.3:3"]);
+        assert_eq!(at("/foobar"), vec!["10.0.0.1:1"]);
+        assert_eq!(at("/"), vec!["10.0.0.1:1"]);
+    }
+
+    #[test]
+    fn context_path_without_root_route_does_not_match_other_paths() {
+        let t = RouteTable::new(TableSettings::default());
+        t.register("a.com/foo", &spec("10.0.0.2", 2));
+        assert!(t.lookup("a.com", "/bar").is_none());
+        assert!(t.lookup("a.com", "/foo/x").is_some());
+    }
+
+    #[test]
+    fn wildcard_routes_match_subdomains_most_specific_first() {
+        let t = RouteTable::new(TableSettings::default());
+        t.register("*.example.com", &spec("10.0.0.1", 1));
+        t.register("*.b.example.com", &spec("10.0.0.2", 2));
+        assert_eq!(addrs(&t.lookup("a.example.com", "/").unwrap()), vec!["10.0.0.1:1"]);
+        assert_eq!(addrs(&t.lookup("a.b.example.com", "/").unwrap()), vec!["10.0.0.2:2"]);
+        assert!(t.lookup("example.com", "/").is_none());
+    }
+
+    #[test]
+    fn register_same_address_refreshes_and_changed_fields_update() {
+        let t = RouteTable::new(TableSettings::default());
+        let mut s = spec("10.0.0.1", 80);
+        assert_eq!(t.register("a.com", &s), PutOutcome::Added);
+        assert_eq!(t.register("a.com", &s), PutOutcome::Refreshed);
+        s.app = "app-2".into();
+        assert_eq!(t.register("a.com", &s), PutOutcome::Updated);
+        let p = t.lookup("a.com", "/").unwrap();
+        assert_eq!(p.endpoints().len(), 1);
+        assert_eq!(&*p.endpoints()[0].app_id, "app-2");
+    }
+
+    #[test]
+    fn tls_port_wins_over_port_in_the_pool_key() {
+        let t = RouteTable::new(TableSettings::default());
+        let mut s = spec("10.0.0.1", 80);
+        s.tls_port = 443;
+        t.register("a.com", &s);
+        let p = t.lookup("a.com", "/").unwrap();
+        assert_eq!(addrs(&p), vec!["10.0.0.1:443"]);
+        assert!(p.endpoints()[0].tls);
+    }
+
+    #[test]
+    fn unregister_removes_endpoint_and_empty_route() {
+        let t = RouteTable::new(TableSettings::default());
+        t.register("a.com", &spec("10.0.0.1", 1));
+        t.register("a.com", &spec("10.0.0.2", 2));
+        assert!(t.unregister("a.com", &spec("10.0.0.1", 1)));
+        assert_eq!(addrs(&t.lookup("a.com", "/").unwrap()), vec!["10.0.0.2:2"]);
+        assert!(t.unregister("a.com", &spec("10.0.0.2", 2)));
+        assert!(t.lookup("a.com", "/").is_none());
+        assert_eq!(t.route_count(), 0);
+        assert!(!t.unregister("a.com", &spec("10.0.0.2", 2)));
+    }
+
+    #[test]
+    fn empty_pool_is_kept_while_empty_pool_timeout_runs() {
+        let t = RouteTable::new(TableSettings {
+            empty_pool_timeout: Duration::from_secs(60),
+            ..TableSettings::default()
+        });
+        t.register("a.com", &spec("10.0.0.1", 1));
+        t.unregister("a.com", &spec("10.0.0.1", 1));
+        let p = t.lookup("a.com", "/").expect("empty pool kept");
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn prune_removes_stale_non_tls_endpoints_only() {
+        let t = RouteTable::new(TableSettings::default());
+        let mut short = spec("10.0.0.1", 1);
+        short.stale_threshold_in_seconds = 1;
+        let mut tls = spec("10.0.0.2", 2);
+        tls.tls_port = 3;
+        tls.stale_threshold_in_seconds = 1;
+        t.register("a.com", &short);
+        t.register("a.com", &tls);
+        t.register("a.com", &spec("10.0.0.4", 4));
+        assert_eq!(t.prune_stale(), 0);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(t.prune_stale(), 1);
+        let mut left = addrs(&t.lookup("a.com", "/").unwrap());
+        left.sort();
+        assert_eq!(left, vec!["10.0.0.2:3", "10.0.0.4:4"]);
+    }
+
+    #[test]
+    fn stale_threshold_zero_or_above_global_is_clamped() {
+        let t = RouteTable::new(TableSettings {
+            droplet_stale_threshold: Duration::from_secs(5),
+            ..TableSettings::default()
+        });
+        let mut s = spec("10.0.0.1", 1);
+        s.stale_threshold_in_seconds = 500;
+        t.register("a.com", &s);
+        let p = t.lookup("a.com", "/").unwrap();
+        assert_eq!(p.endpoints()[0].stale_threshold, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn segments_sharding_ignores_other_segments() {
+        let t = RouteTable::new(TableSettings {
+            sharding: ShardingMode::Segments(["is1".to_string()].into()),
+            ..TableSettings::default()
+        });
+        let mut s = spec("10.0.0.1", 1);
+        assert_eq!(t.register("a.com", &s), PutOutcome::Ignored);
+        s.isolation_segment = "is1".into();
+        assert_eq!(t.register("a.com", &s), PutOutcome::Added);
+    }
+
+    #[test]
+    fn lb_algo_option_overrides_pool_algorithm() {
+        let t = RouteTable::new(TableSettings::default());
+        let mut s = spec("10.0.0.1", 1);
+        s.lb_algo = Some(BalancingAlgorithm::LeastConnection);
+        t.register("a.com", &s);
+        assert_eq!(
+            t.lookup("a.com", "/").unwrap().lb_algo(),
+            BalancingAlgorithm::LeastConnection
+        );
+    }
+
+    #[test]
+    fn dump_lists_routes_with_context_paths() {
+        let t = RouteTable::new(TableSettings::default());
+        t.register("b.com/x", &spec("10.0.0.1", 1));
+        t.register("a.com", &spec("10.0.0.2", 2));
+        let d = t.dump();
+        assert_eq!(d.keys().collect::<Vec<_>>(), vec!["a.com", "b.com/x"]);
+    }
+
+    #[test]
+    fn lookups_proceed_while_a_writer_churns() {
+        let t = Arc::new(RouteTable::new(TableSettings::default()));
+        t.register("stable.com", &spec("10.0.0.1", 1));
+        let w = {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u32 {
+                    let uri = format!("h{}.com", i % 500);
+                    t.register(&uri, &spec("10.0.0.9", (i % 7) as u16 + 1));
+                    if i % 3 == 0 {
+                        t.unregister(&uri, &spec("10.0.0.9", (i % 7) as u16 + 1));
+                    }
+                }
+            })
+        };
+        for _ in 0..20_000 {
+            assert!(t.lookup("stable.com", "/").is_some());
+        }
+        w.join().unwrap();
+    }
+}

@@ -1,0 +1,285 @@
+//! Health state and the status endpoints (A.12): `/health` and the liveness probe on
+//! `status.port`, `/routes` with basic auth on 127.0.0.1:`status.routes.port`.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::registry::{Endpoint, RouteTable};
+
+/// Initializing -> Healthy -> Degraded; Degraded is final (drain or a fatal listener error).
+#[derive(Debug, Default)]
+pub struct Health(AtomicU8);
+
+const INITIALIZING: u8 = 0;
+const HEALTHY: u8 = 1;
+const DEGRADED: u8 = 2;
+
+impl Health {
+    pub fn new() -> Self {
+        Self(AtomicU8::new(INITIALIZING))
+    }
+
+    /// Initializing -> Healthy; a degraded router stays degraded.
+    pub fn set_healthy(&self) {
+        let _ = self
+            .0
+            .compare_exchange(INITIALIZING, HEALTHY, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub fn degrade(&self) {
+        self.0.store(DEGRADED, Ordering::SeqCst);
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == HEALTHY
+    }
+}
+
+/// The `/health` answer, also given on the proxy port to the load balancer's user agent.
+pub fn health_response(health: &Health) -> Response<Full<Bytes>> {
+    let (status, body) = if health.is_healthy() {
+        (StatusCode::OK, Bytes::from_static(b"ok\n"))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Bytes::new())
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=0"),
+    );
+    h.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Serves `/health` and `/is-process-alive-do-not-use-for-loadbalancing` until `shutdown` fires.
+pub async fn serve_health(
+    listener: TcpListener,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve(listener, shutdown, move |req: Request<Incoming>| {
+        let health = health.clone();
+        async move {
+            let mut resp = match req.uri().path() {
+                "/health" => health_response(&health),
+                "/is-process-alive-do-not-use-for-loadbalancing" => {
+                    plain(StatusCode::OK, "ok\n")
+                }
+                _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
+            };
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Ok::<_, Infallible>(resp)
+        }
+    })
+    .await
+}
+
+/// One endpoint as `/routes` shows it; field order is upstream's.
+#[derive(Serialize)]
+struct EndpointView<'a> {
+    address: &'a str,
+    availability_zone: &'a str,
+    protocol: &'static str,
+    tls: bool,
+    ttl: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    route_service_url: &'a str,
+    tags: &'a Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    isolation_segment: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    private_instance_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    server_cert_domain_san: &'a str,
+}
+
+impl<'a> From<&'a Arc<Endpoint>> for EndpointView<'a> {
+    fn from(e: &'a Arc<Endpoint>) -> Self {
+        EndpointView {
+            address: &e.addr,
+            availability_zone: &e.availability_zone,
+            protocol: e.protocol.as_str(),
+            tls: e.tls,
+            ttl: e.ttl_secs(),
+            route_service_url: &e.route_service_url,
+            tags: &e.tags,
+            isolation_segment: &e.isolation_segment,
+            private_instance_id: &e.private_instance_id,
+            server_cert_domain_san: &e.server_cert_domain_san,
+        }
+    }
+}
+
+/// The `/routes` JSON document.
+pub fn routes_json(table: &RouteTable) -> Vec<u8> {
+    let dump = table.dump();
+    let view: std::collections::BTreeMap<&str, Vec<EndpointView<'_>>> = dump
+        .iter()
+        .map(|(k, eps)| (k.as_str(), eps.iter().map(EndpointView::from).collect()))
+        .collect();
+    serde_json::to_vec(&view).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// Whether the request carries `Authorization: Basic` for `user`:`pass`.
+fn authorized(req: &Request<Incoming>, user: &str, pass: &str) -> bool {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let expected = format!("{user}:{pass}");
+    constant_time_eq(&decoded, expected.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves `/routes` (basic auth) until `shutdown` fires.
+pub async fn serve_routes(
+    listener: TcpListener,
+    table: Arc<RouteTable>,
+    user: String,
+    pass: String,
+    shutdown: watch::Receiver<bool>,
+) {
+    let creds = Arc::new((user, pass));
+    serve(listener, shutdown, move |req: Request<Incoming>| {
+        let table = table.clone();
+        let creds = creds.clone();
+        async move {
+            let mut resp = if !authorized(&req, &creds.0, &creds.1) {
+                let mut r = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+                r
+            } else if req.method() == Method::GET && req.uri().path() == "/routes" {
+                let mut r = Response::new(Full::new(Bytes::from(routes_json(&table))));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            } else {
+                plain(StatusCode::NOT_FOUND, "404 page not found\n")
+            };
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Ok::<_, Infallible>(resp)
+        }
+    })
+    .await
+}
+
+/// A small HTTP/1 server loop for the status ports.
+async fn serve<F, Fut>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "status-accept-failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let svc = hyper::service::service_fn(handler);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(io, svc);
+            if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await {
+                tracing::debug!(error = %e, "status-connection-timeout");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{EndpointSpec, TableSettings};
+
+    #[test]
+    fn health_is_unavailable_until_healthy_and_after_degrade() {
+        let h = Health::new();
+        assert_eq!(health_response(&h).status(), StatusCode::SERVICE_UNAVAILABLE);
+        h.set_healthy();
+        assert_eq!(health_response(&h).status(), StatusCode::OK);
+        h.degrade();
+        h.set_healthy();
+        assert_eq!(health_response(&h).status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn routes_json_matches_upstream_shape() {
+        let t = RouteTable::new(TableSettings::default());
+        t.register(
+            "echo.example.com",
+            &EndpointSpec {
+                host: "127.0.0.1".into(),
+                port: 9001,
+                private_instance_id: "abc".into(),
+                tags: Some([("component".to_string(), "echo".to_string())].into()),
+                ..Default::default()
+            },
+        );
+        t.register(
+            "app.example.com",
+            &EndpointSpec {
+                host: "127.0.0.1".into(),
+                port: 9002,
+                ..Default::default()
+            },
+        );
+        let json = String::from_utf8(routes_json(&t)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"app.example.com":[{"address":"127.0.0.1:9002","availability_zone":"","protocol":"http1","tls":false,"ttl":120,"tags":null}],"echo.example.com":[{"address":"127.0.0.1:9001","availability_zone":"","protocol":"http1","tls":false,"ttl":120,"tags":{"component":"echo"},"private_instance_id":"abc"}]}"#
+        );
+    }
+}
