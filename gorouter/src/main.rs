@@ -1,1 +1,46 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// HTTP router compatible with Cloud Foundry's Gorouter.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Path to the YAML config file (upstream's keys).
+    #[arg(short = 'c', long = "config")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match gorouter::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gorouter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    gorouter::logging::init(&config.logging.level);
+    for key in &config.unknown_keys {
+        tracing::warn!(key = %key, "config key not supported; ignored");
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gorouter: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(gorouter::router::run(config)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "gorouter.failed");
+            eprintln!("gorouter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

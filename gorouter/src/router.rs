@@ -1,1 +1,159 @@
-//! Wiring: start listeners, NATS and the prune loop; health; signals and drain (A.13).
+//! Wiring: the route table, NATS, the status listeners and the proxy listener; health; signals
+//! and drain (A.12, A.13).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::nats;
+use crate::proxy::listener::{self, Connections, ListenerSettings};
+use crate::proxy::{Proxy, ProxySettings};
+use crate::registry::{RouteTable, TableSettings};
+use crate::status::{self, Health};
+
+/// How the router stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    Drained,
+    Terminated,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Runs the router until a signal stops it or NATS is lost for good.
+pub async fn run(config: Config) -> anyhow::Result<Stopped> {
+    let config = Arc::new(config);
+    let table = Arc::new(RouteTable::new(TableSettings::from_config(&config)));
+    let health = Arc::new(Health::new());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stop_accepting_tx, stop_accepting_rx) = watch::channel(false);
+
+    // Install signal handlers first so an early signal is not fatal by default.
+    let mut sigusr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+
+    let access_log = if config.access_log.file.is_empty() {
+        None
+    } else {
+        let path = std::path::Path::new(&config.access_log.file);
+        let (log, _writer) = AccessLog::open(path)
+            .with_context(|| format!("cannot open access_log.file {}", path.display()))?;
+        Some(log)
+    };
+
+    let status_ip = config
+        .status
+        .host
+        .parse()
+        .with_context(|| format!("status.host {:?} is not an IP address", config.status.host))?;
+    let health_listener = bind(SocketAddr::new(status_ip, config.status.port), "/health").await?;
+    let routes_listener = bind(
+        SocketAddr::from(([127, 0, 0, 1], config.status.routes.port)),
+        "/routes",
+    )
+    .await?;
+    let proxy_listener = bind(SocketAddr::from(([0, 0, 0, 0], config.port)), "HTTP").await?;
+
+    let router_id = format!("{}-{}", config.index, uuid::Uuid::new_v4());
+    let mut nats_task = nats::start(
+        config.clone(),
+        table.clone(),
+        router_id.clone(),
+        shutdown_rx.clone(),
+    )
+    .await
+    .context("cannot connect to NATS")?;
+
+    tokio::spawn(status::serve_health(
+        health_listener,
+        health.clone(),
+        shutdown_rx.clone(),
+    ));
+    tokio::spawn(status::serve_routes(
+        routes_listener,
+        table.clone(),
+        config.status.user.clone(),
+        config.status.pass.clone(),
+        shutdown_rx.clone(),
+    ));
+
+    let proxy = Arc::new(Proxy {
+        table: table.clone(),
+        settings: ProxySettings::from_config(&config),
+        health: health.clone(),
+        access_log,
+    });
+    let connections = Arc::new(Connections::new());
+    let listener_settings = ListenerSettings {
+        idle_timeout: config.frontend_idle_timeout,
+        max_header_bytes: config.max_header_bytes,
+    };
+    let start_delay = config.start_response_delay_interval;
+    let proxy_port = config.port;
+    {
+        let health = health.clone();
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            // Give route emitters time to register before serving (A.12).
+            tokio::time::sleep(start_delay).await;
+            health.set_healthy();
+            tracing::info!(port = proxy_port, "gorouter.started");
+            listener::serve(
+                proxy_listener,
+                proxy,
+                listener_settings,
+                connections,
+                stop_accepting_rx,
+            )
+            .await;
+        });
+    }
+    tracing::info!(id = %router_id, "gorouter.starting");
+
+    let stopped = tokio::select! {
+        _ = sigusr1.recv() => {
+            tracing::info!(drain_wait = ?config.drain_wait, "gorouter.draining");
+            health.degrade();
+            tokio::time::sleep(config.drain_wait).await;
+            stop_accepting_tx.send_replace(true);
+            connections.close_all();
+            if !connections.wait_closed(config.drain_timeout).await {
+                tracing::error!(open = connections.active(), "gorouter.drain-timeout");
+            }
+            Stopped::Drained
+        }
+        _ = sigterm.recv() => Stopped::Terminated,
+        _ = sigint.recv() => Stopped::Terminated,
+        result = &mut nats_task => {
+            let err = match result {
+                Ok(Ok(())) => anyhow::anyhow!("NATS subscriber stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("NATS subscriber task failed: {e}"),
+            };
+            return Err(err.context("NATS connection closed"));
+        }
+    };
+    if stopped == Stopped::Terminated {
+        health.degrade();
+        stop_accepting_tx.send_replace(true);
+        connections.close_all();
+        connections
+            .wait_closed(std::time::Duration::from_millis(500))
+            .await;
+    }
+    shutdown_tx.send_replace(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), nats_task).await;
+    tracing::info!(?stopped, "gorouter.exited");
+    Ok(stopped)
+}

@@ -1,16 +1,161 @@
-//! Connections to backends: dialing with a timeout and the per-endpoint keep-alive pool.
+//! Connections to backends: dialing with a timeout, Go-style error texts, and the
+//! per-endpoint keep-alive pool.
+//!
+//! Each endpoint owns its idle connections in a lock-free bounded queue, so checking one out
+//! takes no lock and an endpoint's connections go away with it when it is unregistered.
+
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::RequestBody;
+use crate::registry::Endpoint;
+
+/// The sending half of an HTTP/1.1 connection to a backend.
+pub type Sender = http1::SendRequest<RequestBody>;
 
 /// Idle keep-alive connections to one backend.
 pub struct IdleConnections {
-    capacity: usize,
+    queue: Option<ArrayQueue<Sender>>,
 }
 
 impl IdleConnections {
+    /// `capacity` 0 disables keep-alive to this backend.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity }
+        Self {
+            queue: (capacity > 0).then(|| ArrayQueue::new(capacity)),
+        }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// Returns a connection for reuse; dropped (closed) when the pool is full.
+    pub fn put(&self, sender: Sender) {
+        if let Some(q) = &self.queue {
+            if !sender.is_closed() {
+                let _ = q.push(sender);
+            }
+        }
+    }
+
+    /// An idle connection that is still open and ready for a request, if any.
+    pub async fn take(&self) -> Option<Sender> {
+        let q = self.queue.as_ref()?;
+        while let Some(mut sender) = q.pop() {
+            if sender.is_closed() {
+                continue;
+            }
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Just returned: the connection task may not have re-armed yet.
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
+            {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A failed dial, worded the way Go's net package words it (it reaches clients in
+/// `X-Cf-Routererror`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DialError(pub String);
+
+fn os_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    text.to_ascii_lowercase()
+}
+
+/// Opens a TCP connection to `endpoint` and performs the HTTP/1.1 handshake. With
+/// `upgrades`, the connection can be taken over after a 101 (websockets).
+pub async fn connect(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    upgrades: bool,
+) -> Result<Sender, DialError> {
+    let dial = async {
+        match endpoint.socket_addr {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect((&*endpoint.host, endpoint.port)).await,
+        }
+    };
+    let stream = match tokio::time::timeout(timeout, dial).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(DialError(format!(
+                "dial tcp {}: connect: {}",
+                endpoint.addr,
+                os_error_text(&e)
+            )))
+        }
+        Err(_) => return Err(DialError(format!("dial tcp {}: i/o timeout", endpoint.addr))),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut builder = http1::Builder::new();
+    builder.title_case_headers(true);
+    let (sender, conn) = builder
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| DialError(format!("dial tcp {}: {e}", endpoint.addr)))?;
+    if upgrades {
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+    } else {
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{EndpointSpec, TableSettings};
+
+    #[tokio::test]
+    async fn refused_dial_reads_like_go() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let ep = Endpoint::from_spec(
+            &EndpointSpec {
+                host: "127.0.0.1".into(),
+                port,
+                ..Default::default()
+            },
+            TableSettings::default().droplet_stale_threshold,
+            0,
+            None,
+            1,
+        );
+        let err = connect(&ep, Duration::from_secs(1), false).await.unwrap_err();
+        assert_eq!(
+            err.0,
+            format!("dial tcp 127.0.0.1:{port}: connect: connection refused")
+        );
+    }
+
+    #[test]
+    fn zero_capacity_pool_keeps_nothing() {
+        let p = IdleConnections::new(0);
+        assert!(p.is_empty());
     }
 }

@@ -1,0 +1,16 @@
+//! Process logging: JSON lines on stdout, level from `logging.level` (`RUST_LOG` overrides).
+
+/// Installs the global subscriber. Upstream's `fatal` maps to `error`.
+pub fn init(level: &str) {
+    let level = match level {
+        "fatal" => "error",
+        other => other,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .try_init();
+}

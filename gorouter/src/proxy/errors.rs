@@ -1,0 +1,212 @@
+//! Responses the router writes itself (A.5): exact status, `X-Cf-Routererror`, cache headers
+//! and the plaintext body `"<code> <StatusText>: <message>\n"`.
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+
+use super::body::ResponseBody;
+
+pub static X_CF_ROUTERERROR: HeaderName = HeaderName::from_static("x-cf-routererror");
+const NO_CACHE: &str = "no-cache, no-store";
+const MAX_AGE_2: &str = "public,max-age=2";
+
+/// Why the router answered instead of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterError {
+    EmptyHost,
+    MissingHost,
+    InvalidAppInstanceHeader,
+    UnknownRoute { host: String },
+    UnknownInstance { host: String, guid: String, index: String },
+    NoEndpoints { host: String },
+    ConnectionLimitReached { host: String },
+    HeadersTooLarge,
+    /// All attempts failed; the text is the last error, Go-style (`dial tcp …: connect: …`).
+    EndpointFailure { cause: String },
+}
+
+impl RouterError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RouterError::EmptyHost
+            | RouterError::MissingHost
+            | RouterError::InvalidAppInstanceHeader
+            | RouterError::UnknownInstance { .. } => StatusCode::BAD_REQUEST,
+            RouterError::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            RouterError::NoEndpoints { .. } | RouterError::ConnectionLimitReached { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RouterError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RouterError::EndpointFailure { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `X-Cf-Routererror` value, if the spec sets one.
+    pub fn router_error_value(&self) -> Option<HeaderValue> {
+        let v: &str = match self {
+            RouterError::EmptyHost => "empty_host",
+            RouterError::MissingHost => return None,
+            RouterError::InvalidAppInstanceHeader => "invalid_cf_app_instance_header",
+            RouterError::UnknownRoute { .. } | RouterError::UnknownInstance { .. } => {
+                "unknown_route"
+            }
+            RouterError::NoEndpoints { .. } => "no_endpoints",
+            RouterError::ConnectionLimitReached { .. } => "Connection Limit Reached",
+            RouterError::HeadersTooLarge => "max-request-size-exceeded",
+            RouterError::EndpointFailure { cause } => {
+                return HeaderValue::from_str(&format!("endpoint_failure ({cause})"))
+                    .ok()
+                    .or(Some(HeaderValue::from_static("endpoint_failure")))
+            }
+        };
+        Some(HeaderValue::from_static(v))
+    }
+
+    fn cache_control(&self) -> Option<&'static str> {
+        match self {
+            RouterError::EmptyHost | RouterError::NoEndpoints { .. } => Some(MAX_AGE_2),
+            RouterError::InvalidAppInstanceHeader | RouterError::UnknownRoute { .. } => {
+                Some(NO_CACHE)
+            }
+            _ => None,
+        }
+    }
+
+    fn message(&self) -> Option<String> {
+        Some(match self {
+            RouterError::EmptyHost => "Request had empty Host header".into(),
+            RouterError::MissingHost => "missing required Host header".into(),
+            RouterError::InvalidAppInstanceHeader => "Invalid X-CF-App-Instance Header".into(),
+            RouterError::UnknownRoute { host } => {
+                format!("Requested route ('{host}') does not exist.")
+            }
+            RouterError::UnknownInstance { host, guid, index } => format!(
+                "Requested instance ('{index}') with guid ('{guid}') does not exist for route ('{host}')"
+            ),
+            RouterError::NoEndpoints { host } => {
+                format!("Requested route ('{host}') has no available endpoints.")
+            }
+            RouterError::ConnectionLimitReached { host } => {
+                format!("Requested route ('{host}') has reached the connection limit.")
+            }
+            RouterError::HeadersTooLarge => return None,
+            RouterError::EndpointFailure { .. } => {
+                "Registered endpoint failed to handle the request.".into()
+            }
+        })
+    }
+
+    /// Whether the connection must be closed after this response.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, RouterError::HeadersTooLarge | RouterError::MissingHost)
+    }
+
+    /// The full response. Headers are inserted in Go's sorted order.
+    pub fn response(&self) -> Response<ResponseBody> {
+        let status = self.status();
+        let body = match self.message() {
+            Some(m) => Bytes::from(format!(
+                "{} {}: {m}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )),
+            None => Bytes::new(),
+        };
+        let mut resp = Response::new(ResponseBody::full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        if let Some(cc) = self.cache_control() {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
+        }
+        if !matches!(self, RouterError::HeadersTooLarge) {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        if let Some(v) = self.router_error_value() {
+            h.insert(X_CF_ROUTERERROR.clone(), v);
+        }
+        if !matches!(self, RouterError::HeadersTooLarge) {
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+        }
+        if self.closes_connection() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_text(r: Response<ResponseBody>) -> String {
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unknown_route_matches_spec() {
+        let r = RouterError::UnknownRoute {
+            host: "nope.example.com".into(),
+        }
+        .response();
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()["cache-control"], "no-cache, no-store");
+        assert_eq!(r.headers()["x-cf-routererror"], "unknown_route");
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(
+            body_text(r).await,
+            "404 Not Found: Requested route ('nope.example.com') does not exist.\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn endpoint_failure_carries_cause() {
+        let r = RouterError::EndpointFailure {
+            cause: "dial tcp 127.0.0.1:9009: connect: connection refused".into(),
+        }
+        .response();
+        assert_eq!(r.status(), 502);
+        assert_eq!(
+            r.headers()["x-cf-routererror"],
+            "endpoint_failure (dial tcp 127.0.0.1:9009: connect: connection refused)"
+        );
+        assert!(r.headers().get("cache-control").is_none());
+        assert_eq!(
+            body_text(r).await,
+            "502 Bad Gateway: Registered endpoint failed to handle the request.\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn header_too_large_has_empty_body() {
+        let r = RouterError::HeadersTooLarge.response();
+        assert_eq!(r.status(), 431);
+        assert_eq!(r.headers()["x-cf-routererror"], "max-request-size-exceeded");
+        assert_eq!(body_text(r).await, "");
+    }
+
+    #[tokio::test]
+    async fn empty_host_and_no_endpoints_cache_two_seconds() {
+        let r = RouterError::EmptyHost.response();
+        assert_eq!(r.headers()["cache-control"], "public,max-age=2");
+        assert_eq!(
+            body_text(r).await,
+            "400 Bad Request: Request had empty Host header\n"
+        );
+        let r = RouterError::NoEndpoints { host: "a.com".into() }.response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["x-cf-routererror"], "no_endpoints");
+        assert_eq!(
+            body_text(r).await,
+            "503 Service Unavailable: Requested route ('a.com') has no available endpoints.\n"
+        );
+    }
+}
