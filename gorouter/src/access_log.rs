@@ -55,7 +55,9 @@ impl AccessLogRecord {
         use std::fmt::Write as _;
         out.push_str(&self.host);
         out.push_str(" - [");
-        out.push_str(&format_timestamp(self.received_at.unwrap_or(SystemTime::UNIX_EPOCH)));
+        out.push_str(&format_timestamp(
+            self.received_at.unwrap_or(SystemTime::UNIX_EPOCH),
+        ));
         out.push_str("] \"");
         out.push_str(&self.method);
         out.push(' ');
@@ -299,10 +301,7 @@ mod tests {
             method: "GET".into(),
             request_uri: "/".into(),
             proto: "HTTP/1.0",
-            extra_headers: vec![(
-                "X-Custom-Thing".into(),
-                Some(HeaderValue::from_static("v")),
-            )],
+            extra_headers: vec![("X-Custom-Thing".into(), Some(HeaderValue::from_static("v")))],
             ..Default::default()
         };
         let mut s = String::new();

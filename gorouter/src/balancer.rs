@@ -114,7 +114,11 @@ pub fn choose(pool: &Pool, c: &Choice) -> Result<Arc<Endpoint>, NoEndpoint> {
     }
 }
 
-fn round_robin(pool: &Pool, endpoints: &[Arc<Endpoint>], c: &Choice) -> Result<Arc<Endpoint>, NoEndpoint> {
+fn round_robin(
+    pool: &Pool,
+    endpoints: &[Arc<Endpoint>],
+    c: &Choice,
+) -> Result<Arc<Endpoint>, NoEndpoint> {
     let n = endpoints.len();
     let start = pool.next_idx.fetch_add(1, Ordering::Relaxed);
     // First pass honours failure marks; if everything is marked, forget the marks (A.6).
@@ -222,7 +226,9 @@ mod tests {
             now_ms: 40_000,
             ..choice()
         };
-        let picks: Vec<_> = (0..2).map(|_| choose(&p, &later).unwrap().addr.clone()).collect();
+        let picks: Vec<_> = (0..2)
+            .map(|_| choose(&p, &later).unwrap().addr.clone())
+            .collect();
         assert!(picks.contains(&eps[0].addr), "failure mark expired");
     }
 
@@ -283,12 +289,18 @@ mod tests {
     fn app_instance_selects_exactly_that_instance() {
         let (_t, p) = table_with(3, BalancingAlgorithm::RoundRobin);
         let c = Choice {
-            preferred: Some(Preferred::AppInstance { app: "app", index: "1" }),
+            preferred: Some(Preferred::AppInstance {
+                app: "app",
+                index: "1",
+            }),
             ..choice()
         };
         assert_eq!(&*choose(&p, &c).unwrap().private_instance_id, "inst-1");
         let missing = Choice {
-            preferred: Some(Preferred::AppInstance { app: "app", index: "7" }),
+            preferred: Some(Preferred::AppInstance {
+                app: "app",
+                index: "7",
+            }),
             ..choice()
         };
         assert_eq!(choose(&p, &missing).unwrap_err(), NoEndpoint::InstanceGone);

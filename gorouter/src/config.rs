@@ -367,8 +367,14 @@ impl Config {
         let mut warnings = Vec::new();
         for (key, d) in [
             ("droplet_stale_threshold", raw.droplet_stale_threshold),
-            ("prune_stale_droplets_interval", raw.prune_stale_droplets_interval),
-            ("start_response_delay_interval", raw.start_response_delay_interval),
+            (
+                "prune_stale_droplets_interval",
+                raw.prune_stale_droplets_interval,
+            ),
+            (
+                "start_response_delay_interval",
+                raw.start_response_delay_interval,
+            ),
             ("endpoint_timeout", raw.endpoint_timeout),
             ("endpoint_dial_timeout", raw.endpoint_dial_timeout),
             ("drain_wait", raw.drain_wait),
@@ -392,8 +398,10 @@ impl Config {
                 Ok(d.0)
             }
         };
-        let prune_stale_droplets_interval =
-            nonzero("prune_stale_droplets_interval", raw.prune_stale_droplets_interval)?;
+        let prune_stale_droplets_interval = nonzero(
+            "prune_stale_droplets_interval",
+            raw.prune_stale_droplets_interval,
+        )?;
         let mut droplet_stale_threshold =
             nonzero("droplet_stale_threshold", raw.droplet_stale_threshold)?;
         let endpoint_timeout = nonzero("endpoint_timeout", raw.endpoint_timeout)?;
@@ -482,14 +490,12 @@ impl Config {
             non_negative("max_idle_conns_per_host", raw.max_idle_conns_per_host)?;
         match raw.logging.level.as_str() {
             "debug" | "info" | "warn" | "error" | "fatal" => {}
-            other => {
-                return Err(ConfigError::Invalid {
-                    key: "logging.level",
-                    message: format!(
-                        "unknown level {other:?}; allowed values are debug, info, warn, error, fatal"
-                    ),
-                })
-            }
+            other => return Err(ConfigError::Invalid {
+                key: "logging.level",
+                message: format!(
+                    "unknown level {other:?}; allowed values are debug, info, warn, error, fatal"
+                ),
+            }),
         }
         if raw.nats.hosts.is_empty() {
             return Err(ConfigError::Invalid {
@@ -727,15 +733,22 @@ backends: {max_attempts: 0, max_conns: 0}
 
     #[test]
     fn start_delay_raises_stale_threshold() {
-        let c = Config::from_yaml("droplet_stale_threshold: 10s\nstart_response_delay_interval: 30s\n")
-            .unwrap();
+        let c =
+            Config::from_yaml("droplet_stale_threshold: 10s\nstart_response_delay_interval: 30s\n")
+                .unwrap();
         assert_eq!(c.droplet_stale_threshold, Duration::from_secs(30));
     }
 
     #[test]
     fn go_durations_parse() {
-        assert_eq!(parse_go_duration("1h2m3s").unwrap(), Duration::from_secs(3723));
-        assert_eq!(parse_go_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_go_duration("1h2m3s").unwrap(),
+            Duration::from_secs(3723)
+        );
+        assert_eq!(
+            parse_go_duration("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_go_duration("-1s").is_err());
         assert!(parse_go_duration("10").is_err());

@@ -1,13 +1,60 @@
 //! Learning routes over NATS (A.1, A.2): `router.register` / `router.unregister`, answering
 //! `router.greet`, announcing `router.start`, and the TTL prune loop (which must know whether
 //! NATS is connected).
+//!
+//! This module owns the NATS client of the router: connecting (3 tries, then fatal), staying
+//! connected (reconnecting forever), the one `router.*` subscription, turning registry messages
+//! into [`EndpointSpec`]s for the [`RouteTable`], and the prune ticker. It does not own the
+//! table's rules (keys, equality, TTL clamping, sharding): those live in [`crate::registry`].
+//!
+//! # Connection state and the pruner
+//! The client's event callback is the only place that learns about disconnects and reconnects.
+//! It records them in `ConnectionStatus` (read by the pruner, which suspends pruning while
+//! NATS is down and refreshes every endpoint on its first run after a reconnect, so routes whose
+//! heartbeats the outage swallowed are not dropped) and tells the message loop about reconnects,
+//! which then re-publishes `router.start` so emitters re-register at once.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use async_nats::{Client, ConnectOptions, Event, Message, Subscriber};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
-use crate::registry::{EndpointSpec, RouteTable};
+use crate::config::{BalancingAlgorithm, Config};
+use crate::registry::{EndpointSpec, Protocol, RouteTable};
+
+/// Initial connection attempts before the router gives up (upstream: 3, 100 ms apart).
+const INITIAL_CONNECT_ATTEMPTS: u32 = 3;
+const INITIAL_CONNECT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Per-attempt budget for TCP connect plus the NATS handshake; the Go client's default.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upstream's `nats_client_ping_interval` default.
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Upstream's `nats_client_message_buffer_size`: a registration burst (every emitter
+/// re-registering after `router.start`) must not be dropped as a slow consumer.
+const SUBSCRIPTION_CAPACITY: usize = 131_072;
+/// Bound for the startup round trip that confirms the subscription; a server without
+/// "no responders" support (older than 2.2) just costs this much once.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the server to acknowledge the unsubscribe and the final flush;
+/// bounded because the connection may be down at that moment.
+const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SUBJECT_WILDCARD: &str = "router.*";
+const SUBJECT_REGISTER: &str = "router.register";
+const SUBJECT_UNREGISTER: &str = "router.unregister";
+const SUBJECT_GREET: &str = "router.greet";
+const SUBJECT_START: &str = "router.start";
 
 /// A parsed `router.register` / `router.unregister` payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,19 +72,1027 @@ pub enum RegistrationError {
     RouteServiceUrlNotHttps,
 }
 
+/// A JSON string field, borrowed from the payload when it has no escapes (the usual case, so
+/// fields that are only inspected cost no allocation). `null` reads as empty, because Go's
+/// decoder leaves the field at its zero value.
+#[derive(Default)]
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl JsonStr<'_> {
+    fn into_string(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct JsonStrVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for JsonStrVisitor<'a> {
+            type Value = JsonStr<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or null")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JsonStr::default())
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JsonStr::default())
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_str(self)
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v)))
+            }
+        }
+
+        deserializer.deserialize_option(JsonStrVisitor(std::marker::PhantomData))
+    }
+}
+
+/// The registry message as emitters send it (A.2). Numbers are `Option` so that `null` reads as
+/// zero, like Go; unknown fields are ignored.
+#[derive(Deserialize)]
+struct RegistryMessage<'a> {
+    #[serde(default, borrow)]
+    host: JsonStr<'a>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    tls_port: Option<u16>,
+    #[serde(default, borrow)]
+    uris: Option<Vec<JsonStr<'a>>>,
+    #[serde(default, borrow)]
+    app: JsonStr<'a>,
+    #[serde(default, borrow)]
+    private_instance_id: JsonStr<'a>,
+    /// A string on the wire (not a number): upstream rejects the message otherwise.
+    #[serde(default, borrow)]
+    private_instance_index: JsonStr<'a>,
+    #[serde(default, borrow)]
+    server_cert_domain_san: JsonStr<'a>,
+    #[serde(default, borrow)]
+    route_service_url: JsonStr<'a>,
+    #[serde(default)]
+    tags: Option<BTreeMap<String, String>>,
+    /// Go `int`: negative is accepted there and means "use the default", like 0.
+    #[serde(default)]
+    stale_threshold_in_seconds: Option<i64>,
+    #[serde(default, borrow)]
+    isolation_segment: JsonStr<'a>,
+    #[serde(default)]
+    endpoint_updated_at_ns: Option<i64>,
+    #[serde(default, borrow)]
+    protocol: JsonStr<'a>,
+    #[serde(default, borrow)]
+    availability_zone: JsonStr<'a>,
+    #[serde(default, borrow)]
+    options: Option<RegistryOptions<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RegistryOptions<'a> {
+    #[serde(default, borrow)]
+    lb_algo: JsonStr<'a>,
+}
+
+impl RegistryMessage<'_> {
+    fn into_registration(self) -> Result<Registration, RegistrationError> {
+        // Case-sensitive prefix check, as upstream does: "http://" and "HTTPS://" are refused.
+        if !self.route_service_url.0.is_empty() && !self.route_service_url.0.starts_with("https") {
+            return Err(RegistrationError::RouteServiceUrlNotHttps);
+        }
+        // Anything but "http2" behaves as HTTP/1.1 upstream (an unknown value is never dialed
+        // as HTTP/2), so it maps onto Http1.
+        let protocol = if self.protocol.0 == "http2" {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        };
+        let lb_algo = match self.options.as_ref().map(|o| &*o.lb_algo.0) {
+            None | Some("") => None,
+            Some(name) => {
+                let algo = BalancingAlgorithm::from_name(name);
+                if algo.is_none() {
+                    warn!(
+                        lb_algo = name,
+                        "invalid-lb-algorithm: ignoring options.lb_algo (expected round-robin or least-connection)"
+                    );
+                }
+                algo
+            }
+        };
+        let uris = self
+            .uris
+            .unwrap_or_default()
+            .into_iter()
+            .map(JsonStr::into_string)
+            .collect();
+        let spec = EndpointSpec {
+            host: self.host.into_string(),
+            port: self.port.unwrap_or(0),
+            tls_port: self.tls_port.unwrap_or(0),
+            app: self.app.into_string(),
+            private_instance_id: self.private_instance_id.into_string(),
+            private_instance_index: self.private_instance_index.into_string(),
+            server_cert_domain_san: self.server_cert_domain_san.into_string(),
+            route_service_url: self.route_service_url.into_string(),
+            tags: self.tags,
+            stale_threshold_in_seconds: self
+                .stale_threshold_in_seconds
+                .map_or(0, |secs| u64::try_from(secs).unwrap_or(0)),
+            isolation_segment: self.isolation_segment.into_string(),
+            availability_zone: self.availability_zone.into_string(),
+            protocol,
+            lb_algo,
+            // NATS messages carry no modification tag; the zero tag always succeeds.
+            modification_tag: Default::default(),
+            endpoint_updated_at_ns: self.endpoint_updated_at_ns.unwrap_or(0),
+        };
+        Ok(Registration { uris, spec })
+    }
+}
+
 /// Parses a registry message (A.2).
-pub fn parse_registration(_payload: &[u8]) -> Result<Registration, RegistrationError> {
-    Err(RegistrationError::Json("not implemented yet".into()))
+pub fn parse_registration(payload: &[u8]) -> Result<Registration, RegistrationError> {
+    serde_json::from_slice::<RegistryMessage>(payload)
+        .map_err(|e| RegistrationError::Json(e.to_string()))?
+        .into_registration()
+}
+
+/// The `router.start` message, which is also the reply to `router.greet` (A.1). Field order is
+/// part of the wire format.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RouterStart<'a> {
+    id: &'a str,
+    hosts: [String; 1],
+    minimum_register_interval_in_seconds: u64,
+    prune_threshold_in_seconds: u64,
+}
+
+/// The JSON this router announces on `router.start` and answers `router.greet` with:
+/// `{"id":..,"hosts":[ip],"minimumRegisterIntervalInSeconds":..,"pruneThresholdInSeconds":..}`.
+pub fn router_start_json(config: &Config, router_id: &str) -> String {
+    let message = RouterStart {
+        id: router_id,
+        hosts: [config.ip.to_string()],
+        minimum_register_interval_in_seconds: config.start_response_delay_interval.as_secs(),
+        prune_threshold_in_seconds: config.droplet_stale_threshold.as_secs(),
+    };
+    // Serializing a struct of strings and integers cannot fail.
+    serde_json::to_string(&message).unwrap_or_default()
+}
+
+/// What the NATS connection looks like to the pruner, as the client's event callback reports
+/// it.
+#[derive(Debug)]
+struct ConnectionStatus {
+    connected: AtomicBool,
+    /// Set on every disconnect; the first prune after the reconnect takes it and refreshes all
+    /// endpoints first.
+    outage_since_last_prune: AtomicBool,
+    /// Set when we close the client ourselves, so its `Closed` event is not reported as fatal.
+    closing: AtomicBool,
+}
+
+impl ConnectionStatus {
+    /// Only ever built once a connection exists: the client delivers no events for a failed
+    /// initial connect, so "connected" is the right starting point.
+    fn new_connected() -> Self {
+        Self {
+            connected: AtomicBool::new(true),
+            outage_since_last_prune: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+}
+
+/// What the event callback tells the message loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectionNotice {
+    /// Connected again after a disconnect: announce `router.start` again.
+    Reconnected,
+    /// The client gave up for good.
+    Closed,
+}
+
+/// Records a client event. Runs on the client's event task, so it must not block.
+fn on_connection_event(
+    event: Event,
+    status: &ConnectionStatus,
+    notices: &mpsc::UnboundedSender<ConnectionNotice>,
+) {
+    match event {
+        Event::Connected => {
+            // The initial connection also reports Connected; only a change from disconnected
+            // is a reconnect.
+            if !status.connected.swap(true, Ordering::SeqCst) {
+                info!("nats-reconnected");
+                // The receiver is gone only when the message loop has ended.
+                let _ = notices.send(ConnectionNotice::Reconnected);
+            }
+        }
+        Event::Disconnected => {
+            status.connected.store(false, Ordering::SeqCst);
+            status.outage_since_last_prune.store(true, Ordering::SeqCst);
+            warn!("nats-disconnected: reconnecting");
+        }
+        Event::Closed => {
+            status.connected.store(false, Ordering::SeqCst);
+            if status.closing.load(Ordering::SeqCst) {
+                debug!("nats-connection-closed");
+            } else {
+                error!("nats-connection-closed");
+                let _ = notices.send(ConnectionNotice::Closed);
+            }
+        }
+        Event::SlowConsumer(sid) => {
+            warn!(
+                sid,
+                "nats-slow-consumer: subscription buffer full, messages dropped"
+            );
+        }
+        Event::LameDuckMode => info!("nats-server-lame-duck-mode"),
+        Event::Draining => debug!("nats-draining"),
+        Event::ServerError(err) => warn!(error = %err, "nats-server-error"),
+        Event::ClientError(err) => warn!(error = %err, "nats-client-error"),
+    }
+}
+
+fn connect_options(
+    config: &Config,
+    status: Arc<ConnectionStatus>,
+    notices: mpsc::UnboundedSender<ConnectionNotice>,
+) -> ConnectOptions {
+    let mut options = ConnectOptions::new()
+        .name("gorouter")
+        .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(PING_INTERVAL)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        // Upstream MaxReconnect = -1: once connected, never give up.
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            on_connection_event(event, &status, &notices);
+            std::future::ready(())
+        });
+    if !config.nats.user.is_empty() {
+        options = options.user_and_password(config.nats.user.clone(), config.nats.pass.clone());
+    }
+    options
+}
+
+/// The initial connection: a few quick tries, then an error naming the servers (the router
+/// cannot learn routes without NATS, so it exits).
+async fn connect_initially(options: ConnectOptions, servers: &[String]) -> anyhow::Result<Client> {
+    let mut attempt = 1;
+    loop {
+        match options.clone().connect(servers).await {
+            Ok(client) => {
+                info!(servers = ?servers, "nats-connected");
+                return Ok(client);
+            }
+            Err(err) if attempt < INITIAL_CONNECT_ATTEMPTS => {
+                warn!(servers = ?servers, attempt, error = %err, "nats-connection-failed: retrying");
+                tokio::time::sleep(INITIAL_CONNECT_RETRY_DELAY).await;
+                attempt += 1;
+            }
+            Err(err) => {
+                anyhow::bail!(
+                    "could not connect to NATS at {} after {INITIAL_CONNECT_ATTEMPTS} attempts: {err}",
+                    servers.join(", ")
+                );
+            }
+        }
+    }
 }
 
 /// Connects to NATS (3 tries, 100 ms apart), publishes `router.start`, subscribes `router.*`
 /// and starts the message and prune loops. The returned task ends with an error if the
 /// connection is closed for good (the router then exits), and with Ok on shutdown.
+///
+/// When this returns Ok the server has the subscription: registrations published from then on
+/// reach the table. `shutdown` turning true (or its sender being dropped) drains the
+/// subscription, flushes and ends the task; the prune loop stops with it.
 pub async fn start(
-    _config: Arc<Config>,
-    _table: Arc<RouteTable>,
-    _router_id: String,
-    _shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
-    anyhow::bail!("not implemented yet")
+    config: Arc<Config>,
+    table: Arc<RouteTable>,
+    router_id: String,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let servers = config.nats_servers();
+    let status = Arc::new(ConnectionStatus::new_connected());
+    let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+    let options = connect_options(&config, status.clone(), notices_tx);
+    let client = connect_initially(options, &servers).await?;
+
+    let router_start = Bytes::from(router_start_json(&config, &router_id));
+    // Announce before subscribing, as upstream does.
+    publish_router_start(&client, &router_start).await;
+    let subscriber = match client.subscribe(SUBJECT_WILDCARD).await {
+        Ok(subscriber) => subscriber,
+        Err(err) => {
+            // Dropping the client closes it; that is our doing, not a fatal event to report.
+            status.closing.store(true, Ordering::SeqCst);
+            anyhow::bail!("cannot subscribe to NATS subject {SUBJECT_WILDCARD}: {err}");
+        }
+    };
+    // Once this round trip is back the server has the subscription, so anything published
+    // after start() returns reaches us.
+    if let Err(err) = server_round_trip(&client).await {
+        warn!(error = %err, "nats-subscription-not-confirmed");
+    }
+    info!(subject = SUBJECT_WILDCARD, router_id = %router_id, "nats-subscribed");
+
+    let pruner = AbortOnDrop(tokio::spawn(prune_loop(
+        table.clone(),
+        status.clone(),
+        config.prune_stale_droplets_interval,
+        config.suspend_pruning_if_nats_unavailable,
+    )));
+    let subscription = RouterSubscription {
+        client,
+        subscriber,
+        table,
+        router_start,
+        status,
+    };
+    Ok(tokio::spawn(async move {
+        let result = subscription.run(notices_rx, shutdown).await;
+        drop(pruner);
+        result
+    }))
+}
+
+/// Waits until the server has processed everything this client sent so far. `Client::flush`
+/// only empties the socket buffer; a request nobody listens to comes back as "no responders",
+/// and the server answers it only after handling the commands sent before it.
+async fn server_round_trip(client: &Client) -> Result<(), String> {
+    let request = client.request(client.new_inbox(), Bytes::new());
+    match tokio::time::timeout(ROUND_TRIP_TIMEOUT, request).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {ROUND_TRIP_TIMEOUT:?}")),
+    }
+}
+
+async fn publish_router_start(client: &Client, router_start: &Bytes) {
+    match client.publish(SUBJECT_START, router_start.clone()).await {
+        Ok(()) => info!(subject = SUBJECT_START, "router-start-published"),
+        Err(err) => warn!(subject = SUBJECT_START, error = %err, "nats-publish-failed"),
+    }
+}
+
+/// Aborts the task when dropped, so the pruner never outlives the subscription (also when the
+/// caller aborts the subscription task).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What one `router.*` message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MessageOutcome {
+    Registered,
+    Unregistered,
+    /// A greet to answer on this reply subject.
+    GreetReply(async_nats::Subject),
+    /// A greet without a reply subject, or another valid `router.*` message.
+    Ignored,
+    /// Malformed or rejected; logged.
+    Dropped,
+}
+
+/// Applies one `router.*` message to the table. Never panics on bad input.
+fn handle_message(table: &RouteTable, message: &Message) -> MessageOutcome {
+    let subject = message.subject.as_str();
+    match subject {
+        SUBJECT_REGISTER | SUBJECT_UNREGISTER => {
+            let registration = match parse_registration(&message.payload) {
+                Ok(registration) => registration,
+                Err(err) => {
+                    warn!(subject, error = %err, "unable-to-parse-registry-message: dropped");
+                    return MessageOutcome::Dropped;
+                }
+            };
+            let spec = &registration.spec;
+            if subject == SUBJECT_REGISTER {
+                for uri in &registration.uris {
+                    let outcome = table.register(uri, spec);
+                    debug!(uri = %uri, host = %spec.host, port = spec.port, tls_port = spec.tls_port, outcome = ?outcome, "endpoint-registered");
+                }
+                MessageOutcome::Registered
+            } else {
+                for uri in &registration.uris {
+                    let removed = table.unregister(uri, spec);
+                    debug!(uri = %uri, host = %spec.host, port = spec.port, tls_port = spec.tls_port, removed, "endpoint-unregistered");
+                }
+                MessageOutcome::Unregistered
+            }
+        }
+        SUBJECT_GREET => match &message.reply {
+            Some(reply) => MessageOutcome::GreetReply(reply.clone()),
+            None => {
+                debug!(subject, "greet without a reply subject: ignored");
+                MessageOutcome::Ignored
+            }
+        },
+        _ => {
+            // Other router.* traffic (our own router.start, other routers' announcements) is
+            // not acted on, but upstream still insists it be JSON.
+            if let Err(err) = serde_json::from_slice::<IgnoredAny>(&message.payload) {
+                warn!(subject, error = %err, "validation-error");
+                return MessageOutcome::Dropped;
+            }
+            MessageOutcome::Ignored
+        }
+    }
+}
+
+/// The message loop's state: the client and its one subscription.
+struct RouterSubscription {
+    client: Client,
+    subscriber: Subscriber,
+    table: Arc<RouteTable>,
+    router_start: Bytes,
+    status: Arc<ConnectionStatus>,
+}
+
+impl RouterSubscription {
+    async fn run(
+        mut self,
+        mut notices: mpsc::UnboundedReceiver<ConnectionNotice>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                // Shutdown and connection notices first: a flood of registrations must not
+                // delay them.
+                biased;
+                () = shutdown_requested(&mut shutdown) => {
+                    self.shut_down().await;
+                    return Ok(());
+                }
+                notice = notices.recv() => match notice {
+                    Some(ConnectionNotice::Reconnected) => {
+                        publish_router_start(&self.client, &self.router_start).await;
+                    }
+                    // No sender left means the client's event task has ended: closed too.
+                    Some(ConnectionNotice::Closed) | None => {
+                        anyhow::bail!("NATS connection closed for good");
+                    }
+                },
+                message = self.subscriber.next() => match message {
+                    Some(message) => self.handle(&message).await,
+                    None => anyhow::bail!("NATS subscription to {SUBJECT_WILDCARD} ended: connection closed"),
+                },
+            }
+        }
+    }
+
+    async fn handle(&self, message: &Message) {
+        if let MessageOutcome::GreetReply(reply) = handle_message(&self.table, message) {
+            if let Err(err) = self.client.publish(reply, self.router_start.clone()).await {
+                warn!(subject = SUBJECT_GREET, error = %err, "greet-reply-failed");
+            }
+        }
+    }
+
+    /// Unsubscribes, handles what was already delivered, and flushes outgoing messages; each
+    /// step bounded in time because NATS may be down.
+    async fn shut_down(&mut self) {
+        info!("nats-subscriber-stopping");
+        self.status.closing.store(true, Ordering::SeqCst);
+        if let Err(err) = self.subscriber.drain().await {
+            warn!(error = %err, "nats-drain-failed");
+        }
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, async {
+            while let Some(message) = self.subscriber.next().await {
+                self.handle(&message).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("nats-drain-timed-out");
+        }
+        match tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(error = %err, "nats-flush-failed"),
+            Err(_) => warn!("nats-flush-timed-out"),
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true, or when its sender is gone (nobody can ask any more, and
+/// the router that owned it is stopping).
+async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What one prune tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PruneOutcome {
+    /// NATS is down and `suspend_pruning_if_nats_unavailable` is set.
+    Suspended,
+    Pruned {
+        /// All endpoints were marked fresh first (first prune after a reconnect).
+        refreshed: bool,
+        removed: usize,
+    },
+}
+
+/// One prune tick (A.3 "TTL / pruning", "NATS down").
+fn prune_once(
+    table: &RouteTable,
+    status: &ConnectionStatus,
+    suspend_if_disconnected: bool,
+) -> PruneOutcome {
+    let connected = status.is_connected();
+    if suspend_if_disconnected && !connected {
+        info!("prune-suspended: NATS is not connected");
+        return PruneOutcome::Suspended;
+    }
+    // Only once connected again: a refresh during the outage would be undone by the outage.
+    let refreshed = connected && status.outage_since_last_prune.swap(false, Ordering::SeqCst);
+    if refreshed {
+        info!("refreshing all endpoints: first prune since NATS reconnected");
+        table.refresh_all();
+    }
+    let removed = table.prune_stale();
+    if removed > 0 {
+        info!(removed, "pruned-stale-endpoints");
+    }
+    PruneOutcome::Pruned { refreshed, removed }
+}
+
+async fn prune_loop(
+    table: Arc<RouteTable>,
+    status: Arc<ConnectionStatus>,
+    interval: Duration,
+    suspend_if_disconnected: bool,
+) {
+    // Like Go's ticker: the first prune is one interval after start.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let table = table.clone();
+        let status = status.clone();
+        // Pruning walks the whole table under the writer lock: keep it off the async workers.
+        let tick = tokio::task::spawn_blocking(move || {
+            prune_once(&table, &status, suspend_if_disconnected)
+        });
+        if let Err(err) = tick.await {
+            error!(error = %err, "prune-failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::TableSettings;
+
+    const ROUTE_EMITTER_REGISTER: &str = r#"{"host":"10.0.16.5","port":61012,"tls_port":61014,"uris":["myapp.apps.example.com","myapp.apps.example.com/path"],"app":"6e6b2f1e-app","private_instance_id":"a1b2c3d4-inst","private_instance_index":"0","server_cert_domain_san":"a1b2c3d4-inst","tags":{"component":"route-emitter"},"endpoint_updated_at_ns":1729260000000000000,"availability_zone":"z1"}"#;
+
+    fn parse(json: &str) -> Registration {
+        parse_registration(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    fn parse_err(json: &str) -> RegistrationError {
+        match parse_registration(json.as_bytes()) {
+            Ok(r) => panic!("{json} parsed: {r:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn parses_route_emitter_message_with_tls_port() {
+        let r = parse(ROUTE_EMITTER_REGISTER);
+        assert_eq!(
+            r.uris,
+            vec!["myapp.apps.example.com", "myapp.apps.example.com/path"]
+        );
+        let s = &r.spec;
+        assert_eq!(s.host, "10.0.16.5");
+        assert_eq!(s.port, 61012);
+        assert_eq!(s.tls_port, 61014);
+        assert_eq!(s.addr(), "10.0.16.5:61014");
+        assert_eq!(s.app, "6e6b2f1e-app");
+        assert_eq!(s.private_instance_id, "a1b2c3d4-inst");
+        assert_eq!(s.private_instance_index, "0");
+        assert_eq!(s.server_cert_domain_san, "a1b2c3d4-inst");
+        assert_eq!(
+            s.tags,
+            Some([("component".to_string(), "route-emitter".to_string())].into())
+        );
+        assert_eq!(s.endpoint_updated_at_ns, 1_729_260_000_000_000_000);
+        assert_eq!(s.availability_zone, "z1");
+        assert_eq!(s.protocol, Protocol::Http1);
+        assert_eq!(s.lb_algo, None);
+        assert_eq!(s.modification_tag, Default::default());
+    }
+
+    #[test]
+    fn parses_every_field() {
+        let r = parse(
+            r#"{"host":"backend.internal","port":8080,"uris":["a.com"],"app":"app-guid",
+                "private_instance_id":"inst-guid","private_instance_index":"3",
+                "server_cert_domain_san":"san","route_service_url":"https://rs.example.com/x",
+                "tags":{"component":"c","k":"v"},"stale_threshold_in_seconds":45,
+                "isolation_segment":"is1","endpoint_updated_at_ns":-5,"protocol":"http2",
+                "availability_zone":"z2","options":{"lb_algo":"least-connection"}}"#,
+        );
+        let expected = EndpointSpec {
+            host: "backend.internal".into(),
+            port: 8080,
+            tls_port: 0,
+            app: "app-guid".into(),
+            private_instance_id: "inst-guid".into(),
+            private_instance_index: "3".into(),
+            server_cert_domain_san: "san".into(),
+            route_service_url: "https://rs.example.com/x".into(),
+            tags: Some(
+                [
+                    ("component".to_string(), "c".to_string()),
+                    ("k".to_string(), "v".to_string()),
+                ]
+                .into(),
+            ),
+            stale_threshold_in_seconds: 45,
+            isolation_segment: "is1".into(),
+            availability_zone: "z2".into(),
+            protocol: Protocol::Http2,
+            lb_algo: Some(BalancingAlgorithm::LeastConnection),
+            modification_tag: Default::default(),
+            endpoint_updated_at_ns: -5,
+        };
+        assert_eq!(r.spec, expected);
+        assert_eq!(r.uris, vec!["a.com"]);
+        assert_eq!(r.spec.addr(), "backend.internal:8080");
+    }
+
+    #[test]
+    fn missing_and_null_optional_fields_take_zero_values() {
+        let r = parse(r#"{"host":"10.0.0.1","port":80,"uris":["a.com"]}"#);
+        assert_eq!(
+            r.spec,
+            EndpointSpec {
+                host: "10.0.0.1".into(),
+                port: 80,
+                ..EndpointSpec::default()
+            }
+        );
+        let r = parse(
+            r#"{"host":"10.0.0.1","port":80,"uris":["a.com"],"tags":null,"app":null,
+                "tls_port":null,"options":null,"protocol":null,"stale_threshold_in_seconds":null}"#,
+        );
+        assert_eq!(r.spec.tags, None);
+        assert_eq!(r.spec.app, "");
+        assert_eq!(r.spec.tls_port, 0);
+        assert_eq!(r.spec.protocol, Protocol::Http1);
+        let r = parse(r#"{}"#);
+        assert!(r.uris.is_empty());
+        assert_eq!(r.spec, EndpointSpec::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_escaped_strings_decoded() {
+        let r = parse(
+            r#"{"host":"10.0.0.1","port":80,"uris":["caf\u00e9.com","a\/b.com"],"future":{"x":[1]},"app":"a\"b"}"#,
+        );
+        assert_eq!(r.uris, vec!["café.com", "a/b.com"]);
+        assert_eq!(r.spec.app, "a\"b");
+    }
+
+    #[test]
+    fn protocol_defaults_to_http1_and_keeps_http2() {
+        let p = |proto: &str| {
+            parse(&format!(r#"{{"host":"h","port":1,"protocol":"{proto}"}}"#))
+                .spec
+                .protocol
+        };
+        assert_eq!(p(""), Protocol::Http1);
+        assert_eq!(p("http1"), Protocol::Http1);
+        assert_eq!(p("http2"), Protocol::Http2);
+        assert_eq!(p("spdy"), Protocol::Http1);
+    }
+
+    #[test]
+    fn lb_algo_valid_values_apply_and_invalid_is_ignored() {
+        let algo = |name: &str| {
+            parse(&format!(
+                r#"{{"host":"h","port":1,"options":{{"lb_algo":"{name}"}}}}"#
+            ))
+            .spec
+            .lb_algo
+        };
+        assert_eq!(algo("round-robin"), Some(BalancingAlgorithm::RoundRobin));
+        assert_eq!(
+            algo("least-connection"),
+            Some(BalancingAlgorithm::LeastConnection)
+        );
+        assert_eq!(algo("random"), None);
+        assert_eq!(algo(""), None);
+        // The rest of the message is still accepted.
+        let r = parse(r#"{"host":"h","port":1,"uris":["a.com"],"options":{"lb_algo":"nope"}}"#);
+        assert_eq!(r.uris, vec!["a.com"]);
+    }
+
+    #[test]
+    fn private_instance_index_must_be_a_string() {
+        assert_eq!(
+            parse(r#"{"host":"h","port":1,"private_instance_index":"7"}"#)
+                .spec
+                .private_instance_index,
+            "7"
+        );
+        assert!(matches!(
+            parse_err(r#"{"host":"h","port":1,"private_instance_index":7}"#),
+            RegistrationError::Json(_)
+        ));
+    }
+
+    #[test]
+    fn route_service_url_must_be_https() {
+        for url in [
+            "http://rs.example.com",
+            "HTTPS://rs.example.com",
+            "rs.example.com",
+        ] {
+            let e = parse_err(&format!(
+                r#"{{"host":"h","port":1,"uris":["a.com"],"route_service_url":"{url}"}}"#
+            ));
+            assert!(
+                matches!(e, RegistrationError::RouteServiceUrlNotHttps),
+                "{url}: {e}"
+            );
+            assert_eq!(e.to_string(), "route_service_url must be https");
+        }
+        let r = parse(r#"{"host":"h","port":1,"route_service_url":""}"#);
+        assert_eq!(r.spec.route_service_url, "");
+    }
+
+    #[test]
+    fn out_of_range_ports_and_wrong_types_are_json_errors() {
+        for json in [
+            r#"{"host":"h","port":70000}"#,
+            r#"{"host":"h","port":-1}"#,
+            r#"{"host":"h","port":80,"tls_port":65536}"#,
+            r#"{"host":"h","port":"80"}"#,
+            r#"{"host":"h","port":80.5}"#,
+            r#"{"host":1,"port":80}"#,
+            r#"{"host":"h","port":80,"uris":"a.com"}"#,
+            r#"{"host":"h","port":80,"tags":{"k":1}}"#,
+            r#"{"host":"h","port":80,"options":"least-connection"}"#,
+            r#"{"host":"h","port":80,"stale_threshold_in_seconds":"30"}"#,
+        ] {
+            let e = parse_err(json);
+            assert!(matches!(e, RegistrationError::Json(_)), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_an_error() {
+        for json in [
+            "",
+            "{",
+            "not json",
+            r#"{"host":"h","port":80"#,
+            "[1,2]",
+            "null",
+        ] {
+            let e = parse_err(json);
+            assert!(matches!(e, RegistrationError::Json(_)), "{json:?}: {e}");
+            assert!(e.to_string().starts_with("invalid registry message JSON"));
+        }
+    }
+
+    #[test]
+    fn negative_stale_threshold_means_default() {
+        let r = parse(r#"{"host":"h","port":1,"stale_threshold_in_seconds":-10}"#);
+        assert_eq!(r.spec.stale_threshold_in_seconds, 0);
+    }
+
+    fn test_config(yaml: &str) -> Config {
+        Config::from_yaml(yaml).unwrap_or_else(|e| panic!("config: {e}"))
+    }
+
+    #[test]
+    fn router_start_json_matches_upstream_field_order() {
+        let config = test_config(
+            "ip: 192.0.2.2\nstart_response_delay_interval: 1s\ndroplet_stale_threshold: 120s\n",
+        );
+        assert_eq!(
+            router_start_json(&config, "0-1e44e38f-b63b-4956-45f0-15cacfd4e1d4"),
+            r#"{"id":"0-1e44e38f-b63b-4956-45f0-15cacfd4e1d4","hosts":["192.0.2.2"],"minimumRegisterIntervalInSeconds":1,"pruneThresholdInSeconds":120}"#
+        );
+        // BOSH defaults: 20s register interval, 120s prune threshold.
+        let config = test_config("ip: 10.0.1.10\n");
+        assert_eq!(
+            router_start_json(&config, "3-x"),
+            r#"{"id":"3-x","hosts":["10.0.1.10"],"minimumRegisterIntervalInSeconds":20,"pruneThresholdInSeconds":120}"#
+        );
+    }
+
+    fn message(subject: &str, reply: Option<&str>, payload: &str) -> Message {
+        Message {
+            subject: subject.into(),
+            reply: reply.map(Into::into),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            headers: None,
+            status: None,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    #[test]
+    fn handle_message_registers_unregisters_and_answers_greet() {
+        let table = RouteTable::new(TableSettings::default());
+        assert_eq!(
+            handle_message(
+                &table,
+                &message(SUBJECT_REGISTER, None, ROUTE_EMITTER_REGISTER)
+            ),
+            MessageOutcome::Registered
+        );
+        let pool = table
+            .lookup("myapp.apps.example.com", "/")
+            .expect("registered");
+        assert_eq!(&*pool.endpoints()[0].addr, "10.0.16.5:61014");
+        assert!(table.lookup("myapp.apps.example.com", "/path/x").is_some());
+
+        assert_eq!(
+            handle_message(
+                &table,
+                &message(SUBJECT_UNREGISTER, None, ROUTE_EMITTER_REGISTER)
+            ),
+            MessageOutcome::Unregistered
+        );
+        assert!(table.lookup("myapp.apps.example.com", "/").is_none());
+        assert_eq!(table.route_count(), 0);
+
+        assert_eq!(
+            handle_message(&table, &message(SUBJECT_GREET, Some("_INBOX.greet"), "")),
+            MessageOutcome::GreetReply("_INBOX.greet".into())
+        );
+        assert_eq!(
+            handle_message(&table, &message(SUBJECT_GREET, None, "")),
+            MessageOutcome::Ignored
+        );
+    }
+
+    #[test]
+    fn handle_message_drops_bad_payloads_without_touching_the_table() {
+        let table = RouteTable::new(TableSettings::default());
+        for (subject, payload) in [
+            (SUBJECT_REGISTER, "{not json"),
+            (
+                SUBJECT_REGISTER,
+                r#"{"host":"h","port":70000,"uris":["a.com"]}"#,
+            ),
+            (
+                SUBJECT_REGISTER,
+                r#"{"host":"h","port":1,"uris":["a.com"],"route_service_url":"http://rs"}"#,
+            ),
+            (SUBJECT_UNREGISTER, ""),
+            ("router.whatever", "nope"),
+        ] {
+            assert_eq!(
+                handle_message(&table, &message(subject, None, payload)),
+                MessageOutcome::Dropped,
+                "{subject} {payload}"
+            );
+        }
+        assert_eq!(table.route_count(), 0);
+        assert_eq!(
+            handle_message(&table, &message("router.start", None, r#"{"id":"x"}"#)),
+            MessageOutcome::Ignored
+        );
+    }
+
+    fn spec_with_ttl(port: u16, ttl_secs: u64) -> EndpointSpec {
+        EndpointSpec {
+            host: "10.0.0.1".into(),
+            port,
+            stale_threshold_in_seconds: ttl_secs,
+            ..EndpointSpec::default()
+        }
+    }
+
+    #[test]
+    fn prune_is_suspended_while_disconnected_and_refreshes_after_reconnect() {
+        let table = RouteTable::new(TableSettings::default());
+        table.register("a.com", &spec_with_ttl(1, 1));
+        let status = ConnectionStatus::new_connected();
+        let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+
+        // The initial connection's Connected event is not a reconnect.
+        on_connection_event(Event::Connected, &status, &notices_tx);
+        assert!(notices_rx.try_recv().is_err());
+
+        on_connection_event(Event::Disconnected, &status, &notices_tx);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(prune_once(&table, &status, true), PruneOutcome::Suspended);
+        assert!(
+            table.lookup("a.com", "/").is_some(),
+            "kept while NATS is down"
+        );
+
+        on_connection_event(Event::Connected, &status, &notices_tx);
+        assert_eq!(
+            notices_rx.try_recv().ok(),
+            Some(ConnectionNotice::Reconnected)
+        );
+        // The endpoint is stale by now, but the outage swallowed its heartbeats.
+        assert_eq!(
+            prune_once(&table, &status, true),
+            PruneOutcome::Pruned {
+                refreshed: true,
+                removed: 0
+            }
+        );
+        assert!(table.lookup("a.com", "/").is_some());
+
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            prune_once(&table, &status, true),
+            PruneOutcome::Pruned {
+                refreshed: false,
+                removed: 1
+            }
+        );
+        assert!(table.lookup("a.com", "/").is_none());
+    }
+
+    #[test]
+    fn prune_continues_while_disconnected_when_not_suspending() {
+        let table = RouteTable::new(TableSettings::default());
+        table.register("a.com", &spec_with_ttl(1, 1));
+        let status = ConnectionStatus::new_connected();
+        let (notices_tx, _notices_rx) = mpsc::unbounded_channel();
+        on_connection_event(Event::Disconnected, &status, &notices_tx);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            prune_once(&table, &status, false),
+            PruneOutcome::Pruned {
+                refreshed: false,
+                removed: 1
+            }
+        );
+        // The refresh is still owed to the first prune after the reconnect.
+        table.register("a.com", &spec_with_ttl(1, 1));
+        on_connection_event(Event::Connected, &status, &notices_tx);
+        assert_eq!(
+            prune_once(&table, &status, false),
+            PruneOutcome::Pruned {
+                refreshed: true,
+                removed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn closed_is_fatal_unless_we_are_closing() {
+        let status = ConnectionStatus::new_connected();
+        let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+        on_connection_event(Event::Closed, &status, &notices_tx);
+        assert_eq!(notices_rx.try_recv().ok(), Some(ConnectionNotice::Closed));
+        assert!(!status.is_connected());
+
+        let status = ConnectionStatus::new_connected();
+        status.closing.store(true, Ordering::SeqCst);
+        on_connection_event(Event::Closed, &status, &notices_tx);
+        assert!(notices_rx.try_recv().is_err());
+    }
 }

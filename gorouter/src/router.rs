@@ -52,11 +52,10 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         Some(log)
     };
 
-    let status_ip = config
-        .status
-        .host
-        .parse()
-        .with_context(|| format!("status.host {:?} is not an IP address", config.status.host))?;
+    let status_ip =
+        config.status.host.parse().with_context(|| {
+            format!("status.host {:?} is not an IP address", config.status.host)
+        })?;
     let health_listener = bind(SocketAddr::new(status_ip, config.status.port), "/health").await?;
     let routes_listener = bind(
         SocketAddr::from(([127, 0, 0, 1], config.status.routes.port)),

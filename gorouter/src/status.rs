@@ -88,9 +88,7 @@ pub async fn serve_health(
         async move {
             let mut resp = match req.uri().path() {
                 "/health" => health_response(&health),
-                "/is-process-alive-do-not-use-for-loadbalancing" => {
-                    plain(StatusCode::OK, "ok\n")
-                }
+                "/is-process-alive-do-not-use-for-loadbalancing" => plain(StatusCode::OK, "ok\n"),
                 _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
             };
             resp.headers_mut()
@@ -229,6 +227,7 @@ where
             let svc = hyper::service::service_fn(handler);
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(false)
+                .title_case_headers(true)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(io, svc);
@@ -247,12 +246,18 @@ mod tests {
     #[test]
     fn health_is_unavailable_until_healthy_and_after_degrade() {
         let h = Health::new();
-        assert_eq!(health_response(&h).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            health_response(&h).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         h.set_healthy();
         assert_eq!(health_response(&h).status(), StatusCode::OK);
         h.degrade();
         h.set_healthy();
-        assert_eq!(health_response(&h).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            health_response(&h).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[test]

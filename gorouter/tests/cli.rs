@@ -4,7 +4,11 @@
 use std::process::Command;
 
 fn run_with_config(yaml: &str) -> std::process::Output {
-    let dir = std::env::temp_dir().join(format!("gorouter-cli-{}-{}", std::process::id(), yaml.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "gorouter-cli-{}-{}",
+        std::process::id(),
+        yaml.len()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("config.yml");
     std::fs::write(&path, yaml).expect("write config");
@@ -33,7 +37,10 @@ fn missing_config_file_exits_non_zero_naming_the_path() {
         .expect("run gorouter");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/gorouter.yml"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("/nonexistent/gorouter.yml"),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]

@@ -50,7 +50,8 @@ impl IdleConnections {
                 return Some(sender);
             }
             // Just returned: the connection task may not have re-armed yet.
-            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
             {
                 return Some(sender);
             }
@@ -104,7 +105,12 @@ pub async fn connect(
                 os_error_text(&e)
             )))
         }
-        Err(_) => return Err(DialError(format!("dial tcp {}: i/o timeout", endpoint.addr))),
+        Err(_) => {
+            return Err(DialError(format!(
+                "dial tcp {}: i/o timeout",
+                endpoint.addr
+            )))
+        }
     };
     let _ = stream.set_nodelay(true);
     let mut builder = http1::Builder::new();
@@ -146,7 +152,9 @@ mod tests {
             None,
             1,
         );
-        let err = connect(&ep, Duration::from_secs(1), false).await.unwrap_err();
+        let err = connect(&ep, Duration::from_secs(1), false)
+            .await
+            .unwrap_err();
         assert_eq!(
             err.0,
             format!("dial tcp 127.0.0.1:{port}: connect: connection refused")

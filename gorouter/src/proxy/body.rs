@@ -198,7 +198,10 @@ impl Body for ResponseBody {
         let this = self.project();
         match this.kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Backend { mut inner, deadline } => {
+            KindProj::Backend {
+                mut inner,
+                deadline,
+            } => {
                 if let Some(d) = deadline.as_pin_mut() {
                     if d.poll(cx).is_ready() {
                         return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
@@ -234,7 +237,9 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Backend { inner, .. } => inner.size_hint(),
         }
     }

@@ -16,13 +16,25 @@ pub enum RouterError {
     EmptyHost,
     MissingHost,
     InvalidAppInstanceHeader,
-    UnknownRoute { host: String },
-    UnknownInstance { host: String, guid: String, index: String },
-    NoEndpoints { host: String },
-    ConnectionLimitReached { host: String },
+    UnknownRoute {
+        host: String,
+    },
+    UnknownInstance {
+        host: String,
+        guid: String,
+        index: String,
+    },
+    NoEndpoints {
+        host: String,
+    },
+    ConnectionLimitReached {
+        host: String,
+    },
     HeadersTooLarge,
     /// All attempts failed; the text is the last error, Go-style (`dial tcp …: connect: …`).
-    EndpointFailure { cause: String },
+    EndpointFailure {
+        cause: String,
+    },
 }
 
 impl RouterError {
@@ -65,9 +77,9 @@ impl RouterError {
     fn cache_control(&self) -> Option<&'static str> {
         match self {
             RouterError::EmptyHost | RouterError::NoEndpoints { .. } => Some(MAX_AGE_2),
-            RouterError::InvalidAppInstanceHeader | RouterError::UnknownRoute { .. } => {
-                Some(NO_CACHE)
-            }
+            RouterError::InvalidAppInstanceHeader
+            | RouterError::UnknownRoute { .. }
+            | RouterError::UnknownInstance { .. } => Some(NO_CACHE),
             _ => None,
         }
     }
@@ -98,11 +110,17 @@ impl RouterError {
 
     /// Whether the connection must be closed after this response.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, RouterError::HeadersTooLarge | RouterError::MissingHost)
+        matches!(
+            self,
+            RouterError::HeadersTooLarge | RouterError::MissingHost
+        )
     }
 
     /// The full response. Headers are inserted in Go's sorted order.
     pub fn response(&self) -> Response<ResponseBody> {
+        if *self == RouterError::MissingHost {
+            return missing_host_response();
+        }
         let status = self.status();
         let body = match self.message() {
             Some(m) => Bytes::from(format!(
@@ -138,6 +156,25 @@ impl RouterError {
         }
         resp
     }
+}
+
+/// Go's HTTP server answers an HTTP/1.1 request without Host itself, before any handler: the
+/// message is in the status line and the body has no trailing newline.
+fn missing_host_response() -> Response<ResponseBody> {
+    const TEXT: &str = "400 Bad Request: missing required Host header";
+    let mut resp = Response::new(ResponseBody::full(Bytes::from_static(TEXT.as_bytes())));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.extensions_mut()
+        .insert(hyper::ext::ReasonPhrase::from_static(
+            b"Bad Request: missing required Host header",
+        ));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 #[cfg(test)]
@@ -201,7 +238,10 @@ mod tests {
             body_text(r).await,
             "400 Bad Request: Request had empty Host header\n"
         );
-        let r = RouterError::NoEndpoints { host: "a.com".into() }.response();
+        let r = RouterError::NoEndpoints {
+            host: "a.com".into(),
+        }
+        .response();
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["x-cf-routererror"], "no_endpoints");
         assert_eq!(

@@ -4,8 +4,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_CLIENT_CERT: HeaderName =
-    HeaderName::from_static("x-forwarded-client-cert");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub static X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
 pub static X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
 pub static X_CF_APPLICATION_ID: HeaderName = HeaderName::from_static("x-cf-applicationid");
@@ -148,7 +147,9 @@ pub fn parse_app_instance(value: &HeaderValue) -> Option<(&str, &str)> {
     let lens = [8, 4, 4, 4, 12];
     let guid_ok = groups.len() == 5
         && groups.iter().zip(lens).all(|(g, l)| {
-            g.len() == l && g.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            g.len() == l
+                && g.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
     let index_ok = !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit());
     (guid_ok && index_ok).then_some((guid, index))
@@ -202,7 +203,10 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_to_all_incoming_values() {
-        let mut h = map(&[("x-forwarded-for", "10.1.1.1"), ("x-forwarded-for", "10.2.2.2")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "10.1.1.1"),
+            ("x-forwarded-for", "10.2.2.2"),
+        ]);
         append_forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
         assert_eq!(h["x-forwarded-for"], "10.1.1.1, 10.2.2.2, 127.0.0.1");
         let mut h = HeaderMap::new();
@@ -246,13 +250,22 @@ mod tests {
             "6e6b2f1e-0000-4000-8000-0123456789ab:x",
             "nope:1",
         ] {
-            assert_eq!(parse_app_instance(&HeaderValue::from_static(bad)), None, "{bad}");
+            assert_eq!(
+                parse_app_instance(&HeaderValue::from_static(bad)),
+                None,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn header_size_follows_go_formula() {
-        let h = map(&[("host", "a.com"), ("accept", "*/*"), ("x", "1"), ("x", "22")]);
+        let h = map(&[
+            ("host", "a.com"),
+            ("accept", "*/*"),
+            ("x", "1"),
+            ("x", "22"),
+        ]);
         // GET / HTTP/1.1 -> 3+1+8+5 = 17; accept: 6+3+4 = 13; x: 1+3+4+1 = 9; host 5+8 = 13
         assert_eq!(request_header_size("GET", "/", "HTTP/1.1", &h, "a.com"), 52);
     }

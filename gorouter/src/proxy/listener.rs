@@ -113,9 +113,8 @@ pub async fn serve(
         connections.opened();
         tokio::spawn(async move {
             let client = Arc::new(ClientConn::new(remote, false));
-            let svc = hyper::service::service_fn(move |req| {
-                proxy.clone().handle(client.clone(), req)
-            });
+            let svc =
+                hyper::service::service_fn(move |req| proxy.clone().handle(client.clone(), req));
             let conn = builder
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();

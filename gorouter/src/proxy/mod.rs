@@ -157,6 +157,9 @@ impl Proxy {
             return Ok(Response::from_parts(parts, ResponseBody::full(bytes)));
         }
 
+        // Request id and trace headers come first, so even router errors are logged with them.
+        let request_id = trace::apply(req.headers_mut(), &s.trace);
+
         // Host: the header, or the authority of an absolute-form target.
         let host: String = match req
             .headers()
@@ -166,13 +169,21 @@ impl Proxy {
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
         {
             Some(h) => h,
-            None if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) => {
-                return Ok(self.reject(RouterError::MissingHost, &req, &conn, String::new(), started));
+            None if req.version() == Version::HTTP_11
+                && !req.headers().contains_key(header::HOST) =>
+            {
+                return Ok(self.reject(
+                    RouterError::MissingHost,
+                    &req,
+                    &conn,
+                    String::new(),
+                    started,
+                ));
             }
             None => String::new(),
         };
         let host_no_port = host.split(':').next().unwrap_or("");
-        if host_no_port.is_empty() || host_no_port == conn.remote.ip().to_string() {
+        if host_no_port.is_empty() || host_no_port.as_bytes() == conn.remote_ip.as_bytes() {
             return Ok(self.reject(RouterError::EmptyHost, &req, &conn, host, started));
         }
 
@@ -264,7 +275,6 @@ impl Proxy {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
         }
-        let request_id = trace::apply(req.headers_mut(), &s.trace);
         let trace_requested = s
             .trace_key
             .as_ref()
@@ -306,10 +316,7 @@ impl Proxy {
             let endpoint = match balancer::choose(&pool, &choice) {
                 Ok(e) => e,
                 Err(NoEndpoint::AllOverloaded) => {
-                    return Ok(self.finish_error(
-                        RouterError::ConnectionLimitReached { host },
-                        log,
-                    ));
+                    return Ok(self.finish_error(RouterError::ConnectionLimitReached { host }, log));
                 }
                 Err(NoEndpoint::InstanceGone) => {
                     let (guid, index) = app_instance.unwrap_or_default();
@@ -388,10 +395,8 @@ impl Proxy {
                         }
                         None => {
                             tracing::warn!(endpoint = %endpoint.addr, error = %text, "backend-request-failed");
-                            return Ok(self.finish_error(
-                                RouterError::EndpointFailure { cause: text },
-                                log,
-                            ));
+                            return Ok(self
+                                .finish_error(RouterError::EndpointFailure { cause: text }, log));
                         }
                     }
                 }
@@ -446,10 +451,11 @@ impl Proxy {
                 response_bytes: 0,
                 completed: false,
             };
-            let (parts, incoming) = resp.into_parts();
-            let deadline = (!websocket).then(|| {
-                tokio::time::sleep(s.endpoint_timeout.saturating_sub(started.elapsed()))
-            });
+            let (mut parts, incoming) = resp.into_parts();
+            // Answer in the client's protocol (hyper downgrades for HTTP/1.0 clients).
+            parts.version = Version::HTTP_11;
+            let deadline = (!websocket)
+                .then(|| tokio::time::sleep(s.endpoint_timeout.saturating_sub(started.elapsed())));
             return Ok(Response::from_parts(
                 parts,
                 ResponseBody::backend(incoming, deadline, exchange),
@@ -510,7 +516,11 @@ impl Proxy {
         self.finish_error(err, log)
     }
 
-    fn finish_error(&self, err: RouterError, mut log: Option<PendingLog>) -> Response<ResponseBody> {
+    fn finish_error(
+        &self,
+        err: RouterError,
+        mut log: Option<PendingLog>,
+    ) -> Response<ResponseBody> {
         if let Some(l) = log.as_mut() {
             l.record.status = err.status().as_u16();
             l.record.router_error = err.router_error_value();

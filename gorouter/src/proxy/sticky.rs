@@ -151,18 +151,38 @@ mod tests {
     fn context_path_route_scopes_the_cookie() {
         let (_t, p, e) = setup("a.com/x");
         let mut h = HeaderMap::new();
-        h.append(header::SET_COOKIE, HeaderValue::from_static("JSESSIONID=abc"));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("JSESSIONID=abc"),
+        );
         set_vcap_cookie(&mut h, &e, &p, None, &["JSESSIONID".into()], true);
-        assert_eq!(cookies(&h)[1], "__VCAP_ID__=inst-1; Path=/x; HttpOnly; Secure");
+        assert_eq!(
+            cookies(&h)[1],
+            "__VCAP_ID__=inst-1; Path=/x; HttpOnly; Secure"
+        );
     }
 
     #[test]
     fn no_cookie_without_session_or_move() {
         let (_t, p, e) = setup("a.com");
         let mut h = HeaderMap::new();
-        set_vcap_cookie(&mut h, &e, &p, Some("inst-1"), &["JSESSIONID".into()], false);
+        set_vcap_cookie(
+            &mut h,
+            &e,
+            &p,
+            Some("inst-1"),
+            &["JSESSIONID".into()],
+            false,
+        );
         assert!(cookies(&h).is_empty());
-        set_vcap_cookie(&mut h, &e, &p, Some("inst-0"), &["JSESSIONID".into()], false);
+        set_vcap_cookie(
+            &mut h,
+            &e,
+            &p,
+            Some("inst-0"),
+            &["JSESSIONID".into()],
+            false,
+        );
         assert_eq!(cookies(&h), vec!["__VCAP_ID__=inst-1; Path=/; HttpOnly"]);
     }
 
@@ -175,6 +195,9 @@ mod tests {
             HeaderValue::from_static("JSESSIONID=; Max-Age=-1"),
         );
         set_vcap_cookie(&mut h, &e, &p, None, &["JSESSIONID".into()], false);
-        assert_eq!(cookies(&h)[1], "__VCAP_ID__=inst-1; Path=/; Max-Age=0; HttpOnly");
+        assert_eq!(
+            cookies(&h)[1],
+            "__VCAP_ID__=inst-1; Path=/; Max-Age=0; HttpOnly"
+        );
     }
 }

@@ -103,9 +103,11 @@ fn apply_b3(headers: &mut HeaderMap, fresh_hex: &str) -> (String, String) {
     }
     let trace = fresh_hex.to_string();
     let span = fresh_hex[16..].to_string();
-    if let (Some(tv), Some(sv), Some(b3)) =
-        (value(&trace), value(&span), value(&format!("{trace}-{span}")))
-    {
+    if let (Some(tv), Some(sv), Some(b3)) = (
+        value(&trace),
+        value(&span),
+        value(&format!("{trace}-{span}")),
+    ) {
         headers.insert(X_B3_TRACE_ID.clone(), tv);
         headers.insert(X_B3_SPAN_ID.clone(), sv);
         headers.insert(B3.clone(), b3);
@@ -255,11 +257,17 @@ mod tests {
         assert_eq!(id, "463ac35c-9f64-13ad-4848-5a3953bb6124");
         assert_eq!(h["b3"], "463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312");
         let tp = h["traceparent"].to_str().unwrap();
-        assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "{tp}");
+        assert!(
+            tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+            "{tp}"
+        );
         assert!(tp.ends_with("-01"));
         let parent = &tp[36..52];
         assert_ne!(parent, "b7ad6b7169203331");
-        assert_eq!(h["tracestate"], format!("gorouter={parent},foo=bar").as_str());
+        assert_eq!(
+            h["tracestate"],
+            format!("gorouter={parent},foo=bar").as_str()
+        );
     }
 
     #[test]
@@ -272,7 +280,10 @@ mod tests {
         );
         let id = apply(&mut h, &both());
         assert_eq!(id, "80f198ee-5634-3ba8-64fe-8b2a57d3eff7");
-        assert_eq!(h["b3"], "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1");
+        assert_eq!(
+            h["b3"],
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
+        );
         assert!(h.get("x-b3-traceid").is_none());
         assert_eq!(
             h["traceparent"],
@@ -295,6 +306,9 @@ mod tests {
         );
         let tp = h["traceparent"].to_str().unwrap();
         assert_eq!(tp.len(), 55);
-        assert!(h["tracestate"].to_str().unwrap().starts_with("t1@gorouter="));
+        assert!(h["tracestate"]
+            .to_str()
+            .unwrap()
+            .starts_with("t1@gorouter="));
     }
 }

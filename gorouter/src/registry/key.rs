@@ -35,7 +35,11 @@ mod tests {
     fn route_key_normalises() {
         assert_eq!(route_key("Foo.COM/Bar/?x=1"), "foo.com/bar");
         assert_eq!(route_key("foo.com"), "foo.com");
-        assert_eq!(route_key("foo.com:8080"), "foo.com:8080", "ports in URIs are kept");
+        assert_eq!(
+            route_key("foo.com:8080"),
+            "foo.com:8080",
+            "ports in URIs are kept"
+        );
     }
 
     #[test]

@@ -508,13 +508,19 @@ mod tests {
     }
 
     fn addrs(pool: &Pool) -> Vec<String> {
-        pool.endpoints().iter().map(|e| e.addr.to_string()).collect()
+        pool.endpoints()
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect()
     }
 
     #[test]
     fn lookup_is_case_insensitive_and_ignores_port_query_and_trailing_slash() {
         let t = RouteTable::new(TableSettings::default());
-        assert_eq!(t.register("Foo.Example.com/", &spec("10.0.0.1", 80)), PutOutcome::Added);
+        assert_eq!(
+            t.register("Foo.Example.com/", &spec("10.0.0.1", 80)),
+            PutOutcome::Added
+        );
         let p = t.lookup("FOO.example.COM:8080", "/?x=1").expect("pool");
         assert_eq!(addrs(&p), vec!["10.0.0.1:80"]);
         assert!(t.lookup("bar.example.com", "/").is_none());
@@ -547,8 +553,14 @@ mod tests {
         let t = RouteTable::new(TableSettings::default());
         t.register("*.example.com", &spec("10.0.0.1", 1));
         t.register("*.b.example.com", &spec("10.0.0.2", 2));
-        assert_eq!(addrs(&t.lookup("a.example.com", "/").unwrap()), vec!["10.0.0.1:1"]);
-        assert_eq!(addrs(&t.lookup("a.b.example.com", "/").unwrap()), vec!["10.0.0.2:2"]);
+        assert_eq!(
+            addrs(&t.lookup("a.example.com", "/").unwrap()),
+            vec!["10.0.0.1:1"]
+        );
+        assert_eq!(
+            addrs(&t.lookup("a.b.example.com", "/").unwrap()),
+            vec!["10.0.0.2:2"]
+        );
         assert!(t.lookup("example.com", "/").is_none());
     }
 

@@ -1,0 +1,84 @@
+//! The access log file (A.14): one line per request in upstream's format.
+
+use std::time::Duration;
+
+use integration::http::build_request;
+use integration::{eventually, route, EchoBackend, TestEnv};
+use regex::Regex;
+use serde_json::json;
+
+async fn log_line(env: &TestEnv, needle: &str) -> String {
+    let router = &env.router;
+    eventually(
+        &format!("an access log line containing {needle:?}"),
+        Duration::from_secs(5),
+        || async move {
+            router
+                .access_log()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routed_request_is_logged_in_upstream_format() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("a").await;
+    let mut msg = route("logged.example.com", backend.port());
+    msg["app"] = json!("app-guid-log");
+    msg["private_instance_id"] = json!("inst-log");
+    msg["private_instance_index"] = json!("2");
+    env.register_and_wait(&msg).await;
+
+    let resp = env
+        .router
+        .request(&build_request(
+            "GET",
+            "/logged?x=1",
+            &[
+                ("Host", "logged.example.com"),
+                ("User-Agent", "it-agent/1.0"),
+                ("Referer", "http://ref.example.com/"),
+            ],
+            b"",
+        ))
+        .await;
+    assert_eq!(resp.status, 200);
+    let id = resp.header("X-Vcap-Request-Id").unwrap();
+    let line = log_line(&env, "/logged?x=1").await;
+
+    let re = Regex::new(&format!(
+        r#"^logged\.example\.com - \[\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{9}}Z\] "GET /logged\?x=1 HTTP/1\.1" 200 0 {len} "http://ref\.example\.com/" "it-agent/1\.0" "127\.0\.0\.1:\d+" "127\.0\.0\.1:{port}" x_forwarded_for:"127\.0\.0\.1" x_forwarded_proto:"http" vcap_request_id:"{id}" response_time:\d+\.\d{{6}} gorouter_time:\d+\.\d{{6}} app_id:"app-guid-log" app_index:"2" instance_id:"inst-log" x_cf_routererror:"-"$"#,
+        len = resp.body.len(),
+        port = backend.port(),
+        id = regex::escape(id),
+    ))
+    .unwrap();
+    assert!(
+        re.is_match(&line),
+        "access log line:\n{line}\ndoes not match\n{re}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_route_is_logged_with_router_error() {
+    let env = TestEnv::start("").await;
+    let resp = env.get("nolog.example.com", "/missing").await;
+    assert_eq!(resp.status, 404);
+    let line = log_line(&env, "/missing").await;
+    // No backend request was made, so upstream logs the client's own forwarding headers (none
+    // here: "-"); a router logging the values it would have sent is accepted too.
+
+    let re = Regex::new(&format!(
+        r#"^nolog\.example\.com - \[[^\]]+\] "GET /missing HTTP/1\.1" 404 0 {len} "-" "it-client/1\.0" "127\.0\.0\.1:\d+" "-" x_forwarded_for:"(-|127\.0\.0\.1)" x_forwarded_proto:"(-|http)" vcap_request_id:"[0-9a-f-]{{36}}" response_time:\d+\.\d{{6}} gorouter_time:\d+\.\d{{6}} app_id:"-" app_index:"-" instance_id:"-" x_cf_routererror:"unknown_route"$"#,
+        len = resp.body.len(),
+    ))
+    .unwrap();
+    assert!(
+        re.is_match(&line),
+        "access log line:\n{line}\ndoes not match\n{re}"
+    );
+}

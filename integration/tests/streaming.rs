@@ -1,0 +1,234 @@
+//! Bodies and connections that are not a plain request/response (A.7, A.11): websocket
+//! upgrades, `Expect: 100-continue`, chunked uploads, and 100 MiB uploads and downloads that must
+//! stream through the router with flat memory.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use integration::backends::text_response;
+use integration::http::HttpConn;
+use integration::util::{pattern_checksum, pattern_chunk, Checksum, PATTERN_CHUNK};
+use integration::{route, EchoBackend, EchoedRequest, HttpBackend, TestEnv};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HUNDRED_MIB: u64 = 100 * 1024 * 1024;
+/// Allowed growth of the router's peak RSS while streaming 100 MiB.
+const MAX_GROWTH_KIB: u64 = 40 * 1024;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrade_is_proxied_and_echoes_both_ways() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("ws").await;
+    env.register_and_wait(&route("ws.example.com", backend.port()))
+        .await;
+
+    let mut conn = HttpConn::connect(env.router.addr()).await;
+    conn.send(
+        b"GET /ws HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    let head = conn.read_head().await.expect("upgrade response");
+    assert_eq!(head.status, 101, "{}", head.dump());
+    assert!(
+        head.header("Upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        "{}",
+        head.dump()
+    );
+
+    let (mut stream, leftover) = conn.into_parts();
+    assert!(
+        leftover.is_empty(),
+        "unexpected bytes after 101: {leftover:?}"
+    );
+    for msg in [b"hello through the router".to_vec(), vec![0xA5; 100_000]] {
+        stream.write_all(&msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut back))
+            .await
+            .expect("echo within 10 s")
+            .expect("read echo");
+        assert!(back == msg, "echoed bytes differ ({} bytes)", msg.len());
+    }
+
+    let seen = EchoedRequest::parse_head(&backend.requests().last().unwrap().head);
+    assert_eq!(seen.request_line, "GET /ws HTTP/1.1");
+    assert_eq!(seen.header("Upgrade"), Some("websocket"));
+    assert!(seen
+        .header("Connection")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")));
+    assert_eq!(
+        seen.header("Sec-WebSocket-Key"),
+        Some("dGhlIHNhbXBsZSBub25jZQ==")
+    );
+}
+
+async fn expect_continue(env: &TestEnv) -> (integration::RawResponse, integration::RawResponse) {
+    let mut conn = HttpConn::connect(env.router.addr()).await;
+    conn.send(
+        b"POST /expect HTTP/1.1\r\nHost: expect.example.com\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    let interim = tokio::time::timeout(Duration::from_secs(3), conn.read_response())
+        .await
+        .expect("100 Continue within 3 s, before the body is sent");
+    conn.send(b"hello=world").await;
+    let fin = conn.read_response().await;
+    (interim, fin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_gets_interim_then_final_response() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("a").await;
+    env.register_and_wait(&route("expect.example.com", backend.port()))
+        .await;
+
+    let (interim, fin) = expect_continue(&env).await;
+    assert_eq!(
+        interim.status_line,
+        "HTTP/1.1 100 Continue",
+        "{}",
+        interim.dump()
+    );
+    assert_eq!(fin.status, 200, "{}", fin.dump());
+    let seen = EchoedRequest::parse(&fin.body);
+    assert_eq!(seen.request_line, "POST /expect HTTP/1.1");
+    assert_eq!(seen.body_len, Some(11));
+    assert_eq!(backend.requests().last().unwrap().body, b"hello=world");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_is_sent_to_backend_with_connection_close() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("a").await;
+    env.register_and_wait(&route("expect.example.com", backend.port()))
+        .await;
+
+    let (_, fin) = expect_continue(&env).await;
+    let seen = EchoedRequest::parse(&fin.body);
+    assert_eq!(seen.header("Expect"), Some("100-continue"));
+    assert_eq!(seen.header("Connection"), Some("close"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_request_body_reaches_the_backend() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("a").await;
+    env.register_and_wait(&route("chunked.example.com", backend.port()))
+        .await;
+
+    let resp = env
+        .router
+        .request(b"POST /chunked HTTP/1.1\r\nHost: chunked.example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.dump());
+    assert_eq!(EchoedRequest::parse(&resp.body).body_len, Some(11));
+    assert_eq!(backend.requests().last().unwrap().body, b"hello world");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_of_100_mib_streams_with_flat_memory() {
+    let env = TestEnv::start("").await;
+    // The backend waits before reading: a router that buffers instead of applying back-pressure
+    // would swallow the upload meanwhile.
+    let backend = HttpBackend::start(|req: hyper::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/" {
+            return text_response(200, "probe");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut body = req.into_body();
+        let mut sum = Checksum::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        sum.update(d);
+                    }
+                }
+                Err(e) => return text_response(500, format!("body error: {e}")),
+            }
+        }
+        text_response(200, sum.digest())
+    })
+    .await;
+    env.register_and_wait(&route("up.example.com", backend.port()))
+        .await;
+    let before = env.router.memory_kib("VmRSS");
+
+    let mut conn = HttpConn::connect(env.router.addr()).await;
+    conn.send(
+        format!(
+            "PUT /upload HTTP/1.1\r\nHost: up.example.com\r\nContent-Length: {HUNDRED_MIB}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let chunks = HUNDRED_MIB / PATTERN_CHUNK as u64;
+    for i in 0..chunks {
+        if let Err(e) = conn.try_send(&pattern_chunk(i)).await {
+            let resp = conn.try_read_response().await;
+            panic!("upload failed after {i} chunks: {e}; response: {resp:?}");
+        }
+    }
+    let resp = conn.read_response().await;
+    let peak = env.router.memory_kib("VmHWM");
+    let after = env.router.memory_kib("VmRSS");
+
+    eprintln!("upload: router VmRSS before {before} KiB, peak {peak} KiB, after {after} KiB");
+    assert_eq!(resp.status, 200, "{}", resp.dump());
+    assert_eq!(
+        resp.body_str(),
+        pattern_checksum(HUNDRED_MIB),
+        "the backend got different bytes"
+    );
+    assert!(
+        peak.saturating_sub(before) < MAX_GROWTH_KIB,
+        "router memory grew from {before} KiB to a peak of {peak} KiB (now {after} KiB) for a 100 MiB upload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn download_of_100_mib_streams_with_flat_memory() {
+    let env = TestEnv::start("").await;
+    let backend = HttpBackend::start(|_req| async move {
+        let chunks = HUNDRED_MIB / PATTERN_CHUNK as u64;
+        let stream = futures::stream::iter(0..chunks)
+            .map(|i| Ok::<_, std::io::Error>(Frame::data(pattern_chunk(i))));
+        http::Response::builder()
+            .status(200)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", HUNDRED_MIB.to_string())
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap()
+    })
+    .await;
+    env.register(&route("down.example.com", backend.port()))
+        .await;
+    env.sync().await;
+    let before = env.router.memory_kib("VmRSS");
+
+    let mut conn = HttpConn::connect(env.router.addr()).await;
+    conn.send(b"GET /download HTTP/1.1\r\nHost: down.example.com\r\n\r\n")
+        .await;
+    let head = conn.read_head().await.expect("response head");
+    assert_eq!(head.status, 200, "{}", head.dump());
+    // A slow reader: a router without back-pressure would buffer what the backend pushes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sum = Checksum::new();
+    conn.read_body_with(&head, false, |b: &[u8]| sum.update(b))
+        .await
+        .unwrap_or_else(|e| panic!("download broke after {} bytes: {e}", sum.len()));
+    let peak = env.router.memory_kib("VmHWM");
+    let after = env.router.memory_kib("VmRSS");
+
+    eprintln!("download: router VmRSS before {before} KiB, peak {peak} KiB, after {after} KiB");
+    assert_eq!(sum.len(), HUNDRED_MIB);
+    assert_eq!(sum.digest(), pattern_checksum(HUNDRED_MIB), "bytes differ");
+    assert!(
+        peak.saturating_sub(before) < MAX_GROWTH_KIB,
+        "router memory grew from {before} KiB to a peak of {peak} KiB (now {after} KiB) for a 100 MiB download"
+    );
+}
