@@ -490,12 +490,14 @@ impl Config {
             non_negative("max_idle_conns_per_host", raw.max_idle_conns_per_host)?;
         match raw.logging.level.as_str() {
             "debug" | "info" | "warn" | "error" | "fatal" => {}
-            other => return Err(ConfigError::Invalid {
-                key: "logging.level",
-                message: format!(
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "logging.level",
+                    message: format!(
                     "unknown level {other:?}; allowed values are debug, info, warn, error, fatal"
                 ),
-            }),
+                })
+            }
         }
         if raw.nats.hosts.is_empty() {
             return Err(ConfigError::Invalid {

@@ -329,3 +329,45 @@ async fn app_instance_header_selects_that_instance() {
         assert_eq!(seen.header("X-Cf-Instanceindex"), Some("1"));
     }
 }
+
+/// A backend that answers the first request on each connection with keep-alive, then closes
+/// the connection as soon as the next request arrives, without answering it: the race of a
+/// backend closing an idle keep-alive connection just as the router reuses it.
+async fn closes_reused_connections_backend() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut head = Vec::new();
+                while integration::http::find(&head, b"\r\n\r\n").is_none() {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                // Wait for the next request on this connection, then drop it unanswered.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_lost_on_a_stale_keep_alive_connection_is_resent() {
+    let env = TestEnv::start("").await;
+    let port = closes_reused_connections_backend().await;
+    env.register_and_wait(&route("stale-keepalive.example.com", port))
+        .await;
+    for i in 0..5 {
+        let resp = env.get("stale-keepalive.example.com", "/").await;
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.dump());
+        assert_eq!(resp.body_str(), "ok");
+    }
+}

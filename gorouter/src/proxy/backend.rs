@@ -4,7 +4,7 @@
 //! Each endpoint owns its idle connections in a lock-free bounded queue, so checking one out
 //! takes no lock and an endpoint's connections go away with it when it is unregistered.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1;
@@ -17,9 +17,14 @@ use crate::registry::Endpoint;
 /// The sending half of an HTTP/1.1 connection to a backend.
 pub type Sender = http1::SendRequest<RequestBody>;
 
-/// Idle keep-alive connections to one backend.
+/// How long a connection may sit idle before it is closed instead of reused (Go's
+/// `IdleConnTimeout`); backends often close earlier, which the retry of a request that never
+/// reached them covers.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Idle keep-alive connections to one backend, with the time each was returned.
 pub struct IdleConnections {
-    queue: Option<ArrayQueue<Sender>>,
+    queue: Option<ArrayQueue<(Sender, Instant)>>,
 }
 
 impl IdleConnections {
@@ -34,7 +39,7 @@ impl IdleConnections {
     pub fn put(&self, sender: Sender) {
         if let Some(q) = &self.queue {
             if !sender.is_closed() {
-                let _ = q.push(sender);
+                let _ = q.push((sender, Instant::now()));
             }
         }
     }
@@ -42,8 +47,8 @@ impl IdleConnections {
     /// An idle connection that is still open and ready for a request, if any.
     pub async fn take(&self) -> Option<Sender> {
         let q = self.queue.as_ref()?;
-        while let Some(mut sender) = q.pop() {
-            if sender.is_closed() {
+        while let Some((mut sender, since)) = q.pop() {
+            if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
             if sender.is_ready() {

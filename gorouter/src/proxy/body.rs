@@ -30,16 +30,28 @@ pub struct BodyTimeout;
 
 pin_project! {
     /// The client's request body on its way to a backend, counting bytes for the access log.
+    /// `inner` is `None` for a replayed body-less request.
     pub struct RequestBody {
         #[pin]
-        inner: Incoming,
+        inner: Option<Incoming>,
         counter: Option<Arc<AtomicU64>>,
     }
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, counter: Option<Arc<AtomicU64>>) -> Self {
-        Self { inner, counter }
+        Self {
+            inner: Some(inner),
+            counter,
+        }
+    }
+
+    /// An empty body, for re-sending a request that had none.
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            counter: None,
+        }
     }
 }
 
@@ -52,7 +64,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(inner.poll_frame(cx));
         if let (Some(Ok(f)), Some(counter)) = (&frame, this.counter.as_ref()) {
             if let Some(data) = f.data_ref() {
                 counter.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -62,11 +77,14 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|i| i.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(i) => i.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }
 

@@ -370,6 +370,15 @@ impl Proxy {
             if let Some(l) = log.as_mut() {
                 l.backend_started = Some(Instant::now());
             }
+            // A keep-alive connection the backend closed just as we sent on it loses the
+            // request; one without a body and safe to repeat is sent again (as Go does).
+            let replay = (reused && replayable(&req)).then(|| {
+                (
+                    req.method().clone(),
+                    req.uri().clone(),
+                    req.headers().clone(),
+                )
+            });
             let send = sender.try_send_request(req);
             let result = if websocket {
                 Ok(send.await)
@@ -391,6 +400,19 @@ impl Proxy {
                             } else {
                                 balancer::mark_failed(&endpoint, self.table.now_ms());
                             }
+                            continue;
+                        }
+                        None if replay.is_some() => {
+                            if let Some((method, uri, headers)) = replay {
+                                let mut r = Request::new(RequestBody::empty());
+                                *r.method_mut() = method;
+                                *r.uri_mut() = uri;
+                                *r.headers_mut() = headers;
+                                backend_req = Some(r);
+                            }
+                            tracing::debug!(endpoint = %endpoint.addr, error = %text, "stale-keep-alive-retry");
+                            last_error = text;
+                            tried -= 1;
                             continue;
                         }
                         None => {
@@ -530,6 +552,18 @@ impl Proxy {
         exchange.log = log;
         Response::from_parts(parts, body.with_exchange(exchange))
     }
+}
+
+/// Whether a request may be sent again after it was lost on the wire: no body, and a method
+/// that is safe to repeat or an idempotency key (A.6).
+fn replayable(req: &Request<RequestBody>) -> bool {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) || req.headers().contains_key("idempotency-key")
+        || req.headers().contains_key("x-idempotency-key");
+    idempotent && http_body::Body::is_end_stream(req.body())
 }
 
 /// `X-CF-ApplicationID`, `X-CF-InstanceIndex`, `X-CF-InstanceID` for the chosen endpoint;
