@@ -8,9 +8,9 @@
 //!   `gorouter::nats::parse_registration` and applied with `RouteTable::register`, counted in
 //!   messages/s; plus `register` alone with pre-parsed specs (new endpoints and refreshes).
 //!
-//! Run: `cargo bench -p gorouter --bench route_table` (about a minute; add a filter such as
-//! `-- lookup_100k` for one group). `cargo test -p gorouter --bench route_table` runs each
-//! benchmark once as a smoke test.
+//! Run: `cargo bench -p gorouter --bench route_table` (about a minute after the build; a
+//! filter such as `-- lookup_100k` runs one group). `cargo test -p gorouter --bench
+//! route_table` runs each benchmark once as a smoke test.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -82,3 +82,35 @@ async fn unknown_route_is_logged_with_router_error() {
         "access log line:\n{line}\ndoes not match\n{re}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_abandoned_by_the_client_is_logged_as_499() {
+    let env = TestEnv::start("").await;
+    let held = integration::HeldBackend::until_released().await;
+    // Wait until routed with a probe through a throw-away route: the held backend would hold it.
+    env.register(&route("abandoned.example.com", held.port()))
+        .await;
+    env.register_and_wait(&route(
+        "abandoned-probe.example.com",
+        integration::closed_port(),
+    ))
+    .await;
+
+    let mut conn = integration::HttpConn::connect(env.router.addr()).await;
+    conn.send(&build_request(
+        "GET",
+        "/abandoned",
+        &[("Host", "abandoned.example.com")],
+        b"",
+    ))
+    .await;
+    held.arrived().await;
+    drop(conn); // the client gives up while the backend still works on it
+
+    let line = log_line(&env, "/abandoned").await;
+    assert!(
+        line.contains("\"GET /abandoned HTTP/1.1\" 499 "),
+        "access log line: {line}"
+    );
+    held.release();
+}
