@@ -1,0 +1,1 @@
+//! locket (in progress)

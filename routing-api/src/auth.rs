@@ -1,0 +1,1 @@
+//! UAA token validation (B.7). (in progress)

@@ -1,0 +1,10 @@
+//! The Routing API (../shared/spec/routing-api.md): router groups, TCP routes and HTTP routes
+//! over REST with UAA tokens, server-sent event streams, TTL expiry, state in MySQL or SQLite,
+//! served only while holding a Locket-style lock.
+//!
+//! - [`config`]: upstream's YAML keys.
+//! - [`store`]: SQL storage (MySQL/MariaDB and SQLite), migrations, expiry.
+//! - [`auth`]: UAA JWT validation and scopes.
+
+pub mod auth;
+pub mod store;

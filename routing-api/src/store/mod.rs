@@ -1,0 +1,1 @@
+//! SQL storage (B.8). (in progress)
