@@ -8,13 +8,12 @@
 //! that names the key.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+pub use yaml_config::{parse_go_duration, GoDuration};
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -348,18 +347,11 @@ impl Config {
 
     /// Parses and validates YAML text. An empty document gives the defaults.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let mut unknown_keys = Vec::new();
-        let raw: RawConfig = if text.trim().is_empty() {
-            RawConfig::default()
-        } else {
-            let de = serde_yaml_ng::Deserializer::from_str(text);
-            serde_ignored::deserialize(de, |path| unknown_keys.push(path.to_string())).map_err(
-                |e: serde_yaml_ng::Error| ConfigError::Parse {
-                    path: String::new(),
-                    message: e.to_string(),
-                },
-            )?
-        };
+        let (raw, unknown_keys) = yaml_config::from_yaml_reporting_unknown::<RawConfig>(text)
+            .map_err(|e| ConfigError::Parse {
+                path: String::new(),
+                message: e.0,
+            })?;
         Self::validate(raw, unknown_keys)
     }
 
@@ -588,78 +580,6 @@ fn local_ip() -> IpAddr {
     probe().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// A duration written the way Go's YAML decoder reads `time.Duration`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GoDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for GoDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = GoDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"30s\", \"1m30s\" or \"250ms\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoDuration, E> {
-                Ok(GoDuration(Duration::from_nanos(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
-                u64::try_from(v)
-                    .map(|n| GoDuration(Duration::from_nanos(n)))
-                    .map_err(|_| E::custom("a duration must not be negative"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<GoDuration, E> {
-                parse_go_duration(v).map(GoDuration).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(V)
-    }
-}
-
-/// Parses Go's `time.ParseDuration` syntax: a sequence of decimal numbers with units
-/// `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`; `"0"` alone is zero. Negative durations are refused.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: expected e.g. \"30s\", \"1m30s\" or \"250ms\"");
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if t.is_empty() || t.starts_with('-') {
-        return Err(bad());
-    }
-    let t = t.strip_prefix('+').unwrap_or(t);
-    let mut total = 0f64;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += value * nanos_per;
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Duration::from_nanos(total as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,22 +659,6 @@ backends: {max_attempts: 0, max_conns: 0}
             Config::from_yaml("droplet_stale_threshold: 10s\nstart_response_delay_interval: 30s\n")
                 .unwrap();
         assert_eq!(c.droplet_stale_threshold, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(
-            parse_go_duration("1h2m3s").unwrap(),
-            Duration::from_secs(3723)
-        );
-        assert_eq!(
-            parse_go_duration("1.5s").unwrap(),
-            Duration::from_millis(1500)
-        );
-        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_go_duration("-1s").is_err());
-        assert!(parse_go_duration("10").is_err());
-        assert!(parse_go_duration("s").is_err());
     }
 
     #[test]
