@@ -20,7 +20,9 @@
 pub mod backends;
 pub mod http;
 pub mod nats;
+pub mod pki;
 pub mod router;
+pub mod uaa;
 pub mod util;
 
 pub use backends::{EchoBackend, EchoedRequest, HeldBackend, HttpBackend};

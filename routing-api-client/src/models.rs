@@ -75,7 +75,9 @@ impl TcpRouteMapping {
 
     /// The SNI hostname, if any (empty counts as none).
     pub fn sni_hostname(&self) -> Option<&str> {
-        self.backend_sni_hostname.as_deref().filter(|s| !s.is_empty())
+        self.backend_sni_hostname
+            .as_deref()
+            .filter(|s| !s.is_empty())
     }
 }
 

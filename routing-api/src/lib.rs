@@ -5,6 +5,15 @@
 //! - [`config`]: upstream's YAML keys.
 //! - [`store`]: SQL storage (MySQL/MariaDB and SQLite), migrations, expiry.
 //! - [`auth`]: UAA JWT validation and scopes.
+//! - [`validation`]: router group, route and TCP mapping rules with upstream's messages.
 
+pub mod api;
 pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod lock;
+pub mod run;
+pub mod server;
 pub mod store;
+pub mod validation;

@@ -1,0 +1,315 @@
+//! `LockTable` semantics on real SQLite files and a real MariaDB (DATABASE_URL, default
+//! mysql://root@127.0.0.1:3306; each test creates and drops its own database).
+
+mod common;
+
+use std::time::Duration;
+
+use common::MariaDb;
+use locket::runner::{hold_lock, LockRunnerConfig, LockState};
+use locket::sql::LockTable;
+use locket::{LockError, Resource};
+
+/// The full Locket semantics on one table; `other` is a second connection pool on the same
+/// database (a second "process").
+async fn semantics(table: &LockTable, other: &LockTable) {
+    // Insert.
+    let r1 = table
+        .lock(&Resource::lock("k1", "owner-a"), 15)
+        .await
+        .unwrap();
+    assert_eq!(r1.modified_index, 1);
+    assert_eq!(r1.modified_id.len(), 36, "a GUID");
+    assert_eq!((r1.ttl, r1.lock_type.as_str()), (15, "lock"));
+
+    // Refresh by the same owner, seen from the other process.
+    let mut refreshed = Resource::lock("k1", "owner-a");
+    refreshed.value = "v2".into();
+    let r2 = other.lock(&refreshed, 30).await.unwrap();
+    assert_eq!(r2.modified_index, 2);
+    assert_eq!(r2.modified_id, r1.modified_id);
+    let f = table.fetch("k1").await.unwrap();
+    assert_eq!(
+        (
+            f.owner.as_str(),
+            f.value.as_str(),
+            f.ttl,
+            f.modified_index,
+            f.modified_id.as_str()
+        ),
+        ("owner-a", "v2", 30, 2, r1.modified_id.as_str())
+    );
+
+    // Collision.
+    assert_eq!(
+        other.lock(&Resource::lock("k1", "owner-b"), 15).await,
+        Err(LockError::Collision)
+    );
+    // Validation.
+    assert_eq!(
+        table.lock(&Resource::lock("k1", "owner-a"), 0).await,
+        Err(LockError::InvalidTtl)
+    );
+    assert_eq!(
+        table.lock(&Resource::lock("k1", ""), 15).await,
+        Err(LockError::InvalidOwner)
+    );
+
+    // Fetch missing.
+    assert_eq!(table.fetch("nope").await, Err(LockError::NotFound));
+
+    // FetchAll with type filter.
+    table
+        .lock(&Resource::presence("cell-1", "cell-1", "{\"rep\":1}"), 15)
+        .await
+        .unwrap();
+    let all = table.fetch_all("").await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        vec!["cell-1", "k1"]
+    );
+    let presences = table.fetch_all("presence").await.unwrap();
+    assert_eq!(presences.len(), 1);
+    assert_eq!(presences[0].value, "{\"rep\":1}");
+    assert_eq!(table.fetch_all("lock").await.unwrap()[0].key, "k1");
+
+    // Release.
+    assert_eq!(
+        table.release("k1", "owner-b").await,
+        Err(LockError::Collision)
+    );
+    assert_eq!(table.release("missing", "anyone").await, Ok(()));
+    table.release("k1", "owner-a").await.unwrap();
+    assert_eq!(table.fetch("k1").await, Err(LockError::NotFound));
+    // A new lock after release gets a new GUID and index 1.
+    let r3 = other
+        .lock(&Resource::lock("k1", "owner-b"), 15)
+        .await
+        .unwrap();
+    assert_eq!(r3.modified_index, 1);
+    assert_ne!(r3.modified_id, r1.modified_id);
+
+    // Expire only if unchanged.
+    assert!(!table
+        .expire_if_unchanged("k1", "owner-b", &r3.modified_id, 0)
+        .await
+        .unwrap());
+    assert!(!table
+        .expire_if_unchanged("k1", "owner-a", &r3.modified_id, 1)
+        .await
+        .unwrap());
+    assert!(!table
+        .expire_if_unchanged("k1", "owner-b", "other-id", 1)
+        .await
+        .unwrap());
+    other
+        .lock(&Resource::lock("k1", "owner-b"), 15)
+        .await
+        .unwrap();
+    assert!(
+        !table
+            .expire_if_unchanged("k1", "owner-b", &r3.modified_id, 1)
+            .await
+            .unwrap(),
+        "refreshed since"
+    );
+    assert!(table
+        .expire_if_unchanged("k1", "owner-b", &r3.modified_id, 2)
+        .await
+        .unwrap());
+    assert_eq!(table.fetch("k1").await, Err(LockError::NotFound));
+    assert!(!table
+        .expire_if_unchanged("k1", "owner-b", &r3.modified_id, 2)
+        .await
+        .unwrap());
+
+    table.health_check().await.unwrap();
+}
+
+/// Two pools race for the same fresh keys: exactly one wins each time.
+async fn race(a: &LockTable, b: &LockTable) {
+    for i in 0..25 {
+        let key = format!("race-{i}");
+        let ra = Resource::lock(key.clone(), "process-a");
+        let rb = Resource::lock(key.clone(), "process-b");
+        let (x, y) = tokio::join!(a.lock(&ra, 15), b.lock(&rb, 15));
+        let wins = [x.is_ok(), y.is_ok()];
+        assert_eq!(
+            wins.iter().filter(|w| **w).count(),
+            1,
+            "exactly one winner for {key}: {x:?} {y:?}"
+        );
+        let loser = if x.is_ok() { &y } else { &x };
+        assert_eq!(loser, &Err(LockError::Collision), "{key}");
+        let winner = if x.is_ok() { "process-a" } else { "process-b" };
+        assert_eq!(a.fetch(&key).await.unwrap().owner, winner);
+    }
+}
+
+/// Active/standby through the table alone (the routing API without Locket): the standby takes
+/// over once the active stops refreshing and the lock expires via the expirer.
+async fn takeover(a: LockTable, b: LockTable) {
+    let _expiry_a = locket::expiry::spawn_with_interval(a.clone(), Duration::from_millis(500));
+    let _expiry_b = locket::expiry::spawn_with_interval(b.clone(), Duration::from_millis(500));
+    let cfg = |owner: &str| {
+        LockRunnerConfig::lock("routing_api_lock", owner)
+            .with_ttl(Duration::from_secs(1))
+            .with_retry_interval(Duration::from_millis(200))
+    };
+    let mut first = hold_lock(a.clone(), cfg("instance-a"));
+    tokio::time::timeout(Duration::from_secs(5), first.acquired())
+        .await
+        .expect("first acquires")
+        .unwrap();
+    let second = hold_lock(b.clone(), cfg("instance-b"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(second.state(), LockState::Acquiring, "refreshed lock kept");
+    assert_eq!(
+        a.fetch("routing_api_lock").await.unwrap().owner,
+        "instance-a"
+    );
+    // Clean stop: released at once, the standby takes over quickly.
+    first.release().await.unwrap();
+    let mut second = second;
+    tokio::time::timeout(Duration::from_secs(5), second.acquired())
+        .await
+        .expect("standby takes over")
+        .unwrap();
+    assert_eq!(
+        b.fetch("routing_api_lock").await.unwrap().owner,
+        "instance-b"
+    );
+    second.release().await.unwrap();
+    assert_eq!(a.fetch("routing_api_lock").await, Err(LockError::NotFound));
+
+    // An abandoned lock (holder died without releasing) expires after its ttl.
+    a.lock(&Resource::lock("routing_api_lock", "dead-instance"), 1)
+        .await
+        .unwrap();
+    let mut third = hold_lock(b.clone(), cfg("instance-c"));
+    tokio::time::timeout(Duration::from_secs(6), third.acquired())
+        .await
+        .expect("abandoned lock expires and is taken over")
+        .unwrap();
+    third.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_lock_semantics() {
+    let (table, dir) = common::sqlite_table().await;
+    let other = LockTable::connect_url(&common::sqlite_url(&dir))
+        .await
+        .unwrap();
+    semantics(&table, &other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_pools_race() {
+    let (table, dir) = common::sqlite_table().await;
+    let other = LockTable::connect_url(&common::sqlite_url(&dir))
+        .await
+        .unwrap();
+    race(&table, &other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_active_standby_takeover() {
+    let (table, dir) = common::sqlite_table().await;
+    let other = LockTable::connect_url(&common::sqlite_url(&dir))
+        .await
+        .unwrap();
+    takeover(table, other).await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_and_bare_path() {
+    let mem = LockTable::connect_url("sqlite::memory:").await.unwrap();
+    mem.lock(&Resource::lock("k", "o"), 5).await.unwrap();
+    assert_eq!(mem.fetch("k").await.unwrap().owner, "o");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bare.db");
+    let opts =
+        locket::sql::DbConnectOptions::for_driver("sqlite", &path.to_string_lossy()).unwrap();
+    let t = LockTable::connect_with(opts, Default::default())
+        .await
+        .unwrap();
+    t.lock(&Resource::lock("k", "o"), 5).await.unwrap();
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn mariadb_lock_semantics() {
+    let db = MariaDb::create().await;
+    let table = LockTable::connect_url(&db.url).await.unwrap();
+    let other = LockTable::connect_url(&db.url).await.unwrap();
+    assert_eq!(table.backend_name(), "mysql");
+    semantics(&table, &other).await;
+    table.close().await;
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_two_pools_race() {
+    let db = MariaDb::create().await;
+    let a = LockTable::connect_url(&db.url).await.unwrap();
+    let b = LockTable::connect_url(&db.url).await.unwrap();
+    race(&a, &b).await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_active_standby_takeover() {
+    let db = MariaDb::create().await;
+    let a = LockTable::connect_url(&db.url).await.unwrap();
+    let b = LockTable::connect_url(&db.url).await.unwrap();
+    takeover(a.clone(), b.clone()).await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn mariadb_go_dsn_and_existing_tables() {
+    let db = MariaDb::create().await;
+    let first = LockTable::connect_url(&db.url).await.unwrap();
+    first
+        .lock(&Resource::lock("dsn", "owner"), 15)
+        .await
+        .unwrap();
+    // Connecting again (Go DSN form) finds the existing tables and rows.
+    let dsn = db.go_dsn();
+    let opts = locket::sql::DbConnectOptions::for_driver("mysql", &dsn).unwrap();
+    let second = LockTable::connect_with(opts, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("connect with DSN {dsn}: {e}"));
+    assert_eq!(second.fetch("dsn").await.unwrap().owner, "owner");
+    let third = LockTable::connect_url(&dsn).await.unwrap();
+    assert_eq!(third.fetch_all("lock").await.unwrap().len(), 1);
+    for t in [first, second, third] {
+        t.close().await;
+    }
+}
+
+#[tokio::test]
+async fn unreachable_database_is_unavailable() {
+    // Nothing listens on port 1.
+    let err = LockTable::connect_url("mysql://root@127.0.0.1:1/locket")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::Unavailable(_)), "{err:?}");
+
+    // A table whose database goes away reports Unavailable, not a lock result.
+    let db = MariaDb::create().await;
+    let table = LockTable::connect_with(
+        locket::sql::DbConnectOptions::parse(&db.url).unwrap(),
+        locket::sql::PoolSettings {
+            acquire_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    table.close().await;
+    let err = table.lock(&Resource::lock("k", "o"), 15).await.unwrap_err();
+    assert!(matches!(err, LockError::Unavailable(_)), "{err:?}");
+}

@@ -1,0 +1,494 @@
+//! The routing API's YAML configuration (B.9), upstream's keys, plus `auth_disabled`.
+//!
+//! Upstream requires `locket.locket_address`; here it is optional: without it the lock lives
+//! in the routing API's own database (see [`crate::lock`]). `sqldb.type: sqlite` with
+//! `sqldb.schema` as the file path is our embedded default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use yaml_config::GoDuration;
+
+use crate::validation::DEFAULT_RESERVED_PORTS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    pub listen_port: u16,
+    pub http_enabled: bool,
+    pub mtls_listen_port: u16,
+    pub mtls_client_ca_file: String,
+    pub mtls_server_cert_file: String,
+    pub mtls_server_key_file: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen_port: 3000,
+            http_enabled: true,
+            mtls_listen_port: 3001,
+            mtls_client_ca_file: String::new(),
+            mtls_server_cert_file: String::new(),
+            mtls_server_key_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OAuthConfig {
+    pub token_endpoint: String,
+    pub port: i32,
+    pub client_name: String,
+    pub client_secret: String,
+    /// A file path (unlike gorouter's inline PEM keys).
+    pub ca_certs: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SqlDbConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+    /// Database name for MySQL; the database file for SQLite.
+    pub schema: String,
+    pub username: String,
+    pub password: String,
+    pub ca_cert: String,
+    pub skip_hostname_validation: bool,
+    pub max_open_connections: u32,
+    pub max_idle_connections: u32,
+    pub connections_max_lifetime_seconds: u64,
+}
+
+impl Default for SqlDbConfig {
+    fn default() -> Self {
+        Self {
+            kind: "sqlite".into(),
+            host: String::new(),
+            port: 3306,
+            schema: "routing-api.db".into(),
+            username: String::new(),
+            password: String::new(),
+            ca_cert: String::new(),
+            skip_hostname_validation: false,
+            max_open_connections: 200,
+            max_idle_connections: 10,
+            connections_max_lifetime_seconds: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LocketConfig {
+    pub locket_address: String,
+    pub locket_ca_cert_file: String,
+    pub locket_client_cert_file: String,
+    pub locket_client_key_file: String,
+}
+
+/// A router group seeded from config. `reservable_ports` may be written as an integer, a
+/// string or a list of integers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SeedRouterGroup {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default, deserialize_with = "ports_any")]
+    pub reservable_ports: String,
+}
+
+fn ports_any<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ports {
+        Int(i64),
+        Str(String),
+        List(Vec<i64>),
+    }
+    Ok(match Ports::deserialize(d)? {
+        Ports::Int(n) => n.to_string(),
+        Ports::Str(s) => s,
+        Ports::List(l) => l.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
+    })
+}
+
+/// `reserved_system_component_ports`: a list of ports, or upstream's string form.
+fn reserved_ports_any<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Reserved {
+        List(Vec<u16>),
+        Str(String),
+    }
+    match Reserved::deserialize(d)? {
+        Reserved::List(l) => Ok(l),
+        Reserved::Str(s) => crate::validation::parse_port_list(&s).map_err(de::Error::custom),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    api: ApiConfig,
+    admin_port: u16,
+    log_guid: String,
+    max_ttl: GoDuration,
+    system_domain: String,
+    oauth: OAuthConfig,
+    router_groups: Vec<SeedRouterGroup>,
+    #[serde(deserialize_with = "reserved_ports_any")]
+    reserved_system_component_ports: Vec<u16>,
+    fail_on_router_port_conflicts: bool,
+    sqldb: SqlDbConfig,
+    locket: LocketConfig,
+    uuid: String,
+    skip_ssl_validation: bool,
+    lock_ttl: GoDuration,
+    retry_interval: GoDuration,
+    lock_resource_key: String,
+    auth_disabled: bool,
+    metrics_reporting_interval: String,
+    statsd_endpoint: String,
+    statsd_client_flush_interval: String,
+    debug_address: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            api: ApiConfig::default(),
+            admin_port: 15897,
+            log_guid: String::new(),
+            max_ttl: GoDuration(Duration::ZERO),
+            system_domain: String::new(),
+            oauth: OAuthConfig::default(),
+            router_groups: Vec::new(),
+            reserved_system_component_ports: DEFAULT_RESERVED_PORTS.to_vec(),
+            fail_on_router_port_conflicts: false,
+            sqldb: SqlDbConfig::default(),
+            locket: LocketConfig::default(),
+            uuid: String::new(),
+            skip_ssl_validation: false,
+            lock_ttl: GoDuration(Duration::ZERO),
+            retry_interval: GoDuration(Duration::ZERO),
+            lock_resource_key: String::new(),
+            auth_disabled: false,
+            metrics_reporting_interval: String::new(),
+            statsd_endpoint: String::new(),
+            statsd_client_flush_interval: String::new(),
+            debug_address: String::new(),
+        }
+    }
+}
+
+/// How the routing API reaches its database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Mysql {
+        host: String,
+        port: u16,
+        schema: String,
+        username: String,
+        password: String,
+    },
+    Sqlite {
+        path: PathBuf,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub admin_port: u16,
+    pub log_guid: String,
+    pub max_ttl: Duration,
+    pub system_domain: String,
+    pub oauth: OAuthConfig,
+    pub router_groups: Vec<SeedRouterGroup>,
+    pub reserved_system_component_ports: Vec<u16>,
+    pub fail_on_router_port_conflicts: bool,
+    pub sqldb: SqlDbConfig,
+    pub database: Database,
+    pub locket: LocketConfig,
+    pub uuid: String,
+    pub skip_ssl_validation: bool,
+    /// Upstream parses `lock_ttl` but uses Locket's fixed 15 s; so do we.
+    pub lock_ttl: Duration,
+    pub lock_retry_interval: Duration,
+    /// Extra wait before exiting after the lock is lost (`retry_interval`).
+    pub retry_interval: Duration,
+    pub lock_resource_key: String,
+    pub auth_disabled: bool,
+    pub unknown_keys: Vec<String>,
+}
+
+impl Config {
+    /// Whether the mutual TLS listener is configured (upstream always runs it).
+    pub fn mtls_enabled(&self) -> bool {
+        !self.api.mtls_server_cert_file.is_empty()
+    }
+
+    pub fn load(path: &Path, dev_mode: bool) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, dev_mode).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_yaml(text: &str, dev_mode: bool) -> Result<Self, ConfigError> {
+        let (raw, unknown_keys) = yaml_config::from_yaml_reporting_unknown::<RawConfig>(text)
+            .map_err(|e| ConfigError::Parse {
+                path: String::new(),
+                message: e.0,
+            })?;
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_string(),
+        };
+        if raw.system_domain.is_empty() {
+            return Err(invalid("system_domain", "no system_domain specified"));
+        }
+        if raw.log_guid.is_empty() {
+            return Err(invalid("log_guid", "no log_guid specified"));
+        }
+        if raw.uuid.is_empty() {
+            return Err(invalid("uuid", "no UUID is specified"));
+        }
+        let auth_disabled = dev_mode || raw.auth_disabled;
+        if !auth_disabled {
+            if raw.oauth.token_endpoint.is_empty() {
+                return Err(invalid(
+                    "oauth.token_endpoint",
+                    "no token endpoint specified (or run with -devMode / auth_disabled: true)",
+                ));
+            }
+            if raw.oauth.port == 0 || raw.oauth.port < -1 || raw.oauth.port > 65535 {
+                return Err(invalid(
+                    "oauth.port",
+                    "routing API requires TLS enabled to get OAuth token: set the UAA TLS port",
+                ));
+            }
+        }
+        for (key, port) in [
+            ("admin_port", raw.admin_port),
+            ("api.listen_port", raw.api.listen_port),
+            ("api.mtls_listen_port", raw.api.mtls_listen_port),
+        ] {
+            if port == 0 {
+                return Err(invalid(key, "port number is invalid: 0 (1-65535)"));
+            }
+        }
+        let mtls_files = [
+            &raw.api.mtls_server_cert_file,
+            &raw.api.mtls_server_key_file,
+            &raw.api.mtls_client_ca_file,
+        ];
+        let set = mtls_files.iter().filter(|f| !f.is_empty()).count();
+        if set != 0 && set != 3 {
+            return Err(invalid(
+                "api.mtls_server_cert_file",
+                "the mutual TLS listener needs all of api.mtls_server_cert_file, api.mtls_server_key_file and api.mtls_client_ca_file",
+            ));
+        }
+        if set == 0 && !raw.api.http_enabled {
+            return Err(invalid(
+                "api.http_enabled",
+                "no listener: enable api.http_enabled or configure the mutual TLS files",
+            ));
+        }
+        let database = match raw.sqldb.kind.as_str() {
+            "mysql" => {
+                if raw.sqldb.host.is_empty() {
+                    return Err(invalid("sqldb.host", "required when sqldb.type is mysql"));
+                }
+                if raw.sqldb.schema.is_empty() {
+                    return Err(invalid("sqldb.schema", "required when sqldb.type is mysql"));
+                }
+                Database::Mysql {
+                    host: raw.sqldb.host.clone(),
+                    port: raw.sqldb.port,
+                    schema: raw.sqldb.schema.clone(),
+                    username: raw.sqldb.username.clone(),
+                    password: raw.sqldb.password.clone(),
+                }
+            }
+            "sqlite" => Database::Sqlite {
+                path: PathBuf::from(&raw.sqldb.schema),
+            },
+            "postgres" => {
+                return Err(invalid(
+                    "sqldb.type",
+                    "postgres is not supported yet; use mysql or sqlite",
+                ))
+            }
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "sqldb.type",
+                    message: format!("unknown database type {other:?}; use mysql or sqlite"),
+                })
+            }
+        };
+        let locket = &raw.locket;
+        if !locket.locket_address.is_empty()
+            && (locket.locket_ca_cert_file.is_empty()
+                || locket.locket_client_cert_file.is_empty()
+                || locket.locket_client_key_file.is_empty())
+        {
+            return Err(invalid(
+                "locket.locket_ca_cert_file",
+                "a Locket address needs locket_ca_cert_file, locket_client_cert_file and locket_client_key_file",
+            ));
+        }
+        crate::validation::validate_seed_router_groups(
+            &raw.router_groups,
+            &raw.reserved_system_component_ports,
+            raw.fail_on_router_port_conflicts,
+        )
+        .map_err(|message| ConfigError::Invalid {
+            key: "router_groups",
+            message,
+        })?;
+        let max_ttl = if raw.max_ttl.0.is_zero() {
+            Duration::from_secs(120)
+        } else {
+            raw.max_ttl.0
+        };
+        Ok(Config {
+            api: raw.api,
+            admin_port: raw.admin_port,
+            log_guid: raw.log_guid,
+            max_ttl,
+            system_domain: raw.system_domain,
+            oauth: raw.oauth,
+            router_groups: raw.router_groups,
+            reserved_system_component_ports: raw.reserved_system_component_ports,
+            fail_on_router_port_conflicts: raw.fail_on_router_port_conflicts,
+            sqldb: raw.sqldb,
+            database,
+            locket: raw.locket,
+            uuid: raw.uuid,
+            skip_ssl_validation: raw.skip_ssl_validation,
+            lock_ttl: Duration::from_secs(15),
+            lock_retry_interval: Duration::from_secs(1),
+            retry_interval: if raw.retry_interval.0.is_zero() {
+                Duration::from_secs(5)
+            } else {
+                raw.retry_interval.0
+            },
+            lock_resource_key: if raw.lock_resource_key.is_empty() {
+                "routing_api_lock".into()
+            } else {
+                raw.lock_resource_key
+            },
+            auth_disabled,
+            unknown_keys,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "system_domain: example.com\nlog_guid: routing-api\nuuid: u1\n";
+
+    #[test]
+    fn minimal_dev_config_takes_defaults() {
+        let c = Config::from_yaml(MINIMAL, true).unwrap();
+        assert_eq!(c.api.listen_port, 3000);
+        assert_eq!(c.api.mtls_listen_port, 3001);
+        assert_eq!(c.admin_port, 15897);
+        assert_eq!(c.max_ttl, Duration::from_secs(120));
+        assert_eq!(c.lock_resource_key, "routing_api_lock");
+        assert_eq!(
+            c.database,
+            Database::Sqlite {
+                path: "routing-api.db".into()
+            }
+        );
+        assert!(c.auth_disabled);
+    }
+
+    #[test]
+    fn required_keys_are_named() {
+        for (yaml, key) in [
+            ("log_guid: a\nuuid: u\n", "system_domain"),
+            ("system_domain: a\nuuid: u\n", "log_guid"),
+            ("system_domain: a\nlog_guid: l\n", "uuid"),
+        ] {
+            let e = Config::from_yaml(yaml, true).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let e = Config::from_yaml(MINIMAL, false).unwrap_err().to_string();
+        assert!(e.contains("oauth.token_endpoint"), "{e}");
+    }
+
+    #[test]
+    fn seeds_accept_int_string_and_list_ports() {
+        let yaml = format!(
+            "{MINIMAL}router_groups:\n- {{name: a, type: tcp, reservable_ports: 1024}}\n- {{name: b, type: tcp, reservable_ports: \"2000-2010\"}}\n- {{name: c, type: tcp, reservable_ports: [3000, 3001]}}\n"
+        );
+        let c = Config::from_yaml(&yaml, true).unwrap();
+        let ports: Vec<_> = c
+            .router_groups
+            .iter()
+            .map(|g| g.reservable_ports.as_str())
+            .collect();
+        assert_eq!(ports, vec!["1024", "2000-2010", "3000,3001"]);
+    }
+
+    #[test]
+    fn bad_seed_is_an_error() {
+        let yaml = format!(
+            "{MINIMAL}router_groups:\n- {{name: a, type: tcp, reservable_ports: \"10-20\"}}\n"
+        );
+        let e = Config::from_yaml(&yaml, true).unwrap_err().to_string();
+        assert!(e.contains("router_groups"), "{e}");
+        assert!(e.contains("Port must be between 1024 and 65535"), "{e}");
+    }
+
+    #[test]
+    fn mtls_files_are_all_or_nothing() {
+        let yaml = format!("{MINIMAL}api: {{mtls_server_cert_file: c}}\n");
+        let e = Config::from_yaml(&yaml, true).unwrap_err().to_string();
+        assert!(e.contains("api.mtls_server_cert_file"), "{e}");
+        let c = Config::from_yaml(MINIMAL, true).unwrap();
+        assert!(!c.mtls_enabled());
+    }
+
+    #[test]
+    fn mysql_needs_host() {
+        let yaml = format!("{MINIMAL}sqldb: {{type: mysql, schema: routing}}\n");
+        let e = Config::from_yaml(&yaml, true).unwrap_err().to_string();
+        assert!(e.contains("sqldb.host"), "{e}");
+    }
+}

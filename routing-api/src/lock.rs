@@ -1,0 +1,143 @@
+//! The routing API's lock (B.9): `lock_resource_key` held with owner `uuid`, TTL 15 s,
+//! refreshed every second. Two backends behind locket's `LockBackend`: a Locket server over
+//! mutual TLS when `locket.locket_address` is set, otherwise Locket's `locks` table in the
+//! routing API's own database, so routing-api processes sharing a database are active/standby.
+//!
+//! With the database backend a database outage is not a lost lock: nobody else can take the
+//! lock while the database is down either, and requests already answer 503 meanwhile. So a
+//! refresh that fails only because the database is unreachable is tolerated once the lock was
+//! held; a refresh that finds another owner ends the runner and the process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use locket::runner::{hold_lock, BackendFuture, LockBackend, LockHandle, LockRunnerConfig};
+use locket::sql::{DbConnectOptions, LockTable, PoolSettings};
+use locket::{LockError, Resource};
+
+use crate::config::{Config, Database};
+
+/// The database backend, tolerant of outages while the lock is held.
+struct DatabaseLock {
+    table: LockTable,
+    held: AtomicBool,
+}
+
+impl LockBackend for DatabaseLock {
+    fn lock<'a>(&'a self, resource: &'a Resource, ttl_secs: i64) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            match self.table.lock(resource, ttl_secs).await {
+                Ok(_) => {
+                    self.held.store(true, Ordering::SeqCst);
+                    Ok(())
+                }
+                Err(e @ (LockError::Unavailable(_) | LockError::Timeout(_)))
+                    if self.held.load(Ordering::SeqCst) =>
+                {
+                    tracing::warn!(error = %e, "lock-refresh-deferred-database-unavailable");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a str, owner: &'a str) -> BackendFuture<'a, ()> {
+        Box::pin(self.table.release(key, owner))
+    }
+
+    fn owner<'a>(&'a self, key: &'a str) -> BackendFuture<'a, String> {
+        Box::pin(async move { self.table.fetch(key).await.map(|r| r.owner) })
+    }
+}
+
+fn database_options(config: &Config) -> anyhow::Result<DbConnectOptions> {
+    Ok(match &config.database {
+        Database::Mysql {
+            host,
+            port,
+            schema,
+            username,
+            password,
+        } => DbConnectOptions::MySql(
+            sqlx::mysql::MySqlConnectOptions::new()
+                .host(host)
+                .port(*port)
+                .username(username)
+                .password(password)
+                .database(schema),
+        ),
+        Database::Sqlite { path } => {
+            DbConnectOptions::for_driver("sqlite", &path.display().to_string())
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+    })
+}
+
+/// A lock this process holds.
+pub struct HeldLock {
+    handle: LockHandle,
+    _expiry: Option<locket::expiry::ExpiryTask>,
+}
+
+/// Joins the competition for the lock and returns once it is held. Standby processes wait
+/// here, serving nothing.
+pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
+    let (backend, expiry): (Arc<dyn LockBackend>, _) = if config.locket.locket_address.is_empty() {
+        let table = LockTable::connect_with(database_options(config)?, PoolSettings::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("cannot open the lock table in the database")?;
+        // No Locket server expires the locks of dead holders: every process does it.
+        let expiry = locket::expiry::spawn(table.clone());
+        (
+            Arc::new(DatabaseLock {
+                table,
+                held: AtomicBool::new(false),
+            }),
+            Some(expiry),
+        )
+    } else {
+        let l = &config.locket;
+        let client = locket::client::LocketClient::connect(
+            &l.locket_address,
+            &l.locket_ca_cert_file,
+            &l.locket_client_cert_file,
+            &l.locket_client_key_file,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot set up the Locket client")?;
+        (Arc::new(client), None)
+    };
+    let runner = LockRunnerConfig::lock(&config.lock_resource_key, &config.uuid)
+        .with_ttl(config.lock_ttl)
+        .with_retry_interval(config.lock_retry_interval);
+    let mut handle = hold_lock(backend, runner);
+    handle
+        .acquired()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(HeldLock {
+        handle,
+        _expiry: expiry,
+    })
+}
+
+impl HeldLock {
+    /// Resolves when the lock is lost, with the reason.
+    pub async fn lost(&mut self) -> String {
+        match self.handle.finished().await {
+            Err(e) => e.to_string(),
+            Ok(()) => "the lock runner stopped".into(),
+        }
+    }
+
+    /// Releases the lock (on shutdown).
+    pub async fn release(self) {
+        if let Err(e) = self.handle.release().await {
+            tracing::warn!(error = %e, "lock-release-failed");
+        }
+    }
+}

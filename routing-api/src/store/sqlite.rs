@@ -1,0 +1,476 @@
+//! SQLite backend (the embedded default): upstream's tables with SQLite types, WAL mode, and
+//! single-statement upserts on unique indexes.
+
+use std::str::FromStr;
+
+use routing_api_client::models::{HttpRoute, RouterGroup, TcpRouteMapping};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use time::{OffsetDateTime, UtcOffset};
+
+use super::{
+    http_row, non_empty, placeholders, router_group_row, tcp_row, HttpRow, RowGet, StoreConfig,
+    StoreError, TcpKey, Write, IDLE_TIMEOUT, MIGRATION_KEY, SCHEMA_VERSION,
+};
+
+const HTTP_COLUMNS: &str = "guid, route, port, ip, ttl, log_guid, route_service_url, \
+     modification_guid, modification_index";
+const TCP_COLUMNS: &str = "guid, router_group_guid, host_port, host_tls_port, host_ip, \
+     sni_hostname, instance_id, external_port, modification_guid, modification_index, ttl, \
+     isolation_segment";
+const RG_COLUMNS: &str = "guid, name, type, reservable_ports";
+
+/// SQLite gets at most this many connections (one writer at a time anyway).
+const MAX_SQLITE_CONNECTIONS: u32 = 16;
+
+/// The schema, statement by statement. Timestamps are UTC text `YYYY-MM-DD HH:MM:SS.ffffff`.
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS router_groups (\
+        guid TEXT NOT NULL PRIMARY KEY, \
+        created_at TEXT, \
+        updated_at TEXT, \
+        name TEXT, \
+        type TEXT, \
+        reservable_ports TEXT)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS idx_rg_name ON router_groups (name)",
+    "CREATE TABLE IF NOT EXISTS tcp_routes (\
+        guid TEXT NOT NULL PRIMARY KEY, \
+        created_at TEXT, \
+        updated_at TEXT, \
+        expires_at TEXT, \
+        router_group_guid TEXT NOT NULL, \
+        host_port INTEGER NOT NULL, \
+        host_tls_port INTEGER DEFAULT NULL, \
+        host_ip TEXT NOT NULL, \
+        sni_hostname TEXT DEFAULT NULL, \
+        instance_id TEXT DEFAULT NULL, \
+        external_port INTEGER NOT NULL, \
+        modification_guid TEXT, \
+        modification_index INTEGER, \
+        ttl INTEGER, \
+        isolation_segment TEXT)",
+    // upstream's idx_tcp_route, with NULL mapped to a sentinel inside the index only, so
+    // "no TLS port" / "no SNI" rows conflict with each other (see the module docs)
+    "CREATE UNIQUE INDEX IF NOT EXISTS idx_tcp_route ON tcp_routes (router_group_guid, \
+        host_port, host_ip, external_port, IFNULL(sni_hostname, ''), IFNULL(host_tls_port, 0))",
+    "CREATE TABLE IF NOT EXISTS routes (\
+        guid TEXT NOT NULL PRIMARY KEY, \
+        created_at TEXT, \
+        updated_at TEXT, \
+        expires_at TEXT, \
+        route TEXT NOT NULL, \
+        port INTEGER NOT NULL, \
+        ip TEXT NOT NULL, \
+        ttl INTEGER, \
+        log_guid TEXT, \
+        route_service_url TEXT NOT NULL, \
+        modification_guid TEXT, \
+        modification_index INTEGER)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS idx_route ON routes (route, port, ip, route_service_url)",
+];
+
+/// The conflict target matching `idx_tcp_route`.
+const TCP_CONFLICT_TARGET: &str = "(router_group_guid, host_port, host_ip, external_port, \
+     IFNULL(sni_hostname, ''), IFNULL(host_tls_port, 0))";
+/// The identity filter, written with the index's expressions so it uses the index and agrees
+/// with the upsert's notion of "same mapping".
+const TCP_IDENTITY_WHERE: &str = "router_group_guid = ? AND host_port = ? AND host_ip = ? AND \
+     external_port = ? AND IFNULL(sni_hostname, '') = ? AND IFNULL(host_tls_port, 0) = ?";
+
+impl RowGet for SqliteRow {
+    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get::<Option<String>, _>(i)
+    }
+    fn int(&self, i: usize) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get::<Option<i64>, _>(i)
+    }
+}
+
+/// UTC, fixed width, so text comparison is time comparison.
+fn ts(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+// ----- connecting -----
+
+pub(super) async fn connect(cfg: &StoreConfig) -> Result<SqlitePool, StoreError> {
+    if let Some(dir) = cfg
+        .sqlite_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let opts = SqliteConnectOptions::new().filename(&cfg.sqlite_path);
+    pool(opts, cfg, false).await
+}
+
+pub(super) async fn connect_url(url: &str, cfg: &StoreConfig) -> Result<SqlitePool, StoreError> {
+    let opts = SqliteConnectOptions::from_str(url).map_err(StoreError::from)?;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    pool(opts, cfg, in_memory).await
+}
+
+async fn pool(
+    opts: SqliteConnectOptions,
+    cfg: &StoreConfig,
+    in_memory: bool,
+) -> Result<SqlitePool, StoreError> {
+    let mut opts = opts
+        .create_if_missing(true)
+        .busy_timeout(cfg.acquire_timeout)
+        .synchronous(SqliteSynchronous::Normal);
+    let mut pool = SqlitePoolOptions::new().acquire_timeout(cfg.acquire_timeout);
+    if in_memory {
+        // every connection would get its own empty database: keep exactly one, forever
+        pool = pool
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    } else {
+        opts = opts.journal_mode(SqliteJournalMode::Wal);
+        let lifetime =
+            (!cfg.connections_max_lifetime.is_zero()).then_some(cfg.connections_max_lifetime);
+        pool = pool
+            .max_connections(cfg.max_open_connections.clamp(1, MAX_SQLITE_CONNECTIONS))
+            .max_lifetime(lifetime)
+            .idle_timeout(IDLE_TIMEOUT);
+    }
+    pool.connect_with(opts).await.map_err(StoreError::from)
+}
+
+// ----- migrations -----
+
+pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let step = |what: &'static str| {
+        move |e: sqlx::Error| match StoreError::from(e) {
+            StoreError::Database(e) => StoreError::Migration(format!("{what}: {e}")),
+            other => other,
+        }
+    };
+    // IMMEDIATE: take the write lock up front, so concurrent migrators queue on busy_timeout
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS migration_data (migration_key TEXT NOT NULL PRIMARY KEY, \
+         current_version INTEGER, target_version INTEGER)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(step("create migration_data"))?;
+    let current = sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT current_version FROM migration_data WHERE migration_key = ?",
+    )
+    .bind(MIGRATION_KEY)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(step("read migration_data"))?
+    .flatten();
+    if current.is_some_and(|v| v >= SCHEMA_VERSION) {
+        tx.commit().await?;
+        return Ok(());
+    }
+    for ddl in SCHEMA {
+        sqlx::query(ddl)
+            .execute(&mut *tx)
+            .await
+            .map_err(step("create schema"))?;
+    }
+    sqlx::query(
+        "INSERT INTO migration_data (migration_key, current_version, target_version) \
+         VALUES (?, ?, ?) ON CONFLICT (migration_key) DO UPDATE SET \
+         current_version = excluded.current_version, \
+         target_version = MAX(IFNULL(target_version, 0), excluded.target_version)",
+    )
+    .bind(MIGRATION_KEY)
+    .bind(SCHEMA_VERSION)
+    .bind(SCHEMA_VERSION)
+    .execute(&mut *tx)
+    .await
+    .map_err(step("update migration_data"))?;
+    tx.commit().await?;
+    tracing::info!(
+        version = SCHEMA_VERSION,
+        "routing-api sqlite schema created"
+    );
+    Ok(())
+}
+
+// ----- router groups -----
+
+pub(super) async fn router_groups(
+    pool: &SqlitePool,
+    filter: Option<(&'static str, &str)>,
+) -> Result<Vec<RouterGroup>, StoreError> {
+    let rows = match filter {
+        Some((column, value)) => {
+            let sql = format!("SELECT {RG_COLUMNS} FROM router_groups WHERE {column} = ? ORDER BY created_at, guid");
+            sqlx::query(&sql).bind(value).fetch_all(pool).await?
+        }
+        None => {
+            let sql = format!("SELECT {RG_COLUMNS} FROM router_groups ORDER BY created_at, guid");
+            sqlx::query(&sql).fetch_all(pool).await?
+        }
+    };
+    rows.iter().map(router_group_row).collect()
+}
+
+pub(super) async fn insert_router_groups(
+    pool: &SqlitePool,
+    groups: &[RouterGroup],
+    now: OffsetDateTime,
+    only_if_empty: bool,
+) -> Result<usize, StoreError> {
+    insert_router_groups_tx(pool, groups, now, only_if_empty)
+        .await
+        .map_err(|e| super::router_group_duplicate(StoreError::from(e), groups))
+}
+
+async fn insert_router_groups_tx(
+    pool: &SqlitePool,
+    groups: &[RouterGroup],
+    now: OffsetDateTime,
+    only_if_empty: bool,
+) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    if only_if_empty {
+        let any = sqlx::query_scalar::<_, String>("SELECT guid FROM router_groups LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if any.is_some() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+    }
+    for g in groups {
+        sqlx::query(
+            "INSERT INTO router_groups (guid, created_at, updated_at, name, type, reservable_ports) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&g.guid)
+        .bind(ts(now))
+        .bind(ts(now))
+        .bind(&g.name)
+        .bind(&g.kind)
+        .bind(&g.reservable_ports)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(groups.len())
+}
+
+pub(super) async fn update_router_group_ports(
+    pool: &SqlitePool,
+    guid: &str,
+    ports: &str,
+    now: OffsetDateTime,
+) -> Result<Option<RouterGroup>, StoreError> {
+    let sql = format!(
+        "UPDATE router_groups SET reservable_ports = ?, updated_at = ? WHERE guid = ? RETURNING {RG_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(ports)
+        .bind(ts(now))
+        .bind(guid)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(router_group_row).transpose()
+}
+
+pub(super) async fn delete_router_group(pool: &SqlitePool, guid: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM router_groups WHERE guid = ?")
+        .bind(guid)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+// ----- HTTP routes -----
+
+pub(super) async fn upsert_http_route(
+    pool: &SqlitePool,
+    route: &HttpRoute,
+    w: &Write,
+) -> Result<(HttpRoute, bool), StoreError> {
+    let sql = format!(
+        "INSERT INTO routes (guid, created_at, updated_at, expires_at, route, port, ip, ttl, \
+         log_guid, route_service_url, modification_guid, modification_index) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) \
+         ON CONFLICT (route, port, ip, route_service_url) DO UPDATE SET \
+         modification_index = IFNULL(routes.modification_index, 0) + 1, \
+         ttl = excluded.ttl, \
+         log_guid = CASE WHEN excluded.log_guid = '' THEN routes.log_guid ELSE excluded.log_guid END, \
+         expires_at = excluded.expires_at, \
+         updated_at = excluded.updated_at \
+         RETURNING {HTTP_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&w.new_guid)
+        .bind(ts(w.now))
+        .bind(ts(w.now))
+        .bind(ts(w.expires_at))
+        .bind(&route.route)
+        .bind(i64::from(route.port))
+        .bind(&route.ip)
+        .bind(w.ttl_secs)
+        .bind(&route.log_guid)
+        .bind(&route.route_service_url)
+        .bind(&w.new_modification_guid)
+        .fetch_one(pool)
+        .await?;
+    let HttpRow { guid, route } = http_row(&row)?;
+    Ok((route, guid == w.new_guid))
+}
+
+pub(super) async fn delete_http_route(
+    pool: &SqlitePool,
+    route: &HttpRoute,
+) -> Result<Option<HttpRoute>, StoreError> {
+    let sql = format!(
+        "DELETE FROM routes WHERE route = ? AND port = ? AND ip = ? AND route_service_url = ? \
+         RETURNING {HTTP_COLUMNS}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(&route.route)
+        .bind(i64::from(route.port))
+        .bind(&route.ip)
+        .bind(&route.route_service_url)
+        .fetch_all(pool)
+        .await?;
+    match rows.first() {
+        Some(row) => Ok(Some(http_row(row)?.route)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn http_routes(
+    pool: &SqlitePool,
+    now: OffsetDateTime,
+) -> Result<Vec<HttpRoute>, StoreError> {
+    let sql = format!("SELECT {HTTP_COLUMNS} FROM routes WHERE expires_at > ?");
+    let rows = sqlx::query(&sql).bind(ts(now)).fetch_all(pool).await?;
+    rows.iter().map(|r| http_row(r).map(|h| h.route)).collect()
+}
+
+// ----- TCP routes -----
+
+pub(super) async fn upsert_tcp_route(
+    pool: &SqlitePool,
+    m: &TcpRouteMapping,
+    w: &Write,
+) -> Result<(TcpRouteMapping, bool), StoreError> {
+    let key = TcpKey::of(m);
+    let sql = format!(
+        "INSERT INTO tcp_routes (guid, created_at, updated_at, expires_at, router_group_guid, \
+         host_port, host_tls_port, host_ip, sni_hostname, instance_id, external_port, \
+         modification_guid, modification_index, ttl, isolation_segment) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?) \
+         ON CONFLICT {TCP_CONFLICT_TARGET} DO UPDATE SET \
+         modification_index = IFNULL(tcp_routes.modification_index, 0) + 1, \
+         ttl = excluded.ttl, \
+         expires_at = excluded.expires_at, \
+         updated_at = excluded.updated_at, \
+         isolation_segment = excluded.isolation_segment, \
+         instance_id = excluded.instance_id \
+         RETURNING {TCP_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&w.new_guid)
+        .bind(ts(w.now))
+        .bind(ts(w.now))
+        .bind(ts(w.expires_at))
+        .bind(&m.router_group_guid)
+        .bind(i64::from(m.backend_port))
+        .bind(key.tls_port)
+        .bind(&m.backend_ip)
+        .bind(key.sni)
+        .bind(non_empty(&m.instance_id))
+        .bind(i64::from(m.port))
+        .bind(&w.new_modification_guid)
+        .bind(w.ttl_secs)
+        .bind(&m.isolation_segment)
+        .fetch_one(pool)
+        .await?;
+    let row = tcp_row(&row)?;
+    let created = row.guid == w.new_guid;
+    Ok((row.mapping, created))
+}
+
+pub(super) async fn delete_tcp_route(
+    pool: &SqlitePool,
+    m: &TcpRouteMapping,
+) -> Result<Option<TcpRouteMapping>, StoreError> {
+    let key = TcpKey::of(m);
+    let sql = format!("DELETE FROM tcp_routes WHERE {TCP_IDENTITY_WHERE} RETURNING {TCP_COLUMNS}");
+    let rows = sqlx::query(&sql)
+        .bind(&m.router_group_guid)
+        .bind(i64::from(m.backend_port))
+        .bind(&m.backend_ip)
+        .bind(i64::from(m.port))
+        .bind(key.sni.unwrap_or(""))
+        .bind(key.tls_port.unwrap_or(0))
+        .fetch_all(pool)
+        .await?;
+    match rows.first() {
+        Some(row) => Ok(Some(tcp_row(row)?.mapping)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn tcp_routes(
+    pool: &SqlitePool,
+    now: OffsetDateTime,
+    segments: &[String],
+) -> Result<Vec<TcpRouteMapping>, StoreError> {
+    let mut sql = format!("SELECT {TCP_COLUMNS} FROM tcp_routes WHERE expires_at > ?");
+    if !segments.is_empty() {
+        sql.push_str(&format!(
+            " AND IFNULL(isolation_segment, '') IN ({})",
+            placeholders(segments.len())
+        ));
+    }
+    let mut q = sqlx::query(&sql).bind(ts(now));
+    for s in segments {
+        q = q.bind(s);
+    }
+    let rows = q.fetch_all(pool).await?;
+    rows.iter().map(|r| tcp_row(r).map(|t| t.mapping)).collect()
+}
+
+// ----- expiry -----
+
+pub(super) async fn prune_expired(
+    pool: &SqlitePool,
+    cutoff: OffsetDateTime,
+) -> Result<(Vec<HttpRoute>, Vec<TcpRouteMapping>), StoreError> {
+    // one statement per table: the rows returned are exactly the rows deleted
+    let sql = format!("DELETE FROM routes WHERE expires_at < ? RETURNING {HTTP_COLUMNS}");
+    let http = sqlx::query(&sql).bind(ts(cutoff)).fetch_all(pool).await?;
+    let sql = format!("DELETE FROM tcp_routes WHERE expires_at < ? RETURNING {TCP_COLUMNS}");
+    let tcp = sqlx::query(&sql).bind(ts(cutoff)).fetch_all(pool).await?;
+    let http = http
+        .iter()
+        .map(|r| http_row(r).map(|h| h.route))
+        .collect::<Result<_, _>>()?;
+    let tcp = tcp
+        .iter()
+        .map(|r| tcp_row(r).map(|t| t.mapping))
+        .collect::<Result<_, _>>()?;
+    Ok((http, tcp))
+}

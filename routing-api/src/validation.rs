@@ -1,0 +1,531 @@
+//! Validation of router groups, HTTP routes and TCP route mappings, with upstream's messages
+//! (B.2-B.4).
+
+use std::time::Duration;
+
+use routing_api_client::{HttpRoute, RouterGroup, TcpRouteMapping};
+
+use crate::config::SeedRouterGroup;
+
+/// BOSH's default `reserved_system_component_ports`, expanded.
+pub const DEFAULT_RESERVED_PORTS: &[u16] = &[
+    2822, 2825, 3457, 3458, 3459, 3460, 3461, 8853, 9100, 14726, 14727, 14821, 14822, 14823, 14824,
+    14829, 14830, 14920, 14922, 15821, 17002, 53035, 53080,
+];
+
+const INVALID_PORT: &str = "Port must be between 1024 and 65535";
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    fn overlaps(&self, other: &PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "[{}-{}]", self.start, self.end)
+        }
+    }
+}
+
+fn reservable(n: u64) -> Result<u16, String> {
+    if (1024..=65535).contains(&n) {
+        Ok(n as u16)
+    } else {
+        Err(INVALID_PORT.into())
+    }
+}
+
+fn parse_range(r: &str) -> Result<PortRange, String> {
+    let parts: Vec<&str> = r.split('-').collect();
+    match parts.as_slice() {
+        [one] => {
+            let n: u64 = one.parse().map_err(|_| INVALID_PORT.to_string())?;
+            let p = reservable(n)?;
+            Ok(PortRange { start: p, end: p })
+        }
+        [a, b] => {
+            let start: u64 = a
+                .parse()
+                .map_err(|_| format!("range ({r}) requires a starting port"))?;
+            let end: u64 = b
+                .parse()
+                .map_err(|_| format!("range ({r}) requires an ending port"))?;
+            if start > end {
+                return Err(format!("range ({r}) must be in ascending numeric order"));
+            }
+            Ok(PortRange {
+                start: reservable(start)?,
+                end: reservable(end)?,
+            })
+        }
+        _ => Err(format!("range ({r}) has too many '-' separators")),
+    }
+}
+
+/// Parses `reservable_ports` (`1024-1033,2000`) and checks overlaps and reserved ports.
+pub fn parse_reservable_ports(
+    ports: &str,
+    reserved: &[u16],
+    fail_on_conflicts: bool,
+) -> Result<Vec<PortRange>, String> {
+    let ranges = ports
+        .split(',')
+        .map(parse_range)
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, a) in ranges.iter().enumerate() {
+        for (j, b) in ranges.iter().enumerate() {
+            if i != j && a.overlaps(b) {
+                return Err(format!("Overlapping values: {a} and {b}"));
+            }
+        }
+    }
+    if fail_on_conflicts
+        && ranges
+            .iter()
+            .any(|r| reserved.iter().any(|p| r.contains(*p)))
+    {
+        let list: Vec<String> = reserved.iter().map(u16::to_string).collect();
+        return Err(format!(
+            "Invalid ports. Reservable ports must not include the following reserved system component ports: [{}].",
+            list.join(" ")
+        ));
+    }
+    Ok(ranges)
+}
+
+/// Parses a comma-separated list of ports and ranges without the 1024 floor (for
+/// `reserved_system_component_ports` written as a string).
+pub fn parse_port_list(s: &str) -> Result<Vec<u16>, String> {
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = || format!("invalid port or range {item:?}");
+        match item.split_once('-') {
+            Some((a, b)) => {
+                let a: u16 = a.trim().parse().map_err(|_| bad())?;
+                let b: u16 = b.trim().parse().map_err(|_| bad())?;
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(item.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(out)
+}
+
+/// Validates one router group (B.3).
+pub fn validate_router_group(
+    name: &str,
+    kind: &str,
+    reservable_ports: &str,
+    reserved: &[u16],
+    fail_on_conflicts: bool,
+) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Missing name in router group".into());
+    }
+    if kind.is_empty() {
+        return Err("Missing type in router group".into());
+    }
+    if kind != "tcp" && kind != "http" {
+        return Err(format!(
+            "Invalid type in router group: {kind}; must be tcp or http"
+        ));
+    }
+    if reservable_ports.is_empty() {
+        if kind == "tcp" {
+            return Err(format!("Missing reservable_ports in router group: {name}"));
+        }
+        return Ok(());
+    }
+    if kind == "http" {
+        return Err("Reservable ports are not supported for router groups of type http".into());
+    }
+    parse_reservable_ports(reservable_ports, reserved, fail_on_conflicts).map(|_| ())
+}
+
+/// Validates a set of router groups as a whole: each one, unique names, and no port shared
+/// between TCP groups.
+pub fn validate_router_groups(
+    groups: &[RouterGroup],
+    reserved: &[u16],
+    fail_on_conflicts: bool,
+) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    let mut all: Vec<PortRange> = Vec::new();
+    for g in groups {
+        validate_router_group(
+            &g.name,
+            &g.kind,
+            &g.reservable_ports,
+            reserved,
+            fail_on_conflicts,
+        )?;
+        if !names.insert(g.name.as_str()) {
+            return Err("Router group name must be unique".into());
+        }
+        if g.kind == "tcp" {
+            let ranges = parse_reservable_ports(&g.reservable_ports, reserved, fail_on_conflicts)?;
+            for r in &ranges {
+                if let Some(o) = all.iter().find(|o| o.overlaps(r)) {
+                    return Err(format!("Overlapping values: {o} and {r}"));
+                }
+            }
+            all.extend(ranges);
+        }
+    }
+    Ok(())
+}
+
+/// Validates router groups seeded from the config file.
+pub fn validate_seed_router_groups(
+    seeds: &[SeedRouterGroup],
+    reserved: &[u16],
+    fail_on_conflicts: bool,
+) -> Result<(), String> {
+    let groups: Vec<RouterGroup> = seeds
+        .iter()
+        .map(|s| RouterGroup {
+            guid: String::new(),
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            reservable_ports: s.reservable_ports.clone(),
+        })
+        .collect();
+    validate_router_groups(&groups, reserved, fail_on_conflicts)
+}
+
+/// Which error name an HTTP route problem is reported under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteProblem {
+    RouteInvalid(String),
+    RouteServiceUrlInvalid(String),
+}
+
+fn url_problem(url: &str) -> Option<&'static str> {
+    if url.contains(['?', '#']) {
+        return Some("Url cannot contain any of [?, #]");
+    }
+    // What Go's url.Parse + String() round-trips unchanged: RFC 3986 characters and valid
+    // percent escapes.
+    let b = url.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let ok = c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/[]".contains(&c);
+        if c == b'%' {
+            let valid = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !valid {
+                return Some("Url cannot contain invalid characters");
+            }
+            i += 3;
+            continue;
+        }
+        if !ok {
+            return Some("Url cannot contain invalid characters");
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Validates an HTTP route for create (`max_ttl` given) or delete (B.2), in upstream's order.
+pub fn validate_http_route(
+    route: &HttpRoute,
+    max_ttl: Option<Duration>,
+) -> Result<(), RouteProblem> {
+    if let Some(p) = url_problem(&route.route) {
+        return Err(RouteProblem::RouteInvalid(p.into()));
+    }
+    if !route.route_service_url.is_empty() {
+        if !route.route_service_url.starts_with("https://") {
+            return Err(RouteProblem::RouteServiceUrlInvalid(
+                "Route service url must use HTTPS.".into(),
+            ));
+        }
+        if let Some(p) = url_problem(&route.route_service_url) {
+            return Err(RouteProblem::RouteServiceUrlInvalid(p.into()));
+        }
+    }
+    if route.port == 0 {
+        return Err(RouteProblem::RouteInvalid(
+            "Each route request requires a port greater than 0".into(),
+        ));
+    }
+    if route.route.is_empty() {
+        return Err(RouteProblem::RouteInvalid(
+            "Each route request requires a valid route".into(),
+        ));
+    }
+    if route.ip.is_empty() {
+        return Err(RouteProblem::RouteInvalid(
+            "Each route request requires an IP".into(),
+        ));
+    }
+    if let Some(max) = max_ttl {
+        let max = max.as_secs() as i64;
+        let ttl = route.ttl.unwrap_or(max);
+        if ttl > max {
+            return Err(RouteProblem::RouteInvalid(format!("Max ttl is {max}")));
+        }
+        if ttl <= 0 {
+            return Err(RouteProblem::RouteInvalid(
+                "Request requires a ttl greater than 0".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `<rg>:<port><-><ip>:<backend_port>`, as upstream prints a mapping in messages.
+fn mapping_label(m: &TcpRouteMapping) -> String {
+    format!(
+        "{}:{}<->{}:{}",
+        m.router_group_guid, m.port, m.backend_ip, m.backend_port
+    )
+}
+
+/// Validates a TCP route mapping for create (`max_ttl` given) or delete (B.4). The router
+/// group's existence is checked by the caller.
+pub fn validate_tcp_mapping(m: &TcpRouteMapping, max_ttl: Option<Duration>) -> Result<(), String> {
+    let label = mapping_label(m);
+    if m.router_group_guid.is_empty() {
+        return Err(format!(
+            "Each tcp mapping requires a non empty router group guid. RouteMapping=[{label}]"
+        ));
+    }
+    if m.port == 0 {
+        return Err(format!(
+            "Each tcp mapping requires a positive external port. RouteMapping=[{label}]"
+        ));
+    }
+    if m.backend_ip.is_empty() {
+        return Err(format!(
+            "Each tcp mapping requires a non empty backend ip. RouteMapping=[{label}]"
+        ));
+    }
+    if m.backend_port == 0 && m.backend_tls_port <= 0 {
+        return Err(format!(
+            "Each tcp mapping requires a positive backend port. RouteMapping=[{label}]"
+        ));
+    }
+    if m.backend_tls_port > 65535 {
+        return Err(format!(
+            "Each tcp mapping with a backend TLS port requires that port to be less than or equal to 65535. RouteMapping=[{label}]"
+        ));
+    }
+    if let Some(max) = max_ttl {
+        let max = max.as_secs() as i64;
+        let ttl = m.ttl.unwrap_or(max);
+        if ttl > max {
+            return Err(format!(
+                "Each tcp mapping requires TTL to be less than or equal to {max}. RouteMapping=[{label}]"
+            ));
+        }
+        if ttl <= 0 {
+            return Err("Each tcp route mapping requires a ttl greater than 0".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservable_port_syntax_errors_use_upstream_messages() {
+        let p = |s| parse_reservable_ports(s, DEFAULT_RESERVED_PORTS, false).map(|_| ());
+        assert_eq!(p("1024-1033"), Ok(()));
+        assert_eq!(p("1024,2000-2010"), Ok(()));
+        assert_eq!(
+            p("-10000").unwrap_err(),
+            "range (-10000) requires a starting port"
+        );
+        assert_eq!(
+            p("10000-").unwrap_err(),
+            "range (10000-) requires an ending port"
+        );
+        assert_eq!(
+            p("2000-1999").unwrap_err(),
+            "range (2000-1999) must be in ascending numeric order"
+        );
+        assert_eq!(
+            p("1-2-3").unwrap_err(),
+            "range (1-2-3) has too many '-' separators"
+        );
+        assert_eq!(p("80").unwrap_err(), "Port must be between 1024 and 65535");
+        assert_eq!(
+            p("1024-70000").unwrap_err(),
+            "Port must be between 1024 and 65535"
+        );
+        assert_eq!(p("abc").unwrap_err(), "Port must be between 1024 and 65535");
+        assert_eq!(
+            p("1024-1100,1050").unwrap_err(),
+            "Overlapping values: [1024-1100] and 1050"
+        );
+    }
+
+    #[test]
+    fn reserved_ports_only_checked_when_configured() {
+        assert!(parse_reservable_ports("2800-2830", DEFAULT_RESERVED_PORTS, false).is_ok());
+        let e = parse_reservable_ports("2800-2830", &[2822, 2825], true).unwrap_err();
+        assert_eq!(e, "Invalid ports. Reservable ports must not include the following reserved system component ports: [2822 2825].");
+    }
+
+    #[test]
+    fn router_group_rules() {
+        let v = |n, k, p| validate_router_group(n, k, p, &[], false);
+        assert_eq!(
+            v("", "tcp", "1024").unwrap_err(),
+            "Missing name in router group"
+        );
+        assert_eq!(
+            v("a", "", "1024").unwrap_err(),
+            "Missing type in router group"
+        );
+        assert_eq!(
+            v("a", "tcp", "").unwrap_err(),
+            "Missing reservable_ports in router group: a"
+        );
+        assert_eq!(
+            v("a", "http", "1024").unwrap_err(),
+            "Reservable ports are not supported for router groups of type http"
+        );
+        assert!(v("a", "http", "").is_ok());
+    }
+
+    #[test]
+    fn groups_must_not_share_ports_or_names() {
+        let g = |n: &str, p: &str| RouterGroup {
+            guid: String::new(),
+            name: n.into(),
+            kind: "tcp".into(),
+            reservable_ports: p.into(),
+        };
+        assert!(validate_router_groups(&[g("a", "1024-1030"), g("b", "1031")], &[], false).is_ok());
+        assert!(
+            validate_router_groups(&[g("a", "1024-1030"), g("b", "1030")], &[], false).is_err()
+        );
+        assert_eq!(
+            validate_router_groups(&[g("a", "1024"), g("a", "1025")], &[], false).unwrap_err(),
+            "Router group name must be unique"
+        );
+    }
+
+    #[test]
+    fn http_route_rules() {
+        let ok = HttpRoute {
+            route: "a.example.com/path".into(),
+            port: 8080,
+            ip: "10.0.0.1".into(),
+            ttl: Some(60),
+            ..Default::default()
+        };
+        let max = Some(Duration::from_secs(120));
+        assert_eq!(validate_http_route(&ok, max), Ok(()));
+        let with = |f: &dyn Fn(&mut HttpRoute)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            validate_http_route(&r, max).unwrap_err()
+        };
+        assert_eq!(
+            with(&|r| r.route = "a.com?x".into()),
+            RouteProblem::RouteInvalid("Url cannot contain any of [?, #]".into())
+        );
+        assert_eq!(
+            with(&|r| r.route = "a.com/sp ace".into()),
+            RouteProblem::RouteInvalid("Url cannot contain invalid characters".into())
+        );
+        assert_eq!(
+            with(&|r| r.port = 0),
+            RouteProblem::RouteInvalid("Each route request requires a port greater than 0".into())
+        );
+        assert_eq!(
+            with(&|r| r.ip.clear()),
+            RouteProblem::RouteInvalid("Each route request requires an IP".into())
+        );
+        assert_eq!(
+            with(&|r| r.ttl = Some(500)),
+            RouteProblem::RouteInvalid("Max ttl is 120".into())
+        );
+        assert_eq!(
+            with(&|r| r.ttl = Some(0)),
+            RouteProblem::RouteInvalid("Request requires a ttl greater than 0".into())
+        );
+        assert_eq!(
+            with(&|r| r.route_service_url = "http://rs.com".into()),
+            RouteProblem::RouteServiceUrlInvalid("Route service url must use HTTPS.".into())
+        );
+        assert!(validate_http_route(
+            &HttpRoute {
+                ttl: Some(999),
+                ..ok.clone()
+            },
+            None
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn tcp_mapping_messages_match_captures() {
+        let m = TcpRouteMapping {
+            router_group_guid: "2d5b392b-8aef-4043-79e5-bbb5a72627d4".into(),
+            port: 1027,
+            backend_ip: "127.0.0.1".into(),
+            backend_port: 9001,
+            ttl: Some(500),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_tcp_mapping(&m, Some(Duration::from_secs(120))).unwrap_err(),
+            "Each tcp mapping requires TTL to be less than or equal to 120. RouteMapping=[2d5b392b-8aef-4043-79e5-bbb5a72627d4:1027<->127.0.0.1:9001]"
+        );
+        let no_rg = TcpRouteMapping {
+            router_group_guid: String::new(),
+            ttl: Some(60),
+            ..m.clone()
+        };
+        assert_eq!(
+            validate_tcp_mapping(&no_rg, Some(Duration::from_secs(120))).unwrap_err(),
+            "Each tcp mapping requires a non empty router group guid. RouteMapping=[:1027<->127.0.0.1:9001]"
+        );
+        let tls_only = TcpRouteMapping {
+            backend_port: 0,
+            backend_tls_port: 443,
+            ttl: Some(60),
+            ..m.clone()
+        };
+        assert!(validate_tcp_mapping(&tls_only, Some(Duration::from_secs(120))).is_ok());
+        assert!(
+            validate_tcp_mapping(&m, None).is_ok(),
+            "delete skips the ttl check"
+        );
+    }
+
+    #[test]
+    fn port_list_parses_ranges() {
+        assert_eq!(
+            parse_port_list("2822, 3457-3459").unwrap(),
+            vec![2822, 3457, 3458, 3459]
+        );
+        assert!(parse_port_list("x").is_err());
+    }
+}
