@@ -283,7 +283,10 @@ async fn mariadb_go_dsn_and_existing_tables() {
         .await
         .unwrap_or_else(|e| panic!("connect with DSN {dsn}: {e}"));
     assert_eq!(second.fetch("dsn").await.unwrap().owner, "owner");
-    let third = LockTable::connect_url(&dsn).await.unwrap();
+    // With the parameters BOSH-rendered DSNs carry.
+    let third = LockTable::connect_url(&format!("{dsn}?charset=utf8mb4&parseTime=true&timeout=5s"))
+        .await
+        .unwrap();
     assert_eq!(third.fetch_all("lock").await.unwrap().len(), 1);
     for t in [first, second, third] {
         t.close().await;

@@ -46,6 +46,9 @@ pub fn store_config(config: &Config) -> StoreConfig {
             sc.sqlite_path = path.clone();
         }
     }
+    sc.ca_cert = (!config.sqldb.ca_cert.is_empty()).then(|| config.sqldb.ca_cert.clone());
+    sc.skip_ssl_validation = config.skip_ssl_validation;
+    sc.skip_hostname_validation = config.sqldb.skip_hostname_validation;
     sc.max_open_connections = config.sqldb.max_open_connections;
     sc.max_idle_connections = config.sqldb.max_idle_connections;
     sc.connections_max_lifetime = Duration::from_secs(config.sqldb.connections_max_lifetime_seconds);
