@@ -10,12 +10,10 @@
 //! - [`status`]: health state, `/health` and `/routes`.
 //! - [`access_log`]: the access log line format and its off-path writer.
 //! - [`router`]: wiring everything together, signals and drain.
-//! - [`logging`]: process log setup.
 
 pub mod access_log;
 pub mod balancer;
 pub mod config;
-pub mod logging;
 pub mod nats;
 pub mod proxy;
 pub mod registry;

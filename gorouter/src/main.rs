@@ -13,7 +13,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_from(process_setup::go_style_args(std::env::args()));
     let config = match gorouter::config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    gorouter::logging::init(&config.logging.level);
+    process_setup::init_json_logging(&config.logging.level);
     for key in &config.unknown_keys {
         tracing::warn!(key = %key, "config key not supported; ignored");
     }

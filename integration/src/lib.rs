@@ -19,9 +19,11 @@
 
 pub mod backends;
 pub mod http;
+pub mod mariadb;
 pub mod nats;
 pub mod pki;
 pub mod router;
+pub mod routing_api;
 pub mod uaa;
 pub mod util;
 

@@ -10,14 +10,13 @@
 //! - [`client`]: [`client::LocketClient`], a gRPC client with per-call timeouts;
 //! - [`runner`]: the [`runner::LockBackend`] trait (implemented by both the client and the
 //!   table) and the lock runner that acquires, refreshes and releases a lock;
-//! - [`config`] and [`logging`]: the `locket` binary's JSON config and JSON logs;
+//! - [`config`]: the `locket` binary's JSON config;
 //! - [`tls`]: PEM file loading shared by the server and the client.
 
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod expiry;
-pub mod logging;
 pub mod runner;
 pub mod server;
 pub mod sql;

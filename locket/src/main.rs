@@ -17,21 +17,8 @@ struct Args {
     config: PathBuf,
 }
 
-/// Accepts Go-flag style `-config x` / `-config=x` as well as `--config`.
-fn normalized_args() -> Vec<String> {
-    std::env::args()
-        .map(|a| {
-            if a == "-config" || a.starts_with("-config=") {
-                format!("-{a}")
-            } else {
-                a
-            }
-        })
-        .collect()
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse_from(normalized_args());
+    let args = Args::parse_from(process_setup::go_style_args(std::env::args()));
     let config = match LocketConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -39,7 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    locket::logging::init(&config.log_level);
+    process_setup::init_json_logging(&config.log_level);
     for key in &config.ignored_keys {
         tracing::warn!(key = %key, "config key accepted but ignored");
     }

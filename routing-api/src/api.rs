@@ -107,6 +107,23 @@ fn encoded<T: Serialize>(
     }
 }
 
+/// A body written with Go's json.Marshal and `w.Write`: JSON without a trailing newline (how
+/// upstream answers every router-group request; the captures' Content-Length has no `\n`).
+fn marshaled<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+    content_type: &'static str,
+) -> Response<ApiBody> {
+    match go_json(value) {
+        Ok(json) => full(status, json, Some(content_type)),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ResponseError",
+            e.to_string(),
+        ),
+    }
+}
+
 fn not_found_page() -> Response<ApiBody> {
     let mut r = full(StatusCode::NOT_FOUND, "404 page not found\n", Some(SNIFFED));
     r.headers_mut().insert(
@@ -149,6 +166,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             return Err(process_error(e));
         }
     };
+    // Go's json.Decoder: nothing at all is `EOF`, a truncated document `unexpected EOF`.
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(process_error("EOF"));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         if e.is_eof() {
             process_error("unexpected EOF")
@@ -347,7 +368,7 @@ impl Api {
     async fn list_router_groups(&self, query: Option<&str>) -> Response<ApiBody> {
         if let Some(name) = query_values(query, "name").into_iter().next() {
             return match self.store.router_group_by_name(&name).await {
-                Ok(Some(g)) => encoded(StatusCode::OK, &[g], JSON),
+                Ok(Some(g)) => marshaled(StatusCode::OK, &[g], JSON),
                 Ok(None) => error(
                     StatusCode::NOT_FOUND,
                     "ResourceNotFoundError",
@@ -357,7 +378,7 @@ impl Api {
             };
         }
         match self.store.router_groups().await {
-            Ok(groups) => encoded(StatusCode::OK, &groups, JSON),
+            Ok(groups) => marshaled(StatusCode::OK, &groups, JSON),
             Err(e) => db_error(&e),
         }
     }
@@ -375,7 +396,7 @@ impl Api {
             .iter()
             .find(|g| g.name == group.name && g.kind == group.kind)
         {
-            return encoded(StatusCode::OK, same, SNIFFED);
+            return marshaled(StatusCode::OK, same, SNIFFED);
         }
         group.guid = uuid::Uuid::new_v4().to_string();
         let mut all = existing;
@@ -388,7 +409,7 @@ impl Api {
             return process_error(msg);
         }
         match self.store.create_router_group(&group).await {
-            Ok(created) => encoded(StatusCode::CREATED, &created, SNIFFED),
+            Ok(created) => marshaled(StatusCode::CREATED, &created, SNIFFED),
             Err(StoreError::Duplicate(msg)) => process_error(msg),
             Err(e) => db_error(&e),
         }
@@ -429,7 +450,7 @@ impl Api {
             .await
         {
             Ok(_) => {
-                let mut r = encoded(StatusCode::OK, &updated, JSON);
+                let mut r = marshaled(StatusCode::OK, &updated, JSON);
                 let warning = url_query_escape(PORTS_WARNING);
                 if let Ok(v) = HeaderValue::from_str(&warning) {
                     r.headers_mut().insert("x-cf-warnings", v);

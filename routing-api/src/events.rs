@@ -51,7 +51,7 @@ impl EventHub {
 
     /// Publishes a change to every current subscriber. Never blocks.
     pub fn publish<T: Serialize>(&self, action: EventAction, value: &T) {
-        match serde_json::to_vec(value) {
+        match go_json(value) {
             Ok(json) => {
                 let _ = self.tx.send(Event {
                     action,
@@ -79,6 +79,25 @@ impl EventHub {
             done: false,
         }
     }
+}
+
+/// JSON as Go's `json.Marshal` writes it (upstream marshals each event that way): `<`, `>` and
+/// `&` escaped as `\u003c`, `\u003e`, `\u0026` (they only occur inside strings).
+fn go_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let json = serde_json::to_vec(value)?;
+    if !json.iter().any(|b| matches!(b, b'<' | b'>' | b'&')) {
+        return Ok(json);
+    }
+    let mut out = Vec::with_capacity(json.len() + 16);
+    for b in json {
+        match b {
+            b'<' => out.extend_from_slice(b"\\u003c"),
+            b'>' => out.extend_from_slice(b"\\u003e"),
+            b'&' => out.extend_from_slice(b"\\u0026"),
+            b => out.push(b),
+        }
+    }
+    Ok(out)
 }
 
 /// Formats one SSE frame: `id`, `event`, `data` and a blank line.
@@ -167,6 +186,15 @@ mod tests {
     fn frame_format_matches_capture() {
         let f = sse_frame(0, EventAction::Upsert, br#"{"route":"a"}"#);
         assert_eq!(&f[..], b"id: 0\nevent: Upsert\ndata: {\"route\":\"a\"}\n\n");
+    }
+
+    #[test]
+    fn event_json_escapes_html_characters_like_go() {
+        let hub = EventHub::new();
+        let mut sub = hub.tx.subscribe();
+        hub.publish(EventAction::Upsert, &serde_json::json!({"route": "a.com/x&y<z>"}));
+        let ev = sub.try_recv().unwrap();
+        assert_eq!(&ev.json[..], br#"{"route":"a.com/x\u0026y\u003cz\u003e"}"#);
     }
 
     #[tokio::test]

@@ -60,14 +60,19 @@ fn database_options(config: &Config) -> anyhow::Result<DbConnectOptions> {
             schema,
             username,
             password,
-        } => DbConnectOptions::MySql(
-            sqlx::mysql::MySqlConnectOptions::new()
+        } => {
+            let mut opts = sqlx::mysql::MySqlConnectOptions::new()
                 .host(host)
                 .port(*port)
                 .username(username)
-                .password(password)
-                .database(schema),
-        ),
+                .database(schema);
+            // As the store does: an empty `sqldb.password` means "no password", not an empty
+            // one (MariaDB refuses `root` without a password when one is sent).
+            if !password.is_empty() {
+                opts = opts.password(password);
+            }
+            DbConnectOptions::MySql(opts)
+        }
         Database::Sqlite { path } => {
             DbConnectOptions::for_driver("sqlite", &path.display().to_string())
                 .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -20,7 +20,7 @@ struct Args {
 
 fn main() -> ExitCode {
     // Upstream's flags are Go-style (`-config file`); accept those and `--config`.
-    let args = Args::parse_from(routing_api::cli::go_style_args(std::env::args()));
+    let args = Args::parse_from(process_setup::go_style_args(std::env::args()));
     let config = match routing_api::config::Config::load(&args.config, args.dev_mode) {
         Ok(c) => c,
         Err(e) => {
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    routing_api::cli::init_logging("info");
+    process_setup::init_json_logging("info");
     for key in &config.unknown_keys {
         tracing::warn!(key = %key, "config key not supported; ignored");
     }

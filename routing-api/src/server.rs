@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -16,6 +16,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::Api;
+
+/// Sent as `X-Vcap-Request-Id` (hyper writes header names title-cased).
+const X_VCAP_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-vcap-request-id");
 use crate::store::Store;
 
 /// Problems setting up TLS from the configured files.
@@ -108,7 +111,15 @@ where
 {
     let svc = hyper::service::service_fn(move |req| {
         let api = api.clone();
-        async move { Ok::<_, Infallible>(api.handle(req).await) }
+        async move {
+            let mut resp = api.handle(req).await;
+            // Upstream answers every API request (errors, 404 page and event streams
+            // included) with a fresh request id (see the captures).
+            if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+                resp.headers_mut().insert(X_VCAP_REQUEST_ID, id);
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
