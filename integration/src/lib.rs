@@ -24,6 +24,7 @@ pub mod nats;
 pub mod pki;
 pub mod router;
 pub mod routing_api;
+pub mod tcp_router;
 pub mod uaa;
 pub mod util;
 

@@ -7,7 +7,9 @@
 //! - [`RoutingApi`] is the running process: its output goes to a file that is printed when the
 //!   test fails; requests go over a raw HTTP/1.1 client ([`crate::http`]) so status lines,
 //!   header names and bodies can be checked byte for byte; [`Sse`] reads the event streams.
-//!   Readiness is "the HTTP port answers" (routing-api binds nothing before it holds its lock).
+//!   Readiness is "the HTTP port answers" (routing-api binds nothing before it holds its lock)
+//!   and the process's own log says `routing-api.started` (so another test's process that
+//!   happens to hold the same free port is never taken for ours).
 //! - [`DbGate`]: a TCP forwarder in front of MariaDB that can cut every connection, so a test can
 //!   take the database away from one routing-api without touching the shared server.
 //! - [`Locket`]: the built `locket` binary with a JSON config (mTLS certificates from a
@@ -83,6 +85,31 @@ pub fn binary(name: &str) -> PathBuf {
         "the {name} binary was not found (looked at {candidates:?}; ${var} overrides): build it \
          with `cargo build --workspace` or run the tests with `cargo test --workspace`"
     );
+}
+
+/// A port for a listener that may be bound only much later (a standby binds when it takes
+/// over): chosen at random below the kernel's ephemeral range, so no outgoing connection can
+/// take it meanwhile (as one may with [`free_port`]), and free on 0.0.0.0 right now.
+pub fn listener_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low <= 12_000 {
+        return free_port();
+    }
+    for _ in 0..100 {
+        let r = u32::from_le_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..4]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        let port = (10_000 + r % (low - 10_000)) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
 }
 
 fn sh_quote_yaml(s: &str) -> String {
@@ -293,7 +320,7 @@ pub struct LocketClientFiles {
 
 /// Builds a routing-api config and starts the binary.
 pub struct RoutingApiBuilder {
-    dir: TempDir,
+    dir: Arc<TempDir>,
     db: Database,
     uaa: Option<(String, u16)>,
     token: Option<String>,
@@ -307,7 +334,7 @@ impl RoutingApiBuilder {
     /// Test defaults on `db`, `-devMode` (no token checks).
     pub fn new(db: Database) -> Self {
         Self {
-            dir: TempDir::new("it-routing-api"),
+            dir: Arc::new(TempDir::new("it-routing-api")),
             db,
             uaa: None,
             token: None,
@@ -390,7 +417,10 @@ impl RoutingApiBuilder {
                 sh_quote_yaml(&l.cert.display().to_string()),
                 sh_quote_yaml(&l.key.display().to_string()),
             );
-            merge(&mut doc, serde_yaml_ng::from_str(&over).expect("locket YAML"));
+            merge(
+                &mut doc,
+                serde_yaml_ng::from_str(&over).expect("locket YAML"),
+            );
         }
         for o in &self.overrides {
             merge(&mut doc, o.clone());
@@ -400,7 +430,11 @@ impl RoutingApiBuilder {
 
     /// Starts the process without waiting for it to serve (a standby never does).
     pub fn spawn(self) -> RoutingApi {
-        let (http, mtls, admin) = (free_port(), free_port(), free_port());
+        self.spawn_attempt(0)
+    }
+
+    fn spawn_attempt(&self, attempt: u32) -> RoutingApi {
+        let (http, mtls, admin) = (listener_port(), listener_port(), listener_port());
         let text = self.render(http, mtls, admin);
         let doc: Yaml = serde_yaml_ng::from_str(&text).expect("rendered config");
         let port_at = |a: &str, b: Option<&str>| {
@@ -415,9 +449,14 @@ impl RoutingApiBuilder {
         let http_port = port_at("api", Some("listen_port"));
         let mtls_port = port_at("api", Some("mtls_listen_port"));
         let admin_port = port_at("admin_port", None);
-        let config_path = self.dir.path().join("routing-api.yml");
+        let suffix = if attempt == 0 {
+            String::new()
+        } else {
+            format!("-{attempt}")
+        };
+        let config_path = self.dir.path().join(format!("routing-api{suffix}.yml"));
         std::fs::write(&config_path, &text).expect("write routing-api config");
-        let log_path = self.dir.path().join("routing-api.log");
+        let log_path = self.dir.path().join(format!("routing-api{suffix}.log"));
         let log = std::fs::File::create(&log_path).expect("create routing-api log");
         let log2 = log.try_clone().expect("clone log handle");
         let bin = binary("routing-api");
@@ -429,7 +468,10 @@ impl RoutingApiBuilder {
             cmd.arg("-devMode");
         }
         let child = cmd
-            .env("RUST_LOG", std::env::var("ROUTING_API_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("ROUTING_API_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -438,22 +480,36 @@ impl RoutingApiBuilder {
         RoutingApi {
             child: Some(child),
             exit: None,
-            dir: self.dir,
+            dir: self.dir.clone(),
             config_path,
             log_path,
             http_port,
             mtls_port,
             admin_port,
-            uuid: self.uuid,
-            token: self.token,
+            uuid: self.uuid.clone(),
+            token: self.token.clone(),
         }
     }
 
-    /// Starts the process and waits until its HTTP port answers.
+    /// Starts the process and waits until its HTTP port answers and its own route
+    /// (`api.<system_domain>/routing`) is listed. A start that fails because a chosen port was
+    /// taken meanwhile (parallel tests) is retried with other ports.
     pub async fn start(self) -> RoutingApi {
-        let mut api = self.spawn();
-        api.wait_serving(START_TIMEOUT).await;
-        api
+        let mut attempt = 0;
+        loop {
+            let mut api = self.spawn_attempt(attempt);
+            match api.serving_within(START_TIMEOUT).await {
+                Ok(()) => {
+                    api.wait_own_route().await;
+                    return api;
+                }
+                Err(log) if attempt < 3 && log.contains("cannot listen") => {
+                    eprintln!("routing-api start attempt {attempt}: a port was taken; retrying");
+                    attempt += 1;
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
     }
 }
 
@@ -461,7 +517,7 @@ impl RoutingApiBuilder {
 pub struct RoutingApi {
     child: Option<Child>,
     exit: Option<ExitStatus>,
-    dir: TempDir,
+    dir: Arc<TempDir>,
     config_path: PathBuf,
     log_path: PathBuf,
     pub http_port: u16,
@@ -533,24 +589,52 @@ impl RoutingApi {
     /// Waits for the HTTP port to answer a request; panics (with the log) if the process exits
     /// or `timeout` passes first.
     pub async fn wait_serving(&mut self, timeout: Duration) {
+        if let Err(e) = self.serving_within(timeout).await {
+            panic!("{e}");
+        }
+    }
+
+    async fn serving_within(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_exit() {
-                panic!(
+                return Err(format!(
                     "routing-api exited with {status} before serving; its log:\n{}",
                     self.log()
-                );
+                ));
             }
-            if self.answers().await {
-                return;
+            // Our own log must say it started too: with free ports picked by parallel tests,
+            // another process could be answering on the port we were given.
+            if self.log().contains("\"routing-api.started\"") && self.answers().await {
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                panic!(
+                return Err(format!(
                     "routing-api did not answer on {} within {timeout:?}; its log:\n{}",
                     self.addr(),
                     self.log()
-                );
+                ));
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (up to 10 s) until `GET /routing/v1/routes` lists the API's own route, which is
+    /// registered right after the listeners are up.
+    pub async fn wait_own_route(&self) {
+        let own = format!("\"api.{SYSTEM_DOMAIN}/routing\"");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.get("/routing/v1/routes").await;
+            if r.status == 200 && r.body_str().contains(&own) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "routing-api never listed its own route; last answer:\n{}\nits log:\n{}",
+                r.dump(),
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -662,7 +746,10 @@ impl RoutingApi {
         let v = self
             .get_json(&format!("/routing/v1/router_groups?name={DEFAULT_GROUP}"))
             .await;
-        v[0]["guid"].as_str().expect("router group guid").to_string()
+        v[0]["guid"]
+            .as_str()
+            .expect("router group guid")
+            .to_string()
     }
 
     /// Opens an event stream (`/routing/v1/events` or `/routing/v1/tcp_routes/events`) with the
@@ -808,6 +895,14 @@ impl Sse {
             .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         if !chunked {
             self.data.append(&mut self.raw);
+            // an error answer with a length: complete once that much has arrived
+            let length = self
+                .head
+                .header("Content-Length")
+                .and_then(|v| v.parse().ok());
+            if length.is_some_and(|n: usize| self.data.len() >= n) {
+                self.ended = true;
+            }
             return Ok(());
         }
         loop {
@@ -826,8 +921,7 @@ impl Sse {
                 return Ok(());
             }
             let start = eol + 2;
-            self.data
-                .extend_from_slice(&self.raw[start..start + size]);
+            self.data.extend_from_slice(&self.raw[start..start + size]);
             self.raw.drain(..start + size + 2);
         }
     }
@@ -1022,7 +1116,7 @@ impl Locket {
     pub async fn start(ca: &TestCa, driver: &str, connection_string: &str) -> Self {
         let dir = TempDir::new("it-locket");
         let files = ca.write_server(dir.path(), &["127.0.0.1", "localhost"]);
-        let port = free_port();
+        let port = listener_port();
         let config = serde_json::json!({
             "listen_address": format!("127.0.0.1:{port}"),
             "ca_file": files.ca,
@@ -1203,12 +1297,26 @@ impl RtrEvents {
         std::thread::spawn(move || {
             let mut s = String::new();
             let _ = std::io::Read::read_to_string(&mut err, &mut s);
-            e.lock().expect("stderr lock").push_str(&s);
+            if let Ok(mut e) = e.lock() {
+                e.push_str(&s);
+            }
         });
         Self {
             child,
             lines,
             stderr,
+        }
+    }
+
+    /// The next non-empty stdout line within `timeout`, or `None`.
+    pub async fn try_next_line(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(l)) if l.trim().is_empty() => continue,
+                Ok(Some(l)) => return Some(l),
+                Ok(None) | Err(_) => return None,
+            }
         }
     }
 
@@ -1219,16 +1327,21 @@ impl RtrEvents {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Ok(Some(l)) if l.trim().is_empty() => continue,
                 Ok(Some(l)) => return l,
-                Ok(None) => panic!(
-                    "rtr events ended its output; stderr: {}",
-                    self.stderr.lock().expect("stderr lock")
-                ),
+                Ok(None) => panic!("rtr events ended its output; stderr: {}", self.stderr()),
                 Err(_) => panic!(
                     "rtr events printed nothing within {timeout:?}; stderr: {}",
-                    self.stderr.lock().expect("stderr lock")
+                    self.stderr()
                 ),
             }
         }
+    }
+
+    /// What the process wrote to stderr so far (complete once it exited).
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Waits up to `timeout` for the process to exit.
@@ -1289,10 +1402,7 @@ pub async fn send_large_body(
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "connection closed; got {:?}",
-                    String::from_utf8_lossy(&buf)
-                ),
+                format!("connection closed; got {:?}", String::from_utf8_lossy(&buf)),
             ));
         }
         buf.extend_from_slice(&tmp[..n]);
@@ -1351,4 +1461,73 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// ----- wire assertions -----
+
+/// Asserts the header set of a routing-api response: `expected` exactly (names compared
+/// case-sensitively, values exactly, order ignored), plus a `Date` and an `X-Vcap-Request-Id`
+/// holding a UUID, which upstream sends on every response.
+pub fn assert_headers(resp: &RawResponse, expected: &[(&str, &str)]) {
+    let ids = resp.header_all("X-Vcap-Request-Id");
+    assert!(
+        ids.len() == 1 && crate::util::is_uuid_like(ids[0]),
+        "expected one `X-Vcap-Request-Id: <uuid>` header:\n{}",
+        resp.dump()
+    );
+    assert!(
+        resp.headers.iter().any(|(n, _)| n == "X-Vcap-Request-Id"),
+        "the request id header must be spelled `X-Vcap-Request-Id`:\n{}",
+        resp.dump()
+    );
+    let mut rest = resp.clone();
+    rest.headers.retain(|(n, _)| n != "X-Vcap-Request-Id");
+    rest.assert_headers_exactly(expected);
+}
+
+/// JSON string escaping as Go's encoder does it (`<`, `>`, `&` as `\u00XX`).
+pub fn go_escape(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// The error body upstream writes: `{"name":…,"message":…}`.
+pub fn error_json(name: &str, message: &str) -> String {
+    let s = |v: &str| serde_json::to_string(v).expect("JSON string");
+    go_escape(&format!(
+        r#"{{"name":{},"message":{}}}"#,
+        s(name),
+        s(message)
+    ))
+}
+
+/// Asserts an error response byte for byte: status, `Content-Type: text/plain; charset=utf-8`
+/// (Go's sniffing of a body written without a type), `Content-Length`, and the JSON body.
+pub fn assert_error(resp: &RawResponse, status: u16, name: &str, message: &str) {
+    let body = error_json(name, message);
+    assert_eq!(
+        (resp.status, resp.body_str()),
+        (status, body.clone()),
+        "unexpected error response:\n{}",
+        resp.dump()
+    );
+    assert_headers(
+        resp,
+        &[
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", &body.len().to_string()),
+        ],
+    );
+}
+
+/// `s` with every UUID replaced by `<guid>`, for comparing bodies that carry generated ids.
+pub fn mask_guids(s: &str) -> String {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+            .expect("uuid regex")
+    })
+    .replace_all(s, "<guid>")
+    .into_owned()
 }

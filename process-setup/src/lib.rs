@@ -9,11 +9,8 @@ pub fn go_style_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         .enumerate()
         .map(|(i, a)| {
             let b = a.as_bytes();
-            let is_go_long_flag = i > 0
-                && b.len() > 2
-                && b[0] == b'-'
-                && b[1].is_ascii_alphabetic()
-                && b[2] != b'=';
+            let is_go_long_flag =
+                i > 0 && b.len() > 2 && b[0] == b'-' && b[1].is_ascii_alphabetic() && b[2] != b'=';
             if is_go_long_flag {
                 format!("-{a}")
             } else {

@@ -9,6 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use routing_api_client::{ErrorBody, EventAction, HttpRoute, RouterGroup, TcpRouteMapping};
+use serde::de::IgnoredAny;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -133,6 +134,38 @@ fn not_found_page() -> Response<ApiBody> {
     r
 }
 
+/// The methods upstream's router (rata on `bmizerany/pat`) serves `path` with.
+fn allowed_methods(path: &str) -> &'static [&'static str] {
+    match path {
+        "/routing/v1/routes" => &["GET", "HEAD", "POST", "DELETE"],
+        "/routing/v1/events" | "/routing/v1/tcp_routes" | "/routing/v1/tcp_routes/events" => {
+            &["GET", "HEAD"]
+        }
+        "/routing/v1/tcp_routes/create" | "/routing/v1/tcp_routes/delete" => &["POST"],
+        "/routing/v1/router_groups" => &["GET", "HEAD", "POST"],
+        p if router_group_guid(p).is_some() => &["PUT", "DELETE"],
+        _ => &[],
+    }
+}
+
+/// pat's answer for a known path and another method: 405, `Allow`, and Go's `http.Error` body.
+fn method_not_allowed(allowed: &[&str]) -> Response<ApiBody> {
+    let mut r = full(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed\n",
+        Some(SNIFFED),
+    );
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+        h.insert(header::ALLOW, v);
+    }
+    r
+}
+
 fn db_error(e: &StoreError) -> Response<ApiBody> {
     tracing::error!(error = %e, "database-error");
     error(
@@ -166,24 +199,35 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             return Err(process_error(e));
         }
     };
-    // Go's json.Decoder: nothing at all is `EOF`, a truncated document `unexpected EOF`.
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(process_error("EOF"));
+    // Like Go's json.Decoder.Decode: the first JSON value is scanned whole before it is
+    // unmarshalled (so a truncated body is `unexpected EOF` whatever its types, and an empty
+    // one `EOF`), and bytes after that value are not looked at.
+    let mut scan = serde_json::Deserializer::from_slice(&bytes).into_iter::<IgnoredAny>();
+    match scan.next() {
+        None => return Err(process_error("EOF")),
+        Some(Err(e)) if e.is_eof() => return Err(process_error("unexpected EOF")),
+        Some(Err(e)) => return Err(process_error(e)),
+        Some(Ok(_)) => {}
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        if e.is_eof() {
-            process_error("unexpected EOF")
-        } else {
-            process_error(e)
-        }
-    })
+    match serde_json::Deserializer::from_slice(&bytes)
+        .into_iter::<T>()
+        .next()
+    {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(process_error(e)),
+        None => Err(process_error("EOF")),
+    }
 }
 
 impl Api {
     /// Routes a request to its handler.
     pub async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<ApiBody> {
         let path = req.uri().path().to_string();
-        let method = req.method().clone();
+        // rata registers every GET route for HEAD too (pat's `Get`).
+        let method = match req.method() {
+            &Method::HEAD => Method::GET,
+            m => m.clone(),
+        };
         let scope = match (&method, path.as_str()) {
             (
                 &Method::GET,
@@ -199,7 +243,13 @@ impl Api {
             (&Method::GET, "/routing/v1/router_groups") => GROUPS_READ,
             (&Method::POST, "/routing/v1/router_groups") => GROUPS_WRITE,
             (&Method::PUT | &Method::DELETE, p) if router_group_guid(p).is_some() => GROUPS_WRITE,
-            _ => return not_found_page(),
+            _ => {
+                let allowed = allowed_methods(&path);
+                if allowed.is_empty() {
+                    return not_found_page();
+                }
+                return method_not_allowed(allowed);
+            }
         };
         let authorization = req
             .headers()

@@ -192,7 +192,10 @@ mod tests {
     fn event_json_escapes_html_characters_like_go() {
         let hub = EventHub::new();
         let mut sub = hub.tx.subscribe();
-        hub.publish(EventAction::Upsert, &serde_json::json!({"route": "a.com/x&y<z>"}));
+        hub.publish(
+            EventAction::Upsert,
+            &serde_json::json!({"route": "a.com/x&y<z>"}),
+        );
         let ev = sub.try_recv().unwrap();
         assert_eq!(&ev.json[..], br#"{"route":"a.com/x\u0026y\u003cz\u003e"}"#);
     }

@@ -1,6 +1,8 @@
-//! The process lifecycle (B.9): lock first, then migrations, seeding, token keys, listeners,
-//! self-registration and the expiry pruner; on SIGTERM the streams close, the own route is
-//! removed and the lock released; on a lost lock the process stops serving and exits non-zero.
+//! The process lifecycle (B.9): UAA's issuer and token key (fatal if unavailable, before the
+//! lock is ever taken), then the lock, then migrations, seeding, listeners, self-registration
+//! and the expiry pruner; a failure in any step after the lock releases it before exiting; on
+//! SIGTERM the streams close, the own route is removed and the lock released; on a lost lock
+//! the process stops serving and exits non-zero.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -51,7 +53,8 @@ pub fn store_config(config: &Config) -> StoreConfig {
     sc.skip_hostname_validation = config.sqldb.skip_hostname_validation;
     sc.max_open_connections = config.sqldb.max_open_connections;
     sc.max_idle_connections = config.sqldb.max_idle_connections;
-    sc.connections_max_lifetime = Duration::from_secs(config.sqldb.connections_max_lifetime_seconds);
+    sc.connections_max_lifetime =
+        Duration::from_secs(config.sqldb.connections_max_lifetime_seconds);
     sc
 }
 
@@ -86,33 +89,12 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
         .await
         .context("cannot connect to the database")?;
 
-    // Nothing is served, not even bound, until the lock is held.
-    tracing::info!(key = %config.lock_resource_key, owner = %config.uuid, "routing-api.acquiring-lock");
-    let mut held = tokio::select! {
-        held = lock::acquire(&config) => held.context("cannot take part in the lock")?,
-        _ = sigterm.recv() => return Ok(()),
-        _ = sigint.recv() => return Ok(()),
-    };
-    tracing::info!(key = %config.lock_resource_key, "routing-api.lock-acquired");
-
-    store.migrate().await.context("database migration failed")?;
-    let seeds: Vec<RouterGroup> = config
-        .router_groups
-        .iter()
-        .map(|g| RouterGroup {
-            guid: uuid::Uuid::new_v4().to_string(),
-            name: g.name.clone(),
-            kind: g.kind.clone(),
-            reservable_ports: g.reservable_ports.clone(),
-        })
-        .collect();
-    store
-        .seed_router_groups(&seeds)
-        .await
-        .context("cannot seed router groups")?;
-
+    // UAA's issuer and key first, as upstream does: an instance that cannot check tokens
+    // exits before it ever takes the lock.
     let auth = if config.auth_disabled {
-        tracing::warn!("token checks are disabled (-devMode / auth_disabled): every request is allowed");
+        tracing::warn!(
+            "token checks are disabled (-devMode / auth_disabled): every request is allowed"
+        );
         TokenValidator::disabled()
     } else {
         TokenValidator::discover(&UaaConfig {
@@ -126,6 +108,15 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
         .context("cannot get UAA's token key")?
     };
 
+    // Nothing is served, not even bound, until the lock is held.
+    tracing::info!(key = %config.lock_resource_key, owner = %config.uuid, "routing-api.acquiring-lock");
+    let mut held = tokio::select! {
+        held = lock::acquire(&config) => held.context("cannot take part in the lock")?,
+        _ = sigterm.recv() => return Ok(()),
+        _ = sigint.recv() => return Ok(()),
+    };
+    tracing::info!(key = %config.lock_resource_key, "routing-api.lock-acquired");
+
     let (closing_tx, closing_rx) = watch::channel(false);
     let hubs = Hubs::default();
     let api = Arc::new(Api {
@@ -138,29 +129,82 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
         closing: closing_rx.clone(),
     });
 
-    let any = IpAddr::from([0, 0, 0, 0]);
-    if config.api.http_enabled {
-        let l = bind(SocketAddr::new(any, config.api.listen_port), "the HTTP API").await?;
-        tokio::spawn(server::serve_http(l, api.clone(), closing_rx.clone()));
-    }
-    if config.mtls_enabled() {
-        let acceptor = server::mtls_acceptor(
-            config.api.mtls_server_cert_file.as_ref(),
-            config.api.mtls_server_key_file.as_ref(),
-            config.api.mtls_client_ca_file.as_ref(),
+    // If anything fails from here to serving, release the lock before exiting: a standby (or
+    // this instance restarted) must not wait for the TTL of a lock nobody holds any more.
+    let startup: anyhow::Result<()> = async {
+        store.migrate().await.context("database migration failed")?;
+        let seeds: Vec<RouterGroup> = config
+            .router_groups
+            .iter()
+            .map(|g| RouterGroup {
+                guid: uuid::Uuid::new_v4().to_string(),
+                name: g.name.clone(),
+                kind: g.kind.clone(),
+                reservable_ports: g.reservable_ports.clone(),
+            })
+            .collect();
+        store
+            .seed_router_groups(&seeds)
+            .await
+            .context("cannot seed router groups")?;
+
+        let any = IpAddr::from([0, 0, 0, 0]);
+        if config.api.http_enabled {
+            let l = bind(SocketAddr::new(any, config.api.listen_port), "the HTTP API").await?;
+            tokio::spawn(server::serve_http(l, api.clone(), closing_rx.clone()));
+        }
+        if config.mtls_enabled() {
+            let acceptor = server::mtls_acceptor(
+                config.api.mtls_server_cert_file.as_ref(),
+                config.api.mtls_server_key_file.as_ref(),
+                config.api.mtls_client_ca_file.as_ref(),
+            )
+            .context("mutual TLS listener")?;
+            let l = bind(
+                SocketAddr::new(any, config.api.mtls_listen_port),
+                "the mTLS API",
+            )
+            .await?;
+            tokio::spawn(server::serve_mtls(
+                l,
+                acceptor,
+                api.clone(),
+                closing_rx.clone(),
+            ));
+        } else {
+            tracing::warn!("api.mtls_* files not set: the mutual TLS listener is off");
+        }
+        let admin = bind(
+            SocketAddr::from(([127, 0, 0, 1], config.admin_port)),
+            "admin",
         )
-        .context("mutual TLS listener")?;
-        let l = bind(SocketAddr::new(any, config.api.mtls_listen_port), "the mTLS API").await?;
-        tokio::spawn(server::serve_mtls(l, acceptor, api.clone(), closing_rx.clone()));
-    } else {
-        tracing::warn!("api.mtls_* files not set: the mutual TLS listener is off");
+        .await?;
+        tokio::spawn(server::serve_admin(
+            admin,
+            store.clone(),
+            closing_rx.clone(),
+        ));
+        Ok(())
     }
-    let admin = bind(SocketAddr::from(([127, 0, 0, 1], config.admin_port)), "admin").await?;
-    tokio::spawn(server::serve_admin(admin, store.clone(), closing_rx.clone()));
+    .await;
+    if let Err(e) = startup {
+        closing_tx.send_replace(true);
+        held.release().await;
+        return Err(e);
+    }
 
     let own = own_route(&config, ip);
-    tokio::spawn(register_own_route(api.clone(), own.clone(), config.max_ttl, closing_rx.clone()));
-    tokio::spawn(prune_expired(store.clone(), hubs.clone(), closing_rx.clone()));
+    tokio::spawn(register_own_route(
+        api.clone(),
+        own.clone(),
+        config.max_ttl,
+        closing_rx.clone(),
+    ));
+    tokio::spawn(prune_expired(
+        store.clone(),
+        hubs.clone(),
+        closing_rx.clone(),
+    ));
     tracing::info!(
         http = config.api.http_enabled.then_some(config.api.listen_port),
         mtls = config.mtls_enabled().then_some(config.api.mtls_listen_port),
@@ -191,7 +235,12 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
 }
 
 /// Registers the API's own route and refreshes it every `max_ttl / 2`.
-async fn register_own_route(api: Arc<Api>, route: HttpRoute, ttl: Duration, mut closing: watch::Receiver<bool>) {
+async fn register_own_route(
+    api: Arc<Api>,
+    route: HttpRoute,
+    ttl: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval((ttl / 2).max(Duration::from_secs(1)));
     loop {
         tokio::select! {

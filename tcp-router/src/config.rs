@@ -1,0 +1,732 @@
+//! The tcp-router's configuration: upstream cf-tcp-router's YAML keys and command-line flags,
+//! plus keys of our own for what upstream kept in HAProxy's base config (D).
+//!
+//! YAML keys (upstream): `oauth.{token_endpoint,port,skip_ssl_validation,client_name,
+//! client_secret,ca_certs}`, `routing_api.{uri,port,auth_disabled,client_cert_path,
+//! client_private_key_path,ca_cert_path}`, `haproxy_pid_file` (accepted, ignored),
+//! `isolation_segments` (logged), `reserved_system_component_ports`, `drain_wait` (20s),
+//! `backend_tls.{enabled,ca_cert_path,client_cert_and_key_path}`.
+//!
+//! YAML keys (ours; upstream's BOSH base config held them): `health_check_port` (80),
+//! `request_timeout_in_seconds` (300), `connect_timeout` (30s), `max_connections` (64000),
+//! `fail_on_router_port_conflicts` (false), `log_level` (info).
+//!
+//! Flags (Go style, `-flag value` or `--flag value`): `-config` (required), `-syncInterval`
+//! (1m), `-subscriptionRetryInterval` (5s), `-staleRouteCheckInterval` (30s),
+//! `-defaultRouteExpiry` (2m), `-tokenFetchMaxRetries` (3), `-tokenFetchRetryInterval` (5s),
+//! `-tokenFetchExpirationBufferTime` (30s), `-routingGroupCheckExit`, `-logLevel`; HAProxy's
+//! (`-tcpLoadBalancer…`, `-haproxyReloader`, `-statsCollectionInterval`, `-debugAddr`) are
+//! accepted and ignored.
+//!
+//! Unknown YAML keys are reported as warnings (a rendered BOSH config loads); a bad value is an
+//! error naming the key. Certificate files are read here, so a bad path fails at start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use yaml_config::{parse_go_duration, GoDuration};
+
+use routing_api_client::tls::{client_config, TlsError, TlsOptions};
+
+/// BOSH's default `reserved_system_component_ports`, expanded.
+pub const DEFAULT_RESERVED_PORTS: &[u16] = &[
+    2822, 2825, 3457, 3458, 3459, 3460, 3461, 8853, 9100, 14726, 14727, 14821, 14822, 14823, 14824,
+    14829, 14830, 14920, 14922, 15821, 17002, 53035, 53080,
+];
+
+/// A configuration problem, naming the key (or flag) and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("flag -{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Command-line flags, upstream's names.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tcp-router",
+    version,
+    about = "TCP router compatible with cf-tcp-router"
+)]
+pub struct Flags {
+    /// Path to the YAML config file.
+    #[arg(long = "config")]
+    pub config: PathBuf,
+    /// Full sync with the Routing API every this long.
+    #[arg(long = "syncInterval", default_value = "1m", value_parser = go_duration)]
+    pub sync_interval: Duration,
+    /// Wait between attempts to (re)subscribe to the TCP route event stream.
+    #[arg(long = "subscriptionRetryInterval", default_value = "5s", value_parser = go_duration)]
+    pub subscription_retry_interval: Duration,
+    /// Check for expired backends every this long.
+    #[arg(long = "staleRouteCheckInterval", default_value = "30s", value_parser = go_duration)]
+    pub stale_route_check_interval: Duration,
+    /// TTL of routes that carry none.
+    #[arg(long = "defaultRouteExpiry", default_value = "2m", value_parser = go_duration)]
+    pub default_route_expiry: Duration,
+    /// Extra attempts to fetch a UAA token after a failure.
+    #[arg(long = "tokenFetchMaxRetries", default_value_t = 3)]
+    pub token_fetch_max_retries: u32,
+    /// Wait between UAA token fetch attempts.
+    #[arg(long = "tokenFetchRetryInterval", default_value = "5s", value_parser = go_duration)]
+    pub token_fetch_retry_interval: Duration,
+    /// Tokens are refreshed this long before they expire.
+    #[arg(long = "tokenFetchExpirationBufferTime", default_value = "30s", value_parser = go_duration)]
+    pub token_fetch_expiration_buffer: Duration,
+    /// Exit when a router group's ports conflict with reserved system component ports.
+    #[arg(long = "routingGroupCheckExit", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub routing_group_check_exit: bool,
+    /// Log level: debug, info, error, fatal (overrides `log_level`).
+    #[arg(long = "logLevel")]
+    pub log_level: Option<String>,
+    /// HAProxy's flags: accepted for compatibility, ignored.
+    #[arg(long = "tcpLoadBalancer", hide = true)]
+    pub tcp_load_balancer: Option<String>,
+    #[arg(long = "tcpLoadBalancerConfig", hide = true)]
+    pub tcp_load_balancer_config: Option<String>,
+    #[arg(long = "tcpLoadBalancerBaseConfig", hide = true)]
+    pub tcp_load_balancer_base_config: Option<String>,
+    #[arg(long = "tcpLoadBalancerStatsUnixSocket", hide = true)]
+    pub tcp_load_balancer_stats_socket: Option<String>,
+    #[arg(long = "haproxyReloader", hide = true)]
+    pub haproxy_reloader: Option<String>,
+    #[arg(long = "statsCollectionInterval", hide = true)]
+    pub stats_collection_interval: Option<String>,
+    #[arg(long = "debugAddr", hide = true)]
+    pub debug_addr: Option<String>,
+}
+
+fn go_duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s)
+}
+
+impl Flags {
+    /// Parses `args` (the program name first), accepting Go's single-dash long flags.
+    pub fn parse_go_style(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
+        Flags::try_parse_from(process_setup::go_style_args(args))
+    }
+
+    /// Checks that the intervals make sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (flag, d) in [
+            ("syncInterval", self.sync_interval),
+            (
+                "subscriptionRetryInterval",
+                self.subscription_retry_interval,
+            ),
+            ("staleRouteCheckInterval", self.stale_route_check_interval),
+            ("defaultRouteExpiry", self.default_route_expiry),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Flag {
+                    flag,
+                    message: "must be greater than zero".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct RawOAuth {
+    token_endpoint: String,
+    port: i64,
+    skip_ssl_validation: bool,
+    client_name: String,
+    client_secret: String,
+    /// A file path.
+    ca_certs: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct RawRoutingApi {
+    uri: String,
+    port: i64,
+    auth_disabled: bool,
+    client_cert_path: String,
+    client_private_key_path: String,
+    ca_cert_path: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct RawBackendTls {
+    enabled: bool,
+    ca_cert_path: String,
+    client_cert_and_key_path: String,
+}
+
+/// `reserved_system_component_ports`: a list of ports, or a string `"2822,3457-3461"`.
+fn reserved_ports_any<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Reserved {
+        List(Vec<u16>),
+        Str(String),
+    }
+    match Reserved::deserialize(d)? {
+        Reserved::List(l) => Ok(l),
+        Reserved::Str(s) => parse_port_list(&s)
+            .map_err(|e| de::Error::custom(format!("reserved_system_component_ports: {e}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    oauth: RawOAuth,
+    routing_api: RawRoutingApi,
+    haproxy_pid_file: String,
+    isolation_segments: Vec<String>,
+    #[serde(deserialize_with = "reserved_ports_any")]
+    reserved_system_component_ports: Vec<u16>,
+    drain_wait: GoDuration,
+    backend_tls: RawBackendTls,
+    health_check_port: i64,
+    request_timeout_in_seconds: i64,
+    connect_timeout: GoDuration,
+    max_connections: i64,
+    fail_on_router_port_conflicts: bool,
+    log_level: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            oauth: RawOAuth::default(),
+            routing_api: RawRoutingApi::default(),
+            haproxy_pid_file: String::new(),
+            isolation_segments: Vec::new(),
+            reserved_system_component_ports: DEFAULT_RESERVED_PORTS.to_vec(),
+            drain_wait: GoDuration(Duration::from_secs(20)),
+            backend_tls: RawBackendTls::default(),
+            health_check_port: 80,
+            request_timeout_in_seconds: 300,
+            connect_timeout: GoDuration(Duration::from_secs(30)),
+            max_connections: 64000,
+            fail_on_router_port_conflicts: false,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// How to reach UAA for client-credentials tokens.
+#[derive(Debug, Clone)]
+pub struct OAuth {
+    /// `scheme://host:port` (https unless `token_endpoint` names another scheme).
+    pub url: String,
+    pub client_name: String,
+    pub client_secret: String,
+    pub tls: TlsOptions,
+}
+
+/// How to reach the Routing API.
+#[derive(Debug, Clone)]
+pub struct RoutingApi {
+    /// `scheme://host:port`.
+    pub url: String,
+    pub tls: TlsOptions,
+    /// `None` when the Routing API runs with auth disabled.
+    pub oauth: Option<OAuth>,
+}
+
+/// TLS from the router to backends with a `backend_tls_port`.
+#[derive(Clone)]
+pub struct BackendTls {
+    /// Verifies against `ca_cert_path`, presents `client_cert_and_key_path` if set.
+    pub client_config: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendTls").finish_non_exhaustive()
+    }
+}
+
+/// The validated configuration the router runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub routing_api: RoutingApi,
+    pub isolation_segments: Vec<String>,
+    pub reserved_system_component_ports: Vec<u16>,
+    pub drain_wait: Duration,
+    /// `Some` when `backend_tls.enabled`.
+    pub backend_tls: Option<BackendTls>,
+    pub health_check_port: u16,
+    /// Idle timeout of a forwarded connection; `None` when `request_timeout_in_seconds` is 0.
+    pub idle_timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+    pub max_connections: usize,
+    pub fail_on_router_port_conflicts: bool,
+    pub log_level: String,
+    /// Keys the file had that this router does not know, as dotted paths.
+    pub unknown_keys: Vec<String>,
+    /// Non-fatal remarks about the file.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let (raw, unknown_keys) = yaml_config::from_yaml_reporting_unknown::<RawConfig>(text)
+            .map_err(|e| ConfigError::Parse {
+                path: String::new(),
+                message: e.0,
+            })?;
+        Self::validate(raw, unknown_keys)
+    }
+
+    fn validate(raw: RawConfig, unknown_keys: Vec<String>) -> Result<Self, ConfigError> {
+        let mut warnings = Vec::new();
+        if !raw.haproxy_pid_file.is_empty() {
+            warnings.push("config key `haproxy_pid_file` is ignored: there is no HAProxy".into());
+        }
+        for (key, d) in [
+            ("drain_wait", raw.drain_wait),
+            ("connect_timeout", raw.connect_timeout),
+        ] {
+            if !d.0.is_zero() && d.0 < Duration::from_millis(1) {
+                warnings.push(format!(
+                    "config key `{key}` is {:?}: a bare number is nanoseconds, as upstream reads it; write e.g. \"30s\"",
+                    d.0
+                ));
+            }
+        }
+
+        let routing_api = routing_api(&raw)?;
+
+        let backend_tls = if raw.backend_tls.enabled {
+            Some(backend_tls(&raw.backend_tls)?)
+        } else {
+            None
+        };
+
+        let health_check_port = port_value("health_check_port", raw.health_check_port)?;
+        let idle_timeout = match raw.request_timeout_in_seconds {
+            0 => None,
+            n if n > 0 => Some(Duration::from_secs(n as u64)),
+            n => {
+                return Err(invalid(
+                    "request_timeout_in_seconds",
+                    format!("{n} must not be negative (0 disables the idle timeout)"),
+                ))
+            }
+        };
+        if raw.connect_timeout.0.is_zero() {
+            return Err(invalid(
+                "connect_timeout",
+                "must be greater than zero (e.g. \"30s\")",
+            ));
+        }
+        let max_connections = match usize::try_from(raw.max_connections) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(invalid(
+                    "max_connections",
+                    format!("{} must be greater than zero", raw.max_connections),
+                ))
+            }
+        };
+        let log_level = match raw.log_level.as_str() {
+            "" => "info".to_string(),
+            "debug" | "info" | "warn" | "error" | "fatal" => raw.log_level.clone(),
+            other => {
+                return Err(invalid(
+                    "log_level",
+                    format!(
+                    "unknown level {other:?}; allowed values are debug, info, warn, error, fatal"
+                ),
+                ))
+            }
+        };
+        if raw.reserved_system_component_ports.contains(&0) {
+            return Err(invalid(
+                "reserved_system_component_ports",
+                "port 0 is not a port",
+            ));
+        }
+        Ok(Config {
+            routing_api,
+            isolation_segments: raw.isolation_segments,
+            reserved_system_component_ports: raw.reserved_system_component_ports,
+            drain_wait: raw.drain_wait.0,
+            backend_tls,
+            health_check_port,
+            idle_timeout,
+            connect_timeout: raw.connect_timeout.0,
+            max_connections,
+            fail_on_router_port_conflicts: raw.fail_on_router_port_conflicts,
+            log_level,
+            unknown_keys,
+            warnings,
+        })
+    }
+}
+
+fn port_value(key: &'static str, n: i64) -> Result<u16, ConfigError> {
+    match u16::try_from(n) {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(invalid(key, format!("{n} is not a port (1-65535)"))),
+    }
+}
+
+fn path_opt(s: &str) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+/// `scheme://host` + `:port`; `uri` without a scheme gets `default_scheme`.
+fn join_url(
+    key: &'static str,
+    uri: &str,
+    port: u16,
+    default_scheme: &str,
+) -> Result<String, ConfigError> {
+    let uri = uri.trim().trim_end_matches('/');
+    if uri.is_empty() {
+        return Err(invalid(key, "is required"));
+    }
+    let with_scheme = if uri.contains("://") {
+        uri.to_string()
+    } else {
+        format!("{default_scheme}://{uri}")
+    };
+    let url = format!("{with_scheme}:{port}");
+    let parsed: http::Uri = url
+        .parse()
+        .map_err(|e| invalid(key, format!("{uri:?} is not a host URL: {e}")))?;
+    let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
+    let path_ok = matches!(parsed.path(), "" | "/");
+    if !scheme_ok || parsed.host().is_none() || !path_ok || parsed.query().is_some() {
+        return Err(invalid(
+            key,
+            format!("{uri:?} must be http:// or https:// and a host (the port is a separate key)"),
+        ));
+    }
+    Ok(url)
+}
+
+fn routing_api(raw: &RawConfig) -> Result<RoutingApi, ConfigError> {
+    let r = &raw.routing_api;
+    let port = port_value("routing_api.port", r.port)?;
+    let url = join_url("routing_api.uri", &r.uri, port, "http")?;
+    let tls = TlsOptions {
+        ca_file: path_opt(&r.ca_cert_path),
+        client_cert_file: path_opt(&r.client_cert_path),
+        client_key_file: path_opt(&r.client_private_key_path),
+        ..TlsOptions::default()
+    };
+    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+        return Err(invalid(
+            "routing_api.client_cert_path",
+            "client_cert_path and client_private_key_path must be given together",
+        ));
+    }
+    if url.starts_with("https://") || tls.client_cert_file.is_some() {
+        client_config(&tls).map_err(|e| {
+            let key = match &e {
+                TlsError::Read { path, .. } | TlsError::NoCertificates(path) => {
+                    if *path == r.ca_cert_path {
+                        "routing_api.ca_cert_path"
+                    } else if *path == r.client_private_key_path {
+                        "routing_api.client_private_key_path"
+                    } else {
+                        "routing_api.client_cert_path"
+                    }
+                }
+                _ => "routing_api.client_cert_path",
+            };
+            invalid(key, e.to_string())
+        })?;
+    }
+    let oauth = if r.auth_disabled {
+        None
+    } else {
+        let o = &raw.oauth;
+        if o.client_name.is_empty() {
+            return Err(invalid(
+                "oauth.client_name",
+                "is required unless routing_api.auth_disabled is true",
+            ));
+        }
+        let port = port_value("oauth.port", o.port)?;
+        let url = join_url("oauth.token_endpoint", &o.token_endpoint, port, "https")?;
+        let tls = TlsOptions {
+            ca_file: path_opt(&o.ca_certs),
+            skip_verification: o.skip_ssl_validation,
+            ..TlsOptions::default()
+        };
+        if url.starts_with("https://") {
+            client_config(&tls).map_err(|e| invalid("oauth.ca_certs", e.to_string()))?;
+        }
+        Some(OAuth {
+            url,
+            client_name: o.client_name.clone(),
+            client_secret: o.client_secret.clone(),
+            tls,
+        })
+    };
+    Ok(RoutingApi { url, tls, oauth })
+}
+
+fn backend_tls(raw: &RawBackendTls) -> Result<BackendTls, ConfigError> {
+    if raw.ca_cert_path.is_empty() {
+        return Err(invalid(
+            "backend_tls.ca_cert_path",
+            "is required when backend_tls.enabled is true",
+        ));
+    }
+    let client_identity = if raw.client_cert_and_key_path.is_empty() {
+        None
+    } else {
+        Some(
+            crate::backend_tls::read_cert_and_key(Path::new(&raw.client_cert_and_key_path))
+                .map_err(|e| invalid("backend_tls.client_cert_and_key_path", e.to_string()))?,
+        )
+    };
+    let client_config =
+        crate::backend_tls::client_config(Path::new(&raw.ca_cert_path), client_identity).map_err(
+            |e| match e {
+                crate::backend_tls::BackendTlsError::Rustls(_) => {
+                    invalid("backend_tls.client_cert_and_key_path", e.to_string())
+                }
+                _ => invalid("backend_tls.ca_cert_path", e.to_string()),
+            },
+        )?;
+    Ok(BackendTls {
+        client_config: Arc::new(client_config),
+    })
+}
+
+/// Parses `"1024-1033,2000"` (router groups' `reservable_ports`, or the reserved ports string).
+pub fn parse_port_list(s: &str) -> Result<Vec<u16>, String> {
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = || format!("invalid port or range {item:?}");
+        match item.split_once('-') {
+            Some((a, b)) => {
+                let a: u16 = a.trim().parse().map_err(|_| bad())?;
+                let b: u16 = b.trim().parse().map_err(|_| bad())?;
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(item.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "routing_api: {uri: http://127.0.0.1, port: 3000, auth_disabled: true}\n";
+
+    #[test]
+    fn defaults_are_boshs() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.routing_api.url, "http://127.0.0.1:3000");
+        assert!(c.routing_api.oauth.is_none());
+        assert_eq!(c.health_check_port, 80);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(c.connect_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 64000);
+        assert_eq!(c.drain_wait, Duration::from_secs(20));
+        assert!(c.backend_tls.is_none());
+        assert!(!c.fail_on_router_port_conflicts);
+        assert_eq!(c.reserved_system_component_ports, DEFAULT_RESERVED_PORTS);
+        assert!(c.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn reads_upstream_keys() {
+        let c = Config::from_yaml(
+            r#"
+oauth:
+  token_endpoint: uaa.service.cf.internal
+  port: 8443
+  skip_ssl_validation: true
+  client_name: tcp_router
+  client_secret: secret
+routing_api:
+  uri: http://routing-api.service.cf.internal
+  port: 3000
+haproxy_pid_file: /var/vcap/data/haproxy/haproxy.pid
+isolation_segments: [is1, is2]
+reserved_system_component_ports: "2822,3457-3459"
+drain_wait: 5s
+health_check_port: 8080
+request_timeout_in_seconds: 0
+connect_timeout: 250ms
+max_connections: 10
+fail_on_router_port_conflicts: true
+something_else: 1
+"#,
+        )
+        .unwrap();
+        let oauth = c.routing_api.oauth.as_ref().unwrap();
+        assert_eq!(oauth.url, "https://uaa.service.cf.internal:8443");
+        assert_eq!(oauth.client_name, "tcp_router");
+        assert!(oauth.tls.skip_verification);
+        assert_eq!(
+            c.routing_api.url,
+            "http://routing-api.service.cf.internal:3000"
+        );
+        assert_eq!(c.isolation_segments, vec!["is1", "is2"]);
+        assert_eq!(
+            c.reserved_system_component_ports,
+            vec![2822, 3457, 3458, 3459]
+        );
+        assert_eq!(c.drain_wait, Duration::from_secs(5));
+        assert_eq!(c.health_check_port, 8080);
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.max_connections, 10);
+        assert!(c.fail_on_router_port_conflicts);
+        assert_eq!(c.unknown_keys, vec!["something_else"]);
+        assert!(c.warnings.iter().any(|w| w.contains("haproxy_pid_file")));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (yaml, key) in [
+            ("routing_api: {uri: '', port: 3000, auth_disabled: true}", "routing_api.uri"),
+            ("routing_api: {uri: 'http://x', port: 0, auth_disabled: true}", "routing_api.port"),
+            ("routing_api: {uri: 'http://x', port: 70000, auth_disabled: true}", "routing_api.port"),
+            ("routing_api: {uri: 'ftp://x', port: 1, auth_disabled: true}", "routing_api.uri"),
+            ("routing_api: {uri: 'http://x/path', port: 1, auth_disabled: true}", "routing_api.uri"),
+            ("routing_api: {uri: 'http://x', port: 1}", "oauth.client_name"),
+            (
+                "routing_api: {uri: 'http://x', port: 1}\noauth: {client_name: c, token_endpoint: u, port: 0}",
+                "oauth.port",
+            ),
+            (
+                "routing_api: {uri: 'http://x', port: 1, auth_disabled: true, client_cert_path: /x}",
+                "routing_api.client_cert_path",
+            ),
+            (
+                "routing_api: {uri: 'https://x', port: 1, auth_disabled: true, ca_cert_path: /nonexistent/ca.pem}",
+                "routing_api.ca_cert_path",
+            ),
+            (&format!("{MINIMAL}backend_tls: {{enabled: true}}"), "backend_tls.ca_cert_path"),
+            (
+                &format!("{MINIMAL}backend_tls: {{enabled: true, ca_cert_path: /nonexistent}}"),
+                "backend_tls.ca_cert_path",
+            ),
+            (&format!("{MINIMAL}health_check_port: -1"), "health_check_port"),
+            (&format!("{MINIMAL}request_timeout_in_seconds: -5"), "request_timeout_in_seconds"),
+            (&format!("{MINIMAL}connect_timeout: 0s"), "connect_timeout"),
+            (&format!("{MINIMAL}max_connections: 0"), "max_connections"),
+            (&format!("{MINIMAL}log_level: loud"), "log_level"),
+        ] {
+            let e = Config::from_yaml(yaml).unwrap_err();
+            assert!(e.to_string().contains(key), "{yaml}: {e}");
+        }
+        let e = Config::from_yaml(&format!("{MINIMAL}drain_wait: soon")).unwrap_err();
+        assert!(e.to_string().contains("drain_wait"), "{e}");
+        let e = Config::from_yaml(&format!("{MINIMAL}max_connections: lots")).unwrap_err();
+        assert!(e.to_string().contains("max_connections"), "{e}");
+        let e = Config::from_yaml(&format!("{MINIMAL}reserved_system_component_ports: '5-1'"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("reserved_system_component_ports"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flags_go_style_and_defaults() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let f = Flags::parse_go_style(args(&["tcp-router", "-config", "c.yml"])).unwrap();
+        assert_eq!(f.config, PathBuf::from("c.yml"));
+        assert_eq!(f.sync_interval, Duration::from_secs(60));
+        assert_eq!(f.subscription_retry_interval, Duration::from_secs(5));
+        assert_eq!(f.stale_route_check_interval, Duration::from_secs(30));
+        assert_eq!(f.default_route_expiry, Duration::from_secs(120));
+        assert!(!f.routing_group_check_exit);
+        let f = Flags::parse_go_style(args(&[
+            "tcp-router",
+            "--config",
+            "c.yml",
+            "-syncInterval=10s",
+            "-subscriptionRetryInterval",
+            "100ms",
+            "-routingGroupCheckExit",
+            "-tcpLoadBalancerConfig=/x",
+        ]))
+        .unwrap();
+        assert_eq!(f.sync_interval, Duration::from_secs(10));
+        assert_eq!(f.subscription_retry_interval, Duration::from_millis(100));
+        assert!(f.routing_group_check_exit);
+        assert!(Flags::parse_go_style(args(&["tcp-router"])).is_err());
+        assert!(
+            Flags::parse_go_style(args(&["tcp-router", "-config", "c", "-syncInterval", "x"]))
+                .is_err()
+        );
+        let f = Flags::parse_go_style(args(&["tcp-router", "-config", "c", "-syncInterval", "0s"]))
+            .unwrap();
+        assert!(f
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("syncInterval"));
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tcp_router.example.yml");
+        let c = Config::load(&path).unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert_eq!(c.routing_api.url, "http://127.0.0.1:3000");
+        assert_eq!(c.health_check_port, 8080);
+    }
+
+    #[test]
+    fn port_lists() {
+        assert_eq!(
+            parse_port_list("1024-1026, 2000").unwrap(),
+            vec![1024, 1025, 1026, 2000]
+        );
+        assert!(parse_port_list("x").is_err());
+        assert!(parse_port_list("10-1").is_err());
+    }
+}
