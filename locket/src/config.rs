@@ -1,10 +1,10 @@
 //! The `locket` binary's JSON config (upstream `cmd/locket/config.LocketConfig` keys).
 //!
 //! Handled: `listen_address`, `ca_file`, `cert_file`, `key_file`, `database_driver` (`mysql`
-//! default, `sqlite`; `postgres` is refused as not supported yet), `database_connection_string`
-//! (Go MySQL DSN, `mysql://` URL, SQLite path or URL), `max_open_database_connections`,
-//! `max_database_connection_lifetime`, `sql_ca_cert_file`, `sql_enable_identity_verification`,
-//! `log_level`. Other upstream keys (consul, loggregator, debug server, …) are accepted and
+//! default, `postgres`, `sqlite`), `database_connection_string` (Go MySQL DSN or `mysql://` URL;
+//! lib/pq `postgres://` URL or `host=… dbname=…` string; SQLite path or URL),
+//! `max_open_database_connections`, `max_database_connection_lifetime`, `sql_ca_cert_file`,
+//! `sql_enable_identity_verification`, `log_level`. Other upstream keys (consul, loggregator, debug server, …) are accepted and
 //! reported as ignored; unknown keys are reported too.
 
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use sqlx::mysql::MySqlSslMode;
+use sqlx::postgres::PgSslMode;
 
 use crate::sql::{DbConnectOptions, PoolSettings};
 
@@ -74,7 +75,7 @@ pub struct LocketConfig {
     pub cert_file: PathBuf,
     /// `key_file`: server key.
     pub key_file: PathBuf,
-    /// `database_driver` (`mysql` or `sqlite`).
+    /// `database_driver` (`mysql`, `postgres` or `sqlite`).
     pub database_driver: String,
     /// `database_connection_string`.
     pub database_connection_string: String,
@@ -82,9 +83,10 @@ pub struct LocketConfig {
     pub max_open_database_connections: u32,
     /// `max_database_connection_lifetime` (`None`/0 = unlimited).
     pub max_database_connection_lifetime: Option<Duration>,
-    /// `sql_ca_cert_file`: enables TLS to MySQL, verifying the server against this CA.
+    /// `sql_ca_cert_file`: enables TLS to MySQL / PostgreSQL, verifying the server against this
+    /// CA.
     pub sql_ca_cert_file: Option<PathBuf>,
-    /// `sql_enable_identity_verification`: also verify the MySQL server's host name.
+    /// `sql_enable_identity_verification`: also verify the database server's host name.
     pub sql_enable_identity_verification: bool,
     /// `log_level` (default `info`).
     pub log_level: String,
@@ -137,13 +139,7 @@ impl LocketConfig {
         let database_driver =
             optional_str(map, "database_driver")?.unwrap_or_else(|| "mysql".into());
         match database_driver.as_str() {
-            "mysql" | "sqlite" | "sqlite3" => {}
-            "postgres" => {
-                return Err(ConfigError::Invalid {
-                    key: "database_driver",
-                    reason: "\"postgres\" is not supported yet; use \"mysql\" or \"sqlite\"".into(),
-                })
-            }
+            "mysql" | "postgres" | "sqlite" | "sqlite3" => {}
             other => {
                 return Err(ConfigError::Invalid {
                     key: "database_driver",
@@ -217,7 +213,10 @@ impl LocketConfig {
         Ok(config)
     }
 
-    /// The database location, with TLS from `sql_ca_cert_file` for MySQL.
+    /// The database location, with TLS from `sql_ca_cert_file`: for MySQL `VERIFY_CA` (or
+    /// `VERIFY_IDENTITY` with `sql_enable_identity_verification`); for PostgreSQL, as upstream,
+    /// `sslmode=verify-ca` (or `verify-full`) and `sslrootcert=<sql_ca_cert_file>`, overriding
+    /// the connection string's.
     pub fn db_connect_options(&self) -> Result<DbConnectOptions, ConfigError> {
         let opts =
             DbConnectOptions::for_driver(&self.database_driver, &self.database_connection_string)
@@ -233,6 +232,14 @@ impl LocketConfig {
                     MySqlSslMode::VerifyCa
                 };
                 DbConnectOptions::MySql(o.ssl_mode(mode).ssl_ca(ca))
+            }
+            (DbConnectOptions::Postgres(o), Some(ca)) => {
+                let mode = if self.sql_enable_identity_verification {
+                    PgSslMode::VerifyFull
+                } else {
+                    PgSslMode::VerifyCa
+                };
+                DbConnectOptions::Postgres(o.ssl_mode(mode).ssl_root_cert(ca))
             }
             (o, _) => o,
         })
@@ -379,12 +386,18 @@ mod tests {
             .to_string()
             .contains("\"listen_address\""));
         let mut v = base();
+        v["database_driver"] = "oracle".into();
+        let e = cfg(v).unwrap_err().to_string();
+        assert!(e.contains("\"database_driver\""), "{e}");
+        let mut v = base();
         v["database_driver"] = "postgres".into();
+        v["database_connection_string"] = "host=h password=secret sslmode=bogus".into();
         let e = cfg(v).unwrap_err().to_string();
         assert!(
-            e.contains("\"database_driver\"") && e.contains("not supported yet"),
+            e.contains("\"database_connection_string\"") && e.contains("sslmode"),
             "{e}"
         );
+        assert!(!e.contains("secret"), "{e}");
         let mut v = base();
         v["database_connection_string"] = "garbage".into();
         assert!(cfg(v)
@@ -417,6 +430,43 @@ mod tests {
             c.db_connect_options(),
             Ok(DbConnectOptions::Sqlite(_))
         ));
+    }
+
+    #[test]
+    fn postgres_driver_and_tls() {
+        let mut v = base();
+        v["database_driver"] = "postgres".into();
+        v["database_connection_string"] =
+            "postgres://locket:pw@db.example:5432/locket?sslmode=disable".into();
+        let c = cfg(v.clone()).unwrap();
+        match c.db_connect_options().unwrap() {
+            DbConnectOptions::Postgres(o) => {
+                assert_eq!(
+                    (o.get_host(), o.get_database()),
+                    ("db.example", Some("locket"))
+                );
+                assert!(matches!(o.get_ssl_mode(), PgSslMode::Disable));
+            }
+            other => panic!("expected Postgres options, got {other:?}"),
+        }
+        v["database_connection_string"] =
+            "host=db.example port=5432 user=locket password=pw dbname=locket sslmode=disable"
+                .into();
+        v["sql_ca_cert_file"] = "/ca.pem".into();
+        let c = cfg(v.clone()).unwrap();
+        match c.db_connect_options().unwrap() {
+            DbConnectOptions::Postgres(o) => {
+                assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyCa));
+            }
+            other => panic!("expected Postgres options, got {other:?}"),
+        }
+        v["sql_enable_identity_verification"] = true.into();
+        match cfg(v).unwrap().db_connect_options().unwrap() {
+            DbConnectOptions::Postgres(o) => {
+                assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+            }
+            other => panic!("expected Postgres options, got {other:?}"),
+        }
     }
 
     #[test]

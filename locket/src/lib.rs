@@ -3,8 +3,9 @@
 //!
 //! The crate owns:
 //! - [`proto`]: the generated protobuf messages, client and server stubs of `models.Locket`;
-//! - [`sql`]: [`sql::LockTable`], the `locks` table on MySQL/MariaDB or SQLite with Locket's
-//!   lock/refresh/release/expire semantics (also usable directly as an embedded lock backend);
+//! - [`sql`]: [`sql::LockTable`], the `locks` table on MySQL/MariaDB, PostgreSQL or SQLite with
+//!   Locket's lock/refresh/release/expire semantics (also usable directly as an embedded lock
+//!   backend);
 //! - [`expiry`]: TTL timers and the periodic "burglar" that expire unrefreshed locks;
 //! - [`server`]: the gRPC server (mTLS) over a lock table, with expiry;
 //! - [`client`]: [`client::LocketClient`], a gRPC client with per-call timeouts;

@@ -1,17 +1,20 @@
-//! [`LockTable`]: Locket's `locks` table (and `locket_health_check`) on MySQL/MariaDB or SQLite,
-//! with Locket's lock / refresh / release / fetch / expire semantics.
+//! [`LockTable`]: Locket's `locks` table (and `locket_health_check`) on MySQL/MariaDB,
+//! PostgreSQL or SQLite, with Locket's lock / refresh / release / fetch / expire semantics.
 //!
 //! Every mutation runs in a transaction that first reads the row with a locking read
-//! (`SELECT … FOR UPDATE` on MySQL, `BEGIN IMMEDIATE` on SQLite), so two processes racing for the
-//! same key never both get it: the loser sees the winner's row (collision) or hits a duplicate
-//! key / deadlock, in which case the whole transaction is retried and then sees the row.
+//! (`SELECT … FOR UPDATE` on MySQL and PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so two processes
+//! racing for the same key never both get it: the loser sees the winner's row (collision) or hits
+//! a duplicate key / deadlock / serialization failure, in which case the whole transaction is
+//! retried and then sees the row.
 //!
 //! The table is also the routing API's built-in lock backend when no Locket server is configured:
 //! two processes sharing one database get active/standby semantics through it (each process
 //! should then also run [`crate::expiry::spawn`] so a dead holder's lock expires).
 //!
-//! Connection strings: `mysql://…` / `mariadb://…` URLs, `sqlite://…` / `sqlite:…` URLs, and the
-//! Go MySQL driver's DSN form `user:password@tcp(host:port)/dbname?params` ([`GoDsn`]).
+//! Connection strings: `mysql://…` / `mariadb://…` URLs, `sqlite://…` / `sqlite:…` URLs, the
+//! Go MySQL driver's DSN form `user:password@tcp(host:port)/dbname?params` ([`GoDsn`]), and
+//! PostgreSQL in Go lib/pq's forms, `postgres://…` / `postgresql://…` URLs and
+//! `host=… port=… user=… password=… dbname=… sslmode=…` lists ([`PqDsn`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,10 +22,16 @@ use std::time::Duration;
 use sqlx::mysql::{
     MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode,
 };
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::Row;
+
+mod pq;
+
+pub use pq::PqDsn;
 
 use crate::error::LockError;
 use crate::types::{LockRecord, Resource};
@@ -57,12 +66,15 @@ impl Default for PoolSettings {
 pub enum DbConnectOptions {
     /// MySQL or MariaDB.
     MySql(MySqlConnectOptions),
+    /// PostgreSQL.
+    Postgres(PgConnectOptions),
     /// SQLite (a file, or `:memory:`).
     Sqlite(SqliteConnectOptions),
 }
 
 impl DbConnectOptions {
-    /// Parses a `mysql://`, `mariadb://`, `sqlite:` URL or a Go MySQL DSN.
+    /// Parses a `mysql://`, `mariadb://`, `postgres://`, `postgresql://` or `sqlite:` URL, a Go
+    /// MySQL DSN or a lib/pq `key=value` PostgreSQL connection string.
     pub fn parse(conn: &str) -> Result<Self, LockError> {
         let conn = conn.trim();
         let lower = conn.to_ascii_lowercase();
@@ -76,10 +88,15 @@ impl DbConnectOptions {
         if lower.starts_with("sqlite:") {
             return parse_sqlite(conn).map(DbConnectOptions::Sqlite);
         }
-        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            return Err(LockError::Config(
-                "postgres is not supported yet; use mysql or sqlite".into(),
-            ));
+        if pq::is_postgres_url(conn) {
+            return PqDsn::parse_url(conn)?
+                .to_connect_options()
+                .map(DbConnectOptions::Postgres);
+        }
+        if pq::looks_like_key_value(conn) {
+            return PqDsn::parse(conn)?
+                .to_connect_options()
+                .map(DbConnectOptions::Postgres);
         }
         if conn.contains('/') {
             return GoDsn::parse(conn)?
@@ -87,13 +104,14 @@ impl DbConnectOptions {
                 .map(DbConnectOptions::MySql);
         }
         Err(LockError::Config(format!(
-            "unrecognised database connection string {:?}: expected mysql://…, sqlite:… or user:password@tcp(host:port)/dbname",
+            "unrecognised database connection string {:?}: expected mysql://…, postgres://…, sqlite:…, user:password@tcp(host:port)/dbname or host=… dbname=…",
             redact(conn)
         )))
     }
 
     /// Parses a connection string for an upstream `database_driver` (`mysql`, `sqlite`,
-    /// `postgres`). For `sqlite` a bare path is accepted as well as a `sqlite:` URL.
+    /// `postgres`). For `sqlite` a bare path is accepted as well as a `sqlite:` URL; for
+    /// `postgres` a `postgres://` / `postgresql://` URL or a lib/pq `key=value` list.
     pub fn for_driver(driver: &str, conn: &str) -> Result<Self, LockError> {
         match driver {
             "mysql" => {
@@ -109,10 +127,9 @@ impl DbConnectOptions {
                 }
             }
             "sqlite" | "sqlite3" => parse_sqlite(conn.trim()).map(DbConnectOptions::Sqlite),
-            "postgres" => Err(LockError::Config(
-                "database_driver \"postgres\" is not supported yet; use \"mysql\" or \"sqlite\""
-                    .into(),
-            )),
+            "postgres" => PqDsn::parse_any(conn)?
+                .to_connect_options()
+                .map(DbConnectOptions::Postgres),
             other => Err(LockError::Config(format!(
                 "unknown database_driver {other:?}: expected \"mysql\", \"postgres\" or \"sqlite\""
             ))),
@@ -144,8 +161,12 @@ fn parse_sqlite(conn: &str) -> Result<SqliteConnectOptions, LockError> {
         .busy_timeout(Duration::from_secs(10)))
 }
 
-/// Hides a password in `scheme://user:password@host` or `user:password@tcp(…)` strings.
+/// Hides a password in `scheme://user:password@host`, `user:password@tcp(…)` or
+/// `… password=… …` strings.
 fn redact(conn: &str) -> String {
+    if !pq::is_postgres_url(conn) && pq::looks_like_key_value(conn) {
+        return pq::redact_key_value(conn);
+    }
     let Some(at) = conn.rfind('@') else {
         return conn.to_string();
     };
@@ -323,12 +344,17 @@ fn split_host_port(addr: &str) -> (&str, Option<&str>) {
 }
 
 fn percent_decode(s: &str) -> String {
+    percent_decode_with(s, true)
+}
+
+/// Decodes `%XX` escapes, and `+` as a space if `plus_as_space` (query strings).
+fn percent_decode_with(s: &str, plus_as_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => {
+            b'+' if plus_as_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -357,6 +383,7 @@ fn percent_decode(s: &str) -> String {
 #[derive(Clone)]
 enum DbPool {
     MySql(MySqlPool),
+    Postgres(PgPool),
     Sqlite(SqlitePool),
 }
 
@@ -364,7 +391,7 @@ enum DbPool {
 #[derive(Clone)]
 pub struct LockTable {
     pool: DbPool,
-    select_for_update: &'static str,
+    sql: &'static Statements,
 }
 
 impl std::fmt::Debug for LockTable {
@@ -375,9 +402,66 @@ impl std::fmt::Debug for LockTable {
     }
 }
 
-const SELECT_ROW: &str =
-    "SELECT owner, value, type, modified_index, modified_id, ttl FROM locks WHERE path = ?";
-const SELECT_ROW_FOR_UPDATE: &str = "SELECT owner, value, type, modified_index, modified_id, ttl FROM locks WHERE path = ? FOR UPDATE";
+/// The statements of one backend (placeholder style and locking read differ).
+#[derive(Debug)]
+struct Statements {
+    /// Reads `owner, value, type, modified_index, modified_id, ttl` of a path.
+    select: &'static str,
+    /// `select` with a row lock where the backend has one (the lock-taking read of a
+    /// transaction).
+    select_for_update: &'static str,
+    /// `path, owner, …, ttl` of every row, ordered by path.
+    fetch_all: &'static str,
+    /// `fetch_all` filtered by type.
+    fetch_all_by_type: &'static str,
+    /// Refresh: value, type, modified_index, ttl of a path.
+    refresh: &'static str,
+    /// Take over a row with an empty owner: owner, value, type, modified_id, ttl of a path.
+    take_over: &'static str,
+    /// Insert a new lock: path, owner, value, type, modified_id, ttl.
+    insert: &'static str,
+    /// Delete a path.
+    delete: &'static str,
+    /// Insert a health-check row (time).
+    health_insert: &'static str,
+    /// Delete health-check rows up to a time.
+    health_delete: &'static str,
+}
+
+/// MySQL / MariaDB (`?` placeholders, `SELECT … FOR UPDATE`).
+const MYSQL_SQL: Statements = Statements {
+    select: "SELECT owner, value, type, modified_index, modified_id, ttl FROM locks WHERE path = ?",
+    select_for_update: "SELECT owner, value, type, modified_index, modified_id, ttl FROM locks WHERE path = ? FOR UPDATE",
+    fetch_all: "SELECT path, owner, value, type, modified_index, modified_id, ttl FROM locks ORDER BY path",
+    fetch_all_by_type: "SELECT path, owner, value, type, modified_index, modified_id, ttl FROM locks WHERE type = ? ORDER BY path",
+    refresh: "UPDATE locks SET value = ?, type = ?, modified_index = ?, ttl = ? WHERE path = ?",
+    take_over: "UPDATE locks SET owner = ?, value = ?, type = ?, modified_index = 1, modified_id = ?, ttl = ? WHERE path = ?",
+    insert: "INSERT INTO locks (path, owner, value, type, modified_index, modified_id, ttl) VALUES (?, ?, ?, ?, 1, ?, ?)",
+    delete: "DELETE FROM locks WHERE path = ?",
+    health_insert: "INSERT INTO locket_health_check (time) VALUES (?)",
+    health_delete: "DELETE FROM locket_health_check WHERE time <= ?",
+};
+
+/// SQLite: as MySQL, but it has no row locks (`BEGIN IMMEDIATE` takes the database write lock
+/// instead), so the locking read is the plain one.
+const SQLITE_SQL: Statements = Statements {
+    select_for_update: MYSQL_SQL.select,
+    ..MYSQL_SQL
+};
+
+/// PostgreSQL (`$n` placeholders, `SELECT … FOR UPDATE`).
+const POSTGRES_SQL: Statements = Statements {
+    select: "SELECT owner, value, type, modified_index, modified_id, ttl FROM locks WHERE path = $1",
+    select_for_update: "SELECT owner, value, type, modified_index, modified_id, ttl FROM locks WHERE path = $1 FOR UPDATE",
+    fetch_all: "SELECT path, owner, value, type, modified_index, modified_id, ttl FROM locks ORDER BY path",
+    fetch_all_by_type: "SELECT path, owner, value, type, modified_index, modified_id, ttl FROM locks WHERE type = $1 ORDER BY path",
+    refresh: "UPDATE locks SET value = $1, type = $2, modified_index = $3, ttl = $4 WHERE path = $5",
+    take_over: "UPDATE locks SET owner = $1, value = $2, type = $3, modified_index = 1, modified_id = $4, ttl = $5 WHERE path = $6",
+    insert: "INSERT INTO locks (path, owner, value, type, modified_index, modified_id, ttl) VALUES ($1, $2, $3, $4, 1, $5, $6)",
+    delete: "DELETE FROM locks WHERE path = $1",
+    health_insert: "INSERT INTO locket_health_check (time) VALUES ($1)",
+    health_delete: "DELETE FROM locket_health_check WHERE time <= $1",
+};
 
 const MYSQL_SCHEMA: [&str; 2] = [
     "CREATE TABLE IF NOT EXISTS locks (
@@ -394,6 +478,27 @@ const MYSQL_SCHEMA: [&str; 2] = [
         time BIGINT NOT NULL
     )",
 ];
+
+const POSTGRES_SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS locks (
+        path VARCHAR(255) PRIMARY KEY,
+        owner VARCHAR(255),
+        value VARCHAR(4096),
+        type VARCHAR(255) DEFAULT '',
+        modified_index BIGINT DEFAULT 0,
+        modified_id VARCHAR(255) DEFAULT '',
+        ttl BIGINT DEFAULT 0
+    )",
+    "CREATE TABLE IF NOT EXISTS locket_health_check (
+        id SERIAL PRIMARY KEY,
+        time BIGINT NOT NULL
+    )",
+];
+
+/// Key of the transaction-scoped advisory lock that serialises table creation on PostgreSQL
+/// (concurrent `CREATE TABLE IF NOT EXISTS` can otherwise fail with a duplicate key in the
+/// catalog when two Locket processes start at once). ASCII "locket".
+const POSTGRES_DDL_LOCK_KEY: i64 = 0x6c6f_636b_6574;
 
 const SQLITE_SCHEMA: [&str; 2] = [
     "CREATE TABLE IF NOT EXISTS locks (
@@ -426,6 +531,15 @@ macro_rules! transact {
                     Ok::<_, TxError>(v)
                 }
                 .await,
+                // READ COMMITTED (the default): a `SELECT … FOR UPDATE` that waited for another
+                // transaction sees that transaction's committed row (or no row if deleted).
+                DbPool::Postgres(pool) => async {
+                    let mut $tx = pool.begin().await?;
+                    let v = $body;
+                    $tx.commit().await?;
+                    Ok::<_, TxError>(v)
+                }
+                .await,
                 DbPool::Sqlite(pool) => async {
                     let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                     let v = $body;
@@ -451,6 +565,7 @@ macro_rules! with_pool {
     ($self:expr, |$pool:ident| $body:expr) => {{
         match &$self.pool {
             DbPool::MySql($pool) => $body,
+            DbPool::Postgres($pool) => $body,
             DbPool::Sqlite($pool) => $body,
         }
     }};
@@ -460,7 +575,8 @@ macro_rules! with_pool {
 enum TxError {
     /// A lock-semantics result to return as is.
     Lock(LockError),
-    /// Lost a race (duplicate key, deadlock, busy): retry the transaction.
+    /// Lost a race (duplicate key, deadlock, serialization failure, busy): retry the
+    /// transaction.
     Retry(String),
 }
 
@@ -490,10 +606,17 @@ impl From<sqlx::Error> for TxError {
                 if matches!(m.number(), 1213 | 1205) {
                     return TxError::Retry(d.to_string());
                 }
-            } else if let Some(code) = d.code().and_then(|c| c.parse::<i32>().ok()) {
-                // SQLITE_BUSY (5) / SQLITE_LOCKED (6) and their extended codes.
-                if matches!(code & 0xff, 5 | 6) {
+            } else if let Some(p) = d.try_downcast_ref::<PgDatabaseError>() {
+                // serialization_failure, deadlock_detected, lock_not_available.
+                if matches!(p.code(), "40001" | "40P01" | "55P03") {
                     return TxError::Retry(d.to_string());
+                }
+            } else if d.try_downcast_ref::<SqliteError>().is_some() {
+                // SQLITE_BUSY (5) / SQLITE_LOCKED (6) and their extended codes.
+                if let Some(code) = d.code().and_then(|c| c.parse::<i32>().ok()) {
+                    if matches!(code & 0xff, 5 | 6) {
+                        return TxError::Retry(d.to_string());
+                    }
                 }
             }
         }
@@ -518,6 +641,18 @@ fn db_error(e: sqlx::Error) -> LockError {
                     m.number(),
                     1044 | 1045 | 1049 | 1040 | 1053 | 2002 | 2003 | 2006 | 2013
                 ) {
+                    return LockError::Unavailable(d.to_string());
+                }
+            }
+            if let Some(p) = d.try_downcast_ref::<PgDatabaseError>() {
+                // Connection exceptions (08…), authorization failures (28…), unknown database,
+                // too many connections, server shutting down / starting up.
+                let code = p.code();
+                if code.starts_with("08")
+                    || code.starts_with("28")
+                    || code.starts_with("57P")
+                    || matches!(code, "3D000" | "53300")
+                {
                     return LockError::Unavailable(d.to_string());
                 }
             }
@@ -577,9 +712,9 @@ where
 }
 
 impl LockTable {
-    /// Connects to a `mysql://…` / `mariadb://…` / `sqlite:…` URL or a Go MySQL DSN
-    /// (`user:password@tcp(host:port)/dbname`) with default pool settings, and creates the
-    /// tables if missing.
+    /// Connects to a `mysql://…` / `mariadb://…` / `postgres://…` / `sqlite:…` URL, a Go MySQL
+    /// DSN (`user:password@tcp(host:port)/dbname`) or a lib/pq `key=value` string with default
+    /// pool settings, and creates the tables if missing.
     pub async fn connect_url(url: &str) -> Result<Self, LockError> {
         Self::connect_with(DbConnectOptions::parse(url)?, PoolSettings::default()).await
     }
@@ -606,6 +741,22 @@ impl LockTable {
                         other => other,
                     })?;
                 Self::from_mysql_pool(pool).await
+            }
+            DbConnectOptions::Postgres(o) => {
+                crate::tls::install_default_crypto_provider();
+                let pool = PgPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .max_lifetime(settings.max_lifetime)
+                    .connect_with(o)
+                    .await
+                    .map_err(|e| match db_error(e) {
+                        LockError::Internal(m) | LockError::Unavailable(m) => {
+                            LockError::Unavailable(format!("cannot connect to PostgreSQL: {m}"))
+                        }
+                        other => other,
+                    })?;
+                Self::from_postgres_pool(pool).await
             }
             DbConnectOptions::Sqlite(o) => {
                 // An in-memory database exists per connection: keep exactly one.
@@ -640,7 +791,17 @@ impl LockTable {
     pub async fn from_mysql_pool(pool: MySqlPool) -> Result<Self, LockError> {
         let table = LockTable {
             pool: DbPool::MySql(pool),
-            select_for_update: SELECT_ROW_FOR_UPDATE,
+            sql: &MYSQL_SQL,
+        };
+        table.create_tables().await?;
+        Ok(table)
+    }
+
+    /// Uses an existing PostgreSQL pool.
+    pub async fn from_postgres_pool(pool: PgPool) -> Result<Self, LockError> {
+        let table = LockTable {
+            pool: DbPool::Postgres(pool),
+            sql: &POSTGRES_SQL,
         };
         table.create_tables().await?;
         Ok(table)
@@ -650,32 +811,52 @@ impl LockTable {
     pub async fn from_sqlite_pool(pool: SqlitePool) -> Result<Self, LockError> {
         let table = LockTable {
             pool: DbPool::Sqlite(pool),
-            // SQLite has no row locks; BEGIN IMMEDIATE takes the database write lock instead.
-            select_for_update: SELECT_ROW,
+            sql: &SQLITE_SQL,
         };
         table.create_tables().await?;
         Ok(table)
     }
 
-    /// `"mysql"` or `"sqlite"`.
+    /// `"mysql"`, `"postgres"` or `"sqlite"`.
     pub fn backend_name(&self) -> &'static str {
         match self.pool {
             DbPool::MySql(_) => "mysql",
+            DbPool::Postgres(_) => "postgres",
             DbPool::Sqlite(_) => "sqlite",
         }
     }
 
     async fn create_tables(&self) -> Result<(), LockError> {
-        with_pool!(self, |pool| {
-            let schema = match self.pool {
-                DbPool::MySql(_) => MYSQL_SCHEMA,
-                DbPool::Sqlite(_) => SQLITE_SCHEMA,
-            };
-            for stmt in schema {
-                sqlx::query(stmt).execute(pool).await.map_err(db_error)?;
+        match &self.pool {
+            DbPool::MySql(pool) => {
+                for stmt in MYSQL_SCHEMA {
+                    sqlx::query(stmt).execute(pool).await.map_err(db_error)?;
+                }
             }
-            Ok(())
-        })
+            DbPool::Postgres(pool) => {
+                // One transaction holding an advisory lock, so that concurrent starters create
+                // the tables one after the other.
+                let mut tx = pool.begin().await.map_err(db_error)?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(POSTGRES_DDL_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                for stmt in POSTGRES_SCHEMA {
+                    sqlx::query(stmt)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)?;
+            }
+            DbPool::Sqlite(pool) => {
+                for stmt in SQLITE_SCHEMA {
+                    sqlx::query(stmt).execute(pool).await.map_err(db_error)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Locket's Lock: inserts the row if absent (modified_index 1, new modified_id); if the
@@ -690,9 +871,9 @@ impl LockTable {
             return Err(LockError::InvalidOwner);
         }
         let lock_type = resource.lock_type.as_str();
-        let sel = self.select_for_update;
+        let sql = self.sql;
         let record = transact!(self, |tx| {
-            let existing = sqlx::query(sel)
+            let existing = sqlx::query(sql.select_for_update)
                 .bind(&resource.key)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -703,16 +884,14 @@ impl LockTable {
                 }
                 Some(s) if !s.owner.is_empty() => {
                     let index = s.modified_index + 1;
-                    sqlx::query(
-                        "UPDATE locks SET value = ?, type = ?, modified_index = ?, ttl = ? WHERE path = ?",
-                    )
-                    .bind(&resource.value)
-                    .bind(lock_type)
-                    .bind(index)
-                    .bind(ttl_secs)
-                    .bind(&resource.key)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(sql.refresh)
+                        .bind(&resource.value)
+                        .bind(lock_type)
+                        .bind(index)
+                        .bind(ttl_secs)
+                        .bind(&resource.key)
+                        .execute(&mut *tx)
+                        .await?;
                     LockRecord {
                         key: resource.key.clone(),
                         owner: resource.owner.clone(),
@@ -725,32 +904,28 @@ impl LockTable {
                 }
                 Some(_) => {
                     let id = uuid::Uuid::new_v4().to_string();
-                    sqlx::query(
-                        "UPDATE locks SET owner = ?, value = ?, type = ?, modified_index = 1, modified_id = ?, ttl = ? WHERE path = ?",
-                    )
-                    .bind(&resource.owner)
-                    .bind(&resource.value)
-                    .bind(lock_type)
-                    .bind(&id)
-                    .bind(ttl_secs)
-                    .bind(&resource.key)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(sql.take_over)
+                        .bind(&resource.owner)
+                        .bind(&resource.value)
+                        .bind(lock_type)
+                        .bind(&id)
+                        .bind(ttl_secs)
+                        .bind(&resource.key)
+                        .execute(&mut *tx)
+                        .await?;
                     new_record(resource, lock_type, id, ttl_secs)
                 }
                 None => {
                     let id = uuid::Uuid::new_v4().to_string();
-                    sqlx::query(
-                        "INSERT INTO locks (path, owner, value, type, modified_index, modified_id, ttl) VALUES (?, ?, ?, ?, 1, ?, ?)",
-                    )
-                    .bind(&resource.key)
-                    .bind(&resource.owner)
-                    .bind(&resource.value)
-                    .bind(lock_type)
-                    .bind(&id)
-                    .bind(ttl_secs)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(sql.insert)
+                        .bind(&resource.key)
+                        .bind(&resource.owner)
+                        .bind(&resource.value)
+                        .bind(lock_type)
+                        .bind(&id)
+                        .bind(ttl_secs)
+                        .execute(&mut *tx)
+                        .await?;
                     new_record(resource, lock_type, id, ttl_secs)
                 }
             }
@@ -761,18 +936,18 @@ impl LockTable {
     /// Locket's Release: a missing key (or one with an empty owner) is a success; a key held by
     /// another owner is [`LockError::Collision`]; otherwise the row is deleted.
     pub async fn release(&self, key: &str, owner: &str) -> Result<(), LockError> {
-        let sel = self.select_for_update;
+        let sql = self.sql;
         transact!(self, |tx| {
-            let existing = sqlx::query(sel).bind(key).fetch_optional(&mut *tx).await?;
+            let existing = sqlx::query(sql.select_for_update)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
             match existing.as_ref().map(row_state).transpose()? {
                 None => {}
                 Some(s) if s.owner.is_empty() => {}
                 Some(s) if s.owner != owner => return Err(TxError::Lock(LockError::Collision)),
                 Some(_) => {
-                    sqlx::query("DELETE FROM locks WHERE path = ?")
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(sql.delete).bind(key).execute(&mut *tx).await?;
                 }
             }
         });
@@ -782,7 +957,7 @@ impl LockTable {
     /// Locket's Fetch: the row, or [`LockError::NotFound`] if missing or its owner is empty.
     pub async fn fetch(&self, key: &str) -> Result<LockRecord, LockError> {
         let row = with_pool!(self, |pool| {
-            match sqlx::query(SELECT_ROW)
+            match sqlx::query(self.sql.select)
                 .bind(key)
                 .fetch_optional(pool)
                 .await
@@ -801,13 +976,15 @@ impl LockTable {
     /// Locket's FetchAll: every row with a non-empty owner, filtered by type string
     /// (`""` = all types), ordered by key.
     pub async fn fetch_all(&self, lock_type: &str) -> Result<Vec<LockRecord>, LockError> {
-        const ALL: &str = "SELECT path, owner, value, type, modified_index, modified_id, ttl FROM locks ORDER BY path";
-        const BY_TYPE: &str = "SELECT path, owner, value, type, modified_index, modified_id, ttl FROM locks WHERE type = ? ORDER BY path";
+        let sql = self.sql;
         let records = with_pool!(self, |pool| {
             let rows = if lock_type.is_empty() {
-                sqlx::query(ALL).fetch_all(pool).await
+                sqlx::query(sql.fetch_all).fetch_all(pool).await
             } else {
-                sqlx::query(BY_TYPE).bind(lock_type).fetch_all(pool).await
+                sqlx::query(sql.fetch_all_by_type)
+                    .bind(lock_type)
+                    .fetch_all(pool)
+                    .await
             }
             .map_err(db_error)?;
             let mut out = Vec::with_capacity(rows.len());
@@ -832,9 +1009,12 @@ impl LockTable {
         modified_id: &str,
         modified_index: i64,
     ) -> Result<bool, LockError> {
-        let sel = self.select_for_update;
+        let sql = self.sql;
         let deleted = transact!(self, |tx| {
-            let existing = sqlx::query(sel).bind(key).fetch_optional(&mut *tx).await?;
+            let existing = sqlx::query(sql.select_for_update)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
             match existing.as_ref().map(row_state).transpose()? {
                 Some(s)
                     if !s.owner.is_empty()
@@ -842,10 +1022,7 @@ impl LockTable {
                         && s.modified_id == modified_id
                         && s.modified_index == modified_index =>
                 {
-                    sqlx::query("DELETE FROM locks WHERE path = ?")
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(sql.delete).bind(key).execute(&mut *tx).await?;
                     true
                 }
                 _ => false,
@@ -861,12 +1038,13 @@ impl LockTable {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or_default();
+        let sql = self.sql;
         transact!(self, |tx| {
-            sqlx::query("INSERT INTO locket_health_check (time) VALUES (?)")
+            sqlx::query(sql.health_insert)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM locket_health_check WHERE time <= ?")
+            sqlx::query(sql.health_delete)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -977,9 +1155,20 @@ mod tests {
             DbConnectOptions::parse("root:pw@tcp(127.0.0.1:3306)/x"),
             Ok(DbConnectOptions::MySql(_))
         ));
-        assert!(
-            matches!(DbConnectOptions::parse("postgres://x"), Err(LockError::Config(m)) if m.contains("not supported"))
-        );
+        assert!(matches!(
+            DbConnectOptions::parse("postgres://u:p@127.0.0.1:5432/x?sslmode=disable"),
+            Ok(DbConnectOptions::Postgres(_))
+        ));
+        assert!(matches!(
+            DbConnectOptions::parse("postgresql://127.0.0.1/x"),
+            Ok(DbConnectOptions::Postgres(_))
+        ));
+        assert!(matches!(
+            DbConnectOptions::parse(
+                "host=127.0.0.1 port=5432 user=u password=p dbname=x sslmode=disable"
+            ),
+            Ok(DbConnectOptions::Postgres(_))
+        ));
         assert!(matches!(
             DbConnectOptions::for_driver("sqlite", "/tmp/x.db"),
             Ok(DbConnectOptions::Sqlite(_))
@@ -988,8 +1177,19 @@ mod tests {
             DbConnectOptions::for_driver("mysql", "u:p@tcp(h:1)/d"),
             Ok(DbConnectOptions::MySql(_))
         ));
+        for conn in [
+            "postgres://u:p@h:5432/d?sslmode=disable",
+            "postgresql://h/d",
+            "host=h port=5432 user=u password=p dbname=d sslmode=disable",
+            "dbname=d",
+        ] {
+            match DbConnectOptions::for_driver("postgres", conn) {
+                Ok(DbConnectOptions::Postgres(o)) => assert_eq!(o.get_database(), Some("d")),
+                other => panic!("{conn}: {other:?}"),
+            }
+        }
         assert!(
-            matches!(DbConnectOptions::for_driver("postgres", "x"), Err(LockError::Config(m)) if m.contains("not supported yet"))
+            matches!(DbConnectOptions::for_driver("postgres", "host=h password=secret x"), Err(LockError::Config(m)) if !m.contains("secret"))
         );
         assert!(matches!(
             DbConnectOptions::for_driver("oracle", "x"),
@@ -1002,5 +1202,50 @@ mod tests {
         assert_eq!(redact("mysql://u:pw@h/db"), "mysql://u:****@h/db");
         assert_eq!(redact("u:pw@tcp(h)/db"), "u:****@tcp(h)/db");
         assert_eq!(redact("u@tcp(h)/db"), "u@tcp(h)/db");
+        assert_eq!(
+            redact("postgres://u:pw@h/db?sslmode=disable"),
+            "postgres://u:****@h/db?sslmode=disable"
+        );
+        assert_eq!(
+            redact("host=h password=pw dbname=db"),
+            "host=h password=**** dbname=db"
+        );
+    }
+
+    /// The PostgreSQL statements are the MySQL ones with `$n` placeholders.
+    #[test]
+    fn postgres_statements_match() {
+        fn numbered(q: &str) -> String {
+            let mut n = 0;
+            q.chars()
+                .map(|c| {
+                    if c == '?' {
+                        n += 1;
+                        format!("${n}")
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        }
+        let pairs = |s: &Statements| {
+            [
+                s.select,
+                s.select_for_update,
+                s.fetch_all,
+                s.fetch_all_by_type,
+                s.refresh,
+                s.take_over,
+                s.insert,
+                s.delete,
+                s.health_insert,
+                s.health_delete,
+            ]
+        };
+        for (my, pg) in pairs(&MYSQL_SQL).into_iter().zip(pairs(&POSTGRES_SQL)) {
+            assert_eq!(numbered(my), pg);
+        }
+        assert_eq!(SQLITE_SQL.select_for_update, MYSQL_SQL.select);
+        assert!(MYSQL_SQL.select_for_update.ends_with("FOR UPDATE"));
     }
 }

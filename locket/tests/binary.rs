@@ -1,5 +1,6 @@
-//! The built `locket` binary with upstream-style JSON configs: serving over mTLS on SQLite and
-//! on MariaDB through a Go DSN, JSON logs, SIGTERM, and config errors naming the key.
+//! The built `locket` binary with upstream-style JSON configs: serving over mTLS on SQLite, on
+//! MariaDB through a Go DSN and on PostgreSQL through a lib/pq DSN, JSON logs, SIGTERM, and config
+//! errors naming the key.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, pki, MariaDb, Pki};
+use common::{eventually, pki, MariaDb, Pki, Postgres};
 use locket::proto::TypeCode;
 use locket::LockError;
 
@@ -189,6 +190,74 @@ async fn binary_serves_mariadb_through_go_dsn() {
     assert!(out.status.success(), "exit {:?}", out.status);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_postgres_through_lib_pq_dsn() {
+    let postgres = Postgres::create().await;
+    let pki = pki();
+    let port = free_port();
+    let config = pki.dir.path().join("locket.json");
+    // Upstream's form: database_driver "postgres" with a lib/pq key=value connection string.
+    std::fs::write(
+        &config,
+        config_json(&pki, port, "postgres", &postgres.key_value()).to_string(),
+    )
+    .unwrap();
+    let child = spawn(&config);
+    let client = pki
+        .client(format!("127.0.0.1:{port}").parse().unwrap())
+        .await;
+    wait_serving(&client).await;
+    client
+        .lock("bbs", "bbs-0", "", TypeCode::Lock, 15)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.lock("bbs", "bbs-1", "", TypeCode::Lock, 15).await,
+        Err(LockError::Collision)
+    );
+    client
+        .lock("cell-1", "cell-1", "{}", TypeCode::Presence, 15)
+        .await
+        .unwrap();
+    assert_eq!(client.fetch_all(TypeCode::Presence).await.unwrap().len(), 1);
+    // The row is in PostgreSQL, as another process (URL form) sees it.
+    let direct = locket::sql::LockTable::connect_url(&postgres.url)
+        .await
+        .unwrap();
+    assert_eq!(direct.backend_name(), "postgres");
+    assert_eq!(direct.fetch("bbs").await.unwrap().owner, "bbs-0");
+    // TTL expiry in the binary.
+    client
+        .lock("short", "me", "", TypeCode::Lock, 1)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            direct.fetch("short").await == Err(LockError::NotFound)
+        })
+        .await
+    );
+    client.release("bbs", "bbs-0").await.unwrap();
+    assert_eq!(direct.fetch("bbs").await, Err(LockError::NotFound));
+    direct.close().await;
+    sigterm(&child);
+    let out = wait_exit(child, Duration::from_secs(10));
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("locket.database-connected")
+                && l.contains("\"driver\":\"postgres\"")),
+        "no database-connected log line naming postgres: {stdout}"
+    );
+}
+
 fn run_with_config(pki: &Pki, name: &str, config: &serde_json::Value) -> (bool, String) {
     let path = pki.dir.path().join(name);
     std::fs::write(&path, config.to_string()).unwrap();
@@ -215,12 +284,23 @@ fn binary_rejects_bad_config_naming_the_key() {
     let (ok, err) = run_with_config(&pki, "addr.json", &bad_addr);
     assert!(!ok && err.contains("\"listen_address\""), "{err}");
 
-    let postgres = config_json(&pki, port, "postgres", "postgres://locket@127.0.0.1/locket");
-    let (ok, err) = run_with_config(&pki, "pg.json", &postgres);
+    let mut bad_driver = config_json(&pki, port, "sqlite", &db);
+    bad_driver["database_driver"] = "oracle".into();
+    let (ok, err) = run_with_config(&pki, "driver.json", &bad_driver);
+    assert!(!ok && err.contains("\"database_driver\""), "{err}");
+
+    let bad_pg = config_json(
+        &pki,
+        port,
+        "postgres",
+        "host=127.0.0.1 password=secret sslmode=sometimes",
+    );
+    let (ok, err) = run_with_config(&pki, "pg.json", &bad_pg);
     assert!(
-        !ok && err.contains("\"database_driver\"") && err.contains("not supported yet"),
+        !ok && err.contains("\"database_connection_string\"") && err.contains("sslmode"),
         "{err}"
     );
+    assert!(!err.contains("secret"), "{err}");
 
     let bad_dsn = config_json(&pki, port, "mysql", "no slash here");
     let (ok, err) = run_with_config(&pki, "dsn.json", &bad_dsn);

@@ -1,11 +1,13 @@
-//! `LockTable` semantics on real SQLite files and a real MariaDB (DATABASE_URL, default
-//! mysql://root@127.0.0.1:3306; each test creates and drops its own database).
+//! `LockTable` semantics on real SQLite files, a real MariaDB (DATABASE_URL, default
+//! mysql://root@127.0.0.1:3306) and a real PostgreSQL (POSTGRES_URL, default
+//! postgres://postgres@127.0.0.1:5432/test); each MariaDB / PostgreSQL test creates and drops its
+//! own database.
 
 mod common;
 
 use std::time::Duration;
 
-use common::MariaDb;
+use common::{MariaDb, Postgres};
 use locket::runner::{hold_lock, LockRunnerConfig, LockState};
 use locket::sql::LockTable;
 use locket::{LockError, Resource};
@@ -303,6 +305,170 @@ async fn unreachable_database_is_unavailable() {
 
     // A table whose database goes away reports Unavailable, not a lock result.
     let db = MariaDb::create().await;
+    let table = LockTable::connect_with(
+        locket::sql::DbConnectOptions::parse(&db.url).unwrap(),
+        locket::sql::PoolSettings {
+            acquire_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    table.close().await;
+    let err = table.lock(&Resource::lock("k", "o"), 15).await.unwrap_err();
+    assert!(matches!(err, LockError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn postgres_lock_semantics() {
+    let db = Postgres::create().await;
+    let table = LockTable::connect_url(&db.url).await.unwrap();
+    let other = LockTable::connect_url(&db.url).await.unwrap();
+    assert_eq!(table.backend_name(), "postgres");
+    semantics(&table, &other).await;
+    table.close().await;
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_pools_race() {
+    let db = Postgres::create().await;
+    let a = LockTable::connect_url(&db.url).await.unwrap();
+    let b = LockTable::connect_url(&db.url).await.unwrap();
+    race(&a, &b).await;
+    a.close().await;
+    b.close().await;
+}
+
+/// Many concurrent lockers from two pools on one key, plus concurrent refreshes, releases and
+/// expiries: the row always has exactly one owner and no call fails with anything but a
+/// collision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_contention_has_one_owner() {
+    let db = Postgres::create().await;
+    let a = LockTable::connect_url(&db.url).await.unwrap();
+    let b = LockTable::connect_url(&db.url).await.unwrap();
+    for round in 0..10 {
+        let key = format!("hot-{round}");
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let table = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                let owner = format!("owner-{i}");
+                let r = table
+                    .lock(&Resource::lock(key.clone(), owner.clone()), 15)
+                    .await;
+                (owner, r)
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (owner, r) = t.await.unwrap();
+            match r {
+                Ok(rec) => winners.push((owner, rec)),
+                Err(LockError::Collision) => {}
+                Err(e) => panic!("{key}: unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{key}: {winners:?}");
+        let (owner, rec) = &winners[0];
+        assert_eq!(a.fetch(&key).await.unwrap().owner, *owner);
+        // The holder refreshes while others keep trying and an expirer races with the refresh.
+        let (mine, theirs) = (
+            Resource::lock(key.clone(), owner.clone()),
+            Resource::lock(key.clone(), "thief"),
+        );
+        let refresh = a.lock(&mine, 15);
+        let steal = b.lock(&theirs, 15);
+        let expire = b.expire_if_unchanged(&key, owner, &rec.modified_id, rec.modified_index);
+        let (refresh, steal, expire) = tokio::join!(refresh, steal, expire);
+        let expired = expire.unwrap();
+        match (refresh, steal) {
+            // Refresh first (expiry then sees a changed index), or expiry first and the holder
+            // re-locks before the thief.
+            (Ok(_), Err(LockError::Collision)) => {
+                assert_eq!(a.fetch(&key).await.unwrap().owner, *owner);
+            }
+            // Expiry first, thief first.
+            (Err(LockError::Collision), Ok(_)) => {
+                assert!(expired, "{key}: thief won without an expiry");
+                assert_eq!(a.fetch(&key).await.unwrap().owner, "thief");
+            }
+            other => panic!("{key}: unexpected outcome {other:?}, expired {expired}"),
+        }
+    }
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_active_standby_takeover() {
+    let db = Postgres::create().await;
+    let a = LockTable::connect_url(&db.url).await.unwrap();
+    let b = LockTable::connect_url(&db.url).await.unwrap();
+    takeover(a.clone(), b.clone()).await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn postgres_key_value_dsn_and_existing_tables() {
+    let db = Postgres::create().await;
+    let first = LockTable::connect_url(&db.url).await.unwrap();
+    first
+        .lock(&Resource::lock("dsn", "owner"), 15)
+        .await
+        .unwrap();
+    // Connecting again (lib/pq key=value form) finds the existing tables and rows.
+    let dsn = db.key_value();
+    let opts = locket::sql::DbConnectOptions::for_driver("postgres", &dsn).unwrap();
+    let second = LockTable::connect_with(opts, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("connect with DSN {dsn}: {e}"));
+    assert_eq!(second.fetch("dsn").await.unwrap().owner, "owner");
+    // The postgresql:// scheme, with client-only and run-time parameters as lib/pq users pass.
+    let url = format!(
+        "{}&connect_timeout=5&application_name=locket-test&search_path=public",
+        db.url.replacen("postgres://", "postgresql://", 1)
+    );
+    let third = LockTable::connect_url(&url).await.unwrap();
+    assert_eq!(third.fetch_all("lock").await.unwrap().len(), 1);
+    // Several processes starting at once all create (or find) the tables.
+    let fresh = Postgres::create().await;
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = fresh.url.clone();
+            tokio::spawn(async move { LockTable::connect_url(&url).await })
+        })
+        .collect();
+    for start in starts {
+        let t = start.await.unwrap().unwrap();
+        t.health_check().await.unwrap();
+        t.close().await;
+    }
+    for t in [first, second, third] {
+        t.close().await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_unreachable_or_gone_is_unavailable() {
+    // Nothing listens on port 1.
+    let err = LockTable::connect_url("postgres://postgres@127.0.0.1:1/locket?sslmode=disable")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LockError::Unavailable(m) if m.contains("PostgreSQL")),
+        "{err:?}"
+    );
+    // A database that does not exist.
+    let db = Postgres::create().await;
+    let missing = db.url.replace(&db.name, &format!("{}_missing", db.name));
+    let err = LockTable::connect_url(&missing).await.unwrap_err();
+    assert!(matches!(err, LockError::Unavailable(_)), "{err:?}");
+
+    // A table whose pool is gone reports Unavailable, not a lock result.
     let table = LockTable::connect_with(
         locket::sql::DbConnectOptions::parse(&db.url).unwrap(),
         locket::sql::PoolSettings {

@@ -1,5 +1,5 @@
 //! Shared test fixtures: a throw-away PKI (rcgen), an in-process Locket server on 127.0.0.1:0,
-//! SQLite tables in temp dirs and per-test MariaDB databases.
+//! SQLite tables in temp dirs and per-test MariaDB and PostgreSQL databases.
 
 #![allow(dead_code)]
 
@@ -276,6 +276,98 @@ impl Drop for MariaDb {
                 .build()
             {
                 if let Err(e) = rt.block_on(admin_exec(&base, &sql)) {
+                    eprintln!("could not drop test database: {e}");
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// Default `POSTGRES_URL`: the local server with trust auth.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A PostgreSQL database created for one test (random name) on the server of `POSTGRES_URL`
+/// (default [`DEFAULT_POSTGRES_URL`]) and dropped with the guard.
+pub struct Postgres {
+    /// `POSTGRES_URL` as given (the admin connection).
+    pub admin_url: String,
+    /// The test database's name.
+    pub name: String,
+    /// `postgres://…/<name>?…`, with `sslmode=disable` unless `POSTGRES_URL` sets one.
+    pub url: String,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
+
+async fn pg_admin_exec(admin_url: &str, sql: &str) -> Result<(), String> {
+    use sqlx::{ConnectOptions, Executor};
+    use std::str::FromStr;
+    let opts = sqlx::postgres::PgConnectOptions::from_str(admin_url).map_err(|e| e.to_string())?;
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), opts.connect())
+        .await
+        .map_err(|_| "timed out connecting".to_string())?
+        .map_err(|e| e.to_string())?;
+    conn.execute(sql).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+impl Postgres {
+    pub async fn create() -> Postgres {
+        let admin_url = postgres_admin_url();
+        let name = format!(
+            "locket_test_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        if let Err(e) = pg_admin_exec(&admin_url, &format!("CREATE DATABASE \"{name}\"")).await {
+            panic!(
+                "PostgreSQL is not reachable at {admin_url} (set POSTGRES_URL to a PostgreSQL \
+                 server URL such as {DEFAULT_POSTGRES_URL}; start the local one with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`): {e}"
+            );
+        }
+        let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
+        let authority_end = base
+            .find("://")
+            .map(|i| i + 3)
+            .and_then(|start| base[start..].find('/').map(|j| start + j))
+            .unwrap_or(base.len());
+        let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+        if !params.iter().any(|p| p.starts_with("sslmode=")) {
+            params.push("sslmode=disable");
+        }
+        let url = format!("{}/{name}?{}", &base[..authority_end], params.join("&"));
+        Postgres {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    /// The same database as a lib/pq `key=value` string (from the parsed URL).
+    pub fn key_value(&self) -> String {
+        let dsn = locket::sql::PqDsn::parse_url(&self.url).expect("test URL parses");
+        dsn.params
+            .iter()
+            .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        // FORCE: a failed test may leave pool connections open.
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                if let Err(e) = rt.block_on(pg_admin_exec(&admin, &sql)) {
                     eprintln!("could not drop test database: {e}");
                 }
             }
