@@ -192,11 +192,18 @@ async fn router_group_ports_conflicting_with_reserved_ports_are_reported_or_fata
 
     // Reported, not fatal by default.
     let router = TcpRouterBuilder::new(&api).start().await;
-    let output = router.output();
-    assert!(
-        output.contains("router-group-port-conflict") && output.contains("conflicting"),
-        "{output}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let output = router.output();
+        if output.contains("router-group-port-conflict") && output.contains("conflicting") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "conflict not reported:\n{output}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(router);
 
     // Fatal when configured so (or with -routingGroupCheckExit).

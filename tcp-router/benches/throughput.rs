@@ -48,11 +48,11 @@ struct Options {
 
 fn options() -> Options {
     let mut o = Options {
-        duration: Duration::from_secs(2),
-        warmup: Duration::from_millis(500),
+        duration: Duration::from_millis(1500),
+        warmup: Duration::from_millis(300),
         streams: 8,
         clients: 32,
-        rounds: 5,
+        rounds: 9,
         skip_direct: false,
         skip_throughput: false,
     };
@@ -571,6 +571,7 @@ fn main() {
             }
         }
 
+        let (mbps_rounds, conns_rounds) = (mbps.clone(), conns.clone());
         println!();
         println!("median of {} rounds (CPU: the proxy process's user+system time):", o.rounds);
         println!(
@@ -598,12 +599,17 @@ fn main() {
             );
             medians.push((p.name, m, c));
         }
-        let get = |n: &str| medians.iter().find(|r| r.0 == n).copied();
-        if let (Some(t), Some(h)) = (get("tcp-router"), get("haproxy")) {
+        let index = |n: &str| paths.iter().position(|p| p.name == n);
+        if let (Some(t), Some(h)) = (index("tcp-router"), index("haproxy")) {
+            // Ratios within each round (same background load), then their median.
+            let ratio = |a: &[f64], b: &[f64]| {
+                let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+                median(&mut r)
+            };
             println!(
-                "\ntcp-router / haproxy: throughput {:.2}x, connections/s {:.2}x",
-                t.1 / h.1,
-                t.2 / h.2
+                "\ntcp-router / haproxy, median of per-round ratios: throughput {:.2}x, connections/s {:.2}x",
+                ratio(&mbps_rounds[t], &mbps_rounds[h]),
+                ratio(&conns_rounds[t], &conns_rounds[h]),
             );
         }
         drop(_haproxy);

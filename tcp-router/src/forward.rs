@@ -501,19 +501,25 @@ fn initialized(buf: &Vec<u8>, from: usize, to: usize) -> &[u8] {
     unsafe { std::slice::from_raw_parts(buf.as_ptr().add(from), to - from) }
 }
 
-/// Copies both ways between a client and a backend until both directions are done.
-pub struct Duplex<'a, A, B> {
-    client: &'a mut A,
-    backend: &'a mut B,
-    up: Half,
-    down: Half,
-    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
-    last_activity: Instant,
-    metrics: &'a PortMetrics,
+pin_project_lite::pin_project! {
+    /// Copies both ways between a client and a backend until both directions are done.
+    pub struct Duplex<'a, A, B> {
+        client: &'a mut A,
+        backend: &'a mut B,
+        up: Half,
+        down: Half,
+        idle: Option<Duration>,
+        // Inline, not boxed: no allocation for the idle timer.
+        #[pin]
+        sleep: tokio::time::Sleep,
+        last_activity: Instant,
+        metrics: &'a PortMetrics,
+    }
 }
 
 impl<'a, A: Endpoint, B: Endpoint> Duplex<'a, A, B> {
-    /// `up` is the client→backend half (it may already hold a buffer).
+    /// `up` is the client→backend half (it may already hold a buffer). Must be created inside
+    /// the runtime (for the idle timer, which is only armed when `idle` is set).
     pub fn new(
         client: &'a mut A,
         backend: &'a mut B,
@@ -527,10 +533,22 @@ impl<'a, A: Endpoint, B: Endpoint> Duplex<'a, A, B> {
             backend,
             up,
             down: Half::new(),
-            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep_until(now + d)))),
+            idle,
+            sleep: tokio::time::sleep_until(now + idle.unwrap_or(Duration::from_secs(86400))),
             last_activity: now,
             metrics,
         }
+    }
+
+    /// Replaces the backend→client half.
+    pub fn with_down(mut self, down: Half) -> Self {
+        self.down = down;
+        self
+    }
+
+    /// The client→backend and backend→client halves.
+    pub fn halves(&self) -> (&Half, &Half) {
+        (&self.up, &self.down)
     }
 }
 
@@ -538,7 +556,7 @@ impl<A: Endpoint, B: Endpoint> Future for Duplex<'_, A, B> {
     type Output = Result<(), DuplexError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
+        let mut this = self.project();
         let mut progressed = false;
         if !this.up.done {
             // The last EOF needs no half-close on plain TCP: closing sends the FIN. TLS needs
@@ -546,8 +564,8 @@ impl<A: Endpoint, B: Endpoint> Future for Duplex<'_, A, B> {
             let shutdown = !this.down.done || this.backend.as_tcp().is_none();
             if let Poll::Ready(Err(e)) = this.up.poll_copy(
                 cx,
-                &mut *this.client,
-                &mut *this.backend,
+                &mut **this.client,
+                &mut **this.backend,
                 shutdown,
                 &this.metrics.bytes_from_clients,
                 &mut progressed,
@@ -559,8 +577,8 @@ impl<A: Endpoint, B: Endpoint> Future for Duplex<'_, A, B> {
             let shutdown = !this.up.done;
             if let Poll::Ready(Err(e)) = this.down.poll_copy(
                 cx,
-                &mut *this.backend,
-                &mut *this.client,
+                &mut **this.backend,
+                &mut **this.client,
                 shutdown,
                 &this.metrics.bytes_to_clients,
                 &mut progressed,
@@ -571,17 +589,17 @@ impl<A: Endpoint, B: Endpoint> Future for Duplex<'_, A, B> {
         if this.up.done && this.down.done {
             return Poll::Ready(Ok(()));
         }
-        if let Some((timeout, sleep)) = &mut this.idle {
+        if let Some(timeout) = *this.idle {
             if progressed {
-                this.last_activity = Instant::now();
+                *this.last_activity = Instant::now();
             }
             // The timer is only pushed back when it fires, not on every read.
-            while sleep.as_mut().poll(cx).is_ready() {
-                let deadline = this.last_activity + *timeout;
+            while this.sleep.as_mut().poll(cx).is_ready() {
+                let deadline = *this.last_activity + timeout;
                 if deadline <= Instant::now() {
                     return Poll::Ready(Err(DuplexError::IdleTimeout));
                 }
-                sleep.as_mut().reset(deadline);
+                this.sleep.as_mut().reset(deadline);
             }
         }
         Poll::Pending
@@ -665,11 +683,12 @@ mod tests {
             };
             let mut d = Duplex::new(&mut client_side, &mut backend_side, up, None, &m);
             if !splice {
-                d.down = Half::new().without_splice();
+                d = d.with_down(Half::new().without_splice());
             }
-            (&mut d).await.unwrap();
-            let spliced = (d.up.was_spliced(), d.down.was_spliced());
-            drop(d);
+            let mut d = std::pin::pin!(d);
+            d.as_mut().await.unwrap();
+            let (up, down) = d.halves();
+            let spliced = (up.was_spliced(), down.was_spliced());
             assert_eq!(m.bytes_from_clients.load(Ordering::Relaxed), 8 << 20);
             assert_eq!(m.bytes_to_clients.load(Ordering::Relaxed), 4 << 20);
             spliced
@@ -712,9 +731,16 @@ mod tests {
         let (mut backend_side, mut backend) = socket_pair().await;
         let task = tokio::spawn(async move {
             let m = PortMetrics::default();
-            let mut d = Duplex::new(&mut client_side, &mut backend_side, Half::new(), None, &m);
-            (&mut d).await.unwrap();
-            (d.up.was_spliced(), d.down.was_spliced())
+            let mut d = std::pin::pin!(Duplex::new(
+                &mut client_side,
+                &mut backend_side,
+                Half::new(),
+                None,
+                &m
+            ));
+            d.as_mut().await.unwrap();
+            let (up, down) = d.halves();
+            (up.was_spliced(), down.was_spliced())
         });
         client.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];

@@ -7,6 +7,11 @@
 //! Ports among `reserved_system_component_ports` are reported when they get routes. On drain,
 //! [`Listeners::stop_accepting`] closes every listener and no new one opens.
 //!
+//! The data path runs on [`Workers`]: one single-threaded runtime per CPU, like HAProxy's
+//! threads. Each port has one listening socket per worker (`SO_REUSEPORT`; the kernel spreads
+//! new connections over them), and a connection lives on the worker that accepted it, with no
+//! work stealing or cross-thread wake-ups.
+//!
 //! The lock here is the control plane's (route updates, retries, drain); the accept path takes
 //! none: each accept loop owns its listener and its port's [`PortCtx`].
 
@@ -18,7 +23,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::oneshot;
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch};
 
 use crate::forward::{self, Admitted, Global, PortCtx};
 use crate::routes::PortRoutes;
@@ -26,9 +32,76 @@ use crate::routes::PortRoutes;
 /// Listen backlog of each port.
 const BACKLOG: u32 = 4096;
 
+/// The data-path threads: one current-thread runtime per worker.
+pub struct Workers {
+    handles: Vec<Handle>,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads (at least one). `tick` must be shorter than every
+    /// per-connection timeout (see below).
+    pub fn start(n: usize, tick: Duration) -> std::io::Result<Workers> {
+        let mut handles = Vec::new();
+        let mut stops = Vec::new();
+        for i in 0..n.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let (stop, stopped) = oneshot::channel::<()>();
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("tcp-router-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        // A timer that always expires before any connection's (connect and
+                        // idle timeouts): tokio wakes its driver through an eventfd whenever a
+                        // new timer is the earliest one, which would otherwise cost a syscall
+                        // per connection.
+                        let ticker = tokio::spawn(async move {
+                            let mut tick = tokio::time::interval(tick);
+                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            loop {
+                                tick.tick().await;
+                            }
+                        });
+                        let _ = stopped.await;
+                        ticker.abort();
+                    });
+                })?;
+        }
+        Ok(Workers { handles, stops })
+    }
+
+    /// Runs everything on the current runtime (tests).
+    pub fn current() -> Workers {
+        Workers {
+            handles: vec![Handle::current()],
+            stops: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
 struct Open {
     ctx: Arc<PortCtx>,
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
 }
 
 struct Inner {
@@ -42,14 +115,16 @@ struct Inner {
 pub struct Listeners {
     inner: Mutex<Inner>,
     global: Arc<Global>,
+    workers: Workers,
     reserved: BTreeSet<u16>,
     /// Address to bind (all interfaces by default, as HAProxy's `bind :<port>`).
     bind_ip: std::net::IpAddr,
 }
 
 impl Listeners {
-    pub fn new(global: Arc<Global>, reserved: &[u16]) -> Self {
+    pub fn new(global: Arc<Global>, workers: Workers, reserved: &[u16]) -> Self {
         Listeners {
+            workers,
             inner: Mutex::new(Inner {
                 open: BTreeMap::new(),
                 failed: BTreeMap::new(),
@@ -105,7 +180,7 @@ impl Listeners {
                 None => {
                     inner.failed.remove(&port);
                     if let Some(open) = inner.open.remove(&port) {
-                        let _ = open.stop.send(());
+                        open.stop.send_replace(true);
                         tracing::info!(port, "listener-closed");
                     }
                 }
@@ -138,41 +213,56 @@ impl Listeners {
         inner.accepting = false;
         inner.failed.clear();
         for (port, open) in std::mem::take(&mut inner.open) {
-            let _ = open.stop.send(());
+            open.stop.send_replace(true);
             tracing::info!(port, "listener-closed");
         }
         self.global.metrics.listeners.store(0, Ordering::Relaxed);
     }
 
+    /// Binds one listening socket per worker and starts their accept loops.
     fn open(&self, port: u16, routes: Arc<PortRoutes>) -> std::io::Result<Open> {
         let addr = SocketAddr::new(self.bind_ip, port);
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        // Accepted sockets inherit it, saving a setsockopt per connection.
-        socket.set_nodelay(true)?;
-        socket.bind(addr)?;
-        let listener = socket.listen(BACKLOG)?;
+        let reuseport = self.workers.len() > 1;
+        let mut sockets = Vec::with_capacity(self.workers.len());
+        for _ in 0..self.workers.len() {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            if reuseport {
+                socket.set_reuseport(true)?;
+            }
+            // Accepted sockets inherit it, saving a setsockopt per connection.
+            socket.set_nodelay(true)?;
+            socket.bind(addr)?;
+            sockets.push(socket);
+        }
         let ctx = Arc::new(PortCtx {
             port,
             routes: ArcSwap::new(routes),
             metrics: self.global.metrics.port(port),
             global: self.global.clone(),
         });
-        let (stop, stopped) = oneshot::channel();
-        tokio::spawn(accept_loop(listener, ctx.clone(), stopped));
+        let (stop, stopped) = watch::channel(false);
+        for (socket, handle) in sockets.into_iter().zip(&self.workers.handles) {
+            // Register the listener with the worker's own reactor.
+            let listener = {
+                let _enter = handle.enter();
+                socket.listen(BACKLOG)?
+            };
+            handle.spawn(accept_loop(listener, ctx.clone(), stopped.clone()));
+        }
         Ok(Open { ctx, stop })
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<PortCtx>, mut stop: oneshot::Receiver<()>) {
+async fn accept_loop(listener: TcpListener, ctx: Arc<PortCtx>, mut stop: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = &mut stop => break,
+            _ = stop.wait_for(|s| *s) => break,
             a = listener.accept() => a,
         };
         match accepted {

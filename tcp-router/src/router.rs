@@ -1,5 +1,7 @@
 //! Wiring: the health port, the Routing API client (UAA tokens or none, mutual TLS), the
-//! router-group port check, the route source, the listeners; signals and drain.
+//! router-group port check, the route source, the listeners on one worker thread per CPU;
+//! signals and drain. The control plane (route source, health port, signals) runs on the
+//! caller's runtime, the data path on the workers ([`crate::listeners::Workers`]).
 //!
 //! - SIGUSR1 drains: `/health` turns 503, after `drain_wait` the listeners close, and the
 //!   process exits once the open connections have finished (SIGTERM cuts that short).
@@ -18,7 +20,7 @@ use tokio::sync::watch;
 use crate::config::{parse_port_list, Config, Flags};
 use crate::forward::{ConnTracker, ForwardSettings, Global};
 use crate::health::{self, Health};
-use crate::listeners::Listeners;
+use crate::listeners::{Listeners, Workers};
 use crate::metrics::Metrics;
 use crate::routes::source::{RouteSource, SourceSettings};
 use crate::routes::RoutingTable;
@@ -46,6 +48,8 @@ pub enum RunError {
     PortConflict(String),
     #[error("cannot install the {0} handler: {1}")]
     Signal(&'static str, std::io::Error),
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// How often listeners that could not be opened are tried again.
@@ -182,12 +186,17 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
         tracing::info!(isolation_segments = ?config.isolation_segments, "isolation segments configured (routes of every segment are served, as upstream does)");
     }
     let fail_on_conflicts = config.fail_on_router_port_conflicts || flags.routing_group_check_exit;
-    check_router_group_ports(
-        &client,
-        &config.reserved_system_component_ports,
-        fail_on_conflicts,
-    )
-    .await?;
+    if fail_on_conflicts {
+        // Fatal conflicts must stop the router before it serves anything.
+        check_router_group_ports(&client, &config.reserved_system_component_ports, true).await?;
+    } else {
+        // Only reported: do not hold up the start for it.
+        let client = client.clone();
+        let reserved = config.reserved_system_component_ports.clone();
+        tokio::spawn(async move {
+            let _ = check_router_group_ports(&client, &reserved, false).await;
+        });
+    }
 
     let metrics = Arc::new(Metrics::default());
     let global = Arc::new(Global {
@@ -209,8 +218,17 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
         shutdown_rx.clone(),
     ));
 
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let shortest_timeout = config
+        .idle_timeout
+        .map_or(config.connect_timeout, |i| i.min(config.connect_timeout));
+    let tick = (shortest_timeout / 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    let workers = Workers::start(workers, tick).map_err(RunError::Workers)?;
     let listeners = Arc::new(Listeners::new(
         global.clone(),
+        workers,
         &config.reserved_system_component_ports,
     ));
     let publish = {
