@@ -85,6 +85,68 @@ impl Default for NatsConfig {
     }
 }
 
+/// `routing_api.*`: where gorouter's second route source, the Routing API, is. As upstream,
+/// `ca_certs`, `cert_chain` and `private_key` are PEM text inline (not file paths).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RoutingApiConfig {
+    /// `http://host` or `https://host` (no port; a bare host means `http://`).
+    pub uri: String,
+    /// 0 = not set.
+    pub port: u16,
+    pub auth_disabled: bool,
+    /// PEM text of the CAs to trust for an `https` URI.
+    pub ca_certs: String,
+    /// PEM text of the client certificate chain (mutual TLS).
+    pub cert_chain: String,
+    /// PEM text of the client key.
+    pub private_key: String,
+}
+
+impl RoutingApiConfig {
+    /// Whether the Routing API is a route source: upstream starts the route fetcher only when
+    /// both `uri` and `port` are set.
+    pub fn enabled(&self) -> bool {
+        !self.uri.trim().is_empty() && self.port != 0
+    }
+
+    /// `uri:port`, with `http://` added when `uri` has no scheme.
+    pub fn url(&self) -> String {
+        let uri = self.uri.trim().trim_end_matches('/');
+        if uri.contains("://") {
+            format!("{uri}:{}", self.port)
+        } else {
+            format!("http://{uri}:{}", self.port)
+        }
+    }
+}
+
+/// `oauth.*`: UAA client credentials for the Routing API. Unlike `routing_api.ca_certs`,
+/// `oauth.ca_certs` is a file path (upstream's quirk).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OAuthConfig {
+    pub token_endpoint: String,
+    pub port: i64,
+    pub client_name: String,
+    pub client_secret: String,
+    pub skip_ssl_validation: bool,
+    /// Path of a PEM file of CAs to trust for UAA.
+    pub ca_certs: String,
+}
+
+impl OAuthConfig {
+    /// `https://token_endpoint:port` (the scheme kept when `token_endpoint` has one).
+    pub fn url(&self) -> String {
+        let endpoint = self.token_endpoint.trim().trim_end_matches('/');
+        if endpoint.contains("://") {
+            format!("{endpoint}:{}", self.port)
+        } else {
+            format!("https://{endpoint}:{}", self.port)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StatusRoutesConfig {
@@ -177,6 +239,8 @@ struct RawConfig {
     zone: String,
     status: StatusConfig,
     nats: NatsConfig,
+    routing_api: RoutingApiConfig,
+    oauth: OAuthConfig,
     logging: LoggingConfig,
     access_log: AccessLogConfig,
     tracing: TracingConfig,
@@ -221,6 +285,8 @@ impl Default for RawConfig {
             zone: String::new(),
             status: StatusConfig::default(),
             nats: NatsConfig::default(),
+            routing_api: RoutingApiConfig::default(),
+            oauth: OAuthConfig::default(),
             logging: LoggingConfig::default(),
             access_log: AccessLogConfig::default(),
             tracing: TracingConfig::default(),
@@ -284,7 +350,10 @@ pub struct Config {
     pub index: u32,
     pub zone: String,
     pub status: StatusConfig,
+    /// `hosts` is empty only when the Routing API is configured (no NATS connection then).
     pub nats: NatsConfig,
+    pub routing_api: RoutingApiConfig,
+    pub oauth: OAuthConfig,
     pub logging: LoggingConfig,
     pub access_log: AccessLogConfig,
     pub tracing: TracingConfig,
@@ -491,11 +560,50 @@ impl Config {
                 })
             }
         }
-        if raw.nats.hosts.is_empty() {
+        if raw.nats.hosts.is_empty() && !raw.routing_api.enabled() {
             return Err(ConfigError::Invalid {
                 key: "nats.hosts",
-                message: "at least one NATS host is needed".into(),
+                message: "no route source: list at least one NATS host, or configure the Routing API (routing_api.uri and routing_api.port)".into(),
             });
+        }
+        if raw.routing_api.enabled() {
+            let url = raw.routing_api.url();
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.parse::<http::Uri>().is_err()
+            {
+                return Err(ConfigError::Invalid {
+                    key: "routing_api.uri",
+                    message: format!(
+                        "{:?} must be http:// or https:// and a host (the port is routing_api.port)",
+                        raw.routing_api.uri
+                    ),
+                });
+            }
+            if raw.routing_api.cert_chain.trim().is_empty()
+                != raw.routing_api.private_key.trim().is_empty()
+            {
+                return Err(ConfigError::Invalid {
+                    key: "routing_api.cert_chain",
+                    message: "cert_chain and private_key must be given together".into(),
+                });
+            }
+            if !raw.routing_api.auth_disabled {
+                if raw.oauth.token_endpoint.trim().is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "oauth.token_endpoint",
+                        message: "is required unless routing_api.auth_disabled is true".into(),
+                    });
+                }
+                if !(1..=65535).contains(&raw.oauth.port) {
+                    return Err(ConfigError::Invalid {
+                        key: "oauth.port",
+                        message: format!(
+                            "{} is not a port (1-65535); required unless routing_api.auth_disabled is true",
+                            raw.oauth.port
+                        ),
+                    });
+                }
+            }
         }
         for h in &raw.nats.hosts {
             if h.hostname.is_empty() {
@@ -517,6 +625,8 @@ impl Config {
             zone: raw.zone,
             status: raw.status,
             nats: raw.nats,
+            routing_api: raw.routing_api,
+            oauth: raw.oauth,
             logging: raw.logging,
             access_log: raw.access_log,
             tracing: raw.tracing,
@@ -659,6 +769,125 @@ backends: {max_attempts: 0, max_conns: 0}
             Config::from_yaml("droplet_stale_threshold: 10s\nstart_response_delay_interval: 30s\n")
                 .unwrap();
         assert_eq!(c.droplet_stale_threshold, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn routing_api_and_oauth_keys() {
+        let c = Config::from_yaml(
+            r#"
+routing_api:
+  uri: https://routing-api.service.cf.internal
+  port: 3001
+  auth_disabled: false
+  ca_certs: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+  cert_chain: "chain"
+  private_key: "key"
+oauth:
+  token_endpoint: uaa.service.cf.internal
+  port: 8443
+  client_name: gorouter
+  client_secret: s
+  skip_ssl_validation: true
+  ca_certs: /var/vcap/jobs/gorouter/config/certs/uaa/ca.crt
+"#,
+        )
+        .unwrap();
+        assert!(c.routing_api.enabled());
+        assert_eq!(
+            c.routing_api.url(),
+            "https://routing-api.service.cf.internal:3001"
+        );
+        assert!(c
+            .routing_api
+            .ca_certs
+            .starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(c.oauth.url(), "https://uaa.service.cf.internal:8443");
+        assert_eq!(c.oauth.client_name, "gorouter");
+        assert!(c.oauth.skip_ssl_validation);
+        assert_eq!(
+            c.oauth.ca_certs,
+            "/var/vcap/jobs/gorouter/config/certs/uaa/ca.crt"
+        );
+        assert_eq!(c.nats.hosts.len(), 1, "NATS keeps its default");
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+
+        let c = Config::from_yaml(
+            "routing_api: {uri: 10.0.0.1, port: 3000, auth_disabled: true}
+",
+        )
+        .unwrap();
+        assert_eq!(c.routing_api.url(), "http://10.0.0.1:3000");
+        assert!(!Config::from_yaml(
+            "routing_api: {uri: x}
+"
+        )
+        .unwrap()
+        .routing_api
+        .enabled());
+        assert!(!Config::from_yaml("").unwrap().routing_api.enabled());
+    }
+
+    #[test]
+    fn a_route_source_is_required() {
+        assert_eq!(
+            Config::from_yaml("").unwrap().nats_servers(),
+            vec!["nats://localhost:4222"],
+            "NATS defaults to localhost:4222"
+        );
+        let e = Config::from_yaml(
+            "nats: {hosts: []}
+",
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("nats.hosts") && msg.contains("routing_api.uri"),
+            "{msg}"
+        );
+        let e = Config::from_yaml(
+            "nats: {hosts: []}
+routing_api: {uri: http://x}
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no route source"), "{e}");
+        let c = Config::from_yaml(
+            "nats: {hosts: []}
+routing_api: {uri: http://127.0.0.1, port: 3000, auth_disabled: true}
+",
+        )
+        .unwrap();
+        assert!(c.nats.hosts.is_empty());
+        assert!(c.nats_servers().is_empty());
+    }
+
+    #[test]
+    fn routing_api_settings_are_checked() {
+        let e = Config::from_yaml(
+            "routing_api: {uri: http://127.0.0.1, port: 3000}
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("oauth.token_endpoint"), "{e}");
+        let e = Config::from_yaml(
+            "routing_api: {uri: http://127.0.0.1, port: 3000}
+oauth: {token_endpoint: uaa, port: -1}
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("oauth.port"), "{e}");
+        let e = Config::from_yaml(
+            "routing_api: {uri: http://127.0.0.1, port: 3000, auth_disabled: true, cert_chain: x}
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("routing_api.cert_chain"), "{e}");
+        let e = Config::from_yaml(
+            "routing_api: {uri: 'ftp://127.0.0.1', port: 3000, auth_disabled: true}
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("routing_api.uri"), "{e}");
     }
 
     #[test]

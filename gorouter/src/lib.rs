@@ -5,6 +5,7 @@
 //! - [`config`]: upstream's YAML keys -> typed config (BOSH defaults).
 //! - [`registry`]: the route table (route keys, pools, endpoints, pruning).
 //! - [`nats`]: `router.*` subjects: registrations, greet, `router.start`, the prune loop.
+//! - [`routing_api`]: routes from the Routing API (list + event stream), the second route source.
 //! - [`balancer`]: picking an endpoint (round-robin, least-connection, sticky sessions).
 //! - [`proxy`]: listener, request pipeline, headers, router errors, backend connections.
 //! - [`status`]: health state, `/health` and `/routes`.
@@ -18,4 +19,5 @@ pub mod nats;
 pub mod proxy;
 pub mod registry;
 pub mod router;
+pub mod routing_api;
 pub mod status;

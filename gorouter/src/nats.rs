@@ -654,6 +654,18 @@ fn prune_once(
     PruneOutcome::Pruned { refreshed, removed }
 }
 
+/// The prune loop of a router without NATS (routes only from the Routing API): TTL pruning
+/// every `interval`, never suspended (there is no NATS connection to wait for). The task runs
+/// until aborted.
+pub fn spawn_pruner_without_nats(table: Arc<RouteTable>, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(prune_loop(
+        table,
+        Arc::new(ConnectionStatus::new_connected()),
+        interval,
+        false,
+    ))
+}
+
 async fn prune_loop(
     table: Arc<RouteTable>,
     status: Arc<ConnectionStatus>,

@@ -1,5 +1,5 @@
-//! Wiring: the route table, NATS, the status listeners and the proxy listener; health; signals
-//! and drain (A.12, A.13).
+//! Wiring: the route table, the route sources (NATS, the Routing API), the status listeners and
+//! the proxy listener; health; signals and drain (A.12, A.13).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::nats;
 use crate::proxy::listener::{self, Connections, ListenerSettings};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::registry::{RouteTable, TableSettings};
+use crate::routing_api;
 use crate::status::{self, Health};
 
 /// How the router stopped.
@@ -28,6 +29,15 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs the router until a signal stops it or NATS is lost for good.
@@ -65,14 +75,31 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     let proxy_listener = bind(SocketAddr::from(([0, 0, 0, 0], config.port)), "HTTP").await?;
 
     let router_id = format!("{}-{}", config.index, uuid::Uuid::new_v4());
-    let mut nats_task = nats::start(
-        config.clone(),
-        table.clone(),
-        router_id.clone(),
-        shutdown_rx.clone(),
-    )
-    .await
-    .context("cannot connect to NATS")?;
+    // With `nats.hosts: []` (allowed only with a Routing API) no NATS connection is made and
+    // the pruner runs on its own, never suspended.
+    let (mut nats_task, _pruner) = if config.nats.hosts.is_empty() {
+        tracing::info!("nats-disabled: no nats.hosts; routes come from the Routing API only");
+        let pruner =
+            nats::spawn_pruner_without_nats(table.clone(), config.prune_stale_droplets_interval);
+        (None, Some(AbortOnDrop(pruner)))
+    } else {
+        let task = nats::start(
+            config.clone(),
+            table.clone(),
+            router_id.clone(),
+            shutdown_rx.clone(),
+        )
+        .await
+        .context("cannot connect to NATS")?;
+        (Some(task), None)
+    };
+    let _route_fetcher = if config.routing_api.enabled() {
+        let task = routing_api::start(&config, table.clone(), shutdown_rx.clone())
+            .context("cannot set up the Routing API client")?;
+        Some(AbortOnDrop(task))
+    } else {
+        None
+    };
 
     tokio::spawn(status::serve_health(
         health_listener,
@@ -134,7 +161,12 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         }
         _ = sigterm.recv() => Stopped::Terminated,
         _ = sigint.recv() => Stopped::Terminated,
-        result = &mut nats_task => {
+        result = async {
+            match nats_task.as_mut() {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        } => {
             let err = match result {
                 Ok(Ok(())) => anyhow::anyhow!("NATS subscriber stopped unexpectedly"),
                 Ok(Err(e)) => e,
@@ -152,7 +184,9 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
             .await;
     }
     shutdown_tx.send_replace(true);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), nats_task).await;
+    if let Some(task) = nats_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+    }
     tracing::info!(?stopped, "gorouter.exited");
     Ok(stopped)
 }

@@ -1,0 +1,281 @@
+//! gorouter with the Routing API as a route source (A.3 route fetcher): the real `routing-api`
+//! binary (dev mode, no token checks, on a SQLite file of the test's own) and a real gorouter with
+//! `nats.hosts: []`, so every route it serves came from the Routing API's list or event stream.
+
+use std::time::{Duration, Instant};
+
+use integration::http::{get_request, try_request};
+use integration::routing_api::{listener_port, Database, RoutingApi};
+use integration::{EchoBackend, Gorouter, GorouterBuilder, NatsServer, TempDir};
+use serde_json::json;
+
+/// How fast an event must reach the router's table.
+const EVENT_DEADLINE: Duration = Duration::from_secs(2);
+
+struct Env {
+    router: Gorouter,
+    api: RoutingApi,
+    dir: TempDir,
+}
+
+fn db(dir: &TempDir) -> Database {
+    Database::sqlite(dir.path().join("routing-api.db"))
+}
+
+/// A router whose only route source is the Routing API on 127.0.0.1:`api_port`.
+fn router_builder(api_port: u16) -> GorouterBuilder {
+    // The NATS port is never used: `nats.hosts: []` replaces the default list.
+    GorouterBuilder::new(integration::closed_port()).yaml(&format!(
+        "nats: {{hosts: []}}\n\
+         routing_api: {{uri: 'http://127.0.0.1', port: {api_port}, auth_disabled: true}}\n\
+         prune_stale_droplets_interval: 4s\n"
+    ))
+}
+
+async fn start_api(dir: &TempDir, port: u16) -> RoutingApi {
+    RoutingApi::builder(db(dir))
+        .yaml(&format!("api: {{listen_port: {port}}}"))
+        .start()
+        .await
+}
+
+async fn env() -> Env {
+    let dir = TempDir::new("it-gorouter-routing-api");
+    let api = start_api(&dir, listener_port()).await;
+    let router = router_builder(api.http_port).start().await;
+    Env { router, api, dir }
+}
+
+fn http_route(host: &str, backend: &EchoBackend) -> String {
+    json!([{
+        "route": host,
+        "port": backend.port(),
+        "ip": "127.0.0.1",
+        "ttl": 120,
+        "log_guid": format!("log-{}", backend.name()),
+    }])
+    .to_string()
+}
+
+async fn post_route(api: &RoutingApi, host: &str, backend: &EchoBackend) {
+    let r = api
+        .post("/routing/v1/routes", &http_route(host, backend))
+        .await;
+    assert_eq!(r.status, 201, "POST route: {}", r.dump());
+}
+
+async fn delete_route(api: &RoutingApi, host: &str, backend: &EchoBackend) {
+    let r = api
+        .delete("/routing/v1/routes", &http_route(host, backend))
+        .await;
+    assert_eq!(r.status, 204, "DELETE route: {}", r.dump());
+}
+
+/// Polls `GET /` for `host` until its status is `status`, failing after `within`; returns the
+/// body of the matching response.
+async fn wait_status(router: &Gorouter, host: &str, status: u16, within: Duration) -> String {
+    let start = Instant::now();
+    let mut last: String;
+    loop {
+        match try_request(router.addr(), &get_request(host, "/")).await {
+            Ok(r) if r.status == status => return r.body_str(),
+            Ok(r) => last = r.status_line,
+            Err(e) => last = e.to_string(),
+        }
+        if start.elapsed() >= within {
+            panic!(
+                "{host}: no {status} within {within:?}; last: {last}\nrouter output:\n{}",
+                router.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_route_is_served_and_deleted_route_is_404() {
+    let e = env().await;
+    let backend = EchoBackend::start("ra-app").await;
+    let host = "ra-app.example.com";
+    assert_eq!(e.router.get(host, "/").await.status, 404);
+
+    post_route(&e.api, host, &backend).await;
+    wait_status(&e.router, host, 200, EVENT_DEADLINE).await;
+    let r = e.router.get(host, "/hello").await;
+    assert_eq!(r.status, 200, "{}", r.dump());
+    assert_eq!(backend.request_count(), 2);
+
+    // The route's log_guid is the app id the router reports to the backend.
+    let echoed = integration::EchoedRequest::parse(&r.body);
+    assert_eq!(echoed.header("X-CF-ApplicationID"), Some("log-ra-app"));
+
+    delete_route(&e.api, host, &backend).await;
+    wait_status(&e.router, host, 404, EVENT_DEADLINE).await;
+    drop(e.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_present_at_start_is_served() {
+    let dir = TempDir::new("it-gorouter-routing-api");
+    let api = start_api(&dir, listener_port()).await;
+    let backend = EchoBackend::start("ra-early").await;
+    let host = "ra-early.example.com";
+    post_route(&api, host, &backend).await;
+
+    let router = router_builder(api.http_port).start().await;
+    wait_status(&router, host, 200, EVENT_DEADLINE).await;
+    // The routing API's own route (api.<system_domain>/routing) is listed too.
+    let routes = router.routes().await;
+    assert_eq!(routes.status, 200);
+    assert!(
+        routes.body_str().contains(host),
+        "/routes: {}",
+        routes.body_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_api_restart_loses_nothing() {
+    let Env {
+        router,
+        mut api,
+        dir,
+    } = env().await;
+    let port = api.http_port;
+    let first = EchoBackend::start("ra-first").await;
+    let second = EchoBackend::start("ra-second").await;
+    let third = EchoBackend::start("ra-third").await;
+    post_route(&api, "ra-first.example.com", &first).await;
+    post_route(&api, "ra-second.example.com", &second).await;
+    wait_status(&router, "ra-first.example.com", 200, EVENT_DEADLINE).await;
+    wait_status(&router, "ra-second.example.com", 200, EVENT_DEADLINE).await;
+
+    api.sigterm();
+    api.wait_exit(Duration::from_secs(15)).await;
+    drop(api);
+    // While the Routing API is away (lists fail, the stream is down), nothing is dropped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(router.get("ra-first.example.com", "/").await.status, 200);
+    assert_eq!(router.get("ra-second.example.com", "/").await.status, 200);
+
+    let api = start_api(&dir, port).await;
+    // The router re-subscribes (every 1 s) and re-lists: events flow again.
+    post_route(&api, "ra-third.example.com", &third).await;
+    wait_status(
+        &router,
+        "ra-third.example.com",
+        200,
+        EVENT_DEADLINE + Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(router.get("ra-first.example.com", "/").await.status, 200);
+    assert_eq!(router.get("ra-second.example.com", "/").await.status, 200);
+    delete_route(&api, "ra-second.example.com", &second).await;
+    wait_status(&router, "ra-second.example.com", 404, EVENT_DEADLINE).await;
+    // A later full list (every prune_stale_droplets_interval/2 = 2 s) keeps the rest.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(router.get("ra-first.example.com", "/").await.status, 200);
+    assert_eq!(router.get("ra-third.example.com", "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_and_routing_api_routes_share_one_table() {
+    let dir = TempDir::new("it-gorouter-routing-api");
+    let api = start_api(&dir, listener_port()).await;
+    let nats = NatsServer::start().await;
+    let router = Gorouter::builder(&nats)
+        .yaml(&format!(
+            "routing_api: {{uri: 'http://127.0.0.1', port: {}, auth_disabled: true}}\n\
+             prune_stale_droplets_interval: 2s\n",
+            api.http_port
+        ))
+        .start()
+        .await;
+    let client = integration::NatsClient::connect(&nats).await;
+    let from_nats = EchoBackend::start("via-nats").await;
+    let from_api = EchoBackend::start("via-api").await;
+    client
+        .register(&json!({
+            "host": "127.0.0.1", "port": from_nats.port(),
+            "uris": ["shared.example.com"], "app": "nats-app",
+            "stale_threshold_in_seconds": 120,
+        }))
+        .await;
+    post_route(&api, "shared.example.com", &from_api).await;
+    integration::eventually("both backends served", Duration::from_secs(5), || async {
+        router.get("shared.example.com", "/").await;
+        (from_nats.request_count() > 0 && from_api.request_count() > 0).then_some(())
+    })
+    .await;
+    // Lists (every 1 s) remove only what the Routing API dropped: the NATS backend stays.
+    delete_route(&api, "shared.example.com", &from_api).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = from_api.request_count();
+    for _ in 0..6 {
+        assert_eq!(router.get("shared.example.com", "/").await.status, 200);
+    }
+    assert_eq!(from_api.request_count(), before, "API backend removed");
+    assert!(from_nats.request_count() >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_without_a_route_source() {
+    let (status, output) = GorouterBuilder::new(integration::closed_port())
+        .yaml("nats: {hosts: []}")
+        .run_to_exit(Duration::from_secs(10))
+        .await;
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("nats.hosts") && output.contains("routing_api.uri"),
+        "{output}"
+    );
+}
+
+/// Upstream's quirk, end to end: `routing_api.ca_certs`, `cert_chain` and `private_key` are PEM
+/// text in the config (here, on routing-api's mutual TLS port), and the router fetches UAA
+/// tokens (`oauth.*`) because auth is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_over_mutual_tls_with_inline_pem_and_a_uaa_token() {
+    use integration::pki::TestCa;
+    use integration::routing_api::MtlsFiles;
+    use integration::uaa::{FakeUaa, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+
+    let uaa = FakeUaa::start().await;
+    let dir = TempDir::new("it-gorouter-routing-api");
+    let ca = TestCa::new("routing-api-ca");
+    let builder = RoutingApi::builder(db(&dir)).uaa(&uaa);
+    let files = MtlsFiles::write(&ca, builder.dir());
+    let api = builder.mtls(files).start().await;
+    let (cert, key) = ca.issue_client("gorouter");
+    let overrides = json!({
+        "nats": {"hosts": []},
+        "routing_api": {
+            "uri": "https://127.0.0.1",
+            "port": api.mtls_port,
+            "auth_disabled": false,
+            "ca_certs": ca.cert_pem(),
+            "cert_chain": cert,
+            "private_key": key,
+        },
+        "oauth": {
+            "token_endpoint": uaa.token_endpoint(),
+            "port": uaa.port(),
+            "client_name": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET,
+        },
+    });
+    // JSON is YAML.
+    let router = GorouterBuilder::new(integration::closed_port())
+        .yaml(&overrides.to_string())
+        .start()
+        .await;
+    let backend = EchoBackend::start("ra-secure").await;
+    post_route(&api, "ra-secure.example.com", &backend).await;
+    wait_status(&router, "ra-secure.example.com", 200, EVENT_DEADLINE).await;
+    assert!(
+        uaa.hits(integration::uaa::Endpoint::Token) >= 1,
+        "the router fetched a token"
+    );
+    delete_route(&api, "ra-secure.example.com", &backend).await;
+    wait_status(&router, "ra-secure.example.com", 404, EVENT_DEADLINE).await;
+}
