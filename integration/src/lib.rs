@@ -22,6 +22,7 @@ pub mod http;
 pub mod mariadb;
 pub mod nats;
 pub mod pki;
+pub mod route_emitter;
 pub mod router;
 pub mod routing_api;
 pub mod tcp_router;

@@ -1,0 +1,123 @@
+//! route-emitter's NATS traffic seen by a fake router: the registration message (A.2), the
+//! greeting and its minimum register interval, `router.start`, and the unregistrations sent on
+//! SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use integration::nats::next_message;
+use integration::route_emitter::RouteEmitterBuilder;
+use integration::{NatsClient, NatsServer};
+use serde_json::{json, Value};
+
+fn full_route() -> Value {
+    json!({
+        "name": "full",
+        "host": "10.1.2.3",
+        "port": 8080,
+        "tls_port": 8443,
+        "uris": ["full.example.com", "full.example.com/path"],
+        "registration_interval": "1s",
+        "app": "app-guid",
+        "private_instance_id": "instance-guid",
+        "private_instance_index": "2",
+        "server_cert_domain_san": "instance-guid",
+        "route_service_url": "https://rs.example.com",
+        "tags": {"component": "route-emitter"},
+        "isolation_segment": "seg",
+        "availability_zone": "z1",
+        "protocol": "http2",
+        "options": {"lb_algo": "least-connection"},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_greeting_interval_start_and_unregistration() {
+    let nats = NatsServer::start().await;
+    let client = NatsClient::connect(&nats).await;
+    let mut greets = client.subscribe("router.greet").await;
+    let mut registers = client.subscribe("router.register").await;
+    let mut unregisters = client.subscribe("router.unregister").await;
+    let raw = client.client().clone();
+    tokio::spawn(async move {
+        while let Some(m) = greets.next().await {
+            if let Some(reply) = m.reply {
+                let body = r#"{"id":"0-x","hosts":["127.0.0.1"],"minimumRegisterIntervalInSeconds":2,"pruneThresholdInSeconds":120}"#;
+                let _ = raw.publish(reply, body.into()).await;
+            }
+        }
+    });
+    let mut emitter = RouteEmitterBuilder::new(Some(&nats))
+        .set("unregistration_message_limit", json!(3))
+        .route(full_route())
+        .start();
+
+    let first: Value =
+        serde_json::from_str(&next_message(&mut registers, Duration::from_secs(5)).await).unwrap();
+    let ns = first["endpoint_updated_at_ns"]
+        .as_i64()
+        .expect("endpoint_updated_at_ns");
+    assert!(ns > 0);
+    let mut without_time = first.clone();
+    without_time
+        .as_object_mut()
+        .unwrap()
+        .remove("endpoint_updated_at_ns");
+    assert_eq!(
+        without_time,
+        json!({
+            "host": "10.1.2.3",
+            "port": 8080,
+            "tls_port": 8443,
+            "uris": ["full.example.com", "full.example.com/path"],
+            "app": "app-guid",
+            "private_instance_id": "instance-guid",
+            "private_instance_index": "2",
+            "server_cert_domain_san": "instance-guid",
+            "route_service_url": "https://rs.example.com",
+            "tags": {"component": "route-emitter"},
+            "isolation_segment": "seg",
+            "availability_zone": "z1",
+            "protocol": "http2",
+            "options": {"lb_algo": "least-connection"},
+        })
+    );
+
+    // The router asked for 2 s: the 1 s registration interval is raised to it (the greeting
+    // may be answered only on the second attempt, so skip one more message).
+    let _ = next_message(&mut registers, Duration::from_secs(5)).await;
+    let _ = next_message(&mut registers, Duration::from_secs(5)).await;
+    let t = Instant::now();
+    let _ = next_message(&mut registers, Duration::from_secs(5)).await;
+    let gap = t.elapsed();
+    assert!(
+        gap >= Duration::from_millis(1700) && gap < Duration::from_millis(2600),
+        "gap between registrations {gap:?}"
+    );
+
+    // router.start: everything re-registered at once (after a small jitter).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.publish("router.start", r#"{"id":"0-y","hosts":["127.0.0.1"],"minimumRegisterIntervalInSeconds":2,"pruneThresholdInSeconds":120}"#).await;
+    let t = Instant::now();
+    let _ = next_message(&mut registers, Duration::from_secs(5)).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "re-registered after {:?}",
+        t.elapsed()
+    );
+
+    emitter.signal(libc::SIGTERM);
+    assert!(emitter.wait_exit(Duration::from_secs(10)).await.success());
+    for _ in 0..3 {
+        let m: Value =
+            serde_json::from_str(&next_message(&mut unregisters, Duration::from_secs(2)).await)
+                .unwrap();
+        assert_eq!(m["uris"], first["uris"]);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), unregisters.next())
+            .await
+            .is_err(),
+        "no more than unregistration_message_limit unregistrations"
+    );
+}

@@ -1,0 +1,256 @@
+//! Health checks: which configured routes are currently advertised.
+//!
+//! [`run`] watches the configured route set and runs one checker task per route that has a
+//! `health_check`; it publishes the *active* set (routes without a check, plus routes whose
+//! last check passed). A route with a check is withheld until its first check passes; a failing
+//! check removes it (the publishers then unregister it) and a passing one brings it back.
+//!
+//! - script: `script_path` run with no arguments; exit status 0 within `timeout` passes; past
+//!   the timeout the script and everything it started (its process group) are killed and the
+//!   check fails. Run every registration interval.
+//! - `http`: `GET path` on `host:port` with a 2xx status within `timeout`, every `interval`.
+//! - `tcp`: a TCP connect to `host:port` within `timeout`, every `interval`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{HealthCheck, Route};
+use crate::sources::RouteSet;
+
+/// Runs one check; `true` = healthy.
+pub async fn check_once(route: &Route, check: &HealthCheck) -> bool {
+    match check {
+        HealthCheck::Script {
+            name,
+            script_path,
+            timeout,
+        } => {
+            let child = tokio::process::Command::new(script_path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .process_group(0)
+                .spawn();
+            let mut child = match child {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(route = %route.name, health_check = %name, error = %e, "health check script could not be run");
+                    return false;
+                }
+            };
+            match tokio::time::timeout(*timeout, child.wait()).await {
+                Ok(Ok(status)) => status.success(),
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    // The script runs in its own process group: kill what it started too.
+                    if let Some(pid) = child.id() {
+                        // SAFETY: signalling the process group of our own child.
+                        unsafe {
+                            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+                        }
+                    }
+                    let _ = child.kill().await;
+                    tracing::info!(route = %route.name, health_check = %name, "health check script timed out; killed");
+                    false
+                }
+            }
+        }
+        HealthCheck::Tcp { port, timeout, .. } => {
+            let addr = format!("{}:{port}", route.host);
+            matches!(
+                tokio::time::timeout(*timeout, tokio::net::TcpStream::connect(addr)).await,
+                Ok(Ok(_))
+            )
+        }
+        HealthCheck::Http {
+            path,
+            port,
+            timeout,
+            ..
+        } => {
+            let addr = format!("{}:{port}", route.host);
+            let host = route.uris.first().cloned().unwrap_or_else(|| addr.clone());
+            let probe = async {
+                let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+                let req = format!(
+                    "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: route-emitter\r\nConnection: close\r\n\r\n"
+                );
+                s.write_all(req.as_bytes()).await.ok()?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head).await.ok()?;
+                let text = std::str::from_utf8(&head).ok()?;
+                let code: u16 = text.get(9..12)?.parse().ok()?;
+                Some(code)
+            };
+            matches!(
+                tokio::time::timeout(*timeout, probe).await,
+                Ok(Some(200..=299))
+            )
+        }
+    }
+}
+
+fn interval_of(route: &Route, check: &HealthCheck) -> Duration {
+    let d = match check {
+        HealthCheck::Script { .. } => route.registration_interval,
+        HealthCheck::Http { interval, .. } | HealthCheck::Tcp { interval, .. } => *interval,
+    };
+    d.max(Duration::from_millis(100))
+}
+
+/// Publishes the active subset of `configured` on `active`, running the checks.
+pub async fn run(mut configured: watch::Receiver<RouteSet>, active: watch::Sender<RouteSet>) {
+    let (tx, mut results) = mpsc::channel::<(String, bool)>(64);
+    let mut checkers: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+    let mut healthy: BTreeSet<String> = BTreeSet::new();
+    let mut routes: RouteSet = configured.borrow_and_update().clone();
+    let mut closed = false;
+    loop {
+        // Start and stop checkers to match the configured routes.
+        let keys: BTreeSet<String> = routes
+            .iter()
+            .filter(|r| r.health_check.is_some())
+            .map(Route::key)
+            .collect();
+        checkers.retain(|k, h| {
+            let keep = keys.contains(k);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        healthy.retain(|k| keys.contains(k));
+        for r in routes.iter() {
+            let Some(check) = r.health_check.clone() else {
+                continue;
+            };
+            let key = r.key();
+            if checkers.contains_key(&key) {
+                continue;
+            }
+            let route = r.clone();
+            let tx = tx.clone();
+            let k = key.clone();
+            checkers.insert(
+                key,
+                tokio::spawn(async move {
+                    let mut last = None;
+                    loop {
+                        let ok = check_once(&route, &check).await;
+                        if last != Some(ok) {
+                            tracing::info!(route = %route.name, healthy = ok, "health check result changed");
+                            last = Some(ok);
+                        }
+                        if tx.send((k.clone(), ok)).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(interval_of(&route, &check)).await;
+                    }
+                }),
+            );
+        }
+        let now: Vec<Route> = routes
+            .iter()
+            .filter(|r| r.health_check.is_none() || healthy.contains(&r.key()))
+            .cloned()
+            .collect();
+        active.send_if_modified(|cur| {
+            if **cur != now {
+                *cur = Arc::new(now);
+                true
+            } else {
+                false
+            }
+        });
+        tokio::select! {
+            changed = configured.changed(), if !closed => {
+                if changed.is_err() {
+                    closed = true;
+                } else {
+                    routes = configured.borrow_and_update().clone();
+                }
+            }
+            Some((key, ok)) = results.recv() => {
+                if checkers.contains_key(&key) {
+                    if ok { healthy.insert(key); } else { healthy.remove(&key); }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{validate_route, RouteDefaults, RouteSchema};
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    fn route() -> Route {
+        validate_route(
+            RouteSchema {
+                name: "r".into(),
+                port: Some(1),
+                uris: vec!["r".into()],
+                registration_interval: "10s".into(),
+                ..Default::default()
+            },
+            &RouteDefaults {
+                host: "127.0.0.1".into(),
+                availability_zone: String::new(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn script(path: &str, timeout: Duration) -> HealthCheck {
+        HealthCheck::Script {
+            name: "s".into(),
+            script_path: PathBuf::from(path),
+            timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn script_exit_status_and_timeout() {
+        let r = route();
+        assert!(check_once(&r, &script("/bin/true", Duration::from_secs(5))).await);
+        assert!(!check_once(&r, &script("/bin/false", Duration::from_secs(5))).await);
+        assert!(!check_once(&r, &script("/nonexistent/check", Duration::from_secs(5))).await);
+        let dir = std::env::temp_dir().join(format!("re-health-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let slow = dir.join("slow.sh");
+        std::fs::write(&slow, "#!/bin/sh\nsleep 5\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let started = Instant::now();
+        let ok = check_once(
+            &r,
+            &script(slow.to_str().unwrap(), Duration::from_millis(200)),
+        )
+        .await;
+        assert!(!ok);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn tcp_probe() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let check = |port| HealthCheck::Tcp {
+            port,
+            timeout: Duration::from_millis(500),
+            interval: Duration::from_secs(1),
+        };
+        assert!(check_once(&route(), &check(port)).await);
+        drop(listener);
+        assert!(!check_once(&route(), &check(port)).await);
+    }
+}

@@ -1,0 +1,125 @@
+//! `route-emitter`: registers routes with the routing tier the way route-registrar does.
+//!
+//! Reads route-registrar's config schema ([`config`]), merges its static routes with routes
+//! from `dynamic_config_globs` files ([`sources`]), withholds routes whose health check fails
+//! ([`health`]), and publishes the rest: HTTP routes over NATS to gorouter ([`nats`]); TCP, SNI
+//! and `transport: routing_api` HTTP routes to the Routing API ([`routing_api`]). SIGTERM or
+//! SIGINT unregisters everything and exits.
+//!
+//! ```text
+//! sources (static + files) --watch--> health --watch(active)--> nats publisher
+//!                                                           \--> routing api publisher
+//! ```
+
+pub mod config;
+pub mod health;
+pub mod nats;
+pub mod routing_api;
+pub mod sources;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, RouteDefaults};
+use crate::sources::{RouteSet, Sources};
+
+/// Runs until SIGTERM/SIGINT, then unregisters every route.
+pub async fn run(config: Config) -> Result<(), String> {
+    let defaults = RouteDefaults {
+        host: config.host.clone(),
+        availability_zone: config.availability_zone.clone(),
+    };
+    let (configured_tx, configured_rx) = watch::channel::<RouteSet>(Arc::new(Vec::new()));
+    let (active_tx, active_rx) = watch::channel::<RouteSet>(Arc::new(Vec::new()));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let sources = Sources::new(
+        config.routes.clone(),
+        config.dynamic_config_globs.clone(),
+        defaults,
+    );
+    // Keep the sender alive after a one-shot source run (no globs) by holding a clone.
+    let _configured_keepalive = configured_tx.clone();
+    tokio::spawn(sources.run(configured_tx));
+    let _active_keepalive = active_tx.clone();
+    tokio::spawn(health::run(configured_rx, active_tx));
+
+    let mut tasks = Vec::new();
+    if !config.message_bus_servers.is_empty() {
+        let (client, connected) = nats::connect(&config.message_bus_servers)
+            .await
+            .map_err(|e| format!("nats: {e}"))?;
+        tasks.push(tokio::spawn(nats::run(
+            client,
+            connected,
+            active_rx.clone(),
+            shutdown_rx.clone(),
+            config.unregistration_message_limit,
+        )));
+    }
+    if let Some(api) = &config.routing_api {
+        if !api.api_url.is_empty() {
+            let client = routing_api::build_client(api)?;
+            tasks.push(tokio::spawn(routing_api::run(
+                client,
+                api.max_ttl,
+                active_rx.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+    let has_nats = !config.message_bus_servers.is_empty();
+    let has_api = config
+        .routing_api
+        .as_ref()
+        .is_some_and(|a| !a.api_url.is_empty());
+    tokio::spawn(report_unpublishable(active_rx.clone(), has_nats, has_api));
+    tracing::info!(routes = config.routes.len(), "route-emitter started");
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down; unregistering routes");
+    let _ = shutdown_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+    }
+    tracing::info!("route-emitter exited");
+    Ok(())
+}
+
+/// Logs (once per route) routes from dynamic files that no configured publisher can carry:
+/// HTTP routes without `message_bus_servers`, Routing API routes without `routing_api`.
+async fn report_unpublishable(
+    mut active: watch::Receiver<RouteSet>,
+    has_nats: bool,
+    has_api: bool,
+) {
+    let mut reported = std::collections::HashSet::new();
+    loop {
+        let routes = active.borrow_and_update().clone();
+        for r in routes.iter() {
+            let ok = if nats::is_nats_route(r) {
+                has_nats
+            } else {
+                has_api
+            };
+            if !ok && reported.insert(r.key()) {
+                tracing::error!(route = %r.name, "route cannot be published: its message bus or routing_api is not configured");
+            }
+        }
+        if active.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_for_signal() -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! TCP, SNI and `transport: routing_api` HTTP routes to the Routing API.
+//!
+//! Router group names are resolved to GUIDs (cached; retried on the next round when the lookup
+//! fails). Every route is upserted with `ttl = max_ttl` and refreshed every `max_ttl / 3`, so a
+//! missed refresh or two does not let it expire; a route leaving the active set is deleted at
+//! once, and every route is deleted on shutdown. The OAuth token (client credentials) is cached
+//! and refreshed by [`TokenFetcher`]; mutual TLS is used when the client certificate paths are
+//! configured.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use routing_api_client::{
+    ClientConfig, HttpRoute, ModificationTag, RoutingApiClient, TcpRouteMapping, TlsOptions,
+    TokenFetcher, UaaConfig,
+};
+use tokio::sync::watch;
+
+use crate::config::{Route, RouteKind, RoutingApiConfig, Transport};
+use crate::sources::RouteSet;
+
+/// Whether `route` goes to the Routing API.
+pub fn is_api_route(route: &Route) -> bool {
+    route.kind != RouteKind::Http || route.transport == Transport::RoutingApi
+}
+
+/// Builds the client from the `routing_api` section.
+pub fn build_client(cfg: &RoutingApiConfig) -> Result<RoutingApiClient, String> {
+    let tokens = if cfg.oauth_url.is_empty() {
+        None
+    } else {
+        let mut uaa = UaaConfig::new(&cfg.oauth_url, &cfg.client_id, &cfg.client_secret);
+        uaa.tls = TlsOptions {
+            ca_file: (!cfg.ca_certs.is_empty()).then(|| cfg.ca_certs.clone().into()),
+            skip_verification: cfg.skip_ssl_validation,
+            ..TlsOptions::default()
+        };
+        Some(Arc::new(
+            TokenFetcher::new(uaa).map_err(|e| format!("oauth client: {e}"))?,
+        ))
+    };
+    let mut client = ClientConfig::new(&cfg.api_url);
+    client.tls = TlsOptions {
+        ca_file: (!cfg.server_ca_cert_path.is_empty())
+            .then(|| cfg.server_ca_cert_path.clone().into()),
+        client_cert_file: (!cfg.client_cert_path.is_empty())
+            .then(|| cfg.client_cert_path.clone().into()),
+        client_key_file: (!cfg.client_private_key_path.is_empty())
+            .then(|| cfg.client_private_key_path.clone().into()),
+        skip_verification: cfg.skip_ssl_validation,
+        system_roots: false,
+    };
+    RoutingApiClient::new(client, tokens).map_err(|e| format!("routing api client: {e}"))
+}
+
+/// The TCP route mapping of a tcp or sni route.
+pub fn tcp_mapping(route: &Route, group_guid: &str, ttl: Duration) -> TcpRouteMapping {
+    let (backend_port, sni) = match route.kind {
+        RouteKind::Sni => (
+            route.sni_port.unwrap_or(0),
+            Some(route.sni_routable_san.clone()),
+        ),
+        _ => (route.port.or(route.tls_port).unwrap_or(0), None),
+    };
+    TcpRouteMapping {
+        router_group_guid: group_guid.to_string(),
+        backend_port,
+        backend_tls_port: route.tls_port.map(i32::from).unwrap_or(-1),
+        backend_ip: route.host.clone(),
+        backend_sni_hostname: sni,
+        instance_id: route.private_instance_id.clone(),
+        port: route.external_port.unwrap_or(0),
+        modification_tag: ModificationTag::default(),
+        ttl: Some(ttl.as_secs() as i64),
+        isolation_segment: route.isolation_segment.clone(),
+    }
+}
+
+/// The HTTP routes (one per URI) of a `transport: routing_api` route.
+pub fn http_routes(route: &Route, ttl: Duration) -> Vec<HttpRoute> {
+    route
+        .uris
+        .iter()
+        .map(|uri| HttpRoute {
+            route: uri.clone(),
+            port: route.port.or(route.tls_port).unwrap_or(0),
+            ip: route.host.clone(),
+            ttl: Some(ttl.as_secs() as i64),
+            log_guid: route.app.clone(),
+            route_service_url: route.route_service_url.clone(),
+            modification_tag: ModificationTag::default(),
+        })
+        .collect()
+}
+
+struct Publisher {
+    client: RoutingApiClient,
+    ttl: Duration,
+    groups: HashMap<String, String>,
+}
+
+impl Publisher {
+    async fn group_guid(&mut self, name: &str) -> Option<String> {
+        if let Some(g) = self.groups.get(name) {
+            return Some(g.clone());
+        }
+        match self.client.router_group_by_name(name).await {
+            Ok(Some(g)) => {
+                self.groups.insert(name.to_string(), g.guid.clone());
+                Some(g.guid)
+            }
+            Ok(None) => {
+                tracing::error!(router_group = name, "router group not found");
+                None
+            }
+            Err(e) => {
+                tracing::error!(router_group = name, error = %e, "router group lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Upserts (`delete` = false) or deletes `route`; whether it succeeded.
+    async fn apply(&mut self, route: &Route, delete: bool) -> bool {
+        let result = if route.kind == RouteKind::Http {
+            let routes = http_routes(route, self.ttl);
+            if delete {
+                self.client.delete_routes(&routes).await
+            } else {
+                self.client.upsert_routes(&routes).await
+            }
+        } else {
+            let Some(guid) = self.group_guid(&route.router_group).await else {
+                return false;
+            };
+            let m = [tcp_mapping(route, &guid, self.ttl)];
+            if delete {
+                self.client.delete_tcp_routes(&m).await
+            } else {
+                self.client.upsert_tcp_routes(&m).await
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::debug!(route = %route.name, delete, "routing api updated");
+                true
+            }
+            Err(e) => {
+                tracing::error!(route = %route.name, delete, error = %e, "routing api call failed");
+                false
+            }
+        }
+    }
+}
+
+struct Entry {
+    route: Route,
+    next_due: Instant,
+}
+
+/// Keeps the Routing API routes of the active set registered until `shutdown`, then deletes
+/// them.
+pub async fn run(
+    client: RoutingApiClient,
+    max_ttl: Duration,
+    mut routes: watch::Receiver<RouteSet>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let refresh = (max_ttl / 3).max(Duration::from_secs(1));
+    let retry = Duration::from_secs(1).min(refresh);
+    let mut p = Publisher {
+        client,
+        ttl: max_ttl,
+        groups: HashMap::new(),
+    };
+    let mut table: HashMap<String, Entry> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut changed = true;
+    loop {
+        if changed {
+            changed = false;
+            let current: Vec<Route> = routes
+                .borrow_and_update()
+                .iter()
+                .filter(|r| is_api_route(r))
+                .cloned()
+                .collect();
+            let keys: Vec<String> = current.iter().map(Route::key).collect();
+            let removed: Vec<String> = table
+                .keys()
+                .filter(|k| !keys.contains(k))
+                .cloned()
+                .collect();
+            for k in removed {
+                if let Some(e) = table.remove(&k) {
+                    p.apply(&e.route, true).await;
+                }
+            }
+            let now = Instant::now();
+            for (k, r) in keys.into_iter().zip(current) {
+                table.entry(k).or_insert(Entry {
+                    route: r,
+                    next_due: now,
+                });
+            }
+        }
+        let now = Instant::now();
+        for e in table.values_mut() {
+            if e.next_due <= now {
+                let ok = p.apply(&e.route, false).await;
+                e.next_due = Instant::now() + if ok { refresh } else { retry };
+            }
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = routes.changed() => {
+                if r.is_ok() { changed = true; }
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+        }
+    }
+    for e in table.values() {
+        p.apply(&e.route, true).await;
+    }
+    tracing::info!(routes = table.len(), "deleted all routing api routes");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{validate_route, RouteDefaults, RouteSchema};
+
+    #[test]
+    fn tcp_mapping_without_tls_port_has_minus_one() {
+        let r = validate_route(
+            RouteSchema {
+                kind: "tcp".into(),
+                name: "t".into(),
+                port: Some(5000),
+                router_group: "default-tcp".into(),
+                external_port: Some(1024),
+                registration_interval: "10s".into(),
+                ..Default::default()
+            },
+            &RouteDefaults {
+                host: "10.0.0.2".into(),
+                availability_zone: String::new(),
+            },
+        )
+        .unwrap();
+        let m = tcp_mapping(&r, "g", Duration::from_secs(120));
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["backend_tls_port"], -1);
+        assert_eq!(v["backend_port"], 5000);
+        assert_eq!(v["port"], 1024);
+        assert_eq!(v["ttl"], 120);
+        assert_eq!(v["backend_ip"], "10.0.0.2");
+    }
+}

@@ -1,0 +1,236 @@
+//! Where routes come from: the config's static `routes` plus every file matching one of
+//! `dynamic_config_globs`, polled every [`POLL_INTERVAL`].
+//!
+//! The current set is published on a `watch` channel whenever it changes. A file that cannot be
+//! read or parsed is reported once per change and its previous routes are kept; a file whose
+//! routes are partly invalid contributes its valid routes. A deleted file's routes disappear.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::config::{parse_route_file, Route, RouteDefaults};
+
+/// How often the dynamic config files are re-read.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A set of routes, in a stable order.
+pub type RouteSet = Arc<Vec<Route>>;
+
+/// Expands a glob pattern (`*`, `?` and `[...]`-free; wildcards in any path component) to the
+/// sorted list of existing files.
+pub fn expand_glob(pattern: &str) -> Vec<PathBuf> {
+    let absolute = pattern.starts_with('/');
+    let mut current: Vec<PathBuf> = vec![if absolute {
+        PathBuf::from("/")
+    } else {
+        PathBuf::from(".")
+    }];
+    let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let mut next = Vec::new();
+        for dir in &current {
+            if part.contains(['*', '?']) {
+                let Ok(entries) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') && !part.starts_with('.') {
+                        continue;
+                    }
+                    if wildcard_match(part, &name) {
+                        next.push(dir.join(name));
+                    }
+                }
+            } else {
+                next.push(dir.join(part));
+            }
+        }
+        current = next
+            .into_iter()
+            .filter(|p| if last { p.is_file() } else { p.is_dir() })
+            .collect();
+    }
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    current.sort();
+    current
+}
+
+/// Shell-style match of one path component: `*` any run, `?` any one character.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+struct FileState {
+    stamp: (Option<SystemTime>, u64),
+    routes: Vec<Route>,
+}
+
+/// Static routes plus dynamic files.
+pub struct Sources {
+    static_routes: Vec<Route>,
+    globs: Vec<String>,
+    defaults: RouteDefaults,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+impl Sources {
+    pub fn new(static_routes: Vec<Route>, globs: Vec<String>, defaults: RouteDefaults) -> Self {
+        Sources {
+            static_routes,
+            globs,
+            defaults,
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn stamp(path: &Path) -> Option<(Option<SystemTime>, u64)> {
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.modified().ok(), m.len()))
+    }
+
+    /// Re-reads changed files; returns whether the route set may have changed.
+    pub fn poll(&mut self) -> bool {
+        let mut seen: Vec<PathBuf> = self.globs.iter().flat_map(|g| expand_glob(g)).collect();
+        seen.sort();
+        seen.dedup();
+        let mut changed = false;
+        let before = self.files.len();
+        self.files.retain(|p, _| seen.contains(p));
+        if self.files.len() != before {
+            changed = true;
+        }
+        for path in seen {
+            let Some(stamp) = Self::stamp(&path) else {
+                continue;
+            };
+            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
+                continue;
+            }
+            let result = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read: {e}"))
+                .and_then(|text| parse_route_file(&text, &self.defaults));
+            match result {
+                Ok((routes, problems)) => {
+                    for p in problems {
+                        tracing::error!(file = %path.display(), error = %p, "invalid route in dynamic config file; ignored");
+                    }
+                    tracing::info!(file = %path.display(), routes = routes.len(), "dynamic config file loaded");
+                    self.files.insert(path, FileState { stamp, routes });
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "invalid dynamic config file; keeping its previous routes");
+                    let routes = self
+                        .files
+                        .remove(&path)
+                        .map(|f| f.routes)
+                        .unwrap_or_default();
+                    self.files.insert(path, FileState { stamp, routes });
+                }
+            }
+        }
+        changed
+    }
+
+    /// Every current route, duplicates removed.
+    pub fn routes(&self) -> Vec<Route> {
+        let mut out: Vec<Route> = Vec::new();
+        for r in self
+            .static_routes
+            .iter()
+            .chain(self.files.values().flat_map(|f| f.routes.iter()))
+        {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
+    /// Polls forever, publishing the route set on `tx` whenever it changes.
+    pub async fn run(mut self, tx: watch::Sender<RouteSet>) {
+        let mut first = true;
+        loop {
+            if self.poll() || std::mem::take(&mut first) {
+                let routes = self.routes();
+                tx.send_if_modified(|cur| {
+                    if **cur != routes {
+                        *cur = Arc::new(routes);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+            if self.globs.is_empty() {
+                return;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("*.yml", "a.yml"));
+        assert!(wildcard_match("r?-*.json", "r1-x.json"));
+        assert!(!wildcard_match("*.yml", "a.yaml"));
+        assert!(wildcard_match("*", ""));
+    }
+
+    #[test]
+    fn files_are_added_changed_and_removed() {
+        let dir = std::env::temp_dir().join(format!("re-sources-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let glob = format!("{}/*.yml", dir.display());
+        let mut s = Sources::new(Vec::new(), vec![glob], RouteDefaults::default());
+        assert!(!s.poll());
+        let f = dir.join("a.yml");
+        std::fs::write(
+            &f,
+            "routes: [{name: a, host: h, port: 1, uris: [a], registration_interval: 1s}]",
+        )
+        .unwrap();
+        assert!(s.poll());
+        assert_eq!(s.routes().len(), 1);
+        std::fs::write(&f, "routes: [").unwrap();
+        s.poll();
+        assert_eq!(s.routes().len(), 1, "a bad file keeps its routes");
+        std::fs::remove_file(&f).unwrap();
+        assert!(s.poll());
+        assert!(s.routes().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

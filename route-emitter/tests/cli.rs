@@ -1,0 +1,49 @@
+//! The binary's command line: a bad config lists every problem and exits non-zero.
+
+use std::process::Command;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_route-emitter")
+}
+
+#[test]
+fn bad_config_lists_every_problem_and_fails() {
+    let dir = std::env::temp_dir().join(format!("route-emitter-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yml");
+    std::fs::write(
+        &path,
+        "message_bus_servers: [{host: '127.0.0.1:4222'}]\n\
+         routes:\n\
+         - {name: a, uris: [a.example.com], registration_interval: 10s}\n\
+         - {name: b, port: 8080, registration_interval: 10s}\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("host required"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("route 0 (a): port or tls_port are required"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("route 1 (b): no uris specified"),
+        "stderr: {stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_config_file_fails() {
+    let out = Command::new(bin())
+        .args(["-config", "/nonexistent/route-emitter.yml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
