@@ -49,12 +49,21 @@ async fn health_and_metrics_on_the_health_port() {
         "# TYPE tcp_router_connections_total counter".to_string(),
         format!("tcp_router_bytes_total{{port=\"{port}\",direction=\"client_to_backend\"}} 10"),
         format!("tcp_router_errors_total{{port=\"{port}\",kind=\"connect\"}} 0"),
-        "tcp_router_listeners 1".to_string(),
         "tcp_router_backends 1".to_string(),
         "tcp_router_draining 0".to_string(),
     ] {
         assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
     }
+    // The gauge is set by the route source's task; poll rather than race it.
+    let mut listeners = 0.0;
+    for _ in 0..100 {
+        listeners = router.metric("tcp_router_listeners").await.unwrap_or(0.0);
+        if listeners == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listeners, 1.0, "tcp_router_listeners in:\n{text}");
     let connections = router
         .metric(&format!("tcp_router_connections_total{{port=\"{port}\"}}"))
         .await
