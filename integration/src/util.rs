@@ -15,9 +15,17 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-/// A port that refuses connections: a freed ephemeral port. Used as a dead backend.
+/// A port that refuses connections, used as a dead backend. The port stays bound (but not
+/// listening) for the life of the test process, so no test running in parallel can take it.
 pub fn closed_port() -> u16 {
-    free_port()
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().expect("create a socket for a closed port");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind a closed port");
+    let port = socket.local_addr().expect("closed port address").port();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(socket);
+    port
 }
 
 /// A directory under the system temp dir, removed on drop unless the test is failing (then it is
