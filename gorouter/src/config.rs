@@ -6,6 +6,11 @@
 //! integer that small is almost always a mistake, so it is accepted with a warning. Unknown keys are
 //! accepted and reported as warnings so that a real rendered config loads; a bad value is an error
 //! that names the key.
+//!
+//! Extensions (keys upstream does not have): `ip`, the address announced in `router.start`
+//! (upstream discovers it; so do we when it is absent), and `bind_address`, the IP address
+//! (IPv4 or IPv6, no port) the proxy listener binds, `0.0.0.0` (all interfaces, as upstream)
+//! by default. The status listeners keep `status.host` (`/health`) and 127.0.0.1 (`/routes`).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -275,6 +280,8 @@ struct RawConfig {
     routing_table_sharding_mode: String,
     /// Not an upstream key: the address announced in `router.start` (upstream finds the local IP).
     ip: Option<IpAddr>,
+    /// Not an upstream key: the address the proxy listener binds (upstream: all interfaces).
+    bind_address: String,
 }
 
 impl Default for RawConfig {
@@ -320,6 +327,7 @@ impl Default for RawConfig {
             isolation_segments: Vec::new(),
             routing_table_sharding_mode: "all".into(),
             ip: None,
+            bind_address: "0.0.0.0".into(),
         }
     }
 }
@@ -392,6 +400,8 @@ pub struct Config {
     pub sharding: ShardingMode,
     /// The address announced in `router.start` and `X-Vcap-Router`.
     pub ip: IpAddr,
+    /// The address the proxy listener binds (`bind_address`, ours; all interfaces by default).
+    pub bind_address: IpAddr,
     /// Keys the file had that this router does not know, as dotted paths.
     pub unknown_keys: Vec<String>,
     /// Other non-fatal remarks about the file (suspicious values).
@@ -613,6 +623,7 @@ impl Config {
                 });
             }
         }
+        let bind_address = parse_bind_address(&raw.bind_address)?;
         if raw.nats.tls_enabled {
             return Err(ConfigError::Invalid {
                 key: "nats.tls_enabled",
@@ -664,6 +675,7 @@ impl Config {
             extra_headers_to_log: raw.extra_headers_to_log,
             sharding,
             ip: raw.ip.unwrap_or_else(local_ip),
+            bind_address,
             unknown_keys,
             warnings,
         })
@@ -677,6 +689,16 @@ impl Config {
             .map(|h| format!("nats://{}:{}", h.hostname, h.port))
             .collect()
     }
+}
+
+/// `bind_address`: an IP address, IPv4 or IPv6, without a port.
+fn parse_bind_address(text: &str) -> Result<IpAddr, ConfigError> {
+    text.trim().parse().map_err(|_| ConfigError::Invalid {
+        key: "bind_address",
+        message: format!(
+            "{text:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::1; no port, no brackets)"
+        ),
+    })
 }
 
 /// The address of the interface that routes to the outside, as upstream's `localip` finds it.
@@ -710,6 +732,33 @@ mod tests {
         assert_eq!(c.sticky_session_cookie_names, vec!["JSESSIONID"]);
         assert_eq!(c.healthcheck_user_agent, "HTTP-Monitor/1.1");
         assert_eq!(c.drain_wait, Duration::from_secs(20));
+        assert_eq!(
+            c.bind_address,
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            "all interfaces, as upstream"
+        );
+    }
+
+    #[test]
+    fn bind_address_is_an_ip_address() {
+        let c = Config::from_yaml("bind_address: 127.0.0.1\n").unwrap();
+        assert_eq!(c.bind_address, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let c = Config::from_yaml("bind_address: ::1\n").unwrap();
+        assert_eq!(c.bind_address, "::1".parse::<IpAddr>().unwrap());
+        let c = Config::from_yaml("bind_address: '::'\n").unwrap();
+        assert_eq!(c.bind_address, "::".parse::<IpAddr>().unwrap());
+        for bad in [
+            "bind_address: localhost",
+            "bind_address: 127.0.0.1:8081",
+            "bind_address: '[::1]'",
+            "bind_address: ''",
+            "bind_address: 300.1.1.1",
+            "bind_address: [127.0.0.1]",
+        ] {
+            let e = Config::from_yaml(bad).unwrap_err();
+            assert!(e.to_string().contains("bind_address"), "{bad}: {e}");
+        }
     }
 
     #[test]

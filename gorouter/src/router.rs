@@ -72,7 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         "/routes",
     )
     .await?;
-    let proxy_listener = bind(SocketAddr::from(([0, 0, 0, 0], config.port)), "HTTP").await?;
+    let proxy_listener = bind(SocketAddr::new(config.bind_address, config.port), "HTTP").await?;
 
     let router_id = format!("{}-{}", config.index, uuid::Uuid::new_v4());
     // With `nats.hosts: []` (allowed only with a Routing API) no NATS connection is made and

@@ -30,6 +30,14 @@ fn bad_value_exits_non_zero_naming_the_key() {
 }
 
 #[test]
+fn bad_bind_address_exits_1_naming_the_key() {
+    let out = run_with_config("bind_address: 0.0.0.0:80\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bind_address"), "stderr: {stderr}");
+}
+
+#[test]
 fn missing_config_file_exits_non_zero_naming_the_path() {
     let out = Command::new(env!("CARGO_BIN_EXE_gorouter"))
         .args(["-c", "/nonexistent/gorouter.yml"])

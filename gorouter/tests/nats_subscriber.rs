@@ -183,7 +183,7 @@ fn init_logging() {
 /// Small intervals so TTL behaviour shows within seconds: announces 1 s / 2 s.
 fn router_config(nats_port: u16, extra_yaml: &str) -> Arc<Config> {
     let yaml = format!(
-        "ip: 192.0.2.2\nindex: 0\nnats:\n  hosts:\n  - hostname: 127.0.0.1\n    port: {nats_port}\n\
+        "ip: 192.0.2.2\nbind_address: 127.0.0.1\nindex: 0\nnats:\n  hosts:\n  - hostname: 127.0.0.1\n    port: {nats_port}\n\
          start_response_delay_interval: 1s\ndroplet_stale_threshold: 2s\n\
          prune_stale_droplets_interval: 250ms\nsuspend_pruning_if_nats_unavailable: true\n{extra_yaml}"
     );

@@ -1,7 +1,8 @@
 //! The binary under test: `gorouter -c <config.yml>`.
 //!
 //! [`GorouterBuilder`] renders a config from test defaults (free ports, the test's own
-//! nats-server, no start delay, short drain, `ip: 127.0.0.1`, an access log in the temp dir) with
+//! nats-server, no start delay, short drain, `ip: 127.0.0.1`, every listener on 127.0.0.1
+//! (`bind_address` and `status.host`), an access log in the temp dir) with
 //! YAML overrides deep-merged on top, and [`Gorouter`] runs it with stdout and stderr captured to
 //! a file. When a test panics the router's output is printed, and the process is killed on drop.
 
@@ -14,7 +15,7 @@ use serde_yaml_ng::{Mapping, Value as Yaml};
 
 use crate::http::{self, get_request, RawResponse};
 use crate::nats::NatsServer;
-use crate::util::{free_port, proc_status_kib, TempDir};
+use crate::util::{free_ports, proc_status_kib, TempDir};
 
 /// User and password the test defaults give `/routes`.
 pub const STATUS_USER: &str = "router-status";
@@ -57,9 +58,11 @@ pub fn gorouter_bin() -> PathBuf {
 }
 
 fn default_config(nats_port: u16, dir: &Path) -> Yaml {
+    let [port, status, routes] = free_ports();
     let text = format!(
         r#"
 port: {port}
+bind_address: 127.0.0.1
 index: 0
 ip: 127.0.0.1
 status:
@@ -85,9 +88,6 @@ endpoint_dial_timeout: 2s
 droplet_stale_threshold: 120s
 prune_stale_droplets_interval: 30s
 "#,
-        port = free_port(),
-        status = free_port(),
-        routes = free_port(),
         log = dir.join("access.log").display(),
     );
     serde_yaml_ng::from_str(&text).expect("default config is valid YAML")

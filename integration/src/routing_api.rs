@@ -1,6 +1,7 @@
 //! The `routing-api` binary under test, and what its tests need around it.
 //!
-//! - [`RoutingApiBuilder`] renders a config (upstream's YAML keys: free ports on 127.0.0.1, a
+//! - [`RoutingApiBuilder`] renders a config (upstream's YAML keys: free ports on 127.0.0.1 and
+//!   `bind_address: 127.0.0.1` (ours) so the API listeners bind loopback only, a
 //!   `default-tcp` seed, `max_ttl: 120s`, `retry_interval: 1s`, the test's database, YAML
 //!   overrides deep-merged on top) and starts `routing-api -config <yml> -ip 127.0.0.1
 //!   [-devMode]`. Without [`RoutingApiBuilder::uaa`] it runs with `-devMode` (no token checks).
@@ -89,7 +90,8 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A port for a listener that may be bound only much later (a standby binds when it takes
 /// over): chosen at random below the kernel's ephemeral range, so no outgoing connection can
-/// take it meanwhile (as one may with [`free_port`]), and free on 0.0.0.0 right now.
+/// take it meanwhile (as one may with [`free_port`]), and free on 127.0.0.1 (where the tests'
+/// routing-api binds, `bind_address`) right now.
 pub fn listener_port() -> u16 {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -105,7 +107,7 @@ pub fn listener_port() -> u16 {
                 .unwrap_or_default(),
         );
         let port = (10_000 + r % (low - 10_000)) as u16;
-        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -387,7 +389,7 @@ impl RoutingApiBuilder {
     fn render(&self, http: u16, mtls: u16, admin: u16) -> String {
         let mut text = format!(
             "api:\n  listen_port: {http}\n  http_enabled: true\n  mtls_listen_port: {mtls}\n\
-             admin_port: {admin}\nlog_guid: {LOG_GUID}\nsystem_domain: {SYSTEM_DOMAIN}\n\
+             bind_address: 127.0.0.1\nadmin_port: {admin}\nlog_guid: {LOG_GUID}\nsystem_domain: {SYSTEM_DOMAIN}\n\
              uuid: {uuid}\nmax_ttl: 120s\nretry_interval: 1s\n\
              router_groups:\n- name: {DEFAULT_GROUP}\n  type: tcp\n  reservable_ports: 1024-1033\n",
             uuid = sh_quote_yaml(&self.uuid),

@@ -1,7 +1,8 @@
 //! The `tcp-router` binary under test, TCP backends for it, and TCP route helpers.
 //!
 //! - [`TcpRouterBuilder`] renders a config (upstream's keys: the test's routing-api on
-//!   127.0.0.1 with auth disabled, a free `health_check_port`, `drain_wait: 0s`, a 2 s
+//!   127.0.0.1 with auth disabled, `bind_address: 127.0.0.1` (ours: external ports and the
+//!   health port on loopback only), a free `health_check_port`, `drain_wait: 0s`, a 2 s
 //!   `connect_timeout`; YAML overrides deep-merged on top) and starts
 //!   `tcp-router -config <yml>` with short intervals (`-subscriptionRetryInterval 100ms`,
 //!   `-staleRouteCheckInterval 200ms`; more flags with [`TcpRouterBuilder::flags`]).
@@ -74,7 +75,7 @@ impl TcpRouterBuilder {
         let health_port = free_port();
         let text = format!(
             "routing_api:\n  uri: http://127.0.0.1\n  port: {port}\n  auth_disabled: true\n\
-             health_check_port: {health_port}\ndrain_wait: 0s\nconnect_timeout: 2s\n\
+             bind_address: 127.0.0.1\nhealth_check_port: {health_port}\ndrain_wait: 0s\nconnect_timeout: 2s\n\
              request_timeout_in_seconds: 300\nlog_level: debug\n"
         );
         Self {

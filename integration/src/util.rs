@@ -15,6 +15,15 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
+/// `N` distinct free ports on 127.0.0.1 (each held until all are chosen, so the kernel cannot
+/// hand out the same one twice, as back-to-back [`free_port`] calls sometimes do).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local_addr").port())
+}
+
 /// A port that refuses connections, used as a dead backend. The port stays bound (but not
 /// listening) for the life of the test process, so no test running in parallel can take it.
 pub fn closed_port() -> u16 {

@@ -117,6 +117,7 @@ fn gorouter_config(proxy: u16, status: u16, routes: u16, nats: u16) -> String {
     format!(
         "\
 port: {proxy}
+bind_address: 127.0.0.1
 ip: 127.0.0.1
 status:
   host: 127.0.0.1

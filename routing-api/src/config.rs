@@ -3,7 +3,13 @@
 //! Upstream requires `locket.locket_address`; here it is optional: without it the lock lives
 //! in the routing API's own database (see [`crate::lock`]). `sqldb.type: sqlite` with
 //! `sqldb.schema` as the file path is our embedded default.
+//!
+//! Extensions (keys upstream does not have): `auth_disabled` (as `-devMode`), and
+//! `bind_address`, the IP address (IPv4 or IPv6, no port) the HTTP API (`api.listen_port`) and
+//! the mutual TLS API (`api.mtls_listen_port`) bind, `0.0.0.0` (all interfaces, as upstream)
+//! by default. The admin port stays on 127.0.0.1.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -172,6 +178,8 @@ struct RawConfig {
     statsd_endpoint: String,
     statsd_client_flush_interval: String,
     debug_address: String,
+    /// Not an upstream key: the address the HTTP and mTLS API listeners bind.
+    bind_address: String,
 }
 
 impl Default for RawConfig {
@@ -198,6 +206,7 @@ impl Default for RawConfig {
             statsd_endpoint: String::new(),
             statsd_client_flush_interval: String::new(),
             debug_address: String::new(),
+            bind_address: "0.0.0.0".into(),
         }
     }
 }
@@ -241,6 +250,9 @@ pub struct Config {
     pub retry_interval: Duration,
     pub lock_resource_key: String,
     pub auth_disabled: bool,
+    /// The address the HTTP and mTLS API listeners bind (`bind_address`, ours; all interfaces
+    /// by default).
+    pub bind_address: IpAddr,
     pub unknown_keys: Vec<String>,
 }
 
@@ -307,6 +319,15 @@ impl Config {
                 return Err(invalid(key, "port number is invalid: 0 (1-65535)"));
             }
         }
+        let bind_address: IpAddr = raw.bind_address.trim().parse().map_err(|_| {
+            ConfigError::Invalid {
+                key: "bind_address",
+                message: format!(
+                    "{:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::1; no port, no brackets)",
+                    raw.bind_address
+                ),
+            }
+        })?;
         let mtls_files = [
             &raw.api.mtls_server_cert_file,
             &raw.api.mtls_server_key_file,
@@ -410,6 +431,7 @@ impl Config {
                 raw.lock_resource_key
             },
             auth_disabled,
+            bind_address,
             unknown_keys,
         })
     }
@@ -436,6 +458,31 @@ mod tests {
             }
         );
         assert!(c.auth_disabled);
+        assert_eq!(
+            c.bind_address,
+            IpAddr::from([0, 0, 0, 0]),
+            "all interfaces, as upstream"
+        );
+    }
+
+    #[test]
+    fn bind_address_is_an_ip_address() {
+        let c = Config::from_yaml(&format!("{MINIMAL}bind_address: 127.0.0.1\n"), true).unwrap();
+        assert_eq!(c.bind_address, IpAddr::from([127, 0, 0, 1]));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let c = Config::from_yaml(&format!("{MINIMAL}bind_address: ::1\n"), true).unwrap();
+        assert_eq!(c.bind_address, "::1".parse::<IpAddr>().unwrap());
+        for bad in [
+            "bind_address: localhost",
+            "bind_address: 127.0.0.1:3000",
+            "bind_address: ''",
+            "bind_address: {a: 1}",
+        ] {
+            let e = Config::from_yaml(&format!("{MINIMAL}{bad}\n"), true)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("bind_address"), "{bad}: {e}");
+        }
     }
 
     #[test]

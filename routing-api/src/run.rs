@@ -148,9 +148,13 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
             .await
             .context("cannot seed router groups")?;
 
-        let any = IpAddr::from([0, 0, 0, 0]);
+        let bind_ip = config.bind_address;
         if config.api.http_enabled {
-            let l = bind(SocketAddr::new(any, config.api.listen_port), "the HTTP API").await?;
+            let l = bind(
+                SocketAddr::new(bind_ip, config.api.listen_port),
+                "the HTTP API",
+            )
+            .await?;
             tokio::spawn(server::serve_http(l, api.clone(), closing_rx.clone()));
         }
         if config.mtls_enabled() {
@@ -161,7 +165,7 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
             )
             .context("mutual TLS listener")?;
             let l = bind(
-                SocketAddr::new(any, config.api.mtls_listen_port),
+                SocketAddr::new(bind_ip, config.api.mtls_listen_port),
                 "the mTLS API",
             )
             .await?;

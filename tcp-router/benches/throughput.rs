@@ -376,7 +376,7 @@ async fn start_tcp_router(dir: &Path, api: SocketAddr, ports: [u16; 2]) -> Proc 
     let health = free_port();
     let config = format!(
         "routing_api: {{uri: 'http://127.0.0.1', port: {}, auth_disabled: true}}\n\
-         health_check_port: {health}\nlog_level: error\nreserved_system_component_ports: []\n\
+         bind_address: 127.0.0.1\nhealth_check_port: {health}\nlog_level: error\nreserved_system_component_ports: []\n\
          max_connections: {MAXCONN}\n",
         api.port()
     );

@@ -9,7 +9,9 @@
 //!
 //! YAML keys (ours; upstream's BOSH base config held them): `health_check_port` (80),
 //! `request_timeout_in_seconds` (300), `connect_timeout` (30s), `max_connections` (64000),
-//! `fail_on_router_port_conflicts` (false), `log_level` (info).
+//! `fail_on_router_port_conflicts` (false), `log_level` (info), `bind_address` (`0.0.0.0`: the
+//! IP address, IPv4 or IPv6 without a port, that the external-port listeners and the health
+//! port bind; all interfaces by default, as HAProxy's `bind :<port>`).
 //!
 //! Flags (Go style, `-flag value` or `--flag value`): `-config` (required), `-syncInterval`
 //! (1m), `-subscriptionRetryInterval` (5s), `-staleRouteCheckInterval` (30s),
@@ -21,6 +23,7 @@
 //! Unknown YAML keys are reported as warnings (a rendered BOSH config loads); a bad value is an
 //! error naming the key. Certificate files are read here, so a bad path fails at start.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,6 +214,7 @@ struct RawConfig {
     max_connections: i64,
     fail_on_router_port_conflicts: bool,
     log_level: String,
+    bind_address: String,
 }
 
 impl Default for RawConfig {
@@ -229,6 +233,7 @@ impl Default for RawConfig {
             max_connections: 64000,
             fail_on_router_port_conflicts: false,
             log_level: "info".into(),
+            bind_address: "0.0.0.0".into(),
         }
     }
 }
@@ -282,6 +287,9 @@ pub struct Config {
     pub max_connections: usize,
     pub fail_on_router_port_conflicts: bool,
     pub log_level: String,
+    /// The address the external-port listeners and the health port bind (`bind_address`, ours;
+    /// all interfaces by default).
+    pub bind_address: IpAddr,
     /// Keys the file had that this router does not know, as dotted paths.
     pub unknown_keys: Vec<String>,
     /// Non-fatal remarks about the file.
@@ -377,6 +385,15 @@ impl Config {
                 ))
             }
         };
+        let bind_address: IpAddr = raw.bind_address.trim().parse().map_err(|_| {
+            invalid(
+                "bind_address",
+                format!(
+                    "{:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::1; no port, no brackets)",
+                    raw.bind_address
+                ),
+            )
+        })?;
         if raw.reserved_system_component_ports.contains(&0) {
             return Err(invalid(
                 "reserved_system_component_ports",
@@ -395,6 +412,7 @@ impl Config {
             max_connections,
             fail_on_router_port_conflicts: raw.fail_on_router_port_conflicts,
             log_level,
+            bind_address,
             unknown_keys,
             warnings,
         })
@@ -575,6 +593,29 @@ mod tests {
         assert!(!c.fail_on_router_port_conflicts);
         assert_eq!(c.reserved_system_component_ports, DEFAULT_RESERVED_PORTS);
         assert!(c.unknown_keys.is_empty());
+        assert_eq!(
+            c.bind_address,
+            IpAddr::from([0, 0, 0, 0]),
+            "all interfaces, as HAProxy's `bind :<port>`"
+        );
+    }
+
+    #[test]
+    fn bind_address_is_an_ip_address() {
+        let c = Config::from_yaml(&format!("{MINIMAL}bind_address: 127.0.0.1\n")).unwrap();
+        assert_eq!(c.bind_address, IpAddr::from([127, 0, 0, 1]));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let c = Config::from_yaml(&format!("{MINIMAL}bind_address: ::1\n")).unwrap();
+        assert_eq!(c.bind_address, "::1".parse::<IpAddr>().unwrap());
+        for bad in [
+            "bind_address: localhost",
+            "bind_address: 127.0.0.1:8080",
+            "bind_address: '[::1]'",
+            "bind_address: ''",
+        ] {
+            let e = Config::from_yaml(&format!("{MINIMAL}{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("bind_address"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One listener per external port that has routes (HAProxy's `frontend frontend_<port>` with
-//! `bind :<port>`): opened when the port's first route arrives, given each new snapshot of the
-//! port's routes (swapped in atomically, read lock-free by connections), and closed when the
-//! port's last route goes. Closing stops accepting only: connections already open finish.
+//! `bind :<port>`; here on `bind_address`, all interfaces by default): opened when the port's
+//! first route arrives, given each new snapshot of the port's routes (swapped in atomically,
+//! read lock-free by connections), and closed when the port's last route goes. Closing stops accepting only: connections already open finish.
 //!
 //! A port that cannot be bound (in use) is reported and retried ([`Listeners::retry_failed`]).
 //! Ports among `reserved_system_component_ports` are reported when they get routes. On drain,
@@ -16,7 +16,7 @@
 //! none: each accept loop owns its listener and its port's [`PortCtx`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,12 +117,13 @@ pub struct Listeners {
     global: Arc<Global>,
     workers: Workers,
     reserved: BTreeSet<u16>,
-    /// Address to bind (all interfaces by default, as HAProxy's `bind :<port>`).
-    bind_ip: std::net::IpAddr,
+    /// Address to bind (`bind_address`; all interfaces by default, as HAProxy's `bind :<port>`).
+    bind_ip: IpAddr,
 }
 
 impl Listeners {
-    pub fn new(global: Arc<Global>, workers: Workers, reserved: &[u16]) -> Self {
+    /// Listeners on `bind_ip`:<port> for each port that gets routes.
+    pub fn new(global: Arc<Global>, workers: Workers, reserved: &[u16], bind_ip: IpAddr) -> Self {
         Listeners {
             workers,
             inner: Mutex::new(Inner {
@@ -132,7 +133,7 @@ impl Listeners {
             }),
             global,
             reserved: reserved.iter().copied().collect(),
-            bind_ip: Ipv4Addr::UNSPECIFIED.into(),
+            bind_ip,
         }
     }
 

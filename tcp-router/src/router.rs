@@ -8,7 +8,7 @@
 //! - SIGTERM / SIGINT stop at once.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,7 +172,7 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?;
 
     raise_fd_limit(config.max_connections);
-    let health_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.health_check_port));
+    let health_addr = SocketAddr::new(config.bind_address, config.health_check_port);
     let health_listener =
         TcpListener::bind(health_addr)
             .await
@@ -230,6 +230,7 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
         global.clone(),
         workers,
         &config.reserved_system_component_ports,
+        config.bind_address,
     ));
     let publish = {
         let listeners = listeners.clone();

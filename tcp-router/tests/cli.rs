@@ -17,3 +17,25 @@ fn missing_config_file_exits_non_zero_naming_the_path() {
         "stderr: {stderr}"
     );
 }
+
+#[test]
+fn bad_bind_address_exits_1_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("tcp-router-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tcp_router.yml");
+    std::fs::write(
+        &path,
+        "routing_api: {uri: http://127.0.0.1, port: 3000, auth_disabled: true}\n\
+         bind_address: all-interfaces\n",
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_tcp-router"))
+        .arg("-config")
+        .arg(&path)
+        .output()
+        .expect("run tcp-router");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bind_address"), "stderr: {stderr}");
+}
