@@ -93,9 +93,16 @@ async fn dynamic_config_files_add_change_and_remove_routes() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(router.is_routed("d1.dynamic.test").await);
 
+    // The bound: an edit is served, and the removed route 404s, within 2 seconds.
     std::fs::write(&file, doc("d2.dynamic.test")).unwrap();
+    let edited = Instant::now();
     router.wait_route("d2.dynamic.test").await;
     router.wait_route_gone("d1.dynamic.test").await;
+    assert!(
+        edited.elapsed() < Duration::from_secs(2),
+        "edit applied after {:?}",
+        edited.elapsed()
+    );
 
     std::fs::remove_file(&file).unwrap();
     router.wait_route_gone("d2.dynamic.test").await;
@@ -115,4 +122,34 @@ async fn nats_outage_keeps_routes_and_registers_after_reconnect() {
     assert!(emitter.try_exit().is_none(), "{}", emitter.output());
     nats.restart().await;
     assert_eq!(router.wait_route("a.outage.test").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_survive_a_nats_restart() {
+    let mut nats = NatsServer::start().await;
+    // Routes expire 3 s after their last registration: surviving well past that after the
+    // restart means the emitter kept registering over the new connection.
+    let router = Gorouter::builder(&nats)
+        .yaml("droplet_stale_threshold: 3s\nprune_stale_droplets_interval: 200ms")
+        .start()
+        .await;
+    let a = EchoBackend::start("a").await;
+    let _emitter = RouteEmitterBuilder::new(Some(&nats))
+        .route(http_route("a", "a.nats-restart.test", a.port()))
+        .start();
+    router.wait_route("a.nats-restart.test").await;
+
+    nats.restart().await;
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(8) {
+        let resp = router.get("a.nats-restart.test", "/").await;
+        assert_eq!(
+            resp.status,
+            200,
+            "route lost {:?} after the NATS restart; router output:\n{}",
+            watched.elapsed(),
+            router.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

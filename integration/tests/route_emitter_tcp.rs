@@ -142,3 +142,45 @@ async fn tcp_route_is_refreshed_before_its_ttl_expires() {
         assert_eq!(routes[0]["ttl"], 3);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_the_routing_api_rejects_does_not_hold_back_the_others() {
+    let dir = TempDir::new("it-re-batch");
+    let api = RoutingApi::start(Database::sqlite(dir.path().join("routing-api.db"))).await;
+    let route = |name: &str, uri: &str| {
+        json!({
+            "name": name,
+            "port": 6001,
+            "uris": [uri],
+            "registration_interval": "1s",
+            "transport": "routing_api",
+        })
+    };
+    // Sent in one request, the second route makes the Routing API reject the whole batch
+    // ("Url cannot contain any of [?, #]"); the emitter then sends them one by one.
+    let mut emitter = RouteEmitterBuilder::new(None)
+        .set(
+            "routing_api",
+            json!({"api_url": api.url(), "max_ttl": "30s"}),
+        )
+        .route(route("good", "good.batch.test"))
+        .route(route("bad", "bad.batch.test?x"))
+        .start();
+    wait_until(
+        "the good route created",
+        Duration::from_secs(10),
+        || async {
+            api.http_routes()
+                .await
+                .iter()
+                .any(|r| r["route"] == "good.batch.test")
+        },
+    )
+    .await;
+    let routes = api.http_routes().await;
+    assert!(
+        !routes.iter().any(|r| r["route"] == "bad.batch.test?x"),
+        "{routes:?}"
+    );
+    assert!(emitter.try_exit().is_none(), "{}", emitter.output());
+}

@@ -163,7 +163,8 @@ pub enum HealthCheck {
 }
 
 /// A validated route with defaults applied (top-level `host` and `availability_zone`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Hashable, so that route sets are diffed and de-duplicated in linear time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
     pub kind: RouteKind,
     pub transport: Transport,

@@ -11,7 +11,7 @@
 //! - `http`: `GET path` on `host:port` with a 2xx status within `timeout`, every `interval`.
 //! - `tcp`: a TCP connect to `host:port` within `timeout`, every `interval`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,81 +104,125 @@ fn interval_of(route: &Route, check: &HealthCheck) -> Duration {
     d.max(Duration::from_millis(100))
 }
 
+/// Starts a checker task for `route`: it runs `check` every [`interval_of`] and reports each
+/// result under `key`.
+fn spawn_checker(
+    route: Route,
+    check: HealthCheck,
+    key: String,
+    tx: mpsc::Sender<(String, bool)>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let ok = check_once(&route, &check).await;
+            if last != Some(ok) {
+                tracing::info!(route = %route.name, healthy = ok, "health check result changed");
+                last = Some(ok);
+            }
+            if tx.send((key.clone(), ok)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(interval_of(&route, &check)).await;
+        }
+    })
+}
+
+/// The active subset of `routes`: every route but those at the `checked` positions whose key is
+/// not `healthy`. When nothing is withheld this is `routes` itself (no copy).
+fn active_set(
+    routes: &RouteSet,
+    checked: &[(usize, String)],
+    healthy: &HashSet<String>,
+) -> RouteSet {
+    let withheld: HashSet<usize> = checked
+        .iter()
+        .filter(|(_, key)| !healthy.contains(key))
+        .map(|(i, _)| *i)
+        .collect();
+    if withheld.is_empty() {
+        return routes.clone();
+    }
+    Arc::new(
+        routes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !withheld.contains(i))
+            .map(|(_, r)| r.clone())
+            .collect(),
+    )
+}
+
 /// Publishes the active subset of `configured` on `active`, running the checks.
+///
+/// Routes without a health check cost one pass over the set when the configured set changes
+/// (and when a check result flips); a result that changes nothing costs a map lookup.
 pub async fn run(mut configured: watch::Receiver<RouteSet>, active: watch::Sender<RouteSet>) {
     let (tx, mut results) = mpsc::channel::<(String, bool)>(64);
-    let mut checkers: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
-    let mut healthy: BTreeSet<String> = BTreeSet::new();
+    let mut checkers: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut healthy: HashSet<String> = HashSet::new();
     let mut routes: RouteSet = configured.borrow_and_update().clone();
+    // Position and key of every route with a health check, for the current `routes`.
+    let mut checked: Vec<(usize, String)> = Vec::new();
     let mut closed = false;
+    let mut reconcile = true;
+    let mut dirty = true;
     loop {
-        // Start and stop checkers to match the configured routes.
-        let keys: BTreeSet<String> = routes
-            .iter()
-            .filter(|r| r.health_check.is_some())
-            .map(Route::key)
-            .collect();
-        checkers.retain(|k, h| {
-            let keep = keys.contains(k);
-            if !keep {
-                h.abort();
+        if std::mem::take(&mut reconcile) {
+            // Start and stop checkers to match the configured routes.
+            checked = routes
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.health_check.is_some())
+                .map(|(i, r)| (i, r.key()))
+                .collect();
+            let keys: HashSet<&str> = checked.iter().map(|(_, k)| k.as_str()).collect();
+            checkers.retain(|k, h| {
+                let keep = keys.contains(k.as_str());
+                if !keep {
+                    h.abort();
+                }
+                keep
+            });
+            healthy.retain(|k| keys.contains(k.as_str()));
+            for (i, key) in &checked {
+                if checkers.contains_key(key) {
+                    continue;
+                }
+                let route = &routes[*i];
+                let Some(check) = route.health_check.clone() else {
+                    continue;
+                };
+                checkers.insert(
+                    key.clone(),
+                    spawn_checker(route.clone(), check, key.clone(), tx.clone()),
+                );
             }
-            keep
-        });
-        healthy.retain(|k| keys.contains(k));
-        for r in routes.iter() {
-            let Some(check) = r.health_check.clone() else {
-                continue;
-            };
-            let key = r.key();
-            if checkers.contains_key(&key) {
-                continue;
-            }
-            let route = r.clone();
-            let tx = tx.clone();
-            let k = key.clone();
-            checkers.insert(
-                key,
-                tokio::spawn(async move {
-                    let mut last = None;
-                    loop {
-                        let ok = check_once(&route, &check).await;
-                        if last != Some(ok) {
-                            tracing::info!(route = %route.name, healthy = ok, "health check result changed");
-                            last = Some(ok);
-                        }
-                        if tx.send((k.clone(), ok)).await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(interval_of(&route, &check)).await;
-                    }
-                }),
-            );
+            dirty = true;
         }
-        let now: Vec<Route> = routes
-            .iter()
-            .filter(|r| r.health_check.is_none() || healthy.contains(&r.key()))
-            .cloned()
-            .collect();
-        active.send_if_modified(|cur| {
-            if **cur != now {
-                *cur = Arc::new(now);
-                true
-            } else {
-                false
-            }
-        });
+        if std::mem::take(&mut dirty) {
+            let now = active_set(&routes, &checked, &healthy);
+            active.send_if_modified(|cur| {
+                if Arc::ptr_eq(cur, &now) || **cur == *now {
+                    false
+                } else {
+                    *cur = now;
+                    true
+                }
+            });
+        }
         tokio::select! {
             changed = configured.changed(), if !closed => {
                 if changed.is_err() {
                     closed = true;
                 } else {
                     routes = configured.borrow_and_update().clone();
+                    reconcile = true;
                 }
             }
             Some((key, ok)) = results.recv() => {
                 if checkers.contains_key(&key) {
-                    if ok { healthy.insert(key); } else { healthy.remove(&key); }
+                    dirty = if ok { healthy.insert(key) } else { healthy.remove(&key) };
                 }
             }
         }
@@ -238,6 +282,26 @@ mod tests {
         assert!(!ok);
         assert!(started.elapsed() < Duration::from_secs(2));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn active_set_withholds_only_unhealthy_checked_routes() {
+        let mut checked_route = route();
+        checked_route.name = "checked".into();
+        checked_route.health_check = Some(script("/bin/true", Duration::from_secs(1)));
+        let routes: RouteSet = Arc::new(vec![route(), checked_route.clone()]);
+        let checked = vec![(1, checked_route.key())];
+        let mut healthy = HashSet::new();
+        let active = active_set(&routes, &checked, &healthy);
+        assert_eq!(*active, vec![route()]);
+        healthy.insert(checked_route.key());
+        let active = active_set(&routes, &checked, &healthy);
+        assert!(
+            Arc::ptr_eq(&active, &routes),
+            "nothing withheld: the same set, not a copy"
+        );
+        let active = active_set(&routes, &[], &HashSet::new());
+        assert!(Arc::ptr_eq(&active, &routes));
     }
 
     #[tokio::test]

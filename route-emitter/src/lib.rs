@@ -25,7 +25,7 @@ use crate::config::{Config, RouteDefaults};
 use crate::sources::{RouteSet, Sources};
 
 /// Runs until SIGTERM/SIGINT, then unregisters every route.
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(mut config: Config) -> Result<(), String> {
     let defaults = RouteDefaults {
         host: config.host.clone(),
         availability_zone: config.availability_zone.clone(),
@@ -34,11 +34,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     let (active_tx, active_rx) = watch::channel::<RouteSet>(Arc::new(Vec::new()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let sources = Sources::new(
-        config.routes.clone(),
-        config.dynamic_config_globs.clone(),
-        defaults,
-    );
+    // The static routes move into the sources (no second copy of a large table).
+    let static_routes = std::mem::take(&mut config.routes);
+    let static_count = static_routes.len();
+    let sources = Sources::new(static_routes, config.dynamic_config_globs.clone(), defaults);
     // Keep the sender alive after a one-shot source run (no globs) by holding a clone.
     let _configured_keepalive = configured_tx.clone();
     tokio::spawn(sources.run(configured_tx));
@@ -75,7 +74,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         .as_ref()
         .is_some_and(|a| !a.api_url.is_empty());
     tokio::spawn(report_unpublishable(active_rx.clone(), has_nats, has_api));
-    tracing::info!(routes = config.routes.len(), "route-emitter started");
+    tracing::info!(routes = static_count, "route-emitter started");
 
     wait_for_signal().await?;
     tracing::info!("shutting down; unregistering routes");

@@ -11,10 +11,18 @@
 //!   `unregistration_message_limit` times.
 //!
 //! While NATS is unreachable the client keeps reconnecting forever; the route table is kept.
+//!
+//! Scale (100k routes and more): a route-set change is a hash diff, linear in the set; each
+//! route's message is serialised once, and a send only appends `endpoint_updated_at_ns`; the
+//! schedule is a min-heap of due times, so a 100 ms tick costs only the routes that are due.
+//! Everything due is sent in one burst, as upstream does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use async_nats::Subject;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -87,10 +95,14 @@ fn is_zero_i64(v: &i64) -> bool {
 impl RegistryMessage {
     /// The message for `route`, stamped with the current time.
     pub fn for_route(route: &Route) -> Self {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        RegistryMessage {
+            endpoint_updated_at_ns: now_ns(),
+            ..Self::unstamped(route)
+        }
+    }
+
+    /// The message for `route` without `endpoint_updated_at_ns`.
+    pub fn unstamped(route: &Route) -> Self {
         RegistryMessage {
             host: route.host.clone(),
             port: route.port.unwrap_or(0),
@@ -108,7 +120,7 @@ impl RegistryMessage {
             options: RegistryOptions {
                 lb_algo: route.lb_algo.clone(),
             },
-            endpoint_updated_at_ns: now,
+            endpoint_updated_at_ns: 0,
         }
     }
 }
@@ -167,23 +179,205 @@ pub async fn connect(
     Ok((client, rx))
 }
 
+/// `router.register`, as a constant (no allocation per message).
+const REGISTER: Subject = Subject::from_static("router.register");
+/// `router.unregister`.
+const UNREGISTER: Subject = Subject::from_static("router.unregister");
+
+/// Unix time in nanoseconds (0 if the clock is before 1970).
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A route's registration message, serialised once: the JSON of
+/// [`RegistryMessage::unstamped`] without its closing brace. [`stamped`](Self::stamped)
+/// appends `endpoint_updated_at_ns` (the struct's last field) and the brace, which gives exactly
+/// the bytes `serde_json` writes for the stamped [`RegistryMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage(Box<[u8]>);
+
+impl EncodedMessage {
+    /// Serialises `route`'s message.
+    pub fn new(route: &Route) -> Result<Self, String> {
+        let mut json =
+            serde_json::to_vec(&RegistryMessage::unstamped(route)).map_err(|e| e.to_string())?;
+        // `host`, `port` and `uris` are always present, so the object is never empty and the
+        // stamp is appended after a comma.
+        match json.pop() {
+            Some(b'}') => Ok(EncodedMessage(json.into_boxed_slice())),
+            _ => Err("registration message is not a JSON object".into()),
+        }
+    }
+
+    /// The message stamped with `endpoint_updated_at_ns` (0 = omitted, as serde does).
+    pub fn stamped(&self, endpoint_updated_at_ns: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.len() + 48);
+        out.extend_from_slice(&self.0);
+        if endpoint_updated_at_ns != 0 {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, ",\"endpoint_updated_at_ns\":{endpoint_updated_at_ns}");
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// One registered route.
 struct Entry {
-    route: Route,
+    message: EncodedMessage,
+    registration_interval: Duration,
     /// When the route was last published on `router.register`.
     last_sent: Option<Instant>,
     /// A re-registration requested for this time (router.start, reconnect).
     forced: Option<Instant>,
+    /// When it is next published: the earlier of `forced` and the regular time
+    /// (`last_sent` + the greater of its interval and the router's minimum); for a route never
+    /// sent, the time it was added. The queue item with this time is the entry's live one.
+    due: Instant,
 }
 
 impl Entry {
-    fn due(&self, now: Instant, min_interval: Duration) -> bool {
-        match self.last_sent {
-            None => true,
-            Some(last) => {
-                self.forced.is_some_and(|f| f <= now)
-                    || last + self.route.registration_interval.max(min_interval) <= now
-            }
+    fn next_due(&self, min_interval: Duration) -> Instant {
+        let regular = match self.last_sent {
+            None => self.due,
+            Some(last) => last + self.registration_interval.max(min_interval),
+        };
+        match self.forced {
+            Some(f) => regular.min(f),
+            None => regular,
         }
+    }
+}
+
+/// The NATS routes being published and their schedule.
+///
+/// Routes are identified by value (`ids`, hashed); each has a numeric id, never reused. The
+/// schedule is a min-heap of `(due, id)`: a tick pops only what is due. Each live entry has
+/// exactly one item whose time equals its `due`; items of removed entries are skipped when they
+/// come up, and the heap is rebuilt if they ever outnumber the live ones. Events that move
+/// every route (the router's minimum interval, router.start, a reconnect) reschedule all
+/// entries and rebuild the heap in O(n).
+struct Table {
+    ids: HashMap<Route, u64>,
+    entries: HashMap<u64, Entry>,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_id: u64,
+    min_interval: Duration,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            ids: HashMap::new(),
+            entries: HashMap::new(),
+            queue: BinaryHeap::new(),
+            next_id: 0,
+            min_interval: Duration::ZERO,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Makes the table hold the NATS routes of `set`: new routes are due at `now`; returns the
+    /// name and message of every route that left (to be unregistered).
+    fn sync(&mut self, set: &[Route], now: Instant) -> Vec<(String, EncodedMessage)> {
+        let current: HashSet<&Route> = set.iter().filter(|r| is_nats_route(r)).collect();
+        let mut removed = Vec::new();
+        let entries = &mut self.entries;
+        self.ids.retain(|route, id| {
+            if current.contains(route) {
+                return true;
+            }
+            if let Some(e) = entries.remove(id) {
+                removed.push((route.name.clone(), e.message));
+            }
+            false
+        });
+        for route in set.iter().filter(|r| is_nats_route(r)) {
+            if self.ids.contains_key(route) {
+                continue;
+            }
+            let message = match EncodedMessage::new(route) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(route = %route.name, error = %e, "encoding registration message");
+                    continue;
+                }
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            self.ids.insert(route.clone(), id);
+            self.entries.insert(
+                id,
+                Entry {
+                    message,
+                    registration_interval: route.registration_interval,
+                    last_sent: None,
+                    forced: None,
+                    due: now,
+                },
+            );
+            self.queue.push(Reverse((now, id)));
+        }
+        if self.queue.len() > 2 * self.entries.len() + 1024 {
+            self.rebuild_queue();
+        }
+        removed
+    }
+
+    /// Applies a new minimum register interval and/or a re-registration of every route at
+    /// `force`, then reschedules everything.
+    fn reschedule(&mut self, min_interval: Option<Duration>, force: Option<Instant>) {
+        if let Some(min) = min_interval {
+            self.min_interval = min;
+        }
+        for e in self.entries.values_mut() {
+            if force.is_some() {
+                e.forced = force;
+            }
+            e.due = e.next_due(self.min_interval);
+        }
+        self.rebuild_queue();
+    }
+
+    fn rebuild_queue(&mut self) {
+        self.queue = self
+            .entries
+            .iter()
+            .map(|(id, e)| Reverse((e.due, *id)))
+            .collect();
+    }
+
+    /// The next route due at `now`, marked sent at `now`: its message stamped with the current
+    /// time. `None` when nothing more is due.
+    fn next_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        loop {
+            let Reverse((due, id)) = *self.queue.peek()?;
+            if due > now {
+                return None;
+            }
+            self.queue.pop();
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            if e.due != due {
+                continue;
+            }
+            e.last_sent = Some(now);
+            e.forced = None;
+            e.due = e.next_due(self.min_interval);
+            self.queue.push(Reverse((e.due, id)));
+            return Some(e.message.stamped(now_ns()));
+        }
+    }
+
+    fn messages(&self) -> impl Iterator<Item = &EncodedMessage> {
+        self.entries.values().map(|e| &e.message)
     }
 }
 
@@ -207,72 +401,46 @@ pub async fn run(
     };
     let (greet_tx, mut greeted) = mpsc::unbounded_channel::<u64>();
     let greeter = tokio::spawn(greet(client.clone(), greet_tx));
-    let mut min_interval = Duration::ZERO;
-    let mut table: HashMap<String, Entry> = HashMap::new();
+    let mut table = Table::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut changed = true;
     loop {
         if changed {
             changed = false;
-            let current: Vec<Route> = routes
-                .borrow_and_update()
-                .iter()
-                .filter(|r| is_nats_route(r))
-                .cloned()
-                .collect();
-            let keys: Vec<String> = current.iter().map(Route::key).collect();
-            let removed: Vec<String> = table
-                .keys()
-                .filter(|k| !keys.contains(k))
-                .cloned()
-                .collect();
-            for k in removed {
-                if let Some(e) = table.remove(&k) {
-                    publish(&client, "router.unregister", &e.route).await;
-                    tracing::info!(route = %e.route.name, "route unregistered");
-                }
+            let set = routes.borrow_and_update().clone();
+            let removed = table.sync(&set, Instant::now());
+            let mut burst = Burst::new(UNREGISTER);
+            for (name, message) in removed {
+                burst.publish(&client, message.stamped(now_ns())).await;
+                tracing::info!(route = %name, "route unregistered");
             }
-            for (k, r) in keys.into_iter().zip(current) {
-                table.entry(k).or_insert(Entry {
-                    route: r,
-                    last_sent: None,
-                    forced: None,
-                });
-            }
+            burst.report();
         }
         let now = Instant::now();
-        for e in table.values_mut() {
-            if e.due(now, min_interval) {
-                publish(&client, "router.register", &e.route).await;
-                e.last_sent = Some(now);
-                e.forced = None;
-            }
+        let mut burst = Burst::new(REGISTER);
+        while let Some(payload) = table.next_due(now) {
+            burst.publish(&client, payload).await;
         }
+        burst.report();
         tokio::select! {
             _ = tick.tick() => {}
             r = routes.changed() => {
                 if r.is_ok() { changed = true; }
             }
             Some(secs) = greeted.recv() => {
-                min_interval = Duration::from_secs(secs);
+                table.reschedule(Some(Duration::from_secs(secs)), None);
                 tracing::info!(minimum_register_interval_seconds = secs, "router greeted");
             }
             Some(msg) = starts.next() => {
-                if let Ok(start) = serde_json::from_slice::<RouterStart>(&msg.payload) {
-                    min_interval = Duration::from_secs(start.minimum_register_interval_in_seconds);
-                }
+                let min = serde_json::from_slice::<RouterStart>(&msg.payload)
+                    .ok()
+                    .map(|start| Duration::from_secs(start.minimum_register_interval_in_seconds));
                 let jitter = MIN_START_JITTER + (MAX_START_JITTER - MIN_START_JITTER).mul_f64(rand::random::<f64>());
                 tracing::info!(jitter_ms = jitter.as_millis() as u64, "router.start received; re-registering all routes");
-                let due = Instant::now() + jitter;
-                for e in table.values_mut() {
-                    e.forced = Some(due);
-                }
+                table.reschedule(min, Some(Instant::now() + jitter));
             }
             Some(()) = connected.recv() => {
-                let now = Instant::now();
-                for e in table.values_mut() {
-                    e.forced = Some(now);
-                }
+                table.reschedule(None, Some(Instant::now()));
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
@@ -280,28 +448,55 @@ pub async fn run(
         }
     }
     greeter.abort();
+    let mut burst = Burst::new(UNREGISTER);
     for _ in 0..unregistration_message_limit.max(1) {
-        for e in table.values() {
-            publish(&client, "router.unregister", &e.route).await;
+        for message in table.messages() {
+            burst.publish(&client, message.stamped(now_ns())).await;
         }
     }
+    burst.report();
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     tracing::info!(routes = table.len(), "unregistered all nats routes");
 }
 
-async fn publish(client: &async_nats::Client, subject: &'static str, route: &Route) {
-    let msg = RegistryMessage::for_route(route);
-    let payload = match serde_json::to_vec(&msg) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "encoding registration message");
-            return;
+/// Publishes a run of messages on one subject and logs once for the run (a 100k-route round
+/// must not log 100k lines, nor 100k errors while NATS is down).
+struct Burst {
+    subject: Subject,
+    sent: usize,
+    failed: usize,
+    first_error: Option<String>,
+}
+
+impl Burst {
+    fn new(subject: Subject) -> Self {
+        Burst {
+            subject,
+            sent: 0,
+            failed: 0,
+            first_error: None,
         }
-    };
-    if let Err(e) = client.publish(subject, payload.into()).await {
-        tracing::error!(subject, error = %e, "publish failed");
-    } else {
-        tracing::debug!(subject, route = %route.name, "published");
+    }
+
+    async fn publish(&mut self, client: &async_nats::Client, payload: Vec<u8>) {
+        match client.publish(self.subject.clone(), payload.into()).await {
+            Ok(()) => self.sent += 1,
+            Err(e) => {
+                self.failed += 1;
+                if self.first_error.is_none() {
+                    self.first_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn report(&self) {
+        if let Some(e) = &self.first_error {
+            tracing::error!(subject = %self.subject, failed = self.failed, sent = self.sent, error = %e, "publish failed");
+        }
+        if self.sent > 0 {
+            tracing::debug!(subject = %self.subject, messages = self.sent, "published");
+        }
     }
 }
 
@@ -335,14 +530,13 @@ async fn greet(client: async_nats::Client, tx: mpsc::UnboundedSender<u64>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn message_fields_and_omissions() {
-        let mut route = crate::config::validate_route(
+    fn http_route(name: &str, interval: &str) -> Route {
+        crate::config::validate_route(
             crate::config::RouteSchema {
-                name: "a".into(),
+                name: name.into(),
                 port: Some(8080),
-                uris: vec!["a.example.com".into()],
-                registration_interval: "20s".into(),
+                uris: vec![format!("{name}.example.com")],
+                registration_interval: interval.into(),
                 ..Default::default()
             },
             &crate::config::RouteDefaults {
@@ -350,12 +544,27 @@ mod tests {
                 availability_zone: String::new(),
             },
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn message_fields_and_omissions() {
+        let mut route = http_route("a", "20s");
         let mut msg = RegistryMessage::for_route(&route);
         msg.endpoint_updated_at_ns = 0;
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
             r#"{"host":"10.0.0.1","port":8080,"uris":["a.example.com"]}"#
+        );
+        assert_eq!(msg, RegistryMessage::unstamped(&route));
+        let encoded = EncodedMessage::new(&route).unwrap();
+        assert_eq!(
+            encoded.stamped(0),
+            br#"{"host":"10.0.0.1","port":8080,"uris":["a.example.com"]}"#
+        );
+        assert_eq!(
+            encoded.stamped(1_700_000_000_123_456_789),
+            br#"{"host":"10.0.0.1","port":8080,"uris":["a.example.com"],"endpoint_updated_at_ns":1700000000123456789}"#
         );
         route.tls_port = Some(8443);
         route.lb_algo = "least-connection".into();
@@ -365,5 +574,124 @@ mod tests {
         assert_eq!(v["options"]["lb_algo"], "least-connection");
         assert_eq!(v["private_instance_index"], "0");
         assert!(v["endpoint_updated_at_ns"].as_i64().unwrap() > 0);
+        let stamped: serde_json::Value =
+            serde_json::from_slice(&EncodedMessage::new(&route).unwrap().stamped(now_ns()))
+                .unwrap();
+        assert!(stamped["endpoint_updated_at_ns"].as_i64().unwrap() > 0);
+    }
+
+    /// The pre-serialised message plus its stamp is byte for byte what serde writes for the
+    /// stamped message, with every field set, with none, and with escapes.
+    #[test]
+    fn encoded_message_is_byte_compatible() {
+        let plain = http_route("p", "1s");
+        let mut full = http_route("f", "1s");
+        full.uris = vec!["f.example.com".into(), "f.example.com/p\"q\\".into()];
+        full.tls_port = Some(8443);
+        full.app = "app-guid".into();
+        full.private_instance_id = "iid".into();
+        full.private_instance_index = "3".into();
+        full.server_cert_domain_san = "san".into();
+        full.route_service_url = "https://rs.example.com".into();
+        full.tags = [("component".to_string(), "x".to_string())].into();
+        full.isolation_segment = "seg".into();
+        full.availability_zone = "z1".into();
+        full.protocol = "http2".into();
+        full.lb_algo = "round-robin".into();
+        for route in [&plain, &full] {
+            let encoded = EncodedMessage::new(route).unwrap();
+            for ns in [0, 1, -5, i64::MAX, now_ns()] {
+                let expected = serde_json::to_vec(&RegistryMessage {
+                    endpoint_updated_at_ns: ns,
+                    ..RegistryMessage::unstamped(route)
+                })
+                .unwrap();
+                assert_eq!(
+                    String::from_utf8(encoded.stamped(ns)).unwrap(),
+                    String::from_utf8(expected).unwrap()
+                );
+            }
+        }
+    }
+
+    fn drain(table: &mut Table, now: Instant) -> usize {
+        let mut n = 0;
+        while table.next_due(now).is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn table_diff_and_schedule() {
+        let t0 = Instant::now();
+        let a = http_route("a", "10s");
+        let b = http_route("b", "30s");
+        let mut table = Table::new();
+        assert!(table.sync(&[a.clone(), b.clone()], t0).is_empty());
+        assert_eq!(drain(&mut table, t0), 2, "new routes are due at once");
+        assert_eq!(drain(&mut table, t0 + Duration::from_secs(9)), 0);
+        assert_eq!(drain(&mut table, t0 + Duration::from_secs(10)), 1);
+        // The router's minimum interval wins over a shorter registration interval.
+        table.reschedule(Some(Duration::from_secs(20)), None);
+        assert_eq!(drain(&mut table, t0 + Duration::from_secs(29)), 0);
+        assert_eq!(drain(&mut table, t0 + Duration::from_secs(30)), 2);
+        // router.start: everything at the forced time, then back to the regular schedule.
+        let t1 = t0 + Duration::from_secs(31);
+        table.reschedule(Some(Duration::from_secs(1)), Some(t1));
+        assert_eq!(drain(&mut table, t1 - Duration::from_millis(1)), 0);
+        assert_eq!(drain(&mut table, t1), 2);
+        assert_eq!(drain(&mut table, t1 + Duration::from_secs(9)), 0);
+        assert_eq!(drain(&mut table, t1 + Duration::from_secs(10)), 1);
+        // A forced time survives a later change of the minimum interval.
+        let t2 = t1 + Duration::from_secs(12);
+        table.reschedule(None, Some(t2));
+        table.reschedule(Some(Duration::from_secs(5)), None);
+        assert_eq!(drain(&mut table, t2), 2);
+        // A removed route is returned for unregistering and never published again.
+        let c = http_route("c", "10s");
+        let removed = table.sync(&[b.clone(), c.clone()], t2);
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].0, "a");
+        assert_eq!(removed[0].1, EncodedMessage::new(&a).unwrap());
+        assert_eq!(table.len(), 2);
+        assert_eq!(drain(&mut table, t2), 1, "only the new route");
+        assert_eq!(drain(&mut table, t2 + Duration::from_secs(60)), 2);
+        // Routes other than NATS HTTP routes are not kept.
+        let mut tcp = http_route("t", "1s");
+        tcp.kind = crate::config::RouteKind::Tcp;
+        table.sync(&[b, c, tcp], t2);
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn table_scales_and_stays_bounded() {
+        let t0 = Instant::now();
+        let routes: Vec<Route> = (0..20_000)
+            .map(|i| http_route(&format!("r{i}"), "1s"))
+            .collect();
+        let mut table = Table::new();
+        let started = Instant::now();
+        table.sync(&routes, t0);
+        assert_eq!(drain(&mut table, t0), routes.len());
+        // Removing and re-adding many times leaves stale heap items behind; they stay bounded.
+        for round in 0..10 {
+            let half = if round % 2 == 0 {
+                &routes[..10_000]
+            } else {
+                &routes[..]
+            };
+            table.sync(half, t0);
+            assert!(table.queue.len() <= 2 * table.len() + 1024);
+        }
+        assert_eq!(table.len(), routes.len());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "diffing 20k routes took {:?}",
+            started.elapsed()
+        );
+        let due = t0 + Duration::from_secs(1);
+        assert_eq!(drain(&mut table, due), routes.len());
+        assert_eq!(drain(&mut table, due), 0);
     }
 }

@@ -7,13 +7,13 @@
 //! and refreshed by [`TokenFetcher`]; mutual TLS is used when the client certificate paths are
 //! configured.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use routing_api_client::{
-    ClientConfig, HttpRoute, ModificationTag, RoutingApiClient, TcpRouteMapping, TlsOptions,
-    TokenFetcher, UaaConfig,
+    ClientConfig, ClientError, HttpRoute, ModificationTag, RoutingApiClient, TcpRouteMapping,
+    TlsOptions, TokenFetcher, UaaConfig,
 };
 use tokio::sync::watch;
 
@@ -121,38 +121,75 @@ impl Publisher {
         }
     }
 
-    /// Upserts (`delete` = false) or deletes `route`; whether it succeeded.
-    async fn apply(&mut self, route: &Route, delete: bool) -> bool {
-        let result = if route.kind == RouteKind::Http {
-            let routes = http_routes(route, self.ttl);
-            if delete {
-                self.client.delete_routes(&routes).await
-            } else {
-                self.client.upsert_routes(&routes).await
+    /// Upserts (`delete` = false) or deletes `routes` in one request per kind (HTTP routes,
+    /// TCP mappings); whether each succeeded. When a request with several routes fails, each is
+    /// tried on its own so that one bad route does not hold back the others.
+    async fn apply(&mut self, routes: &[&Route], delete: bool) -> Vec<bool> {
+        let mut ok = vec![false; routes.len()];
+        let mut http = Vec::new();
+        let mut http_idx = Vec::new();
+        let mut tcp = Vec::new();
+        let mut tcp_idx = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            if route.kind == RouteKind::Http {
+                http.extend(http_routes(route, self.ttl));
+                http_idx.push(i);
+            } else if let Some(guid) = self.group_guid(&route.router_group).await {
+                tcp.push(tcp_mapping(route, &guid, self.ttl));
+                tcp_idx.push(i);
             }
-        } else {
-            let Some(guid) = self.group_guid(&route.router_group).await else {
-                return false;
+        }
+        if !http_idx.is_empty() {
+            let result = if delete {
+                self.client.delete_routes(&http).await
+            } else {
+                self.client.upsert_routes(&http).await
             };
-            let m = [tcp_mapping(route, &guid, self.ttl)];
-            if delete {
-                self.client.delete_tcp_routes(&m).await
+            self.settle(routes, &http_idx, result, delete, &mut ok)
+                .await;
+        }
+        if !tcp_idx.is_empty() {
+            let result = if delete {
+                self.client.delete_tcp_routes(&tcp).await
             } else {
-                self.client.upsert_tcp_routes(&m).await
-            }
-        };
+                self.client.upsert_tcp_routes(&tcp).await
+            };
+            self.settle(routes, &tcp_idx, result, delete, &mut ok).await;
+        }
+        ok
+    }
+
+    /// Records the outcome of a request for `routes[idx]`, retrying a failed batch route by route.
+    async fn settle(
+        &mut self,
+        routes: &[&Route],
+        idx: &[usize],
+        result: Result<(), ClientError>,
+        delete: bool,
+        ok: &mut [bool],
+    ) {
         match result {
             Ok(()) => {
-                tracing::debug!(route = %route.name, delete, "routing api updated");
-                true
+                tracing::debug!(routes = idx.len(), delete, "routing api updated");
+                for &i in idx {
+                    ok[i] = true;
+                }
+            }
+            Err(e) if idx.len() == 1 => {
+                tracing::error!(route = %routes[idx[0]].name, delete, error = %e, "routing api call failed");
             }
             Err(e) => {
-                tracing::error!(route = %route.name, delete, error = %e, "routing api call failed");
-                false
+                tracing::error!(routes = idx.len(), delete, error = %e, "routing api batch failed; retrying route by route");
+                for &i in idx {
+                    ok[i] = Box::pin(self.apply(&[routes[i]], delete)).await[0];
+                }
             }
         }
     }
 }
+
+/// Routes per Routing API request (the API reads at most 1 MiB per body).
+const BATCH: usize = 500;
 
 struct Entry {
     route: Route,
@@ -187,15 +224,16 @@ pub async fn run(
                 .cloned()
                 .collect();
             let keys: Vec<String> = current.iter().map(Route::key).collect();
-            let removed: Vec<String> = table
+            let wanted: HashSet<&String> = keys.iter().collect();
+            let gone: Vec<String> = table
                 .keys()
-                .filter(|k| !keys.contains(k))
+                .filter(|k| !wanted.contains(k))
                 .cloned()
                 .collect();
-            for k in removed {
-                if let Some(e) = table.remove(&k) {
-                    p.apply(&e.route, true).await;
-                }
+            let removed: Vec<Entry> = gone.iter().filter_map(|k| table.remove(k)).collect();
+            for chunk in removed.chunks(BATCH) {
+                let batch: Vec<&Route> = chunk.iter().map(|e| &e.route).collect();
+                p.apply(&batch, true).await;
             }
             let now = Instant::now();
             for (k, r) in keys.into_iter().zip(current) {
@@ -206,10 +244,13 @@ pub async fn run(
             }
         }
         let now = Instant::now();
-        for e in table.values_mut() {
-            if e.next_due <= now {
-                let ok = p.apply(&e.route, false).await;
-                e.next_due = Instant::now() + if ok { refresh } else { retry };
+        let mut due: Vec<&mut Entry> = table.values_mut().filter(|e| e.next_due <= now).collect();
+        for chunk in due.chunks_mut(BATCH) {
+            let batch: Vec<&Route> = chunk.iter().map(|e| &e.route).collect();
+            let results = p.apply(&batch, false).await;
+            let after = Instant::now();
+            for (e, ok) in chunk.iter_mut().zip(results) {
+                e.next_due = after + if ok { refresh } else { retry };
             }
         }
         tokio::select! {
@@ -222,8 +263,9 @@ pub async fn run(
             }
         }
     }
-    for e in table.values() {
-        p.apply(&e.route, true).await;
+    let all: Vec<&Route> = table.values().map(|e| &e.route).collect();
+    for chunk in all.chunks(BATCH) {
+        p.apply(chunk, true).await;
     }
     tracing::info!(routes = table.len(), "deleted all routing api routes");
 }

@@ -5,7 +5,7 @@
 //! read or parsed is reported once per change and its previous routes are kept; a file whose
 //! routes are partly invalid contributes its valid routes. A deleted file's routes disappear.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -123,7 +123,8 @@ impl Sources {
         seen.dedup();
         let mut changed = false;
         let before = self.files.len();
-        self.files.retain(|p, _| seen.contains(p));
+        // `seen` is sorted.
+        self.files.retain(|p, _| seen.binary_search(p).is_ok());
         if self.files.len() != before {
             changed = true;
         }
@@ -162,17 +163,13 @@ impl Sources {
 
     /// Every current route, duplicates removed.
     pub fn routes(&self) -> Vec<Route> {
-        let mut out: Vec<Route> = Vec::new();
-        for r in self
-            .static_routes
+        let mut seen: HashSet<&Route> = HashSet::new();
+        self.static_routes
             .iter()
             .chain(self.files.values().flat_map(|f| f.routes.iter()))
-        {
-            if !out.contains(r) {
-                out.push(r.clone());
-            }
-        }
-        out
+            .filter(|r| seen.insert(*r))
+            .cloned()
+            .collect()
     }
 
     /// Polls forever, publishing the route set on `tx` whenever it changes.
@@ -208,6 +205,34 @@ mod tests {
         assert!(wildcard_match("r?-*.json", "r1-x.json"));
         assert!(!wildcard_match("*.yml", "a.yaml"));
         assert!(wildcard_match("*", ""));
+    }
+
+    #[test]
+    fn duplicates_are_removed_keeping_the_first() {
+        let defaults = RouteDefaults {
+            host: "h".into(),
+            availability_zone: String::new(),
+        };
+        let route = |name: &str| {
+            crate::config::validate_route(
+                crate::config::RouteSchema {
+                    name: name.into(),
+                    port: Some(1),
+                    uris: vec![name.into()],
+                    registration_interval: "1s".into(),
+                    ..Default::default()
+                },
+                &defaults,
+            )
+            .unwrap()
+        };
+        let s = Sources::new(
+            vec![route("b"), route("a"), route("b"), route("c"), route("a")],
+            Vec::new(),
+            defaults.clone(),
+        );
+        let names: Vec<String> = s.routes().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["b", "a", "c"]);
     }
 
     #[test]

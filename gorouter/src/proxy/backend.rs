@@ -4,6 +4,7 @@
 //! Each endpoint owns its idle connections in a lock-free bounded queue, so checking one out
 //! takes no lock and an endpoint's connections go away with it when it is unregistered.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
@@ -23,30 +24,35 @@ pub type Sender = http1::SendRequest<RequestBody>;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Idle keep-alive connections to one backend, with the time each was returned.
+///
+/// The queue is allocated when the first connection is returned: a slot is ~50 bytes, so
+/// 100 slots for each of 100k endpoints that never see traffic would cost ~500 MiB.
 pub struct IdleConnections {
-    queue: Option<ArrayQueue<(Sender, Instant)>>,
+    capacity: usize,
+    queue: OnceLock<ArrayQueue<(Sender, Instant)>>,
 }
 
 impl IdleConnections {
     /// `capacity` 0 disables keep-alive to this backend.
     pub fn new(capacity: usize) -> Self {
         Self {
-            queue: (capacity > 0).then(|| ArrayQueue::new(capacity)),
+            capacity,
+            queue: OnceLock::new(),
         }
     }
 
     /// Returns a connection for reuse; dropped (closed) when the pool is full.
     pub fn put(&self, sender: Sender) {
-        if let Some(q) = &self.queue {
-            if !sender.is_closed() {
-                let _ = q.push((sender, Instant::now()));
-            }
+        if self.capacity == 0 || sender.is_closed() {
+            return;
         }
+        let q = self.queue.get_or_init(|| ArrayQueue::new(self.capacity));
+        let _ = q.push((sender, Instant::now()));
     }
 
     /// An idle connection that is still open and ready for a request, if any.
     pub async fn take(&self) -> Option<Sender> {
-        let q = self.queue.as_ref()?;
+        let q = self.queue.get()?;
         while let Some((mut sender, since)) = q.pop() {
             if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
                 continue;
@@ -65,7 +71,7 @@ impl IdleConnections {
     }
 
     pub fn len(&self) -> usize {
-        self.queue.as_ref().map_or(0, |q| q.len())
+        self.queue.get().map_or(0, |q| q.len())
     }
 
     pub fn is_empty(&self) -> bool {
