@@ -20,72 +20,19 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// A set of routes, in a stable order.
 pub type RouteSet = Arc<Vec<Route>>;
 
-/// Expands a glob pattern (`*`, `?` and `[...]`-free; wildcards in any path component) to the
-/// sorted list of existing files.
+/// The existing files matching a glob pattern (`*`, `?`, `[...]`, as Go's `filepath.Glob`
+/// that route-registrar uses), sorted. A malformed pattern matches nothing and is reported.
 pub fn expand_glob(pattern: &str) -> Vec<PathBuf> {
-    let absolute = pattern.starts_with('/');
-    let mut current: Vec<PathBuf> = vec![if absolute {
-        PathBuf::from("/")
-    } else {
-        PathBuf::from(".")
-    }];
-    let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        let last = i + 1 == parts.len();
-        let mut next = Vec::new();
-        for dir in &current {
-            if part.contains(['*', '?']) {
-                let Ok(entries) = std::fs::read_dir(dir) else {
-                    continue;
-                };
-                for e in entries.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if name.starts_with('.') && !part.starts_with('.') {
-                        continue;
-                    }
-                    if wildcard_match(part, &name) {
-                        next.push(dir.join(name));
-                    }
-                }
-            } else {
-                next.push(dir.join(part));
-            }
+    let paths = match glob::glob(pattern) {
+        Ok(paths) => paths,
+        Err(e) => {
+            tracing::error!(pattern, error = %e, "invalid dynamic_config_globs pattern");
+            return Vec::new();
         }
-        current = next
-            .into_iter()
-            .filter(|p| if last { p.is_file() } else { p.is_dir() })
-            .collect();
-    }
-    if parts.is_empty() {
-        return Vec::new();
-    }
-    current.sort();
-    current
-}
-
-/// Shell-style match of one path component: `*` any run, `?` any one character.
-pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+    };
+    let mut files: Vec<PathBuf> = paths.flatten().filter(|p| p.is_file()).collect();
+    files.sort();
+    files
 }
 
 struct FileState {
@@ -200,11 +147,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wildcards() {
-        assert!(wildcard_match("*.yml", "a.yml"));
-        assert!(wildcard_match("r?-*.json", "r1-x.json"));
-        assert!(!wildcard_match("*.yml", "a.yaml"));
-        assert!(wildcard_match("*", ""));
+    fn globs_match_files_only_sorted() {
+        let dir = std::env::temp_dir().join(format!("re-globs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub.yml")).unwrap();
+        for f in ["b.yml", "a.yml", "a.yaml", "r1-x.json"] {
+            std::fs::write(dir.join(f), "routes: []").unwrap();
+        }
+        let names = |pattern: &str| -> Vec<String> {
+            expand_glob(&format!("{}/{pattern}", dir.display()))
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names("*.yml"), ["a.yml", "b.yml"]);
+        assert_eq!(names("r?-*.json"), ["r1-x.json"]);
+        assert_eq!(names("[b]*"), ["b.yml"]);
+        assert!(names("[").is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
