@@ -19,6 +19,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::pki::PemFiles;
 use crate::util::{free_port, TempDir};
 
 /// Where the `nats-server` binary is: `$NATS_SERVER_BIN`, `/usr/sbin/nats-server`, or on `PATH`.
@@ -50,11 +51,33 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: TempDir,
     starts: u32,
+    /// Extra command-line flags (TLS).
+    flags: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server and waits until it accepts clients (it sends its `INFO` line).
     pub async fn start() -> Self {
+        Self::start_with_flags(Vec::new()).await
+    }
+
+    /// A server that requires mutual TLS: it presents `server` (issued for 127.0.0.1) and
+    /// accepts only clients with a certificate signed by `server.ca`.
+    pub async fn start_mtls(server: &PemFiles) -> Self {
+        let path = |p: &std::path::Path| p.display().to_string();
+        Self::start_with_flags(vec![
+            "--tlsverify".into(),
+            "--tlscert".into(),
+            path(&server.cert),
+            "--tlskey".into(),
+            path(&server.key),
+            "--tlscacert".into(),
+            path(&server.ca),
+        ])
+        .await
+    }
+
+    async fn start_with_flags(flags: Vec<String>) -> Self {
         let mut last_err = String::new();
         for _ in 0..3 {
             let mut s = Self {
@@ -62,6 +85,7 @@ impl NatsServer {
                 child: None,
                 dir: TempDir::new("it-nats"),
                 starts: 0,
+                flags: flags.clone(),
             };
             match s.launch().await {
                 Ok(()) => return s,
@@ -79,6 +103,7 @@ impl NatsServer {
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(&bin)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -211,6 +236,22 @@ impl NatsClient {
                 Ok(Err(e)) => panic!("cannot connect to nats-server at {url}: {e}"),
                 Err(_) => panic!("connecting to nats-server at {url} timed out"),
             };
+        Self { client }
+    }
+
+    /// Connects to a server started with [`NatsServer::start_mtls`], presenting `client`.
+    pub async fn connect_mtls(server: &NatsServer, client: &PemFiles) -> Self {
+        let url = server.url();
+        let connect = async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(client.ca.clone())
+            .add_client_certificate(client.cert.clone(), client.key.clone())
+            .connect(&url);
+        let client = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => panic!("cannot connect to nats-server at {url} over TLS: {e}"),
+            Err(_) => panic!("connecting to nats-server at {url} over TLS timed out"),
+        };
         Self { client }
     }
 

@@ -121,3 +121,36 @@ async fn messages_greeting_interval_start_and_unregistration() {
         "no more than unregistration_message_limit unregistrations"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_mutual_tls_to_nats() {
+    use integration::pki::TestCa;
+    use integration::TempDir;
+
+    let dir = TempDir::new("it-re-nats-tls");
+    let ca = TestCa::new("nats-ca");
+    let server_dir = dir.path().join("server");
+    let client_dir = dir.path().join("client");
+    std::fs::create_dir_all(&server_dir).unwrap();
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let nats = NatsServer::start_mtls(&ca.write_server(&server_dir, &["127.0.0.1"])).await;
+    let client_files = ca.write_client(&client_dir, "route-emitter");
+    let client = NatsClient::connect_mtls(&nats, &client_files).await;
+    let mut registers = client.subscribe("router.register").await;
+
+    let _emitter = RouteEmitterBuilder::new(Some(&nats))
+        .set(
+            "nats_mtls_config",
+            json!({
+                "enabled": true,
+                "cert_path": client_files.cert,
+                "key_path": client_files.key,
+                "ca_path": client_files.ca,
+            }),
+        )
+        .route(json!({"name": "t", "port": 8080, "uris": ["tls.nats.test"], "registration_interval": "1s"}))
+        .start();
+    let m: Value =
+        serde_json::from_str(&next_message(&mut registers, Duration::from_secs(10)).await).unwrap();
+    assert_eq!(m["uris"], json!(["tls.nats.test"]));
+}

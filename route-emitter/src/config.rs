@@ -31,6 +31,27 @@ pub struct MessageBusServer {
     pub password: String,
 }
 
+/// `nats_mtls_config`: mutual TLS to NATS (route-registrar's `ClientTLSConfigSchema`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NatsMtlsSchema {
+    pub enabled: bool,
+    /// PEM client certificate presented to NATS.
+    pub cert_path: String,
+    /// PEM private key of `cert_path`.
+    pub key_path: String,
+    /// PEM CA certificates that sign the NATS server's certificate.
+    pub ca_path: String,
+}
+
+/// Mutual TLS to NATS, checked: all three files given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTls {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub ca_path: PathBuf,
+}
+
 /// The `routing_api` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -115,6 +136,7 @@ pub struct RouteSchema {
 #[serde(default)]
 pub struct ConfigSchema {
     pub message_bus_servers: Vec<MessageBusServer>,
+    pub nats_mtls_config: NatsMtlsSchema,
     pub routing_api: Option<RoutingApiSchema>,
     pub host: String,
     pub availability_zone: String,
@@ -217,6 +239,8 @@ pub struct RoutingApiConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub message_bus_servers: Vec<MessageBusServer>,
+    /// Mutual TLS to NATS when `nats_mtls_config.enabled`.
+    pub nats_tls: Option<NatsTls>,
     pub routing_api: Option<RoutingApiConfig>,
     pub host: String,
     pub availability_zone: String,
@@ -297,6 +321,33 @@ impl ConfigSchema {
                 ));
             }
         }
+        let nats_tls = {
+            let m = &self.nats_mtls_config;
+            let missing: Vec<&str> = [
+                ("cert_path", &m.cert_path),
+                ("key_path", &m.key_path),
+                ("ca_path", &m.ca_path),
+            ]
+            .into_iter()
+            .filter(|(_, v)| v.is_empty())
+            .map(|(k, _)| k)
+            .collect();
+            if !m.enabled {
+                None
+            } else if !missing.is_empty() {
+                errors.push(format!(
+                    "nats_mtls_config: {} required when enabled is true",
+                    missing.join(", ")
+                ));
+                None
+            } else {
+                Some(NatsTls {
+                    cert_path: m.cert_path.clone().into(),
+                    key_path: m.key_path.clone().into(),
+                    ca_path: m.ca_path.clone().into(),
+                })
+            }
+        };
         let routing_api = match &self.routing_api {
             None => None,
             Some(r) => {
@@ -372,6 +423,7 @@ impl ConfigSchema {
         }
         Ok(Config {
             message_bus_servers: self.message_bus_servers,
+            nats_tls,
             routing_api,
             host: self.host,
             availability_zone: self.availability_zone,
@@ -691,6 +743,29 @@ mod tests {
         let c = schema.into_config().unwrap();
         assert_eq!(c.routing_api.unwrap().max_ttl, Duration::from_secs(30));
         assert_eq!(c.routes[0].kind, RouteKind::Tcp);
+    }
+
+    #[test]
+    fn nats_mtls_config_needs_all_three_files_when_enabled() {
+        assert_eq!(
+            errors(&format!(
+                "{BUS}nats_mtls_config: {{enabled: true, cert_path: /c.pem}}\nroutes: []\n"
+            )),
+            vec!["nats_mtls_config: key_path, ca_path required when enabled is true"]
+        );
+        let (schema, unknown) = parse(&format!(
+            "{BUS}nats_mtls_config: {{enabled: true, cert_path: /c.pem, key_path: /k.pem, ca_path: /ca.pem}}\n"
+        ))
+        .unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let tls = schema.into_config().unwrap().nats_tls.expect("tls on");
+        assert_eq!(tls.ca_path, PathBuf::from("/ca.pem"));
+        // Disabled: the paths are not looked at.
+        let (schema, _) = parse(&format!(
+            "{BUS}nats_mtls_config: {{enabled: false, cert_path: /c.pem}}\n"
+        ))
+        .unwrap();
+        assert!(schema.into_config().unwrap().nats_tls.is_none());
     }
 
     #[test]

@@ -46,9 +46,8 @@ pub async fn run(mut config: Config) -> Result<(), String> {
 
     let mut tasks = Vec::new();
     if !config.message_bus_servers.is_empty() {
-        let (client, connected) = nats::connect(&config.message_bus_servers)
-            .await
-            .map_err(|e| format!("nats: {e}"))?;
+        let (client, connected) =
+            nats::connect(&config.message_bus_servers, config.nats_tls.as_ref()).await?;
         tasks.push(tokio::spawn(nats::run(
             client,
             connected,

@@ -11,6 +11,7 @@
 //!   `unregistration_message_limit` times.
 //!
 //! While NATS is unreachable the client keeps reconnecting forever; the route table is kept.
+//! `nats_mtls_config` turns on mutual TLS to NATS.
 //!
 //! Scale (100k routes and more): a route-set change is a hash diff, linear in the set; each
 //! route's message is serialised once, and a send only appends `endpoint_updated_at_ns`; the
@@ -24,10 +25,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::Subject;
 use futures::StreamExt;
+use routing_api_client::TlsOptions;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{MessageBusServer, Route, RouteKind, Transport};
+use crate::config::{MessageBusServer, NatsTls, Route, RouteKind, Transport};
 use crate::sources::RouteSet;
 
 /// Lower bound of the random delay before re-registering after `router.start`: gorouter
@@ -153,11 +155,26 @@ pub fn server_urls(servers: &[MessageBusServer]) -> Vec<String> {
 
 /// Connects (retrying in the background forever) and returns the client plus a channel that
 /// receives `()` after every (re)connect.
+///
+/// With `tls` the connection requires TLS, verifies the server against `ca_path` and presents
+/// the client certificate; the files are read here, so a missing or bad one is an error at
+/// start rather than a reconnect loop.
 pub async fn connect(
     servers: &[MessageBusServer],
-) -> Result<(async_nats::Client, mpsc::UnboundedReceiver<()>), async_nats::ConnectError> {
+    tls: Option<&NatsTls>,
+) -> Result<(async_nats::Client, mpsc::UnboundedReceiver<()>), String> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(tls) = tls {
+        let config = routing_api_client::tls::client_config(&TlsOptions::mutual(
+            &tls.ca_path,
+            &tls.cert_path,
+            &tls.key_path,
+        ))
+        .map_err(|e| format!("nats_mtls_config: {e}"))?;
+        options = options.require_tls(true).tls_client_config(config);
+    }
+    let client = options
         .retry_on_initial_connect()
         .max_reconnects(None)
         .name("route-emitter")
@@ -175,7 +192,8 @@ pub async fn connect(
             }
         })
         .connect(server_urls(servers))
-        .await?;
+        .await
+        .map_err(|e| format!("nats: {e}"))?;
     Ok((client, rx))
 }
 

@@ -47,3 +47,30 @@ fn missing_config_file_fails() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
+
+#[test]
+fn unreadable_nats_tls_files_stop_the_emitter_at_start() {
+    let dir = std::env::temp_dir().join(format!("route-emitter-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tls.yml");
+    // The NATS address is never dialled: the certificate files are read first.
+    std::fs::write(
+        &path,
+        "host: 127.0.0.1\nmessage_bus_servers: [{host: '127.0.0.1:1'}]\n\
+         nats_mtls_config: {enabled: true, cert_path: /nonexistent/c.pem, key_path: /nonexistent/k.pem, ca_path: /nonexistent/ca.pem}\n\
+         routes: []\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "stderr: {stderr}");
+    assert!(
+        stderr.contains("nats_mtls_config") && stderr.contains("/nonexistent/ca.pem"),
+        "stderr: {stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
