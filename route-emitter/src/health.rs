@@ -281,6 +281,42 @@ mod tests {
         .await;
         assert!(!ok);
         assert!(started.elapsed() < Duration::from_secs(2));
+
+        // Past the timeout, what the script started dies with it (its process group).
+        let pid_file = dir.join("child.pid");
+        let spawner = dir.join("spawner.sh");
+        std::fs::write(
+            &spawner,
+            format!(
+                "#!/bin/sh\nsleep 30 &\necho $! > {}\nwait\n",
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&spawner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let check = script(spawner.to_str().unwrap(), Duration::from_millis(300));
+        assert!(!check_once(&r, &check).await);
+        let child: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Gone, or a zombie waiting for init to reap it.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(), "the script's child {child} outlived the timeout");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
