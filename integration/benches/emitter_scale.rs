@@ -60,63 +60,31 @@ const URI_SUFFIX: &str = ".emitter-scale.test";
 /// A pause longer than this between two registrations ends a burst.
 const BURST_GAP: Duration = Duration::from_millis(200);
 
+/// Command-line options (`cargo bench -p integration --bench emitter_scale -- --help`).
+#[derive(clap::Parser)]
+#[command(name = "emitter_scale")]
 struct Options {
+    /// Routes in the emitter's config.
+    #[arg(long, default_value_t = 100_000)]
     routes: usize,
+    /// Measurement window of the registration-rate runs (Go duration).
+    #[arg(long, default_value = "10s", value_parser = yaml_config::parse_go_duration)]
     window: Duration,
+    /// gorouter restarts to time.
+    #[arg(long, default_value_t = 5)]
     restarts: usize,
+    /// How often gorouter's /routes is polled during a restart (Go duration).
+    #[arg(long, default_value = "100ms", value_parser = yaml_config::parse_go_duration)]
     poll: Duration,
-    build: bool,
-    gorouter_rate: bool,
-}
-
-fn options() -> Options {
-    let mut o = Options {
-        routes: 100_000,
-        window: Duration::from_secs(10),
-        restarts: 5,
-        poll: Duration::from_millis(100),
-        build: true,
-        gorouter_rate: true,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        let dur = |v: &str| parse_duration(v).unwrap_or_else(|| panic!("bad duration {v:?}"));
-        match args[i].as_str() {
-            "--routes" => o.routes = value.parse().expect("--routes N"),
-            "--window" => o.window = dur(&value),
-            "--restarts" => o.restarts = value.parse().expect("--restarts N"),
-            "--poll" => o.poll = dur(&value),
-            "--no-build" => {
-                o.build = false;
-                i += 1;
-                continue;
-            }
-            "--skip-gorouter-rate" => {
-                o.gorouter_rate = false;
-                i += 1;
-                continue;
-            }
-            // `--bench` (added by cargo) and anything else.
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    o
-}
-
-fn parse_duration(v: &str) -> Option<Duration> {
-    if let Some(ms) = v.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    v.strip_suffix('s')?
-        .parse::<f64>()
-        .ok()
-        .map(Duration::from_secs_f64)
+    /// Use the binaries as they are (or `$GOROUTER_BIN` / `$ROUTE_EMITTER_BIN`).
+    #[arg(long)]
+    no_build: bool,
+    /// Skip run a') (registration rate with gorouter attached).
+    #[arg(long)]
+    skip_gorouter_rate: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 /// Builds the release binaries (unless both `$..._BIN` are set, or `--no-build`) and points the
@@ -162,8 +130,8 @@ fn release_binaries(build: bool) {
 }
 
 fn main() {
-    let o = options();
-    release_binaries(o.build);
+    let o = <Options as clap::Parser>::parse();
+    release_binaries(!o.no_build);
     // Before any thread exists. The helpers start both binaries with debug logging, which
     // writes a line per registration; RUST_LOG overrides that.
     std::env::set_var("RUST_LOG", "info");
@@ -178,7 +146,7 @@ fn main() {
             o.routes, o.window, o.restarts, o.poll
         );
         registration_rate(&o, false).await;
-        if o.gorouter_rate {
+        if !o.skip_gorouter_rate {
             registration_rate(&o, true).await;
         }
         restart_recovery(&o).await;

@@ -36,66 +36,34 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Command-line options (`cargo bench -p tcp-router --bench throughput -- --help`).
+#[derive(clap::Parser)]
+#[command(name = "throughput")]
 struct Options {
+    /// Length of each measured run (Go duration).
+    #[arg(long, default_value = "1500ms", value_parser = yaml_config::parse_go_duration)]
     duration: Duration,
+    /// Warm-up before each run (Go duration).
+    #[arg(long, default_value = "300ms", value_parser = yaml_config::parse_go_duration)]
     warmup: Duration,
+    /// Parallel streams of the throughput runs.
+    #[arg(long, default_value_t = 8)]
     streams: usize,
+    /// Parallel clients of the connections/s runs.
+    #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Rounds (the order of the targets rotates each round).
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
+    /// Skip the direct (no proxy) baseline.
+    #[arg(long)]
     skip_direct: bool,
+    /// Skip the throughput runs (connections/s only).
+    #[arg(long)]
     skip_throughput: bool,
-}
-
-fn options() -> Options {
-    let mut o = Options {
-        duration: Duration::from_millis(1500),
-        warmup: Duration::from_millis(300),
-        streams: 8,
-        clients: 32,
-        rounds: 9,
-        skip_direct: false,
-        skip_throughput: false,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        let secs =
-            |v: &str| yaml_duration(v).unwrap_or_else(|| panic!("bad duration {v:?} (e.g. 5s)"));
-        match args[i].as_str() {
-            "--duration" => o.duration = secs(&value),
-            "--warmup" => o.warmup = secs(&value),
-            "--streams" => o.streams = value.parse().expect("--streams N"),
-            "--clients" => o.clients = value.parse().expect("--clients N"),
-            "--rounds" => o.rounds = value.parse().expect("--rounds N"),
-            "--skip-direct" => {
-                o.skip_direct = true;
-                i += 1;
-                continue;
-            }
-            "--skip-throughput" => {
-                o.skip_throughput = true;
-                i += 1;
-                continue;
-            }
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    o
-}
-
-fn yaml_duration(v: &str) -> Option<Duration> {
-    if let Some(ms) = v.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    v.strip_suffix('s')?
-        .parse::<f64>()
-        .ok()
-        .map(Duration::from_secs_f64)
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 /// `maxconn` of both proxies: what fits this machine's open-files limit for HAProxy
@@ -476,7 +444,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let o = options();
+    let o = <Options as clap::Parser>::parse();
     let haproxy = haproxy_bin();
     let version = Command::new(&haproxy)
         .arg("-v")
