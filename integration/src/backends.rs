@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::http::find;
+use crate::http::{find, header_value, header_values, parse_header_lines};
 
 /// The response header an [`EchoBackend`] adds with its name.
 pub const BACKEND_NAME_HEADER: &str = "X-Backend-Name";
@@ -289,34 +289,21 @@ impl EchoedRequest {
         let text = String::from_utf8_lossy(head);
         let mut lines = text.split("\r\n").filter(|l| !l.is_empty());
         let request_line = lines.next().unwrap_or_default().to_string();
-        let headers = lines
-            .map(|l| match l.split_once(':') {
-                Some((n, v)) => (n.to_string(), v.trim().to_string()),
-                None => (l.to_string(), String::new()),
-            })
-            .collect();
         Self {
             request_line,
-            headers,
+            headers: parse_header_lines(lines),
             body_len: None,
         }
     }
 
     /// The first value of a header (name case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     /// All values of a header (name case-insensitive).
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        header_values(&self.headers, name)
     }
 
     /// Header names, lowercased and sorted (duplicates kept).

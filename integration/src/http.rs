@@ -29,19 +29,12 @@ pub struct RawResponse {
 impl RawResponse {
     /// The first value of a header, name compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     /// All values of a header, name compared case-insensitively.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        header_values(&self.headers, name)
     }
 
     /// The body as (lossy) UTF-8.
@@ -92,6 +85,58 @@ impl RawResponse {
             self.dump()
         );
     }
+}
+
+/// The first value of header `name` (compared case-insensitively) among `headers`.
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// All values of header `name` (compared case-insensitively) among `headers`, in order.
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Header lines `Name: value` as `(name, value)` pairs: the name as sent, the value trimmed; a
+/// line without a colon becomes `(line, "")`.
+pub fn parse_header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .map(|l| match l.split_once(':') {
+            Some((n, v)) => (n.to_string(), v.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// Parses a response head: the status line and header lines, CRLF-separated, without the blank
+/// line ending it. The body is left empty. An error if the status line has no status code.
+pub fn parse_response_head(text: &str) -> std::io::Result<RawResponse> {
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default().to_string();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default().to_string();
+    let status = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad status line {status_line:?}"),
+        )
+    })?;
+    let reason = parts.next().unwrap_or_default().to_string();
+    Ok(RawResponse {
+        headers: parse_header_lines(lines),
+        status_line,
+        version,
+        status,
+        reason,
+        body: Vec::new(),
+    })
 }
 
 /// Builds a request: `<method> <target> HTTP/1.1`, then `headers` in order (include `Host`
@@ -207,32 +252,7 @@ impl HttpConn {
             }
         };
         let head: Vec<u8> = self.buf.drain(..end + 4).collect();
-        let text = String::from_utf8_lossy(&head[..end]).into_owned();
-        let mut lines = text.split("\r\n");
-        let status_line = lines.next().unwrap_or_default().to_string();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default().to_string();
-        let status = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad status line {status_line:?}"),
-            )
-        })?;
-        let reason = parts.next().unwrap_or_default().to_string();
-        let headers = lines
-            .map(|l| match l.split_once(':') {
-                Some((n, v)) => (n.to_string(), v.trim().to_string()),
-                None => (l.to_string(), String::new()),
-            })
-            .collect();
-        Ok(RawResponse {
-            status_line,
-            version,
-            status,
-            reason,
-            headers,
-            body: Vec::new(),
-        })
+        parse_response_head(&String::from_utf8_lossy(&head[..end]))
     }
 
     /// Reads the body of a response whose head was read by [`read_head`](Self::read_head),

@@ -12,6 +12,12 @@
 //! - [`http`]: a raw HTTP/1.x client over TCP, for byte-exact checks of what the router sends.
 //! - [`backends`]: an echo backend that answers with the request head it received, a programmable
 //!   hyper backend, and a backend that holds requests until released.
+//! - [`routing_api`], [`tcp_router`], [`route_emitter`]: the other binaries under test (and
+//!   Locket, `rtr`), with their own config builders; [`mariadb`], [`uaa`] and [`pki`]: the
+//!   database, token issuer and certificates they need.
+//! - [`process`]: [`ChildProcess`], what every wrapper of a binary (and [`NatsServer`]) holds:
+//!   the child with its output in a log file, exit status, signals, `/proc` memory readings,
+//!   kill on drop and the config and output printed when a test fails.
 //!
 //! Helpers panic with a message naming what failed (which service, what was awaited and for how
 //! long) instead of returning errors: the tests read as the behaviour they check. Every wait has a
@@ -22,6 +28,7 @@ pub mod http;
 pub mod mariadb;
 pub mod nats;
 pub mod pki;
+pub mod process;
 pub mod route_emitter;
 pub mod router;
 pub mod routing_api;
@@ -32,6 +39,7 @@ pub mod util;
 pub use backends::{EchoBackend, EchoedRequest, HeldBackend, HttpBackend};
 pub use http::{HttpConn, RawResponse};
 pub use nats::{route, NatsClient, NatsServer, TcpGate};
+pub use process::ChildProcess;
 pub use router::{Gorouter, GorouterBuilder};
 pub use util::{closed_port, eventually, free_port, Checksum, TempDir};
 

@@ -5,22 +5,20 @@
 //! The shared NATS on port 4222 is never used: `router.*` subjects are global, so routers of
 //! tests running in parallel would see each other's registrations.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
 
 use crate::pki::PemFiles;
-use crate::util::{free_port, TempDir};
+use crate::process::{ChildProcess, PanicDump};
+use crate::util::{free_port, Forwarder, TempDir};
 
 /// Where the `nats-server` binary is: `$NATS_SERVER_BIN`, `/usr/sbin/nats-server`, or on `PATH`.
 pub fn nats_server_bin() -> PathBuf {
@@ -45,10 +43,12 @@ pub fn nats_server_bin() -> PathBuf {
     );
 }
 
-/// A `nats-server` of this test's own on a free 127.0.0.1 port; killed on drop.
+/// A `nats-server` of this test's own on a free 127.0.0.1 port; killed on drop (its log,
+/// `nats-<start>.log` in a temporary directory, is not printed).
 pub struct NatsServer {
     port: u16,
-    child: Option<Child>,
+    /// The current run; `None` while stopped.
+    child: Option<ChildProcess>,
     dir: TempDir,
     starts: u32,
     /// Extra command-line flags (TLS).
@@ -99,24 +99,15 @@ impl NatsServer {
         let bin = nats_server_bin();
         self.starts += 1;
         let log_path = self.dir.path().join(format!("nats-{}.log", self.starts));
-        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(&self.flags)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.flags);
+        let child = ChildProcess::try_spawn("nats-server", cmd, &log_path, "")?
+            .with_panic_dump(PanicDump::Silent);
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(ChildProcess::try_exit) {
                 self.child = None;
                 return Err(format!(
                     "nats-server on port {} exited with {status} during startup; its log:\n{}",
@@ -128,7 +119,7 @@ impl NatsServer {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let _ = self.child.as_mut().map(|c| c.kill());
+                let _ = self.child.as_mut().map(ChildProcess::kill);
                 return Err(format!(
                     "nats-server on port {} did not accept clients within 10 s; its log:\n{}",
                     self.port,
@@ -151,8 +142,7 @@ impl NatsServer {
     /// Kills the server and waits until it is gone.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
         // The port must refuse connections before we say it is stopped.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -181,15 +171,6 @@ impl NatsServer {
             "nats-server could not be restarted on port {}: {last}",
             self.port
         );
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -352,60 +333,28 @@ pub async fn next_message(sub: &mut async_nats::Subscriber, timeout: Duration) -
 /// target; while closed, accepted connections are dropped at once (the client sees EOF and
 /// retries). Used to decide when the router may reconnect to a restarted nats-server.
 pub struct TcpGate {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    task: JoinHandle<()>,
+    forwarder: Forwarder,
 }
 
 impl TcpGate {
     /// Starts an open gate on a free 127.0.0.1 port forwarding to 127.0.0.1:`target_port`.
     pub async fn start(target_port: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("gate: bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local_addr");
-        let open = Arc::new(AtomicBool::new(true));
-        let o = open.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !o.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                conns.spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", target_port)).await
-                    else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                });
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        Self { addr, open, task }
+        Self {
+            forwarder: Forwarder::start("gate", format!("127.0.0.1:{target_port}")).await,
+        }
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.forwarder.port()
     }
 
     /// Lets new connections through.
     pub fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        self.forwarder.set_open(true);
     }
 
     /// Drops new connections (existing ones are unaffected).
     pub fn close(&self) {
-        self.open.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for TcpGate {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.forwarder.set_open(false);
     }
 }

@@ -95,25 +95,37 @@ impl TestCa {
     /// `(cert_pem, key_pem)`, the key in PKCS#8.
     pub fn issue_server(&self, names: &[&str]) -> (String, String) {
         let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(sans).expect("test CA: server SANs");
-        let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            names.first().copied().unwrap_or("server"),
-        );
-        params.distinguished_name = dn;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(params, "server")
+        let params = CertificateParams::new(sans).expect("test CA: server SANs");
+        let common_name = names.first().copied().unwrap_or("server");
+        self.issue_leaf(
+            params,
+            common_name,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "server",
+        )
     }
 
     /// Issues a client certificate with subject common name `common_name`. Returns
     /// `(cert_pem, key_pem)`, the key in PKCS#8.
     pub fn issue_client(&self, common_name: &str) -> (String, String) {
-        let mut params = CertificateParams::default();
+        let params = CertificateParams::default();
+        self.issue_leaf(
+            params,
+            common_name,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "client",
+        )
+    }
+
+    /// Issues `params` as a leaf certificate: subject common name `common_name`, key usages
+    /// digital signature and key encipherment, extended key usage `usage`.
+    fn issue_leaf(
+        &self,
+        mut params: CertificateParams,
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+        what: &str,
+    ) -> (String, String) {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
@@ -121,8 +133,8 @@ impl TestCa {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue(params, "client")
+        params.extended_key_usages = vec![usage];
+        self.issue(params, what)
     }
 
     fn issue(&self, params: CertificateParams, what: &str) -> (String, String) {

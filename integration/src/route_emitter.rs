@@ -2,22 +2,22 @@
 //!
 //! [`RouteEmitterBuilder`] writes a route-registrar style config (JSON; `host: 127.0.0.1`, the
 //! test's nats-server as the only `message_bus_servers` entry, plus whatever the test merges in)
-//! and [`RouteEmitter`] runs `route-emitter -config <file>` with its output captured to a file.
-//! The output is printed when a test panics; the process is killed on drop.
+//! and [`RouteEmitter`] runs `route-emitter -config <file>` as a [`ChildProcess`], its output
+//! captured to a file. The config and output are printed when a test panics; the process is
+//! killed on drop.
 //! [`http_route`] and [`tcp_route`] build `routes[]` entries.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::nats::NatsServer;
-use crate::routing_api::binary;
+use crate::process::{binary, ChildProcess};
 use crate::util::TempDir;
 
-/// Where the `route-emitter` binary is (`$ROUTE_EMITTER_BIN` overrides); see
-/// [`crate::routing_api::binary`].
+/// Where the `route-emitter` binary is (`$ROUTE_EMITTER_BIN` overrides); see [`binary`].
 pub fn route_emitter_bin() -> PathBuf {
     binary("route-emitter")
 }
@@ -88,106 +88,49 @@ impl RouteEmitterBuilder {
         let text = serde_json::to_string_pretty(&self.config).expect("config to JSON");
         let config_path = self.dir.path().join("route_emitter.json");
         std::fs::write(&config_path, &text).expect("write route-emitter config");
-        let log_path = self.dir.path().join("route_emitter.log");
-        let log = std::fs::File::create(&log_path).expect("create route-emitter log");
-        let log2 = log.try_clone().expect("clone log handle");
-        let bin = route_emitter_bin();
-        let child = Command::new(&bin)
-            .arg("-config")
+        let mut cmd = Command::new(route_emitter_bin());
+        cmd.arg("-config")
             .arg(&config_path)
             .args(["-logLevel", "debug"])
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+            .env("RUST_BACKTRACE", "1");
+        let log_path = self.dir.path().join("route_emitter.log");
         RouteEmitter {
-            pid: child.id(),
-            child: Some(child),
-            exit: None,
-            config_text: text,
-            log_path,
+            process: ChildProcess::spawn("route-emitter", cmd, log_path, text),
             _dir: self.dir,
         }
     }
 }
 
-/// A running `route-emitter`.
+/// A running `route-emitter` (killed on drop; its config and output printed if the test
+/// fails).
 pub struct RouteEmitter {
-    child: Option<Child>,
-    pid: u32,
-    exit: Option<ExitStatus>,
-    config_text: String,
-    log_path: PathBuf,
+    /// Dropped first: the process is killed before its directory goes.
+    process: ChildProcess,
     _dir: TempDir,
 }
 
 impl RouteEmitter {
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// Everything the process wrote so far.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.output()
     }
 
     /// The exit status, if it has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(s)) = c.try_wait() {
-                    self.exit = Some(s);
-                }
-            }
-        }
-        self.exit
+        self.process.try_exit()
     }
 
-    /// Sends `signal` to the process.
+    /// Sends `signal` to the process (unless it has exited).
     pub fn signal(&self, signal: i32) {
-        if self.exit.is_none() {
-            // SAFETY: signalling our own child process by pid.
-            unsafe {
-                libc::kill(self.pid as libc::pid_t, signal);
-            }
-        }
+        self.process.signal(signal);
     }
 
     /// Waits up to `timeout` for the process to exit; panics with its output otherwise.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_exit() {
-                return s;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "route-emitter did not exit within {timeout:?}; output:\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for RouteEmitter {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.exit.is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- route-emitter (pid {}) config ----\n{}\n---- route-emitter output ----\n{}\n---- end of route-emitter output ----",
-                self.pid,
-                self.config_text,
-                self.output()
-            );
-        }
+        self.process.wait_exit(timeout).await
     }
 }

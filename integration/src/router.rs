@@ -3,19 +3,21 @@
 //! [`GorouterBuilder`] renders a config from test defaults (free ports, the test's own
 //! nats-server, no start delay, short drain, `ip: 127.0.0.1`, every listener on 127.0.0.1
 //! (`bind_address` and `status.host`), an access log in the temp dir) with
-//! YAML overrides deep-merged on top, and [`Gorouter`] runs it with stdout and stderr captured to
-//! a file. When a test panics the router's output is printed, and the process is killed on drop.
+//! YAML overrides deep-merged on top, and [`Gorouter`] runs it as a [`ChildProcess`] with stdout
+//! and stderr captured to a file. When a test panics the router's config and output are printed,
+//! and the process is killed on drop.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
 use crate::http::{self, get_request, RawResponse};
 use crate::nats::NatsServer;
-use crate::util::{free_ports, proc_status_kib, TempDir};
+use crate::process::{binary, ChildProcess};
+use crate::util::{free_ports, merge_yaml, yaml_at, yaml_override, yaml_port, TempDir};
 
 /// User and password the test defaults give `/routes`.
 pub const STATUS_USER: &str = "router-status";
@@ -26,35 +28,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where the `gorouter` binary is: `$GOROUTER_BIN`, else next to the test executable's directory
 /// (tests run from `<target>/debug/deps/`, the binary is `<target>/debug/gorouter`), else under
-/// `$CARGO_TARGET_DIR/debug`, else `<workspace>/target/debug`.
+/// `$CARGO_TARGET_DIR/debug`, else `<workspace>/target/debug` (see [`binary`]).
 pub fn gorouter_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("GOROUTER_BIN") {
-        return p.into();
-    }
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(debug_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(debug_dir.join("gorouter"));
-        }
-    }
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug").join("gorouter"));
-    }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("target")
-            .join("debug")
-            .join("gorouter"),
-    );
-    for c in &candidates {
-        if c.is_file() {
-            return c.clone();
-        }
-    }
-    panic!(
-        "the gorouter binary was not found (looked at {candidates:?}): run `cargo build -p gorouter` first"
-    );
+    binary("gorouter")
 }
 
 fn default_config(nats_port: u16, dir: &Path) -> Yaml {
@@ -93,38 +69,6 @@ prune_stale_droplets_interval: 30s
     serde_yaml_ng::from_str(&text).expect("default config is valid YAML")
 }
 
-/// Merges `over` into `base`: mappings key by key (recursively), anything else replaced.
-fn merge(base: &mut Yaml, over: Yaml) {
-    match (base, over) {
-        (Yaml::Mapping(b), Yaml::Mapping(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-fn lookup<'a>(doc: &'a Yaml, path: &[&str]) -> Option<&'a Yaml> {
-    let mut cur = doc;
-    for key in path {
-        cur = cur.as_mapping()?.get(Yaml::String(key.to_string()))?;
-    }
-    Some(cur)
-}
-
-fn port_at(doc: &Yaml, path: &[&str]) -> u16 {
-    lookup(doc, path)
-        .and_then(Yaml::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(0)
-}
-
 /// Builds a router config and starts the binary.
 pub struct GorouterBuilder {
     dir: TempDir,
@@ -149,13 +93,7 @@ impl GorouterBuilder {
     /// Deep-merges a YAML document (mapping) over the config, e.g.
     /// `.yaml("backends: {max_conns: 1}\nempty_pool_timeout: 10s")`.
     pub fn yaml(mut self, yaml: &str) -> Self {
-        let over: Yaml = serde_yaml_ng::from_str(yaml)
-            .unwrap_or_else(|e| panic!("test override is not valid YAML ({e}):\n{yaml}"));
-        assert!(
-            matches!(over, Yaml::Mapping(_)),
-            "test override must be a YAML mapping:\n{yaml}"
-        );
-        merge(&mut self.config, over);
+        merge_yaml(&mut self.config, yaml_override(yaml));
         self
     }
 
@@ -166,7 +104,7 @@ impl GorouterBuilder {
         host.insert("port".into(), Yaml::Number(port.into()));
         let mut nats = Mapping::new();
         nats.insert("hosts".into(), Yaml::Sequence(vec![Yaml::Mapping(host)]));
-        merge(
+        merge_yaml(
             &mut self.config,
             Yaml::Mapping(Mapping::from_iter([("nats".into(), Yaml::Mapping(nats))])),
         );
@@ -199,33 +137,22 @@ impl GorouterBuilder {
         let config_path = self.dir.path().join("gorouter.yml");
         let text = self.config_text();
         std::fs::write(&config_path, &text).expect("write config");
-        let log_path = self.dir.path().join("gorouter.out");
-        let log = std::fs::File::create(&log_path).expect("create log file");
-        let log2 = log.try_clone().expect("clone log file");
         let args = self
             .args
             .clone()
             .unwrap_or_else(|| vec!["-c".into(), config_path.display().to_string()]);
-        let child = Command::new(&bin)
-            .args(&args)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        let access_log = lookup(&self.config, &["access_log", "file"])
+        let mut cmd = Command::new(&bin);
+        cmd.args(&args).env("RUST_BACKTRACE", "1");
+        let process =
+            ChildProcess::spawn("gorouter", cmd, self.dir.path().join("gorouter.out"), text);
+        let access_log = yaml_at(&self.config, &["access_log", "file"])
             .and_then(Yaml::as_str)
             .map(PathBuf::from);
         Gorouter {
-            pid: child.id(),
-            child: Some(child),
-            exit: None,
-            port: port_at(&self.config, &["port"]),
-            status_port: port_at(&self.config, &["status", "port"]),
-            routes_port: port_at(&self.config, &["status", "routes", "port"]),
-            config_text: text,
-            log_path,
+            process,
+            port: yaml_port(&self.config, &["port"]),
+            status_port: yaml_port(&self.config, &["status", "port"]),
+            routes_port: yaml_port(&self.config, &["status", "routes", "port"]),
             access_log,
             _dir: self.dir,
         }
@@ -242,21 +169,18 @@ impl GorouterBuilder {
     /// and output. Panics if it is still running after `timeout`.
     pub async fn run_to_exit(self, timeout: Duration) -> (ExitStatus, String) {
         let mut r = self.spawn();
-        let status = r.wait_exit(timeout).await;
-        (status, r.output())
+        r.process.run_to_exit(timeout).await
     }
 }
 
-/// A running `gorouter` process.
+/// A running `gorouter` process (killed on drop; its config and output printed if the test
+/// fails).
 pub struct Gorouter {
-    child: Option<Child>,
-    pid: u32,
-    exit: Option<ExitStatus>,
+    /// Dropped first: the process is killed before its directory goes.
+    process: ChildProcess,
     port: u16,
     status_port: u16,
     routes_port: u16,
-    config_text: String,
-    log_path: PathBuf,
     access_log: Option<PathBuf>,
     _dir: TempDir,
 }
@@ -268,7 +192,7 @@ impl Gorouter {
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// The proxy port.
@@ -293,12 +217,12 @@ impl Gorouter {
 
     /// The config file text the router was started with.
     pub fn config_text(&self) -> &str {
-        &self.config_text
+        self.process.config_text()
     }
 
     /// Everything the process wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.output()
     }
 
     /// The access log file's contents so far (empty if none yet).
@@ -309,48 +233,22 @@ impl Gorouter {
             .unwrap_or_default()
     }
 
-    /// Sends a signal (e.g. `libc::SIGUSR1`) to the process.
+    /// Sends a signal (e.g. `libc::SIGUSR1`) to the process; panics if that fails (e.g. it has
+    /// exited and was reaped).
     pub fn signal(&self, sig: i32) {
-        let pid = libc::pid_t::try_from(self.pid).expect("pid fits pid_t");
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped while
-        // `child` is Some); it has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({pid}, {sig}) failed: {}",
-            std::io::Error::last_os_error()
-        );
+        if let Err(e) = self.process.try_signal(sig) {
+            panic!("kill({}, {sig}) failed: {e}", self.pid());
+        }
     }
 
     /// The exit status if the process has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(st)) = child.try_wait() {
-                    self.exit = Some(st);
-                }
-            }
-        }
-        self.exit
+        self.process.try_exit()
     }
 
     /// Waits for the process to exit, panicking (with its output) after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_exit() {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "gorouter (pid {}) did not exit within {timeout:?}; its output:\n{}",
-                    self.pid,
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.process.wait_exit(timeout).await
     }
 
     /// `GET /health` on the status port; `None` if the connection fails.
@@ -371,7 +269,7 @@ impl Gorouter {
             if let Some(st) = self.try_exit() {
                 panic!(
                     "gorouter exited with {st} before becoming healthy; config:\n{}\noutput:\n{}",
-                    self.config_text,
+                    self.config_text(),
                     self.output()
                 );
             }
@@ -388,7 +286,7 @@ impl Gorouter {
             if Instant::now() >= deadline {
                 panic!(
                     "gorouter did not become healthy within {timeout:?} ({last}); config:\n{}\noutput:\n{}",
-                    self.config_text,
+                    self.config_text(),
                     self.output()
                 );
             }
@@ -475,51 +373,14 @@ impl Gorouter {
 
     /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self, field: &str) -> u64 {
-        proc_status_kib(self.pid, field)
-            .unwrap_or_else(|| panic!("cannot read {field} of pid {}", self.pid))
-    }
-}
-
-impl Drop for Gorouter {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.exit.is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- gorouter (pid {}) config ----\n{}\n---- gorouter output ----\n{}\n---- end of gorouter output ----",
-                self.pid,
-                self.config_text,
-                self.output()
-            );
-        }
+        self.process.memory_kib(field)
     }
 }
 
 /// `base64(user:pass)` for a Basic `Authorization` header.
 pub fn basic_auth(user: &str, pass: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{pass}").into_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
 }
 
 #[cfg(test)]
@@ -540,11 +401,11 @@ mod tests {
         let mut b = GorouterBuilder::new(4222).yaml("status: {pass: x}\nbackends: {max_conns: 1}");
         b = b.nats_port(1234);
         assert_eq!(
-            lookup(&b.config, &["status", "pass"]).and_then(Yaml::as_str),
+            yaml_at(&b.config, &["status", "pass"]).and_then(Yaml::as_str),
             Some("x")
         );
         assert_eq!(
-            lookup(&b.config, &["status", "user"]).and_then(Yaml::as_str),
+            yaml_at(&b.config, &["status", "user"]).and_then(Yaml::as_str),
             Some(STATUS_USER)
         );
         let text = b.config_text();

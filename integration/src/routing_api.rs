@@ -5,9 +5,10 @@
 //!   `default-tcp` seed, `max_ttl: 120s`, `retry_interval: 1s`, the test's database, YAML
 //!   overrides deep-merged on top) and starts `routing-api -config <yml> -ip 127.0.0.1
 //!   [-devMode]`. Without [`RoutingApiBuilder::uaa`] it runs with `-devMode` (no token checks).
-//! - [`RoutingApi`] is the running process: its output goes to a file that is printed when the
-//!   test fails; requests go over a raw HTTP/1.1 client ([`crate::http`]) so status lines,
-//!   header names and bodies can be checked byte for byte; [`Sse`] reads the event streams.
+//! - [`RoutingApi`] is the running process (a [`ChildProcess`]): its output goes to a file that
+//!   is printed when the test fails; requests go over a raw HTTP/1.1 client ([`crate::http`]) so
+//!   status lines, header names and bodies can be checked byte for byte; [`Sse`] reads the event
+//!   streams.
 //!   Readiness is "the HTTP port answers" (routing-api binds nothing before it holds its lock)
 //!   and the process's own log says `routing-api.started` (so another test's process that
 //!   happens to hold the same free port is never taken for ours).
@@ -18,13 +19,13 @@
 //! - [`rtr`] / [`RtrEvents`]: the built `rtr` command-line client.
 //! - [`tls_request`]: one request over (mutual) TLS, for the `api.mtls_listen_port` listener.
 //!
-//! Binaries are found next to the test executable's directory (`<target>/debug/`); `cargo test
-//! --workspace` builds them. `$ROUTING_API_BIN`, `$LOCKET_BIN` and `$RTR_BIN` override.
+//! Binaries are found next to the test executable's directory (`<target>/debug/`) by
+//! [`binary`]; `cargo test --workspace` builds them. `$ROUTING_API_BIN`, `$LOCKET_BIN` and
+//! `$RTR_BIN` override.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,14 +35,15 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::net::TcpStream;
 
-use crate::http::{build_request, find, try_request, HttpConn, RawResponse};
+use crate::http::{build_request, find, parse_response_head, try_request, HttpConn, RawResponse};
 use crate::mariadb::TestDatabase;
 use crate::pki::{parse_certs, parse_key, TestCa};
+pub use crate::process::binary;
+use crate::process::{ChildProcess, PanicDump};
 use crate::uaa::{FakeUaa, ALL_ROUTING_SCOPES};
-use crate::util::{free_port, TempDir};
+use crate::util::{free_port, merge_yaml, poll, yaml_override, yaml_port, Forwarder, TempDir};
 
 /// How long [`RoutingApiBuilder::start`] waits for the HTTP port to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -52,41 +54,6 @@ pub const SYSTEM_DOMAIN: &str = "example.com";
 pub const LOG_GUID: &str = "routing-api-logs";
 /// The seeded router group of the test config.
 pub const DEFAULT_GROUP: &str = "default-tcp";
-
-/// Where a workspace binary is: `$<NAME>_BIN`, else next to the test executable's directory
-/// (tests run from `<target>/debug/deps/`), else `$CARGO_TARGET_DIR/debug`, else
-/// `<workspace>/target/debug`.
-pub fn binary(name: &str) -> PathBuf {
-    let var = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
-    if let Ok(p) = std::env::var(&var) {
-        return p.into();
-    }
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(debug_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(debug_dir.join(name));
-        }
-    }
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug").join(name));
-    }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("target")
-            .join("debug")
-            .join(name),
-    );
-    for c in &candidates {
-        if c.is_file() {
-            return c.clone();
-        }
-    }
-    panic!(
-        "the {name} binary was not found (looked at {candidates:?}; ${var} overrides): build it \
-         with `cargo build --workspace` or run the tests with `cargo test --workspace`"
-    );
-}
 
 /// A port for a listener that may be bound only much later (a standby binds when it takes
 /// over): chosen at random below the kernel's ephemeral range, so no outgoing connection can
@@ -116,23 +83,6 @@ pub fn listener_port() -> u16 {
 
 fn sh_quote_yaml(s: &str) -> String {
     serde_json::to_string(s).expect("string to JSON")
-}
-
-/// Merges `over` into `base`: mappings key by key (recursively), anything else replaced.
-fn merge(base: &mut Yaml, over: Yaml) {
-    match (base, over) {
-        (Yaml::Mapping(b), Yaml::Mapping(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
 }
 
 // ----- the database -----
@@ -210,78 +160,30 @@ impl Database {
 /// client sees its connections die and new ones fail right after connecting), until
 /// [`DbGate::restore`].
 pub struct DbGate {
-    port: u16,
-    open: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-    task: JoinHandle<()>,
+    forwarder: Forwarder,
 }
 
 impl DbGate {
     /// Starts an open gate forwarding to `host:port`.
     pub async fn start(host: &str, port: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("db gate: bind 127.0.0.1:0");
-        let local = listener.local_addr().expect("db gate: local_addr").port();
-        let open = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let target = format!("{host}:{port}");
-        let (o, c) = (open.clone(), conns.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !o.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let target = target.clone();
-                let h = tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let _ = client.set_nodelay(true);
-                    let _ = server.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                });
-                let mut conns = c.lock().expect("db gate lock");
-                conns.retain(|h| !h.is_finished());
-                conns.push(h.abort_handle());
-            }
-        });
         Self {
-            port: local,
-            open,
-            conns,
-            task,
+            forwarder: Forwarder::start("db gate", format!("{host}:{port}")).await,
         }
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.forwarder.port()
     }
 
     /// Cuts every forwarded connection and refuses new ones (accepted, then closed).
     pub fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for h in self.conns.lock().expect("db gate lock").drain(..) {
-            h.abort();
-        }
+        self.forwarder.set_open(false);
+        self.forwarder.cut_connections();
     }
 
     /// Forwards new connections again.
     pub fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for DbGate {
-    fn drop(&mut self) {
-        self.task.abort();
-        for h in self.conns.lock().expect("db gate lock").drain(..) {
-            h.abort();
-        }
+        self.forwarder.set_open(true);
     }
 }
 
@@ -380,9 +282,7 @@ impl RoutingApiBuilder {
 
     /// Deep-merges `yaml` over the config.
     pub fn yaml(mut self, yaml: &str) -> Self {
-        let v: Yaml = serde_yaml_ng::from_str(yaml)
-            .unwrap_or_else(|e| panic!("override is not valid YAML ({e}):\n{yaml}"));
-        self.overrides.push(v);
+        self.overrides.push(yaml_override(yaml));
         self
     }
 
@@ -409,7 +309,7 @@ impl RoutingApiBuilder {
                 sh_quote_yaml(&m.server_key.display().to_string()),
                 sh_quote_yaml(&m.client_ca.display().to_string()),
             );
-            merge(&mut doc, serde_yaml_ng::from_str(&over).expect("mtls YAML"));
+            merge_yaml(&mut doc, serde_yaml_ng::from_str(&over).expect("mtls YAML"));
         }
         if let Some(l) = &self.locket {
             let over = format!(
@@ -419,13 +319,13 @@ impl RoutingApiBuilder {
                 sh_quote_yaml(&l.cert.display().to_string()),
                 sh_quote_yaml(&l.key.display().to_string()),
             );
-            merge(
+            merge_yaml(
                 &mut doc,
                 serde_yaml_ng::from_str(&over).expect("locket YAML"),
             );
         }
         for o in &self.overrides {
-            merge(&mut doc, o.clone());
+            merge_yaml(&mut doc, o.clone());
         }
         serde_yaml_ng::to_string(&doc).expect("config to YAML")
     }
@@ -439,18 +339,9 @@ impl RoutingApiBuilder {
         let (http, mtls, admin) = (listener_port(), listener_port(), listener_port());
         let text = self.render(http, mtls, admin);
         let doc: Yaml = serde_yaml_ng::from_str(&text).expect("rendered config");
-        let port_at = |a: &str, b: Option<&str>| {
-            let mut v = doc.get(a);
-            if let Some(b) = b {
-                v = v.and_then(|v| v.get(b));
-            }
-            v.and_then(Yaml::as_u64)
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(0)
-        };
-        let http_port = port_at("api", Some("listen_port"));
-        let mtls_port = port_at("api", Some("mtls_listen_port"));
-        let admin_port = port_at("admin_port", None);
+        let http_port = yaml_port(&doc, &["api", "listen_port"]);
+        let mtls_port = yaml_port(&doc, &["api", "mtls_listen_port"]);
+        let admin_port = yaml_port(&doc, &["admin_port"]);
         let suffix = if attempt == 0 {
             String::new()
         } else {
@@ -458,33 +349,28 @@ impl RoutingApiBuilder {
         };
         let config_path = self.dir.path().join(format!("routing-api{suffix}.yml"));
         std::fs::write(&config_path, &text).expect("write routing-api config");
-        let log_path = self.dir.path().join(format!("routing-api{suffix}.log"));
-        let log = std::fs::File::create(&log_path).expect("create routing-api log");
-        let log2 = log.try_clone().expect("clone log handle");
-        let bin = binary("routing-api");
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(binary("routing-api"));
         cmd.arg("-config")
             .arg(&config_path)
             .args(["-ip", "127.0.0.1"]);
         if self.uaa.is_none() {
             cmd.arg("-devMode");
         }
-        let child = cmd
-            .env(
-                "RUST_LOG",
-                std::env::var("ROUTING_API_LOG").unwrap_or("info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("ROUTING_API_LOG").unwrap_or("info".into()),
+        );
+        let log_path = self.dir.path().join(format!("routing-api{suffix}.log"));
+        let title = format!(
+            "routing-api {} (http {http_port}, mtls {mtls_port})",
+            self.uuid
+        );
+        let process = ChildProcess::spawn("routing-api", cmd, log_path, text)
+            .with_panic_dump(PanicDump::Log { title });
         RoutingApi {
-            child: Some(child),
-            exit: None,
+            process,
             dir: self.dir.clone(),
             config_path,
-            log_path,
             http_port,
             mtls_port,
             admin_port,
@@ -517,11 +403,10 @@ impl RoutingApiBuilder {
 
 /// A running routing-api (killed on drop; its log printed if the test fails).
 pub struct RoutingApi {
-    child: Option<Child>,
-    exit: Option<ExitStatus>,
+    /// Dropped first: the process is killed before its directory goes.
+    process: ChildProcess,
     dir: Arc<TempDir>,
     config_path: PathBuf,
-    log_path: PathBuf,
     pub http_port: u16,
     pub mtls_port: u16,
     pub admin_port: u16,
@@ -569,23 +454,16 @@ impl RoutingApi {
 
     /// Everything the process printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.output()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
+        self.process.pid()
     }
 
     /// The exit status, if the process has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(s)) = c.try_wait() {
-                    self.exit = Some(s);
-                }
-            }
-        }
-        self.exit
+        self.process.try_exit()
     }
 
     /// Waits for the HTTP port to answer a request; panics (with the log) if the process exits
@@ -787,25 +665,14 @@ impl RoutingApi {
         }
     }
 
-    /// Sends `signal` to the process.
+    /// Sends `signal` to the process (unless it has exited).
     pub fn signal(&self, signal: i32) {
-        let pid = self.pid() as libc::pid_t;
-        if pid > 0 {
-            // SAFETY: signalling our own child process by pid.
-            unsafe {
-                libc::kill(pid, signal);
-            }
-        }
+        self.process.signal(signal);
     }
 
     /// SIGKILL, and waits for the process to be gone.
     pub fn kill9(&mut self) {
-        self.signal(libc::SIGKILL);
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(s) = c.wait() {
-                self.exit = Some(s);
-            }
-        }
+        self.process.kill();
     }
 
     /// SIGTERM (does not wait).
@@ -815,39 +682,7 @@ impl RoutingApi {
 
     /// Waits up to `timeout` for the process to exit; panics with the log if it does not.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_exit() {
-                return s;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "routing-api (pid {}) did not exit within {timeout:?}; its log:\n{}",
-                    self.pid(),
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for RoutingApi {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "----- routing-api {} (http {}, mtls {}) log {} -----\n{}\n----- end of routing-api log -----",
-                self.uuid,
-                self.http_port,
-                self.mtls_port,
-                self.log_path.display(),
-                self.log()
-            );
-        }
+        self.process.wait_exit(timeout).await
     }
 }
 
@@ -1106,9 +941,9 @@ pub async fn tls_request(
 /// The built `locket` binary with a JSON config on a free 127.0.0.1 port, mutual TLS with
 /// certificates from a [`TestCa`]. Killed on drop; log printed if the test fails.
 pub struct Locket {
-    child: Option<Child>,
+    /// Dropped first: the process is killed before its directory goes.
+    process: ChildProcess,
     dir: TempDir,
-    log_path: PathBuf,
     port: u16,
 }
 
@@ -1130,28 +965,18 @@ impl Locket {
             "log_level": "info",
         });
         let config_path = dir.path().join("locket.json");
-        std::fs::write(&config_path, config.to_string()).expect("write locket config");
-        let log_path = dir.path().join("locket.log");
-        let log = std::fs::File::create(&log_path).expect("create locket log");
-        let log2 = log.try_clone().expect("clone log handle");
-        let bin = binary("locket");
-        let child = Command::new(&bin)
-            .arg("-config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        let mut l = Self {
-            child: Some(child),
-            dir,
-            log_path,
-            port,
-        };
+        let text = config.to_string();
+        std::fs::write(&config_path, &text).expect("write locket config");
+        let mut cmd = Command::new(binary("locket"));
+        cmd.arg("-config").arg(&config_path);
+        let process = ChildProcess::spawn("locket", cmd, dir.path().join("locket.log"), text)
+            .with_panic_dump(PanicDump::Log {
+                title: "locket".into(),
+            });
+        let mut l = Self { process, dir, port };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(Ok(Some(s))) = l.child.as_mut().map(Child::try_wait) {
+            if let Some(s) = l.process.try_exit() {
                 panic!("locket exited with {s} at startup; its log:\n{}", l.log());
             }
             if RoutingApi::port_bound(port).await {
@@ -1172,7 +997,7 @@ impl Locket {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.output()
     }
 
     /// Client files for a routing-api: a client certificate from `ca` written to a directory
@@ -1190,22 +1015,6 @@ impl Locket {
     }
 }
 
-impl Drop for Locket {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "----- locket log {} -----\n{}\n----- end of locket log -----",
-                self.log_path.display(),
-                self.log()
-            );
-        }
-    }
-}
-
 // ----- rtr -----
 
 /// What a finished `rtr` run printed.
@@ -1217,19 +1026,24 @@ pub struct RtrOutput {
     pub stderr: String,
 }
 
+/// Starts `rtr args…` (without `$RTR_TRACE`) with stdout and stderr piped.
+fn spawn_rtr<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Child {
+    let bin = binary("rtr");
+    Command::new(&bin)
+        .args(args)
+        .env_remove("RTR_TRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+}
+
 /// Runs `rtr args…` to completion (killed after 20 s) without blocking the test's runtime.
 pub async fn rtr(args: &[&str]) -> RtrOutput {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let bin = binary("rtr");
-        let mut child = Command::new(&bin)
-            .args(&args)
-            .env_remove("RTR_TRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        let mut child = spawn_rtr(&args);
         let mut out = child.stdout.take().expect("stdout");
         let mut err = child.stderr.take().expect("stderr");
         let t_out = std::thread::spawn(move || {
@@ -1273,15 +1087,7 @@ pub struct RtrEvents {
 
 impl RtrEvents {
     pub fn start(args: &[&str]) -> Self {
-        let bin = binary("rtr");
-        let mut child = Command::new(&bin)
-            .args(args)
-            .env_remove("RTR_TRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        let mut child = spawn_rtr(args);
         let out = child.stdout.take().expect("stdout");
         let mut err = child.stderr.take().expect("stderr");
         let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
@@ -1409,37 +1215,14 @@ pub async fn send_large_body(
         }
         buf.extend_from_slice(&tmp[..n]);
         if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let cl = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())
-                        .flatten()
-                })
+            let mut resp = parse_response_head(&String::from_utf8_lossy(&buf[..end]))?;
+            let cl = resp
+                .header("Content-Length")
+                .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(0);
             if buf.len() >= end + 4 + cl {
-                let mut lines = head.split("\r\n");
-                let status_line = lines.next().unwrap_or_default().to_string();
-                let mut parts = status_line.splitn(3, ' ');
-                let version = parts.next().unwrap_or_default().to_string();
-                let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let reason = parts.next().unwrap_or_default().to_string();
-                let headers = lines
-                    .map(|l| match l.split_once(':') {
-                        Some((n, v)) => (n.to_string(), v.trim().to_string()),
-                        None => (l.to_string(), String::new()),
-                    })
-                    .collect();
-                break RawResponse {
-                    status_line,
-                    version,
-                    status,
-                    reason,
-                    headers,
-                    body: buf[end + 4..end + 4 + cl].to_vec(),
-                };
+                resp.body = buf[end + 4..end + 4 + cl].to_vec();
+                break resp;
             }
         }
     };
@@ -1454,15 +1237,15 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let started = Instant::now();
-    loop {
-        if probe().await {
-            return started.elapsed();
-        }
-        if started.elapsed() >= timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let every = Duration::from_millis(50);
+    let probe = || {
+        let answer = probe();
+        async move { answer.await.then_some(()) }
+    };
+    if poll(timeout, every, probe).await.is_none() {
+        panic!("timed out after {timeout:?} waiting for {what}");
     }
+    started.elapsed()
 }
 
 // ----- wire assertions -----

@@ -8,9 +8,9 @@
 //!   `-staleRouteCheckInterval 200ms`; more flags with [`TcpRouterBuilder::flags`]).
 //!   [`TcpRouterBuilder::start`] waits until `/health` is 200 and the router has both listed the
 //!   routes and subscribed to the event stream (from `/metrics`).
-//! - [`TcpRouter`] is the running process: output captured to a file printed when the test
-//!   fails; `/health`, `/metrics`, signals, memory readings; waits for a port to accept or to
-//!   refuse.
+//! - [`TcpRouter`] is the running process (a [`ChildProcess`]): output captured to a file,
+//!   printed with the config when the test fails; `/health`, `/metrics`, signals, memory
+//!   readings; waits for a port to accept or to refuse.
 //! - [`TcpBackend`]: backends on 127.0.0.1 — an echo server that first greets with its name,
 //!   a TLS one (certificate and client-certificate check of the caller's choosing), a source
 //!   that streams a given number of stamped bytes, a half-close checker; each counts its
@@ -20,8 +20,8 @@
 //! - [`greeting`], [`Client`]: the client side.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,27 +33,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::http::{self, RawResponse};
-use crate::routing_api::{binary, RoutingApi};
-use crate::util::{free_port, proc_status_kib, TempDir};
+use crate::process::{binary, ChildProcess};
+use crate::routing_api::RoutingApi;
+use crate::util::{free_port, merge_yaml, poll, yaml_override, TempDir};
 
 /// How long [`TcpRouterBuilder::start`] waits for the router to be ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn merge(base: &mut Yaml, over: Yaml) {
-    match (base, over) {
-        (Yaml::Mapping(b), Yaml::Mapping(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
 
 /// Builds a tcp-router config and starts the binary.
 pub struct TcpRouterBuilder {
@@ -99,13 +84,7 @@ impl TcpRouterBuilder {
 
     /// Deep-merges `yaml` (a mapping) over the config.
     pub fn yaml(mut self, yaml: &str) -> Self {
-        let over: Yaml = serde_yaml_ng::from_str(yaml)
-            .unwrap_or_else(|e| panic!("override is not valid YAML ({e}):\n{yaml}"));
-        assert!(
-            matches!(over, Yaml::Mapping(_)),
-            "override must be a mapping:\n{yaml}"
-        );
-        merge(&mut self.config, over);
+        merge_yaml(&mut self.config, yaml_override(yaml));
         self
     }
 
@@ -134,27 +113,15 @@ impl TcpRouterBuilder {
         let text = self.config_text();
         let config_path = self.dir.path().join("tcp_router.yml");
         std::fs::write(&config_path, &text).expect("write tcp-router config");
-        let log_path = self.dir.path().join("tcp_router.log");
-        let log = std::fs::File::create(&log_path).expect("create tcp-router log");
-        let log2 = log.try_clone().expect("clone log handle");
-        let bin = binary("tcp-router");
-        let child = Command::new(&bin)
-            .arg("-config")
+        let mut cmd = Command::new(binary("tcp-router"));
+        cmd.arg("-config")
             .arg(&config_path)
             .args(&self.flags)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+            .env("RUST_BACKTRACE", "1");
+        let log_path = self.dir.path().join("tcp_router.log");
         TcpRouter {
-            pid: child.id(),
-            child: Some(child),
-            exit: None,
+            process: ChildProcess::spawn("tcp-router", cmd, log_path, text),
             health_port: self.health_port,
-            config_text: text,
-            log_path,
             _dir: self.dir,
         }
     }
@@ -169,25 +136,21 @@ impl TcpRouterBuilder {
     /// Runs the router until it exits by itself (e.g. a bad config); its status and output.
     pub async fn run_to_exit(self, timeout: Duration) -> (ExitStatus, String) {
         let mut r = self.spawn();
-        let status = r.wait_exit(timeout).await;
-        (status, r.output())
+        r.process.run_to_exit(timeout).await
     }
 }
 
-/// A running `tcp-router`.
+/// A running `tcp-router` (killed on drop; its config and output printed if the test fails).
 pub struct TcpRouter {
-    child: Option<Child>,
-    pid: u32,
-    exit: Option<ExitStatus>,
+    /// Dropped first: the process is killed before its directory goes.
+    process: ChildProcess,
     health_port: u16,
-    config_text: String,
-    log_path: PathBuf,
     _dir: TempDir,
 }
 
 impl TcpRouter {
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// 127.0.0.1:`health_check_port`
@@ -197,46 +160,22 @@ impl TcpRouter {
 
     /// Everything the process wrote so far.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.output()
     }
 
     /// The exit status, if it has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(s)) = c.try_wait() {
-                    self.exit = Some(s);
-                }
-            }
-        }
-        self.exit
+        self.process.try_exit()
     }
 
     /// Waits up to `timeout` for the process to exit; panics with its output otherwise.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_exit() {
-                return s;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "tcp-router did not exit within {timeout:?}; output:\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.wait_exit(timeout).await
     }
 
-    /// Sends `signal` to the process.
+    /// Sends `signal` to the process (unless it has exited).
     pub fn signal(&self, signal: i32) {
-        if self.exit.is_none() {
-            // SAFETY: signalling our own child process by pid.
-            unsafe {
-                libc::kill(self.pid as libc::pid_t, signal);
-            }
-        }
+        self.process.signal(signal);
     }
 
     /// `GET path` on the health port, or `None` if it does not answer.
@@ -285,7 +224,7 @@ impl TcpRouter {
             if let Some(st) = self.try_exit() {
                 panic!(
                     "tcp-router exited with {st} before becoming ready; config:\n{}\noutput:\n{}",
-                    self.config_text,
+                    self.process.config_text(),
                     self.output()
                 );
             }
@@ -295,7 +234,7 @@ impl TcpRouter {
             if Instant::now() >= deadline {
                 panic!(
                     "tcp-router was not ready within {timeout:?}; config:\n{}\noutput:\n{}",
-                    self.config_text,
+                    self.process.config_text(),
                     self.output()
                 );
             }
@@ -319,60 +258,40 @@ impl TcpRouter {
     /// arrives); returns how long that took.
     pub async fn wait_routed(&self, port: u16, timeout: Duration) -> Duration {
         let started = Instant::now();
-        loop {
-            if greeting(port).await.is_ok() {
-                return started.elapsed();
-            }
-            if started.elapsed() >= timeout {
-                panic!(
-                    "port {port} did not route to a backend within {timeout:?}; output:\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let every = Duration::from_millis(5);
+        if poll(timeout, every, || async { greeting(port).await.ok() })
+            .await
+            .is_none()
+        {
+            panic!(
+                "port {port} did not route to a backend within {timeout:?}; output:\n{}",
+                self.output()
+            );
         }
+        started.elapsed()
     }
 
     /// Waits until connections to `port` are refused; returns how long that took.
     pub async fn wait_refused(&self, port: u16, timeout: Duration) -> Duration {
         let started = Instant::now();
-        loop {
-            if is_refused(port).await {
-                return started.elapsed();
-            }
-            if started.elapsed() >= timeout {
-                panic!(
-                    "port {port} still accepts connections after {timeout:?}; output:\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let every = Duration::from_millis(10);
+        if poll(timeout, every, || async {
+            is_refused(port).await.then_some(())
+        })
+        .await
+        .is_none()
+        {
+            panic!(
+                "port {port} still accepts connections after {timeout:?}; output:\n{}",
+                self.output()
+            );
         }
+        started.elapsed()
     }
 
     /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self, field: &str) -> u64 {
-        proc_status_kib(self.pid, field)
-            .unwrap_or_else(|| panic!("cannot read {field} of pid {}", self.pid))
-    }
-}
-
-impl Drop for TcpRouter {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.exit.is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- tcp-router (pid {}) config ----\n{}\n---- tcp-router output ----\n{}\n---- end of tcp-router output ----",
-                self.pid,
-                self.config_text,
-                self.output()
-            );
-        }
+        self.process.memory_kib(field)
     }
 }
 
@@ -667,15 +586,9 @@ impl TcpBackend {
     pub async fn count_then_reply(name: &str) -> Self {
         let handler: Handler = Arc::new(|mut io: Box<dyn Io>, _name: String| {
             Box::pin(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut total = 0usize;
-                loop {
-                    match io.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => total += n,
-                        Err(_) => return,
-                    }
-                }
+                let Some(total) = count_until_eof(&mut io).await else {
+                    return;
+                };
                 let _ = io.write_all(format!("got {total}\n").as_bytes()).await;
                 let _ = io.shutdown().await;
             })
@@ -697,16 +610,9 @@ impl TcpBackend {
                     return;
                 }
                 let _ = io.shutdown().await;
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut total = 0usize;
-                loop {
-                    match io.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => total += n,
-                        Err(_) => return,
-                    }
+                if let Some(total) = count_until_eof(&mut io).await {
+                    let _ = reports.send(total);
                 }
-                let _ = reports.send(total);
             })
         });
         Self::start(name, None, handler).await
@@ -741,6 +647,19 @@ impl Drop for TcpBackend {
     fn drop(&mut self) {
         self.task.abort();
         self.kill_connections();
+    }
+}
+
+/// Reads (and discards) until EOF: how many bytes came, or `None` on a read error.
+async fn count_until_eof(io: &mut Box<dyn Io>) -> Option<usize> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
+    loop {
+        match io.read(&mut buf).await {
+            Ok(0) => return Some(total),
+            Ok(n) => total += n,
+            Err(_) => return None,
+        }
     }
 }
 

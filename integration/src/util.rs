@@ -1,13 +1,19 @@
 //! Small helpers: free ports, temporary directories, polling with a deadline, checksums and
-//! generated data for streaming tests, memory readings from `/proc/<pid>/status`.
+//! generated data for streaming tests, memory readings from `/proc/<pid>/status`, and the YAML
+//! handling the config builders share (deep-merging test overrides, reading ports back), and
+//! the TCP forwarder behind [`TcpGate`](crate::TcpGate) and
+//! [`DbGate`](crate::routing_api::DbGate).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde_yaml_ng::Value as Yaml;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now (bound to port 0, then released).
 pub fn free_port() -> u16 {
@@ -77,10 +83,10 @@ impl Drop for TempDir {
     }
 }
 
-/// Polls `probe` every 10 ms until it returns `Some`, and returns that value. Panics with
-/// "timed out after .. waiting for <what>" (plus the last observation, if `probe` recorded one
-/// through `last`) when `timeout` passes first.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+/// Calls `probe` until it returns `Some`, sleeping `interval` between calls, and returns that
+/// value; `None` once `timeout` has passed since the first call (which always happens). The
+/// polling loop behind [`eventually`] and the `wait_*` helpers.
+pub async fn poll<T, F, Fut>(timeout: Duration, interval: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -88,12 +94,109 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = probe().await {
-            return v;
+            return Some(v);
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Polls `probe` every 10 ms until it returns `Some`, and returns that value. Panics with
+/// `timed out after .. waiting for <what>` when `timeout` passes first.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll(timeout, Duration::from_millis(10), probe).await {
+        Some(v) => v,
+        None => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// A TCP forwarder on a free 127.0.0.1 port to a target address. While open, each accepted
+/// connection is piped to the target (a new connection to it per client); while closed,
+/// accepted connections are dropped at once (the client sees EOF). Connections already piped
+/// last until [`cut_connections`](Self::cut_connections) or drop. Stops on drop.
+pub struct Forwarder {
+    port: u16,
+    open: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    task: JoinHandle<()>,
+}
+
+impl Forwarder {
+    /// Starts an open forwarder to `target` (`host:port`); `what` names it in panics.
+    pub async fn start(what: &str, target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{what}: bind 127.0.0.1:0: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{what}: local_addr: {e}"))
+            .port();
+        let open = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (o, c) = (open.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !o.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                let mut conns = c.lock().unwrap_or_else(|e| e.into_inner());
+                conns.retain(|h| !h.is_finished());
+                conns.push(h.abort_handle());
+            }
+        });
+        Self {
+            port,
+            open,
+            conns,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Forwards new connections (`true`) or drops them as they arrive (`false`).
+    pub fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+    }
+
+    /// Closes every connection forwarded so far.
+    pub fn cut_connections(&self) {
+        for h in self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut_connections();
     }
 }
 
@@ -219,6 +322,52 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
+/// Merges `over` into `base`: mappings key by key (recursively), anything else replaced.
+pub fn merge_yaml(base: &mut Yaml, over: Yaml) {
+    match (base, over) {
+        (Yaml::Mapping(b), Yaml::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge_yaml(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// A test's config override: `yaml` parsed, panicking (with the text) unless it is a YAML
+/// mapping, ready for [`merge_yaml`].
+pub fn yaml_override(yaml: &str) -> Yaml {
+    let over: Yaml = serde_yaml_ng::from_str(yaml)
+        .unwrap_or_else(|e| panic!("test override is not valid YAML ({e}):\n{yaml}"));
+    assert!(
+        matches!(over, Yaml::Mapping(_)),
+        "test override must be a YAML mapping:\n{yaml}"
+    );
+    over
+}
+
+/// The value at `path` (mapping keys from the top) of `doc`, if every key is there.
+pub fn yaml_at<'a>(doc: &'a Yaml, path: &[&str]) -> Option<&'a Yaml> {
+    let mut cur = doc;
+    for key in path {
+        cur = cur.as_mapping()?.get(Yaml::String(key.to_string()))?;
+    }
+    Some(cur)
+}
+
+/// The port at `path` of `doc`; 0 when it is missing or not a port number.
+pub fn yaml_port(doc: &Yaml, path: &[&str]) -> u16 {
+    yaml_at(doc, path)
+        .and_then(Yaml::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0)
+}
+
 /// Milliseconds since the Unix epoch, as `X-Request-Start` carries them.
 pub fn unix_millis() -> u128 {
     std::time::SystemTime::now()
@@ -264,6 +413,24 @@ mod tests {
         let mut other = Checksum::new();
         other.update(&swapped);
         assert_ne!(whole.digest(), other.digest());
+    }
+
+    #[test]
+    fn overrides_merge_deeply() {
+        let mut doc: Yaml =
+            serde_yaml_ng::from_str("a: {b: 1, c: 2}\nport: 80\nlist: [1, 2]").expect("YAML");
+        merge_yaml(&mut doc, yaml_override("a: {c: 3, d: 4}\nlist: [5]"));
+        assert_eq!(yaml_port(&doc, &["a", "b"]), 1);
+        assert_eq!(yaml_port(&doc, &["a", "c"]), 3);
+        assert_eq!(yaml_port(&doc, &["a", "d"]), 4);
+        assert_eq!(yaml_port(&doc, &["port"]), 80);
+        assert_eq!(yaml_port(&doc, &["missing"]), 0);
+        assert_eq!(
+            yaml_at(&doc, &["list"])
+                .and_then(Yaml::as_sequence)
+                .map(Vec::len),
+            Some(1)
+        );
     }
 
     #[test]
