@@ -23,13 +23,9 @@ pub use yaml_config::{parse_go_duration, GoDuration};
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
+    /// The config file could not be read, or its YAML did not parse.
+    #[error(transparent)]
+    Load(#[from] yaml_config::LoadError),
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -411,32 +407,19 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_yaml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
-            },
-            other => other,
-        })
+        let (raw, unknown_keys) = yaml_config::load_file::<RawConfig>(path)?;
+        Self::validate(raw, unknown_keys)
     }
 
     /// Parses and validates YAML text. An empty document gives the defaults.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let (raw, unknown_keys) = yaml_config::from_yaml_reporting_unknown::<RawConfig>(text)
-            .map_err(|e| ConfigError::Parse {
-                path: String::new(),
-                message: e.0,
-            })?;
+            .map_err(yaml_config::LoadError::from)?;
         Self::validate(raw, unknown_keys)
     }
 
     fn validate(raw: RawConfig, unknown_keys: Vec<String>) -> Result<Self, ConfigError> {
-        let mut warnings = Vec::new();
-        for (key, d) in [
+        let warnings = yaml_config::bare_nanosecond_warnings(&[
             ("droplet_stale_threshold", raw.droplet_stale_threshold),
             (
                 "prune_stale_droplets_interval",
@@ -451,14 +434,7 @@ impl Config {
             ("drain_wait", raw.drain_wait),
             ("drain_timeout", raw.drain_timeout),
             ("frontend_idle_timeout", raw.frontend_idle_timeout),
-        ] {
-            if !d.0.is_zero() && d.0 < Duration::from_millis(1) {
-                warnings.push(format!(
-                    "config key `{key}` is {:?}: a bare number is nanoseconds, as upstream reads it; write e.g. \"30s\"",
-                    d.0
-                ));
-            }
-        }
+        ]);
         let nonzero = |key: &'static str, d: GoDuration| {
             if d.0.is_zero() {
                 Err(ConfigError::Invalid {
@@ -623,7 +599,12 @@ impl Config {
                 });
             }
         }
-        let bind_address = parse_bind_address(&raw.bind_address)?;
+        let bind_address = yaml_config::parse_ip_address(&raw.bind_address).map_err(|message| {
+            ConfigError::Invalid {
+                key: "bind_address",
+                message,
+            }
+        })?;
         if raw.nats.tls_enabled {
             return Err(ConfigError::Invalid {
                 key: "nats.tls_enabled",
@@ -689,16 +670,6 @@ impl Config {
             .map(|h| format!("nats://{}:{}", h.hostname, h.port))
             .collect()
     }
-}
-
-/// `bind_address`: an IP address, IPv4 or IPv6, without a port.
-fn parse_bind_address(text: &str) -> Result<IpAddr, ConfigError> {
-    text.trim().parse().map_err(|_| ConfigError::Invalid {
-        key: "bind_address",
-        message: format!(
-            "{text:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::1; no port, no brackets)"
-        ),
-    })
 }
 
 /// The address of the interface that routes to the outside, as upstream's `localip` finds it.

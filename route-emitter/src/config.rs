@@ -268,15 +268,11 @@ pub fn parse(text: &str) -> Result<(ConfigSchema, Vec<String>), ConfigError> {
         .map_err(|e| ConfigError(vec![format!("invalid config: {e}")]))
 }
 
-/// Reads and validates the config file at `path`.
+/// Reads and validates the config file at `path`. Unknown keys are returned so the caller can
+/// warn about them.
 pub fn load(path: &std::path::Path) -> Result<(Config, Vec<String>), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(vec![format!(
-            "cannot read config file {}: {e}",
-            path.display()
-        )])
-    })?;
-    let (schema, unknown) = parse(&text)?;
+    let (schema, unknown) = yaml_config::load_file::<ConfigSchema>(path)
+        .map_err(|e| ConfigError(vec![e.to_string()]))?;
     Ok((schema.into_config()?, unknown))
 }
 

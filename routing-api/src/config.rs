@@ -21,13 +21,9 @@ use crate::validation::DEFAULT_RESERVED_PORTS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
+    /// The config file could not be read, or its YAML did not parse.
+    #[error(transparent)]
+    Load(#[from] yaml_config::LoadError),
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -262,26 +258,24 @@ impl Config {
         !self.api.mtls_server_cert_file.is_empty()
     }
 
+    /// Reads and validates a config file.
     pub fn load(path: &Path, dev_mode: bool) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_yaml(&text, dev_mode).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
-            },
-            other => other,
-        })
+        let (raw, unknown_keys) = yaml_config::load_file::<RawConfig>(path)?;
+        Self::validate(raw, unknown_keys, dev_mode)
     }
 
+    /// Parses and validates YAML text.
     pub fn from_yaml(text: &str, dev_mode: bool) -> Result<Self, ConfigError> {
         let (raw, unknown_keys) = yaml_config::from_yaml_reporting_unknown::<RawConfig>(text)
-            .map_err(|e| ConfigError::Parse {
-                path: String::new(),
-                message: e.0,
-            })?;
+            .map_err(yaml_config::LoadError::from)?;
+        Self::validate(raw, unknown_keys, dev_mode)
+    }
+
+    fn validate(
+        raw: RawConfig,
+        unknown_keys: Vec<String>,
+        dev_mode: bool,
+    ) -> Result<Self, ConfigError> {
         let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
             key,
             message: message.to_string(),
@@ -319,15 +313,8 @@ impl Config {
                 return Err(invalid(key, "port number is invalid: 0 (1-65535)"));
             }
         }
-        let bind_address: IpAddr = raw.bind_address.trim().parse().map_err(|_| {
-            ConfigError::Invalid {
-                key: "bind_address",
-                message: format!(
-                    "{:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::1; no port, no brackets)",
-                    raw.bind_address
-                ),
-            }
-        })?;
+        let bind_address = yaml_config::parse_ip_address(&raw.bind_address)
+            .map_err(|message| invalid("bind_address", &message))?;
         let mtls_files = [
             &raw.api.mtls_server_cert_file,
             &raw.api.mtls_server_key_file,

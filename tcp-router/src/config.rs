@@ -44,13 +44,9 @@ pub const DEFAULT_RESERVED_PORTS: &[u16] = &[
 /// A configuration problem, naming the key (or flag) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
+    /// The config file could not be read, or its YAML did not parse.
+    #[error(transparent)]
+    Load(#[from] yaml_config::LoadError),
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
     #[error("flag -{flag}: {message}")]
@@ -299,26 +295,14 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_yaml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
-            },
-            other => other,
-        })
+        let (raw, unknown_keys) = yaml_config::load_file::<RawConfig>(path)?;
+        Self::validate(raw, unknown_keys)
     }
 
     /// Parses and validates YAML text.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let (raw, unknown_keys) = yaml_config::from_yaml_reporting_unknown::<RawConfig>(text)
-            .map_err(|e| ConfigError::Parse {
-                path: String::new(),
-                message: e.0,
-            })?;
+            .map_err(yaml_config::LoadError::from)?;
         Self::validate(raw, unknown_keys)
     }
 
@@ -327,17 +311,10 @@ impl Config {
         if !raw.haproxy_pid_file.is_empty() {
             warnings.push("config key `haproxy_pid_file` is ignored: there is no HAProxy".into());
         }
-        for (key, d) in [
+        warnings.extend(yaml_config::bare_nanosecond_warnings(&[
             ("drain_wait", raw.drain_wait),
             ("connect_timeout", raw.connect_timeout),
-        ] {
-            if !d.0.is_zero() && d.0 < Duration::from_millis(1) {
-                warnings.push(format!(
-                    "config key `{key}` is {:?}: a bare number is nanoseconds, as upstream reads it; write e.g. \"30s\"",
-                    d.0
-                ));
-            }
-        }
+        ]));
 
         let routing_api = routing_api(&raw)?;
 
@@ -385,15 +362,8 @@ impl Config {
                 ))
             }
         };
-        let bind_address: IpAddr = raw.bind_address.trim().parse().map_err(|_| {
-            invalid(
-                "bind_address",
-                format!(
-                    "{:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::1; no port, no brackets)",
-                    raw.bind_address
-                ),
-            )
-        })?;
+        let bind_address = yaml_config::parse_ip_address(&raw.bind_address)
+            .map_err(|message| invalid("bind_address", message))?;
         if raw.reserved_system_component_ports.contains(&0) {
             return Err(invalid(
                 "reserved_system_component_ports",

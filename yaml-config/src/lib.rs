@@ -1,8 +1,14 @@
 //! Loading upstream's YAML config files: unknown keys collected (so a rendered BOSH config
 //! loads, with a warning per key) and Go `time.Duration` values (`"30s"`, `"1m30s"`, or a bare
 //! integer of nanoseconds, as Go's YAML decoders read them). Shared by every component.
+//!
+//! A component's `Config::load` is [`load_file`] (read, parse, unknown keys; a [`LoadError`]
+//! naming the file) followed by its own validation; values several components share are parsed
+//! here too ([`parse_go_duration`], [`parse_ip_address`]).
 
 use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
@@ -26,6 +32,52 @@ pub fn from_yaml_reporting_unknown<T: DeserializeOwned + Default>(
     let value = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
         .map_err(|e: serde_yaml_ng::Error| YamlError(e.to_string()))?;
     Ok((value, unknown))
+}
+
+/// A config that could not be loaded: the file could not be read, or its text is not YAML of
+/// the expected shape. The message names the file and says why (the OS error, or the parser's
+/// message with the line and column).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read: missing, not readable, or not UTF-8.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file was read but did not parse.
+    #[error("config file {path} is not valid: {source}")]
+    Parse { path: PathBuf, source: YamlError },
+    /// Config text that came from no file did not parse (a component's `from_yaml`).
+    #[error("config is not valid: {0}")]
+    Text(#[from] YamlError),
+}
+
+/// Reads the config file at `path` and parses it with [`from_yaml_reporting_unknown`]:
+/// the value and the dotted paths of the keys `T` does not know (for the caller to warn
+/// about). An empty file gives `T::default()`.
+pub fn load_file<T: DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<(T, Vec<String>), LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_yaml_reporting_unknown(&text).map_err(|source| LoadError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses an IP address config value (such as `bind_address`): IPv4 or IPv6, surrounding
+/// white space ignored, no port, no brackets, no host name. The error message quotes the
+/// value and shows what to write instead; callers prefix it with the key.
+pub fn parse_ip_address(text: &str) -> Result<IpAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::1; no port, no brackets)"
+        )
+    })
 }
 
 /// A duration written the way Go's YAML decoder reads `time.Duration`.
@@ -54,6 +106,22 @@ impl<'de> Deserialize<'de> for GoDuration {
         }
         deserializer.deserialize_any(V)
     }
+}
+
+/// One warning for each `(key, value)` that is above zero but under a millisecond: almost
+/// certainly a bare integer (which Go, and [`GoDuration`], read as nanoseconds) meant as
+/// seconds. The warning names the key and shows how to write a duration.
+pub fn bare_nanosecond_warnings(durations: &[(&str, GoDuration)]) -> Vec<String> {
+    durations
+        .iter()
+        .filter(|(_, d)| !d.0.is_zero() && d.0 < Duration::from_millis(1))
+        .map(|(key, d)| {
+            format!(
+                "config key `{key}` is {:?}: a bare number is nanoseconds, as upstream reads it; write e.g. \"30s\"",
+                d.0
+            )
+        })
+        .collect()
 }
 
 /// Parses Go's `time.ParseDuration` syntax: a sequence of decimal numbers with units
@@ -103,6 +171,133 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Deserialize, Default, Debug)]
+    #[serde(default)]
+    struct Small {
+        port: u16,
+    }
+
+    /// A file in a fresh temporary directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn with(name: &str, contents: &[u8]) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("yaml-config-test-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(name);
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    #[test]
+    fn load_file_parses_and_reports_unknown_keys() {
+        let f = TempFile::with(
+            "ok.yml",
+            b"port: 8081
+zzz: 1
+",
+        );
+        let (doc, unknown) = load_file::<Small>(&f.0).unwrap();
+        assert_eq!(doc.port, 8081);
+        assert_eq!(unknown, vec!["zzz"]);
+        let f = TempFile::with("empty.yml", b"\n");
+        assert_eq!(load_file::<Small>(&f.0).unwrap().0.port, 0);
+    }
+
+    #[test]
+    fn load_file_names_a_missing_file() {
+        let e = load_file::<Small>(Path::new("/nonexistent/x.yml")).unwrap_err();
+        assert!(matches!(e, LoadError::Read { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("cannot read config file /nonexistent/x.yml: "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn load_file_names_the_file_and_the_parse_error() {
+        let f = TempFile::with("bad.yml", b"port: [unclosed\n");
+        let e = load_file::<Small>(&f.0).unwrap_err();
+        assert!(matches!(e, LoadError::Parse { .. }), "{e:?}");
+        let msg = e.to_string();
+        let prefix = format!("config file {} is not valid: ", f.0.display());
+        assert!(msg.starts_with(&prefix), "{msg}");
+        assert!(msg.contains("line"), "no position in: {msg}");
+        let f = TempFile::with("type.yml", b"port: high\n");
+        let msg = load_file::<Small>(&f.0).unwrap_err().to_string();
+        assert!(
+            msg.contains("port") && msg.contains("is not valid"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn load_file_refuses_non_utf8() {
+        let f = TempFile::with("latin1.yml", b"zone: caf\xe9\n");
+        let e = load_file::<Small>(&f.0).unwrap_err();
+        assert!(matches!(e, LoadError::Read { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn text_errors_convert_without_a_path() {
+        let e: LoadError = from_yaml_reporting_unknown::<Small>("port: [\n")
+            .unwrap_err()
+            .into();
+        assert!(e.to_string().starts_with("config is not valid: "), "{e}");
+    }
+
+    #[test]
+    fn sub_millisecond_durations_are_warned_about() {
+        let w = bare_nanosecond_warnings(&[
+            ("a", GoDuration(Duration::from_nanos(30))),
+            ("zero", GoDuration(Duration::ZERO)),
+            ("ms", GoDuration(Duration::from_millis(1))),
+            ("b", GoDuration(Duration::from_micros(999))),
+        ]);
+        assert_eq!(
+            w,
+            vec![
+                "config key `a` is 30ns: a bare number is nanoseconds, as upstream reads it; write e.g. \"30s\"",
+                "config key `b` is 999µs: a bare number is nanoseconds, as upstream reads it; write e.g. \"30s\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn ip_addresses_parse() {
+        assert_eq!(
+            parse_ip_address("127.0.0.1").unwrap(),
+            IpAddr::from([127, 0, 0, 1])
+        );
+        assert_eq!(
+            parse_ip_address(" ::1 ").unwrap(),
+            "::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_ip_address("::").unwrap(),
+            "::".parse::<IpAddr>().unwrap()
+        );
+        for bad in ["localhost", "127.0.0.1:80", "[::1]", "", "300.1.1.1"] {
+            assert_eq!(
+                parse_ip_address(bad).unwrap_err(),
+                format!(
+                    "{bad:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::1; no port, no brackets)"
+                )
+            );
+        }
+    }
 
     #[test]
     fn go_durations_parse() {
