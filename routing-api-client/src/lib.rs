@@ -34,6 +34,7 @@
 pub mod client;
 pub mod events;
 pub mod models;
+pub mod ports;
 pub mod sse;
 pub mod tls;
 mod transport;

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::Deserialize;
 use yaml_config::GoDuration;
 
@@ -135,20 +135,6 @@ fn ports_any<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
-/// `reserved_system_component_ports`: a list of ports, or upstream's string form.
-fn reserved_ports_any<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Reserved {
-        List(Vec<u16>),
-        Str(String),
-    }
-    match Reserved::deserialize(d)? {
-        Reserved::List(l) => Ok(l),
-        Reserved::Str(s) => crate::validation::parse_port_list(&s).map_err(de::Error::custom),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 struct RawConfig {
@@ -159,7 +145,7 @@ struct RawConfig {
     system_domain: String,
     oauth: OAuthConfig,
     router_groups: Vec<SeedRouterGroup>,
-    #[serde(deserialize_with = "reserved_ports_any")]
+    #[serde(deserialize_with = "routing_api_client::ports::deserialize_reserved_ports")]
     reserved_system_component_ports: Vec<u16>,
     fail_on_router_port_conflicts: bool,
     sqldb: SqlDbConfig,

@@ -108,27 +108,6 @@ pub fn parse_reservable_ports(
     Ok(ranges)
 }
 
-/// Parses a comma-separated list of ports and ranges without the 1024 floor (for
-/// `reserved_system_component_ports` written as a string).
-pub fn parse_port_list(s: &str) -> Result<Vec<u16>, String> {
-    let mut out = Vec::new();
-    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let bad = || format!("invalid port or range {item:?}");
-        match item.split_once('-') {
-            Some((a, b)) => {
-                let a: u16 = a.trim().parse().map_err(|_| bad())?;
-                let b: u16 = b.trim().parse().map_err(|_| bad())?;
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(item.parse().map_err(|_| bad())?),
-        }
-    }
-    Ok(out)
-}
-
 /// Validates one router group (B.3).
 pub fn validate_router_group(
     name: &str,
@@ -518,14 +497,5 @@ mod tests {
             validate_tcp_mapping(&m, None).is_ok(),
             "delete skips the ttl check"
         );
-    }
-
-    #[test]
-    fn port_list_parses_ranges() {
-        assert_eq!(
-            parse_port_list("2822, 3457-3459").unwrap(),
-            vec![2822, 3457, 3458, 3459]
-        );
-        assert!(parse_port_list("x").is_err());
     }
 }

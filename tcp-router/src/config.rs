@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use yaml_config::{parse_go_duration, GoDuration};
 
@@ -178,21 +177,6 @@ struct RawBackendTls {
     client_cert_and_key_path: String,
 }
 
-/// `reserved_system_component_ports`: a list of ports, or a string `"2822,3457-3461"`.
-fn reserved_ports_any<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Reserved {
-        List(Vec<u16>),
-        Str(String),
-    }
-    match Reserved::deserialize(d)? {
-        Reserved::List(l) => Ok(l),
-        Reserved::Str(s) => parse_port_list(&s)
-            .map_err(|e| de::Error::custom(format!("reserved_system_component_ports: {e}"))),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 struct RawConfig {
@@ -200,7 +184,7 @@ struct RawConfig {
     routing_api: RawRoutingApi,
     haproxy_pid_file: String,
     isolation_segments: Vec<String>,
-    #[serde(deserialize_with = "reserved_ports_any")]
+    #[serde(deserialize_with = "routing_api_client::ports::deserialize_reserved_ports")]
     reserved_system_component_ports: Vec<u16>,
     drain_wait: GoDuration,
     backend_tls: RawBackendTls,
@@ -523,26 +507,6 @@ fn backend_tls(raw: &RawBackendTls) -> Result<BackendTls, ConfigError> {
     })
 }
 
-/// Parses `"1024-1033,2000"` (router groups' `reservable_ports`, or the reserved ports string).
-pub fn parse_port_list(s: &str) -> Result<Vec<u16>, String> {
-    let mut out = Vec::new();
-    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let bad = || format!("invalid port or range {item:?}");
-        match item.split_once('-') {
-            Some((a, b)) => {
-                let a: u16 = a.trim().parse().map_err(|_| bad())?;
-                let b: u16 = b.trim().parse().map_err(|_| bad())?;
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(item.parse().map_err(|_| bad())?),
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,15 +693,5 @@ something_else: 1
         assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
         assert_eq!(c.routing_api.url, "http://127.0.0.1:3000");
         assert_eq!(c.health_check_port, 8080);
-    }
-
-    #[test]
-    fn port_lists() {
-        assert_eq!(
-            parse_port_list("1024-1026, 2000").unwrap(),
-            vec![1024, 1025, 1026, 2000]
-        );
-        assert!(parse_port_list("x").is_err());
-        assert!(parse_port_list("10-1").is_err());
     }
 }

@@ -17,13 +17,14 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::config::{parse_port_list, Config, Flags};
+use crate::config::{Config, Flags};
 use crate::forward::{ConnTracker, ForwardSettings, Global};
 use crate::health::{self, Health};
 use crate::listeners::{Listeners, Workers};
 use crate::metrics::Metrics;
 use crate::routes::source::{RouteSource, SourceSettings};
 use crate::routes::RoutingTable;
+use routing_api_client::ports::parse_port_list;
 
 /// How the router stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
