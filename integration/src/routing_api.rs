@@ -43,7 +43,9 @@ use crate::pki::{parse_certs, parse_key, TestCa};
 pub use crate::process::binary;
 use crate::process::{ChildProcess, PanicDump};
 use crate::uaa::{FakeUaa, ALL_ROUTING_SCOPES};
-use crate::util::{free_port, merge_yaml, poll, yaml_override, yaml_port, Forwarder, TempDir};
+use crate::util::{
+    claim_port, free_port, merge_yaml, poll, yaml_override, yaml_port, Forwarder, TempDir,
+};
 
 /// How long [`RoutingApiBuilder::start`] waits for the HTTP port to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -58,7 +60,7 @@ pub const DEFAULT_GROUP: &str = "default-tcp";
 /// A port for a listener that may be bound only much later (a standby binds when it takes
 /// over): chosen at random below the kernel's ephemeral range, so no outgoing connection can
 /// take it meanwhile (as one may with [`free_port`]), and free on 127.0.0.1 (where the tests'
-/// routing-api binds, `bind_address`) right now.
+/// routing-api binds, `bind_address`) right now, and never handed out twice in one test process.
 pub fn listener_port() -> u16 {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -74,7 +76,7 @@ pub fn listener_port() -> u16 {
                 .unwrap_or_default(),
         );
         let port = (10_000 + r % (low - 10_000)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && claim_port(port) {
             return port;
         }
     }

@@ -15,18 +15,39 @@ use serde_yaml_ng::Value as Yaml;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+/// Records `port` as handed out; false if this test process handed it out before. Tests run
+/// in parallel threads of one process, and the kernel may give a port released by one test to
+/// the next `bind(:0)`; handing each port out once keeps two servers of this process from being
+/// configured with the same port.
+pub fn claim_port(port: u16) -> bool {
+    static CLAIMED: OnceLock<Mutex<std::collections::HashSet<u16>>> = OnceLock::new();
+    CLAIMED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(port)
 }
 
-/// `N` distinct free ports on 127.0.0.1 (each held until all are chosen, so the kernel cannot
-/// hand out the same one twice, as back-to-back [`free_port`] calls sometimes do).
+/// A TCP port on 127.0.0.1 that nothing listens on right now (bound to port 0, then released)
+/// and that no other caller in this process got before.
+pub fn free_port() -> u16 {
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports on 127.0.0.1, none handed out before in this process (each held
+/// until all are chosen, so the kernel cannot hand out the same one twice).
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
+    let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
+    // Ports handed out before stay bound until the end too, so the kernel moves on.
+    let mut passed_over = Vec::new();
+    while held.len() < N {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        if claim_port(l.local_addr().expect("local_addr").port()) {
+            held.push(l);
+        } else {
+            passed_over.push(l);
+        }
+    }
     std::array::from_fn(|i| held[i].local_addr().expect("local_addr").port())
 }
 

@@ -49,6 +49,7 @@
 
 mod error;
 mod mysql;
+mod shared;
 mod sqlite;
 
 use std::fmt;
@@ -60,7 +61,14 @@ use std::time::Duration;
 use routing_api_client::models::{HttpRoute, ModificationTag, RouterGroup, TcpRouteMapping};
 use sqlx::mysql::MySqlPool;
 use sqlx::sqlite::SqlitePool;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 use time::OffsetDateTime;
+
+// `Mysql::…` / `Sqlite::…` are the queries both backends share (provided by [`Dialect`]);
+// `mysql::…` / `sqlite::…` are the ones each backend writes its own way.
+use mysql::Mysql;
+use shared::Dialect;
+use sqlite::Sqlite;
 
 pub use error::{StoreError, BACKUP_LOCKED_MESSAGE};
 
@@ -110,6 +118,13 @@ pub struct StoreConfig {
 
 /// Idle connections beyond `max_idle_connections` are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl StoreConfig {
+    /// `connections_max_lifetime` for the pool: 0 means unlimited.
+    fn max_lifetime(&self) -> Option<Duration> {
+        (!self.connections_max_lifetime.is_zero()).then_some(self.connections_max_lifetime)
+    }
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -284,8 +299,8 @@ impl Store {
     pub async fn router_groups(&self) -> Result<Vec<RouterGroup>, StoreError> {
         self.check_rg_reads()?;
         match &self.backend {
-            Backend::Mysql(p) => mysql::router_groups(p, None).await,
-            Backend::Sqlite(p) => sqlite::router_groups(p, None).await,
+            Backend::Mysql(p) => Mysql::router_groups(p, None).await,
+            Backend::Sqlite(p) => Sqlite::router_groups(p, None).await,
         }
     }
 
@@ -296,8 +311,8 @@ impl Store {
     ) -> Result<Option<RouterGroup>, StoreError> {
         self.check_rg_reads()?;
         let groups = match &self.backend {
-            Backend::Mysql(p) => mysql::router_groups(p, Some(("name", name))).await?,
-            Backend::Sqlite(p) => sqlite::router_groups(p, Some(("name", name))).await?,
+            Backend::Mysql(p) => Mysql::router_groups(p, Some(("name", name))).await?,
+            Backend::Sqlite(p) => Sqlite::router_groups(p, Some(("name", name))).await?,
         };
         Ok(groups.into_iter().next())
     }
@@ -309,8 +324,8 @@ impl Store {
     ) -> Result<Option<RouterGroup>, StoreError> {
         self.check_rg_reads()?;
         let groups = match &self.backend {
-            Backend::Mysql(p) => mysql::router_groups(p, Some(("guid", guid))).await?,
-            Backend::Sqlite(p) => sqlite::router_groups(p, Some(("guid", guid))).await?,
+            Backend::Mysql(p) => Mysql::router_groups(p, Some(("guid", guid))).await?,
+            Backend::Sqlite(p) => Sqlite::router_groups(p, Some(("guid", guid))).await?,
         };
         Ok(groups.into_iter().next())
     }
@@ -359,8 +374,8 @@ impl Store {
     pub async fn delete_router_group(&self, guid: &str) -> Result<bool, StoreError> {
         self.check_rg_writes()?;
         match &self.backend {
-            Backend::Mysql(p) => mysql::delete_router_group(p, guid).await,
-            Backend::Sqlite(p) => sqlite::delete_router_group(p, guid).await,
+            Backend::Mysql(p) => Mysql::delete_router_group(p, guid).await,
+            Backend::Sqlite(p) => Sqlite::delete_router_group(p, guid).await,
         }
     }
 
@@ -413,8 +428,8 @@ impl Store {
     pub async fn http_routes(&self) -> Result<Vec<HttpRoute>, StoreError> {
         let now = OffsetDateTime::now_utc();
         match &self.backend {
-            Backend::Mysql(p) => mysql::http_routes(p, now).await,
-            Backend::Sqlite(p) => sqlite::http_routes(p, now).await,
+            Backend::Mysql(p) => Mysql::http_routes(p, now).await,
+            Backend::Sqlite(p) => Sqlite::http_routes(p, now).await,
         }
     }
 
@@ -458,8 +473,8 @@ impl Store {
     ) -> Result<Vec<TcpRouteMapping>, StoreError> {
         let now = OffsetDateTime::now_utc();
         match &self.backend {
-            Backend::Mysql(p) => mysql::tcp_routes(p, now, isolation_segments).await,
-            Backend::Sqlite(p) => sqlite::tcp_routes(p, now, isolation_segments).await,
+            Backend::Mysql(p) => Mysql::tcp_routes(p, now, isolation_segments).await,
+            Backend::Sqlite(p) => Sqlite::tcp_routes(p, now, isolation_segments).await,
         }
     }
 
@@ -543,11 +558,25 @@ pub(crate) struct TcpRow {
     pub mapping: TcpRouteMapping,
 }
 
-/// Column accessors both backends implement, so row mapping is written once. Integer columns
+/// Column accessors of both backends' rows, so row mapping is written once. Integer columns
 /// are selected as signed 64-bit values.
 pub(crate) trait RowGet {
     fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error>;
     fn int(&self, i: usize) -> Result<Option<i64>, sqlx::Error>;
+}
+
+impl<R: Row> RowGet for R
+where
+    usize: ColumnIndex<R>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get::<Option<String>, _>(i)
+    }
+    fn int(&self, i: usize) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get::<Option<i64>, _>(i)
+    }
 }
 
 fn port_from(v: Option<i64>, what: &str) -> Result<u16, StoreError> {
@@ -608,6 +637,30 @@ pub(crate) fn tcp_row(r: &impl RowGet) -> Result<TcpRow, StoreError> {
     })
 }
 
+/// The routes of `HTTP_COLUMNS` rows.
+pub(crate) fn http_routes_of(rows: &[impl RowGet]) -> Result<Vec<HttpRoute>, StoreError> {
+    rows.iter().map(|r| http_row(r).map(|h| h.route)).collect()
+}
+
+/// The mappings of `TCP_COLUMNS` rows.
+pub(crate) fn tcp_routes_of(rows: &[impl RowGet]) -> Result<Vec<TcpRouteMapping>, StoreError> {
+    rows.iter().map(|r| tcp_row(r).map(|t| t.mapping)).collect()
+}
+
+/// The route of the first of `HTTP_COLUMNS` rows (what a delete hands back).
+pub(crate) fn first_http_route(rows: &[impl RowGet]) -> Result<Option<HttpRoute>, StoreError> {
+    rows.first()
+        .map(|r| http_row(r).map(|h| h.route))
+        .transpose()
+}
+
+/// The mapping of the first of `TCP_COLUMNS` rows (what a delete hands back).
+pub(crate) fn first_tcp_route(rows: &[impl RowGet]) -> Result<Option<TcpRouteMapping>, StoreError> {
+    rows.first()
+        .map(|r| tcp_row(r).map(|t| t.mapping))
+        .transpose()
+}
+
 /// `guid, name, type, reservable_ports`
 pub(crate) fn router_group_row(r: &impl RowGet) -> Result<RouterGroup, StoreError> {
     Ok(RouterGroup {
@@ -633,6 +686,15 @@ pub(crate) fn router_group_duplicate(err: StoreError, groups: &[RouterGroup]) ->
                 _ => StoreError::Duplicate(format!("router group already exists: {msg}")),
             }
         }
+        other => other,
+    }
+}
+
+/// Maps a failed migration `step`: a plain database error becomes [`StoreError::Migration`]
+/// naming the step; outages and the like keep their class.
+pub(crate) fn migration_err(step: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match StoreError::from(e) {
+        StoreError::Database(e) => StoreError::Migration(format!("{step}: {e}")),
         other => other,
     }
 }

@@ -6,17 +6,18 @@ use std::time::Duration;
 
 use routing_api_client::models::{HttpRoute, RouterGroup, TcpRouteMapping};
 use sqlx::mysql::{
-    MySql, MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions,
+    MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlQueryResult,
     MySqlRow, MySqlSslMode,
 };
-use sqlx::query::Query;
 use sqlx::{Connection, Row};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::error::mysql_retryable;
+use super::shared::{Dialect, HTTP_IDENTITY_WHERE, Q, RG_COLUMNS};
 use super::{
-    http_row, non_empty, placeholders, router_group_row, tcp_row, HttpRow, RowGet, StoreConfig,
-    StoreError, TcpKey, TcpRow, Write, IDLE_TIMEOUT, IN_CHUNK, MIGRATION_KEY, SCHEMA_VERSION,
+    first_http_route, first_tcp_route, http_routes_of, http_row, migration_err, non_empty,
+    placeholders, router_group_row, tcp_routes_of, tcp_row, HttpRow, StoreConfig, StoreError,
+    TcpKey, Write, IDLE_TIMEOUT, IN_CHUNK, MIGRATION_KEY, SCHEMA_VERSION,
 };
 
 const HTTP_COLUMNS: &str = "guid, route, CAST(port AS SIGNED), ip, CAST(ttl AS SIGNED), log_guid, \
@@ -25,7 +26,6 @@ const TCP_COLUMNS: &str = "guid, router_group_guid, CAST(host_port AS SIGNED), \
      CAST(host_tls_port AS SIGNED), host_ip, sni_hostname, instance_id, \
      CAST(external_port AS SIGNED), modification_guid, CAST(modification_index AS SIGNED), \
      CAST(ttl AS SIGNED), isolation_segment";
-const RG_COLUMNS: &str = "guid, name, type, reservable_ports";
 
 /// Upstream's tables as gorm v1 creates them for the v7 models (string → varchar(255),
 /// uint16/uint32 → int unsigned, `type:int` → int, time.Time → datetime NULL).
@@ -86,12 +86,22 @@ const TCP_INDEX_COLUMNS: &[&str] = &[
     "host_tls_port",
 ];
 
-impl RowGet for MySqlRow {
-    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
-        self.try_get::<Option<String>, _>(i)
+/// The MySQL dialect: `DATETIME` timestamps, integer columns cast to `SIGNED`.
+pub(super) struct Mysql;
+
+impl Dialect for Mysql {
+    type Db = MySql;
+    type Time = PrimitiveDateTime;
+    const HTTP_COLUMNS: &'static str = HTTP_COLUMNS;
+    const TCP_COLUMNS: &'static str = TCP_COLUMNS;
+    const SEGMENT_OR_EMPTY: &'static str = "COALESCE(isolation_segment, '')";
+
+    fn time(t: OffsetDateTime) -> PrimitiveDateTime {
+        dt(t)
     }
-    fn int(&self, i: usize) -> Result<Option<i64>, sqlx::Error> {
-        self.try_get::<Option<i64>, _>(i)
+
+    fn rows_affected(done: &MySqlQueryResult) -> u64 {
+        done.rows_affected()
     }
 }
 
@@ -133,13 +143,11 @@ pub(super) async fn connect_url(url: &str, cfg: &StoreConfig) -> Result<MySqlPoo
 }
 
 async fn pool(opts: MySqlConnectOptions, cfg: &StoreConfig) -> Result<MySqlPool, StoreError> {
-    let lifetime =
-        (!cfg.connections_max_lifetime.is_zero()).then_some(cfg.connections_max_lifetime);
     MySqlPoolOptions::new()
         .max_connections(cfg.max_open_connections.max(1))
         .min_connections(0)
         .acquire_timeout(cfg.acquire_timeout)
-        .max_lifetime(lifetime)
+        .max_lifetime(cfg.max_lifetime())
         .idle_timeout(IDLE_TIMEOUT)
         .test_before_acquire(true)
         .after_connect(|conn, _meta| {
@@ -213,13 +221,6 @@ pub(super) async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     }
     let _ = conn.close().await;
     result
-}
-
-fn migration_err(step: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |e| match StoreError::from(e) {
-        StoreError::Database(e) => StoreError::Migration(format!("{step}: {e}")),
-        other => other,
-    }
 }
 
 async fn run_migrations(conn: &mut MySqlConnection) -> Result<(), StoreError> {
@@ -390,10 +391,7 @@ async fn exec(conn: &mut MySqlConnection, sql: &'static str) -> Result<(), Store
     sqlx::query(sql)
         .execute(conn)
         .await
-        .map_err(|e| match StoreError::from(e) {
-            StoreError::Database(e) => StoreError::Migration(format!("{sql}: {e}")),
-            other => other,
-        })?;
+        .map_err(migration_err(sql))?;
     Ok(())
 }
 
@@ -437,23 +435,6 @@ async fn index_columns(
 
 // ----- router groups -----
 
-pub(super) async fn router_groups(
-    pool: &MySqlPool,
-    filter: Option<(&'static str, &str)>,
-) -> Result<Vec<RouterGroup>, StoreError> {
-    let rows = match filter {
-        Some((column, value)) => {
-            let sql = format!("SELECT {RG_COLUMNS} FROM router_groups WHERE {column} = ? ORDER BY created_at, guid");
-            sqlx::query(&sql).bind(value).fetch_all(pool).await?
-        }
-        None => {
-            let sql = format!("SELECT {RG_COLUMNS} FROM router_groups ORDER BY created_at, guid");
-            sqlx::query(&sql).fetch_all(pool).await?
-        }
-    };
-    rows.iter().map(router_group_row).collect()
-}
-
 pub(super) async fn insert_router_groups(
     pool: &MySqlPool,
     groups: &[RouterGroup],
@@ -474,33 +455,12 @@ async fn insert_router_groups_once(
     only_if_empty: bool,
 ) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if only_if_empty {
-        // locks the (empty) table's gap: a concurrent seeder waits or deadlocks and retries
-        let any =
-            sqlx::query_scalar::<_, String>("SELECT guid FROM router_groups LIMIT 1 FOR UPDATE")
-                .fetch_optional(&mut *tx)
-                .await?;
-        if any.is_some() {
-            tx.commit().await?;
-            return Ok(0);
-        }
-    }
-    for g in groups {
-        sqlx::query(
-            "INSERT INTO router_groups (guid, created_at, updated_at, name, type, reservable_ports) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&g.guid)
-        .bind(dt(now))
-        .bind(dt(now))
-        .bind(&g.name)
-        .bind(&g.kind)
-        .bind(&g.reservable_ports)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // the locking read locks the (empty) table's gap: a concurrent seeder waits or deadlocks
+    // and retries
+    let first_guid = "SELECT guid FROM router_groups LIMIT 1 FOR UPDATE";
+    let n = Mysql::insert_router_groups_in(&mut tx, groups, now, only_if_empty, first_guid).await?;
     tx.commit().await?;
-    Ok(groups.len())
+    Ok(n)
 }
 
 pub(super) async fn update_router_group_ports(
@@ -525,14 +485,6 @@ pub(super) async fn update_router_group_ports(
     row.as_ref().map(router_group_row).transpose()
 }
 
-pub(super) async fn delete_router_group(pool: &MySqlPool, guid: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM router_groups WHERE guid = ?")
-        .bind(guid)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() > 0)
-}
-
 // ----- HTTP routes -----
 
 pub(super) async fn upsert_http_route(
@@ -552,7 +504,7 @@ async fn upsert_http_once(
 ) -> Result<MySqlRow, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // idx_route's columns are all NOT NULL, so the unique index alone decides insert vs update
-    sqlx::query(
+    let upsert = sqlx::query(
         "INSERT INTO routes (guid, created_at, updated_at, expires_at, route, port, ip, ttl, \
          log_guid, route_service_url, modification_guid, modification_index) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) \
@@ -562,29 +514,12 @@ async fn upsert_http_once(
          log_guid = IF(VALUES(log_guid) = '', log_guid, VALUES(log_guid)), \
          expires_at = VALUES(expires_at), \
          updated_at = VALUES(updated_at)",
-    )
-    .bind(&w.new_guid)
-    .bind(dt(w.now))
-    .bind(dt(w.now))
-    .bind(dt(w.expires_at))
-    .bind(&route.route)
-    .bind(i64::from(route.port))
-    .bind(&route.ip)
-    .bind(w.ttl_secs)
-    .bind(&route.log_guid)
-    .bind(&route.route_service_url)
-    .bind(&w.new_modification_guid)
-    .execute(&mut *tx)
-    .await?;
-    let sql = format!(
-        "SELECT {HTTP_COLUMNS} FROM routes \
-         WHERE route = ? AND port = ? AND ip = ? AND route_service_url = ?"
     );
-    let row = sqlx::query(&sql)
-        .bind(&route.route)
-        .bind(i64::from(route.port))
-        .bind(&route.ip)
-        .bind(&route.route_service_url)
+    Mysql::bind_http_insert(upsert, route, w)
+        .execute(&mut *tx)
+        .await?;
+    let sql = format!("SELECT {HTTP_COLUMNS} FROM routes WHERE {HTTP_IDENTITY_WHERE}");
+    let row = Mysql::bind_http_identity(sqlx::query(&sql), route)
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -595,41 +530,10 @@ pub(super) async fn delete_http_route(
     pool: &MySqlPool,
     route: &HttpRoute,
 ) -> Result<Option<HttpRoute>, StoreError> {
-    let rows = retrying(false, || delete_http_once(pool, route)).await?;
-    match rows.first() {
-        Some(row) => Ok(Some(http_row(row)?.route)),
-        None => Ok(None),
-    }
-}
-
-async fn delete_http_once(
-    pool: &MySqlPool,
-    route: &HttpRoute,
-) -> Result<Vec<MySqlRow>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let sql = format!(
-        "SELECT {HTTP_COLUMNS} FROM routes \
-         WHERE route = ? AND port = ? AND ip = ? AND route_service_url = ? FOR UPDATE"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(&route.route)
-        .bind(i64::from(route.port))
-        .bind(&route.ip)
-        .bind(&route.route_service_url)
-        .fetch_all(&mut *tx)
-        .await?;
-    delete_guids(&mut tx, "routes", &guids_of(&rows)?).await?;
-    tx.commit().await?;
-    Ok(rows)
-}
-
-pub(super) async fn http_routes(
-    pool: &MySqlPool,
-    now: OffsetDateTime,
-) -> Result<Vec<HttpRoute>, StoreError> {
-    let sql = format!("SELECT {HTTP_COLUMNS} FROM routes WHERE expires_at > ?");
-    let rows = sqlx::query(&sql).bind(dt(now)).fetch_all(pool).await?;
-    rows.iter().map(|r| http_row(r).map(|h| h.route)).collect()
+    let sql = format!("SELECT {HTTP_COLUMNS} FROM routes WHERE {HTTP_IDENTITY_WHERE} FOR UPDATE");
+    let select = || Mysql::bind_http_identity(sqlx::query(&sql), route);
+    let rows = retrying(false, || delete_locked(pool, "routes", select())).await?;
+    first_http_route(&rows)
 }
 
 // ----- TCP routes -----
@@ -653,10 +557,10 @@ fn tcp_identity_where(key: &TcpKey<'_>) -> String {
 }
 
 fn bind_tcp_identity<'q>(
-    q: Query<'q, MySql, MySqlArguments>,
+    q: Q<'q, MySql>,
     m: &'q TcpRouteMapping,
     key: &TcpKey<'q>,
-) -> Query<'q, MySql, MySqlArguments> {
+) -> Q<'q, MySql> {
     let mut q = q
         .bind(&m.router_group_guid)
         .bind(&m.backend_ip)
@@ -669,6 +573,14 @@ fn bind_tcp_identity<'q>(
         q = q.bind(s);
     }
     q
+}
+
+/// The locking read of a mapping's rows (every copy upstream may have left), oldest first.
+fn select_tcp_for_update(key: &TcpKey<'_>) -> String {
+    format!(
+        "SELECT {TCP_COLUMNS} FROM tcp_routes WHERE {} ORDER BY created_at, guid FOR UPDATE",
+        tcp_identity_where(key)
+    )
 }
 
 pub(super) async fn upsert_tcp_route(
@@ -689,10 +601,7 @@ async fn upsert_tcp_once(
     let mut tx = pool.begin().await?;
     // Locking read: locks matching rows and the index gap where a match would be inserted,
     // so a concurrent upsert of the same identity waits (or deadlocks and is retried).
-    let sql = format!(
-        "SELECT {TCP_COLUMNS} FROM tcp_routes WHERE {} ORDER BY created_at, guid FOR UPDATE",
-        tcp_identity_where(&key)
-    );
+    let sql = select_tcp_for_update(&key);
     let rows = bind_tcp_identity(sqlx::query(&sql), m, &key)
         .fetch_all(&mut *tx)
         .await?;
@@ -720,28 +629,15 @@ async fn upsert_tcp_once(
             (keep.clone(), false)
         }
         None => {
-            sqlx::query(
+            let insert = sqlx::query(
                 "INSERT INTO tcp_routes (guid, created_at, updated_at, expires_at, \
                  router_group_guid, host_port, host_tls_port, host_ip, sni_hostname, instance_id, \
                  external_port, modification_guid, modification_index, ttl, isolation_segment) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            )
-            .bind(&w.new_guid)
-            .bind(dt(w.now))
-            .bind(dt(w.now))
-            .bind(dt(w.expires_at))
-            .bind(&m.router_group_guid)
-            .bind(i64::from(m.backend_port))
-            .bind(key.tls_port)
-            .bind(&m.backend_ip)
-            .bind(key.sni)
-            .bind(non_empty(&m.instance_id))
-            .bind(i64::from(m.port))
-            .bind(&w.new_modification_guid)
-            .bind(w.ttl_secs)
-            .bind(&m.isolation_segment)
-            .execute(&mut *tx)
-            .await?;
+            );
+            Mysql::bind_tcp_insert(insert, m, &key, w)
+                .execute(&mut *tx)
+                .await?;
             (w.new_guid.clone(), true)
         }
     };
@@ -755,49 +651,11 @@ pub(super) async fn delete_tcp_route(
     pool: &MySqlPool,
     m: &TcpRouteMapping,
 ) -> Result<Option<TcpRouteMapping>, StoreError> {
-    let rows = retrying(false, || delete_tcp_once(pool, m)).await?;
-    match rows.first() {
-        Some(row) => Ok(Some(tcp_row(row)?.mapping)),
-        None => Ok(None),
-    }
-}
-
-async fn delete_tcp_once(
-    pool: &MySqlPool,
-    m: &TcpRouteMapping,
-) -> Result<Vec<MySqlRow>, sqlx::Error> {
     let key = TcpKey::of(m);
-    let mut tx = pool.begin().await?;
-    let sql = format!(
-        "SELECT {TCP_COLUMNS} FROM tcp_routes WHERE {} ORDER BY created_at, guid FOR UPDATE",
-        tcp_identity_where(&key)
-    );
-    let rows = bind_tcp_identity(sqlx::query(&sql), m, &key)
-        .fetch_all(&mut *tx)
-        .await?;
-    delete_guids(&mut tx, "tcp_routes", &guids_of(&rows)?).await?;
-    tx.commit().await?;
-    Ok(rows)
-}
-
-pub(super) async fn tcp_routes(
-    pool: &MySqlPool,
-    now: OffsetDateTime,
-    segments: &[String],
-) -> Result<Vec<TcpRouteMapping>, StoreError> {
-    let mut sql = format!("SELECT {TCP_COLUMNS} FROM tcp_routes WHERE expires_at > ?");
-    if !segments.is_empty() {
-        sql.push_str(&format!(
-            " AND COALESCE(isolation_segment, '') IN ({})",
-            placeholders(segments.len())
-        ));
-    }
-    let mut q = sqlx::query(&sql).bind(dt(now));
-    for s in segments {
-        q = q.bind(s);
-    }
-    let rows = q.fetch_all(pool).await?;
-    rows.iter().map(|r| tcp_row(r).map(|t| t.mapping)).collect()
+    let sql = select_tcp_for_update(&key);
+    let select = || bind_tcp_identity(sqlx::query(&sql), m, &key);
+    let rows = retrying(false, || delete_locked(pool, "tcp_routes", select())).await?;
+    first_tcp_route(&rows)
 }
 
 // ----- expiry -----
@@ -811,15 +669,7 @@ pub(super) async fn prune_expired(
         prune_table(pool, "tcp_routes", TCP_COLUMNS, cutoff)
     })
     .await?;
-    let http = http
-        .iter()
-        .map(|r| http_row(r).map(|h| h.route))
-        .collect::<Result<_, _>>()?;
-    let tcp = tcp
-        .iter()
-        .map(|r| tcp_row(r).map(|t: TcpRow| t.mapping))
-        .collect::<Result<_, _>>()?;
-    Ok((http, tcp))
+    Ok((http_routes_of(&http)?, tcp_routes_of(&tcp)?))
 }
 
 /// Finds expired rows without locking, then locks them by primary key, re-checking expiry (a
@@ -845,11 +695,10 @@ async fn prune_table(
             "SELECT {columns} FROM {table} WHERE guid IN ({}) AND expires_at < ? FOR UPDATE",
             placeholders(chunk.len())
         );
-        let mut q = sqlx::query(&sql);
-        for g in chunk {
-            q = q.bind(g);
-        }
-        let rows = q.bind(dt(cutoff)).fetch_all(&mut *tx).await?;
+        let rows = Mysql::bind_all(sqlx::query(&sql), chunk)
+            .bind(dt(cutoff))
+            .fetch_all(&mut *tx)
+            .await?;
         delete_guids(&mut tx, table, &guids_of(&rows)?).await?;
         pruned.extend(rows);
     }
@@ -858,6 +707,20 @@ async fn prune_table(
 }
 
 // ----- small helpers -----
+
+/// Runs the locking read `select` (of rows whose first column is the guid) in a transaction,
+/// deletes exactly the rows it locked and hands them back.
+async fn delete_locked(
+    pool: &MySqlPool,
+    table: &'static str,
+    select: Q<'_, MySql>,
+) -> Result<Vec<MySqlRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let rows = select.fetch_all(&mut *tx).await?;
+    delete_guids(&mut tx, table, &guids_of(&rows)?).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
 
 fn guids_of(rows: &[MySqlRow]) -> Result<Vec<String>, sqlx::Error> {
     rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
@@ -873,11 +736,9 @@ async fn delete_guids(
             "DELETE FROM {table} WHERE guid IN ({})",
             placeholders(chunk.len())
         );
-        let mut q = sqlx::query(&sql);
-        for g in chunk {
-            q = q.bind(g);
-        }
-        q.execute(&mut *conn).await?;
+        Mysql::bind_all(sqlx::query(&sql), chunk)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

@@ -5,15 +5,16 @@ use std::str::FromStr;
 
 use routing_api_client::models::{HttpRoute, RouterGroup, TcpRouteMapping};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    Sqlite as SqliteDb, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteQueryResult, SqliteSynchronous,
 };
-use sqlx::Row;
 use time::{OffsetDateTime, UtcOffset};
 
+use super::shared::{Dialect, HTTP_IDENTITY_WHERE, RG_COLUMNS};
 use super::{
-    http_row, non_empty, placeholders, router_group_row, tcp_row, HttpRow, RowGet, StoreConfig,
-    StoreError, TcpKey, Write, IDLE_TIMEOUT, MIGRATION_KEY, SCHEMA_VERSION,
+    first_http_route, first_tcp_route, http_routes_of, http_row, migration_err, router_group_row,
+    tcp_routes_of, tcp_row, HttpRow, StoreConfig, StoreError, TcpKey, Write, IDLE_TIMEOUT,
+    MIGRATION_KEY, SCHEMA_VERSION,
 };
 
 const HTTP_COLUMNS: &str = "guid, route, port, ip, ttl, log_guid, route_service_url, \
@@ -21,7 +22,6 @@ const HTTP_COLUMNS: &str = "guid, route, port, ip, ttl, log_guid, route_service_
 const TCP_COLUMNS: &str = "guid, router_group_guid, host_port, host_tls_port, host_ip, \
      sni_hostname, instance_id, external_port, modification_guid, modification_index, ttl, \
      isolation_segment";
-const RG_COLUMNS: &str = "guid, name, type, reservable_ports";
 
 /// SQLite gets at most this many connections (one writer at a time anyway).
 const MAX_SQLITE_CONNECTIONS: u32 = 16;
@@ -80,12 +80,22 @@ const TCP_CONFLICT_TARGET: &str = "(router_group_guid, host_port, host_ip, exter
 const TCP_IDENTITY_WHERE: &str = "router_group_guid = ? AND host_port = ? AND host_ip = ? AND \
      external_port = ? AND IFNULL(sni_hostname, '') = ? AND IFNULL(host_tls_port, 0) = ?";
 
-impl RowGet for SqliteRow {
-    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
-        self.try_get::<Option<String>, _>(i)
+/// The SQLite dialect: timestamps as UTC text, `IFNULL`.
+pub(super) struct Sqlite;
+
+impl Dialect for Sqlite {
+    type Db = SqliteDb;
+    type Time = String;
+    const HTTP_COLUMNS: &'static str = HTTP_COLUMNS;
+    const TCP_COLUMNS: &'static str = TCP_COLUMNS;
+    const SEGMENT_OR_EMPTY: &'static str = "IFNULL(isolation_segment, '')";
+
+    fn time(t: OffsetDateTime) -> String {
+        ts(t)
     }
-    fn int(&self, i: usize) -> Result<Option<i64>, sqlx::Error> {
-        self.try_get::<Option<i64>, _>(i)
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
 }
 
@@ -145,11 +155,9 @@ async fn pool(
             .max_lifetime(None);
     } else {
         opts = opts.journal_mode(SqliteJournalMode::Wal);
-        let lifetime =
-            (!cfg.connections_max_lifetime.is_zero()).then_some(cfg.connections_max_lifetime);
         pool = pool
             .max_connections(cfg.max_open_connections.clamp(1, MAX_SQLITE_CONNECTIONS))
-            .max_lifetime(lifetime)
+            .max_lifetime(cfg.max_lifetime())
             .idle_timeout(IDLE_TIMEOUT);
     }
     pool.connect_with(opts).await.map_err(StoreError::from)
@@ -158,12 +166,6 @@ async fn pool(
 // ----- migrations -----
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    let step = |what: &'static str| {
-        move |e: sqlx::Error| match StoreError::from(e) {
-            StoreError::Database(e) => StoreError::Migration(format!("{what}: {e}")),
-            other => other,
-        }
-    };
     // IMMEDIATE: take the write lock up front, so concurrent migrators queue on busy_timeout
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
@@ -172,14 +174,14 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     )
     .execute(&mut *tx)
     .await
-    .map_err(step("create migration_data"))?;
+    .map_err(migration_err("create migration_data"))?;
     let current = sqlx::query_scalar::<_, Option<i64>>(
         "SELECT current_version FROM migration_data WHERE migration_key = ?",
     )
     .bind(MIGRATION_KEY)
     .fetch_optional(&mut *tx)
     .await
-    .map_err(step("read migration_data"))?
+    .map_err(migration_err("read migration_data"))?
     .flatten();
     if current.is_some_and(|v| v >= SCHEMA_VERSION) {
         tx.commit().await?;
@@ -189,7 +191,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         sqlx::query(ddl)
             .execute(&mut *tx)
             .await
-            .map_err(step("create schema"))?;
+            .map_err(migration_err("create schema"))?;
     }
     sqlx::query(
         "INSERT INTO migration_data (migration_key, current_version, target_version) \
@@ -202,7 +204,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     .bind(SCHEMA_VERSION)
     .execute(&mut *tx)
     .await
-    .map_err(step("update migration_data"))?;
+    .map_err(migration_err("update migration_data"))?;
     tx.commit().await?;
     tracing::info!(
         version = SCHEMA_VERSION,
@@ -212,23 +214,6 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 }
 
 // ----- router groups -----
-
-pub(super) async fn router_groups(
-    pool: &SqlitePool,
-    filter: Option<(&'static str, &str)>,
-) -> Result<Vec<RouterGroup>, StoreError> {
-    let rows = match filter {
-        Some((column, value)) => {
-            let sql = format!("SELECT {RG_COLUMNS} FROM router_groups WHERE {column} = ? ORDER BY created_at, guid");
-            sqlx::query(&sql).bind(value).fetch_all(pool).await?
-        }
-        None => {
-            let sql = format!("SELECT {RG_COLUMNS} FROM router_groups ORDER BY created_at, guid");
-            sqlx::query(&sql).fetch_all(pool).await?
-        }
-    };
-    rows.iter().map(router_group_row).collect()
-}
 
 pub(super) async fn insert_router_groups(
     pool: &SqlitePool,
@@ -247,32 +232,13 @@ async fn insert_router_groups_tx(
     now: OffsetDateTime,
     only_if_empty: bool,
 ) -> Result<usize, sqlx::Error> {
+    // IMMEDIATE: the write lock up front, so a concurrent seeder waits and then sees our rows
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    if only_if_empty {
-        let any = sqlx::query_scalar::<_, String>("SELECT guid FROM router_groups LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        if any.is_some() {
-            tx.commit().await?;
-            return Ok(0);
-        }
-    }
-    for g in groups {
-        sqlx::query(
-            "INSERT INTO router_groups (guid, created_at, updated_at, name, type, reservable_ports) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&g.guid)
-        .bind(ts(now))
-        .bind(ts(now))
-        .bind(&g.name)
-        .bind(&g.kind)
-        .bind(&g.reservable_ports)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let first_guid = "SELECT guid FROM router_groups LIMIT 1";
+    let n =
+        Sqlite::insert_router_groups_in(&mut tx, groups, now, only_if_empty, first_guid).await?;
     tx.commit().await?;
-    Ok(groups.len())
+    Ok(n)
 }
 
 pub(super) async fn update_router_group_ports(
@@ -291,14 +257,6 @@ pub(super) async fn update_router_group_ports(
         .fetch_optional(pool)
         .await?;
     row.as_ref().map(router_group_row).transpose()
-}
-
-pub(super) async fn delete_router_group(pool: &SqlitePool, guid: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM router_groups WHERE guid = ?")
-        .bind(guid)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() > 0)
 }
 
 // ----- HTTP routes -----
@@ -320,18 +278,7 @@ pub(super) async fn upsert_http_route(
          updated_at = excluded.updated_at \
          RETURNING {HTTP_COLUMNS}"
     );
-    let row = sqlx::query(&sql)
-        .bind(&w.new_guid)
-        .bind(ts(w.now))
-        .bind(ts(w.now))
-        .bind(ts(w.expires_at))
-        .bind(&route.route)
-        .bind(i64::from(route.port))
-        .bind(&route.ip)
-        .bind(w.ttl_secs)
-        .bind(&route.log_guid)
-        .bind(&route.route_service_url)
-        .bind(&w.new_modification_guid)
+    let row = Sqlite::bind_http_insert(sqlx::query(&sql), route, w)
         .fetch_one(pool)
         .await?;
     let HttpRow { guid, route } = http_row(&row)?;
@@ -342,30 +289,11 @@ pub(super) async fn delete_http_route(
     pool: &SqlitePool,
     route: &HttpRoute,
 ) -> Result<Option<HttpRoute>, StoreError> {
-    let sql = format!(
-        "DELETE FROM routes WHERE route = ? AND port = ? AND ip = ? AND route_service_url = ? \
-         RETURNING {HTTP_COLUMNS}"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(&route.route)
-        .bind(i64::from(route.port))
-        .bind(&route.ip)
-        .bind(&route.route_service_url)
+    let sql = format!("DELETE FROM routes WHERE {HTTP_IDENTITY_WHERE} RETURNING {HTTP_COLUMNS}");
+    let rows = Sqlite::bind_http_identity(sqlx::query(&sql), route)
         .fetch_all(pool)
         .await?;
-    match rows.first() {
-        Some(row) => Ok(Some(http_row(row)?.route)),
-        None => Ok(None),
-    }
-}
-
-pub(super) async fn http_routes(
-    pool: &SqlitePool,
-    now: OffsetDateTime,
-) -> Result<Vec<HttpRoute>, StoreError> {
-    let sql = format!("SELECT {HTTP_COLUMNS} FROM routes WHERE expires_at > ?");
-    let rows = sqlx::query(&sql).bind(ts(now)).fetch_all(pool).await?;
-    rows.iter().map(|r| http_row(r).map(|h| h.route)).collect()
+    first_http_route(&rows)
 }
 
 // ----- TCP routes -----
@@ -390,21 +318,7 @@ pub(super) async fn upsert_tcp_route(
          instance_id = excluded.instance_id \
          RETURNING {TCP_COLUMNS}"
     );
-    let row = sqlx::query(&sql)
-        .bind(&w.new_guid)
-        .bind(ts(w.now))
-        .bind(ts(w.now))
-        .bind(ts(w.expires_at))
-        .bind(&m.router_group_guid)
-        .bind(i64::from(m.backend_port))
-        .bind(key.tls_port)
-        .bind(&m.backend_ip)
-        .bind(key.sni)
-        .bind(non_empty(&m.instance_id))
-        .bind(i64::from(m.port))
-        .bind(&w.new_modification_guid)
-        .bind(w.ttl_secs)
-        .bind(&m.isolation_segment)
+    let row = Sqlite::bind_tcp_insert(sqlx::query(&sql), m, &key, w)
         .fetch_one(pool)
         .await?;
     let row = tcp_row(&row)?;
@@ -427,30 +341,7 @@ pub(super) async fn delete_tcp_route(
         .bind(key.tls_port.unwrap_or(0))
         .fetch_all(pool)
         .await?;
-    match rows.first() {
-        Some(row) => Ok(Some(tcp_row(row)?.mapping)),
-        None => Ok(None),
-    }
-}
-
-pub(super) async fn tcp_routes(
-    pool: &SqlitePool,
-    now: OffsetDateTime,
-    segments: &[String],
-) -> Result<Vec<TcpRouteMapping>, StoreError> {
-    let mut sql = format!("SELECT {TCP_COLUMNS} FROM tcp_routes WHERE expires_at > ?");
-    if !segments.is_empty() {
-        sql.push_str(&format!(
-            " AND IFNULL(isolation_segment, '') IN ({})",
-            placeholders(segments.len())
-        ));
-    }
-    let mut q = sqlx::query(&sql).bind(ts(now));
-    for s in segments {
-        q = q.bind(s);
-    }
-    let rows = q.fetch_all(pool).await?;
-    rows.iter().map(|r| tcp_row(r).map(|t| t.mapping)).collect()
+    first_tcp_route(&rows)
 }
 
 // ----- expiry -----
@@ -464,13 +355,5 @@ pub(super) async fn prune_expired(
     let http = sqlx::query(&sql).bind(ts(cutoff)).fetch_all(pool).await?;
     let sql = format!("DELETE FROM tcp_routes WHERE expires_at < ? RETURNING {TCP_COLUMNS}");
     let tcp = sqlx::query(&sql).bind(ts(cutoff)).fetch_all(pool).await?;
-    let http = http
-        .iter()
-        .map(|r| http_row(r).map(|h| h.route))
-        .collect::<Result<_, _>>()?;
-    let tcp = tcp
-        .iter()
-        .map(|r| tcp_row(r).map(|t| t.mapping))
-        .collect::<Result<_, _>>()?;
-    Ok((http, tcp))
+    Ok((http_routes_of(&http)?, tcp_routes_of(&tcp)?))
 }
