@@ -6,26 +6,34 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_route-emitter")
 }
 
-#[test]
-fn bad_config_lists_every_problem_and_fails() {
-    let dir = std::env::temp_dir().join(format!("route-emitter-cli-{}", std::process::id()));
+/// Runs the binary on a config file holding `text`; its exit status and stderr.
+fn run_with_config(name: &str, text: &str) -> (std::process::ExitStatus, String) {
+    let dir = std::env::temp_dir().join(format!("route-emitter-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bad.yml");
-    std::fs::write(
-        &path,
-        "message_bus_servers: [{host: '127.0.0.1:4222'}]\n\
-         routes:\n\
-         - {name: a, uris: [a.example.com], registration_interval: 10s}\n\
-         - {name: b, port: 8080, registration_interval: 10s}\n",
-    )
-    .unwrap();
+    let path = dir.join("config.yml");
+    std::fs::write(&path, text).unwrap();
     let out = Command::new(bin())
         .arg("-config")
         .arg(&path)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "stderr: {stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_lists_every_problem_and_fails() {
+    let (status, stderr) = run_with_config(
+        "bad",
+        "message_bus_servers: [{host: '127.0.0.1:4222'}]\n\
+         routes:\n\
+         - {name: a, uris: [a.example.com], registration_interval: 10s}\n\
+         - {name: b, port: 8080, registration_interval: 10s}\n",
+    );
+    assert!(!status.success(), "stderr: {stderr}");
     assert!(stderr.contains("host required"), "stderr: {stderr}");
     assert!(
         stderr.contains("route 0 (a): port or tls_port are required"),
@@ -35,7 +43,6 @@ fn bad_config_lists_every_problem_and_fails() {
         stderr.contains("route 1 (b): no uris specified"),
         "stderr: {stderr}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -50,27 +57,16 @@ fn missing_config_file_fails() {
 
 #[test]
 fn unreadable_nats_tls_files_stop_the_emitter_at_start() {
-    let dir = std::env::temp_dir().join(format!("route-emitter-cli-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tls.yml");
     // The NATS address is never dialled: the certificate files are read first.
-    std::fs::write(
-        &path,
+    let (status, stderr) = run_with_config(
+        "tls",
         "host: 127.0.0.1\nmessage_bus_servers: [{host: '127.0.0.1:1'}]\n\
          nats_mtls_config: {enabled: true, cert_path: /nonexistent/c.pem, key_path: /nonexistent/k.pem, ca_path: /nonexistent/ca.pem}\n\
          routes: []\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .arg("-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "stderr: {stderr}");
+    );
+    assert!(!status.success(), "stderr: {stderr}");
     assert!(
         stderr.contains("nats_mtls_config") && stderr.contains("/nonexistent/ca.pem"),
         "stderr: {stderr}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
