@@ -101,7 +101,7 @@ pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, TlsError> {
     let builder = if options.skip_verification {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_custom_certificate_verifier(no_verification(provider))
     } else {
         let mut roots = RootCertStore::empty();
         if let Some(ca) = &options.ca_file {
@@ -126,7 +126,13 @@ pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
-/// Accepts any certificate chain but still verifies handshake signatures.
+/// The `skip_ssl_validation` verifier: accepts any certificate chain but still verifies
+/// handshake signatures with `provider`'s algorithms, so the peer must hold the key of the
+/// certificate it sent. Shared with the routing API's UAA client.
+pub fn no_verification(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(NoVerification(provider))
+}
+
 #[derive(Debug)]
 struct NoVerification(Arc<CryptoProvider>);
 

@@ -60,9 +60,10 @@ fn full(
 const SNIFFED: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
-/// JSON the way Go's encoder writes it: `<`, `>` and `&` escaped inside strings (they can
-/// only appear inside strings, so a byte replacement is exact).
-fn go_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+/// JSON the way Go's encoder writes it (response bodies and event data alike): `<`, `>` and
+/// `&` escaped inside strings (they can only appear inside strings, so a byte replacement is
+/// exact).
+pub(crate) fn go_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let json = serde_json::to_vec(value)?;
     if !json.iter().any(|b| matches!(b, b'<' | b'>' | b'&')) {
         return Ok(json);

@@ -829,7 +829,7 @@ fn tls_config(config: &UaaConfig) -> Result<rustls::ClientConfig, AuthError> {
         warn!("skip_ssl_validation: UAA's certificate is not verified");
         return Ok(builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipServerVerification(provider)))
+            .with_custom_certificate_verifier(routing_api_client::tls::no_verification(provider))
             .with_no_client_auth());
     }
     let mut roots = rustls::RootCertStore::empty();
@@ -867,56 +867,6 @@ fn tls_config(config: &UaaConfig) -> Result<rustls::ClientConfig, AuthError> {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// `skip_ssl_validation`: any certificate is accepted; handshake signatures are still checked
-/// so the connection is at least consistent.
-#[derive(Debug)]
-struct SkipServerVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for SkipServerVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

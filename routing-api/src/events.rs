@@ -20,6 +20,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Interval, MissedTickBehavior};
 
+use crate::api::go_json;
+
 /// Events a subscriber may lag behind before it is cut off.
 pub const SUBSCRIBER_BUFFER: usize = 1024;
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -79,25 +81,6 @@ impl EventHub {
             done: false,
         }
     }
-}
-
-/// JSON as Go's `json.Marshal` writes it (upstream marshals each event that way): `<`, `>` and
-/// `&` escaped as `\u003c`, `\u003e`, `\u0026` (they only occur inside strings).
-fn go_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(value)?;
-    if !json.iter().any(|b| matches!(b, b'<' | b'>' | b'&')) {
-        return Ok(json);
-    }
-    let mut out = Vec::with_capacity(json.len() + 16);
-    for b in json {
-        match b {
-            b'<' => out.extend_from_slice(b"\\u003c"),
-            b'>' => out.extend_from_slice(b"\\u003e"),
-            b'&' => out.extend_from_slice(b"\\u0026"),
-            b => out.push(b),
-        }
-    }
-    Ok(out)
 }
 
 /// Formats one SSE frame: `id`, `event`, `data` and a blank line.
