@@ -64,27 +64,13 @@ impl LockBackend for DatabaseLock {
     }
 }
 
+/// The lock table lives in the routing API's own database and is reached the same way as the
+/// store (same server, credentials and TLS settings).
 fn database_options(config: &Config) -> anyhow::Result<DbConnectOptions> {
     Ok(match &config.database {
-        Database::Mysql {
-            host,
-            port,
-            schema,
-            username,
-            password,
-        } => {
-            let mut opts = sqlx::mysql::MySqlConnectOptions::new()
-                .host(host)
-                .port(*port)
-                .username(username)
-                .database(schema);
-            // As the store does: an empty `sqldb.password` means "no password", not an empty
-            // one (MariaDB refuses `root` without a password when one is sent).
-            if !password.is_empty() {
-                opts = opts.password(password);
-            }
-            DbConnectOptions::MySql(opts)
-        }
+        Database::Mysql { .. } => DbConnectOptions::MySql(crate::store::mysql_connect_options(
+            &crate::run::store_config(config),
+        )),
         Database::Sqlite { path } => {
             DbConnectOptions::for_driver("sqlite", &path.display().to_string())
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -157,5 +143,41 @@ impl HeldLock {
         if let Err(e) = self.handle.release().await {
             tracing::warn!(error = %e, "lock-release-failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::mysql::MySqlSslMode;
+
+    fn mysql_config(extra: &str) -> Config {
+        Config::from_yaml(
+            &format!(
+                "system_domain: example.com\nlog_guid: routing-api\nuuid: u1\n\
+                 sqldb: {{type: mysql, host: db.example.com, port: 3307, schema: routing, username: u, password: p}}\n{extra}"
+            ),
+            true,
+        )
+        .unwrap()
+    }
+
+    fn mysql_options(config: &Config) -> sqlx::mysql::MySqlConnectOptions {
+        match database_options(config).unwrap() {
+            DbConnectOptions::MySql(o) => o,
+            _ => panic!("expected MySQL options"),
+        }
+    }
+
+    #[test]
+    fn the_lock_table_reaches_mysql_like_the_store() {
+        let plain = mysql_options(&mysql_config(""));
+        assert_eq!(plain.get_host(), "db.example.com");
+        assert_eq!(plain.get_port(), 3307);
+        assert_eq!(plain.get_database(), Some("routing"));
+        assert!(matches!(plain.get_ssl_mode(), MySqlSslMode::Disabled));
+        // `skip_ssl_validation` means TLS without verification, for the lock table too.
+        let tls = mysql_options(&mysql_config("skip_ssl_validation: true\n"));
+        assert!(matches!(tls.get_ssl_mode(), MySqlSslMode::Required));
     }
 }

@@ -193,6 +193,12 @@ impl fmt::Debug for Store {
     }
 }
 
+/// The MySQL connection settings of `cfg` (server, credentials, TLS), for other users of the
+/// same database (the lock table).
+pub fn mysql_connect_options(cfg: &StoreConfig) -> sqlx::mysql::MySqlConnectOptions {
+    mysql::connect_options(cfg)
+}
+
 impl Store {
     /// Opens a pool for `cfg` and checks that one connection can be made (fails with
     /// [`StoreError::Unavailable`] within `acquire_timeout` if the server is down).

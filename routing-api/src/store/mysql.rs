@@ -113,6 +113,12 @@ fn dt(t: OffsetDateTime) -> PrimitiveDateTime {
 // ----- connecting -----
 
 pub(super) async fn connect(cfg: &StoreConfig) -> Result<MySqlPool, StoreError> {
+    pool(connect_options(cfg), cfg).await
+}
+
+/// The server, credentials and TLS settings of `cfg` (`sqldb.*`, as upstream's driver reads
+/// them).
+pub(super) fn connect_options(cfg: &StoreConfig) -> MySqlConnectOptions {
     let mut opts = MySqlConnectOptions::new()
         .host(&cfg.host)
         .port(cfg.port)
@@ -121,7 +127,7 @@ pub(super) async fn connect(cfg: &StoreConfig) -> Result<MySqlPool, StoreError> 
     if !cfg.password.is_empty() {
         opts = opts.password(&cfg.password);
     }
-    opts = if cfg.skip_ssl_validation {
+    if cfg.skip_ssl_validation {
         opts.ssl_mode(MySqlSslMode::Required)
     } else if let Some(ca) = cfg.ca_cert.as_ref().filter(|c| !c.trim().is_empty()) {
         let mode = if cfg.skip_hostname_validation {
@@ -133,8 +139,7 @@ pub(super) async fn connect(cfg: &StoreConfig) -> Result<MySqlPool, StoreError> 
     } else {
         // upstream's driver uses no TLS unless a CA or skip_ssl_validation is configured
         opts.ssl_mode(MySqlSslMode::Disabled)
-    };
-    pool(opts, cfg).await
+    }
 }
 
 pub(super) async fn connect_url(url: &str, cfg: &StoreConfig) -> Result<MySqlPool, StoreError> {
