@@ -28,15 +28,8 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gorouter: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = process_setup::runtime("gorouter") else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(gorouter::router::run(config)) {
         Ok(_) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
 //! What every binary of the tier does at start, in one place: accept upstream's Go-style flags
-//! (`-config file`) and log JSON lines to stdout.
+//! (`-config file`), log JSON lines to stdout, and start the async runtime.
 
 /// Rewrites Go-style single-dash long flags (`-config x`, `-devMode`, `-ip=1.2.3.4`) to the
 /// double-dash form clap parses. Single-letter flags (`-c`, `-k`) and everything else pass
@@ -37,9 +37,41 @@ pub fn init_json_logging(level: &str) {
         .try_init();
 }
 
+/// Starts Tokio's multi-threaded runtime, or reports on stderr
+/// (`<program>: cannot start the async runtime: <error>`) why it could not.
+pub fn runtime(program: &str) -> Option<tokio::runtime::Runtime> {
+    runtime_from(program, tokio::runtime::Builder::new_multi_thread())
+}
+
+/// [`runtime`] from a builder of the caller's choice (all drivers enabled).
+pub fn runtime_from(
+    program: &str,
+    mut builder: tokio::runtime::Builder,
+) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("{program}: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtimes_run_futures() {
+        assert_eq!(runtime("test").expect("runtime").block_on(async { 2 }), 2);
+        let current = tokio::runtime::Builder::new_current_thread();
+        assert_eq!(
+            runtime_from("test", current)
+                .expect("runtime")
+                .block_on(async { 3 }),
+            3
+        );
+    }
 
     #[test]
     fn go_flags_become_long_flags() {

@@ -43,15 +43,8 @@ fn main() -> ExitCode {
     for key in unknown {
         tracing::warn!(key = %key, "config key not supported; ignored");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("route-emitter: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = process_setup::runtime("route-emitter") else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(route_emitter::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,15 +32,8 @@ fn main() -> ExitCode {
     for key in &config.unknown_keys {
         tracing::warn!(key = %key, "config key not supported; ignored");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("routing-api: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = process_setup::runtime("routing-api") else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(routing_api::run::run(config, args.ip)) {
         Ok(()) => ExitCode::SUCCESS,

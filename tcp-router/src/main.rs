@@ -33,17 +33,13 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let mut builder = if std::env::var("TCP_ROUTER_RT").as_deref() == Ok("current") {
+    let builder = if std::env::var("TCP_ROUTER_RT").as_deref() == Ok("current") {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tcp-router: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = process_setup::runtime_from("tcp-router", builder) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(tcp_router::router::run(config, flags)) {
         Ok(_) => ExitCode::SUCCESS,
