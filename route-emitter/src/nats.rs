@@ -320,7 +320,7 @@ impl Table {
     /// Makes the table hold the NATS routes of `set`: new routes are due at `now`; returns the
     /// name and message of every route that left (to be unregistered now). Those are
     /// unregistered again every interval until `unregistration_message_limit` messages have
-    /// been sent ([`next_unregister`](Self::next_unregister)), unless they come back.
+    /// been sent ([`due_unregisters`](Self::due_unregisters)), unless they come back.
     fn sync(&mut self, set: &[Route], now: Instant) -> Vec<(String, EncodedMessage)> {
         let current: HashSet<&Route> = set.iter().filter(|r| is_nats_route(r)).collect();
         let mut removed = Vec::new();
@@ -405,21 +405,20 @@ impl Table {
             .collect();
     }
 
-    /// The next repeated unregistration due at `now`, stamped with the current time.
-    fn next_unregister(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let route = self
-            .retiring
-            .iter()
-            .find(|(_, r)| r.due <= now)
-            .map(|(route, _)| route.clone())?;
-        let r = self.retiring.get_mut(&route)?;
-        let payload = r.message.stamped(now_ns());
-        r.remaining -= 1;
-        r.due = now + r.interval;
-        if r.remaining == 0 {
-            self.retiring.remove(&route);
-        }
-        Some(payload)
+    /// The repeated unregistrations due at `now`, stamped with the current time (one pass over
+    /// the retiring routes, however many are due).
+    fn due_unregisters(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let mut due = Vec::new();
+        self.retiring.retain(|_, r| {
+            if r.due > now {
+                return true;
+            }
+            due.push(r.message.stamped(now_ns()));
+            r.remaining -= 1;
+            r.due = now + r.interval;
+            r.remaining > 0
+        });
+        due
     }
 
     /// The next route due at `now`, marked sent at `now`: its message stamped with the current
@@ -493,7 +492,7 @@ pub async fn run(
         burst.report();
         if !table.retiring.is_empty() {
             let mut burst = Burst::new(UNREGISTER);
-            while let Some(payload) = table.next_unregister(now) {
+            for payload in table.due_unregisters(now) {
                 burst.publish(&client, payload).await;
             }
             burst.report();
@@ -741,11 +740,7 @@ mod tests {
     }
 
     fn drain_unregisters(table: &mut Table, now: Instant) -> usize {
-        let mut n = 0;
-        while table.next_unregister(now).is_some() {
-            n += 1;
-        }
-        n
+        table.due_unregisters(now).len()
     }
 
     #[test]
@@ -759,10 +754,9 @@ mod tests {
         // Removed: one unregistration now, two more, 10 s apart.
         assert_eq!(table.sync(std::slice::from_ref(&b), secs(1)).len(), 1);
         assert_eq!(drain_unregisters(&mut table, secs(10)), 0);
-        let again = table
-            .next_unregister(secs(11))
-            .expect("second unregistration");
-        assert!(again.starts_with(br#"{"host":"10.0.0.1","port":8080,"uris":["a.example.com"]"#));
+        let again = table.due_unregisters(secs(11));
+        assert_eq!(again.len(), 1, "second unregistration");
+        assert!(again[0].starts_with(br#"{"host":"10.0.0.1","port":8080,"uris":["a.example.com"]"#));
         assert_eq!(drain_unregisters(&mut table, secs(11)), 0);
         assert_eq!(drain_unregisters(&mut table, secs(21)), 1);
         assert_eq!(drain_unregisters(&mut table, secs(100)), 0, "limit reached");
