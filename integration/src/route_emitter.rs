@@ -48,6 +48,7 @@ pub fn tcp_route(name: &str, router_group: &str, external_port: u16, port: u16) 
 pub struct RouteEmitterBuilder {
     dir: TempDir,
     config: Value,
+    command_line: Option<Vec<String>>,
 }
 
 impl RouteEmitterBuilder {
@@ -60,7 +61,15 @@ impl RouteEmitterBuilder {
         Self {
             dir: TempDir::new("it-route-emitter"),
             config,
+            command_line: None,
         }
+    }
+
+    /// Runs the binary with exactly `args` (an upstream job template's argument list) instead
+    /// of the harness's own; `{config}` in an argument stands for the config file's path.
+    pub fn command_line(mut self, args: &[&str]) -> Self {
+        self.command_line = Some(args.iter().map(|a| a.to_string()).collect());
+        self
     }
 
     /// The temporary directory (for dynamic config files or scripts).
@@ -89,10 +98,15 @@ impl RouteEmitterBuilder {
         let config_path = self.dir.path().join("route_emitter.json");
         std::fs::write(&config_path, &text).expect("write route-emitter config");
         let mut cmd = Command::new(route_emitter_bin());
-        cmd.arg("-config")
-            .arg(&config_path)
-            .args(["-logLevel", "debug"])
-            .env("RUST_BACKTRACE", "1");
+        if let Some(args) = &self.command_line {
+            let path = config_path.display().to_string();
+            cmd.args(args.iter().map(|a| a.replace("{config}", &path)));
+        } else {
+            cmd.arg("-config")
+                .arg(&config_path)
+                .args(["-logLevel", "debug"]);
+        }
+        cmd.env("RUST_BACKTRACE", "1");
         let log_path = self.dir.path().join("route_emitter.log");
         RouteEmitter {
             process: ChildProcess::spawn("route-emitter", cmd, log_path, text),

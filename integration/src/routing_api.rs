@@ -234,6 +234,7 @@ pub struct RoutingApiBuilder {
     locket: Option<LocketClientFiles>,
     overrides: Vec<Yaml>,
     uuid: String,
+    command_line: Option<Vec<String>>,
 }
 
 impl RoutingApiBuilder {
@@ -248,7 +249,15 @@ impl RoutingApiBuilder {
             locket: None,
             overrides: Vec::new(),
             uuid: format!("routing-api-{}", uuid::Uuid::new_v4()),
+            command_line: None,
         }
+    }
+
+    /// Runs the binary with exactly `args` (an upstream job template's argument list) instead
+    /// of the harness's own; `{config}` in an argument stands for the config file's path.
+    pub fn command_line(mut self, args: &[&str]) -> Self {
+        self.command_line = Some(args.iter().map(|a| a.to_string()).collect());
+        self
     }
 
     /// The directory holding the config and the log (kept when the test fails).
@@ -352,11 +361,16 @@ impl RoutingApiBuilder {
         let config_path = self.dir.path().join(format!("routing-api{suffix}.yml"));
         std::fs::write(&config_path, &text).expect("write routing-api config");
         let mut cmd = Command::new(binary("routing-api"));
-        cmd.arg("-config")
-            .arg(&config_path)
-            .args(["-ip", "127.0.0.1"]);
-        if self.uaa.is_none() {
-            cmd.arg("-devMode");
+        if let Some(args) = &self.command_line {
+            let path = config_path.display().to_string();
+            cmd.args(args.iter().map(|a| a.replace("{config}", &path)));
+        } else {
+            cmd.arg("-config")
+                .arg(&config_path)
+                .args(["-ip", "127.0.0.1"]);
+            if self.uaa.is_none() {
+                cmd.arg("-devMode");
+            }
         }
         cmd.env(
             "RUST_LOG",

@@ -46,6 +46,7 @@ pub struct TcpRouterBuilder {
     config: Yaml,
     raw_config: Option<String>,
     flags: Vec<String>,
+    command_line: Option<Vec<String>>,
     health_port: u16,
 }
 
@@ -73,6 +74,7 @@ impl TcpRouterBuilder {
                 "-staleRouteCheckInterval".into(),
                 "200ms".into(),
             ],
+            command_line: None,
             health_port,
         }
     }
@@ -100,6 +102,13 @@ impl TcpRouterBuilder {
         self
     }
 
+    /// Runs the binary with exactly `args` (an upstream job template's argument list) instead
+    /// of the harness's own; `{config}` in an argument stands for the config file's path.
+    pub fn command_line(mut self, args: &[&str]) -> Self {
+        self.command_line = Some(args.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
     /// The config as it will be written.
     pub fn config_text(&self) -> String {
         match &self.raw_config {
@@ -114,10 +123,13 @@ impl TcpRouterBuilder {
         let config_path = self.dir.path().join("tcp_router.yml");
         std::fs::write(&config_path, &text).expect("write tcp-router config");
         let mut cmd = Command::new(binary("tcp-router"));
-        cmd.arg("-config")
-            .arg(&config_path)
-            .args(&self.flags)
-            .env("RUST_BACKTRACE", "1");
+        if let Some(args) = &self.command_line {
+            let path = config_path.display().to_string();
+            cmd.args(args.iter().map(|a| a.replace("{config}", &path)));
+        } else {
+            cmd.arg("-config").arg(&config_path).args(&self.flags);
+        }
+        cmd.env("RUST_BACKTRACE", "1");
         let log_path = self.dir.path().join("tcp_router.log");
         TcpRouter {
             process: ChildProcess::spawn("tcp-router", cmd, log_path, text),

@@ -327,7 +327,7 @@ async fn startup_fails_when_uaa_serves_no_token_key() {
     assert!(!RoutingApi::port_bound(api.http_port).await);
     // checked before the lock is ever taken (as upstream): no lock row left behind
     assert!(
-        !api.log().contains("routing-api.lock-acquired"),
+        !api.log().contains("routing-api.locket-lock.acquired-lock"),
         "{}",
         api.log()
     );

@@ -264,7 +264,7 @@ async fn a_startup_failure_after_taking_the_lock_releases_it() {
     let status = api.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(1), "{}", api.log());
     assert!(
-        api.log().contains("routing-api.lock-acquired"),
+        api.log().contains("routing-api.locket-lock.acquired-lock"),
         "{}",
         api.log()
     );

@@ -204,7 +204,7 @@ async fn router_group_ports_conflicting_with_reserved_ports_are_reported_or_fata
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let output = router.output();
-        if output.contains("router-group-port-conflict") && output.contains("conflicting") {
+        if output.contains("router-group-port-checker-failure") && output.contains("conflicting") {
             break;
         }
         assert!(

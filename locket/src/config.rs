@@ -4,10 +4,9 @@
 //! default, `postgres`, `sqlite`), `database_connection_string` (Go MySQL DSN or `mysql://` URL;
 //! lib/pq `postgres://` URL or `host=… dbname=…` string; SQLite path or URL),
 //! `max_open_database_connections`, `max_database_connection_lifetime`, `sql_ca_cert_file`,
-//! `sql_enable_identity_verification`, `log_level`. Other upstream keys (consul, loggregator, debug server, …) are accepted and
+//! `sql_enable_identity_verification`, `log_level`, `time_format`. Other upstream keys (consul, loggregator, debug server, …) are accepted and
 //! reported as ignored; unknown keys are reported too.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,7 +25,6 @@ pub const IGNORED_KEYS: &[&str] = &[
     "report_interval",
     "debug_address",
     "redact_secrets",
-    "time_format",
 ];
 
 /// A config problem, naming the key.
@@ -67,8 +65,10 @@ pub enum ConfigError {
 /// The parsed config.
 #[derive(Debug, Clone)]
 pub struct LocketConfig {
-    /// `listen_address`, e.g. `0.0.0.0:8891`.
-    pub listen_address: SocketAddr,
+    /// `listen_address`, `host:port` as Go's `net.Listen` takes it: an IP address, a host name
+    /// (`localhost:8891`, resolved when the listener is bound) or nothing (`:8891`, every
+    /// interface).
+    pub listen_address: String,
     /// `ca_file`: CA that client certificates must chain to.
     pub ca_file: PathBuf,
     /// `cert_file`: server certificate.
@@ -90,6 +90,8 @@ pub struct LocketConfig {
     pub sql_enable_identity_verification: bool,
     /// `log_level` (default `info`).
     pub log_level: String,
+    /// `time_format`: `unix-epoch` (default) or `rfc3339`, lager's log timestamps.
+    pub time_format: process_setup::TimeFormat,
     /// Upstream keys present but ignored.
     pub ignored_keys: Vec<String>,
     /// Keys this implementation does not know.
@@ -130,12 +132,28 @@ impl LocketConfig {
             "sql_ca_cert_file",
             "sql_enable_identity_verification",
             "log_level",
+            "time_format",
         ];
         let listen = required_str(map, "listen_address")?;
-        let listen_address = listen.parse().map_err(|_| ConfigError::Invalid {
+        let listen_address = listen_address(&listen).ok_or_else(|| ConfigError::Invalid {
             key: "listen_address",
-            reason: format!("{listen:?} is not an IP:port address"),
+            reason: format!("{listen:?} is not a host:port address (e.g. \"0.0.0.0:8891\" or \"localhost:8891\")"),
         })?;
+        let time_format = match map.get("time_format") {
+            None | Some(Value::Null) => process_setup::TimeFormat::UnixEpoch,
+            Some(v) => {
+                let word = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                process_setup::TimeFormat::from_lager_flag(&word).ok_or_else(|| {
+                    ConfigError::Invalid {
+                        key: "time_format",
+                        reason: format!("{v} is not \"unix-epoch\" or \"rfc3339\""),
+                    }
+                })?
+            }
+        };
         let database_driver =
             optional_str(map, "database_driver")?.unwrap_or_else(|| "mysql".into());
         match database_driver.as_str() {
@@ -205,6 +223,7 @@ impl LocketConfig {
                 .map(PathBuf::from),
             sql_enable_identity_verification,
             log_level: optional_str(map, "log_level")?.unwrap_or_else(|| "info".into()),
+            time_format,
             ignored_keys,
             unknown_keys,
         };
@@ -261,6 +280,27 @@ impl LocketConfig {
             cert_file: self.cert_file.clone(),
             key_file: self.key_file.clone(),
         }
+    }
+}
+
+/// `host:port` as Go's `net.Listen("tcp", …)` reads it (host empty, an IP address, `[v6]` or a
+/// name), with the empty host meaning every interface; `None` when it is not that shape.
+fn listen_address(text: &str) -> Option<String> {
+    let (host, port) = text.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Some(format!("0.0.0.0:{port}"));
+    }
+    let valid_name = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        Some(text.to_owned())
+    } else if valid_name {
+        Some(format!("{host}:{port}"))
+    } else {
+        None
     }
 }
 
@@ -345,6 +385,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn listen_address_takes_host_names_and_an_empty_host_as_go_does() {
+        let with = |a: &str| {
+            let mut v = base();
+            v["listen_address"] = a.into();
+            cfg(v)
+        };
+        assert_eq!(with("localhost:24004").unwrap().listen_address, "localhost:24004");
+        assert_eq!(with(":8891").unwrap().listen_address, "0.0.0.0:8891");
+        assert_eq!(with("[::1]:8891").unwrap().listen_address, "[::1]:8891");
+        for bad in ["localhost", "host:port", "a b:1", "127.0.0.1:70000"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("listen_address"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn time_format_is_lagers() {
+        let mut v = base();
+        assert_eq!(cfg(v.clone()).unwrap().time_format, process_setup::TimeFormat::UnixEpoch);
+        v["time_format"] = "rfc3339".into();
+        assert_eq!(cfg(v.clone()).unwrap().time_format, process_setup::TimeFormat::Rfc3339);
+        v["time_format"] = 1.into();
+        assert_eq!(cfg(v.clone()).unwrap().time_format, process_setup::TimeFormat::Rfc3339);
+        v["time_format"] = "iso".into();
+        assert!(cfg(v).unwrap_err().to_string().contains("time_format"));
+    }
+
     fn base() -> serde_json::Value {
         serde_json::json!({
             "listen_address": "127.0.0.1:8891",
@@ -363,7 +431,7 @@ mod tests {
     #[test]
     fn full_config() {
         let c = cfg(base()).unwrap();
-        assert_eq!(c.listen_address.port(), 8891);
+        assert_eq!(c.listen_address, "127.0.0.1:8891");
         assert_eq!(c.max_open_database_connections, 50);
         assert_eq!(
             c.max_database_connection_lifetime,

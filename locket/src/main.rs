@@ -1,74 +1,88 @@
-//! `locket -config <locket.json>`: the Locket server binary.
+//! `locket -config <locket.json>`: the Locket server binary, with upstream's command line,
+//! exit codes and log lines.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
 use locket::config::LocketConfig;
 use locket::sql::LockTable;
+use process_setup::{FlagSet, LogFormat, LogSettings};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Locket-compatible lock service (gRPC over mutual TLS).
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Path to the JSON config file (upstream's keys). Also accepted as `-config`.
-    #[arg(short = 'c', long = "config")]
-    config: PathBuf,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse_from(process_setup::go_style_args(std::env::args()));
-    let config = match LocketConfig::load(&args.config) {
+    let flags = FlagSet::new("locket").string("config", "", "Path to Locket JSON Configuration file");
+    let flags = match flags.parse(std::env::args()) {
+        Ok(f) => f,
+        Err(e) => return e.report(),
+    };
+    let config = match LocketConfig::load(std::path::Path::new(flags.string("config"))) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("locket: {e}");
-            return ExitCode::FAILURE;
+            // Upstream panics with `invalid-config-file: <error>` (exit 2) before it has a
+            // logger; say the same without the stack trace.
+            eprintln!("invalid-config-file: {e}");
+            return ExitCode::from(2);
         }
     };
-    process_setup::init_json_logging(&config.log_level);
+    process_setup::logging::init_logging(LogSettings {
+        format: LogFormat::Lager,
+        source: "locket".into(),
+        level: process_setup::logging::level_from_word(&config.log_level)
+            .unwrap_or(tracing::Level::INFO),
+        time_format: config.time_format,
+    });
+    flags.log_not_used();
     for key in &config.ignored_keys {
-        tracing::warn!(key = %key, "config key accepted but ignored");
+        tracing::info!(key = %key, "locket.config-key-not-used");
     }
     for key in &config.unknown_keys {
-        tracing::warn!(key = %key, "config key not supported; ignored");
+        tracing::info!(key = %key, "locket.config-key-not-supported");
     }
     let Some(runtime) = process_setup::runtime("locket") else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "locket.failed");
-            eprintln!("locket: {e}");
+        Err((message, e)) => {
+            tracing::error!(error = %e, "{message}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config: LocketConfig) -> Result<(), String> {
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| format!("installing SIGTERM handler: {e}"))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| format!("installing SIGINT handler: {e}"))?;
-    let options = config.db_connect_options().map_err(|e| e.to_string())?;
+/// Serves until SIGTERM/SIGINT; a failure carries upstream's log message for it.
+async fn run(config: LocketConfig) -> Result<(), (&'static str, String)> {
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| ("locket.installing-signal-handler-failed", e.to_string()))?;
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|e| ("locket.installing-signal-handler-failed", e.to_string()))?;
+    let options = config
+        .db_connect_options()
+        .map_err(|e| ("locket.failed-to-open-sql", e.to_string()))?;
     let table = LockTable::connect_with(options, config.pool_settings())
         .await
-        .map_err(|e| format!("database: {e}"))?;
+        .map_err(|e| ("locket.sql-failed-to-connect", e.to_string()))?;
     tracing::info!(driver = table.backend_name(), "locket.database-connected");
     let shutdown = async move {
         tokio::select! {
-            _ = sigterm.recv() => tracing::info!(signal = "SIGTERM", "locket.signalled"),
-            _ = sigint.recv() => tracing::info!(signal = "SIGINT", "locket.signalled"),
+            _ = sigterm.recv() => tracing::info!(signal = "terminated", "locket.signalled"),
+            _ = sigint.recv() => tracing::info!(signal = "interrupt", "locket.signalled"),
         }
     };
-    let result = locket::server::serve_addr(
-        config.listen_address,
-        table.clone(),
-        config.server_tls(),
-        shutdown,
-    )
-    .await;
+    let listener = tokio::net::TcpListener::bind(&config.listen_address)
+        .await
+        .map_err(|e| {
+            let e = format!("cannot listen on {}: {e}", config.listen_address);
+            ("locket.failed-to-listen", e)
+        })?;
+    tracing::info!(address = %config.listen_address, "locket.started");
+    let result =
+        locket::server::serve(listener, table.clone(), config.server_tls(), shutdown).await;
     table.close().await;
-    result.map_err(|e| e.to_string())
+    match result {
+        Ok(()) => {
+            tracing::info!("locket.exited");
+            Ok(())
+        }
+        Err(e) => Err(("locket.exited-with-failure", e.to_string())),
+    }
 }

@@ -6,7 +6,6 @@
 //! [`crate::expiry::BURGLAR_INTERVAL`].
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,33 +43,9 @@ pub enum ServerError {
     /// TLS material unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
-}
-
-/// Binds `addr` and runs [`serve`] on it.
-pub async fn serve_addr<F>(
-    addr: SocketAddr,
-    table: LockTable,
-    tls: ServerTlsConfig,
-    shutdown: F,
-) -> Result<(), ServerError>
-where
-    F: Future<Output = ()> + Send,
-{
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    serve(listener, table, tls, shutdown).await
 }
 
 /// Serves `models.Locket` on `listener` with mutual TLS until `shutdown` completes, then stops

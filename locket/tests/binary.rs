@@ -140,21 +140,28 @@ async fn binary_serves_sqlite_and_stops_on_sigterm() {
         .collect();
     let messages: Vec<&str> = lines
         .iter()
-        .filter_map(|l| l["fields"]["message"].as_str())
+        .filter_map(|l| l["message"].as_str())
         .collect();
+    // lager's default (unix-epoch) layout: source, message, numeric log_level, data.
+    assert!(
+        lines.iter().all(|l| l["source"] == "locket"
+            && l["timestamp"].as_str().is_some_and(|t| t.contains('.'))
+            && l["log_level"].is_u64()
+            && l["data"].is_object()),
+        "not lager lines: {stdout}"
+    );
     for m in [
         "locket.started",
         "locket.lock.acquired",
         "locket.lock-pick.expired",
         "locket.signalled",
-        "locket.stopped",
+        "locket.exited",
     ] {
         assert!(messages.contains(&m), "no {m:?} log line in {messages:?}");
     }
     assert!(
-        lines.iter().any(|l| l["level"] == "WARN"
-            && l["fields"]["key"] == "loggregator"
-            && l["fields"]["message"] == "config key accepted but ignored"),
+        lines.iter().any(|l| l["data"]["key"] == "loggregator"
+            && l["message"] == "locket.config-key-not-used"),
         "ignored key not reported: {stdout}"
     );
     assert!(db.exists());
@@ -262,10 +269,13 @@ fn run_with_config(pki: &Pki, name: &str, config: &serde_json::Value) -> (bool, 
     let path = pki.dir.path().join(name);
     std::fs::write(&path, config.to_string()).unwrap();
     let out = wait_exit(spawn(&path), Duration::from_secs(20));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    // Config errors go to stderr before logging starts; later ones are lager lines on stdout.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.success(), text)
 }
 
 #[test]
@@ -330,4 +340,61 @@ fn binary_rejects_bad_config_naming_the_key() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// diego-release's locket job starts `locket -config=/var/vcap/jobs/locket/config/locket.json`;
+/// its rendered config names the listen address by host name and asks for RFC 3339 log times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_starts_under_diego_release_command_line_with_a_host_name_address() {
+    let pki = pki();
+    let port = free_port();
+    let db = pki.dir.path().join("locket.db");
+    let mut rendered = config_json(&pki, port, "sqlite", &db.to_string_lossy());
+    rendered["listen_address"] = format!("localhost:{port}").into();
+    rendered["time_format"] = "rfc3339".into();
+    rendered["sql_enable_identity_verification"] = false.into();
+    let config = pki.dir.path().join("locket.json");
+    std::fs::write(&config, serde_json::to_string_pretty(&rendered).unwrap()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_locket"))
+        .arg(format!("-config={}", config.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn locket");
+    let client = pki
+        .client(format!("127.0.0.1:{port}").parse().unwrap())
+        .await;
+    wait_serving(&client).await;
+    client
+        .lock("routing_api_lock", "uuid-1", "", TypeCode::Lock, 15)
+        .await
+        .unwrap();
+    sigterm(&child);
+    let out = wait_exit(child, Duration::from_secs(10));
+    assert!(out.status.success(), "exit {:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let started: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "locket.started")
+        .unwrap_or_else(|| panic!("no locket.started line: {stdout}"));
+    // lager's rfc3339 layout: a level word and a UTC timestamp with nanoseconds.
+    assert_eq!(started["level"], "info", "{started}");
+    assert_eq!(started["source"], "locket", "{started}");
+    let ts = started["timestamp"].as_str().unwrap_or_default();
+    assert!(ts.ends_with('Z') && ts.len() == 30, "{ts}");
+}
+
+#[test]
+fn an_unknown_flag_exits_2_with_gos_usage_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_locket"))
+        .args(["-config", "/nonexistent.json", "-nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("flag provided but not defined: -nope\nUsage of locket:\n"),
+        "{stderr}"
+    );
 }

@@ -1,40 +1,24 @@
 //! What every binary of the tier does at start, in one place: accept upstream's Go-style flags
-//! (`-config file`), log JSON lines to stdout, and start the async runtime.
+//! (`-config file`, [`go_flags`]), log upstream's JSON lines to stdout ([`logging`]), and start the
+//! async runtime.
 
-/// Rewrites Go-style single-dash long flags (`-config x`, `-devMode`, `-ip=1.2.3.4`) to the
-/// double-dash form clap parses. Single-letter flags (`-c`, `-k`) and everything else pass
-/// through unchanged.
-pub fn go_style_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    args.into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let b = a.as_bytes();
-            let is_go_long_flag =
-                i > 0 && b.len() > 2 && b[0] == b'-' && b[1].is_ascii_alphabetic() && b[2] != b'=';
-            if is_go_long_flag {
-                format!("-{a}")
-            } else {
-                a
-            }
-        })
-        .collect()
-}
+pub mod go_flags;
+pub mod logging;
 
-/// Installs JSON logging on stdout at `level` (`RUST_LOG` overrides). Upstream's `fatal` maps
-/// to `error`; an empty level means `info`.
-pub fn init_json_logging(level: &str) {
-    let level = match level {
-        "fatal" => "error",
-        "" => "info",
-        other => other,
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .try_init();
+pub use go_flags::{FlagError, FlagKind, FlagSet, ParsedFlags};
+pub use logging::{LogFormat, LogSettings, TimeFormat};
+
+/// Starts lager-format logging from lager's flags (`-logLevel`, `-timeFormat`, already checked
+/// by [`FlagSet::lager_flags`]) for `component`, then logs the given flags this program does not
+/// act on.
+pub fn init_lager_logging(component: &str, flags: &ParsedFlags) {
+    logging::init_logging(LogSettings {
+        format: LogFormat::Lager,
+        source: component.to_owned(),
+        level: logging::level_from_word(flags.string("logLevel")).unwrap_or(tracing::Level::INFO),
+        time_format: TimeFormat::from_lager_flag(flags.string("timeFormat")).unwrap_or_default(),
+    });
+    flags.log_not_used();
 }
 
 /// Starts Tokio's multi-threaded runtime, or reports on stderr
@@ -70,36 +54,6 @@ mod tests {
                 .expect("runtime")
                 .block_on(async { 3 }),
             3
-        );
-    }
-
-    #[test]
-    fn go_flags_become_long_flags() {
-        let args = [
-            "routing-api",
-            "-config",
-            "c.yml",
-            "-ip=1.2.3.4",
-            "-devMode",
-            "--x",
-            "-v",
-            "-c",
-            "-",
-        ]
-        .map(String::from);
-        assert_eq!(
-            go_style_args(args),
-            vec![
-                "routing-api",
-                "--config",
-                "c.yml",
-                "--ip=1.2.3.4",
-                "--devMode",
-                "--x",
-                "-v",
-                "-c",
-                "-"
-            ]
         );
     }
 }

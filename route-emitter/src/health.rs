@@ -40,7 +40,7 @@ pub async fn check_once(route: &Route, check: &HealthCheck) -> bool {
             let mut child = match child {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(route = %route.name, health_check = %name, error = %e, "health check script could not be run");
+                    tracing::error!(route = %route.name, health_check = %name, error = %e, "Route Registrar.healthchecker errored for route");
                     return false;
                 }
             };
@@ -56,7 +56,7 @@ pub async fn check_once(route: &Route, check: &HealthCheck) -> bool {
                         }
                     }
                     let _ = child.kill().await;
-                    tracing::info!(route = %route.name, health_check = %name, "health check script timed out; killed");
+                    tracing::info!(route = %route.name, health_check = %name, "Route Registrar.healthchecker-timed-out-killed");
                     false
                 }
             }
@@ -117,7 +117,7 @@ fn spawn_checker(
         loop {
             let ok = check_once(&route, &check).await;
             if last != Some(ok) {
-                tracing::info!(route = %route.name, healthy = ok, "health check result changed");
+                tracing::info!(route = %route.name, healthy = ok, "Route Registrar.health-check-result-changed");
                 last = Some(ok);
             }
             if tx.send((key.clone(), ok)).await.is_err() {

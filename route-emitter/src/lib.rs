@@ -73,15 +73,15 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         .as_ref()
         .is_some_and(|a| !a.api_url.is_empty());
     tokio::spawn(report_unpublishable(active_rx.clone(), has_nats, has_api));
-    tracing::info!(routes = static_count, "route-emitter started");
+    tracing::info!(routes = static_count, "Route Registrar.Running");
 
     wait_for_signal().await?;
-    tracing::info!("shutting down; unregistering routes");
+    tracing::info!("Route Registrar.Received signal; shutting down");
     let _ = shutdown_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
     }
-    tracing::info!("route-emitter exited");
+    tracing::info!("Route Registrar.Exiting without error");
     Ok(())
 }
 
@@ -102,7 +102,7 @@ async fn report_unpublishable(
                 has_api
             };
             if !ok && reported.insert(r.key()) {
-                tracing::error!(route = %r.name, "route cannot be published: its message bus or routing_api is not configured");
+                tracing::error!(route = %r.name, "Route Registrar.route-not-publishable-no-message-bus-or-routing-api");
             }
         }
         if active.changed().await.is_err() {

@@ -184,11 +184,11 @@ pub async fn connect(
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        tracing::info!("nats connected");
+                        tracing::info!("Route Registrar.nats-connected");
                         let _ = tx.send(());
                     }
-                    async_nats::Event::Disconnected => tracing::error!("nats disconnected"),
-                    other => tracing::info!(event = %other, "nats event"),
+                    async_nats::Event::Disconnected => tracing::error!("Route Registrar.nats-disconnected"),
+                    other => tracing::info!(event = %other, "Route Registrar.nats-event"),
                 }
             }
         })
@@ -357,7 +357,7 @@ impl Table {
             let message = match EncodedMessage::new(route) {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::error!(route = %route.name, error = %e, "encoding registration message");
+                    tracing::error!(route = %route.name, error = %e, "Route Registrar.encoding-registration-message-failed");
                     continue;
                 }
             };
@@ -462,7 +462,7 @@ pub async fn run(
         match client.subscribe("router.start").await {
             Ok(s) => break s,
             Err(e) => {
-                tracing::error!(error = %e, "subscribing to router.start failed; retrying");
+                tracing::error!(error = %e, "Route Registrar.subscribing-to-router-start-failed-retrying");
                 tokio::time::sleep(GREET_RETRY).await;
             }
         }
@@ -480,7 +480,7 @@ pub async fn run(
             let mut burst = Burst::new(UNREGISTER);
             for (name, message) in removed {
                 burst.publish(&client, message.stamped(now_ns())).await;
-                tracing::info!(route = %name, "route unregistered");
+                tracing::info!(route = %name, "Route Registrar.Unregistering route");
             }
             burst.report();
         }
@@ -504,14 +504,14 @@ pub async fn run(
             }
             Some(secs) = greeted.recv() => {
                 table.reschedule(Some(Duration::from_secs(secs)), None);
-                tracing::info!(minimum_register_interval_seconds = secs, "router greeted");
+                tracing::info!(minimum_register_interval_seconds = secs, "Route Registrar.router-greeted");
             }
             Some(msg) = starts.next() => {
                 let min = serde_json::from_slice::<RouterStart>(&msg.payload)
                     .ok()
                     .map(|start| Duration::from_secs(start.minimum_register_interval_in_seconds));
                 let jitter = MIN_START_JITTER + (MAX_START_JITTER - MIN_START_JITTER).mul_f64(rand::random::<f64>());
-                tracing::info!(jitter_ms = jitter.as_millis() as u64, "router.start received; re-registering all routes");
+                tracing::info!(jitter_ms = jitter.as_millis() as u64, "Route Registrar.router-start-received-re-registering-all-routes");
                 table.reschedule(min, Some(Instant::now() + jitter));
             }
             Some(()) = connected.recv() => {
@@ -531,7 +531,7 @@ pub async fn run(
     }
     burst.report();
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
-    tracing::info!(routes = table.len(), "unregistered all nats routes");
+    tracing::info!(routes = table.len(), "Route Registrar.Unregistered routes successfully");
 }
 
 /// Publishes a run of messages on one subject and logs once for the run (a 100k-route round
@@ -567,7 +567,7 @@ impl Burst {
 
     fn report(&self) {
         if let Some(e) = &self.first_error {
-            tracing::error!(subject = %self.subject, failed = self.failed, sent = self.sent, error = %e, "publish failed");
+            tracing::error!(subject = %self.subject, failed = self.failed, sent = self.sent, error = %e, "Route Registrar.publish-failed");
         }
         if self.sent > 0 {
             tracing::debug!(subject = %self.subject, messages = self.sent, "published");
@@ -593,7 +593,7 @@ async fn greet(client: async_nats::Client, tx: mpsc::UnboundedSender<u64>) {
                     let _ = tx.send(start.minimum_register_interval_in_seconds);
                     return;
                 }
-                Err(e) => tracing::error!(error = %e, "invalid router.greet reply; retrying"),
+                Err(e) => tracing::error!(error = %e, "Route Registrar.invalid-router-greet-reply-retrying"),
             },
             Ok(Err(e)) => tracing::debug!(error = %e, "router.greet: no answer yet; retrying"),
             Err(_) => tracing::debug!("router.greet timed out; retrying"),

@@ -111,11 +111,11 @@ impl Publisher {
                 Some(g.guid)
             }
             Ok(None) => {
-                tracing::error!(router_group = name, "router group not found");
+                tracing::error!(router_group = name, "Route Registrar.router-group-not-found");
                 None
             }
             Err(e) => {
-                tracing::error!(router_group = name, error = %e, "router group lookup failed");
+                tracing::error!(router_group = name, error = %e, "Route Registrar.router-group-lookup-failed");
                 None
             }
         }
@@ -176,10 +176,10 @@ impl Publisher {
                 }
             }
             Err(e) if idx.len() == 1 => {
-                tracing::error!(route = %routes[idx[0]].name, delete, error = %e, "routing api call failed");
+                tracing::error!(route = %routes[idx[0]].name, delete, error = %e, "Route Registrar.routing-api-call-failed");
             }
             Err(e) => {
-                tracing::error!(routes = idx.len(), delete, error = %e, "routing api batch failed; retrying route by route");
+                tracing::error!(routes = idx.len(), delete, error = %e, "Route Registrar.routing-api-batch-failed-retrying-route-by-route");
                 for &i in idx {
                     ok[i] = Box::pin(self.apply(&[routes[i]], delete)).await[0];
                 }
@@ -267,7 +267,7 @@ pub async fn run(
     for chunk in all.chunks(BATCH) {
         p.apply(chunk, true).await;
     }
-    tracing::info!(routes = table.len(), "deleted all routing api routes");
+    tracing::info!(routes = table.len(), "Route Registrar.Unregistered routes successfully");
 }
 
 #[cfg(test)]

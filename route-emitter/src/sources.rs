@@ -26,7 +26,7 @@ pub fn expand_glob(pattern: &str) -> Vec<PathBuf> {
     let paths = match glob::glob(pattern) {
         Ok(paths) => paths,
         Err(e) => {
-            tracing::error!(pattern, error = %e, "invalid dynamic_config_globs pattern");
+            tracing::error!(pattern, error = %e, "Route Registrar.invalid-dynamic-config-glob");
             return Vec::new();
         }
     };
@@ -88,14 +88,14 @@ impl Sources {
             match result {
                 Ok((routes, problems)) => {
                     for p in problems {
-                        tracing::error!(file = %path.display(), error = %p, "invalid route in dynamic config file; ignored");
+                        tracing::error!(file = %path.display(), error = %p, "Route Registrar.invalid-route-in-dynamic-config-file");
                     }
-                    tracing::info!(file = %path.display(), routes = routes.len(), "dynamic config file loaded");
+                    tracing::info!(file = %path.display(), routes = routes.len(), "Route Registrar.dynamic-config-file-loaded");
                     self.files.insert(path, FileState { stamp, routes });
                     changed = true;
                 }
                 Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e, "invalid dynamic config file; keeping its previous routes");
+                    tracing::error!(file = %path.display(), error = %e, "Route Registrar.config watcher failed");
                     let routes = self
                         .files
                         .remove(&path)

@@ -327,13 +327,13 @@ impl TokenValidator {
                 uaa.base
             )));
         }
-        info!(%issuer, uaa = %uaa.base, "received issuer from UAA");
+        info!(%issuer, uaa = %uaa.base, "routing-api.received-issuer");
 
         let keys = uaa
             .fetch_keys(false)
             .await
             .map_err(|e| AuthError::Uaa(format!("Failed to get verification key from UAA: {e}")))?;
-        info!(keys = keys.keys.len(), "fetched UAA verification key");
+        info!(keys = keys.keys.len(), "routing-api.fetched-verification-key");
 
         Ok(Self {
             inner: Some(Arc::new(Inner {
@@ -644,7 +644,7 @@ struct TokenKeys {
 fn key_from_pem(entry: &TokenKey) -> Result<VerificationKey, String> {
     let pem = entry.value.as_deref().unwrap_or_default().trim();
     if !pem.starts_with("-----BEGIN") {
-        return Err("Public uaa token must be PEM encoded".to_string());
+        return Err("public uaa token must be PEM encoded".to_string());
     }
     let public = RsaPublicKey::from_public_key_pem(pem)
         .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem))
@@ -1325,7 +1325,7 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.starts_with("Failed to get verification key from UAA")
-                && msg.contains("Public uaa token must be PEM encoded"),
+                && msg.contains("public uaa token must be PEM encoded"),
             "{msg}"
         );
         uaa.respond_with(

@@ -1,46 +1,58 @@
-use std::path::PathBuf;
+//! `routing-api -config <file> -ip <ip> [-devMode] [-logLevel …] [-timeFormat …]`: upstream's
+//! command line (routing-release's `bpm.yml`), exit codes and log lines.
+
 use std::process::ExitCode;
 
-use clap::Parser;
+use process_setup::FlagSet;
 
-/// The Routing API: router groups, TCP and HTTP routes, event streams.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Path to the YAML config file (upstream's keys).
-    #[arg(long = "config")]
-    config: PathBuf,
-    /// This instance's IP, used for its own route registration.
-    #[arg(long = "ip")]
-    ip: std::net::IpAddr,
-    /// Disable token checks (development only).
-    #[arg(long = "devMode", default_value_t = false)]
-    dev_mode: bool,
+fn flags() -> FlagSet {
+    FlagSet::new("routing-api")
+        .string("config", "", "Configuration for routing-api")
+        .bool(
+            "devMode",
+            false,
+            "Disable authentication for easier development iteration",
+        )
+        .string("ip", "", "The public ip of the routing api")
+        .lager_flags()
 }
 
 fn main() -> ExitCode {
-    // Upstream's flags are Go-style (`-config file`); accept those and `--config`.
-    let args = Args::parse_from(process_setup::go_style_args(std::env::args()));
-    let config = match routing_api::config::Config::load(&args.config, args.dev_mode) {
+    let flags = match flags().parse(std::env::args()) {
+        Ok(f) => f,
+        Err(e) => return e.report(),
+    };
+    process_setup::init_lager_logging("routing-api", &flags);
+    // Upstream checks the flags after logging starts and logs what is missing.
+    let missing = if flags.string("config").is_empty() {
+        Some("no configuration file provided")
+    } else if flags.string("ip").is_empty() {
+        Some("no ip address provided")
+    } else {
+        None
+    };
+    if let Some(error) = missing {
+        tracing::error!(error, "routing-api.failed-check-flags");
+        return ExitCode::FAILURE;
+    }
+    let config_path = std::path::Path::new(flags.string("config"));
+    let config = match routing_api::config::Config::load(config_path, flags.bool("devMode")) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("routing-api: {e}");
+            tracing::error!(error = %e, "routing-api.failed-load-config");
             return ExitCode::FAILURE;
         }
     };
-    process_setup::init_json_logging("info");
     for key in &config.unknown_keys {
-        tracing::warn!(key = %key, "config key not supported; ignored");
+        tracing::info!(key = %key, "routing-api.config-key-not-supported");
     }
     let Some(runtime) = process_setup::runtime("routing-api") else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(routing_api::run::run(config, args.ip)) {
+    let ip = flags.string("ip").to_owned();
+    match runtime.block_on(routing_api::run::run(config, ip)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "routing-api.failed");
-            eprintln!("routing-api: {e:#}");
-            ExitCode::FAILURE
-        }
+        // `run` logged the failure under upstream's name for the step that failed.
+        Err(_) => ExitCode::FAILURE,
     }
 }

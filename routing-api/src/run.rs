@@ -4,11 +4,10 @@
 //! SIGTERM the streams close, the own route is removed and the lock released; on a lost lock
 //! the process stops serving and exits non-zero.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use routing_api_client::{EventAction, HttpRoute, RouterGroup};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -59,13 +58,24 @@ pub fn store_config(config: &Config) -> StoreConfig {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr}"))
+    TcpListener::bind(addr).await.map_err(|e| {
+        failed(
+            "routing-api.failed-to-listen",
+            format!("cannot listen for {what} on {addr}: {e}"),
+        )
+    })
 }
 
-/// The routing API's own route, `api.<system_domain>/routing`.
-fn own_route(config: &Config, ip: IpAddr) -> HttpRoute {
+/// Logs a failure under upstream's message name (what operators' alerts and upstream's suites
+/// wait for) and returns it, so that `main` only has to choose the exit code.
+fn failed(message: &str, error: impl std::fmt::Display) -> anyhow::Error {
+    tracing::error!(error = %error, "{message}");
+    anyhow::anyhow!("{message}: {error}")
+}
+
+/// The routing API's own route, `api.<system_domain>/routing`. `ip` is the `-ip` flag as given
+/// (upstream takes it as text too).
+fn own_route(config: &Config, ip: &str) -> HttpRoute {
     HttpRoute {
         route: format!("api.{}/routing", config.system_domain),
         port: if config.api.http_enabled {
@@ -73,21 +83,32 @@ fn own_route(config: &Config, ip: IpAddr) -> HttpRoute {
         } else {
             config.api.mtls_listen_port
         },
-        ip: ip.to_string(),
+        ip: ip.to_owned(),
         ttl: Some(config.max_ttl.as_secs() as i64),
         log_guid: config.log_guid.clone(),
         ..HttpRoute::default()
     }
 }
 
-/// Runs until SIGTERM/SIGINT (Ok) or until the lock is lost (Err).
-pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+/// Runs until SIGTERM/SIGINT (Ok) or until the lock is lost (Err). Every failure is logged
+/// here, under upstream's name for the step that failed.
+pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| failed("routing-api.installing-signal-handler-failed", e))?;
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|e| failed("routing-api.installing-signal-handler-failed", e))?;
 
-    let store = Store::connect(&store_config(&config))
+    let store_config = store_config(&config);
+    tracing::info!(
+        r#type = store_config.kind.name(),
+        host = %store_config.host,
+        port = store_config.port,
+        schema = %store_config.schema,
+        "routing-api.database"
+    );
+    let store = Store::connect(&store_config)
         .await
-        .context("cannot connect to the database")?;
+        .map_err(|e| failed("routing-api.failed-initialize-sql-connection", e))?;
 
     // UAA's issuer and key first, as upstream does: an instance that cannot check tokens
     // exits before it ever takes the lock.
@@ -105,17 +126,22 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
             skip_ssl_validation: config.skip_ssl_validation,
         })
         .await
-        .context("cannot get UAA's token key")?
+        .map_err(|e| failed("routing-api.creating-uaa-client", e))?
     };
 
     // Nothing is served, not even bound, until the lock is held.
-    tracing::info!(key = %config.lock_resource_key, owner = %config.uuid, "routing-api.acquiring-lock");
+    tracing::info!(
+        lock = %config.lock_resource_key,
+        owner = %config.uuid,
+        ttl_in_seconds = locket::runner::DEFAULT_TTL.as_secs(),
+        "routing-api.locket-lock.started"
+    );
     let mut held = tokio::select! {
-        held = lock::acquire(&config) => held.context("cannot take part in the lock")?,
+        held = lock::acquire(&config) => held.map_err(|e| failed("routing-api.locket-lock.failed-to-acquire-lock", format!("{e:#}")))?,
         _ = sigterm.recv() => return Ok(()),
         _ = sigint.recv() => return Ok(()),
     };
-    tracing::info!(key = %config.lock_resource_key, "routing-api.lock-acquired");
+    tracing::info!(lock = %config.lock_resource_key, "routing-api.locket-lock.acquired-lock");
 
     let (closing_tx, closing_rx) = watch::channel(false);
     let hubs = Hubs::default();
@@ -132,7 +158,12 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
     // If anything fails from here to serving, release the lock before exiting: a standby (or
     // this instance restarted) must not wait for the TTL of a lock nobody holds any more.
     let startup: anyhow::Result<()> = async {
-        store.migrate().await.context("database migration failed")?;
+        tracing::info!("routing-api.migration.starting-migration");
+        store
+            .migrate()
+            .await
+            .map_err(|e| failed("routing-api.migration.migrations-failed", e))?;
+        tracing::info!("routing-api.migration.finished-migration");
         let seeds: Vec<RouterGroup> = config
             .router_groups
             .iter()
@@ -146,7 +177,7 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
         store
             .seed_router_groups(&seeds)
             .await
-            .context("cannot seed router groups")?;
+            .map_err(|e| failed("routing-api.seeding.failed-to-save-router-group", e))?;
 
         let bind_ip = config.bind_address;
         if config.api.http_enabled {
@@ -163,7 +194,7 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
                 config.api.mtls_server_key_file.as_ref(),
                 config.api.mtls_client_ca_file.as_ref(),
             )
-            .context("mutual TLS listener")?;
+            .map_err(|e| failed("routing-api.mtls-mis-configured", format!("{e:#}")))?;
             let l = bind(
                 SocketAddr::new(bind_ip, config.api.mtls_listen_port),
                 "the mTLS API",
@@ -176,7 +207,7 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
                 closing_rx.clone(),
             ));
         } else {
-            tracing::warn!("api.mtls_* files not set: the mutual TLS listener is off");
+            tracing::info!("routing-api.mtls-listener-off-no-api-mtls-files");
         }
         let admin = bind(
             SocketAddr::from(([127, 0, 0, 1], config.admin_port)),
@@ -197,7 +228,7 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
         return Err(e);
     }
 
-    let own = own_route(&config, ip);
+    let own = own_route(&config, &ip);
     tokio::spawn(register_own_route(
         api.clone(),
         own.clone(),
@@ -210,19 +241,21 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
         closing_rx.clone(),
     ));
     tracing::info!(
-        http = config.api.http_enabled.then_some(config.api.listen_port),
-        mtls = config.mtls_enabled().then_some(config.api.mtls_listen_port),
+        port = config.api.listen_port,
+        http = config.api.http_enabled,
+        mtls_port = config.mtls_enabled().then_some(config.api.mtls_listen_port),
         "routing-api.started"
     );
 
     let outcome = tokio::select! {
-        _ = sigterm.recv() => Ok(()),
-        _ = sigint.recv() => Ok(()),
+        _ = sigterm.recv() => Ok("terminated"),
+        _ = sigint.recv() => Ok("interrupt"),
         reason = held.lost() => Err(reason),
     };
     closing_tx.send_replace(true);
     match outcome {
-        Ok(()) => {
+        Ok(signal) => {
+            tracing::info!(signal, "routing-api.received-signal");
             if let Ok(Some(deleted)) = store.delete_http_route(&own).await {
                 hubs.http.publish(EventAction::Delete, &deleted);
             }
@@ -231,9 +264,9 @@ pub async fn run(config: Config, ip: IpAddr) -> anyhow::Result<()> {
             Ok(())
         }
         Err(reason) => {
-            tracing::error!(reason = %reason, "routing-api.lock-lost");
+            let error = failed("routing-api.locket-lock.lost-lock", &reason);
             tokio::time::sleep(config.retry_interval).await;
-            anyhow::bail!("lost the lock {}: {reason}", config.lock_resource_key)
+            Err(error)
         }
     }
 }
@@ -253,7 +286,7 @@ async fn register_own_route(
         }
         match api.store.upsert_http_route(&route, ttl).await {
             Ok((stored, _)) => api.hubs.http.publish(EventAction::Upsert, &stored),
-            Err(e) => tracing::warn!(error = %e, "own-route-registration-failed"),
+            Err(e) => tracing::error!(error = %e, "routing-api.route-register.registration-error"),
         }
     }
 }
@@ -275,10 +308,10 @@ async fn prune_expired(store: Store, hubs: Hubs, mut closing: watch::Receiver<bo
                     hubs.tcp.publish(EventAction::Delete, m);
                 }
                 if !http.is_empty() || !tcp.is_empty() {
-                    tracing::info!(http = http.len(), tcp = tcp.len(), "pruned-expired-routes");
+                    tracing::info!(http = http.len(), tcp = tcp.len(), "routing-api.prune-routes.pruned-expired-routes");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "prune-failed"),
+            Err(e) => tracing::error!(error = %e, "routing-api.prune-routes.failed-to-prune-routes"),
         }
     }
 }

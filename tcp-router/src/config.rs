@@ -13,12 +13,13 @@
 //! IP address, IPv4 or IPv6 without a port, that the external-port listeners and the health
 //! port bind; all interfaces by default, as HAProxy's `bind :<port>`).
 //!
-//! Flags (Go style, `-flag value` or `--flag value`): `-config` (required), `-syncInterval`
-//! (1m), `-subscriptionRetryInterval` (5s), `-staleRouteCheckInterval` (30s),
-//! `-defaultRouteExpiry` (2m), `-tokenFetchMaxRetries` (3), `-tokenFetchRetryInterval` (5s),
-//! `-tokenFetchExpirationBufferTime` (30s), `-routingGroupCheckExit`, `-logLevel`; HAProxy's
-//! (`-tcpLoadBalancer…`, `-haproxyReloader`, `-statsCollectionInterval`, `-debugAddr`) are
-//! accepted and ignored.
+//! Flags: every flag of upstream's `cf-tcp-router`, with Go's syntax and defaults: `-config`,
+//! `-syncInterval` (1m), `-subscriptionRetryInterval` (5, seconds), `-staleRouteCheckInterval`
+//! (30s), `-defaultRouteExpiry` (2m), `-tokenFetchMaxRetries` (3), `-tokenFetchRetryInterval`
+//! (5s), `-tokenFetchExpirationBufferTime` (30, seconds), `-routingGroupCheckExit`, lager's
+//! `-logLevel`/`-timeFormat`. HAProxy's (`-tcpLoadBalancer…`, `-haproxyReloader`,
+//! `-statsCollectionInterval`), `-dropsondePort` and `-debugAddr` are accepted and logged as not
+//! used. The two interval flags that upstream takes in whole seconds also take a Go duration.
 //!
 //! Unknown YAML keys are reported as warnings (a rendered BOSH config loads); a bad value is an
 //! error naming the key. Certificate files are read here, so a bad path fails at start.
@@ -28,9 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use serde::Deserialize;
-use yaml_config::{parse_go_duration, GoDuration};
+use yaml_config::GoDuration;
 
 use routing_api_client::tls::{client_config, TlsError, TlsOptions};
 
@@ -59,69 +59,141 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Command-line flags, upstream's names.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "tcp-router",
-    version,
-    about = "TCP router compatible with cf-tcp-router"
-)]
+/// Command-line flags: every flag upstream's `cf-tcp-router` defines, Go syntax.
+#[derive(Debug, Clone)]
 pub struct Flags {
     /// Path to the YAML config file.
-    #[arg(long = "config")]
     pub config: PathBuf,
     /// Full sync with the Routing API every this long.
-    #[arg(long = "syncInterval", default_value = "1m", value_parser = go_duration)]
     pub sync_interval: Duration,
     /// Wait between attempts to (re)subscribe to the TCP route event stream.
-    #[arg(long = "subscriptionRetryInterval", default_value = "5s", value_parser = go_duration)]
     pub subscription_retry_interval: Duration,
     /// Check for expired backends every this long.
-    #[arg(long = "staleRouteCheckInterval", default_value = "30s", value_parser = go_duration)]
     pub stale_route_check_interval: Duration,
     /// TTL of routes that carry none.
-    #[arg(long = "defaultRouteExpiry", default_value = "2m", value_parser = go_duration)]
     pub default_route_expiry: Duration,
     /// Extra attempts to fetch a UAA token after a failure.
-    #[arg(long = "tokenFetchMaxRetries", default_value_t = 3)]
     pub token_fetch_max_retries: u32,
     /// Wait between UAA token fetch attempts.
-    #[arg(long = "tokenFetchRetryInterval", default_value = "5s", value_parser = go_duration)]
     pub token_fetch_retry_interval: Duration,
     /// Tokens are refreshed this long before they expire.
-    #[arg(long = "tokenFetchExpirationBufferTime", default_value = "30s", value_parser = go_duration)]
     pub token_fetch_expiration_buffer: Duration,
     /// Exit when a router group's ports conflict with reserved system component ports.
-    #[arg(long = "routingGroupCheckExit", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub routing_group_check_exit: bool,
-    /// Log level: debug, info, error, fatal (overrides `log_level`).
-    #[arg(long = "logLevel")]
-    pub log_level: Option<String>,
-    /// HAProxy's flags: accepted for compatibility, ignored.
-    #[arg(long = "tcpLoadBalancer", hide = true)]
-    pub tcp_load_balancer: Option<String>,
-    #[arg(long = "tcpLoadBalancerConfig", hide = true)]
-    pub tcp_load_balancer_config: Option<String>,
-    #[arg(long = "tcpLoadBalancerBaseConfig", hide = true)]
-    pub tcp_load_balancer_base_config: Option<String>,
-    #[arg(long = "tcpLoadBalancerStatsUnixSocket", hide = true)]
-    pub tcp_load_balancer_stats_socket: Option<String>,
-    #[arg(long = "haproxyReloader", hide = true)]
-    pub haproxy_reloader: Option<String>,
-    #[arg(long = "statsCollectionInterval", hide = true)]
-    pub stats_collection_interval: Option<String>,
-    #[arg(long = "debugAddr", hide = true)]
-    pub debug_addr: Option<String>,
-}
-
-fn go_duration(s: &str) -> Result<Duration, String> {
-    parse_go_duration(s)
+    /// Everything as parsed: lager's `-logLevel`/`-timeFormat` and the flags we accept but do
+    /// not act on (HAProxy's, dropsonde's, the debug server's).
+    pub parsed: process_setup::ParsedFlags,
 }
 
 impl Flags {
-    /// Parses `args` (the program name first), accepting Go's single-dash long flags.
-    pub fn parse_go_style(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
-        Flags::try_parse_from(process_setup::go_style_args(args))
+    /// Upstream's flag set: names, kinds and defaults of `cf-tcp-router`'s `main.go`.
+    pub fn flag_set() -> process_setup::FlagSet {
+        use process_setup::FlagKind::{Duration as Dur, Int, String as Str};
+        process_setup::FlagSet::new("tcp-router")
+            .string(
+                "config",
+                "/var/vcap/jobs/tcp_router/config/tcp_router.yml",
+                "The Router configurer yml config.",
+            )
+            .duration(
+                "syncInterval",
+                Duration::from_secs(60),
+                "The interval between syncs of the routing table from routing api.",
+            )
+            .seconds(
+                "subscriptionRetryInterval",
+                5,
+                "Retry interval between retries to subscribe for tcp events from routing api (in seconds)",
+            )
+            .duration(
+                "staleRouteCheckInterval",
+                Duration::from_secs(30),
+                "The interval at which router checks for expired routes",
+            )
+            .duration(
+                "defaultRouteExpiry",
+                Duration::from_secs(120),
+                "The default ttl for a route",
+            )
+            .uint(
+                "tokenFetchMaxRetries",
+                3,
+                "Maximum number of retries the Token Fetcher will use every time FetchToken is called",
+            )
+            .duration(
+                "tokenFetchRetryInterval",
+                Duration::from_secs(5),
+                "interval to wait before TokenFetcher retries to fetch a token",
+            )
+            .seconds(
+                "tokenFetchExpirationBufferTime",
+                30,
+                "Buffer time in seconds before the actual token expiration time, when TokenFetcher consider a token expired",
+            )
+            .bool(
+                "routingGroupCheckExit",
+                false,
+                "Whether to exit if routing groups have conflicting ports",
+            )
+            .not_used("tcpLoadBalancer", Str, "haproxy", "The tcp load balancer to use.")
+            .not_used(
+                "tcpLoadBalancerBaseConfig",
+                Str,
+                "",
+                "The tcp load balancer base configuration file name. This contains the basic header information.",
+            )
+            .not_used(
+                "tcpLoadBalancerConfig",
+                Str,
+                "",
+                "The tcp load balancer configuration file name.",
+            )
+            .not_used(
+                "tcpLoadBalancerStatsUnixSocket",
+                Str,
+                "/var/vcap/jobs/haproxy/config/haproxy.sock",
+                "Unix domain socket for tcp load balancer",
+            )
+            .not_used(
+                "haproxyReloader",
+                Str,
+                "/var/vcap/jobs/tcp_router/bin/haproxy_reloader",
+                "Path to a script that reloads HAProxy.",
+            )
+            .not_used(
+                "statsCollectionInterval",
+                Dur,
+                "1m",
+                "The interval between collection of stats from tcp load balancer.",
+            )
+            .not_used(
+                "dropsondePort",
+                Int,
+                "3457",
+                "Port the local metron agent is listening on",
+            )
+            .debug_server_flag()
+            .lager_flags()
+    }
+
+    /// Parses a command line (the program name first) with Go's rules.
+    pub fn parse_go_style(
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<Self, process_setup::FlagError> {
+        let p = Self::flag_set().parse(args)?;
+        Ok(Flags {
+            config: PathBuf::from(p.string("config")),
+            sync_interval: p.duration("syncInterval"),
+            subscription_retry_interval: p.duration("subscriptionRetryInterval"),
+            stale_route_check_interval: p.duration("staleRouteCheckInterval"),
+            default_route_expiry: p.duration("defaultRouteExpiry"),
+            token_fetch_max_retries: u32::try_from(p.int("tokenFetchMaxRetries"))
+                .unwrap_or(u32::MAX),
+            token_fetch_retry_interval: p.duration("tokenFetchRetryInterval"),
+            token_fetch_expiration_buffer: p.duration("tokenFetchExpirationBufferTime"),
+            routing_group_check_exit: p.bool("routingGroupCheckExit"),
+            parsed: p,
+        })
     }
 
     /// Checks that the intervals make sense.
@@ -672,7 +744,10 @@ something_else: 1
         assert_eq!(f.sync_interval, Duration::from_secs(10));
         assert_eq!(f.subscription_retry_interval, Duration::from_millis(100));
         assert!(f.routing_group_check_exit);
-        assert!(Flags::parse_go_style(args(&["tcp-router"])).is_err());
+        assert_eq!(
+            Flags::parse_go_style(args(&["tcp-router"])).unwrap().config,
+            PathBuf::from("/var/vcap/jobs/tcp_router/config/tcp_router.yml")
+        );
         assert!(
             Flags::parse_go_style(args(&["tcp-router", "-config", "c", "-syncInterval", "x"]))
                 .is_err()

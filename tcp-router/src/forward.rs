@@ -245,7 +245,7 @@ pub async fn handle(client: TcpStream, admitted: Admitted) {
         };
         ctx.metrics.error(kind);
         if let Some(e) = last_err {
-            tracing::warn!(port = ctx.port, sni = ?sni_name, error = %e, attempts = CONNECT_ATTEMPTS, "backend-unavailable");
+            tracing::warn!(port = ctx.port, sni = ?sni_name, error = %e, attempts = CONNECT_ATTEMPTS, "tcp-router.backend-unavailable");
         }
         return;
     };

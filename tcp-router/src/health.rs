@@ -107,7 +107,7 @@ pub async fn serve(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, "health-accept-failed");
+                tracing::warn!(error = %e, "tcp-router.health-accept-failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

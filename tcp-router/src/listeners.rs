@@ -169,11 +169,11 @@ impl Listeners {
                         Ok(open) => {
                             inner.failed.remove(&port);
                             inner.open.insert(port, open);
-                            tracing::info!(port, "listener-opened");
+                            tracing::info!(port, "tcp-router.listener-opened");
                         }
                         Err(e) => {
                             if inner.failed.insert(port, routes).is_none() {
-                                tracing::error!(port, error = %e, "listener-open-failed; retrying");
+                                tracing::error!(port, error = %e, "tcp-router.listener-open-failed-retrying");
                             }
                         }
                     }
@@ -182,7 +182,7 @@ impl Listeners {
                     inner.failed.remove(&port);
                     if let Some(open) = inner.open.remove(&port) {
                         open.stop.send_replace(true);
-                        tracing::info!(port, "listener-closed");
+                        tracing::info!(port, "tcp-router.listener-closed");
                     }
                 }
             }
@@ -215,7 +215,7 @@ impl Listeners {
         inner.failed.clear();
         for (port, open) in std::mem::take(&mut inner.open) {
             open.stop.send_replace(true);
-            tracing::info!(port, "listener-closed");
+            tracing::info!(port, "tcp-router.listener-closed");
         }
         self.global.metrics.listeners.store(0, Ordering::Relaxed);
     }
@@ -281,7 +281,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<PortCtx>, mut stop: watch::
             },
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(port = ctx.port, error = %e, "accept-failed");
+                tracing::warn!(port = ctx.port, error = %e, "tcp-router.accept-failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

@@ -91,7 +91,7 @@ async fn check_router_group_ports(
                 break;
             }
             Err(e) => {
-                tracing::warn!(attempt, error = %e, "router-groups-fetch-failed");
+                tracing::warn!(attempt, error = %e, "tcp-router.router-group-port-checker-error");
                 if attempt < 3 {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -99,7 +99,7 @@ async fn check_router_group_ports(
         }
     }
     let Some(groups) = groups else {
-        tracing::warn!("router group ports not checked against reserved_system_component_ports: the routing API did not answer");
+        tracing::warn!("tcp-router.router-group-port-checker-error");
         return Ok(());
     };
     let mut conflicts = Vec::new();
@@ -113,12 +113,12 @@ async fn check_router_group_ports(
                     .into_iter()
                     .collect();
                 if !clash.is_empty() {
-                    tracing::error!(router_group = %g.name, ports = ?clash, "router-group-port-conflict with reserved_system_component_ports");
+                    tracing::error!(router_group = %g.name, ports = ?clash, "tcp-router.router-group-port-checker-failure");
                     conflicts.push(format!("{}: {:?}", g.name, clash));
                 }
             }
             Err(e) => {
-                tracing::warn!(router_group = %g.name, reservable_ports = %g.reservable_ports, error = %e, "router-group-ports-unreadable")
+                tracing::warn!(router_group = %g.name, reservable_ports = %g.reservable_ports, error = %e, "tcp-router.router-group-port-checker-error")
             }
         }
     }
@@ -184,7 +184,7 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
 
     let client = routing_api_client(&config, &flags)?;
     if !config.isolation_segments.is_empty() {
-        tracing::info!(isolation_segments = ?config.isolation_segments, "isolation segments configured (routes of every segment are served, as upstream does)");
+        tracing::info!(isolation_segments = ?config.isolation_segments, "tcp-router.retrieved-isolation-segments");
     }
     let fail_on_conflicts = config.fail_on_router_port_conflicts || flags.routing_group_check_exit;
     if fail_on_conflicts {

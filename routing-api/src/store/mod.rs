@@ -84,6 +84,16 @@ pub enum DbKind {
     Sqlite,
 }
 
+impl DbKind {
+    /// Upstream's `sqldb.type` word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DbKind::Mysql => "mysql",
+            DbKind::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// Connection settings; the config module maps upstream's `sqldb.*` keys onto this.
 #[derive(Clone)]
 pub struct StoreConfig {

@@ -144,7 +144,7 @@ impl<P: Publish> RouteSource<P> {
                     }
                     Some(StreamMsg::Disconnected) => {
                         if self.stream_up || self.reachable {
-                            tracing::info!("route expiry suspended: routing API event stream is down");
+                            tracing::info!("tcp-router.prune-stale-routes.suspended-event-stream-down");
                         }
                         self.stream_up = false;
                         self.reachable = false;
@@ -163,7 +163,7 @@ impl<P: Publish> RouteSource<P> {
                         self.metrics.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         if listing.is_some() {
                             if buffered.len() + batch.len() > MAX_BUFFERED {
-                                tracing::warn!(buffered = buffered.len(), "too many events during a sync; listing again after it");
+                                tracing::warn!(buffered = buffered.len(), "tcp-router.bulk-sync.too-many-events-during-sync");
                                 buffered.clear();
                                 relist_after = true;
                             } else {
@@ -208,12 +208,12 @@ impl<P: Publish> RouteSource<P> {
             Ok(list) => {
                 let (changed, invalid) = self.table.replace(&list, Instant::now());
                 for (m, why) in invalid {
-                    tracing::warn!(port = m.port, backend_ip = %m.backend_ip, backend_port = m.backend_port, error = %why, "route-skipped");
+                    tracing::warn!(port = m.port, backend_ip = %m.backend_ip, backend_port = m.backend_port, error = %why, "tcp-router.bulk-sync.route-skipped");
                 }
                 dirty.extend(changed);
                 self.metrics.syncs.fetch_add(1, Ordering::Relaxed);
                 if !self.reachable && self.stream_up {
-                    tracing::info!("route expiry resumed");
+                    tracing::info!("tcp-router.prune-stale-routes.resumed");
                 }
                 self.reachable = self.stream_up;
                 tracing::info!(
@@ -225,7 +225,7 @@ impl<P: Publish> RouteSource<P> {
             Err(e) => {
                 self.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
                 self.reachable = false;
-                tracing::warn!(error = %e, "routing-api-sync-failed; keeping the known routes");
+                tracing::warn!(error = %e, "tcp-router.bulk-sync.error-fetching-routes");
             }
         }
         self.apply_events(buffered, &mut dirty);
@@ -244,7 +244,7 @@ impl<P: Publish> RouteSource<P> {
                     dirty.insert(*port);
                 }
                 Applied::Invalid(why) => {
-                    tracing::warn!(port = e.route.port, backend_ip = %e.route.backend_ip, error = %why, "route-event-skipped");
+                    tracing::warn!(port = e.route.port, backend_ip = %e.route.backend_ip, error = %why, "tcp-router.watcher.route-event-skipped");
                 }
                 _ => {}
             }
@@ -267,7 +267,7 @@ impl<P: Publish> RouteSource<P> {
         }
         let (changed, removed) = self.table.prune(Instant::now());
         for (rk, bk) in &removed {
-            tracing::info!(port = rk.port, sni = ?rk.sni, backend_ip = %bk.ip, backend_port = bk.port, "route-expired");
+            tracing::info!(port = rk.port, sni = ?rk.sni, backend_ip = %bk.ip, backend_port = bk.port, "tcp-router.prune-stale-routes.route-expired");
         }
         self.metrics
             .expired
@@ -294,7 +294,7 @@ impl<P: Publish> RouteSource<P> {
             })
             .collect();
         for (bk, why) in skipped {
-            tracing::warn!(backend_ip = %bk.ip, backend_port = bk.port, backend_tls_port = ?bk.tls_port, instance_id = %bk.instance_id, reason = why, "backend-skipped");
+            tracing::warn!(backend_ip = %bk.ip, backend_port = bk.port, backend_tls_port = ?bk.tls_port, instance_id = %bk.instance_id, reason = why, "tcp-router.routing-table.backend-skipped");
         }
         self.publish.publish(changes);
     }
@@ -315,7 +315,7 @@ async fn subscribe_loop(
         match subscribed {
             Ok(mut stream) => {
                 metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("subscribed to TCP route events");
+                tracing::info!("tcp-router.watcher.Successfully-subscribed-to-routing-api-event-stream");
                 if tx.send(StreamMsg::Connected).await.is_err() {
                     return;
                 }
@@ -331,21 +331,21 @@ async fn subscribe_loop(
                             }
                         }
                         Some(Err(e)) if !e.is_fatal() => {
-                            tracing::warn!(error = %e, "tcp-route-event-skipped");
+                            tracing::warn!(error = %e, "tcp-router.watcher.tcp-route-event-skipped");
                         }
                         Some(Err(e)) => {
-                            tracing::warn!(error = %e, "tcp-route-event-stream-failed");
+                            tracing::warn!(error = %e, "tcp-router.watcher.failed-to-get-next-routing-api-event");
                             break;
                         }
                         None => {
-                            tracing::warn!("tcp-route-event-stream-closed");
+                            tracing::warn!("tcp-router.watcher.event-stream-closed");
                             break;
                         }
                     }
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?retry, "tcp-route-event-subscribe-failed");
+                tracing::warn!(error = %e, retry_in = ?retry, "tcp-router.watcher.failed-subscribing-to-routing-api-event-stream");
             }
         }
         if tx.send(StreamMsg::Disconnected).await.is_err() {

@@ -1,0 +1,331 @@
+//! Log lines in upstream's JSON formats on stdout, so that operators' alerts, log parsers and
+//! upstream's own test suites read ours unchanged.
+//!
+//! Two formats, as upstream's binaries write them:
+//! - lager (routing-api, tcp-router, locket, route-registrar): `-timeFormat unix-epoch` gives
+//!   `{"timestamp":"1700000000.123456789","source":"routing-api","message":"routing-api.started","log_level":1,"data":{…}}`,
+//!   `rfc3339` gives `{"timestamp":"2023-11-14T22:13:20.123456789Z","level":"info","source":…,"message":…,"data":{…}}`.
+//!   Levels: debug 0, info 1, error 2, fatal 3; a warning is logged at info (lager has none).
+//! - zap (gorouter): `{"log_level":1,"timestamp":1700000000.1234567,"message":"gorouter.started","source":"gorouter.stdout","data":{…}}`,
+//!   the timestamp a number of seconds, or `"2023-11-14T22:13:20.123456789Z"` with `rfc3339`.
+//!   Levels: debug 0, info 1, warn 2, error 3.
+//!
+//! A tracing event's message is the logged message as it stands (events are named the way
+//! upstream names them, `routing-api.started`); its fields are the `data` object.
+//!
+//! When stdout is closed (the reader went away), the process ends the way a Go program does on a
+//! broken pipe: killed by SIGPIPE. A router that can no longer log must not carry on unseen.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer;
+
+/// Whose line layout to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `code.cloudfoundry.org/lager` (every binary but gorouter).
+    Lager,
+    /// gorouter's zap/slog encoder.
+    Zap,
+}
+
+/// How timestamps are written: `-timeFormat` (lager) or `logging.format.timestamp` (gorouter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeFormat {
+    /// Seconds since the epoch with nanoseconds (upstream's default).
+    #[default]
+    UnixEpoch,
+    /// `2006-01-02T15:04:05.000000000Z`, in UTC.
+    Rfc3339,
+}
+
+impl TimeFormat {
+    /// Lager's words for it (`unix-epoch`/`0`, `rfc3339`/`1`); gorouter's rule is the same
+    /// except that any other word means epoch, which callers decide.
+    pub fn from_lager_flag(value: &str) -> Option<TimeFormat> {
+        match value {
+            "unix-epoch" | "0" => Some(TimeFormat::UnixEpoch),
+            "rfc3339" | "1" => Some(TimeFormat::Rfc3339),
+            _ => None,
+        }
+    }
+}
+
+/// The lowest level written: upstream's words `debug`, `info`, `error`, `fatal` (and zap's
+/// `warn`). `fatal` keeps only errors, the most severe level we log.
+pub fn level_from_word(word: &str) -> Option<Level> {
+    match word.to_ascii_lowercase().as_str() {
+        "debug" => Some(Level::DEBUG),
+        "" | "info" => Some(Level::INFO),
+        "warn" => Some(Level::WARN),
+        "error" | "fatal" => Some(Level::ERROR),
+        _ => None,
+    }
+}
+
+/// Everything a process decides about its log at start.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// lager's component (`routing-api`) or gorouter's source (`gorouter.stdout`).
+    pub source: String,
+    pub level: Level,
+    pub time_format: TimeFormat,
+}
+
+/// Installs the upstream-format log on stdout (`RUST_LOG` still overrides the level, for
+/// debugging a dependency).
+pub fn init_logging(settings: LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(settings.level.as_str().to_ascii_lowercase())
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(UpstreamJsonLayer { settings })
+        .try_init();
+}
+
+struct UpstreamJsonLayer {
+    settings: LogSettings,
+}
+
+impl<S: Subscriber> Layer<S> for UpstreamJsonLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = DataVisitor::default();
+        event.record(&mut fields);
+        let mut line = format_line(
+            &self.settings,
+            *event.metadata().level(),
+            &fields.message,
+            fields.data,
+            std::time::SystemTime::now(),
+        );
+        line.push('\n');
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(line.as_bytes()).and_then(|_| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                die_of_sigpipe();
+            }
+        }
+    }
+}
+
+/// Ends the process as Go's runtime does when fd 1 is a broken pipe.
+fn die_of_sigpipe() -> ! {
+    // SAFETY: restoring the default disposition of SIGPIPE and raising it only affects this
+    // process, which is meant to end here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(141)
+}
+
+/// The tracing event's message and fields.
+#[derive(Default)]
+struct DataVisitor {
+    message: String,
+    data: Map<String, Value>,
+}
+
+impl Visit for DataVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.data.insert(field.name().to_owned(), Value::String(text));
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_owned();
+        } else {
+            self.data
+                .insert(field.name().to_owned(), Value::String(value.to_owned()));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.data.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.data.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.data.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.data.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.data
+            .insert(field.name().to_owned(), Value::String(value.to_string()));
+    }
+}
+
+/// One log line (without the newline) in the configured format.
+pub fn format_line(
+    settings: &LogSettings,
+    level: Level,
+    message: &str,
+    data: Map<String, Value>,
+    now: std::time::SystemTime,
+) -> String {
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let source = Value::String(settings.source.clone());
+    let message = Value::String(message.to_owned());
+    let data = Value::Object(data);
+    let mut out = String::with_capacity(160);
+    match settings.format {
+        LogFormat::Lager => {
+            let level_number = match level {
+                Level::TRACE | Level::DEBUG => 0,
+                Level::INFO | Level::WARN => 1,
+                Level::ERROR => 2,
+            };
+            match settings.time_format {
+                TimeFormat::UnixEpoch => {
+                    let _ = write!(
+                        out,
+                        r#"{{"timestamp":"{}.{:09}","source":{source},"message":{message},"log_level":{level_number},"data":{data}}}"#,
+                        since_epoch.as_secs(),
+                        since_epoch.subsec_nanos()
+                    );
+                }
+                TimeFormat::Rfc3339 => {
+                    let word = ["debug", "info", "error"][level_number];
+                    let _ = write!(
+                        out,
+                        r#"{{"timestamp":"{}","level":"{word}","source":{source},"message":{message},"data":{data}}}"#,
+                        rfc3339_nanos(now)
+                    );
+                }
+            }
+        }
+        LogFormat::Zap => {
+            let level_number = match level {
+                Level::TRACE | Level::DEBUG => 0,
+                Level::INFO => 1,
+                Level::WARN => 2,
+                Level::ERROR => 3,
+            };
+            let timestamp = match settings.time_format {
+                TimeFormat::UnixEpoch => Value::from(since_epoch.as_secs_f64()).to_string(),
+                TimeFormat::Rfc3339 => format!("\"{}\"", rfc3339_nanos(now)),
+            };
+            let _ = write!(
+                out,
+                r#"{{"log_level":{level_number},"timestamp":{timestamp},"message":{message},"source":{source},"data":{data}}}"#
+            );
+        }
+    }
+    out
+}
+
+/// `2006-01-02T15:04:05.000000000Z` in UTC.
+fn rfc3339_nanos(now: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(now);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn settings(format: LogFormat, time_format: TimeFormat, source: &str) -> LogSettings {
+        LogSettings {
+            format,
+            source: source.into(),
+            level: Level::INFO,
+            time_format,
+        }
+    }
+
+    fn data() -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("port".into(), 3000.into());
+        m
+    }
+
+    const NOW: Duration = Duration::new(1_700_000_000, 123_456_789);
+
+    #[test]
+    fn lager_unix_epoch_line() {
+        let s = settings(LogFormat::Lager, TimeFormat::UnixEpoch, "routing-api");
+        let line = format_line(&s, Level::INFO, "routing-api.started", data(), UNIX_EPOCH + NOW);
+        assert_eq!(
+            line,
+            r#"{"timestamp":"1700000000.123456789","source":"routing-api","message":"routing-api.started","log_level":1,"data":{"port":3000}}"#
+        );
+    }
+
+    #[test]
+    fn lager_rfc3339_line_names_the_level() {
+        let s = settings(LogFormat::Lager, TimeFormat::Rfc3339, "routing-api");
+        let line = format_line(&s, Level::ERROR, "routing-api.failed-check-flags", data(), UNIX_EPOCH + NOW);
+        assert_eq!(
+            line,
+            r#"{"timestamp":"2023-11-14T22:13:20.123456789Z","level":"error","source":"routing-api","message":"routing-api.failed-check-flags","data":{"port":3000}}"#
+        );
+        let warn = format_line(&s, Level::WARN, "w", Map::new(), UNIX_EPOCH + NOW);
+        assert!(warn.contains(r#""level":"info""#), "{warn}");
+    }
+
+    #[test]
+    fn zap_lines_for_gorouter() {
+        let s = settings(LogFormat::Zap, TimeFormat::UnixEpoch, "gorouter.stdout");
+        let line = format_line(&s, Level::WARN, "gorouter.started", Map::new(), UNIX_EPOCH + NOW);
+        assert_eq!(
+            line,
+            r#"{"log_level":2,"timestamp":1700000000.1234567,"message":"gorouter.started","source":"gorouter.stdout","data":{}}"#
+        );
+        let s = settings(LogFormat::Zap, TimeFormat::Rfc3339, "gorouter.stdout");
+        let line = format_line(&s, Level::ERROR, "x", Map::new(), UNIX_EPOCH + NOW);
+        assert!(line.starts_with(r#"{"log_level":3,"timestamp":"2023-11-14T22:13:20.123456789Z","#), "{line}");
+    }
+
+    #[test]
+    fn messages_and_data_are_json_escaped() {
+        let s = settings(LogFormat::Lager, TimeFormat::UnixEpoch, "locket");
+        let mut m = Map::new();
+        m.insert("error".into(), "bad \"quote\"\n".into());
+        let line = format_line(&s, Level::ERROR, "a\"b", m, UNIX_EPOCH + NOW);
+        let parsed: Value = serde_json::from_str(&line).expect("valid JSON");
+        assert_eq!(parsed["message"], "a\"b");
+        assert_eq!(parsed["data"]["error"], "bad \"quote\"\n");
+    }
+
+    #[test]
+    fn level_words() {
+        assert_eq!(level_from_word("debug"), Some(Level::DEBUG));
+        assert_eq!(level_from_word("INFO"), Some(Level::INFO));
+        assert_eq!(level_from_word("fatal"), Some(Level::ERROR));
+        assert_eq!(level_from_word("loud"), None);
+        assert_eq!(TimeFormat::from_lager_flag("1"), Some(TimeFormat::Rfc3339));
+        assert_eq!(TimeFormat::from_lager_flag("iso"), None);
+    }
+}
