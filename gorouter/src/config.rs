@@ -1,23 +1,33 @@
 //! Gorouter's YAML configuration: upstream's keys mapped onto typed values.
 //!
-//! Defaults are the BOSH job's defaults (what real foundations run), not the Go code's, where the
-//! two differ (see ../shared/spec/gorouter.md A.15). Durations accept Go duration strings
-//! (`"30s"`, `"1m30s"`, `"250ms"`) and plain integers, which upstream reads as nanoseconds; an
-//! integer that small is almost always a mistake, so it is accepted with a warning. Unknown keys are
-//! accepted and reported as warnings so that a real rendered config loads; a bad value is an error
-//! that names the key.
+//! A key that is absent from the file means what it means to upstream's code
+//! (`config.DefaultConfig()` in config/config.go, ../shared/spec/gorouter.md A.15 "code
+//! default"), not what the BOSH job renders: BOSH renders every key, so a rendered config never
+//! relies on these defaults, and a hand-written one gets what upstream's binary would give it.
+//! `route_services.max_attempts` is the one exception (upstream's 0 crashes a route-service
+//! request; see cautions.md).
+//!
+//! Empty and null values are read the way Go's yaml.v3 reads them into upstream's structs: a
+//! null (`key:` or `key: ~`) leaves a scalar or a section at its default and empties a list; an
+//! empty string is an empty string, which for a listen host (`status.host`, our
+//! `bind_address`) means all interfaces, as for Go's `net.Listen(":port")`.
+//!
+//! Durations accept Go duration strings (`"30s"`, `"1m30s"`, `"250ms"`) and plain integers,
+//! which upstream reads as nanoseconds; an integer that small is almost always a mistake, so it
+//! is accepted with a warning. Unknown keys are accepted and reported as warnings so that a real
+//! rendered config loads; a bad value is an error that names the key.
 //!
 //! Extensions (keys upstream does not have): `ip`, the address announced in `router.start`
-//! (upstream discovers it; so do we when it is absent), and `bind_address`, the IP address
-//! (IPv4 or IPv6, no port) the proxy listener binds, `0.0.0.0` (all interfaces, as upstream)
-//! by default. The status listeners keep `status.host` (`/health`) and 127.0.0.1 (`/routes`).
+//! (upstream discovers it; so do we when it is absent or empty), and `bind_address`, the IP
+//! address (IPv4 or IPv6, no port) the proxy listener binds, all interfaces by default (as
+//! upstream). The status listeners keep `status.host` (`/health`) and 127.0.0.1 (`/routes`).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 pub use yaml_config::{parse_go_duration, GoDuration};
 
 /// A configuration problem, naming the key and what is wrong with it.
@@ -56,15 +66,73 @@ pub enum ForwardedClientCert {
     SanitizeSet,
 }
 
-/// A NATS server to connect to.
+/// A YAML list whose `null` means empty, as yaml.v3 decodes null into a Go slice or map.
+fn null_is_empty<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+/// Declares `$raw`, the document form of the settings struct `$target`: every key optional, so
+/// that an absent key and a null value both leave `$target`'s default alone (yaml.v3 decoding
+/// into a pre-filled struct). `nested` keys are sections with their own raw form; `lists` are
+/// sequences, which a null empties.
+macro_rules! raw_layer {
+    (
+        struct $raw:ident => $target:ty {
+            $( $field:ident : $fty:ty ),* $(,)?
+            $(; nested $( $nfield:ident : $nty:ty ),* $(,)? )?
+            $(; lists $( $lfield:ident : $lty:ty ),* $(,)? )?
+        }
+    ) => {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct $raw {
+            $( $field: Option<$fty>, )*
+            $($( $nfield: Option<$nty>, )*)?
+            $($( #[serde(deserialize_with = "null_is_empty")] $lfield: Option<$lty>, )*)?
+        }
+
+        impl $raw {
+            /// Writes the keys the document has over `base`.
+            #[allow(unused_variables)]
+            fn over(self, base: &mut $target) {
+                $( if let Some(v) = self.$field { base.$field = v; } )*
+                $($( if let Some(v) = self.$nfield { v.over(&mut base.$nfield); } )*)?
+                $($( if let Some(v) = self.$lfield { base.$lfield = v; } )*)?
+            }
+        }
+    };
+}
+
+/// A NATS server to connect to. A missing `hostname` is empty, which (as for Go's dialer)
+/// means this machine; a missing `port` is 0, which cannot be connected to.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawNatsHost")]
 pub struct NatsHost {
     pub hostname: String,
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+struct RawNatsHost {
+    hostname: Option<String>,
+    port: Option<u16>,
+}
+
+impl From<RawNatsHost> for NatsHost {
+    fn from(raw: RawNatsHost) -> Self {
+        NatsHost {
+            hostname: raw.hostname.unwrap_or_default(),
+            port: raw.port.unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct NatsConfig {
     pub hosts: Vec<NatsHost>,
     pub user: String,
@@ -86,10 +154,18 @@ impl Default for NatsConfig {
     }
 }
 
+raw_layer! {
+    struct RawNats => NatsConfig {
+        user: String,
+        pass: String,
+        tls_enabled: bool;
+        lists hosts: Vec<NatsHost>,
+    }
+}
+
 /// `routing_api.*`: where gorouter's second route source, the Routing API, is. As upstream,
 /// `ca_certs`, `cert_chain` and `private_key` are PEM text inline (not file paths).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default)]
 pub struct RoutingApiConfig {
     /// `http://host` or `https://host` (no port; a bare host means `http://`).
     pub uri: String,
@@ -102,6 +178,17 @@ pub struct RoutingApiConfig {
     pub cert_chain: String,
     /// PEM text of the client key.
     pub private_key: String,
+}
+
+raw_layer! {
+    struct RawRoutingApi => RoutingApiConfig {
+        uri: String,
+        port: u16,
+        auth_disabled: bool,
+        ca_certs: String,
+        cert_chain: String,
+        private_key: String,
+    }
 }
 
 impl RoutingApiConfig {
@@ -124,9 +211,15 @@ impl RoutingApiConfig {
 
 /// `oauth.*`: UAA client credentials for the Routing API. Unlike `routing_api.ca_certs`,
 /// `oauth.ca_certs` is a file path (upstream's quirk).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+///
+/// Nothing here is checked unless the Routing API is on with auth: a foundation without the
+/// Routing API renders whatever UAA settings it has (older BOSH releases render `port: -1`, "no
+/// TLS port"). With the Routing API on, a `port` of 0 or below, or a `token_endpoint` with an
+/// `http://` scheme, stops the router at start with upstream's "UAA client requires TLS
+/// enabled" (see [`OAuthConfig::tls_url`]).
+#[derive(Debug, Clone, Default)]
 pub struct OAuthConfig {
+    /// A host name (upstream always speaks https to it); an `https://` prefix is accepted.
     pub token_endpoint: String,
     pub port: i64,
     pub client_name: String,
@@ -136,20 +229,39 @@ pub struct OAuthConfig {
     pub ca_certs: String,
 }
 
+raw_layer! {
+    struct RawOAuth => OAuthConfig {
+        token_endpoint: String,
+        port: i64,
+        client_name: String,
+        client_secret: String,
+        skip_ssl_validation: bool,
+        ca_certs: String,
+    }
+}
+
+/// Upstream's error when the UAA client would not use TLS.
+pub const UAA_TLS_REQUIRED: &str = "tls-not-enabled: UAA client requires TLS enabled";
+
 impl OAuthConfig {
-    /// `https://token_endpoint:port` (the scheme kept when `token_endpoint` has one).
-    pub fn url(&self) -> String {
+    /// `https://token_endpoint:port`, or upstream's [`UAA_TLS_REQUIRED`] error when that is not
+    /// possible: a port of 0 or less (upstream's "no TLS port"), or an `http://` endpoint.
+    pub fn tls_url(&self) -> Result<String, String> {
         let endpoint = self.token_endpoint.trim().trim_end_matches('/');
-        if endpoint.contains("://") {
-            format!("{endpoint}:{}", self.port)
-        } else {
-            format!("https://{endpoint}:{}", self.port)
+        let host = match endpoint.split_once("://") {
+            None => endpoint,
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => rest,
+            Some(_) => return Err(UAA_TLS_REQUIRED.to_string()),
+        };
+        match self.port {
+            p if p <= 0 => Err(UAA_TLS_REQUIRED.to_string()),
+            p if p > i64::from(u16::MAX) => Err(format!("oauth.port {p} is not a port (1-65535)")),
+            p => Ok(format!("https://{host}:{p}")),
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone)]
 pub struct StatusRoutesConfig {
     pub port: u16,
 }
@@ -160,9 +272,14 @@ impl Default for StatusRoutesConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+raw_layer! {
+    struct RawStatusRoutes => StatusRoutesConfig { port: u16 }
+}
+
+#[derive(Debug, Clone)]
 pub struct StatusConfig {
+    /// The `/health` listener's host: an IP address, a host name (resolved at start), or
+    /// empty for all interfaces (Go's `net.Listen(":port")`). Default `0.0.0.0`.
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -175,66 +292,128 @@ impl Default for StatusConfig {
         Self {
             host: "0.0.0.0".into(),
             port: 8080,
-            user: "router-status".into(),
+            user: String::new(),
             pass: String::new(),
             routes: StatusRoutesConfig::default(),
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+raw_layer! {
+    struct RawStatus => StatusConfig {
+        host: String,
+        port: u16,
+        user: String,
+        pass: String;
+        nested routes: RawStatusRoutes,
+    }
+}
+
+/// `backends.*` as written (validated into [`Config::max_attempts`] and
+/// [`Config::max_conns`]).
+#[derive(Debug, Clone, Default)]
 pub struct BackendsConfig {
     pub max_attempts: i64,
     pub max_conns: i64,
 }
 
-impl Default for BackendsConfig {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            max_conns: 500,
-        }
-    }
+raw_layer! {
+    struct RawBackends => BackendsConfig { max_attempts: i64, max_conns: i64 }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+/// `route_services.*` as written.
+#[derive(Debug, Clone, Default)]
+pub struct RouteServicesConfig {
+    pub max_attempts: i64,
+}
+
+raw_layer! {
+    struct RawRouteServices => RouteServicesConfig { max_attempts: i64 }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct AccessLogConfig {
     pub file: String,
     pub enable_streaming: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+raw_layer! {
+    struct RawAccessLog => AccessLogConfig { file: String, enable_streaming: bool }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct TracingConfig {
     pub enable_zipkin: bool,
     pub enable_w3c: bool,
     pub w3c_tenant_id: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+raw_layer! {
+    struct RawTracing => TracingConfig {
+        enable_zipkin: bool,
+        enable_w3c: bool,
+        w3c_tenant_id: String,
+    }
+}
+
+/// `logging.format.*`.
+#[derive(Debug, Clone)]
+pub struct LoggingFormatConfig {
+    /// `rfc3339` or `unix-epoch` (the default); upstream treats any other value as
+    /// `unix-epoch`.
+    pub timestamp: String,
+}
+
+impl Default for LoggingFormatConfig {
+    fn default() -> Self {
+        Self {
+            timestamp: "unix-epoch".into(),
+        }
+    }
+}
+
+raw_layer! {
+    struct RawLoggingFormat => LoggingFormatConfig { timestamp: String }
+}
+
+#[derive(Debug, Clone)]
 pub struct LoggingConfig {
+    /// One of `debug`, `info`, `warn`, `error`, `fatal` once validated (upstream's zap level
+    /// names in either case; empty is `info`, `dpanic` and `panic` are `error`).
     pub level: String,
     pub disable_log_forwarded_for: bool,
     pub disable_log_source_ip: bool,
+    pub format: LoggingFormatConfig,
+    /// Log timestamps as RFC 3339 text (`logging.format.timestamp: rfc3339`) instead of
+    /// seconds since the epoch as a float (anything else, upstream's default `unix-epoch`).
+    pub timestamp_rfc3339: bool,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
         Self {
-            level: "info".into(),
+            level: "debug".into(),
             disable_log_forwarded_for: false,
             disable_log_source_ip: false,
+            format: LoggingFormatConfig::default(),
+            timestamp_rfc3339: false,
         }
     }
 }
 
-/// The raw document as upstream spells it; [`Config::from_yaml`] turns it into [`Config`].
-#[derive(Debug, Deserialize)]
-#[serde(default)]
-struct RawConfig {
+raw_layer! {
+    struct RawLogging => LoggingConfig {
+        level: String,
+        disable_log_forwarded_for: bool,
+        disable_log_source_ip: bool;
+        nested format: RawLoggingFormat,
+    }
+}
+
+/// Every key as the file has it, defaults filled in; [`Config::validate`] turns it into
+/// [`Config`].
+#[derive(Debug)]
+struct Settings {
     port: u16,
     index: u32,
     zone: String,
@@ -246,6 +425,7 @@ struct RawConfig {
     access_log: AccessLogConfig,
     tracing: TracingConfig,
     backends: BackendsConfig,
+    route_services: RouteServicesConfig,
     droplet_stale_threshold: GoDuration,
     prune_stale_droplets_interval: GoDuration,
     start_response_delay_interval: GoDuration,
@@ -253,6 +433,10 @@ struct RawConfig {
     endpoint_timeout: GoDuration,
     endpoint_dial_timeout: GoDuration,
     websocket_dial_timeout: GoDuration,
+    nats_client_ping_interval: GoDuration,
+    token_fetcher_max_retries: u32,
+    token_fetcher_retry_interval: GoDuration,
+    token_fetcher_expiration_buffer_time: i64,
     balancing_algorithm: String,
     empty_pool_response_code_503: bool,
     empty_pool_timeout: GoDuration,
@@ -263,6 +447,8 @@ struct RawConfig {
     sanitize_forwarded_proto: bool,
     forwarded_client_cert: String,
     hop_by_hop_headers_to_filter: Vec<String>,
+    /// Upstream's key; `max_header_bytes` is what BOSH renders (both read, this one first).
+    max_request_header_bytes: Option<i64>,
     max_header_bytes: i64,
     healthcheck_user_agent: String,
     drain_wait: GoDuration,
@@ -274,16 +460,22 @@ struct RawConfig {
     extra_headers_to_log: Vec<String>,
     isolation_segments: Vec<String>,
     routing_table_sharding_mode: String,
-    /// Not an upstream key: the address announced in `router.start` (upstream finds the local IP).
-    ip: Option<IpAddr>,
-    /// Not an upstream key: the address the proxy listener binds (upstream: all interfaces).
+    /// Not an upstream key: the address announced in `router.start` (upstream finds the local
+    /// IP); empty = discover.
+    ip: String,
+    /// Not an upstream key: the address the proxy listener binds; empty = all interfaces.
     bind_address: String,
 }
 
-impl Default for RawConfig {
+const fn secs(n: u64) -> GoDuration {
+    GoDuration(Duration::from_secs(n))
+}
+
+impl Default for Settings {
+    /// Upstream's `DefaultConfig()` (config/config.go).
     fn default() -> Self {
         Self {
-            port: 80,
+            port: 8081,
             index: 0,
             zone: String::new(),
             status: StatusConfig::default(),
@@ -294,37 +486,97 @@ impl Default for RawConfig {
             access_log: AccessLogConfig::default(),
             tracing: TracingConfig::default(),
             backends: BackendsConfig::default(),
-            droplet_stale_threshold: GoDuration(Duration::from_secs(120)),
-            prune_stale_droplets_interval: GoDuration(Duration::from_secs(30)),
-            start_response_delay_interval: GoDuration(Duration::from_secs(20)),
-            suspend_pruning_if_nats_unavailable: true,
-            endpoint_timeout: GoDuration(Duration::from_secs(900)),
-            endpoint_dial_timeout: GoDuration(Duration::from_secs(5)),
+            route_services: RouteServicesConfig::default(),
+            droplet_stale_threshold: secs(120),
+            prune_stale_droplets_interval: secs(30),
+            start_response_delay_interval: secs(5),
+            suspend_pruning_if_nats_unavailable: false,
+            endpoint_timeout: secs(60),
+            endpoint_dial_timeout: secs(5),
             websocket_dial_timeout: GoDuration(Duration::ZERO),
+            nats_client_ping_interval: secs(20),
+            token_fetcher_max_retries: 3,
+            token_fetcher_retry_interval: secs(5),
+            token_fetcher_expiration_buffer_time: 30,
             balancing_algorithm: "round-robin".into(),
-            empty_pool_response_code_503: true,
+            empty_pool_response_code_503: false,
             empty_pool_timeout: GoDuration(Duration::ZERO),
             sticky_session_cookie_names: vec!["JSESSIONID".into()],
             secure_cookies: false,
-            trace_key: "22".into(),
+            trace_key: String::new(),
             force_forwarded_proto_https: false,
             sanitize_forwarded_proto: false,
             forwarded_client_cert: "always_forward".into(),
             hop_by_hop_headers_to_filter: Vec::new(),
-            max_header_bytes: 1024 * 1024,
+            max_request_header_bytes: None,
+            max_header_bytes: 0,
             healthcheck_user_agent: "HTTP-Monitor/1.1".into(),
-            drain_wait: GoDuration(Duration::from_secs(20)),
-            drain_timeout: GoDuration(Duration::from_secs(900)),
-            frontend_idle_timeout: GoDuration(Duration::from_secs(900)),
-            disable_keep_alives: false,
+            drain_wait: GoDuration(Duration::ZERO),
+            drain_timeout: GoDuration(Duration::ZERO),
+            frontend_idle_timeout: secs(900),
+            disable_keep_alives: true,
             max_idle_conns: 100,
-            max_idle_conns_per_host: 100,
+            max_idle_conns_per_host: 2,
             extra_headers_to_log: Vec::new(),
             isolation_segments: Vec::new(),
             routing_table_sharding_mode: "all".into(),
-            ip: None,
-            bind_address: "0.0.0.0".into(),
+            ip: String::new(),
+            bind_address: String::new(),
         }
+    }
+}
+
+raw_layer! {
+    struct RawConfig => Settings {
+        port: u16,
+        index: u32,
+        zone: String,
+        droplet_stale_threshold: GoDuration,
+        prune_stale_droplets_interval: GoDuration,
+        start_response_delay_interval: GoDuration,
+        suspend_pruning_if_nats_unavailable: bool,
+        endpoint_timeout: GoDuration,
+        endpoint_dial_timeout: GoDuration,
+        websocket_dial_timeout: GoDuration,
+        nats_client_ping_interval: GoDuration,
+        token_fetcher_max_retries: u32,
+        token_fetcher_retry_interval: GoDuration,
+        token_fetcher_expiration_buffer_time: i64,
+        balancing_algorithm: String,
+        empty_pool_response_code_503: bool,
+        empty_pool_timeout: GoDuration,
+        secure_cookies: bool,
+        trace_key: String,
+        force_forwarded_proto_https: bool,
+        sanitize_forwarded_proto: bool,
+        forwarded_client_cert: String,
+        max_request_header_bytes: Option<i64>,
+        max_header_bytes: i64,
+        healthcheck_user_agent: String,
+        drain_wait: GoDuration,
+        drain_timeout: GoDuration,
+        frontend_idle_timeout: GoDuration,
+        disable_keep_alives: bool,
+        max_idle_conns: i64,
+        max_idle_conns_per_host: i64,
+        routing_table_sharding_mode: String,
+        ip: String,
+        bind_address: String;
+        nested
+        status: RawStatus,
+        nats: RawNats,
+        routing_api: RawRoutingApi,
+        oauth: RawOAuth,
+        logging: RawLogging,
+        access_log: RawAccessLog,
+        tracing: RawTracing,
+        backends: RawBackends,
+        route_services: RawRouteServices;
+        lists
+        sticky_session_cookie_names: Vec<String>,
+        hop_by_hop_headers_to_filter: Vec<String>,
+        extra_headers_to_log: Vec<String>,
+        isolation_segments: Vec<String>,
     }
 }
 
@@ -365,6 +617,9 @@ pub struct Config {
     pub max_attempts: usize,
     /// In-flight requests per endpoint; `None` is unlimited.
     pub max_conns: Option<u64>,
+    /// Tries per route-service request, at least 1 (3 when the key is absent or 0: upstream's
+    /// 0 crashes the proxy, cautions.md).
+    pub route_services_max_attempts: usize,
     pub droplet_stale_threshold: Duration,
     pub prune_stale_droplets_interval: Duration,
     pub start_response_delay_interval: Duration,
@@ -372,6 +627,14 @@ pub struct Config {
     pub endpoint_timeout: Duration,
     pub endpoint_dial_timeout: Duration,
     pub websocket_dial_timeout: Duration,
+    /// NATS client ping interval; also how often `nats-connection-still-disconnected` is
+    /// logged during an outage.
+    pub nats_client_ping_interval: Duration,
+    /// Extra UAA token attempts after a failure, and the wait between them.
+    pub token_fetcher_max_retries: u32,
+    pub token_fetcher_retry_interval: Duration,
+    /// How long before its expiry a token is replaced.
+    pub token_fetcher_expiration_buffer: Duration,
     pub balancing_algorithm: BalancingAlgorithm,
     pub empty_pool_response_code_503: bool,
     pub empty_pool_timeout: Duration,
@@ -389,37 +652,93 @@ pub struct Config {
     pub drain_wait: Duration,
     pub drain_timeout: Duration,
     pub frontend_idle_timeout: Duration,
+    /// No connection reuse to backends, and `Connection: close` on every backend request (Go's
+    /// `Transport.DisableKeepAlives`). Upstream's code default is true; BOSH renders false.
     pub disable_keep_alives: bool,
     pub max_idle_conns: usize,
+    /// Idle connections kept per backend; 0 in the file is Go's default, 2.
     pub max_idle_conns_per_host: usize,
     pub extra_headers_to_log: Vec<String>,
+    pub isolation_segments: Vec<String>,
+    /// `routing_table_sharding_mode` as written (`all`, `segments`, `shared-and-segments`).
+    pub routing_table_sharding_mode: String,
     pub sharding: ShardingMode,
     /// The address announced in `router.start` and `X-Vcap-Router`.
     pub ip: IpAddr,
-    /// The address the proxy listener binds (`bind_address`, ours; all interfaces by default).
-    pub bind_address: IpAddr,
+    /// The address the proxy listener binds (`bind_address`, ours); `None` is all interfaces.
+    pub bind_address: Option<IpAddr>,
     /// Keys the file had that this router does not know, as dotted paths.
     pub unknown_keys: Vec<String>,
     /// Other non-fatal remarks about the file (suspicious values).
     pub warnings: Vec<String>,
 }
 
+/// Reads a YAML document into [`Settings`]: upstream's defaults, overlaid with the keys the
+/// document has. Also returns the keys it does not know.
+fn settings_from_yaml(text: &str) -> Result<(Settings, Vec<String>), yaml_config::YamlError> {
+    let (raw, unknown) = yaml_config::from_yaml_reporting_unknown::<RawConfig>(text)?;
+    let mut settings = Settings::default();
+    raw.over(&mut settings);
+    // Every key is an `Option` in the raw form, which serde_ignored marks as a `?` segment.
+    let unknown = unknown
+        .into_iter()
+        .map(|path| {
+            path.split('.')
+                .filter(|segment| *segment != "?")
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .collect();
+    Ok((settings, unknown))
+}
+
+/// The zap level names upstream accepts (either case, empty = info), mapped onto ours.
+fn normalize_level(level: &str) -> Option<&'static str> {
+    Some(match level {
+        "debug" | "DEBUG" => "debug",
+        "info" | "INFO" | "" => "info",
+        "warn" | "WARN" => "warn",
+        "error" | "ERROR" | "dpanic" | "DPANIC" | "panic" | "PANIC" => "error",
+        "fatal" | "FATAL" => "fatal",
+        _ => return None,
+    })
+}
+
+/// A listen host as Go reads it: empty is all interfaces (`None`), otherwise an IP address.
+fn listen_ip(key: &'static str, text: &str) -> Result<Option<IpAddr>, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    yaml_config::parse_ip_address(text)
+        .map(Some)
+        .map_err(|message| ConfigError::Invalid { key, message })
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let (raw, unknown_keys) = yaml_config::load_file::<RawConfig>(path)?;
-        Self::validate(raw, unknown_keys)
+        let text =
+            std::fs::read_to_string(path).map_err(|source| yaml_config::LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (settings, unknown_keys) =
+            settings_from_yaml(&text).map_err(|source| yaml_config::LoadError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::validate(settings, unknown_keys)
     }
 
     /// Parses and validates YAML text. An empty document gives the defaults.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let (raw, unknown_keys) = yaml_config::from_yaml_reporting_unknown::<RawConfig>(text)
-            .map_err(yaml_config::LoadError::from)?;
-        Self::validate(raw, unknown_keys)
+        let (settings, unknown_keys) =
+            settings_from_yaml(text).map_err(yaml_config::LoadError::from)?;
+        Self::validate(settings, unknown_keys)
     }
 
-    fn validate(raw: RawConfig, unknown_keys: Vec<String>) -> Result<Self, ConfigError> {
-        let warnings = yaml_config::bare_nanosecond_warnings(&[
+    fn validate(raw: Settings, unknown_keys: Vec<String>) -> Result<Self, ConfigError> {
+        let mut warnings = yaml_config::bare_nanosecond_warnings(&[
             ("droplet_stale_threshold", raw.droplet_stale_threshold),
             (
                 "prune_stale_droplets_interval",
@@ -431,6 +750,11 @@ impl Config {
             ),
             ("endpoint_timeout", raw.endpoint_timeout),
             ("endpoint_dial_timeout", raw.endpoint_dial_timeout),
+            ("nats_client_ping_interval", raw.nats_client_ping_interval),
+            (
+                "token_fetcher_retry_interval",
+                raw.token_fetcher_retry_interval,
+            ),
             ("drain_wait", raw.drain_wait),
             ("drain_timeout", raw.drain_timeout),
             ("frontend_idle_timeout", raw.frontend_idle_timeout),
@@ -454,6 +778,8 @@ impl Config {
         let endpoint_timeout = nonzero("endpoint_timeout", raw.endpoint_timeout)?;
         let endpoint_dial_timeout = nonzero("endpoint_dial_timeout", raw.endpoint_dial_timeout)?;
         let frontend_idle_timeout = nonzero("frontend_idle_timeout", raw.frontend_idle_timeout)?;
+        let nats_client_ping_interval =
+            nonzero("nats_client_ping_interval", raw.nats_client_ping_interval)?;
         let start_response_delay_interval = raw.start_response_delay_interval.0;
         if start_response_delay_interval > droplet_stale_threshold {
             droplet_stale_threshold = start_response_delay_interval;
@@ -510,16 +836,22 @@ impl Config {
                 })
             }
         };
+        // As upstream's max-request-size handler: below 1 is the 1 MiB default, above it is
+        // what Go's server enforces anyway (1 MiB), with a warning.
         const MAX_HEADER_LIMIT: i64 = 1024 * 1024;
-        let max_header_bytes = match raw.max_header_bytes {
-            0 => MAX_HEADER_LIMIT as usize,
-            n if (1..=MAX_HEADER_LIMIT).contains(&n) => n as usize,
-            n => {
-                return Err(ConfigError::Invalid {
-                    key: "max_header_bytes",
-                    message: format!("{n} is out of range; allowed 1 to {MAX_HEADER_LIMIT} bytes"),
-                })
+        let (header_key, header_bytes) = match raw.max_request_header_bytes {
+            Some(n) => ("max_request_header_bytes", n),
+            None => ("max_header_bytes", raw.max_header_bytes),
+        };
+        let max_header_bytes = match header_bytes {
+            n if n < 1 => MAX_HEADER_LIMIT as usize,
+            n if n > MAX_HEADER_LIMIT => {
+                warnings.push(format!(
+                    "config key `{header_key}` is {n}: values over {MAX_HEADER_LIMIT} are limited to {MAX_HEADER_LIMIT} by the HTTP server"
+                ));
+                MAX_HEADER_LIMIT as usize
             }
+            n => n as usize,
         };
         let non_negative = |key: &'static str, n: i64| {
             usize::try_from(n).map_err(|_| ConfigError::Invalid {
@@ -532,20 +864,31 @@ impl Config {
             0 => None,
             n => Some(n as u64),
         };
+        let route_services_max_attempts = match non_negative(
+            "route_services.max_attempts",
+            raw.route_services.max_attempts,
+        )? {
+            0 => 3,
+            n => n,
+        };
         let max_idle_conns = non_negative("max_idle_conns", raw.max_idle_conns)?;
         let max_idle_conns_per_host =
-            non_negative("max_idle_conns_per_host", raw.max_idle_conns_per_host)?;
-        match raw.logging.level.as_str() {
-            "debug" | "info" | "warn" | "error" | "fatal" => {}
-            other => {
-                return Err(ConfigError::Invalid {
-                    key: "logging.level",
-                    message: format!(
-                    "unknown level {other:?}; allowed values are debug, info, warn, error, fatal"
+            match non_negative("max_idle_conns_per_host", raw.max_idle_conns_per_host)? {
+                // Go's Transport: 0 means DefaultMaxIdleConnsPerHost.
+                0 => 2,
+                n => n,
+            };
+        let mut logging = raw.logging;
+        logging.level = normalize_level(&logging.level)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "logging.level",
+                message: format!(
+                    "unknown level {:?}; allowed values are debug, info, warn, error, dpanic, panic, fatal",
+                    logging.level
                 ),
-                })
-            }
-        }
+            })?
+            .to_string();
+        logging.timestamp_rfc3339 = logging.format.timestamp == "rfc3339";
         if raw.nats.hosts.is_empty() && !raw.routing_api.enabled() {
             return Err(ConfigError::Invalid {
                 key: "nats.hosts",
@@ -573,38 +916,12 @@ impl Config {
                     message: "cert_chain and private_key must be given together".into(),
                 });
             }
-            if !raw.routing_api.auth_disabled {
-                if raw.oauth.token_endpoint.trim().is_empty() {
-                    return Err(ConfigError::Invalid {
-                        key: "oauth.token_endpoint",
-                        message: "is required unless routing_api.auth_disabled is true".into(),
-                    });
-                }
-                if !(1..=65535).contains(&raw.oauth.port) {
-                    return Err(ConfigError::Invalid {
-                        key: "oauth.port",
-                        message: format!(
-                            "{} is not a port (1-65535); required unless routing_api.auth_disabled is true",
-                            raw.oauth.port
-                        ),
-                    });
-                }
-            }
         }
-        for h in &raw.nats.hosts {
-            if h.hostname.is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: "nats.hosts",
-                    message: "a host has an empty hostname".into(),
-                });
-            }
-        }
-        let bind_address = yaml_config::parse_ip_address(&raw.bind_address).map_err(|message| {
-            ConfigError::Invalid {
-                key: "bind_address",
-                message,
-            }
-        })?;
+        let bind_address = listen_ip("bind_address", &raw.bind_address)?;
+        let ip = match listen_ip("ip", &raw.ip)? {
+            Some(ip) => ip,
+            None => local_ip(),
+        };
         if raw.nats.tls_enabled {
             return Err(ConfigError::Invalid {
                 key: "nats.tls_enabled",
@@ -619,11 +936,12 @@ impl Config {
             nats: raw.nats,
             routing_api: raw.routing_api,
             oauth: raw.oauth,
-            logging: raw.logging,
+            logging,
             access_log: raw.access_log,
             tracing: raw.tracing,
             max_attempts,
             max_conns,
+            route_services_max_attempts,
             droplet_stale_threshold,
             prune_stale_droplets_interval,
             start_response_delay_interval,
@@ -631,6 +949,12 @@ impl Config {
             endpoint_timeout,
             endpoint_dial_timeout,
             websocket_dial_timeout,
+            nats_client_ping_interval,
+            token_fetcher_max_retries: raw.token_fetcher_max_retries,
+            token_fetcher_retry_interval: raw.token_fetcher_retry_interval.0,
+            token_fetcher_expiration_buffer: Duration::from_secs(
+                u64::try_from(raw.token_fetcher_expiration_buffer_time).unwrap_or(0),
+            ),
             balancing_algorithm,
             empty_pool_response_code_503: raw.empty_pool_response_code_503,
             empty_pool_timeout: raw.empty_pool_timeout.0,
@@ -654,20 +978,30 @@ impl Config {
             max_idle_conns,
             max_idle_conns_per_host,
             extra_headers_to_log: raw.extra_headers_to_log,
+            isolation_segments: raw.isolation_segments,
+            routing_table_sharding_mode: raw.routing_table_sharding_mode,
             sharding,
-            ip: raw.ip.unwrap_or_else(local_ip),
+            ip,
             bind_address,
             unknown_keys,
             warnings,
         })
     }
 
-    /// NATS server URLs, credentials carried separately.
+    /// NATS server URLs, credentials carried separately. An empty host name is this machine
+    /// (Go's dialer reads `:4222` as the local system).
     pub fn nats_servers(&self) -> Vec<String> {
         self.nats
             .hosts
             .iter()
-            .map(|h| format!("nats://{}:{}", h.hostname, h.port))
+            .map(|h| {
+                let host = if h.hostname.trim().is_empty() {
+                    "localhost"
+                } else {
+                    h.hostname.trim()
+                };
+                format!("nats://{host}:{}", h.port)
+            })
             .collect()
     }
 }
@@ -688,42 +1022,249 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_file_gives_bosh_defaults() {
+    fn empty_file_gives_upstream_code_defaults() {
         let c = Config::from_yaml("").unwrap();
-        assert_eq!(c.port, 80);
+        assert_eq!(c.port, 8081);
+        assert_eq!(c.status.host, "0.0.0.0");
         assert_eq!(c.status.port, 8080);
         assert_eq!(c.status.routes.port, 8082);
+        assert_eq!(c.status.user, "");
         assert_eq!(c.droplet_stale_threshold, Duration::from_secs(120));
+        assert_eq!(c.prune_stale_droplets_interval, Duration::from_secs(30));
+        assert_eq!(c.start_response_delay_interval, Duration::from_secs(5));
+        assert_eq!(c.endpoint_timeout, Duration::from_secs(60));
+        assert_eq!(c.endpoint_dial_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_attempts, 1, "backends.max_attempts 0 means one try");
+        assert_eq!(c.max_conns, None, "backends.max_conns 0 is unlimited");
+        assert_eq!(c.route_services_max_attempts, 3, "never 0 (cautions.md)");
+        assert!(!c.empty_pool_response_code_503);
+        assert!(!c.suspend_pruning_if_nats_unavailable);
+        assert_eq!(c.drain_wait, Duration::ZERO);
+        assert_eq!(
+            c.drain_timeout, c.endpoint_timeout,
+            "drain_timeout 0 = endpoint_timeout"
+        );
+        assert!(c.disable_keep_alives);
+        assert_eq!(c.max_idle_conns, 100);
+        assert_eq!(c.max_idle_conns_per_host, 2);
+        assert_eq!(c.logging.level, "debug");
+        assert!(!c.logging.timestamp_rfc3339, "unix-epoch by default");
+        assert_eq!(c.trace_key, None);
+        assert_eq!(c.nats_client_ping_interval, Duration::from_secs(20));
+        assert_eq!(c.token_fetcher_max_retries, 3);
+        assert_eq!(c.token_fetcher_retry_interval, Duration::from_secs(5));
+        assert_eq!(c.token_fetcher_expiration_buffer, Duration::from_secs(30));
+        assert_eq!(c.max_header_bytes, 1024 * 1024);
+        assert_eq!(c.frontend_idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.sticky_session_cookie_names, vec!["JSESSIONID"]);
+        assert_eq!(c.healthcheck_user_agent, "HTTP-Monitor/1.1");
+        assert_eq!(c.bind_address, None, "all interfaces, as upstream");
+    }
+
+    /// What config/gorouter.yml and the BOSH job set explicitly still reads as written.
+    #[test]
+    fn bosh_values_read_as_written() {
+        let c = Config::from_yaml(
+            r#"
+port: 80
+start_response_delay_interval: 20s
+suspend_pruning_if_nats_unavailable: true
+endpoint_timeout: 900s
+drain_wait: 20s
+drain_timeout: 900s
+backends: {max_attempts: 3, max_conns: 500}
+route_services: {max_attempts: 3}
+empty_pool_response_code_503: true
+disable_keep_alives: false
+max_idle_conns: 100
+max_idle_conns_per_host: 100
+max_header_bytes: 1048576
+trace_key: "22"
+logging: {level: info, format: {timestamp: rfc3339}}
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.port, 80);
         assert_eq!(c.start_response_delay_interval, Duration::from_secs(20));
+        assert!(c.suspend_pruning_if_nats_unavailable);
         assert_eq!(c.endpoint_timeout, Duration::from_secs(900));
+        assert_eq!(c.drain_wait, Duration::from_secs(20));
+        assert_eq!(c.drain_timeout, Duration::from_secs(900));
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.max_conns, Some(500));
         assert!(c.empty_pool_response_code_503);
-        assert!(c.suspend_pruning_if_nats_unavailable);
-        assert_eq!(c.sticky_session_cookie_names, vec!["JSESSIONID"]);
-        assert_eq!(c.healthcheck_user_agent, "HTTP-Monitor/1.1");
-        assert_eq!(c.drain_wait, Duration::from_secs(20));
-        assert_eq!(
-            c.bind_address,
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            "all interfaces, as upstream"
+        assert!(!c.disable_keep_alives);
+        assert_eq!(c.max_idle_conns_per_host, 100);
+        assert_eq!(c.trace_key.as_deref(), Some("22"));
+        assert_eq!(c.logging.level, "info");
+        assert!(c.logging.timestamp_rfc3339);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    /// yaml.v3 into upstream's pre-filled struct: null keeps a scalar's or a section's default
+    /// and empties a list; an empty string is kept as written.
+    #[test]
+    fn null_and_empty_values_read_as_go_reads_them() {
+        let c = Config::from_yaml(
+            "port:
+status: {host: '', port: ~}
+logging:
+endpoint_timeout: ~
+isolation_segments:
+",
+        )
+        .unwrap();
+        assert_eq!(c.port, 8081, "null port keeps the default");
+        assert_eq!(c.status.host, "", "empty host is all interfaces");
+        assert_eq!(c.status.port, 8080);
+        assert_eq!(c.logging.level, "debug", "null section keeps its defaults");
+        assert_eq!(c.endpoint_timeout, Duration::from_secs(60));
+        assert!(c.isolation_segments.is_empty());
+        let c = Config::from_yaml(
+            "status: {user: u}
+",
+        )
+        .unwrap();
+        assert_eq!(c.status.host, "0.0.0.0", "absent host is 0.0.0.0");
+        let c = Config::from_yaml(
+            "status:
+  host:
+",
+        )
+        .unwrap();
+        assert_eq!(c.status.host, "0.0.0.0", "null host keeps 0.0.0.0");
+        let c = Config::from_yaml(
+            "sticky_session_cookie_names: ~
+",
+        )
+        .unwrap();
+        assert!(
+            c.sticky_session_cookie_names.is_empty(),
+            "null empties a list"
         );
+        let c = Config::from_yaml(
+            "nats: {hosts: [{hostname: '', port: 4223}]}
+",
+        )
+        .unwrap();
+        assert_eq!(
+            c.nats_servers(),
+            vec!["nats://localhost:4223"],
+            "an empty host dials this machine"
+        );
+        let e = Config::from_yaml(
+            "nats: {hosts: ~}
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nats.hosts"), "{e}");
+        let c = Config::from_yaml(
+            "logging: {level: ''}
+",
+        )
+        .unwrap();
+        assert_eq!(c.logging.level, "info", "zap reads an empty level as info");
+        let c = Config::from_yaml(
+            "logging: {level: WARN}
+",
+        )
+        .unwrap();
+        assert_eq!(c.logging.level, "warn");
+        let c = Config::from_yaml(
+            "ip: ''
+bind_address: ''
+",
+        )
+        .unwrap();
+        assert_eq!(c.bind_address, None, "empty bind_address is all interfaces");
+        let c = Config::from_yaml(
+            "max_header_bytes: 0
+",
+        )
+        .unwrap();
+        assert_eq!(c.max_header_bytes, 1024 * 1024);
+        let c = Config::from_yaml(
+            "max_request_header_bytes: 2000000
+",
+        )
+        .unwrap();
+        assert_eq!(c.max_header_bytes, 1024 * 1024, "clamped, with a warning");
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("max_request_header_bytes")));
+        let e = Config::from_yaml(
+            "port: ''
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
+    }
+
+    #[test]
+    fn logging_timestamp_format() {
+        for (text, rfc3339) in [
+            ("logging: {format: {timestamp: rfc3339}}", true),
+            ("logging: {format: {timestamp: unix-epoch}}", false),
+            ("logging: {format: {timestamp: ''}}", false),
+            ("logging: {format: {timestamp: deprecated}}", false),
+            ("logging: {format: ~}", false),
+        ] {
+            let c = Config::from_yaml(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(c.logging.timestamp_rfc3339, rfc3339, "{text}");
+        }
+    }
+
+    #[test]
+    fn oauth_port_minus_one_is_accepted_without_the_routing_api() {
+        let c = Config::from_yaml(
+            "oauth: {token_endpoint: uaa.service.cf.internal, port: -1, client_name: gorouter}
+",
+        )
+        .unwrap();
+        assert!(!c.routing_api.enabled());
+        assert_eq!(c.oauth.port, -1);
+        assert_eq!(c.oauth.tls_url().unwrap_err(), UAA_TLS_REQUIRED);
+        let c = Config::from_yaml(
+            "routing_api: {uri: http://127.0.0.1, port: 3000}
+oauth: {token_endpoint: uaa, port: 0}
+",
+        )
+        .unwrap();
+        assert_eq!(c.oauth.tls_url().unwrap_err(), UAA_TLS_REQUIRED);
+        let c = Config::from_yaml(
+            "oauth: {token_endpoint: 'http://uaa', port: 8443}
+",
+        )
+        .unwrap();
+        assert_eq!(c.oauth.tls_url().unwrap_err(), UAA_TLS_REQUIRED);
+        let c = Config::from_yaml(
+            "oauth: {token_endpoint: uaa.internal, port: 8443}
+",
+        )
+        .unwrap();
+        assert_eq!(c.oauth.tls_url().unwrap(), "https://uaa.internal:8443");
+        let c = Config::from_yaml(
+            "oauth: {token_endpoint: 'https://uaa/', port: 8443}
+",
+        )
+        .unwrap();
+        assert_eq!(c.oauth.tls_url().unwrap(), "https://uaa:8443");
     }
 
     #[test]
     fn bind_address_is_an_ip_address() {
         let c = Config::from_yaml("bind_address: 127.0.0.1\n").unwrap();
-        assert_eq!(c.bind_address, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.bind_address, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
         let c = Config::from_yaml("bind_address: ::1\n").unwrap();
-        assert_eq!(c.bind_address, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.bind_address, Some("::1".parse::<IpAddr>().unwrap()));
         let c = Config::from_yaml("bind_address: '::'\n").unwrap();
-        assert_eq!(c.bind_address, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(c.bind_address, Some("::".parse::<IpAddr>().unwrap()));
         for bad in [
             "bind_address: localhost",
             "bind_address: 127.0.0.1:8081",
             "bind_address: '[::1]'",
-            "bind_address: ''",
             "bind_address: 300.1.1.1",
             "bind_address: [127.0.0.1]",
         ] {
@@ -779,8 +1320,8 @@ backends: {max_attempts: 0, max_conns: 0}
         assert!(e.to_string().contains("droplet_stale_threshold"), "{e}");
         let e = Config::from_yaml("port: 70000\n").unwrap_err();
         assert!(e.to_string().contains("port"), "{e}");
-        let e = Config::from_yaml("max_header_bytes: 2000000\n").unwrap_err();
-        assert!(e.to_string().contains("max_header_bytes"), "{e}");
+        let e = Config::from_yaml("logging: {level: verbose}\n").unwrap_err();
+        assert!(e.to_string().contains("logging.level"), "{e}");
     }
 
     #[test]
@@ -821,7 +1362,10 @@ oauth:
             .routing_api
             .ca_certs
             .starts_with("-----BEGIN CERTIFICATE-----"));
-        assert_eq!(c.oauth.url(), "https://uaa.service.cf.internal:8443");
+        assert_eq!(
+            c.oauth.tls_url().unwrap(),
+            "https://uaa.service.cf.internal:8443"
+        );
         assert_eq!(c.oauth.client_name, "gorouter");
         assert!(c.oauth.skip_ssl_validation);
         assert_eq!(
@@ -883,19 +1427,13 @@ routing_api: {uri: http://127.0.0.1, port: 3000, auth_disabled: true}
 
     #[test]
     fn routing_api_settings_are_checked() {
-        let e = Config::from_yaml(
+        // UAA settings are checked when the route fetcher starts (upstream's
+        // initialize-uaa-client / unable-to-fetch-token), not while loading.
+        assert!(Config::from_yaml(
             "routing_api: {uri: http://127.0.0.1, port: 3000}
-",
+"
         )
-        .unwrap_err();
-        assert!(e.to_string().contains("oauth.token_endpoint"), "{e}");
-        let e = Config::from_yaml(
-            "routing_api: {uri: http://127.0.0.1, port: 3000}
-oauth: {token_endpoint: uaa, port: -1}
-",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("oauth.port"), "{e}");
+        .is_ok());
         let e = Config::from_yaml(
             "routing_api: {uri: http://127.0.0.1, port: 3000, auth_disabled: true, cert_chain: x}
 ",

@@ -2,8 +2,9 @@
 //! `router.greet`, announcing `router.start`, and the TTL prune loop (which must know whether
 //! NATS is connected).
 //!
-//! This module owns the NATS client of the router: connecting (3 tries, then fatal), staying
-//! connected (reconnecting forever), the one `router.*` subscription, turning registry messages
+//! This module owns the NATS client of the router: connecting (3 tries of every server, then
+//! fatal, as upstream's mbus client), staying connected (reconnecting forever, through every
+//! listed server, logging upstream's `nats-connection-*` messages), the one `router.*` subscription, turning registry messages
 //! into [`EndpointSpec`]s for the [`RouteTable`], and the prune ticker. It does not own the
 //! table's rules (keys, equality, TTL clamping, sharding): those live in [`crate::registry`].
 //!
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event, Message, Subscriber};
+use async_nats::{Client, ConnectOptions, Event, Message, ServerAddr, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
@@ -38,8 +39,6 @@ const INITIAL_CONNECT_ATTEMPTS: u32 = 3;
 const INITIAL_CONNECT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Per-attempt budget for TCP connect plus the NATS handshake; the Go client's default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Upstream's `nats_client_ping_interval` default.
-const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Upstream's `nats_client_message_buffer_size`: a registration burst (every emitter
 /// re-registering after `router.start`) must not be dropped as a slow consumer.
 const SUBSCRIPTION_CAPACITY: usize = 131_072;
@@ -295,64 +294,210 @@ enum ConnectionNotice {
     Closed,
 }
 
-/// Records a client event. Runs on the client's event task, so it must not block.
-fn on_connection_event(
-    event: Event,
-    status: &ConnectionStatus,
-    notices: &mpsc::UnboundedSender<ConnectionNotice>,
-) {
-    match event {
-        Event::Connected => {
-            // The initial connection also reports Connected; only a change from disconnected
-            // is a reconnect.
-            if !status.connected.swap(true, Ordering::SeqCst) {
-                info!("nats-reconnected");
-                // The receiver is gone only when the message loop has ended.
-                let _ = notices.send(ConnectionNotice::Reconnected);
-            }
-        }
-        Event::Disconnected => {
-            status.connected.store(false, Ordering::SeqCst);
-            status.outage_since_last_prune.store(true, Ordering::SeqCst);
-            warn!("nats-disconnected: reconnecting");
-        }
-        Event::Closed => {
-            status.connected.store(false, Ordering::SeqCst);
-            if status.closing.load(Ordering::SeqCst) {
-                debug!("nats-connection-closed");
-            } else {
-                error!("nats-connection-closed");
-                let _ = notices.send(ConnectionNotice::Closed);
-            }
-        }
-        Event::SlowConsumer(sid) => {
-            warn!(
-                sid,
-                "nats-slow-consumer: subscription buffer full, messages dropped"
-            );
-        }
-        Event::LameDuckMode => info!("nats-server-lame-duck-mode"),
-        Event::Draining => debug!("nats-draining"),
-        Event::ServerError(err) => warn!(error = %err, "nats-server-error"),
-        Event::ClientError(err) => warn!(error = %err, "nats-client-error"),
+/// nats.go's `ReconnectWait` (2 s) and `ReconnectJitter` (up to 100 ms): the pause after every
+/// round through the server list while reconnecting.
+const RECONNECT_WAIT: Duration = Duration::from_secs(2);
+const RECONNECT_JITTER_MS: u64 = 100;
+
+/// `host:port` as a URL authority (IPv6 in brackets), upstream's `host` log field.
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
-fn connect_options(
-    config: &Config,
+/// The server the connection uses, as upstream logs it: `host` is the configured URL's
+/// `host:port`, `addr` the address dialed (`ip:port`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ServerIdentity {
+    host: String,
+    addr: String,
+}
+
+/// Resolves the address behind `server` for the `addr` log field (bounded: it only labels a log
+/// line). An IP address is its own answer.
+async fn identify(server: &ServerAddr) -> ServerIdentity {
+    let host = authority(server.host(), server.port());
+    let addr = match server.host().parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, server.port()).to_string(),
+        Err(_) => {
+            let lookup = tokio::net::lookup_host((server.host(), server.port()));
+            match tokio::time::timeout(Duration::from_secs(1), lookup).await {
+                Ok(Ok(mut addrs)) => addrs.next().map(|a| a.to_string()).unwrap_or_default(),
+                _ => String::new(),
+            }
+        }
+    };
+    ServerIdentity { host, addr }
+}
+
+/// Picks the server for every connection attempt the way nats.go's reconnect loop does: the
+/// servers in pool order starting after the last one tried, a pause of [`RECONNECT_WAIT`]
+/// (plus jitter) before every attempt that completes a round. It also remembers which server
+/// the attempt went to, so that the `Connected` event can name it.
+#[derive(Debug, Default)]
+struct ServerSelector {
+    /// The server of the latest attempt.
+    last: Option<ServerAddr>,
+    /// Attempts since the connection was last up.
+    attempts: usize,
+    /// Set once the first connection is up; the initial connect never pauses.
+    started: bool,
+}
+
+impl ServerSelector {
+    fn select(&mut self, pool: &[async_nats::Server]) -> Option<async_nats::ReconnectToServer> {
+        if pool.is_empty() {
+            return None;
+        }
+        let next = match &self.last {
+            Some(last) => pool
+                .iter()
+                .position(|s| &s.addr == last)
+                .map_or(0, |i| (i + 1) % pool.len()),
+            None => 0,
+        };
+        self.attempts += 1;
+        let delay = if self.started && self.attempts % pool.len() == 0 {
+            let jitter = rand::random::<u64>() % RECONNECT_JITTER_MS;
+            RECONNECT_WAIT + Duration::from_millis(jitter)
+        } else {
+            Duration::ZERO
+        };
+        let addr = pool[next].addr.clone();
+        self.last = Some(addr.clone());
+        Some(async_nats::ReconnectToServer {
+            addr,
+            delay: Some(delay),
+        })
+    }
+
+    /// The connection is up (on `last`): the next outage starts a fresh round.
+    fn connected(&mut self) -> Option<ServerAddr> {
+        self.attempts = 0;
+        self.started = true;
+        self.last.clone()
+    }
+}
+
+/// Everything the client's callbacks share.
+struct Callbacks {
     status: Arc<ConnectionStatus>,
     notices: mpsc::UnboundedSender<ConnectionNotice>,
-) -> ConnectOptions {
+    selector: std::sync::Mutex<ServerSelector>,
+    /// The server of the current (or last) connection.
+    current: std::sync::Mutex<ServerIdentity>,
+    /// Logs `nats-connection-still-disconnected` while the connection is down.
+    outage_ticker: std::sync::Mutex<Option<JoinHandle<()>>>,
+    ping_interval: Duration,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Callbacks {
+    fn current(&self) -> ServerIdentity {
+        lock(&self.current).clone()
+    }
+
+    fn stop_outage_ticker(&self) {
+        if let Some(ticker) = lock(&self.outage_ticker).take() {
+            ticker.abort();
+        }
+    }
+
+    /// Records a client event. Runs on the client's event task.
+    async fn on_event(&self, event: Event) {
+        match event {
+            Event::Connected => {
+                let server = lock(&self.selector).connected();
+                if let Some(server) = server {
+                    let identity = identify(&server).await;
+                    *lock(&self.current) = identity;
+                }
+                // The initial connection also reports Connected; only a change from
+                // disconnected is a reconnect.
+                if !self.status.connected.swap(true, Ordering::SeqCst) {
+                    self.stop_outage_ticker();
+                    let ServerIdentity { host, addr } = self.current();
+                    info!(host = %host, addr = %addr, "nats-connection-reconnected");
+                    // The receiver is gone only when the message loop has ended.
+                    let _ = self.notices.send(ConnectionNotice::Reconnected);
+                }
+            }
+            Event::Disconnected => {
+                self.status.connected.store(false, Ordering::SeqCst);
+                self.status
+                    .outage_since_last_prune
+                    .store(true, Ordering::SeqCst);
+                if self.status.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+                let ServerIdentity { host, addr } = self.current();
+                info!(host = %host, addr = %addr, "nats-connection-disconnected");
+                let interval = self.ping_interval;
+                let ticker = tokio::spawn(async move {
+                    let mut tick =
+                        tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                    loop {
+                        tick.tick().await;
+                        info!("nats-connection-still-disconnected");
+                    }
+                });
+                if let Some(old) = lock(&self.outage_ticker).replace(ticker) {
+                    old.abort();
+                }
+            }
+            Event::Closed => {
+                self.status.connected.store(false, Ordering::SeqCst);
+                self.stop_outage_ticker();
+                if self.status.closing.load(Ordering::SeqCst) {
+                    debug!("nats-connection-closed");
+                } else {
+                    error!(error = "unexpected close", "nats-connection-closed");
+                    let _ = self.notices.send(ConnectionNotice::Closed);
+                }
+            }
+            Event::SlowConsumer(sid) => {
+                warn!(
+                    sid,
+                    "nats-slow-consumer: subscription buffer full, messages dropped"
+                );
+            }
+            Event::LameDuckMode => info!("nats-server-lame-duck-mode"),
+            Event::Draining => debug!("nats-draining"),
+            Event::ServerError(err) => warn!(error = %err, "nats-server-error"),
+            Event::ClientError(err) => debug!(error = %err, "nats-client-error"),
+        }
+    }
+}
+
+impl Drop for Callbacks {
+    fn drop(&mut self) {
+        self.stop_outage_ticker();
+    }
+}
+
+fn connect_options(config: &Config, callbacks: Arc<Callbacks>) -> ConnectOptions {
+    let events = callbacks.clone();
     let mut options = ConnectOptions::new()
         .name("gorouter")
+        // nats.go's default: dial plus INFO/CONNECT/PONG within 2 s, per server.
         .connection_timeout(CONNECT_TIMEOUT)
-        .ping_interval(PING_INTERVAL)
+        .ping_interval(config.nats_client_ping_interval)
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         // Upstream MaxReconnect = -1: once connected, never give up.
         .max_reconnects(None)
+        .reconnect_to_server_callback(move |pool, _info| {
+            let choice = lock(&callbacks.selector).select(&pool);
+            std::future::ready(choice)
+        })
         .event_callback(move |event| {
-            on_connection_event(event, &status, &notices);
-            std::future::ready(())
+            let events = events.clone();
+            async move { events.on_event(event).await }
         });
     if !config.nats.user.is_empty() {
         options = options.user_and_password(config.nats.user.clone(), config.nats.pass.clone());
@@ -360,34 +505,62 @@ fn connect_options(
     options
 }
 
-/// The initial connection: a few quick tries, then an error naming the servers (the router
-/// cannot learn routes without NATS, so it exits).
-async fn connect_initially(options: ConnectOptions, servers: &[String]) -> anyhow::Result<Client> {
-    let mut attempt = 1;
-    loop {
-        match options.clone().connect(servers).await {
-            Ok(client) => {
-                info!(servers = ?servers, "nats-connected");
-                return Ok(client);
-            }
-            Err(err) if attempt < INITIAL_CONNECT_ATTEMPTS => {
-                warn!(servers = ?servers, attempt, error = %err, "nats-connection-failed: retrying");
-                tokio::time::sleep(INITIAL_CONNECT_RETRY_DELAY).await;
-                attempt += 1;
-            }
+/// Upstream's mbus `Connect`: up to 3 attempts 100 ms apart, each trying every server (in a
+/// random order, as nats.go shuffles its pool) with the 2 s connect timeout. On success the
+/// client gets the whole list for its reconnects and `Successfully-connected-to-nats` is
+/// logged; on failure `nats-connection-error` is, and the router exits.
+async fn connect_initially(
+    options: ConnectOptions,
+    servers: &[String],
+    callbacks: &Callbacks,
+) -> anyhow::Result<Client> {
+    let mut pool = Vec::with_capacity(servers.len());
+    for url in servers {
+        match url.parse::<ServerAddr>() {
+            Ok(addr) => pool.push(addr),
             Err(err) => {
-                anyhow::bail!(
-                    "could not connect to NATS at {} after {INITIAL_CONNECT_ATTEMPTS} attempts: {err}",
-                    servers.join(", ")
-                );
+                error!(error = %format!("{url}: {err}"), "nats-connection-error");
+                anyhow::bail!("invalid NATS server {url}: {err}");
             }
         }
     }
+    {
+        use rand::seq::SliceRandom;
+        pool.shuffle(&mut rand::rng());
+    }
+    let mut last_error = String::from("no NATS servers configured");
+    for attempt in 1..=INITIAL_CONNECT_ATTEMPTS {
+        for server in &pool {
+            match options.clone().connect(server.clone()).await {
+                Ok(client) => {
+                    if pool.len() > 1 {
+                        if let Err(err) = client.set_server_pool(pool.clone()).await {
+                            warn!(error = %err, "nats-server-pool-not-set");
+                        }
+                    }
+                    let identity = identify(server).await;
+                    *lock(&callbacks.current) = identity.clone();
+                    info!(host = %identity.host, addr = %identity.addr, "Successfully-connected-to-nats");
+                    return Ok(client);
+                }
+                Err(err) => {
+                    debug!(server = %authority(server.host(), server.port()), attempt, error = %err, "nats-connection-attempt-failed");
+                    last_error = format!("{}: {err}", authority(server.host(), server.port()));
+                }
+            }
+        }
+        tokio::time::sleep(INITIAL_CONNECT_RETRY_DELAY).await;
+    }
+    error!(error = %last_error, "nats-connection-error");
+    anyhow::bail!(
+        "could not connect to NATS at {} after {INITIAL_CONNECT_ATTEMPTS} attempts: {last_error}",
+        servers.join(", ")
+    )
 }
 
-/// Connects to NATS (3 tries, 100 ms apart), publishes `router.start`, subscribes `router.*`
-/// and starts the message and prune loops. The returned task ends with an error if the
-/// connection is closed for good (the router then exits), and with Ok on shutdown.
+/// Connects to NATS (as upstream's mbus client), publishes `router.start`, subscribes
+/// `router.*` and starts the message and prune loops. The returned task ends with an error if
+/// the connection is closed for good (the router then exits), and with Ok on shutdown.
 ///
 /// When this returns Ok the server has the subscription: registrations published from then on
 /// reach the table. `shutdown` turning true (or its sender being dropped) drains the
@@ -401,9 +574,16 @@ pub async fn start(
     let servers = config.nats_servers();
     let status = Arc::new(ConnectionStatus::new_connected());
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
-    let options = connect_options(&config, status.clone(), notices_tx);
-    let client = connect_initially(options, &servers).await?;
-
+    let callbacks = Arc::new(Callbacks {
+        status: status.clone(),
+        notices: notices_tx,
+        selector: std::sync::Mutex::new(ServerSelector::default()),
+        current: std::sync::Mutex::new(ServerIdentity::default()),
+        outage_ticker: std::sync::Mutex::new(None),
+        ping_interval: config.nats_client_ping_interval,
+    });
+    let options = connect_options(&config, callbacks.clone());
+    let client = connect_initially(options, &servers, &callbacks).await?;
     let router_start = Bytes::from(router_start_json(&config, &router_id));
     // Announce before subscribing, as upstream does.
     publish_router_start(&client, &router_start).await;
@@ -928,11 +1108,11 @@ mod tests {
             router_start_json(&config, "0-1e44e38f-b63b-4956-45f0-15cacfd4e1d4"),
             r#"{"id":"0-1e44e38f-b63b-4956-45f0-15cacfd4e1d4","hosts":["192.0.2.2"],"minimumRegisterIntervalInSeconds":1,"pruneThresholdInSeconds":120}"#
         );
-        // BOSH defaults: 20s register interval, 120s prune threshold.
+        // Upstream's code defaults: 5s register interval, 120s prune threshold.
         let config = test_config("ip: 10.0.1.10\n");
         assert_eq!(
             router_start_json(&config, "3-x"),
-            r#"{"id":"3-x","hosts":["10.0.1.10"],"minimumRegisterIntervalInSeconds":20,"pruneThresholdInSeconds":120}"#
+            r#"{"id":"3-x","hosts":["10.0.1.10"],"minimumRegisterIntervalInSeconds":5,"pruneThresholdInSeconds":120}"#
         );
     }
 
@@ -1022,26 +1202,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn prune_is_suspended_while_disconnected_and_refreshes_after_reconnect() {
+    fn callbacks(
+        status: &Arc<ConnectionStatus>,
+    ) -> (Callbacks, mpsc::UnboundedReceiver<ConnectionNotice>) {
+        let (notices, notices_rx) = mpsc::unbounded_channel();
+        let callbacks = Callbacks {
+            status: status.clone(),
+            notices,
+            selector: std::sync::Mutex::new(ServerSelector::default()),
+            current: std::sync::Mutex::new(ServerIdentity::default()),
+            outage_ticker: std::sync::Mutex::new(None),
+            ping_interval: Duration::from_secs(20),
+        };
+        (callbacks, notices_rx)
+    }
+
+    #[tokio::test]
+    async fn prune_is_suspended_while_disconnected_and_refreshes_after_reconnect() {
         let table = RouteTable::new(TableSettings::default());
         table.register("a.com", &spec_with_ttl(1, 1));
-        let status = ConnectionStatus::new_connected();
-        let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+        let status = Arc::new(ConnectionStatus::new_connected());
+        let (cb, mut notices_rx) = callbacks(&status);
 
         // The initial connection's Connected event is not a reconnect.
-        on_connection_event(Event::Connected, &status, &notices_tx);
+        cb.on_event(Event::Connected).await;
         assert!(notices_rx.try_recv().is_err());
 
-        on_connection_event(Event::Disconnected, &status, &notices_tx);
-        std::thread::sleep(Duration::from_millis(1100));
+        cb.on_event(Event::Disconnected).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(prune_once(&table, &status, true), PruneOutcome::Suspended);
         assert!(
             table.lookup("a.com", "/").is_some(),
             "kept while NATS is down"
         );
 
-        on_connection_event(Event::Connected, &status, &notices_tx);
+        cb.on_event(Event::Connected).await;
         assert_eq!(
             notices_rx.try_recv().ok(),
             Some(ConnectionNotice::Reconnected)
@@ -1056,7 +1251,7 @@ mod tests {
         );
         assert!(table.lookup("a.com", "/").is_some());
 
-        std::thread::sleep(Duration::from_millis(1100));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(
             prune_once(&table, &status, true),
             PruneOutcome::Pruned {
@@ -1067,14 +1262,14 @@ mod tests {
         assert!(table.lookup("a.com", "/").is_none());
     }
 
-    #[test]
-    fn prune_continues_while_disconnected_when_not_suspending() {
+    #[tokio::test]
+    async fn prune_continues_while_disconnected_when_not_suspending() {
         let table = RouteTable::new(TableSettings::default());
         table.register("a.com", &spec_with_ttl(1, 1));
-        let status = ConnectionStatus::new_connected();
-        let (notices_tx, _notices_rx) = mpsc::unbounded_channel();
-        on_connection_event(Event::Disconnected, &status, &notices_tx);
-        std::thread::sleep(Duration::from_millis(1100));
+        let status = Arc::new(ConnectionStatus::new_connected());
+        let (cb, _notices_rx) = callbacks(&status);
+        cb.on_event(Event::Disconnected).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(
             prune_once(&table, &status, false),
             PruneOutcome::Pruned {
@@ -1084,7 +1279,7 @@ mod tests {
         );
         // The refresh is still owed to the first prune after the reconnect.
         table.register("a.com", &spec_with_ttl(1, 1));
-        on_connection_event(Event::Connected, &status, &notices_tx);
+        cb.on_event(Event::Connected).await;
         assert_eq!(
             prune_once(&table, &status, false),
             PruneOutcome::Pruned {
@@ -1094,17 +1289,76 @@ mod tests {
         );
     }
 
-    #[test]
-    fn closed_is_fatal_unless_we_are_closing() {
-        let status = ConnectionStatus::new_connected();
-        let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
-        on_connection_event(Event::Closed, &status, &notices_tx);
+    #[tokio::test]
+    async fn closed_is_fatal_unless_we_are_closing() {
+        let status = Arc::new(ConnectionStatus::new_connected());
+        let (cb, mut notices_rx) = callbacks(&status);
+        cb.on_event(Event::Closed).await;
         assert_eq!(notices_rx.try_recv().ok(), Some(ConnectionNotice::Closed));
         assert!(!status.is_connected());
 
-        let status = ConnectionStatus::new_connected();
+        let status = Arc::new(ConnectionStatus::new_connected());
+        let (cb, mut notices_rx) = callbacks(&status);
         status.closing.store(true, Ordering::SeqCst);
-        on_connection_event(Event::Closed, &status, &notices_tx);
+        cb.on_event(Event::Closed).await;
         assert!(notices_rx.try_recv().is_err());
+    }
+
+    fn pool(urls: &[&str]) -> Vec<async_nats::Server> {
+        urls.iter()
+            .map(|u| async_nats::Server {
+                addr: u.parse().unwrap(),
+                failed_attempts: 0,
+                did_connect: false,
+                is_discovered: false,
+                last_error: None,
+            })
+            .collect()
+    }
+
+    /// nats.go's reconnect loop: every server in turn, after the one that failed, and
+    /// ReconnectWait before each attempt that completes a round; the initial connect never
+    /// waits.
+    #[test]
+    fn reconnects_go_round_the_servers_pausing_after_each_round() {
+        let servers = pool(&["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]);
+        let mut sel = ServerSelector::default();
+        let first = sel.select(&servers[1..]).unwrap();
+        assert_eq!(first.delay, Some(Duration::ZERO), "initial connect");
+        assert_eq!(first.addr, servers[1].addr);
+        assert_eq!(sel.connected(), Some(servers[1].addr.clone()));
+
+        let mut picks = Vec::new();
+        for _ in 0..4 {
+            let choice = sel.select(&servers).unwrap();
+            let delay = choice.delay.unwrap_or_default();
+            picks.push((choice.addr.host().to_string(), delay >= RECONNECT_WAIT));
+            assert!(delay < RECONNECT_WAIT + Duration::from_millis(RECONNECT_JITTER_MS));
+        }
+        assert_eq!(
+            picks,
+            [
+                ("10.0.0.1".to_string(), false),
+                ("10.0.0.2".to_string(), true),
+                ("10.0.0.1".to_string(), false),
+                ("10.0.0.2".to_string(), true),
+            ]
+        );
+
+        let single = pool(&["nats://10.0.0.1:4222"]);
+        let mut sel = ServerSelector::default();
+        sel.select(&single);
+        sel.connected();
+        let again = sel.select(&single).unwrap();
+        assert!(
+            again.delay.unwrap_or_default() >= RECONNECT_WAIT,
+            "one server: every reconnect attempt waits"
+        );
+    }
+
+    #[test]
+    fn authority_brackets_ipv6() {
+        assert_eq!(authority("localhost", 4222), "localhost:4222");
+        assert_eq!(authority("::1", 4222), "[::1]:4222");
     }
 }

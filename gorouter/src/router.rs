@@ -1,7 +1,16 @@
 //! Wiring: the route table, the route sources (NATS, the Routing API), the status listeners and
 //! the proxy listener; health; signals and drain (A.12, A.13).
+//!
+//! Start-up follows upstream's main.go, with its log messages: `starting`,
+//! `retrieved-isolation-segments`, `setting-up-nats-connection` (then the NATS client's
+//! `Successfully-connected-to-nats` or the fatal `nats-connection-error`),
+//! `setting-up-routing-api` when the Routing API is on (fatal `initialize-uaa-client` or
+//! `routing-api-connection-failed`), the status listeners, and after
+//! `start_response_delay_interval` the proxy listener (`tcp-listener-started`) and
+//! `gorouter.started`. Stopping logs `gorouter-draining` (SIGUSR1 only), `gorouter.stopping`,
+//! `gorouter.stopped` and `gorouter.exited`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -25,7 +34,67 @@ pub enum Stopped {
     Terminated,
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+/// A start-up failure that [`run`] has already logged under upstream's message name
+/// (`nats-connection-error`, `initialize-uaa-client`, `routing-api-connection-failed`): the
+/// process only has to exit 1. Find it with `err.downcast_ref::<FatalLogged>()`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}: {error}")]
+pub struct FatalLogged {
+    pub message: &'static str,
+    pub error: String,
+}
+
+/// Where a listener binds, as Go's `net.Listen` reads `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenHost {
+    /// Empty host: every interface, IPv6 and IPv4.
+    All,
+    Ip(IpAddr),
+    /// A host name, resolved at start (its first address is used).
+    Name(String),
+}
+
+impl ListenHost {
+    /// `""` (or white space) is all interfaces, an IP address is itself, anything else a name.
+    pub fn parse(host: &str) -> Self {
+        let host = host.trim();
+        if host.is_empty() {
+            return ListenHost::All;
+        }
+        let unbracketed = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        match unbracketed.parse() {
+            Ok(ip) => ListenHost::Ip(ip),
+            Err(_) => ListenHost::Name(host.to_string()),
+        }
+    }
+}
+
+/// Binds `host:port` for `what`. All interfaces is the IPv6 wildcard, which on Linux also
+/// accepts IPv4 (as Go does), or the IPv4 wildcard where IPv6 is unavailable.
+pub async fn listen(host: &ListenHost, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    let addr = match host {
+        ListenHost::All => {
+            if let Ok(l) = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).await {
+                return Ok(l);
+            }
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+        }
+        ListenHost::Ip(ip) => SocketAddr::new(*ip, port),
+        ListenHost::Name(name) => {
+            let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .with_context(|| format!("cannot listen for {what}: cannot resolve {name:?}"))?
+                .collect();
+            // Go's resolver prefers IPv4 for listening on a name.
+            addrs.sort_by_key(|a| !a.is_ipv4());
+            *addrs
+                .first()
+                .with_context(|| format!("cannot listen for {what}: {name:?} has no address"))?
+        }
+    };
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for {what} on {addr}"))
@@ -43,6 +112,13 @@ impl Drop for AbortOnDrop {
 /// Runs the router until a signal stops it or NATS is lost for good.
 pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     let config = Arc::new(config);
+    tracing::info!("starting");
+    tracing::debug!(AvailabilityZone = %config.zone, "local-az-set");
+    tracing::info!(
+        isolation_segments = ?config.isolation_segments,
+        routing_table_sharding_mode = %config.routing_table_sharding_mode,
+        "retrieved-isolation-segments"
+    );
     let table = Arc::new(RouteTable::new(TableSettings::from_config(&config)));
     let health = Arc::new(Health::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -53,27 +129,6 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
-    let access_log = if config.access_log.file.is_empty() {
-        None
-    } else {
-        let path = std::path::Path::new(&config.access_log.file);
-        let (log, _writer) = AccessLog::open(path)
-            .with_context(|| format!("cannot open access_log.file {}", path.display()))?;
-        Some(log)
-    };
-
-    let status_ip =
-        config.status.host.parse().with_context(|| {
-            format!("status.host {:?} is not an IP address", config.status.host)
-        })?;
-    let health_listener = bind(SocketAddr::new(status_ip, config.status.port), "/health").await?;
-    let routes_listener = bind(
-        SocketAddr::from(([127, 0, 0, 1], config.status.routes.port)),
-        "/routes",
-    )
-    .await?;
-    let proxy_listener = bind(SocketAddr::new(config.bind_address, config.port), "HTTP").await?;
-
     let router_id = format!("{}-{}", config.index, uuid::Uuid::new_v4());
     // With `nats.hosts: []` (allowed only with a Routing API) no NATS connection is made and
     // the pruner runs on its own, never suspended.
@@ -83,6 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
             nats::spawn_pruner_without_nats(table.clone(), config.prune_stale_droplets_interval);
         (None, Some(AbortOnDrop(pruner)))
     } else {
+        tracing::info!("setting-up-nats-connection");
         let task = nats::start(
             config.clone(),
             table.clone(),
@@ -90,16 +146,43 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
             shutdown_rx.clone(),
         )
         .await
-        .context("cannot connect to NATS")?;
+        .map_err(|e| FatalLogged {
+            message: "nats-connection-error",
+            error: format!("{e:#}"),
+        })?;
         (Some(task), None)
     };
     let _route_fetcher = if config.routing_api.enabled() {
         let task = routing_api::start(&config, table.clone(), shutdown_rx.clone())
-            .context("cannot set up the Routing API client")?;
+            .await
+            .map_err(|e| FatalLogged {
+                message: e.message,
+                error: e.error,
+            })?;
         Some(AbortOnDrop(task))
     } else {
         None
     };
+
+    let access_log = if config.access_log.file.is_empty() {
+        None
+    } else {
+        let path = std::path::Path::new(&config.access_log.file);
+        let (log, _writer) = AccessLog::open(path)
+            .with_context(|| format!("cannot open access_log.file {}", path.display()))?;
+        Some(log)
+    };
+
+    let status_host = ListenHost::parse(&config.status.host);
+    let health_listener = listen(&status_host, config.status.port, "/health").await?;
+    let routes_listener = listen(
+        &ListenHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        config.status.routes.port,
+        "/routes",
+    )
+    .await?;
+    let proxy_host = config.bind_address.map_or(ListenHost::All, ListenHost::Ip);
+    let proxy_listener = listen(&proxy_host, config.port, "HTTP").await?;
 
     tokio::spawn(status::serve_health(
         health_listener,
@@ -126,15 +209,23 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         max_header_bytes: config.max_header_bytes,
     };
     let start_delay = config.start_response_delay_interval;
-    let proxy_port = config.port;
     {
         let health = health.clone();
         let connections = connections.clone();
         tokio::spawn(async move {
             // Give route emitters time to register before serving (A.12).
+            tracing::debug!(
+                sleep_time_seconds = start_delay.as_secs_f64(),
+                "Sleeping before returning success on /health endpoint to preload routing table"
+            );
             tokio::time::sleep(start_delay).await;
+            let address = proxy_listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::info!(address = %address, "tcp-listener-started");
+            tracing::info!("gorouter.started");
             health.set_healthy();
-            tracing::info!(port = proxy_port, "gorouter.started");
             listener::serve(
                 proxy_listener,
                 proxy,
@@ -145,17 +236,22 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
             .await;
         });
     }
-    tracing::info!(id = %router_id, "gorouter.starting");
+    tracing::debug!(id = %router_id, "router-id");
 
     let stopped = tokio::select! {
         _ = sigusr1.recv() => {
-            tracing::info!(drain_wait = ?config.drain_wait, "gorouter.draining");
+            tracing::info!(
+                wait_seconds = config.drain_wait.as_secs_f64(),
+                timeout_seconds = config.drain_timeout.as_secs_f64(),
+                "gorouter-draining"
+            );
             health.degrade();
             tokio::time::sleep(config.drain_wait).await;
+            tracing::info!("gorouter.stopping");
             stop_accepting_tx.send_replace(true);
             connections.close_all();
             if !connections.wait_closed(config.drain_timeout).await {
-                tracing::error!(open = connections.active(), "gorouter.drain-timeout");
+                tracing::info!(open = connections.active(), "router.drain.timed-out");
             }
             Stopped::Drained
         }
@@ -175,7 +271,9 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
             return Err(err.context("NATS connection closed"));
         }
     };
+    let stopping_at = std::time::Instant::now();
     if stopped == Stopped::Terminated {
+        tracing::info!("gorouter.stopping");
         health.degrade();
         stop_accepting_tx.send_replace(true);
         connections.close_all();
@@ -187,6 +285,7 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     if let Some(task) = nats_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
     }
+    tracing::info!(took = ?stopping_at.elapsed(), "gorouter.stopped");
     tracing::info!(?stopped, "gorouter.exited");
     Ok(stopped)
 }

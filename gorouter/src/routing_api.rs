@@ -209,23 +209,36 @@ impl Drop for PrivateDir {
     }
 }
 
-/// Builds the Routing API client; inline PEM goes through short-lived private files.
-fn build_client(config: &Config) -> anyhow::Result<RoutingApiClient> {
-    let api: &RoutingApiConfig = &config.routing_api;
-    let tokens = if api.auth_disabled {
-        None
-    } else {
-        let o = &config.oauth;
-        let mut uaa = UaaConfig::new(o.url(), &o.client_name, &o.client_secret);
-        uaa.tls = TlsOptions {
-            ca_file: Some(o.ca_certs.trim())
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
-            skip_verification: o.skip_ssl_validation,
-            ..TlsOptions::default()
-        };
-        Some(Arc::new(TokenFetcher::new(uaa).context("oauth")?))
+/// Builds the UAA token fetcher (`None` with `routing_api.auth_disabled`), logging upstream's
+/// `using-noop-token-fetcher`. Fails with upstream's "UAA client requires TLS enabled" when
+/// UAA would not be spoken to over https (`oauth.port` 0 or below, an `http://` endpoint).
+fn build_token_fetcher(config: &Config) -> anyhow::Result<Option<Arc<TokenFetcher>>> {
+    if config.routing_api.auth_disabled {
+        info!("using-noop-token-fetcher");
+        return Ok(None);
+    }
+    let o = &config.oauth;
+    let url = o.tls_url().map_err(anyhow::Error::msg)?;
+    let mut uaa = UaaConfig::new(url, &o.client_name, &o.client_secret);
+    uaa.tls = TlsOptions {
+        ca_file: Some(o.ca_certs.trim())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+        skip_verification: o.skip_ssl_validation,
+        ..TlsOptions::default()
     };
+    uaa.max_retries = config.token_fetcher_max_retries;
+    uaa.retry_interval = config.token_fetcher_retry_interval;
+    uaa.expiration_buffer = config.token_fetcher_expiration_buffer;
+    Ok(Some(Arc::new(TokenFetcher::new(uaa)?)))
+}
+
+/// Builds the Routing API client; inline PEM goes through short-lived private files.
+fn build_client(
+    config: &Config,
+    tokens: Option<Arc<TokenFetcher>>,
+) -> anyhow::Result<RoutingApiClient> {
+    let api: &RoutingApiConfig = &config.routing_api;
     let has_pem = [&api.ca_certs, &api.cert_chain, &api.private_key]
         .iter()
         .any(|p| !p.trim().is_empty());
@@ -325,14 +338,12 @@ impl Drop for AbortOnDrop {
 
 async fn run(
     client: RoutingApiClient,
-    table: Arc<RouteTable>,
+    mut sync: RouteSync,
     fetch_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = mpsc::channel(4096);
     let _subscriber = AbortOnDrop(tokio::spawn(subscribe_loop(client.clone(), tx)));
-    let mut sync = RouteSync::new(table);
-    list(&client, &mut sync).await;
     let mut tick =
         tokio::time::interval_at(tokio::time::Instant::now() + fetch_interval, fetch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -355,18 +366,55 @@ async fn run(
     info!("routing-api-route-fetcher-stopped");
 }
 
-/// Starts the route fetcher (only call when [`RoutingApiConfig::enabled`]). Fails only on a
-/// client that cannot be built (bad TLS material, bad URL); an unreachable Routing API is
-/// retried. The task ends when `shutdown` turns true.
-pub fn start(
+/// Why the route fetcher could not start, under upstream's fatal log message.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}: {error}")]
+pub struct SetupError {
+    /// `initialize-uaa-client` or `routing-api-connection-failed`.
+    pub message: &'static str,
+    pub error: String,
+}
+
+/// Sets up the route fetcher as upstream's `setupRoutingAPIClient` does (only call when
+/// [`RoutingApiConfig::enabled`]): the UAA client (`initialize-uaa-client` if it cannot be
+/// built), a first token (`unable-to-fetch-token`) and a first list of routes, which proves the
+/// Routing API answers. Any failure is logged under upstream's message and returned: the router
+/// then exits, as upstream does. On success the fetcher runs until `shutdown` turns true.
+pub async fn start(
     config: &Config,
     table: Arc<RouteTable>,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<JoinHandle<()>> {
-    let client = build_client(config)?;
+) -> Result<JoinHandle<()>, SetupError> {
+    info!("setting-up-routing-api");
+    let fail = |message: &'static str, error: String| {
+        tracing::error!(error = %error, "{message}");
+        SetupError { message, error }
+    };
+    let tokens =
+        build_token_fetcher(config).map_err(|e| fail("initialize-uaa-client", format!("{e:#}")))?;
+    let client = build_client(config, tokens.clone())
+        .map_err(|e| fail("routing-api-connection-failed", format!("{e:#}")))?;
+    if let Some(tokens) = &tokens {
+        debug!(force_update = true, "started-fetching-token");
+        match tokens.refresh().await {
+            Ok(_) => debug!("successfully-fetched-token"),
+            Err(e) => {
+                return Err(fail(
+                    "routing-api-connection-failed",
+                    format!("unable-to-fetch-token: {e}"),
+                ))
+            }
+        }
+    }
+    let routes = client
+        .routes()
+        .await
+        .map_err(|e| fail("routing-api-connection-failed", e.to_string()))?;
+    let mut sync = RouteSync::new(table);
+    sync.apply_list(&routes);
     let fetch_interval = (config.prune_stale_droplets_interval / 2).max(Duration::from_millis(1));
-    info!(url = %config.routing_api.url(), ?fetch_interval, auth = !config.routing_api.auth_disabled, "routing-api-route-fetcher-starting");
-    Ok(tokio::spawn(run(client, table, fetch_interval, shutdown)))
+    info!(url = %config.routing_api.url(), ?fetch_interval, auth = !config.routing_api.auth_disabled, routes = routes.len(), "routing-api-route-fetcher-starting");
+    Ok(tokio::spawn(run(client, sync, fetch_interval, shutdown)))
 }
 
 #[cfg(test)]
@@ -545,13 +593,13 @@ mod tests {
             "nats: {hosts: []}\nrouting_api: {uri: 'https://127.0.0.1', port: 3001, auth_disabled: true, ca_certs: 'not pem'}\n",
         )
         .unwrap();
-        let err = build_client(&config).unwrap_err();
+        let err = build_client(&config, None).unwrap_err();
         assert!(format!("{err:#}").contains("routing_api"), "{err:#}");
         let config = Config::from_yaml(
             "nats: {hosts: []}\nrouting_api: {uri: 127.0.0.1, port: 3000, auth_disabled: true}\n",
         )
         .unwrap();
-        build_client(&config).unwrap();
+        build_client(&config, None).unwrap();
 
         let fixture = |name: &str| {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -570,7 +618,7 @@ mod tests {
         });
         let config = Config::from_yaml(&yaml.to_string()).unwrap();
         let before = pem_dirs();
-        build_client(&config).unwrap();
+        build_client(&config, None).unwrap();
         assert_eq!(pem_dirs(), before, "the PEM files are removed once read");
     }
 

@@ -2,7 +2,9 @@
 //!
 //! [`GorouterBuilder`] renders a config from test defaults (free ports, the test's own
 //! nats-server, no start delay, short drain, `ip: 127.0.0.1`, every listener on 127.0.0.1
-//! (`bind_address` and `status.host`), an access log in the temp dir) with
+//! (`bind_address` and `status.host`), an access log in the temp dir, and the BOSH job's values
+//! for the keys whose upstream code default differs: pruning suspended without NATS, 3 attempts,
+//! 500 connections per backend, 503 for an empty pool, keep-alives to backends) with
 //! YAML overrides deep-merged on top, and [`Gorouter`] runs it as a [`ChildProcess`] with stdout
 //! and stderr captured to a file. When a test panics the router's config and output are printed,
 //! and the process is killed on drop.
@@ -63,6 +65,19 @@ endpoint_timeout: 30s
 endpoint_dial_timeout: 2s
 droplet_stale_threshold: 120s
 prune_stale_droplets_interval: 30s
+# What BOSH renders and the tests rely on (absent keys are upstream's code defaults).
+suspend_pruning_if_nats_unavailable: true
+backends:
+  max_attempts: 3
+  max_conns: 500
+route_services:
+  max_attempts: 3
+empty_pool_response_code_503: true
+disable_keep_alives: false
+max_idle_conns: 100
+max_idle_conns_per_host: 100
+max_header_bytes: 1048576
+trace_key: "22"
 "#,
         log = dir.join("access.log").display(),
     );

@@ -71,3 +71,39 @@ async fn malformed_yaml_is_an_error() {
         .await;
     assert!(!status.success(), "started with malformed YAML:\n{output}");
 }
+
+/// What upstream's BOSH job renders without the Routing API: UAA settings with `port: -1`,
+/// and an empty `status.host`-style value elsewhere. The router starts and serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn rendered_oauth_port_minus_one_without_routing_api_starts() {
+    let nats = NatsServer::start().await;
+    let router = Gorouter::builder(&nats)
+        .yaml(
+            "oauth: {token_endpoint: uaa.service.cf.internal, port: -1, client_name: gorouter, client_secret: s, skip_ssl_validation: false}\n\
+             routing_api: {uri: '', port: 0}\nlogging: {format: {timestamp: rfc3339}}",
+        )
+        .start()
+        .await;
+    let output = router.output();
+    assert!(!output.contains("setting-up-routing-api"), "{output}");
+    for message in [
+        "starting",
+        "retrieved-isolation-segments",
+        "Successfully-connected-to-nats",
+        "gorouter.started",
+    ] {
+        assert!(output.contains(message), "no {message:?} in:\n{output}");
+    }
+}
+
+/// A config error: upstream's fatal "Error loading config", exit 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_error_is_error_loading_config() {
+    let nats = NatsServer::start().await;
+    let (status, output) = Gorouter::builder(&nats)
+        .yaml("balancing_algorithm: nope")
+        .run_to_exit(Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(output.contains("Error loading config"), "{output}");
+}

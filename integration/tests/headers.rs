@@ -346,6 +346,32 @@ async fn sanitized_forwarded_proto_ignores_the_client() {
     assert_eq!(seen.header_all("X-Forwarded-Proto"), ["http"]);
 }
 
+/// Go's `Header.Get("X-Forwarded-Proto") == ""`: an empty value from the client counts as
+/// missing and becomes the connection's scheme (upstream handlers/x_forwarded_proto.go).
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_forwarded_proto_becomes_the_scheme() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("a").await;
+    env.register_and_wait(&route("emptyproto.example.com", backend.port()))
+        .await;
+
+    let resp = env
+        .router
+        .request(&build_request(
+            "GET",
+            "/",
+            &[
+                ("Host", "emptyproto.example.com"),
+                ("X-Forwarded-Proto", ""),
+            ],
+            b"",
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.dump());
+    let seen = EchoedRequest::parse(&resp.body);
+    assert_eq!(seen.header_all("X-Forwarded-Proto"), ["http"]);
+}
+
 const TRACING: &str = "tracing: {enable_zipkin: true, enable_w3c: true}";
 
 #[tokio::test(flavor = "multi_thread")]

@@ -232,3 +232,114 @@ async fn download_of_100_mib_streams_with_flat_memory() {
         "router memory grew from {before} KiB to a peak of {peak} KiB (now {after} KiB) for a 100 MiB download"
     );
 }
+
+/// Upstream's "100-continue resets response" spec: a backend that refuses the request at once
+/// (405, no `100 Continue`, body never read) gives the client that 405, not a `100 Continue`
+/// the router made up, again and again, and ordinary requests keep working in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_refused_by_the_backend_is_relayed_without_100() {
+    let env = TestEnv::start("").await;
+    let refusing =
+        HttpBackend::start(|_req| async { text_response(405, "no OPTIONS here\n") }).await;
+    let ok = EchoBackend::start("ok").await;
+    env.register_and_wait(&route("refuse.example.com", refusing.port()))
+        .await;
+    env.register_and_wait(&route("ok.example.com", ok.port()))
+        .await;
+
+    for i in 0..10 {
+        let mut conn = HttpConn::connect(env.router.addr()).await;
+        conn.send(
+            b"OPTIONS / HTTP/1.1\r\nHost: refuse.example.com\r\nExpect: 100-Continue\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        let resp = tokio::time::timeout(Duration::from_secs(5), conn.read_response())
+            .await
+            .unwrap_or_else(|_| panic!("request {i}: no response within 5 s"));
+        assert_eq!(resp.status, 405, "request {i}: {}", resp.dump());
+        assert_eq!(resp.body_str(), "no OPTIONS here\n");
+        let good = env.get("ok.example.com", "/").await;
+        assert_eq!(good.status, 200, "request {i}: {}", good.dump());
+    }
+
+    // A client that waits for 100 Continue before sending its body gets the 405 instead.
+    let mut conn = HttpConn::connect(env.router.addr()).await;
+    conn.send(
+        b"PUT / HTTP/1.1\r\nHost: refuse.example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await;
+    let resp = tokio::time::timeout(Duration::from_secs(5), conn.read_response())
+        .await
+        .expect("a response within 5 s");
+    assert_eq!(resp.status, 405, "{}", resp.dump());
+}
+
+/// The router does not answer `100 Continue` itself: the client's body is only asked for once
+/// the backend has sent its own `100 Continue`, which reaches the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_waits_for_the_backend() {
+    const BACKEND_DELAY: Duration = Duration::from_millis(500);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    // One raw HTTP/1.1 exchange: read the head, wait, 100 Continue, read 5 bytes, answer.
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.expect("read head");
+            head.push(byte[0]);
+        }
+        tokio::time::sleep(BACKEND_DELAY).await;
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .expect("write 100");
+        let mut body = [0u8; 5];
+        s.read_exact(&mut body).await.expect("read body");
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\ngot:{}",
+            String::from_utf8_lossy(&body)
+        );
+        s.write_all(reply.as_bytes()).await.expect("write reply");
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    let env = TestEnv::start("").await;
+    env.client.register(&route("waits.example.com", port)).await;
+    // Registration is asynchronous: poll /routes rather than sending a request the one-shot
+    // backend would take.
+    integration::eventually("route registered", Duration::from_secs(10), || async {
+        let routes = env.router.routes().await;
+        routes
+            .body_str()
+            .contains("waits.example.com")
+            .then_some(())
+    })
+    .await;
+
+    let mut conn = HttpConn::connect(env.router.addr()).await;
+    let sent = std::time::Instant::now();
+    conn.send(
+        b"POST /upload HTTP/1.1\r\nHost: waits.example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await;
+    let interim = tokio::time::timeout(Duration::from_secs(5), conn.read_response())
+        .await
+        .expect("100 Continue within 5 s");
+    let waited = sent.elapsed();
+    assert_eq!(interim.status, 100, "{}", interim.dump());
+    assert!(
+        waited >= BACKEND_DELAY - Duration::from_millis(50),
+        "100 Continue after {waited:?}: the router answered before the backend did"
+    );
+    conn.send(b"hello").await;
+    let fin = conn.read_response().await;
+    assert_eq!(fin.status, 200, "{}", fin.dump());
+    assert_eq!(fin.body_str(), "got:hello");
+    let head = backend.await.expect("backend task");
+    assert!(
+        head.to_ascii_lowercase().contains("expect: 100-continue"),
+        "Expect forwarded: {head}"
+    );
+}

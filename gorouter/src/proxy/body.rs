@@ -4,10 +4,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use futures::task::AtomicWaker;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -28,6 +30,67 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("endpoint timeout exceeded while streaming the body")]
 pub struct BodyTimeout;
 
+/// How long a request with `Expect: 100-continue` waits for the backend's `100 Continue` (or
+/// final answer) before its body is sent anyway: upstream's `ExpectContinueTimeout`.
+pub const EXPECT_CONTINUE_TIMEOUT: Duration = Duration::from_secs(1);
+
+const GATE_WAITING: u8 = 0;
+const GATE_OPEN: u8 = 1;
+const GATE_ABANDONED: u8 = 2;
+
+/// Holds back the body of an `Expect: 100-continue` request, as Go's transport does: nothing is
+/// read from the client (so hyper sends the client no `100 Continue`) until the backend answers
+/// `100 Continue` ([`open`](Self::open)) or [`EXPECT_CONTINUE_TIMEOUT`] passes. When the
+/// backend's final answer comes first, the body is never sent; once that exchange is over the
+/// gate is [`abandon`](Self::abandon)ed and the backend connection given up.
+#[derive(Debug, Default)]
+pub struct ContinueGate {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl ContinueGate {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The backend asked for the body.
+    pub fn open(&self) {
+        if self
+            .state
+            .compare_exchange(GATE_WAITING, GATE_OPEN, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.waker.wake();
+        }
+    }
+
+    /// The exchange ended without the body being asked for: stop waiting.
+    pub fn abandon(&self) {
+        if self
+            .state
+            .compare_exchange(
+                GATE_WAITING,
+                GATE_ABANDONED,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        {
+            self.waker.wake();
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == GATE_OPEN
+    }
+}
+
+/// The body of an `Expect: 100-continue` request the backend never asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not sent: the backend answered without 100 Continue")]
+pub struct BodyNotRequested;
+
 pin_project! {
     /// The client's request body on its way to a backend, counting bytes for the access log.
     /// `inner` is `None` for a replayed body-less request.
@@ -35,6 +98,9 @@ pin_project! {
         #[pin]
         inner: Option<Incoming>,
         counter: Option<Arc<AtomicU64>>,
+        gate: Option<Arc<ContinueGate>>,
+        #[pin]
+        gate_timer: Option<Sleep>,
     }
 }
 
@@ -43,6 +109,8 @@ impl RequestBody {
         Self {
             inner: Some(inner),
             counter,
+            gate: None,
+            gate_timer: None,
         }
     }
 
@@ -51,19 +119,46 @@ impl RequestBody {
         Self {
             inner: None,
             counter: None,
+            gate: None,
+            gate_timer: None,
         }
+    }
+
+    /// Holds the body back behind `gate` (see [`ContinueGate`]).
+    pub fn gated(mut self, gate: Arc<ContinueGate>) -> Self {
+        self.gate = Some(gate);
+        self.gate_timer = Some(tokio::time::sleep(EXPECT_CONTINUE_TIMEOUT));
+        self
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if let Some(gate) = this.gate.as_ref() {
+            gate.waker.register(cx.waker());
+            match gate.state.load(Ordering::SeqCst) {
+                GATE_OPEN => {}
+                GATE_ABANDONED => return Poll::Ready(Some(Err(Box::new(BodyNotRequested)))),
+                _ => {
+                    let expired = this
+                        .gate_timer
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|timer| timer.poll(cx).is_ready());
+                    if !expired {
+                        return Poll::Pending;
+                    }
+                    gate.open();
+                }
+            }
+        }
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(None);
         };
@@ -73,7 +168,7 @@ impl Body for RequestBody {
                 counter.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -125,10 +220,15 @@ pub struct Exchange {
     pub log: Option<PendingLog>,
     pub response_bytes: u64,
     pub completed: bool,
+    /// The `Expect: 100-continue` gate of the request, abandoned when the exchange ends.
+    pub continue_gate: Option<Arc<ContinueGate>>,
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        if let Some(gate) = self.continue_gate.take() {
+            gate.abandon();
+        }
         if self.completed {
             if let Some((sender, pool)) = self.connection.take() {
                 pool.put(sender);

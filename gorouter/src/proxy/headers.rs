@@ -104,13 +104,17 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     }
 }
 
-/// `X-Forwarded-Proto` rules: forced https, else sanitised or missing -> the connection's
-/// scheme, else passed through.
+/// `X-Forwarded-Proto` rules: forced https, else sanitised, missing or empty -> the
+/// connection's scheme, else passed through. "Empty" is Go's `Header.Get(..) == ""`: the first
+/// value is empty (later values do not count), and the scheme then replaces every value.
 pub fn set_forwarded_proto(headers: &mut HeaderMap, force_https: bool, sanitize: bool, tls: bool) {
     let scheme = if tls { "https" } else { "http" };
+    let missing = headers
+        .get(&X_FORWARDED_PROTO)
+        .is_none_or(|v| v.as_bytes().is_empty());
     if force_https {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    } else if sanitize || !headers.contains_key(&X_FORWARDED_PROTO) {
+    } else if sanitize || missing {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     }
 }
@@ -226,6 +230,18 @@ mod tests {
         let mut h = HeaderMap::new();
         set_forwarded_proto(&mut h, false, false, false);
         assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = map(&[("x-forwarded-proto", "")]);
+        set_forwarded_proto(&mut h, false, false, false);
+        assert_eq!(h["x-forwarded-proto"], "http", "empty is missing");
+        let mut h = map(&[("x-forwarded-proto", "")]);
+        set_forwarded_proto(&mut h, false, false, true);
+        assert_eq!(h["x-forwarded-proto"], "https", "empty on TLS");
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-proto", HeaderValue::from_static(""));
+        h.append("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded_proto(&mut h, false, false, false);
+        let all: Vec<_> = h.get_all("x-forwarded-proto").iter().collect();
+        assert_eq!(all, ["http"], "an empty first value replaces them all");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::config::{Config, ForwardedClientCert};
 use crate::registry::{Endpoint, RouteTable};
 use crate::status::{health_response, Health};
 
-use body::{Exchange, PendingLog, RequestBody, ResponseBody};
+use body::{ContinueGate, Exchange, PendingLog, RequestBody, ResponseBody};
 use errors::RouterError;
 use headers::*;
 
@@ -54,6 +54,8 @@ pub struct ProxySettings {
     pub healthcheck_user_agent: HeaderValue,
     pub trace: trace::TraceSettings,
     pub extra_headers_to_log: Vec<String>,
+    /// Reuse backend connections. Off with `disable_keep_alives`, which also sends
+    /// `Connection: close` on every backend request (Go's `Transport.DisableKeepAlives`).
     pub keep_alive_to_backends: bool,
 }
 
@@ -103,6 +105,9 @@ pub struct ClientConn {
 
 impl ClientConn {
     pub fn new(remote: SocketAddr, tls: bool) -> Self {
+        // On an all-interfaces (dual-stack) listener IPv4 clients arrive as ::ffff:a.b.c.d;
+        // Go reports them as a.b.c.d, and so do we.
+        let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
         let remote_ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or(HeaderValue::from_static("-"));
         Self {
@@ -271,7 +276,9 @@ impl Proxy {
             if websocket {
                 h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
                 h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            } else if expect_continue {
+            } else if expect_continue || !s.keep_alive_to_backends {
+                // Upstream closes 100-continue exchanges; Go's transport says `close` on
+                // every request when keep-alives are disabled.
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
         }
@@ -293,10 +300,24 @@ impl Proxy {
                 }
             }
         }
-        let mut backend_req = Some(Request::from_parts(
-            parts,
-            RequestBody::new(incoming, request_bytes),
-        ));
+        let mut body = RequestBody::new(incoming, request_bytes);
+        // Expect: 100-continue goes to the backend, and the body only once it asks for it
+        // (its 100 Continue, which makes hyper send the client one) or a second has passed:
+        // a backend that answers right away (e.g. 405) is relayed without the body.
+        let continue_gate = expect_continue.then(ContinueGate::new);
+        if let Some(gate) = &continue_gate {
+            body = body.gated(gate.clone());
+        }
+        let mut backend_req = Request::from_parts(parts, body);
+        if let Some(gate) = &continue_gate {
+            let gate = gate.clone();
+            hyper::ext::on_informational(&mut backend_req, move |res| {
+                if res.status() == StatusCode::CONTINUE {
+                    gate.open();
+                }
+            });
+        }
+        let mut backend_req = Some(backend_req);
 
         let attempts = s.max_attempts.min(pool.endpoints().len()).max(1);
         let mut last_error = String::from("no endpoint tried");
@@ -472,6 +493,7 @@ impl Proxy {
                 log,
                 response_bytes: 0,
                 completed: false,
+                continue_gate: continue_gate.clone(),
             };
             let (mut parts, incoming) = resp.into_parts();
             // Answer in the client's protocol (hyper downgrades for HTTP/1.0 clients).
