@@ -288,7 +288,10 @@ impl LocketConfig {
 fn listen_address(text: &str) -> Option<String> {
     let (host, port) = text.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
         return Some(format!("0.0.0.0:{port}"));
     }
@@ -392,7 +395,10 @@ mod tests {
             v["listen_address"] = a.into();
             cfg(v)
         };
-        assert_eq!(with("localhost:24004").unwrap().listen_address, "localhost:24004");
+        assert_eq!(
+            with("localhost:24004").unwrap().listen_address,
+            "localhost:24004"
+        );
         assert_eq!(with(":8891").unwrap().listen_address, "0.0.0.0:8891");
         assert_eq!(with("[::1]:8891").unwrap().listen_address, "[::1]:8891");
         for bad in ["localhost", "host:port", "a b:1", "127.0.0.1:70000"] {
@@ -404,11 +410,20 @@ mod tests {
     #[test]
     fn time_format_is_lagers() {
         let mut v = base();
-        assert_eq!(cfg(v.clone()).unwrap().time_format, process_setup::TimeFormat::UnixEpoch);
+        assert_eq!(
+            cfg(v.clone()).unwrap().time_format,
+            process_setup::TimeFormat::UnixEpoch
+        );
         v["time_format"] = "rfc3339".into();
-        assert_eq!(cfg(v.clone()).unwrap().time_format, process_setup::TimeFormat::Rfc3339);
+        assert_eq!(
+            cfg(v.clone()).unwrap().time_format,
+            process_setup::TimeFormat::Rfc3339
+        );
         v["time_format"] = 1.into();
-        assert_eq!(cfg(v.clone()).unwrap().time_format, process_setup::TimeFormat::Rfc3339);
+        assert_eq!(
+            cfg(v.clone()).unwrap().time_format,
+            process_setup::TimeFormat::Rfc3339
+        );
         v["time_format"] = "iso".into();
         assert!(cfg(v).unwrap_err().to_string().contains("time_format"));
     }

@@ -9,7 +9,8 @@ use process_setup::{FlagSet, LogFormat, LogSettings};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
-    let flags = FlagSet::new("locket").string("config", "", "Path to Locket JSON Configuration file");
+    let flags =
+        FlagSet::new("locket").string("config", "", "Path to Locket JSON Configuration file");
     let flags = match flags.parse(std::env::args()) {
         Ok(f) => f,
         Err(e) => return e.report(),

@@ -138,10 +138,7 @@ async fn binary_serves_sqlite_and_stops_on_sigterm() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect();
-    let messages: Vec<&str> = lines
-        .iter()
-        .filter_map(|l| l["message"].as_str())
-        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
     // lager's default (unix-epoch) layout: source, message, numeric log_level, data.
     assert!(
         lines.iter().all(|l| l["source"] == "locket"
@@ -160,8 +157,10 @@ async fn binary_serves_sqlite_and_stops_on_sigterm() {
         assert!(messages.contains(&m), "no {m:?} log line in {messages:?}");
     }
     assert!(
-        lines.iter().any(|l| l["data"]["key"] == "loggregator"
-            && l["message"] == "locket.config-key-not-used"),
+        lines
+            .iter()
+            .any(|l| l["data"]["key"] == "loggregator"
+                && l["message"] == "locket.config-key-not-used"),
         "ignored key not reported: {stdout}"
     );
     assert!(db.exists());

@@ -148,11 +148,23 @@ impl FlagSet {
     }
 
     pub fn int(self, name: &'static str, default: i64, usage: &'static str) -> Self {
-        self.define(name, FlagKind::Int, FlagValue::Int(default), usage, FlagUse::Used)
+        self.define(
+            name,
+            FlagKind::Int,
+            FlagValue::Int(default),
+            usage,
+            FlagUse::Used,
+        )
     }
 
     pub fn uint(self, name: &'static str, default: u64, usage: &'static str) -> Self {
-        self.define(name, FlagKind::Uint, FlagValue::Uint(default), usage, FlagUse::Used)
+        self.define(
+            name,
+            FlagKind::Uint,
+            FlagValue::Uint(default),
+            usage,
+            FlagUse::Used,
+        )
     }
 
     pub fn duration(self, name: &'static str, default: Duration, usage: &'static str) -> Self {
@@ -329,7 +341,11 @@ impl FlagSet {
         let not_used = given
             .iter()
             .copied()
-            .filter(|n| self.flags.get(n).is_some_and(|s| s.use_ == FlagUse::NotUsed))
+            .filter(|n| {
+                self.flags
+                    .get(n)
+                    .is_some_and(|s| s.use_ == FlagUse::NotUsed)
+            })
             .collect();
         Ok(ParsedFlags {
             values,
@@ -471,7 +487,9 @@ fn parse_value(kind: FlagKind, text: &str) -> Result<FlagValue, String> {
             } else {
                 i64::try_from(magnitude).ok()
             };
-            value.map(FlagValue::Int).ok_or_else(|| "value out of range".into())
+            value
+                .map(FlagValue::Int)
+                .ok_or_else(|| "value out of range".into())
         }
         FlagKind::Uint => parse_go_uint(text).map(FlagValue::Uint),
         FlagKind::Duration => yaml_config::parse_go_duration(text)
@@ -540,7 +558,13 @@ mod tests {
     #[test]
     fn single_and_double_dash_with_space_or_equals() {
         let p = set()
-            .parse(args(&["-config", "a.yml", "--logLevel=debug", "--timeFormat", "rfc3339"]))
+            .parse(args(&[
+                "-config",
+                "a.yml",
+                "--logLevel=debug",
+                "--timeFormat",
+                "rfc3339",
+            ]))
             .expect("parses");
         assert_eq!(p.string("config"), "a.yml");
         assert_eq!(p.string("logLevel"), "debug");
@@ -553,7 +577,9 @@ mod tests {
         let p = set().parse(args(&["-devMode", "false"])).expect("parses");
         assert!(p.bool("devMode"));
         assert_eq!(p.rest, vec!["false".to_string()]);
-        let p = set().parse(args(&["-devMode=false", "-config=c"])).expect("parses");
+        let p = set()
+            .parse(args(&["-devMode=false", "-config=c"]))
+            .expect("parses");
         assert!(!p.bool("devMode"));
         assert_eq!(p.string("config"), "c");
         let p = set().parse(args(&["--devMode=T"])).expect("parses");
@@ -582,11 +608,23 @@ mod tests {
         assert_eq!(p.duration("syncInterval"), Duration::from_secs(90));
         assert_eq!(p.int("dropsondePort"), 16);
         assert_eq!(p.int("tokenFetchMaxRetries"), 8);
-        let p = set().parse(args(&["-subscriptionRetryInterval=2"])).expect("parses");
-        assert_eq!(p.duration("subscriptionRetryInterval"), Duration::from_secs(2));
-        let p = set().parse(args(&["-subscriptionRetryInterval", "100ms"])).expect("parses");
-        assert_eq!(p.duration("subscriptionRetryInterval"), Duration::from_millis(100));
-        assert!(set().parse(args(&["-subscriptionRetryInterval=soon"])).is_err());
+        let p = set()
+            .parse(args(&["-subscriptionRetryInterval=2"]))
+            .expect("parses");
+        assert_eq!(
+            p.duration("subscriptionRetryInterval"),
+            Duration::from_secs(2)
+        );
+        let p = set()
+            .parse(args(&["-subscriptionRetryInterval", "100ms"]))
+            .expect("parses");
+        assert_eq!(
+            p.duration("subscriptionRetryInterval"),
+            Duration::from_millis(100)
+        );
+        assert!(set()
+            .parse(args(&["-subscriptionRetryInterval=soon"]))
+            .is_err());
         let p = set().parse(args(&["-dropsondePort=-5"])).expect("parses");
         assert_eq!(p.int("dropsondePort"), -5);
     }
@@ -595,22 +633,40 @@ mod tests {
     fn unknown_flag_is_a_usage_error_with_exit_2() {
         let e = set().parse(args(&["-nope"])).expect_err("fails");
         assert_eq!(e.exit_code(), 2);
-        assert!(e.message().starts_with("flag provided but not defined: -nope\nUsage of prog:\n"));
-        assert!(e.message().contains("  -config string\n    \tConfiguration file\n"));
+        assert!(e
+            .message()
+            .starts_with("flag provided but not defined: -nope\nUsage of prog:\n"));
+        assert!(e
+            .message()
+            .contains("  -config string\n    \tConfiguration file\n"));
         assert!(e.message().contains("(default \"info\")"));
-        assert!(e.message().contains("  -syncInterval duration\n    \tsync interval (default 1m0s)\n"));
+        assert!(e
+            .message()
+            .contains("  -syncInterval duration\n    \tsync interval (default 1m0s)\n"));
     }
 
     #[test]
     fn bad_values_name_the_flag_like_go() {
-        let e = set().parse(args(&["-syncInterval", "soon"])).expect_err("fails");
-        assert!(e.message().starts_with("invalid value \"soon\" for flag -syncInterval: parse error\n"));
+        let e = set()
+            .parse(args(&["-syncInterval", "soon"]))
+            .expect_err("fails");
+        assert!(e
+            .message()
+            .starts_with("invalid value \"soon\" for flag -syncInterval: parse error\n"));
         let e = set().parse(args(&["-devMode=maybe"])).expect_err("fails");
-        assert!(e.message().starts_with("invalid boolean value \"maybe\" for -devMode: parse error\n"));
-        let e = set().parse(args(&["-dropsondePort=99999999999999999999"])).expect_err("fails");
+        assert!(e
+            .message()
+            .starts_with("invalid boolean value \"maybe\" for -devMode: parse error\n"));
+        let e = set()
+            .parse(args(&["-dropsondePort=99999999999999999999"]))
+            .expect_err("fails");
         assert!(e.message().contains("value out of range"));
-        let e = set().parse(args(&["-timeFormat", "iso"])).expect_err("fails");
-        assert!(e.message().starts_with("invalid value \"iso\" for flag -timeFormat:"));
+        let e = set()
+            .parse(args(&["-timeFormat", "iso"]))
+            .expect_err("fails");
+        assert!(e
+            .message()
+            .starts_with("invalid value \"iso\" for flag -timeFormat:"));
         let e = set().parse(args(&["-config"])).expect_err("fails");
         assert!(e.message().starts_with("flag needs an argument: -config\n"));
         let e = set().parse(args(&["---config"])).expect_err("fails");
@@ -629,7 +685,9 @@ mod tests {
 
     #[test]
     fn parsing_stops_at_the_first_non_flag_or_double_dash() {
-        let p = set().parse(args(&["-config", "c", "extra", "-devMode"])).expect("parses");
+        let p = set()
+            .parse(args(&["-config", "c", "extra", "-devMode"]))
+            .expect("parses");
         assert!(!p.bool("devMode"));
         assert_eq!(p.rest, vec!["extra".to_string(), "-devMode".to_string()]);
         let p = set().parse(args(&["--", "-devMode"])).expect("parses");
@@ -646,12 +704,17 @@ mod tests {
             .expect("parses");
         let unused: Vec<_> = p.not_used().collect();
         assert_eq!(unused, vec![("debugAddr", "127.0.0.1:17002".to_string())]);
-        assert_eq!(set().parse(args(&[])).expect("parses").not_used().count(), 0);
+        assert_eq!(
+            set().parse(args(&[])).expect("parses").not_used().count(),
+            0
+        );
     }
 
     #[test]
     fn the_last_occurrence_of_a_flag_wins() {
-        let p = set().parse(args(&["-config", "a", "-config", "b"])).expect("parses");
+        let p = set()
+            .parse(args(&["-config", "a", "-config", "b"]))
+            .expect("parses");
         assert_eq!(p.string("config"), "b");
     }
 }

@@ -140,7 +140,8 @@ impl Visit for DataVisitor {
         if field.name() == "message" {
             self.message = text;
         } else {
-            self.data.insert(field.name().to_owned(), Value::String(text));
+            self.data
+                .insert(field.name().to_owned(), Value::String(text));
         }
     }
 
@@ -276,7 +277,13 @@ mod tests {
     #[test]
     fn lager_unix_epoch_line() {
         let s = settings(LogFormat::Lager, TimeFormat::UnixEpoch, "routing-api");
-        let line = format_line(&s, Level::INFO, "routing-api.started", data(), UNIX_EPOCH + NOW);
+        let line = format_line(
+            &s,
+            Level::INFO,
+            "routing-api.started",
+            data(),
+            UNIX_EPOCH + NOW,
+        );
         assert_eq!(
             line,
             r#"{"timestamp":"1700000000.123456789","source":"routing-api","message":"routing-api.started","log_level":1,"data":{"port":3000}}"#
@@ -286,7 +293,13 @@ mod tests {
     #[test]
     fn lager_rfc3339_line_names_the_level() {
         let s = settings(LogFormat::Lager, TimeFormat::Rfc3339, "routing-api");
-        let line = format_line(&s, Level::ERROR, "routing-api.failed-check-flags", data(), UNIX_EPOCH + NOW);
+        let line = format_line(
+            &s,
+            Level::ERROR,
+            "routing-api.failed-check-flags",
+            data(),
+            UNIX_EPOCH + NOW,
+        );
         assert_eq!(
             line,
             r#"{"timestamp":"2023-11-14T22:13:20.123456789Z","level":"error","source":"routing-api","message":"routing-api.failed-check-flags","data":{"port":3000}}"#
@@ -298,14 +311,23 @@ mod tests {
     #[test]
     fn zap_lines_for_gorouter() {
         let s = settings(LogFormat::Zap, TimeFormat::UnixEpoch, "gorouter.stdout");
-        let line = format_line(&s, Level::WARN, "gorouter.started", Map::new(), UNIX_EPOCH + NOW);
+        let line = format_line(
+            &s,
+            Level::WARN,
+            "gorouter.started",
+            Map::new(),
+            UNIX_EPOCH + NOW,
+        );
         assert_eq!(
             line,
             r#"{"log_level":2,"timestamp":1700000000.1234567,"message":"gorouter.started","source":"gorouter.stdout","data":{}}"#
         );
         let s = settings(LogFormat::Zap, TimeFormat::Rfc3339, "gorouter.stdout");
         let line = format_line(&s, Level::ERROR, "x", Map::new(), UNIX_EPOCH + NOW);
-        assert!(line.starts_with(r#"{"log_level":3,"timestamp":"2023-11-14T22:13:20.123456789Z","#), "{line}");
+        assert!(
+            line.starts_with(r#"{"log_level":3,"timestamp":"2023-11-14T22:13:20.123456789Z","#),
+            "{line}"
+        );
     }
 
     #[test]

@@ -187,7 +187,9 @@ pub async fn connect(
                         tracing::info!("Route Registrar.nats-connected");
                         let _ = tx.send(());
                     }
-                    async_nats::Event::Disconnected => tracing::error!("Route Registrar.nats-disconnected"),
+                    async_nats::Event::Disconnected => {
+                        tracing::error!("Route Registrar.nats-disconnected")
+                    }
                     other => tracing::info!(event = %other, "Route Registrar.nats-event"),
                 }
             }
@@ -531,7 +533,10 @@ pub async fn run(
     }
     burst.report();
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
-    tracing::info!(routes = table.len(), "Route Registrar.Unregistered routes successfully");
+    tracing::info!(
+        routes = table.len(),
+        "Route Registrar.Unregistered routes successfully"
+    );
 }
 
 /// Publishes a run of messages on one subject and logs once for the run (a 100k-route round
@@ -593,7 +598,9 @@ async fn greet(client: async_nats::Client, tx: mpsc::UnboundedSender<u64>) {
                     let _ = tx.send(start.minimum_register_interval_in_seconds);
                     return;
                 }
-                Err(e) => tracing::error!(error = %e, "Route Registrar.invalid-router-greet-reply-retrying"),
+                Err(e) => {
+                    tracing::error!(error = %e, "Route Registrar.invalid-router-greet-reply-retrying")
+                }
             },
             Ok(Err(e)) => tracing::debug!(error = %e, "router.greet: no answer yet; retrying"),
             Err(_) => tracing::debug!("router.greet timed out; retrying"),

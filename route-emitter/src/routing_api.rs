@@ -111,7 +111,10 @@ impl Publisher {
                 Some(g.guid)
             }
             Ok(None) => {
-                tracing::error!(router_group = name, "Route Registrar.router-group-not-found");
+                tracing::error!(
+                    router_group = name,
+                    "Route Registrar.router-group-not-found"
+                );
                 None
             }
             Err(e) => {
@@ -267,7 +270,10 @@ pub async fn run(
     for chunk in all.chunks(BATCH) {
         p.apply(chunk, true).await;
     }
-    tracing::info!(routes = table.len(), "Route Registrar.Unregistered routes successfully");
+    tracing::info!(
+        routes = table.len(),
+        "Route Registrar.Unregistered routes successfully"
+    );
 }
 
 #[cfg(test)]

@@ -333,7 +333,10 @@ impl TokenValidator {
             .fetch_keys(false)
             .await
             .map_err(|e| AuthError::Uaa(format!("Failed to get verification key from UAA: {e}")))?;
-        info!(keys = keys.keys.len(), "routing-api.fetched-verification-key");
+        info!(
+            keys = keys.keys.len(),
+            "routing-api.fetched-verification-key"
+        );
 
         Ok(Self {
             inner: Some(Arc::new(Inner {

@@ -308,10 +308,16 @@ async fn prune_expired(store: Store, hubs: Hubs, mut closing: watch::Receiver<bo
                     hubs.tcp.publish(EventAction::Delete, m);
                 }
                 if !http.is_empty() || !tcp.is_empty() {
-                    tracing::info!(http = http.len(), tcp = tcp.len(), "routing-api.prune-routes.pruned-expired-routes");
+                    tracing::info!(
+                        http = http.len(),
+                        tcp = tcp.len(),
+                        "routing-api.prune-routes.pruned-expired-routes"
+                    );
                 }
             }
-            Err(e) => tracing::error!(error = %e, "routing-api.prune-routes.failed-to-prune-routes"),
+            Err(e) => {
+                tracing::error!(error = %e, "routing-api.prune-routes.failed-to-prune-routes")
+            }
         }
     }
 }

@@ -139,15 +139,15 @@ pub fn validate_router_group(
     parse_reservable_ports(reservable_ports, reserved, fail_on_conflicts).map(|_| ())
 }
 
-/// Validates a set of router groups as a whole: each one, unique names, and no port shared
-/// between TCP groups.
+/// Validates a set of router groups as a whole: each one, and unique names. Two groups may
+/// share ports, as upstream allows (a `test-group` of 6000-8000 beside a seeded `default-tcp` of
+/// 1024-65535); overlaps are checked only within one group's own list.
 pub fn validate_router_groups(
     groups: &[RouterGroup],
     reserved: &[u16],
     fail_on_conflicts: bool,
 ) -> Result<(), String> {
     let mut names = std::collections::HashSet::new();
-    let mut all: Vec<PortRange> = Vec::new();
     for g in groups {
         validate_router_group(
             &g.name,
@@ -158,15 +158,6 @@ pub fn validate_router_groups(
         )?;
         if !names.insert(g.name.as_str()) {
             return Err("Router group name must be unique".into());
-        }
-        if g.kind == "tcp" {
-            let ranges = parse_reservable_ports(&g.reservable_ports, reserved, fail_on_conflicts)?;
-            for r in &ranges {
-                if let Some(o) = all.iter().find(|o| o.overlaps(r)) {
-                    return Err(format!("Overlapping values: {o} and {r}"));
-                }
-            }
-            all.extend(ranges);
         }
     }
     Ok(())
@@ -392,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_must_not_share_ports_or_names() {
+    fn groups_may_share_ports_but_not_names() {
         let g = |n: &str, p: &str| RouterGroup {
             guid: String::new(),
             name: n.into(),
@@ -401,8 +392,15 @@ mod tests {
         };
         assert!(validate_router_groups(&[g("a", "1024-1030"), g("b", "1031")], &[], false).is_ok());
         assert!(
-            validate_router_groups(&[g("a", "1024-1030"), g("b", "1030")], &[], false).is_err()
+            validate_router_groups(&[g("a", "1024-65535"), g("b", "6000-8000")], &[], false)
+                .is_ok()
         );
+        assert!(validate_router_groups(
+            &[g("a", "1024-1030"), g("b", "1040-1050,1045")],
+            &[],
+            false
+        )
+        .is_err());
         assert_eq!(
             validate_router_groups(&[g("a", "1024"), g("a", "1025")], &[], false).unwrap_err(),
             "Router group name must be unique"

@@ -315,7 +315,9 @@ async fn subscribe_loop(
         match subscribed {
             Ok(mut stream) => {
                 metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("tcp-router.watcher.Successfully-subscribed-to-routing-api-event-stream");
+                tracing::info!(
+                    "tcp-router.watcher.Successfully-subscribed-to-routing-api-event-stream"
+                );
                 if tx.send(StreamMsg::Connected).await.is_err() {
                     return;
                 }
