@@ -240,10 +240,14 @@ async fn routes_over_mutual_tls_with_inline_pem_and_a_uaa_token() {
     use integration::routing_api::MtlsFiles;
     use integration::uaa::{FakeUaa, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 
-    let uaa = FakeUaa::start().await;
+    // Upstream only speaks https to UAA; oauth.ca_certs is a file.
+    let uaa = FakeUaa::start_tls().await;
     let dir = TempDir::new("it-gorouter-routing-api");
+    let uaa_ca = uaa.write_ca(dir.path());
     let ca = TestCa::new("routing-api-ca");
-    let builder = RoutingApi::builder(db(&dir)).uaa(&uaa);
+    let builder = RoutingApi::builder(db(&dir))
+        .uaa(&uaa)
+        .yaml(&format!("oauth: {{ca_certs: '{}'}}", uaa_ca.display()));
     let files = MtlsFiles::write(&ca, builder.dir());
     let api = builder.mtls(files).start().await;
     let (cert, key) = ca.issue_client("gorouter");
@@ -258,10 +262,12 @@ async fn routes_over_mutual_tls_with_inline_pem_and_a_uaa_token() {
             "private_key": key,
         },
         "oauth": {
-            "token_endpoint": uaa.token_endpoint(),
+            // A bare host name, as BOSH renders it.
+            "token_endpoint": "127.0.0.1",
             "port": uaa.port(),
             "client_name": DEFAULT_CLIENT_ID,
             "client_secret": DEFAULT_CLIENT_SECRET,
+            "ca_certs": uaa_ca.display().to_string(),
         },
     });
     // JSON is YAML.
@@ -276,6 +282,72 @@ async fn routes_over_mutual_tls_with_inline_pem_and_a_uaa_token() {
         uaa.hits(integration::uaa::Endpoint::Token) >= 1,
         "the router fetched a token"
     );
+    let output = router.output();
+    assert!(output.contains("started-fetching-token"), "{output}");
+    assert!(output.contains("setting-up-routing-api"), "{output}");
     delete_route(&api, "ra-secure.example.com", &backend).await;
     wait_status(&router, "ra-secure.example.com", 404, EVENT_DEADLINE).await;
+}
+
+/// The fatal start-up paths of upstream's `setupRoutingAPIClient` (integration/main_test.go
+/// "routing-api integration"): each exits 1 with upstream's message.
+async fn exits_1_saying(yaml: &str, said: &[&str]) -> String {
+    let (status, output) = GorouterBuilder::new(integration::closed_port())
+        .yaml(yaml)
+        .run_to_exit(Duration::from_secs(20))
+        .await;
+    assert_eq!(status.code(), Some(1), "{status}; output:\n{output}");
+    for s in said {
+        assert!(output.contains(s), "no {s:?} in:\n{output}");
+    }
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_routing_api_at_start_exits_1() {
+    let port = integration::closed_port();
+    exits_1_saying(
+        &format!(
+            "nats: {{hosts: []}}\nrouting_api: {{uri: 'http://127.0.0.1', port: {port}, auth_disabled: true}}"
+        ),
+        &["using-noop-token-fetcher", "routing-api-connection-failed"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_uaa_at_start_exits_1() {
+    let api_port = integration::closed_port();
+    let uaa_port = integration::closed_port();
+    exits_1_saying(
+        &format!(
+            "nats: {{hosts: []}}\nrouting_api: {{uri: 'http://127.0.0.1', port: {api_port}}}\n\
+             oauth: {{token_endpoint: 127.0.0.1, port: {uaa_port}, client_name: gorouter, client_secret: s}}\n\
+             token_fetcher_retry_interval: 100ms"
+        ),
+        &["started-fetching-token", "unable-to-fetch-token"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uaa_without_tls_fails_fast() {
+    let api_port = integration::closed_port();
+    for oauth in [
+        "{token_endpoint: 127.0.0.1, port: 0}",
+        "{token_endpoint: 127.0.0.1, port: -1}",
+        "{token_endpoint: 'http://127.0.0.1', port: 8080}",
+    ] {
+        let output = exits_1_saying(
+            &format!(
+                "nats: {{hosts: []}}\nrouting_api: {{uri: 'http://127.0.0.1', port: {api_port}}}\noauth: {oauth}"
+            ),
+            &["initialize-uaa-client", "UAA client requires TLS enabled"],
+        )
+        .await;
+        assert!(
+            !output.contains("started-fetching-token"),
+            "{oauth}: {output}"
+        );
+    }
 }

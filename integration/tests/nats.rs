@@ -238,15 +238,193 @@ async fn registrations_are_processed_after_nats_restart() {
     assert_eq!(env.get("before.example.com", "/").await.status, 200);
 }
 
+/// Upstream's mbus client: 3 attempts 100 ms apart, then `nats-connection-error` and exit 1.
 #[tokio::test(flavor = "multi_thread")]
-async fn router_exits_nonzero_when_nats_is_unreachable() {
+async fn router_exits_1_with_nats_connection_error_when_nats_is_unreachable() {
+    let started = Instant::now();
     let (status, output) = integration::GorouterBuilder::new(closed_port())
         .run_to_exit(Duration::from_secs(10))
         .await;
+    assert_eq!(status.code(), Some(1), "{status}; output:\n{output}");
+    assert!(output.contains("nats-connection-error"), "{output}");
+    assert!(output.contains("setting-up-nats-connection"), "{output}");
     assert!(
-        !status.success(),
-        "router started without NATS ({status}); output:\n{output}"
+        started.elapsed() >= Duration::from_millis(200),
+        "gave up after {:?}: three attempts 100 ms apart take longer",
+        started.elapsed()
     );
+}
+
+/// Every listed server is tried on each attempt: an unreachable first server does not stop
+/// the router, which logs the server it connected to (`host`).
+#[tokio::test(flavor = "multi_thread")]
+async fn second_nats_server_in_the_list_is_used_when_the_first_is_down() {
+    let nats = NatsServer::start().await;
+    let down = closed_port();
+    let router = Gorouter::builder(&nats)
+        .yaml(&format!(
+            "nats: {{hosts: [{{hostname: 127.0.0.1, port: {down}}}, {{hostname: 127.0.0.1, port: {}}}]}}",
+            nats.port()
+        ))
+        .start()
+        .await;
+    let output = router.output();
+    let line = output
+        .lines()
+        .find(|l| l.contains("Successfully-connected-to-nats"))
+        .unwrap_or_else(|| panic!("no Successfully-connected-to-nats line:\n{output}"));
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", nats.port())),
+        "host/addr name the live server: {line}"
+    );
+}
+
+/// A listener that accepts connections and never says anything (no NATS `INFO`).
+async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    (port, task)
+}
+
+/// A server that accepts but never answers costs the 2 s connect timeout, then the next server
+/// in the list is tried, within the same attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_nats_server_is_given_up_after_the_connect_timeout() {
+    let nats = NatsServer::start().await;
+    let (silent, _task) = silent_server().await;
+    let started = Instant::now();
+    let router = Gorouter::builder(&nats)
+        .yaml(&format!(
+            "nats: {{hosts: [{{hostname: 127.0.0.1, port: {silent}}}, {{hostname: 127.0.0.1, port: {}}}]}}",
+            nats.port()
+        ))
+        .start()
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        router
+            .output()
+            .contains(&format!("127.0.0.1:{}", nats.port())),
+        "{}",
+        router.output()
+    );
+}
+
+/// A NATS server that answers slowly, but within the 2 s that cover dial and INFO, is used.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_nats_server_within_the_connect_timeout_is_used() {
+    let nats = NatsServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let slow_port = listener.local_addr().expect("local_addr").port();
+    let target = nats.port();
+    let _proxy = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Hold the connection silent for a while before the server's INFO goes through.
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    let router = Gorouter::builder(&nats).nats_port(slow_port).start().await;
+    assert!(
+        router.output().contains(&format!("127.0.0.1:{slow_port}")),
+        "{}",
+        router.output()
+    );
+    let client = NatsClient::connect(&nats).await;
+    let backend = EchoBackend::start("a").await;
+    client
+        .register(&route("slow.example.com", backend.port()))
+        .await;
+    router.wait_route("slow.example.com").await;
+}
+
+/// Upstream's integration spec "should not panic, log the disconnection, and reconnect".
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_outage_is_logged_and_the_reconnect_too() {
+    let mut nats = NatsServer::start().await;
+    let router = Gorouter::builder(&nats)
+        .yaml("nats_client_ping_interval: 100ms")
+        .start()
+        .await;
+    nats.stop().await;
+    integration::eventually(
+        "nats-connection-still-disconnected",
+        Duration::from_secs(10),
+        || async {
+            let out = router.output();
+            (out.contains("nats-connection-disconnected")
+                && out.contains("nats-connection-still-disconnected"))
+            .then_some(())
+        },
+    )
+    .await;
+    let out = router.output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("nats-connection-disconnected"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", nats.port())),
+        "host and addr of the lost server: {line}"
+    );
+    nats.restart().await;
+    // nats.go waits ReconnectWait (2 s) between rounds.
+    integration::eventually(
+        "nats-connection-reconnected",
+        Duration::from_secs(5),
+        || async {
+            router
+                .output()
+                .contains("nats-connection-reconnected")
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = router
+        .output()
+        .matches("nats-connection-still-disconnected")
+        .count();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        router
+            .output()
+            .matches("nats-connection-still-disconnected")
+            .count(),
+        settled,
+        "no more still-disconnected lines once reconnected"
+    );
+    let client = NatsClient::connect(&nats).await;
+    let backend = EchoBackend::start("a").await;
+    let msg = route("back.example.com", backend.port());
+    integration::eventually(
+        "registration after reconnect",
+        Duration::from_secs(10),
+        || async {
+            client.register(&msg).await;
+            router.is_routed("back.example.com").await.then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
