@@ -405,7 +405,7 @@ impl ParsedFlags {
 
     /// Whether the command line set this flag (rather than leaving its default).
     pub fn is_set(&self, name: &str) -> bool {
-        self.given.iter().any(|g| *g == name)
+        self.given.contains(&name)
     }
 
     /// The flags given that this program accepts but does not act on, with their values.
