@@ -289,3 +289,50 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     tracing::info!(?stopped, "gorouter.exited");
     Ok(stopped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `status.host` as Go's `net.Listen("tcp", host:port)` reads it (absent = `0.0.0.0`).
+    #[test]
+    fn listen_host_reads_like_go() {
+        assert_eq!(ListenHost::parse(""), ListenHost::All);
+        assert_eq!(ListenHost::parse("  "), ListenHost::All);
+        assert_eq!(
+            ListenHost::parse("0.0.0.0"),
+            ListenHost::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        );
+        assert_eq!(
+            ListenHost::parse("[::1]"),
+            ListenHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(
+            ListenHost::parse("localhost"),
+            ListenHost::Name("localhost".into())
+        );
+        let c = Config::from_yaml("status: {host: ''}").unwrap();
+        assert_eq!(ListenHost::parse(&c.status.host), ListenHost::All);
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(
+            ListenHost::parse(&c.status.host),
+            ListenHost::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        );
+    }
+
+    #[tokio::test]
+    async fn listens_on_an_address_or_a_host_name() {
+        let l = listen(&ListenHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0, "test")
+            .await
+            .unwrap();
+        assert!(l.local_addr().unwrap().ip().is_loopback());
+        let l = listen(&ListenHost::Name("localhost".into()), 0, "test")
+            .await
+            .unwrap();
+        assert!(l.local_addr().unwrap().ip().is_loopback());
+        let e = listen(&ListenHost::Name("no-such-host.invalid".into()), 0, "test")
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("no-such-host.invalid"), "{e:#}");
+    }
+}

@@ -1,6 +1,8 @@
 //! Routes from the Routing API: gorouter's second route source (A.3 "Route fetcher", B.2, B.6).
 //!
 //! When `routing_api.uri` and `routing_api.port` are set, the router
+//! - at start, fetches a UAA token (unless `auth_disabled`) and lists the routes once, and exits
+//!   (upstream's `initialize-uaa-client`, `routing-api-connection-failed`) if it cannot;
 //! - lists the HTTP routes (`GET /routing/v1/routes`) at start, every
 //!   `prune_stale_droplets_interval / 2`, and after every (re)subscription to the event stream;
 //! - follows `GET /routing/v1/events`, re-subscribing every second after a failure (the stream

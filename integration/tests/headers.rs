@@ -518,3 +518,46 @@ async fn tracing_disabled_adds_no_trace_headers() {
         assert_eq!(seen.header(h), None, "{h} with tracing off");
     }
 }
+
+/// `disable_keep_alives: true` (upstream's code default) is Go's `Transport.DisableKeepAlives`:
+/// `Connection: close` on every backend request and a new connection each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn disabled_keep_alives_close_every_backend_connection() {
+    let env = TestEnv::start("disable_keep_alives: true").await;
+    let backend = EchoBackend::start("a").await;
+    env.register_and_wait(&route("close.example.com", backend.port()))
+        .await;
+    let before = backend.connection_count();
+    for _ in 0..3 {
+        let resp = env.get("close.example.com", "/").await;
+        assert_eq!(resp.status, 200, "{}", resp.dump());
+        let seen = EchoedRequest::parse(&resp.body);
+        assert_eq!(seen.header_all("Connection"), ["close"]);
+    }
+    assert_eq!(
+        backend.connection_count() - before,
+        3,
+        "no backend connection reused"
+    );
+
+    // With keep-alives on (the BOSH value the test harness sets), the connection is reused.
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("b").await;
+    env.register_and_wait(&route("keep.example.com", backend.port()))
+        .await;
+    let before = backend.connection_count();
+    for _ in 0..3 {
+        let resp = env.get("keep.example.com", "/").await;
+        let seen = EchoedRequest::parse(&resp.body);
+        assert!(
+            seen.header("Connection").is_none(),
+            "{:?}",
+            seen.header("Connection")
+        );
+    }
+    assert_eq!(
+        backend.connection_count(),
+        before,
+        "the connection of the registration check is reused"
+    );
+}

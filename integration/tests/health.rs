@@ -112,3 +112,23 @@ async fn configured_health_check_user_agent_is_used() {
         .await;
     assert_eq!(other.status, 404, "{}", other.dump());
 }
+
+/// An empty `healthcheck_user_agent` (Go's `Header.Get` of a missing header is "") makes every
+/// request without a user agent a load-balancer health check, as upstream documents.
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_health_check_user_agent_matches_requests_without_one() {
+    let env = TestEnv::start("healthcheck_user_agent: ''").await;
+    let ok = env
+        .router
+        .request(&build_request(
+            "GET",
+            "/",
+            &[("Host", "x.example.com")],
+            b"",
+        ))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.dump());
+    assert_eq!(ok.body_str(), "ok\n");
+    let other = env.get("x.example.com", "/").await;
+    assert_eq!(other.status, 404, "{}", other.dump());
+}

@@ -153,7 +153,13 @@ impl Proxy {
         let started = Instant::now();
         let s = &self.settings;
 
-        if req.headers().get(header::USER_AGENT) == Some(&s.healthcheck_user_agent) {
+        // Go's `Header.Get("User-Agent") == healthcheck_user_agent`: with an empty setting, a
+        // request without a user agent is a health check too (upstream's documented behaviour).
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        if user_agent == s.healthcheck_user_agent.as_bytes() {
             let (parts, body) = health_response(&self.health).into_parts();
             let bytes = http_body_util::BodyExt::collect(body)
                 .await
