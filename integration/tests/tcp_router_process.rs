@@ -199,8 +199,13 @@ async fn router_group_ports_conflicting_with_reserved_ports_are_reported_or_fata
         .await;
     assert!(r.status == 201 || r.status == 200, "{}", r.dump());
 
+    // BOSH's reserved list (an absent key means none, as upstream's code).
+    let bosh_reserved = "reserved_system_component_ports: \"2822,2825,3457-3461,8853,9100,14726,14727,14821-14824,14829,14830,14920,14922,15821,17002,53035,53080\"";
     // Reported, not fatal by default.
-    let router = TcpRouterBuilder::new(&api).start().await;
+    let router = TcpRouterBuilder::new(&api)
+        .yaml(bosh_reserved)
+        .start()
+        .await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let output = router.output();
@@ -217,12 +222,14 @@ async fn router_group_ports_conflicting_with_reserved_ports_are_reported_or_fata
 
     // Fatal when configured so (or with -routingGroupCheckExit).
     let (status, output) = TcpRouterBuilder::new(&api)
+        .yaml(bosh_reserved)
         .yaml("fail_on_router_port_conflicts: true")
         .run_to_exit(Duration::from_secs(15))
         .await;
     assert!(!status.success(), "{output}");
     assert!(output.contains("2822"), "{output}");
     let (status, _) = TcpRouterBuilder::new(&api)
+        .yaml(bosh_reserved)
         .flags(&["-routingGroupCheckExit"])
         .run_to_exit(Duration::from_secs(15))
         .await;

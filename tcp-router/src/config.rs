@@ -4,7 +4,8 @@
 //! YAML keys (upstream): `oauth.{token_endpoint,port,skip_ssl_validation,client_name,
 //! client_secret,ca_certs}`, `routing_api.{uri,port,auth_disabled,client_cert_path,
 //! client_private_key_path,ca_cert_path}`, `haproxy_pid_file` (accepted, ignored),
-//! `isolation_segments` (logged), `reserved_system_component_ports`, `drain_wait` (20s),
+//! `isolation_segments` (logged), `reserved_system_component_ports` (none), `drain_wait` (0;
+//! BOSH renders 20s and the reserved list, [`DEFAULT_RESERVED_PORTS`]),
 //! `backend_tls.{enabled,ca_cert_path,client_cert_and_key_path}`.
 //!
 //! YAML keys (ours; upstream's BOSH base config held them): `health_check_port` (80),
@@ -276,8 +277,10 @@ impl Default for RawConfig {
             routing_api: RawRoutingApi::default(),
             haproxy_pid_file: String::new(),
             isolation_segments: Vec::new(),
-            reserved_system_component_ports: DEFAULT_RESERVED_PORTS.to_vec(),
-            drain_wait: GoDuration(Duration::from_secs(20)),
+            // Absent keys mean what they mean to upstream's binary (Go's zero values); BOSH
+            // renders both, and config/tcp-router.yml sets them.
+            reserved_system_component_ports: Vec::new(),
+            drain_wait: GoDuration(Duration::ZERO),
             backend_tls: RawBackendTls::default(),
             health_check_port: 80,
             request_timeout_in_seconds: 300,
@@ -594,10 +597,13 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(c.connect_timeout, Duration::from_secs(30));
         assert_eq!(c.max_connections, 64000);
-        assert_eq!(c.drain_wait, Duration::from_secs(20));
+        assert_eq!(c.drain_wait, Duration::ZERO, "upstream's code default");
         assert!(c.backend_tls.is_none());
         assert!(!c.fail_on_router_port_conflicts);
-        assert_eq!(c.reserved_system_component_ports, DEFAULT_RESERVED_PORTS);
+        assert!(
+            c.reserved_system_component_ports.is_empty(),
+            "upstream's code default"
+        );
         assert!(c.unknown_keys.is_empty());
         assert_eq!(
             c.bind_address,
