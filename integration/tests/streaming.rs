@@ -343,3 +343,61 @@ async fn expect_100_continue_waits_for_the_backend() {
         "Expect forwarded: {head}"
     );
 }
+
+/// A backend that never sends `100 Continue` but waits for the body gets it after upstream's
+/// one-second `ExpectContinueTimeout`; only then is the client told to go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_body_goes_after_one_second_without_a_backend_100() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read_exact(&mut byte).await.is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let mut body = [0u8; 5];
+        if s.read_exact(&mut body).await.is_ok() {
+            let reply = format!(
+                "HTTP/1.1 201 Created\r\nContent-Length: 9\r\nConnection: close\r\n\r\ngot:{}",
+                String::from_utf8_lossy(&body)
+            );
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+    let env = TestEnv::start("").await;
+    env.client.register(&route("late.example.com", port)).await;
+    integration::eventually("route registered", Duration::from_secs(10), || async {
+        let routes = env.router.routes().await;
+        routes.body_str().contains("late.example.com").then_some(())
+    })
+    .await;
+
+    let mut conn = HttpConn::connect(env.router.addr()).await;
+    let sent = std::time::Instant::now();
+    conn.send(
+        b"POST / HTTP/1.1\r\nHost: late.example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await;
+    let interim = tokio::time::timeout(Duration::from_secs(5), conn.read_response())
+        .await
+        .expect("100 Continue within 5 s");
+    assert_eq!(interim.status, 100, "{}", interim.dump());
+    assert!(
+        sent.elapsed() >= Duration::from_millis(900),
+        "100 Continue after {:?}, before the expect-continue timeout",
+        sent.elapsed()
+    );
+    conn.send(b"hello").await;
+    let fin = conn.read_response().await;
+    assert_eq!(fin.status, 201, "{}", fin.dump());
+    assert_eq!(fin.body_str(), "got:hello");
+}

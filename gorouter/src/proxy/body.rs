@@ -127,7 +127,6 @@ impl RequestBody {
     /// Holds the body back behind `gate` (see [`ContinueGate`]).
     pub fn gated(mut self, gate: Arc<ContinueGate>) -> Self {
         self.gate = Some(gate);
-        self.gate_timer = Some(tokio::time::sleep(EXPECT_CONTINUE_TIMEOUT));
         self
     }
 }
@@ -147,6 +146,12 @@ impl Body for RequestBody {
                 GATE_OPEN => {}
                 GATE_ABANDONED => return Poll::Ready(Some(Err(Box::new(BodyNotRequested)))),
                 _ => {
+                    // Go's timer starts once the request head is written, which is when the
+                    // connection first asks for the body.
+                    if this.gate_timer.is_none() {
+                        this.gate_timer
+                            .set(Some(tokio::time::sleep(EXPECT_CONTINUE_TIMEOUT)));
+                    }
                     let expired = this
                         .gate_timer
                         .as_mut()
