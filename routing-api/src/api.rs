@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::auth::TokenValidator;
 use crate::events::{Hubs, SseBody};
+use crate::metrics::{Kind, Metrics};
 use crate::store::{Store, StoreError};
 use crate::validation::{self, RouteProblem};
 
@@ -40,6 +41,8 @@ pub struct Api {
     pub fail_on_router_port_conflicts: bool,
     /// Turns true when the process stops: event streams end.
     pub closing: watch::Receiver<bool>,
+    /// Statsd gauges: route and subscription deltas.
+    pub metrics: Metrics,
 }
 
 fn full(
@@ -252,6 +255,15 @@ impl Api {
                 return method_not_allowed(allowed);
             }
         };
+        // Upstream counts an event stream request before checking its token: a refused one
+        // is `+1` then `-1`.
+        let subscription = match (&method, path.as_str()) {
+            (&Method::GET, "/routing/v1/events") => Some(self.metrics.subscription(Kind::Http)),
+            (&Method::GET, "/routing/v1/tcp_routes/events") => {
+                Some(self.metrics.subscription(Kind::Tcp))
+            }
+            _ => None,
+        };
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -267,11 +279,13 @@ impl Api {
             (Method::GET, "/routing/v1/routes") => self.list_routes().await,
             (Method::POST, "/routing/v1/routes") => self.upsert_routes(body).await,
             (Method::DELETE, "/routing/v1/routes") => self.delete_routes(body).await,
-            (Method::GET, "/routing/v1/events") => self.events(&self.hubs.http),
+            (Method::GET, "/routing/v1/events") => self.events(&self.hubs.http, subscription),
             (Method::GET, "/routing/v1/tcp_routes") => self.list_tcp_routes(query.as_deref()).await,
             (Method::POST, "/routing/v1/tcp_routes/create") => self.upsert_tcp_routes(body).await,
             (Method::POST, "/routing/v1/tcp_routes/delete") => self.delete_tcp_routes(body).await,
-            (Method::GET, "/routing/v1/tcp_routes/events") => self.events(&self.hubs.tcp),
+            (Method::GET, "/routing/v1/tcp_routes/events") => {
+                self.events(&self.hubs.tcp, subscription)
+            }
             (Method::GET, "/routing/v1/router_groups") => {
                 self.list_router_groups(query.as_deref()).await
             }
@@ -288,8 +302,16 @@ impl Api {
         }
     }
 
-    fn events(&self, hub: &crate::events::EventHub) -> Response<ApiBody> {
-        let mut r = Response::new(Either::Right(hub.subscribe(self.closing.clone())));
+    fn events(
+        &self,
+        hub: &crate::events::EventHub,
+        subscription: Option<crate::metrics::Subscription>,
+    ) -> Response<ApiBody> {
+        let mut body = hub.subscribe(self.closing.clone());
+        if let Some(s) = subscription {
+            body = body.counted(s);
+        }
+        let mut r = Response::new(Either::Right(body));
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -326,7 +348,10 @@ impl Api {
                 .map(|t| Duration::from_secs(t as u64))
                 .unwrap_or(self.max_ttl);
             match self.store.upsert_http_route(r, ttl).await {
-                Ok((stored, _created)) => self.hubs.http.publish(EventAction::Upsert, &stored),
+                Ok((stored, created)) => {
+                    self.metrics.route_upserted(Kind::Http, created);
+                    self.hubs.http.publish(EventAction::Upsert, &stored)
+                }
                 Err(e) => return db_error(&e),
             }
         }
@@ -345,7 +370,10 @@ impl Api {
         }
         for r in &routes {
             match self.store.delete_http_route(r).await {
-                Ok(Some(deleted)) => self.hubs.http.publish(EventAction::Delete, &deleted),
+                Ok(Some(deleted)) => {
+                    self.metrics.route_removed(Kind::Http);
+                    self.hubs.http.publish(EventAction::Delete, &deleted)
+                }
                 Ok(None) => {}
                 Err(e) => return db_error(&e),
             }
@@ -389,7 +417,10 @@ impl Api {
                 .map(|t| Duration::from_secs(t as u64))
                 .unwrap_or(self.max_ttl);
             match self.store.upsert_tcp_route(m, ttl).await {
-                Ok((stored, _created)) => self.hubs.tcp.publish(EventAction::Upsert, &stored),
+                Ok((stored, created)) => {
+                    self.metrics.route_upserted(Kind::Tcp, created);
+                    self.hubs.tcp.publish(EventAction::Upsert, &stored)
+                }
                 Err(e) => return db_error(&e),
             }
         }
@@ -408,7 +439,10 @@ impl Api {
         }
         for m in &mappings {
             match self.store.delete_tcp_route(m).await {
-                Ok(Some(deleted)) => self.hubs.tcp.publish(EventAction::Delete, &deleted),
+                Ok(Some(deleted)) => {
+                    self.metrics.route_removed(Kind::Tcp);
+                    self.hubs.tcp.publish(EventAction::Delete, &deleted)
+                }
                 Ok(None) => {}
                 Err(e) => return db_error(&e),
             }

@@ -156,8 +156,11 @@ struct RawConfig {
     retry_interval: GoDuration,
     lock_resource_key: String,
     auth_disabled: bool,
+    #[serde(deserialize_with = "scalar_text")]
     metrics_reporting_interval: String,
+    #[serde(deserialize_with = "scalar_text")]
     statsd_endpoint: String,
+    #[serde(deserialize_with = "scalar_text")]
     statsd_client_flush_interval: String,
     debug_address: String,
     /// Not an upstream key: the address the HTTP and mTLS API listeners bind.
@@ -235,7 +238,60 @@ pub struct Config {
     /// The address the HTTP and mTLS API listeners bind (`bind_address`, ours; all interfaces
     /// by default).
     pub bind_address: IpAddr,
+    /// `statsd_endpoint` (`host:port`, UDP); empty: no metrics are sent.
+    pub statsd_endpoint: String,
+    /// `metrics_reporting_interval`: how often the totals are sent (30 s, BOSH's value, when
+    /// absent or empty, where upstream refuses to start).
+    pub metrics_reporting_interval: Duration,
+    /// `statsd_client_flush_interval`: how long lines wait to be sent together (zero: the
+    /// statsd client's 300 ms).
+    pub statsd_client_flush_interval: Duration,
     pub unknown_keys: Vec<String>,
+}
+
+/// `metrics_reporting_interval` when the key is absent or empty (the BOSH job's default).
+pub const DEFAULT_METRICS_REPORTING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A duration key that upstream reads as text with Go's `time.ParseDuration` (so a bare number
+/// is an error, not nanoseconds). `None` when absent or empty.
+fn text_duration(key: &'static str, text: &str) -> Result<Option<Duration>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    // Go parses negative durations; for these keys they act as zero.
+    let (negative, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let d = yaml_config::parse_go_duration(magnitude).map_err(|_| ConfigError::Invalid {
+        key,
+        message: format!(
+            "invalid duration {text:?}: expected e.g. \"30s\", \"1m30s\" or \"250ms\""
+        ),
+    })?;
+    Ok(Some(if negative { Duration::ZERO } else { d }))
+}
+
+/// Any YAML scalar as its text, as Go's YAML decoder fills a string field (`500` is "500").
+fn scalar_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Str(String),
+        Int(i64),
+        Uint(u64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Option::<Scalar>::deserialize(d)? {
+        None => String::new(),
+        Some(Scalar::Str(s)) => s,
+        Some(Scalar::Int(n)) => n.to_string(),
+        Some(Scalar::Uint(n)) => n.to_string(),
+        Some(Scalar::Float(f)) => f.to_string(),
+        Some(Scalar::Bool(b)) => b.to_string(),
+    })
 }
 
 impl Config {
@@ -371,6 +427,23 @@ impl Config {
             key: "router_groups",
             message,
         })?;
+        let metrics_reporting_interval = text_duration(
+            "metrics_reporting_interval",
+            &raw.metrics_reporting_interval,
+        )?
+        .unwrap_or(DEFAULT_METRICS_REPORTING_INTERVAL);
+        if metrics_reporting_interval.is_zero() {
+            // Upstream's ticker panics on a zero interval.
+            return Err(invalid(
+                "metrics_reporting_interval",
+                "must be greater than zero",
+            ));
+        }
+        let statsd_client_flush_interval = text_duration(
+            "statsd_client_flush_interval",
+            &raw.statsd_client_flush_interval,
+        )?
+        .unwrap_or(Duration::ZERO);
         let max_ttl = if raw.max_ttl.0.is_zero() {
             Duration::from_secs(120)
         } else {
@@ -405,6 +478,9 @@ impl Config {
             },
             auth_disabled,
             bind_address,
+            statsd_endpoint: raw.statsd_endpoint.trim().to_string(),
+            metrics_reporting_interval,
+            statsd_client_flush_interval,
             unknown_keys,
         })
     }
@@ -503,6 +579,75 @@ mod tests {
         assert!(e.contains("api.mtls_server_cert_file"), "{e}");
         let c = Config::from_yaml(MINIMAL, true).unwrap();
         assert!(!c.mtls_enabled());
+    }
+
+    #[test]
+    fn metrics_keys_are_read_as_go_durations() {
+        let c = Config::from_yaml(
+            &format!("{MINIMAL}statsd_endpoint: localhost:8125\nmetrics_reporting_interval: 500ms\nstatsd_client_flush_interval: 10ms\n"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.statsd_endpoint, "localhost:8125");
+        assert_eq!(c.metrics_reporting_interval, Duration::from_millis(500));
+        assert_eq!(c.statsd_client_flush_interval, Duration::from_millis(10));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn absent_metrics_keys_mean_no_statsd_and_bosh_intervals() {
+        let c = Config::from_yaml(MINIMAL, true).unwrap();
+        assert_eq!(c.statsd_endpoint, "");
+        assert_eq!(c.metrics_reporting_interval, Duration::from_secs(30));
+        assert_eq!(c.statsd_client_flush_interval, Duration::ZERO);
+        let c = Config::from_yaml(
+            &format!("{MINIMAL}metrics_reporting_interval: ''\nstatsd_client_flush_interval: ''\n"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.metrics_reporting_interval, Duration::from_secs(30));
+        // Negative flush intervals are Go durations that the statsd client replaces by 300 ms.
+        let c = Config::from_yaml(
+            &format!("{MINIMAL}statsd_client_flush_interval: -1s\n"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.statsd_client_flush_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_metrics_durations_name_the_key() {
+        for (line, key) in [
+            (
+                "metrics_reporting_interval: 500",
+                "metrics_reporting_interval",
+            ),
+            (
+                "metrics_reporting_interval: soon",
+                "metrics_reporting_interval",
+            ),
+            (
+                "metrics_reporting_interval: 0s",
+                "metrics_reporting_interval",
+            ),
+            (
+                "statsd_client_flush_interval: 10",
+                "statsd_client_flush_interval",
+            ),
+            (
+                "statsd_client_flush_interval: 1x",
+                "statsd_client_flush_interval",
+            ),
+            (
+                "metrics_reporting_interval: -1s",
+                "metrics_reporting_interval",
+            ),
+        ] {
+            let e = Config::from_yaml(&format!("{MINIMAL}{line}\n"), true)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::api::go_json;
+use crate::metrics::Subscription;
 
 /// Events a subscriber may lag behind before it is cut off.
 pub const SUBSCRIBER_BUFFER: usize = 1024;
@@ -79,6 +80,7 @@ impl EventHub {
             first_tick_done: false,
             closing: tokio_stream::wrappers::WatchStream::new(closing),
             done: false,
+            _subscription: None,
         }
     }
 }
@@ -100,6 +102,16 @@ pub struct SseBody {
     first_tick_done: bool,
     closing: tokio_stream::wrappers::WatchStream<bool>,
     done: bool,
+    /// Counts this stream in the subscription gauge until the body is dropped.
+    _subscription: Option<Subscription>,
+}
+
+impl SseBody {
+    /// Ties `subscription` (its `-1`) to the life of this body.
+    pub fn counted(mut self, subscription: Subscription) -> Self {
+        self._subscription = Some(subscription);
+        self
+    }
 }
 
 impl http_body::Body for SseBody {

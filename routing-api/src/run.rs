@@ -18,6 +18,7 @@ use crate::auth::{TokenValidator, UaaConfig};
 use crate::config::{Config, Database};
 use crate::events::Hubs;
 use crate::lock;
+use crate::metrics::{self, Kind, Metrics, StatsdConfig};
 use crate::server;
 use crate::store::{DbKind, Store, StoreConfig};
 
@@ -110,6 +111,18 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         .await
         .map_err(|e| failed("routing-api.failed-initialize-sql-connection", e))?;
 
+    // The statsd client comes next, as upstream's: an endpoint that does not resolve stops
+    // the process here.
+    let metrics = Metrics::start(&StatsdConfig {
+        endpoint: config.statsd_endpoint.clone(),
+        flush_interval: config.statsd_client_flush_interval,
+    })
+    .await
+    .map_err(|e| failed("routing-api.failed-to-create-statsd-client", e))?;
+    if !metrics.is_enabled() {
+        tracing::info!("routing-api.metrics.no-statsd-endpoint-metrics-off");
+    }
+
     // UAA's issuer and key first, as upstream does: an instance that cannot check tokens
     // exits before it ever takes the lock.
     let auth = if config.auth_disabled {
@@ -153,6 +166,7 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         reserved_ports: config.reserved_system_component_ports.clone(),
         fail_on_router_port_conflicts: config.fail_on_router_port_conflicts,
         closing: closing_rx.clone(),
+        metrics: metrics.clone(),
     });
 
     // If anything fails from here to serving, release the lock before exiting: a standby (or
@@ -225,6 +239,7 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
     if let Err(e) = startup {
         closing_tx.send_replace(true);
         held.release().await;
+        metrics.close().await;
         return Err(e);
     }
 
@@ -235,9 +250,17 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         config.max_ttl,
         closing_rx.clone(),
     ));
+    metrics::spawn_reporter(
+        metrics.clone(),
+        store.clone(),
+        api.auth.clone(),
+        config.metrics_reporting_interval,
+        closing_rx.clone(),
+    );
     tokio::spawn(prune_expired(
         store.clone(),
         hubs.clone(),
+        metrics.clone(),
         closing_rx.clone(),
     ));
     tracing::info!(
@@ -260,18 +283,23 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
                 hubs.http.publish(EventAction::Delete, &deleted);
             }
             held.release().await;
+            metrics.close().await;
             tracing::info!("routing-api.exited");
             Ok(())
         }
         Err(reason) => {
             let error = failed("routing-api.locket-lock.lost-lock", &reason);
+            metrics.close().await;
             tokio::time::sleep(config.retry_interval).await;
             Err(error)
         }
     }
 }
 
-/// Registers the API's own route and refreshes it every `max_ttl / 2`.
+/// Registers the API's own route and refreshes it every `max_ttl / 2`. The first registration
+/// is not counted in the route gauge's deltas (upstream registers before its metrics reporter
+/// subscribes to changes; the periodic total includes the route); refreshes are (`+0`, or `+1`
+/// if the route had been pruned meanwhile).
 async fn register_own_route(
     api: Arc<Api>,
     route: HttpRoute,
@@ -279,20 +307,33 @@ async fn register_own_route(
     mut closing: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval((ttl / 2).max(Duration::from_secs(1)));
+    let mut registered = false;
     loop {
         tokio::select! {
             _ = closing.wait_for(|c| *c) => return,
             _ = tick.tick() => {}
         }
         match api.store.upsert_http_route(&route, ttl).await {
-            Ok((stored, _)) => api.hubs.http.publish(EventAction::Upsert, &stored),
+            Ok((stored, created)) => {
+                if registered {
+                    api.metrics.route_upserted(Kind::Http, created);
+                }
+                registered = true;
+                api.hubs.http.publish(EventAction::Upsert, &stored)
+            }
             Err(e) => tracing::error!(error = %e, "routing-api.route-register.registration-error"),
         }
     }
 }
 
-/// Deletes expired routes every 10 s, with a `Delete` event for each.
-async fn prune_expired(store: Store, hubs: Hubs, mut closing: watch::Receiver<bool>) {
+/// Deletes expired routes every 10 s, with a `Delete` event and a `-1` route gauge delta for
+/// each.
+async fn prune_expired(
+    store: Store,
+    hubs: Hubs,
+    metrics: Metrics,
+    mut closing: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(PRUNE_INTERVAL);
     loop {
         tokio::select! {
@@ -302,9 +343,11 @@ async fn prune_expired(store: Store, hubs: Hubs, mut closing: watch::Receiver<bo
         match store.prune_expired().await {
             Ok((http, tcp)) => {
                 for r in &http {
+                    metrics.route_removed(Kind::Http);
                     hubs.http.publish(EventAction::Delete, r);
                 }
                 for m in &tcp {
+                    metrics.route_removed(Kind::Tcp);
                     hubs.tcp.publish(EventAction::Delete, m);
                 }
                 if !http.is_empty() || !tcp.is_empty() {
