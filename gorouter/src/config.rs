@@ -387,11 +387,15 @@ pub struct LoggingConfig {
     /// Log timestamps as RFC 3339 text (`logging.format.timestamp: rfc3339`) instead of
     /// seconds since the epoch as a float (anything else, upstream's default `unix-epoch`).
     pub timestamp_rfc3339: bool,
+    /// `logging.syslog`: the log lines' `source` (BOSH renders `vcap.gorouter`); empty means
+    /// upstream's `gorouter.stdout`. Lines go to stdout either way.
+    pub syslog: String,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
         Self {
+            syslog: String::new(),
             level: "debug".into(),
             disable_log_forwarded_for: false,
             disable_log_source_ip: false,
@@ -404,6 +408,7 @@ impl Default for LoggingConfig {
 raw_layer! {
     struct RawLogging => LoggingConfig {
         level: String,
+        syslog: String,
         disable_log_forwarded_for: bool,
         disable_log_source_ip: bool;
         nested format: RawLoggingFormat,

@@ -132,7 +132,8 @@ impl GorouterBuilder {
         self
     }
 
-    /// Replaces the command-line arguments (default: `-c <config file>`).
+    /// Replaces the command-line arguments (default: `-c <config file>`); `{config}` in an
+    /// argument stands for the config file's path.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args = Some(args.iter().map(|s| s.to_string()).collect());
         self
@@ -152,10 +153,11 @@ impl GorouterBuilder {
         let config_path = self.dir.path().join("gorouter.yml");
         let text = self.config_text();
         std::fs::write(&config_path, &text).expect("write config");
-        let args = self
-            .args
-            .clone()
-            .unwrap_or_else(|| vec!["-c".into(), config_path.display().to_string()]);
+        let path = config_path.display().to_string();
+        let args = match &self.args {
+            Some(args) => args.iter().map(|a| a.replace("{config}", &path)).collect(),
+            None => vec!["-c".into(), path],
+        };
         let mut cmd = Command::new(&bin);
         cmd.args(&args).env("RUST_BACKTRACE", "1");
         let process =

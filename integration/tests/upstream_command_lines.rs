@@ -10,8 +10,73 @@ use integration::route_emitter::RouteEmitterBuilder;
 use integration::routing_api::{Database, RoutingApi, RoutingApiBuilder};
 use integration::tcp_router::{TcpBackend, TcpRouterBuilder, TcpRoutes};
 use integration::util::{closed_port, free_port, TempDir};
-use integration::{NatsClient, NatsServer};
+use integration::{route, EchoBackend, Gorouter, NatsClient, NatsServer};
 use serde_json::{json, Value};
+
+/// routing-release `jobs/gorouter/templates/bpm.yml.erb`.
+const GOROUTER_BPM_ARGS: &[&str] = &["-c", "{config}"];
+
+/// Keys `gorouter.yml.erb` renders with the job's defaults (values as BOSH writes them), merged
+/// over the harness's ports, NATS and loopback addresses. Keys for features we do not have
+/// (TLS, route services, metrics) load with a warning.
+const GOROUTER_RENDERED: &str = r#"
+zone: z1
+go_max_procs: 8
+trace_key: "22"
+debug_addr: 127.0.0.1:17002
+secure_cookies: false
+sticky_session_cookie_names: [JSESSIONID]
+publish_start_message_interval: 30s
+prune_stale_droplets_interval: 30s
+droplet_stale_threshold: 120s
+publish_active_apps_interval: 0s
+suspend_pruning_if_nats_unavailable: true
+route_latency_metric_muzzle_duration: 30s
+frontend_idle_timeout: 900s
+read_header_timeout: 0s
+drain_wait: 0s
+drain_timeout: 900s
+healthcheck_user_agent: HTTP-Monitor/1.1
+endpoint_timeout: 900s
+endpoint_dial_timeout: 5s
+websocket_dial_timeout: 5s
+tls_handshake_timeout: 10s
+start_response_delay_interval: 0s
+load_balancer_healthy_threshold: 20s
+balancing_algorithm: round-robin
+balancing_algorithm_az_preference: none
+forwarded_client_cert: always_forward
+isolation_segments: []
+routing_table_sharding_mode: all
+route_services_timeout: 60s
+extra_headers_to_log: []
+max_header_bytes: 1048576
+token_fetcher_max_retries: 3
+token_fetcher_retry_interval: 5s
+token_fetcher_expiration_buffer_time: 30
+force_forwarded_proto_https: false
+sanitize_forwarded_proto: false
+hop_by_hop_headers_to_filter: []
+empty_pool_response_code_503: true
+empty_pool_timeout: 0s
+disable_keep_alives: false
+max_idle_conns: 100
+max_idle_conns_per_host: 100
+backends:
+  max_attempts: 3
+  max_conns: 500
+oauth:
+  token_endpoint: uaa.service.cf.internal
+  client_name: gorouter
+  client_secret: secret
+  port: -1
+  skip_ssl_validation: false
+logging:
+  syslog: vcap.gorouter
+  level: info
+  format:
+    timestamp: rfc3339
+"#;
 
 /// routing-release `jobs/routing-api/templates/bpm.yml.erb` (with `routing_api.auth_disabled`).
 const ROUTING_API_BPM_ARGS: &[&str] = &[
@@ -83,6 +148,72 @@ fn assert_lager_rfc3339(line: &Value, raw_output: &str, source: &str) {
         .find(|l| l.contains(&format!("\"message\":\"{message}\"")))
         .unwrap_or_default();
     assert!(raw.starts_with("{\"timestamp\":"), "field order: {raw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gorouter_serves_under_its_bpm_command_line_and_a_rendered_config() {
+    let nats = NatsServer::start().await;
+    let router = Gorouter::builder(&nats)
+        .yaml(GOROUTER_RENDERED)
+        .args(GOROUTER_BPM_ARGS)
+        .start()
+        .await;
+    let backend = EchoBackend::start("rendered").await;
+    NatsClient::connect(&nats)
+        .await
+        .register(&route("rendered.cmdline.example.com", backend.port()))
+        .await;
+    let r = router.wait_route("rendered.cmdline.example.com").await;
+    assert_eq!(r.header("X-Backend-Name"), Some("rendered"), "{}", r.dump());
+    let out = router.output();
+    // zap's layout: log_level, timestamp, message, source (`logging.syslog`), data.
+    let started = line_with(&out, "gorouter.started")
+        .unwrap_or_else(|| panic!("no gorouter.started line:\n{out}"));
+    assert_eq!(started["source"], "vcap.gorouter", "{started}");
+    assert_eq!(started["log_level"], 1, "{started}");
+    let ts = started["timestamp"].as_str().unwrap_or_default();
+    assert!(
+        ts.len() == 30 && ts.ends_with('Z'),
+        "rfc3339 timestamp {ts:?}"
+    );
+    let raw = out
+        .lines()
+        .find(|l| l.contains("\"message\":\"gorouter.started\""))
+        .unwrap_or_default();
+    assert!(raw.starts_with("{\"log_level\":1,\"timestamp\":"), "{raw}");
+    let segments = line_with(&out, "retrieved-isolation-segments").expect("isolation segments");
+    assert_eq!(
+        segments["data"]["routing_table_sharding_mode"], "all",
+        "{segments}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gorouter_bad_flag_exits_2_and_bad_config_1_with_upstreams_message() {
+    let nats = NatsServer::start().await;
+    let (status, out) = Gorouter::builder(&nats)
+        .args(&["-c", "{config}", "-config", "{config}"])
+        .run_to_exit(Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("flag provided but not defined: -config\nUsage of gorouter:\n  -c string\n"),
+        "{out}"
+    );
+    let (status, out) = Gorouter::builder(&nats)
+        .yaml("balancing_algorithm: fastest")
+        .args(GOROUTER_BPM_ARGS)
+        .run_to_exit(Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(1), "{out}");
+    let line = line_with(&out, "Error loading config:")
+        .unwrap_or_else(|| panic!("no `Error loading config:` line:\n{out}"));
+    assert!(
+        line["data"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("balancing_algorithm")),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

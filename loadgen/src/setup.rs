@@ -133,6 +133,14 @@ nats:
 start_response_delay_interval: 0s
 logging:
   level: info
+# BOSH's values (an absent key is upstream's code default: no keep-alive to backends).
+endpoint_timeout: 900s
+backends:
+  max_attempts: 3
+  max_conns: 500
+disable_keep_alives: false
+max_idle_conns: 100
+max_idle_conns_per_host: 100
 "
     )
 }

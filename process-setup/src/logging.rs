@@ -82,8 +82,20 @@ pub struct LogSettings {
 /// Installs the upstream-format log on stdout (`RUST_LOG` still overrides the level, for
 /// debugging a dependency).
 pub fn init_logging(settings: LogSettings) {
+    // Our events at the chosen level; dependencies' own chatter (connection notices from the
+    // NATS client, the SQL driver, hyper) only from warnings up, so the log holds upstream's
+    // events.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(settings.level.as_str().to_ascii_lowercase())
+        let level = settings.level.as_str().to_ascii_lowercase();
+        let dependencies = if settings.level == Level::ERROR {
+            "error"
+        } else {
+            "warn"
+        };
+        let quiet = ["async_nats", "sqlx", "hyper", "hyper_util", "h2", "tonic", "tower", "rustls"]
+            .map(|c| format!(",{c}={dependencies}"))
+            .concat();
+        tracing_subscriber::EnvFilter::new(format!("{level}{quiet}"))
     });
     let _ = tracing_subscriber::registry()
         .with(filter)

@@ -21,6 +21,11 @@ fn bad_bind_address_exits_1_naming_the_key() {
         .expect("run routing-api");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bind_address"), "stderr: {stderr}");
+    // Logged as upstream does: a lager line on stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("\"routing-api.failed-load-config\""))
+        .unwrap_or_else(|| panic!("no failed-load-config line: {stdout}"));
+    assert!(line.contains("bind_address"), "{line}");
 }
