@@ -135,7 +135,7 @@ impl GorouterBuilder {
     /// Replaces the command-line arguments (default: `-c <config file>`); `{config}` in an
     /// argument stands for the config file's path.
     pub fn args(mut self, args: &[&str]) -> Self {
-        self.args = Some(args.iter().map(|s| s.to_string()).collect());
+        self.args = Some(crate::util::owned_args(args));
         self
     }
 
@@ -153,10 +153,9 @@ impl GorouterBuilder {
         let config_path = self.dir.path().join("gorouter.yml");
         let text = self.config_text();
         std::fs::write(&config_path, &text).expect("write config");
-        let path = config_path.display().to_string();
         let args = match &self.args {
-            Some(args) => args.iter().map(|a| a.replace("{config}", &path)).collect(),
-            None => vec!["-c".into(), path],
+            Some(args) => crate::util::command_line_args(args, &config_path),
+            None => vec!["-c".into(), config_path.display().to_string()],
         };
         let mut cmd = Command::new(&bin);
         cmd.args(&args).env("RUST_BACKTRACE", "1");

@@ -256,7 +256,7 @@ impl RoutingApiBuilder {
     /// Runs the binary with exactly `args` (an upstream job template's argument list) instead
     /// of the harness's own; `{config}` in an argument stands for the config file's path.
     pub fn command_line(mut self, args: &[&str]) -> Self {
-        self.command_line = Some(args.iter().map(|a| a.to_string()).collect());
+        self.command_line = Some(crate::util::owned_args(args));
         self
     }
 
@@ -362,8 +362,7 @@ impl RoutingApiBuilder {
         std::fs::write(&config_path, &text).expect("write routing-api config");
         let mut cmd = Command::new(binary("routing-api"));
         if let Some(args) = &self.command_line {
-            let path = config_path.display().to_string();
-            cmd.args(args.iter().map(|a| a.replace("{config}", &path)));
+            cmd.args(crate::util::command_line_args(args, &config_path));
         } else {
             cmd.arg("-config")
                 .arg(&config_path)

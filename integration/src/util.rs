@@ -461,3 +461,15 @@ mod tests {
         assert!(!is_uuid_like("40B2F2B9-75e0-483a-6529-da11e5f6bda5"));
     }
 }
+
+/// A job template's argument list with `{config}` replaced by the config file's path (the
+/// builders' `command_line`).
+pub fn command_line_args(args: &[String], config: &Path) -> Vec<String> {
+    let path = config.display().to_string();
+    args.iter().map(|a| a.replace("{config}", &path)).collect()
+}
+
+/// An argument list as owned strings.
+pub fn owned_args(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
