@@ -92,9 +92,18 @@ pub fn init_logging(settings: LogSettings) {
         } else {
             "warn"
         };
-        let quiet = ["async_nats", "sqlx", "hyper", "hyper_util", "h2", "tonic", "tower", "rustls"]
-            .map(|c| format!(",{c}={dependencies}"))
-            .concat();
+        let quiet = [
+            "async_nats",
+            "sqlx",
+            "hyper",
+            "hyper_util",
+            "h2",
+            "tonic",
+            "tower",
+            "rustls",
+        ]
+        .map(|c| format!(",{c}={dependencies}"))
+        .concat();
         tracing_subscriber::EnvFilter::new(format!("{level}{quiet}"))
     });
     let _ = tracing_subscriber::registry()
@@ -151,10 +160,19 @@ impl Visit for DataVisitor {
         let text = format!("{value:?}");
         if field.name() == "message" {
             self.message = text;
-        } else {
-            self.data
-                .insert(field.name().to_owned(), Value::String(text));
+            return;
         }
+        // A list logged with `?` (`isolation_segments = ?segments`) prints as a JSON array;
+        // upstream logs lists as arrays, so keep it one.
+        let value = if text.starts_with('[') {
+            serde_json::from_str::<Value>(&text)
+                .ok()
+                .filter(Value::is_array)
+                .unwrap_or(Value::String(text))
+        } else {
+            Value::String(text)
+        };
+        self.data.insert(field.name().to_owned(), value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -351,6 +369,34 @@ mod tests {
         let parsed: Value = serde_json::from_str(&line).expect("valid JSON");
         assert_eq!(parsed["message"], "a\"b");
         assert_eq!(parsed["data"]["error"], "bad \"quote\"\n");
+    }
+
+    /// Keeps the `data` of each event, recorded as the stdout layer records it.
+    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Map<String, Value>>>>);
+
+    impl<S: Subscriber> Layer<S> for Collect {
+        fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+            let mut fields = DataVisitor::default();
+            event.record(&mut fields);
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push(fields.data);
+            }
+        }
+    }
+
+    #[test]
+    fn lists_logged_with_debug_are_json_arrays_and_other_values_text() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Collect(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let segments = vec!["is1".to_string(), "is2".to_string()];
+            tracing::info!(segments = ?segments, addr = %"[::1]:8080", n = 3, "x");
+        });
+        let seen = seen.lock().expect("lock");
+        let data = &seen[0];
+        assert_eq!(data["segments"], serde_json::json!(["is1", "is2"]));
+        assert_eq!(data["addr"], "[::1]:8080");
+        assert_eq!(data["n"], 3);
     }
 
     #[test]
