@@ -263,13 +263,13 @@ async fn routing_api_without_config_or_ip_exits_1_naming_what_is_missing() {
     let (status, out) = routing_api_exit(&["-ip", "127.0.0.1"]).await;
     assert_eq!(status.code(), Some(1), "{out}");
     let line = line_with(&out, "routing-api.failed-check-flags").expect("failed-check-flags");
-    assert_eq!(line["data"]["error"], "no configuration file provided");
+    assert_eq!(line["data"]["error"], "No configuration file provided");
     assert_eq!(line["log_level"], 2, "lager's default epoch layout: {line}");
 
     let (status, out) = routing_api_exit(&["-config", "{config}"]).await;
     assert_eq!(status.code(), Some(1), "{out}");
     let line = line_with(&out, "routing-api.failed-check-flags").expect("failed-check-flags");
-    assert_eq!(line["data"]["error"], "no ip address provided");
+    assert_eq!(line["data"]["error"], "No ip address provided");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -647,7 +647,7 @@ struct TokenKeys {
 fn key_from_pem(entry: &TokenKey) -> Result<VerificationKey, String> {
     let pem = entry.value.as_deref().unwrap_or_default().trim();
     if !pem.starts_with("-----BEGIN") {
-        return Err("public uaa token must be PEM encoded".to_string());
+        return Err("Public uaa token must be PEM encoded".to_string());
     }
     let public = RsaPublicKey::from_public_key_pem(pem)
         .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem))
@@ -1328,7 +1328,7 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.starts_with("Failed to get verification key from UAA")
-                && msg.contains("public uaa token must be PEM encoded"),
+                && msg.contains("Public uaa token must be PEM encoded"),
             "{msg}"
         );
         uaa.respond_with(

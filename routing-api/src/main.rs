@@ -23,11 +23,12 @@ fn main() -> ExitCode {
         Err(e) => return e.report(),
     };
     process_setup::init_lager_logging("routing-api", &flags);
-    // Upstream checks the flags after logging starts and logs what is missing.
+    // Upstream checks the flags after logging starts and logs what is missing (its words, as
+    // routing-release v0.317 writes them).
     let missing = if flags.string("config").is_empty() {
-        Some("no configuration file provided")
+        Some("No configuration file provided")
     } else if flags.string("ip").is_empty() {
-        Some("no ip address provided")
+        Some("No ip address provided")
     } else {
         None
     };
