@@ -448,6 +448,11 @@ struct Settings {
     sticky_session_cookie_names: Vec<String>,
     secure_cookies: bool,
     trace_key: String,
+    /// The HTTPS listener's keys: checked as upstream checks them; the listener itself is not
+    /// served yet (warned).
+    enable_ssl: bool,
+    disable_http: bool,
+    tls_pem: Vec<TlsPem>,
     force_forwarded_proto_https: bool,
     sanitize_forwarded_proto: bool,
     forwarded_client_cert: String,
@@ -509,6 +514,9 @@ impl Default for Settings {
             sticky_session_cookie_names: vec!["JSESSIONID".into()],
             secure_cookies: false,
             trace_key: String::new(),
+            enable_ssl: false,
+            disable_http: false,
+            tls_pem: Vec::new(),
             force_forwarded_proto_https: false,
             sanitize_forwarded_proto: false,
             forwarded_client_cert: "always_forward".into(),
@@ -552,6 +560,8 @@ raw_layer! {
         empty_pool_timeout: GoDuration,
         secure_cookies: bool,
         trace_key: String,
+        enable_ssl: bool,
+        disable_http: bool,
         force_forwarded_proto_https: bool,
         sanitize_forwarded_proto: bool,
         forwarded_client_cert: String,
@@ -578,11 +588,65 @@ raw_layer! {
         backends: RawBackends,
         route_services: RawRouteServices;
         lists
+        tls_pem: Vec<TlsPem>,
         sticky_session_cookie_names: Vec<String>,
         hop_by_hop_headers_to_filter: Vec<String>,
         extra_headers_to_log: Vec<String>,
         isolation_segments: Vec<String>,
     }
+}
+
+/// One `tls_pem` entry: a certificate chain and its key, inline PEM.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct TlsPem {
+    cert_chain: String,
+    private_key: String,
+}
+
+/// Upstream's checks of `enable_ssl`, `tls_pem` and `disable_http` (its messages). The HTTPS
+/// listener is not served yet, so a valid HTTPS setup is warned about rather than ignored.
+fn check_listeners(raw: &Settings, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+        key,
+        message: message.into(),
+    };
+    if !raw.enable_ssl {
+        if raw.disable_http {
+            return Err(invalid(
+                "disable_http",
+                "neither http nor https listener is enabled: router.enable_ssl: false, router.disable_http: true",
+            ));
+        }
+        return Ok(());
+    }
+    if raw.tls_pem.is_empty() {
+        return Err(invalid(
+            "tls_pem",
+            "router.tls_pem must be provided if router.enable_ssl is set to true",
+        ));
+    }
+    if raw
+        .tls_pem
+        .iter()
+        .any(|p| p.cert_chain.trim().is_empty() || p.private_key.trim().is_empty())
+    {
+        return Err(invalid(
+            "tls_pem",
+            "Error parsing PEM blocks of router.tls_pem, missing cert or key.",
+        ));
+    }
+    if raw.disable_http {
+        return Err(invalid(
+            "enable_ssl",
+            "the HTTPS listener is not supported yet and disable_http turns off the HTTP one: nothing would be served",
+        ));
+    }
+    warnings.push(
+        "enable_ssl: the HTTPS listener (ssl_port, tls_pem) is not supported yet; serving HTTP only"
+            .into(),
+    );
+    Ok(())
 }
 
 /// Which isolation segments this router accepts endpoints from.
@@ -774,6 +838,7 @@ impl Config {
                 Ok(d.0)
             }
         };
+        check_listeners(&raw, &mut warnings)?;
         let prune_stale_droplets_interval = nonzero(
             "prune_stale_droplets_interval",
             raw.prune_stale_droplets_interval,
@@ -1025,6 +1090,26 @@ fn local_ip() -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn https_listener_keys_are_checked_as_upstream_checks_them() {
+        let err = |yaml: &str| Config::from_yaml(yaml).unwrap_err().to_string();
+        assert!(err("enable_ssl: true")
+            .contains("router.tls_pem must be provided if router.enable_ssl is set to true"));
+        assert!(err("enable_ssl: true\ntls_pem: [{cert_chain: x}]").contains("missing cert or key"));
+        assert!(err("disable_http: true").contains("neither http nor https listener is enabled"));
+        let c = Config::from_yaml("enable_ssl: true\ntls_pem: [{cert_chain: c, private_key: k}]")
+            .expect("valid HTTPS keys load");
+        assert!(
+            c.warnings.iter().any(|w| w.contains("not supported yet")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(!c
+            .unknown_keys
+            .iter()
+            .any(|k| k == "enable_ssl" || k == "tls_pem"));
+    }
 
     #[test]
     fn empty_file_gives_upstream_code_defaults() {

@@ -29,7 +29,10 @@ fn main() -> ExitCode {
     // Without `-c`, upstream runs on its code defaults; so do we. Upstream's message for a
     // bad file ends in a colon; the one for its defaults does not.
     let (loaded, error_message) = match flags.string("c") {
-        "" => (gorouter::config::Config::from_yaml(""), "Error loading config"),
+        "" => (
+            gorouter::config::Config::from_yaml(""),
+            "Error loading config",
+        ),
         path => (
             gorouter::config::Config::load(std::path::Path::new(path)),
             "Error loading config:",

@@ -114,3 +114,35 @@ async fn request_abandoned_by_the_client_is_logged_as_499() {
     );
     held.release();
 }
+
+/// GDPR options (upstream's `gdpr_test.go`): the client's address and `X-Forwarded-For` are
+/// written as `"-"` when their `logging.disable_log_*` key is set.
+#[tokio::test(flavor = "multi_thread")]
+async fn gdpr_options_leave_the_client_address_and_forwarded_for_out() {
+    let env =
+        TestEnv::start("logging: {disable_log_forwarded_for: true, disable_log_source_ip: true}")
+            .await;
+    let backend = EchoBackend::start("a").await;
+    env.register_and_wait(&route("gdpr.example.com", backend.port()))
+        .await;
+    let resp = env
+        .router
+        .request(&build_request(
+            "GET",
+            "/gdpr",
+            &[
+                ("Host", "gdpr.example.com"),
+                ("X-Forwarded-For", "192.0.2.7"),
+            ],
+            b"",
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.dump());
+    let line = log_line(&env, "/gdpr").await;
+    assert!(
+        line.contains(r#" "-" "127.0.0.1:"#),
+        "client address logged: {line}"
+    );
+    assert!(line.contains(r#" x_forwarded_for:"-" "#), "{line}");
+    assert!(!line.contains("192.0.2.7"), "{line}");
+}

@@ -57,6 +57,10 @@ pub struct ProxySettings {
     /// Reuse backend connections. Off with `disable_keep_alives`, which also sends
     /// `Connection: close` on every backend request (Go's `Transport.DisableKeepAlives`).
     pub keep_alive_to_backends: bool,
+    /// `logging.disable_log_forwarded_for`: the access log's `x_forwarded_for` is `"-"`.
+    pub log_forwarded_for: bool,
+    /// `logging.disable_log_source_ip`: the access log's client address is `"-"`.
+    pub log_source_ip: bool,
 }
 
 impl ProxySettings {
@@ -91,6 +95,8 @@ impl ProxySettings {
             },
             extra_headers_to_log: c.extra_headers_to_log.clone(),
             keep_alive_to_backends: !c.disable_keep_alives && c.max_idle_conns_per_host > 0,
+            log_forwarded_for: !c.logging.disable_log_forwarded_for,
+            log_source_ip: !c.logging.disable_log_source_ip,
         }
     }
 }
@@ -531,8 +537,12 @@ impl Proxy {
             proto: proto_str(req.version()),
             referer: h.get(header::REFERER).cloned(),
             user_agent: h.get(header::USER_AGENT).cloned(),
-            remote_addr: Some(conn.remote),
-            x_forwarded_for: h.get(&X_FORWARDED_FOR).cloned(),
+            remote_addr: self.settings.log_source_ip.then_some(conn.remote),
+            x_forwarded_for: if self.settings.log_forwarded_for {
+                h.get(&X_FORWARDED_FOR).cloned()
+            } else {
+                None
+            },
             x_forwarded_proto: h.get(&X_FORWARDED_PROTO).cloned(),
             vcap_request_id: h.get(&X_VCAP_REQUEST_ID).cloned(),
             extra_headers: self
