@@ -415,6 +415,18 @@ pub fn is_lower_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A job template's argument list with `{config}` replaced by the config file's path (the
+/// builders' `command_line`).
+pub fn command_line_args(args: &[String], config: &Path) -> Vec<String> {
+    let path = config.display().to_string();
+    args.iter().map(|a| a.replace("{config}", &path)).collect()
+}
+
+/// An argument list as owned strings.
+pub fn owned_args(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,16 +472,4 @@ mod tests {
         assert!(!is_uuid_like("client-id"));
         assert!(!is_uuid_like("40B2F2B9-75e0-483a-6529-da11e5f6bda5"));
     }
-}
-
-/// A job template's argument list with `{config}` replaced by the config file's path (the
-/// builders' `command_line`).
-pub fn command_line_args(args: &[String], config: &Path) -> Vec<String> {
-    let path = config.display().to_string();
-    args.iter().map(|a| a.replace("{config}", &path)).collect()
-}
-
-/// An argument list as owned strings.
-pub fn owned_args(args: &[&str]) -> Vec<String> {
-    args.iter().map(|a| a.to_string()).collect()
 }
