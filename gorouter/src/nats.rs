@@ -385,7 +385,8 @@ impl ServerSelector {
 /// Everything the client's callbacks share.
 struct Callbacks {
     status: Arc<ConnectionStatus>,
-    notices: mpsc::UnboundedSender<ConnectionNotice>,
+    /// Bounded: notices are rare, and a reconnect already queued covers a second one.
+    notices: mpsc::Sender<ConnectionNotice>,
     selector: std::sync::Mutex<ServerSelector>,
     /// The server of the current (or last) connection.
     current: std::sync::Mutex<ServerIdentity>,
@@ -393,6 +394,9 @@ struct Callbacks {
     outage_ticker: std::sync::Mutex<Option<JoinHandle<()>>>,
     ping_interval: Duration,
 }
+
+/// Connection notices waiting for the message loop.
+const NOTICE_QUEUE: usize = 8;
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -424,8 +428,9 @@ impl Callbacks {
                     self.stop_outage_ticker();
                     let ServerIdentity { host, addr } = self.current();
                     info!(host = %host, addr = %addr, "nats-connection-reconnected");
-                    // The receiver is gone only when the message loop has ended.
-                    let _ = self.notices.send(ConnectionNotice::Reconnected);
+                    // Full means a reconnect is already queued; gone means the message loop
+                    // has ended. Either way there is nothing more to say.
+                    let _ = self.notices.try_send(ConnectionNotice::Reconnected);
                 }
             }
             Event::Disconnected => {
@@ -458,7 +463,7 @@ impl Callbacks {
                     debug!("nats-connection-closed");
                 } else {
                     error!(error = "unexpected close", "nats-connection-closed");
-                    let _ = self.notices.send(ConnectionNotice::Closed);
+                    let _ = self.notices.send(ConnectionNotice::Closed).await;
                 }
             }
             Event::SlowConsumer(sid) => {
@@ -573,7 +578,7 @@ pub async fn start(
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
     let servers = config.nats_servers();
     let status = Arc::new(ConnectionStatus::new_connected());
-    let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+    let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
     let callbacks = Arc::new(Callbacks {
         status: status.clone(),
         notices: notices_tx,
@@ -723,7 +728,7 @@ struct RouterSubscription {
 impl RouterSubscription {
     async fn run(
         mut self,
-        mut notices: mpsc::UnboundedReceiver<ConnectionNotice>,
+        mut notices: mpsc::Receiver<ConnectionNotice>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         loop {
@@ -1202,10 +1207,8 @@ mod tests {
         }
     }
 
-    fn callbacks(
-        status: &Arc<ConnectionStatus>,
-    ) -> (Callbacks, mpsc::UnboundedReceiver<ConnectionNotice>) {
-        let (notices, notices_rx) = mpsc::unbounded_channel();
+    fn callbacks(status: &Arc<ConnectionStatus>) -> (Callbacks, mpsc::Receiver<ConnectionNotice>) {
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let callbacks = Callbacks {
             status: status.clone(),
             notices,
