@@ -100,13 +100,20 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         .map_err(|e| failed("routing-api.installing-signal-handler-failed", e))?;
 
     let store_config = store_config(&config);
-    tracing::info!(
-        r#type = store_config.kind.name(),
-        host = %store_config.host,
-        port = store_config.port,
-        schema = %store_config.schema,
-        "routing-api.database"
-    );
+    match store_config.kind {
+        DbKind::Mysql => tracing::info!(
+            r#type = store_config.kind.name(),
+            host = %store_config.host,
+            port = store_config.port,
+            schema = %store_config.schema,
+            "routing-api.database"
+        ),
+        DbKind::Sqlite => tracing::info!(
+            r#type = store_config.kind.name(),
+            path = %store_config.sqlite_path.display(),
+            "routing-api.database"
+        ),
+    }
     let store = Store::connect(&store_config)
         .await
         .map_err(|e| failed("routing-api.failed-initialize-sql-connection", e))?;
