@@ -126,17 +126,7 @@ fn push_seconds(out: &mut String, secs: Option<f64>) {
 
 /// `2024-10-18T13:46:52.123456789Z`: UTC with nanoseconds and a literal `Z`.
 pub fn format_timestamp(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.nanosecond()
-    )
+    process_setup::logging::rfc3339_nanos(t)
 }
 
 fn quote_header(out: &mut String, v: Option<&HeaderValue>) {

@@ -357,11 +357,6 @@ impl FlagSet {
 }
 
 impl ParsedFlags {
-    /// The value of a defined flag; `None` only for a name the program did not define.
-    pub fn value(&self, name: &str) -> Option<&FlagValue> {
-        self.values.get(name)
-    }
-
     /// A string flag's value (empty when undefined).
     pub fn string(&self, name: &str) -> &str {
         match self.values.get(name) {

@@ -267,8 +267,9 @@ pub fn format_line(
     out
 }
 
-/// `2006-01-02T15:04:05.000000000Z` in UTC.
-fn rfc3339_nanos(now: std::time::SystemTime) -> String {
+/// `2006-01-02T15:04:05.000000000Z` in UTC: lager's and zap's RFC 3339 timestamps, and
+/// gorouter's access-log time.
+pub fn rfc3339_nanos(now: std::time::SystemTime) -> String {
     let t = time::OffsetDateTime::from(now);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
