@@ -22,6 +22,7 @@ use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::nats;
 use crate::proxy::listener::{self, Connections, ListenerSettings};
+use crate::proxy::transport::{pool::IDLE_TIMEOUT, Transport};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::registry::{RouteTable, TableSettings};
 use crate::routing_api;
@@ -202,7 +203,22 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         settings: ProxySettings::from_config(&config),
         health: health.clone(),
         access_log,
+        transport: Transport::new(if config.disable_keep_alives {
+            0
+        } else {
+            config.max_idle_conns_per_host
+        }),
     });
+    let _transport_sweeper = {
+        let proxy = proxy.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_TIMEOUT);
+            loop {
+                tick.tick().await;
+                proxy.transport.sweep();
+            }
+        }))
+    };
     let connections = Arc::new(Connections::new());
     let listener_settings = ListenerSettings {
         idle_timeout: config.frontend_idle_timeout,

@@ -20,7 +20,7 @@ use tokio::time::Sleep;
 use crate::access_log::{AccessLog, AccessLogRecord};
 use crate::balancer::InFlight;
 
-use super::backend::{IdleConnections, Sender};
+use super::transport::{IdleConnections, Sender};
 
 /// Error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

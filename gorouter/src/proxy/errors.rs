@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::body::ResponseBody;
+use super::body::{Exchange, PendingLog, ResponseBody};
 
 pub static X_CF_ROUTERERROR: HeaderName = HeaderName::from_static("x-cf-routererror");
 const NO_CACHE: &str = "no-cache, no-store";
@@ -38,6 +38,18 @@ pub enum RouterError {
 }
 
 impl RouterError {
+    /// The router's response, with the access-log record (if any) completed by it.
+    pub fn into_response(self, mut log: Option<PendingLog>) -> Response<ResponseBody> {
+        if let Some(l) = log.as_mut() {
+            l.record.status = self.status().as_u16();
+            l.record.router_error = self.router_error_value();
+        }
+        let (parts, body) = self.response().into_parts();
+        let mut exchange = Exchange::default();
+        exchange.log = log;
+        Response::from_parts(parts, body.with_exchange(exchange))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             RouterError::EmptyHost

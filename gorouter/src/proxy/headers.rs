@@ -1,4 +1,5 @@
-//! Header rules for requests to backends and responses to clients (A.7, A.8, A.11).
+//! Header names the router reads or writes, and the header rules shared by requests and
+//! responses: hop-by-hop removal, comma-separated tokens, websocket upgrades, cookies (A.7, A.8).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -79,86 +80,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep: &[String]) {
     }
 }
 
-/// Appends the client IP to `X-Forwarded-For`, joining several incoming headers as Go does.
-pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    let mut values = headers.get_all(&X_FORWARDED_FOR).iter();
-    let Some(first) = values.next() else {
-        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
-        return;
-    };
-    let mut joined = Vec::with_capacity(first.len() + client_ip.len() + 16);
-    joined.extend_from_slice(first.as_bytes());
-    for v in values {
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(v.as_bytes());
-    }
-    joined.extend_from_slice(b", ");
-    joined.extend_from_slice(client_ip.as_bytes());
-    match HeaderValue::from_bytes(&joined) {
-        Ok(v) => {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        Err(_) => {
-            headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
-        }
-    }
-}
-
-/// `X-Forwarded-Proto` rules: forced https, else sanitised, missing or empty -> the
-/// connection's scheme, else passed through. "Empty" is Go's `Header.Get(..) == ""`: the first
-/// value is empty (later values do not count), and the scheme then replaces every value.
-pub fn set_forwarded_proto(headers: &mut HeaderMap, force_https: bool, sanitize: bool, tls: bool) {
-    let scheme = if tls { "https" } else { "http" };
-    let missing = headers
-        .get(&X_FORWARDED_PROTO)
-        .is_none_or(|v| v.as_bytes().is_empty());
-    if force_https {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    } else if sanitize || missing {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    }
-}
-
-/// Go's computed request header size (A.11), compared against `max_header_bytes`.
-pub fn request_header_size(
-    method: &str,
-    request_uri: &str,
-    proto: &str,
-    headers: &HeaderMap,
-    host: &str,
-) -> usize {
-    let mut size = method.len() + request_uri.len() + proto.len() + 5;
-    for name in headers.keys() {
-        if name == header::HOST {
-            continue;
-        }
-        let mut n: usize = 0;
-        let mut values_len = 0;
-        for v in headers.get_all(name) {
-            n += 1;
-            values_len += v.len();
-        }
-        size += name.as_str().len() + values_len + 4 + n.saturating_sub(1);
-    }
-    size + host.len() + 8
-}
-
-/// Parses `X-CF-App-Instance: <app-guid>:<index>` (A.5's pattern). `None` when malformed.
-pub fn parse_app_instance(value: &HeaderValue) -> Option<(&str, &str)> {
-    let s = value.to_str().ok()?;
-    let (guid, index) = s.split_once(':')?;
-    let groups: Vec<&str> = guid.split('-').collect();
-    let lens = [8, 4, 4, 4, 12];
-    let guid_ok = groups.len() == 5
-        && groups.iter().zip(lens).all(|(g, l)| {
-            g.len() == l
-                && g.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
-    let index_ok = !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit());
-    (guid_ok && index_ok).then_some((guid, index))
-}
-
 /// The value of the first cookie called `name` in the `Cookie` headers.
 pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get_all(header::COOKIE).iter().find_map(|v| {
@@ -206,84 +127,12 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends_to_all_incoming_values() {
-        let mut h = map(&[
-            ("x-forwarded-for", "10.1.1.1"),
-            ("x-forwarded-for", "10.2.2.2"),
-        ]);
-        append_forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
-        assert_eq!(h["x-forwarded-for"], "10.1.1.1, 10.2.2.2, 127.0.0.1");
-        let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
-        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
-    }
-
-    #[test]
-    fn forwarded_proto_rules() {
-        let mut h = map(&[("x-forwarded-proto", "https")]);
-        set_forwarded_proto(&mut h, false, false, false);
-        assert_eq!(h["x-forwarded-proto"], "https", "passed through");
-        set_forwarded_proto(&mut h, false, true, false);
-        assert_eq!(h["x-forwarded-proto"], "http", "sanitised");
-        set_forwarded_proto(&mut h, true, true, false);
-        assert_eq!(h["x-forwarded-proto"], "https", "forced");
-        let mut h = HeaderMap::new();
-        set_forwarded_proto(&mut h, false, false, false);
-        assert_eq!(h["x-forwarded-proto"], "http");
-        let mut h = map(&[("x-forwarded-proto", "")]);
-        set_forwarded_proto(&mut h, false, false, false);
-        assert_eq!(h["x-forwarded-proto"], "http", "empty is missing");
-        let mut h = map(&[("x-forwarded-proto", "")]);
-        set_forwarded_proto(&mut h, false, false, true);
-        assert_eq!(h["x-forwarded-proto"], "https", "empty on TLS");
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-proto", HeaderValue::from_static(""));
-        h.append("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded_proto(&mut h, false, false, false);
-        let all: Vec<_> = h.get_all("x-forwarded-proto").iter().collect();
-        assert_eq!(all, ["http"], "an empty first value replaces them all");
-    }
-
-    #[test]
     fn websocket_upgrade_needs_both_tokens() {
         assert!(is_websocket_upgrade(&map(&[
             ("connection", "keep-alive, Upgrade"),
             ("upgrade", "WebSocket")
         ])));
         assert!(!is_websocket_upgrade(&map(&[("upgrade", "websocket")])));
-    }
-
-    #[test]
-    fn app_instance_header_pattern() {
-        let ok = HeaderValue::from_static("6e6b2f1e-0000-4000-8000-0123456789ab:12");
-        assert_eq!(
-            parse_app_instance(&ok),
-            Some(("6e6b2f1e-0000-4000-8000-0123456789ab", "12"))
-        );
-        for bad in [
-            "6E6B2F1E-0000-4000-8000-0123456789ab:1",
-            "6e6b2f1e-0000-4000-8000-0123456789ab",
-            "6e6b2f1e-0000-4000-8000-0123456789ab:x",
-            "nope:1",
-        ] {
-            assert_eq!(
-                parse_app_instance(&HeaderValue::from_static(bad)),
-                None,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn header_size_follows_go_formula() {
-        let h = map(&[
-            ("host", "a.com"),
-            ("accept", "*/*"),
-            ("x", "1"),
-            ("x", "22"),
-        ]);
-        // GET / HTTP/1.1 -> 3+1+8+5 = 17; accept: 6+3+4 = 13; x: 1+3+4+1 = 9; host 5+8 = 13
-        assert_eq!(request_header_size("GET", "/", "HTTP/1.1", &h, "a.com"), 52);
     }
 
     #[test]

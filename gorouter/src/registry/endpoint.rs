@@ -3,13 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
 
 use crate::config::BalancingAlgorithm;
-use crate::proxy::backend::IdleConnections;
 
 /// The backend protocol an endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,8 +124,6 @@ pub struct Endpoint {
     pub(crate) in_flight: AtomicU64,
     /// Milliseconds since the table epoch + 1 of the last failure; 0 when healthy.
     pub(crate) failed_at: AtomicU64,
-    /// Keep-alive connections to this backend, shared with a replacement registration.
-    pub(crate) idle: Arc<IdleConnections>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -141,15 +137,8 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Builds an endpoint; `previous` (the one it replaces) lends its keep-alive connections
-    /// when the TLS identity is unchanged.
-    pub fn from_spec(
-        spec: &EndpointSpec,
-        global_stale_threshold: Duration,
-        now_ms: u64,
-        previous: Option<&Endpoint>,
-        idle_capacity: usize,
-    ) -> Self {
+    /// Builds an endpoint registered at `now_ms` (table clock).
+    pub fn from_spec(spec: &EndpointSpec, global_stale_threshold: Duration, now_ms: u64) -> Self {
         let addr = spec.addr();
         let port = if spec.tls_port != 0 {
             spec.tls_port
@@ -173,10 +162,6 @@ impl Endpoint {
             addr.as_str()
         } else {
             spec.private_instance_id.as_str()
-        };
-        let idle = match previous {
-            Some(p) if *p.server_cert_domain_san == *spec.server_cert_domain_san => p.idle.clone(),
-            _ => Arc::new(IdleConnections::new(idle_capacity)),
         };
         let host_ip = spec
             .host
@@ -210,7 +195,6 @@ impl Endpoint {
             last_seen: AtomicU64::new(now_ms),
             in_flight: AtomicU64::new(0),
             failed_at: AtomicU64::new(0),
-            idle,
         }
     }
 

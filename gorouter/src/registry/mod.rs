@@ -34,7 +34,6 @@ pub struct TableSettings {
     pub empty_pool_response_code_503: bool,
     pub empty_pool_timeout: Duration,
     pub sharding: ShardingMode,
-    pub max_idle_conns_per_host: usize,
 }
 
 impl TableSettings {
@@ -45,11 +44,6 @@ impl TableSettings {
             empty_pool_response_code_503: c.empty_pool_response_code_503,
             empty_pool_timeout: c.empty_pool_timeout,
             sharding: c.sharding.clone(),
-            max_idle_conns_per_host: if c.disable_keep_alives {
-                0
-            } else {
-                c.max_idle_conns_per_host
-            },
         }
     }
 }
@@ -62,7 +56,6 @@ impl Default for TableSettings {
             empty_pool_response_code_503: true,
             empty_pool_timeout: Duration::ZERO,
             sharding: ShardingMode::All,
-            max_idle_conns_per_host: 100,
         }
     }
 }
@@ -343,8 +336,6 @@ impl RouteTable {
                     spec,
                     self.settings.droplet_stale_threshold,
                     now,
-                    Some(existing),
-                    self.settings.max_idle_conns_per_host,
                 ));
                 let mut list = current.to_vec();
                 list[i] = replacement;
@@ -356,8 +347,6 @@ impl RouteTable {
                     spec,
                     self.settings.droplet_stale_threshold,
                     now,
-                    None,
-                    self.settings.max_idle_conns_per_host,
                 ));
                 let mut list = current.to_vec();
                 list.push(ep);

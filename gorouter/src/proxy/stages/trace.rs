@@ -54,7 +54,7 @@ pub fn apply(headers: &mut HeaderMap, settings: &TraceSettings) -> HeaderValue {
         let mut buf = uuid::Uuid::encode_buffer();
         let id = HeaderValue::from_str(fresh.hyphenated().encode_lower(&mut buf))
             .unwrap_or(HeaderValue::from_static("-"));
-        headers.insert(super::headers::X_VCAP_REQUEST_ID.clone(), id.clone());
+        headers.insert(crate::proxy::headers::X_VCAP_REQUEST_ID.clone(), id.clone());
         return id;
     }
     let fresh_hex = fresh.simple().to_string();
@@ -74,7 +74,7 @@ pub fn apply(headers: &mut HeaderMap, settings: &TraceSettings) -> HeaderValue {
         .and_then(|(t, _)| uuid_from_hex(t))
         .or_else(|| uuid_from_hex(&fresh_hex))
         .unwrap_or(HeaderValue::from_static("-"));
-    headers.insert(super::headers::X_VCAP_REQUEST_ID.clone(), id.clone());
+    headers.insert(crate::proxy::headers::X_VCAP_REQUEST_ID.clone(), id.clone());
     id
 }
 

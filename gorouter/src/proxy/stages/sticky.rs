@@ -1,11 +1,27 @@
-//! Sticky sessions (A.8): when to set `__VCAP_ID__` on a response and with which attributes.
+//! Sticky sessions (A.8): which instance a request asks to stick to, and when to set
+//! `__VCAP_ID__` on a response and with which attributes. (The balancer tries the requested
+//! instance first: `balancer::Preferred::Sticky`.)
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+use crate::proxy::headers::request_cookie;
 use crate::registry::{Endpoint, Pool};
 
 /// The router's own session cookie, holding the instance id.
 pub const VCAP_ID: &str = "__VCAP_ID__";
+
+/// The instance a request sticks to: its `__VCAP_ID__`, when it also carries one of the app's
+/// session cookies (`sticky_session_cookie_names`).
+pub fn requested_instance(request: &HeaderMap, sticky_names: &[String]) -> Option<String> {
+    if sticky_names
+        .iter()
+        .any(|n| request_cookie(request, n).is_some())
+    {
+        request_cookie(request, VCAP_ID).map(str::to_string)
+    } else {
+        None
+    }
+}
 
 /// Attributes of the app's sticky cookie that carry over to `__VCAP_ID__`.
 #[derive(Default)]

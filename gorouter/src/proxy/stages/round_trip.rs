@@ -1,0 +1,232 @@
+//! The proxy round trip (A.6): up to `max_attempts` tries, each choosing an endpoint,
+//! getting a connection from the transport and sending the request. Dial errors and requests
+//! that never left move on to the next endpoint; a request lost on a stale keep-alive
+//! connection is sent again when it is safe to repeat. The first response wins.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+
+use super::{forwarded, response, sticky, websocket};
+use crate::balancer::{self, Choice, InFlight, NoEndpoint, Preferred};
+use crate::proxy::body::{ContinueGate, Exchange, RequestBody, ResponseBody};
+use crate::proxy::context::RequestContext;
+use crate::proxy::errors::RouterError;
+use crate::proxy::Proxy;
+use crate::registry::Pool;
+
+/// The request as it goes to backends, with what the exchange needs besides it.
+pub struct BackendRequest {
+    pub request: Request<RequestBody>,
+    /// The client's side of a websocket upgrade.
+    pub client_upgrade: Option<OnUpgrade>,
+    pub continue_gate: Option<Arc<ContinueGate>>,
+}
+
+/// Sends the request to the pool's endpoints until one answers or the attempts run out.
+pub async fn run(
+    proxy: &Proxy,
+    mut ctx: RequestContext,
+    pool: Arc<Pool>,
+    backend: BackendRequest,
+) -> Response<ResponseBody> {
+    let s = &proxy.settings;
+    let BackendRequest {
+        request,
+        client_upgrade,
+        continue_gate,
+    } = backend;
+    let websocket = ctx.websocket;
+    let fresh_connection_only = websocket || ctx.expect_continue;
+    let mut backend_req = Some(request);
+    let attempts = s.max_attempts.min(pool.endpoints().len()).max(1);
+    let mut last_error = String::from("no endpoint tried");
+    let mut tried = 0;
+    while tried < attempts {
+        tried += 1;
+        let choice = Choice {
+            max_conns: s.max_conns,
+            retry_after_failure_ms: s.retry_after_failure.as_millis() as u64,
+            now_ms: proxy.table.now_ms(),
+            preferred: match (&ctx.app_instance, &ctx.sticky_id) {
+                (Some((app, index)), _) => Some(Preferred::AppInstance { app, index }),
+                (None, Some(id)) if tried == 1 => Some(Preferred::Sticky(id)),
+                _ => None,
+            },
+        };
+        let endpoint = match balancer::choose(&pool, &choice) {
+            Ok(e) => e,
+            Err(NoEndpoint::AllOverloaded) => {
+                let host = std::mem::take(&mut ctx.host);
+                return RouterError::ConnectionLimitReached { host }.into_response(ctx.log);
+            }
+            Err(NoEndpoint::InstanceGone) => {
+                let (guid, index) = ctx.app_instance.take().unwrap_or_default();
+                let host = std::mem::take(&mut ctx.host);
+                let err = RouterError::UnknownInstance { host, guid, index };
+                return err.into_response(ctx.log);
+            }
+            Err(NoEndpoint::Empty) => {
+                let host = std::mem::take(&mut ctx.host);
+                return RouterError::NoEndpoints { host }.into_response(ctx.log);
+            }
+        };
+        let Some(mut req) = backend_req.take() else {
+            break;
+        };
+        forwarded::set_endpoint_headers(req.headers_mut(), &endpoint);
+        if let Some(l) = ctx.log.as_mut() {
+            l.record.backend_addr = Some(endpoint.addr.clone());
+            l.record.app_id = Some(endpoint.app_id.clone());
+            l.record.app_index = Some(endpoint.private_instance_index.clone());
+            l.record.instance_id = Some(endpoint.private_instance_id.clone());
+        }
+        let in_flight = InFlight::new(endpoint.clone());
+
+        let keep = s.keep_alive_to_backends && !fresh_connection_only;
+        let idle = keep.then(|| proxy.transport.pool(&endpoint));
+        let pooled = match &idle {
+            Some(idle) => idle.take().await,
+            None => None,
+        };
+        let reused = pooled.is_some();
+        let mut sender = match pooled {
+            Some(sndr) => sndr,
+            None => {
+                let timeout = if websocket {
+                    s.websocket_dial_timeout
+                } else {
+                    s.endpoint_dial_timeout
+                };
+                match proxy.transport.connect(&endpoint, timeout, websocket).await {
+                    Ok(sndr) => sndr,
+                    Err(e) => {
+                        balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                        tracing::warn!(endpoint = %endpoint.addr, error = %e.0, "backend-dial-failed");
+                        last_error = e.0;
+                        backend_req = Some(req);
+                        continue;
+                    }
+                }
+            }
+        };
+
+        if let Some(l) = ctx.log.as_mut() {
+            l.backend_started = Some(Instant::now());
+        }
+        // A keep-alive connection the backend closed just as we sent on it loses the
+        // request; one without a body and safe to repeat is sent again (as Go does).
+        let replay = (reused && replayable(&req)).then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
+        let send = sender.try_send_request(req);
+        let result = if websocket {
+            Ok(send.await)
+        } else {
+            tokio::time::timeout(s.endpoint_timeout, send).await
+        };
+        let mut resp = match result {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(mut e)) => {
+                let text = e.error().to_string();
+                match e.take_message() {
+                    // Never sent: safe to try again, on a fresh connection if this
+                    // one was a stale keep-alive connection.
+                    Some(r) => {
+                        backend_req = Some(r);
+                        last_error = text;
+                        if reused {
+                            tried -= 1;
+                        } else {
+                            balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                        }
+                        continue;
+                    }
+                    None if replay.is_some() => {
+                        if let Some((method, uri, headers)) = replay {
+                            let mut r = Request::new(RequestBody::empty());
+                            *r.method_mut() = method;
+                            *r.uri_mut() = uri;
+                            *r.headers_mut() = headers;
+                            backend_req = Some(r);
+                        }
+                        tracing::debug!(endpoint = %endpoint.addr, error = %text, "stale-keep-alive-retry");
+                        last_error = text;
+                        tried -= 1;
+                        continue;
+                    }
+                    None => {
+                        tracing::warn!(endpoint = %endpoint.addr, error = %text, "backend-request-failed");
+                        return RouterError::EndpointFailure { cause: text }.into_response(ctx.log);
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::warn!(endpoint = %endpoint.addr, "backend-timeout");
+                return RouterError::EndpointFailure {
+                    cause: "context deadline exceeded".into(),
+                }
+                .into_response(ctx.log);
+            }
+        };
+
+        // The response from the backend.
+        let status = resp.status();
+        let upgraded = status == StatusCode::SWITCHING_PROTOCOLS;
+        if upgraded {
+            if let Some(client_upgrade) = client_upgrade {
+                websocket::splice(client_upgrade, hyper::upgrade::on(&mut resp));
+            }
+        }
+        let rules = response::ResponseRules {
+            request_id: &ctx.request_id,
+            trace_requested: ctx.trace_requested,
+            upgraded,
+        };
+        response::apply(resp.headers_mut(), &rules, &endpoint, s);
+        sticky::set_vcap_cookie(
+            resp.headers_mut(),
+            &endpoint,
+            &pool,
+            ctx.sticky_id.as_deref(),
+            &s.sticky_cookie_names,
+            s.secure_cookies,
+        );
+        if let Some(l) = ctx.log.as_mut() {
+            l.record.status = status.as_u16();
+        }
+        let exchange = Exchange {
+            in_flight: Some(in_flight),
+            connection: idle.map(|idle| (sender, idle)),
+            log: ctx.log,
+            response_bytes: 0,
+            completed: false,
+            continue_gate: continue_gate.clone(),
+        };
+        let (mut parts, incoming) = resp.into_parts();
+        // Answer in the client's protocol (hyper downgrades for HTTP/1.0 clients).
+        parts.version = Version::HTTP_11;
+        let deadline = (!websocket)
+            .then(|| tokio::time::sleep(s.endpoint_timeout.saturating_sub(ctx.started.elapsed())));
+        return Response::from_parts(parts, ResponseBody::backend(incoming, deadline, exchange));
+    }
+    RouterError::EndpointFailure { cause: last_error }.into_response(ctx.log)
+}
+
+/// Whether a request may be sent again after it was lost on the wire: no body, and a method
+/// that is safe to repeat or an idempotency key (A.6).
+fn replayable(req: &Request<RequestBody>) -> bool {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) || req.headers().contains_key("idempotency-key")
+        || req.headers().contains_key("x-idempotency-key");
+    idempotent && http_body::Body::is_end_stream(req.body())
+}
