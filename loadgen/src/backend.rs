@@ -19,9 +19,14 @@ const BODY: &[u8] = b"Hello, World!";
 /// Starts the backend on its own task and returns its address. It runs until the process
 /// exits.
 pub async fn start() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts the backend on `addr` (port 0: any free one) and returns the bound address.
+pub async fn start_on(addr: SocketAddr) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
         .await
-        .context("binding the backend on 127.0.0.1")?;
+        .with_context(|| format!("binding the backend on {addr}"))?;
     let addr = listener.local_addr().context("backend local address")?;
     tokio::spawn(async move {
         loop {

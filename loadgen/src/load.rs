@@ -1,6 +1,7 @@
-//! The load loop: N keep-alive HTTP/1.1 connections, each sending one request at a time in a
-//! closed loop for a warmup and then a measured period, and the per-target results (latency
-//! histogram, counts) merged from all connections.
+//! The load loop: N keep-alive HTTP/1.1 connections (plain or TLS), each sending one request at
+//! a time in a closed loop for a warmup and then a measured period, and the per-target results
+//! (latency histogram, counts) merged from all connections. With `new_connection_per_request`
+//! every request opens (and, for TLS, fully handshakes) a connection of its own.
 //!
 //! Every request waits at most until the end of the run (plus a short grace), so a run always
 //! ends on time, even against a server that stops answering.
@@ -15,6 +16,7 @@ use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
@@ -26,11 +28,21 @@ const END_GRACE: Duration = Duration::from_secs(2);
 const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
 
 /// Where to send requests: a TCP address, and the `Host` header and path to ask for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// HTTPS: how to handshake. `None` is plain HTTP.
+    pub tls: Option<TlsTarget>,
+}
+
+/// The TLS side of an HTTPS target.
+#[derive(Clone)]
+pub struct TlsTarget {
+    /// Session resumption is off in its config, so every new connection is a full handshake.
+    pub connector: tokio_rustls::TlsConnector,
+    pub server_name: ServerName<'static>,
 }
 
 /// How hard and how long to load a target.
@@ -39,6 +51,9 @@ pub struct LoadConfig {
     pub connections: usize,
     pub warmup: Duration,
     pub duration: Duration,
+    /// A new connection for every request (`Connection: close`), to measure connection set-up
+    /// (TLS handshakes) rather than requests.
+    pub new_connection_per_request: bool,
 }
 
 /// The results for one target. Only requests that started after the warmup and finished
@@ -102,7 +117,14 @@ pub async fn run(target: &Target, config: LoadConfig) -> Result<Outcome> {
     let measure_from = start + config.warmup;
     let end = measure_from + config.duration;
     let tasks: Vec<_> = (0..config.connections.max(1))
-        .map(|_| tokio::spawn(connection_loop(target.clone(), measure_from, end)))
+        .map(|_| {
+            tokio::spawn(connection_loop(
+                target.clone(),
+                config.new_connection_per_request,
+                measure_from,
+                end,
+            ))
+        })
         .collect();
     let mut total = Outcome::new();
     for task in tasks {
@@ -113,14 +135,19 @@ pub async fn run(target: &Target, config: LoadConfig) -> Result<Outcome> {
 }
 
 /// One connection's closed loop until `end`; reconnects when the server closes or fails.
-async fn connection_loop(target: Target, measure_from: Instant, end: Instant) -> Outcome {
+async fn connection_loop(
+    target: Target,
+    new_connection_per_request: bool,
+    measure_from: Instant,
+    end: Instant,
+) -> Outcome {
     let mut out = Outcome::new();
     let mut sender: Option<SendRequest<Empty<Bytes>>> = None;
     while Instant::now() < end {
         let started = Instant::now();
         let measured = started >= measure_from;
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
-            match timeout_at(end, connect(target.addr)).await {
+            match timeout_at(end, connect(&target)).await {
                 Ok(Ok(s)) => sender = Some(s),
                 Ok(Err(e)) => {
                     if measured {
@@ -133,7 +160,14 @@ async fn connection_loop(target: Target, measure_from: Instant, end: Instant) ->
             }
         }
         let Some(s) = sender.as_mut() else { continue };
-        let result = timeout_at(end + END_GRACE, request(s, &target)).await;
+        let result = timeout_at(
+            end + END_GRACE,
+            request(s, &target, new_connection_per_request),
+        )
+        .await;
+        if new_connection_per_request {
+            sender = None;
+        }
         let finished = Instant::now();
         let result = match result {
             Ok(r) => r,
@@ -163,12 +197,29 @@ async fn connection_loop(target: Target, measure_from: Instant, end: Instant) ->
     out
 }
 
-/// Opens a keep-alive HTTP/1.1 connection; its driver runs on its own task.
-pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
+/// Opens a keep-alive HTTP/1.1 connection (after a TLS handshake for HTTPS targets); its
+/// driver runs on its own task.
+pub async fn connect(target: &Target) -> Result<SendRequest<Empty<Bytes>>> {
+    let addr = target.addr;
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+    let Some(tls) = &target.tls else {
+        return http1_over(stream, addr).await;
+    };
+    let stream = tls
+        .connector
+        .connect(tls.server_name.clone(), stream)
+        .await
+        .with_context(|| format!("TLS handshake with {addr}"))?;
+    http1_over(stream, addr).await
+}
+
+async fn http1_over<S>(stream: S, addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .with_context(|| format!("HTTP handshake with {addr}"))?;
@@ -180,15 +231,19 @@ pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
 }
 
 /// Sends one GET and reads the whole response body; returns the status.
+/// With `close`, asks the server to close the connection after the response (so the server,
+/// not this client, holds the TIME_WAIT and the client's ports stay free).
 pub async fn request(
     sender: &mut SendRequest<Empty<Bytes>>,
     target: &Target,
+    close: bool,
 ) -> Result<StatusCode> {
     sender.ready().await.context("connection closed")?;
-    let req = Request::get(target.path.as_str())
-        .header(header::HOST, target.host.as_str())
-        .body(Empty::new())
-        .context("building request")?;
+    let mut req = Request::get(target.path.as_str()).header(header::HOST, target.host.as_str());
+    if close {
+        req = req.header(header::CONNECTION, "close");
+    }
+    let req = req.body(Empty::new()).context("building request")?;
     let resp = sender.send_request(req).await.context("sending request")?;
     let status = resp.status();
     resp.into_body()
@@ -207,6 +262,7 @@ mod tests {
             connections: 4,
             warmup: Duration::from_millis(100),
             duration: Duration::from_millis(300),
+            new_connection_per_request: false,
         }
     }
 
@@ -217,6 +273,7 @@ mod tests {
             addr,
             host: addr.to_string(),
             path: "/".into(),
+            tls: None,
         };
         let out = run(&target, config()).await.unwrap();
         assert!(out.requests() > 0);
@@ -234,6 +291,7 @@ mod tests {
             addr: port,
             host: "x".into(),
             path: "/".into(),
+            tls: None,
         };
         let started = std::time::Instant::now();
         let out = run(&target, config()).await.unwrap();

@@ -3,7 +3,9 @@
 //!
 //! By default it starts everything itself on 127.0.0.1: an in-process backend, its own
 //! nats-server and a gorouter (see [`setup`]). With `--target URL` it only loads an existing
-//! server. Modules: [`load`] the closed-loop load and its results, [`setup`] the child
+//! server, over HTTP or HTTPS (`--ca`), optionally with a new connection (a full TLS
+//! handshake) per request; `--serve-backend ADDR` only runs the backend (for
+//! `tools/bench-https`). Modules: [`load`] the closed-loop load and its results, [`setup`] the child
 //! processes and readiness checks, [`backend`] the in-process backend, [`report`] the output.
 
 mod backend;
@@ -11,14 +13,16 @@ mod load;
 mod report;
 mod setup;
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
-use load::{LoadConfig, Target};
+use load::{LoadConfig, Target, TlsTarget};
 
 /// Measure requests/s and p50/p90/p99 latency, direct to a backend and through gorouter.
 #[derive(Parser, Debug)]
@@ -43,12 +47,26 @@ struct Args {
         conflicts_with = "target"
     )]
     nats_server: PathBuf,
-    /// Only load this existing server (`http://HOST:PORT/PATH`); starts nothing.
+    /// Only load this existing server (`http://` or `https://HOST:PORT/PATH`); starts nothing.
     #[arg(long)]
     target: Option<String>,
-    /// The Host header sent with --target [default: the URL's host:port].
+    /// The Host header sent with --target [default: the URL's host:port]. For HTTPS its name
+    /// (without a port) is also the TLS server name.
     #[arg(long, requires = "target")]
     host: Option<String>,
+    /// PEM file of the CA(s) that HTTPS targets' certificates are verified against.
+    #[arg(long, requires = "target")]
+    ca: Option<PathBuf>,
+    /// Open a new connection for every request (`Connection: close`; for HTTPS a full
+    /// handshake each time, never resumed).
+    #[arg(long, requires = "target")]
+    new_connection_per_request: bool,
+    /// The row's name in the table printed for --target.
+    #[arg(long, default_value = "target", requires = "target")]
+    label: String,
+    /// Only run the in-process backend on this address until interrupted; loads nothing.
+    #[arg(long, conflicts_with_all = ["target", "gorouter"])]
+    serve_backend: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -69,23 +87,40 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if let Some(addr) = args.serve_backend {
+        let addr = backend::start_on(addr).await?;
+        eprintln!("backend listening on {addr}");
+        // Runs until main's Ctrl-C select, or SIGTERM ends the process.
+        return std::future::pending().await;
+    }
     let config = LoadConfig {
         connections: args.connections,
         warmup: args.warmup,
         duration: args.duration,
+        new_connection_per_request: args.new_connection_per_request,
     };
     match &args.target {
-        Some(url) => run_target(url, args.host.as_deref(), config).await,
+        Some(url) => {
+            let target = parse_target(url, args.host.as_deref(), args.ca.as_deref()).await?;
+            run_target(target, &args.label, config).await
+        }
         None => run_full(&args, config).await,
     }
 }
 
 /// Loads one existing server.
-async fn run_target(url: &str, host: Option<&str>, config: LoadConfig) -> Result<()> {
-    let target = parse_target(url, host).await?;
-    eprintln!("loading {} (Host: {}) ...", target.addr, target.host);
+async fn run_target(target: Target, label: &str, config: LoadConfig) -> Result<()> {
+    let scheme = if target.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!(
+        "loading {scheme}://{} (Host: {}) ...",
+        target.addr, target.host
+    );
     let outcome = load::run(&target, config).await?;
-    report::print(&config, &[("target", &outcome)]);
+    report::print(&config, &[(label, &outcome)]);
     Ok(())
 }
 
@@ -112,6 +147,7 @@ async fn run_full(args: &Args, config: LoadConfig) -> Result<()> {
         addr: backend,
         host: backend.to_string(),
         path: "/".into(),
+        tls: None,
     };
     let direct = load::run(&direct_target, config).await?;
 
@@ -132,6 +168,7 @@ async fn run_full(args: &Args, config: LoadConfig) -> Result<()> {
         addr: stack.proxy_addr,
         host: setup::ROUTE_HOST.into(),
         path: "/".into(),
+        tls: None,
     };
     let via = load::run(&via_target, config).await;
     drop(stack);
@@ -141,18 +178,32 @@ async fn run_full(args: &Args, config: LoadConfig) -> Result<()> {
     Ok(())
 }
 
-/// `http://host[:port][/path]` -> address, Host header and path.
-async fn parse_target(url: &str, host: Option<&str>) -> Result<Target> {
+/// `http(s)://host[:port][/path]` -> address, Host header, path and, for HTTPS, the TLS
+/// client (trusting `ca`).
+async fn parse_target(url: &str, host: Option<&str>, ca: Option<&Path>) -> Result<Target> {
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("invalid URL {url:?}"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("--target must be an http:// URL, got {url:?}");
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => bail!("--target must be an http:// or https:// URL, got {url:?}"),
+    };
     let authority = uri
         .authority()
         .with_context(|| format!("no host in {url:?}"))?;
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = host.unwrap_or(authority.as_str()).to_string();
+    let tls = if https {
+        let ca = ca.context("an https:// target needs --ca FILE")?;
+        // The server name: the Host header's name, without a port (or an IP address).
+        let name = http::uri::Authority::try_from(host.as_str())
+            .map(|a| a.host().trim_matches(['[', ']']).to_string())
+            .unwrap_or_else(|_| host.clone());
+        Some(tls_target(ca, &name)?)
+    } else {
+        None
+    };
     let addr = tokio::net::lookup_host((authority.host(), port))
         .await
         .with_context(|| format!("resolving {authority}"))?
@@ -160,10 +211,45 @@ async fn parse_target(url: &str, host: Option<&str>) -> Result<Target> {
         .with_context(|| format!("{authority} resolved to no address"))?;
     Ok(Target {
         addr,
-        host: host.unwrap_or(authority.as_str()).to_string(),
+        host,
         path: uri
             .path_and_query()
             .map_or("/".to_string(), |p| p.as_str().to_string()),
+        tls,
+    })
+}
+
+/// A TLS client trusting the CAs in `ca`, offering HTTP/1.1 by ALPN, with session resumption
+/// off: every connection is a full handshake, which is what the handshake row measures.
+fn tls_target(ca: &Path, server_name: &str) -> Result<TlsTarget> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        let cert = cert.with_context(|| format!("parsing {}", ca.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("adding a CA from {}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("no CERTIFICATE in {}", ca.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    let server_name = ServerName::try_from(server_name.to_string())
+        .with_context(|| format!("invalid TLS server name {server_name:?}"))?;
+    Ok(TlsTarget {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        server_name,
     })
 }
 
@@ -200,17 +286,44 @@ mod tests {
 
     #[tokio::test]
     async fn target_urls_parse() {
-        let t = parse_target("http://127.0.0.1:8081/a?b=1", None)
+        let t = parse_target("http://127.0.0.1:8081/a?b=1", None, None)
             .await
             .unwrap();
         assert_eq!(t.addr, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(t.host, "127.0.0.1:8081");
         assert_eq!(t.path, "/a?b=1");
-        let t = parse_target("http://127.0.0.1", Some("x.example.com"))
+        let t = parse_target("http://127.0.0.1", Some("x.example.com"), None)
             .await
             .unwrap();
         assert_eq!(t.addr.port(), 80);
         assert_eq!((t.host.as_str(), t.path.as_str()), ("x.example.com", "/"));
-        assert!(parse_target("https://127.0.0.1", None).await.is_err());
+        assert!(t.tls.is_none());
+        // HTTPS needs a CA file; with one, the server name is the Host's name.
+        assert!(parse_target("https://127.0.0.1", None, None).await.is_err());
+        assert!(parse_target("ftp://127.0.0.1", None, None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn https_target_uses_the_ca_and_the_host_name() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x.example.com".into()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let path = std::env::temp_dir().join(format!("loadgen-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, ca.pem()).unwrap();
+        let t = parse_target(
+            "https://127.0.0.1:8443/",
+            Some("x.example.com:8443"),
+            Some(&path),
+        )
+        .await;
+        let _ = std::fs::remove_file(&path);
+        let t = t.unwrap();
+        assert_eq!(t.addr.port(), 8443);
+        let tls = t.tls.unwrap();
+        assert_eq!(
+            tls.server_name,
+            rustls::pki_types::ServerName::try_from("x.example.com").unwrap()
+        );
     }
 }

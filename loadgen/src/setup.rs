@@ -201,6 +201,7 @@ async fn wait_for_health(status: SocketAddr, child: &mut ChildGuard) -> Result<(
         addr: status,
         host: status.to_string(),
         path: "/health".into(),
+        tls: None,
     };
     let deadline = Instant::now() + HEALTH_TIMEOUT;
     loop {
@@ -226,6 +227,7 @@ async fn wait_for_route(proxy: SocketAddr, child: &mut ChildGuard) -> Result<()>
         addr: proxy,
         host: ROUTE_HOST.into(),
         path: "/".into(),
+        tls: None,
     };
     let deadline = Instant::now() + ROUTE_TIMEOUT;
     loop {
@@ -249,10 +251,13 @@ async fn wait_for_route(proxy: SocketAddr, child: &mut ChildGuard) -> Result<()>
 
 /// One GET on a fresh connection.
 async fn get(target: &Target) -> Result<StatusCode> {
-    let mut sender = load::connect(target.addr).await?;
-    tokio::time::timeout(Duration::from_secs(5), load::request(&mut sender, target))
-        .await
-        .context("no response within 5s")?
+    let mut sender = load::connect(target).await?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        load::request(&mut sender, target, false),
+    )
+    .await
+    .context("no response within 5s")?
 }
 
 fn describe(r: &Result<StatusCode>) -> String {
