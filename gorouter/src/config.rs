@@ -27,8 +27,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::SupportedCipherSuite;
 use serde::{Deserialize, Deserializer};
 pub use yaml_config::{parse_go_duration, GoDuration};
+
+use crate::tls::ciphers::{self, TlsVersion};
+use crate::tls::pem::{self, CertKeyPair};
+use crate::tls::TlsError;
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,22 @@ pub enum ConfigError {
     Load(#[from] yaml_config::LoadError),
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// As `Invalid`, for keys with an index (`tls_pem[0].cert_chain`, `ca_certs[1]`).
+    #[error("config key `{key}`: {message}")]
+    InvalidAt { key: String, message: String },
+}
+
+impl From<TlsError> for ConfigError {
+    fn from(e: TlsError) -> Self {
+        match e {
+            TlsError::Pem { key, message } => ConfigError::InvalidAt { key, message },
+            TlsError::Config(e) => e,
+            other => ConfigError::InvalidAt {
+                key: "tls".into(),
+                message: other.to_string(),
+            },
+        }
+    }
 }
 
 /// How endpoints in a pool are picked.
@@ -137,7 +159,13 @@ pub struct NatsConfig {
     pub hosts: Vec<NatsHost>,
     pub user: String,
     pub pass: String,
+    /// Mutual TLS to NATS; the parsed material is [`Config::nats_tls`].
     pub tls_enabled: bool,
+    /// PEM text of the CAs the NATS servers' certificates are checked against.
+    pub ca_certs: String,
+    /// PEM text of the client certificate chain and key presented to NATS.
+    pub cert_chain: String,
+    pub private_key: String,
 }
 
 impl Default for NatsConfig {
@@ -150,6 +178,9 @@ impl Default for NatsConfig {
             user: String::new(),
             pass: String::new(),
             tls_enabled: false,
+            ca_certs: String::new(),
+            cert_chain: String::new(),
+            private_key: String::new(),
         }
     }
 }
@@ -158,7 +189,10 @@ raw_layer! {
     struct RawNats => NatsConfig {
         user: String,
         pass: String,
-        tls_enabled: bool;
+        tls_enabled: bool,
+        ca_certs: String,
+        cert_chain: String,
+        private_key: String;
         lists hosts: Vec<NatsHost>,
     }
 }
@@ -276,6 +310,32 @@ raw_layer! {
     struct RawStatusRoutes => StatusRoutesConfig { port: u16 }
 }
 
+/// `status.tls.*` as written (upstream's `StatusTLSConfig`): the `/health` listener over TLS
+/// is on when any of it differs from the default (port 8443, no certificate, no key); the
+/// validated form is [`Config::status_tls`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusTlsConfig {
+    pub port: u16,
+    /// PEM text of the certificate chain.
+    pub certificate: String,
+    /// PEM text of the key.
+    pub key: String,
+}
+
+impl Default for StatusTlsConfig {
+    fn default() -> Self {
+        Self {
+            port: 8443,
+            certificate: String::new(),
+            key: String::new(),
+        }
+    }
+}
+
+raw_layer! {
+    struct RawStatusTls => StatusTlsConfig { port: u16, certificate: String, key: String }
+}
+
 #[derive(Debug, Clone)]
 pub struct StatusConfig {
     /// The `/health` listener's host: an IP address, a host name (resolved at start), or
@@ -285,6 +345,10 @@ pub struct StatusConfig {
     pub user: String,
     pub pass: String,
     pub routes: StatusRoutesConfig,
+    /// Whether `/health` is served without TLS on `port` (upstream's default true; false needs
+    /// `status.tls`).
+    pub enable_nontls_health_checks: bool,
+    pub tls: StatusTlsConfig,
 }
 
 impl Default for StatusConfig {
@@ -295,6 +359,8 @@ impl Default for StatusConfig {
             user: String::new(),
             pass: String::new(),
             routes: StatusRoutesConfig::default(),
+            enable_nontls_health_checks: true,
+            tls: StatusTlsConfig::default(),
         }
     }
 }
@@ -304,8 +370,9 @@ raw_layer! {
         host: String,
         port: u16,
         user: String,
-        pass: String;
-        nested routes: RawStatusRoutes,
+        pass: String,
+        enable_nontls_health_checks: bool;
+        nested routes: RawStatusRoutes, tls: RawStatusTls,
     }
 }
 
@@ -315,10 +382,19 @@ raw_layer! {
 pub struct BackendsConfig {
     pub max_attempts: i64,
     pub max_conns: i64,
+    /// PEM text of the client certificate chain and key presented to TLS backends (the
+    /// parsed pair is in [`Config::backend_tls`]).
+    pub cert_chain: String,
+    pub private_key: String,
 }
 
 raw_layer! {
-    struct RawBackends => BackendsConfig { max_attempts: i64, max_conns: i64 }
+    struct RawBackends => BackendsConfig {
+        max_attempts: i64,
+        max_conns: i64,
+        cert_chain: String,
+        private_key: String,
+    }
 }
 
 /// `route_services.*` as written.
@@ -448,11 +524,25 @@ struct Settings {
     sticky_session_cookie_names: Vec<String>,
     secure_cookies: bool,
     trace_key: String,
-    /// The HTTPS listener's keys: checked as upstream checks them; the listener itself is not
-    /// served yet (warned).
+    /// The HTTPS listener's keys (validated into [`Config::frontend_tls`]).
     enable_ssl: bool,
+    ssl_port: u16,
     disable_http: bool,
     tls_pem: Vec<TlsPem>,
+    min_tls_version: String,
+    max_tls_version: String,
+    cipher_suites: String,
+    client_cert_validation: String,
+    client_ca_certs: String,
+    only_trust_client_ca_certs: bool,
+    ca_certs: PemList,
+    skip_ssl_validation: bool,
+    tls_handshake_timeout: GoDuration,
+    enable_http2: bool,
+    enable_proxy: bool,
+    enable_verify_client_certificate_metadata: bool,
+    /// Only counted: the rules themselves are not implemented (refused when enabled).
+    verify_client_certificate_metadata: Vec<serde::de::IgnoredAny>,
     force_forwarded_proto_https: bool,
     sanitize_forwarded_proto: bool,
     forwarded_client_cert: String,
@@ -515,8 +605,24 @@ impl Default for Settings {
             secure_cookies: false,
             trace_key: String::new(),
             enable_ssl: false,
+            ssl_port: 443,
             disable_http: false,
             tls_pem: Vec::new(),
+            min_tls_version: String::new(),
+            max_tls_version: String::new(),
+            cipher_suites: String::new(),
+            // Upstream's code has no default (an absent value is an error with enable_ssl);
+            // BOSH's default is `request`, which is what an absent key means here.
+            client_cert_validation: "request".into(),
+            client_ca_certs: String::new(),
+            only_trust_client_ca_certs: false,
+            ca_certs: PemList::default(),
+            skip_ssl_validation: false,
+            tls_handshake_timeout: secs(10),
+            enable_http2: true,
+            enable_proxy: false,
+            enable_verify_client_certificate_metadata: false,
+            verify_client_certificate_metadata: Vec::new(),
             force_forwarded_proto_https: false,
             sanitize_forwarded_proto: false,
             forwarded_client_cert: "always_forward".into(),
@@ -561,7 +667,19 @@ raw_layer! {
         secure_cookies: bool,
         trace_key: String,
         enable_ssl: bool,
+        ssl_port: u16,
         disable_http: bool,
+        min_tls_version: String,
+        max_tls_version: String,
+        cipher_suites: String,
+        client_cert_validation: String,
+        client_ca_certs: String,
+        only_trust_client_ca_certs: bool,
+        skip_ssl_validation: bool,
+        tls_handshake_timeout: GoDuration,
+        enable_http2: bool,
+        enable_proxy: bool,
+        enable_verify_client_certificate_metadata: bool,
         force_forwarded_proto_https: bool,
         sanitize_forwarded_proto: bool,
         forwarded_client_cert: String,
@@ -589,6 +707,8 @@ raw_layer! {
         route_services: RawRouteServices;
         lists
         tls_pem: Vec<TlsPem>,
+        ca_certs: PemList,
+        verify_client_certificate_metadata: Vec<serde::de::IgnoredAny>,
         sticky_session_cookie_names: Vec<String>,
         hop_by_hop_headers_to_filter: Vec<String>,
         extra_headers_to_log: Vec<String>,
@@ -604,49 +724,354 @@ struct TlsPem {
     private_key: String,
 }
 
-/// Upstream's checks of `enable_ssl`, `tls_pem` and `disable_http` (its messages). The HTTPS
-/// listener is not served yet, so a valid HTTPS setup is warned about rather than ignored.
-fn check_listeners(raw: &Settings, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
-    let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+/// `ca_certs`: upstream's list of PEM strings; a single string (one bundle) is accepted too.
+#[derive(Debug, Clone, Default)]
+struct PemList(Vec<String>);
+
+impl<'de> Deserialize<'de> for PemList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<Option<String>>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => PemList(vec![s]),
+            // A null item is an empty string, as yaml.v3 decodes it into a Go string.
+            OneOrMany::Many(v) => PemList(v.into_iter().map(Option::unwrap_or_default).collect()),
+        })
+    }
+}
+
+/// `client_cert_validation`: whether the HTTPS listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertValidation {
+    /// Not asked for (Go's `NoClientCert`).
+    None,
+    /// Asked for; a client may send none, but a certificate it sends must verify (Go's
+    /// `VerifyClientCertIfGiven`).
+    Request,
+    /// Required and verified (Go's `RequireAndVerifyClientCert`).
+    Require,
+}
+
+/// The HTTPS listener's validated settings (`enable_ssl: true`).
+#[derive(Debug, Clone)]
+pub struct FrontendTls {
+    /// `tls_pem`, in order: chosen by SNI, the first one when nothing matches.
+    pub certificates: Vec<CertKeyPair>,
+    pub min_version: TlsVersion,
+    pub max_version: TlsVersion,
+    /// The TLS 1.2 suites `cipher_suites` selects (TLS 1.3 suites are always on).
+    pub cipher_suites: Vec<SupportedCipherSuite>,
+    pub client_cert_validation: ClientCertValidation,
+    /// CAs client certificates are verified against besides the system roots:
+    /// `client_ca_certs`, and (unless `only_trust_client_ca_certs`) `ca_certs`.
+    pub client_ca_certs: Vec<CertificateDer<'static>>,
+    /// Leave the system roots out of the client-certificate trust store.
+    pub only_trust_client_ca_certs: bool,
+}
+
+/// What the router uses when it dials TLS backends (A.11).
+#[derive(Debug, Clone, Default)]
+pub struct BackendTls {
+    /// `ca_certs`, trusted together with the system roots.
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// `backends.cert_chain` / `backends.private_key`, presented when a backend asks.
+    pub client_cert: Option<CertKeyPair>,
+    /// `cipher_suites` when `enable_ssl` is on (upstream's backend transport gets the parsed
+    /// list, which exists only then); `None` is rustls's defaults.
+    pub cipher_suites: Option<Vec<SupportedCipherSuite>>,
+}
+
+/// The `/health` listener over TLS (`status.tls`).
+#[derive(Debug, Clone)]
+pub struct StatusTls {
+    pub port: u16,
+    pub certificate: CertKeyPair,
+}
+
+/// Mutual TLS to NATS (`nats.tls_enabled`).
+#[derive(Debug, Clone)]
+pub struct NatsTls {
+    /// `nats.ca_certs`: the only CAs NATS servers are checked against (no system roots, as
+    /// upstream's pool holds only these).
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// `nats.cert_chain` / `nats.private_key`.
+    pub client_cert: CertKeyPair,
+}
+
+/// Everything TLS, validated.
+struct TlsSettings {
+    frontend: Option<FrontendTls>,
+    backend: BackendTls,
+    status: Option<StatusTls>,
+    nats: Option<NatsTls>,
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
         key,
         message: message.into(),
+    }
+}
+
+/// A PEM error with upstream's message prefix (`Error loading key pair: `) before the reason.
+fn prefixed(prefix: &str) -> impl Fn(TlsError) -> ConfigError + '_ {
+    move |e| match ConfigError::from(e) {
+        ConfigError::InvalidAt { key, message } => ConfigError::InvalidAt {
+            key,
+            message: format!("{prefix}{message}"),
+        },
+        other => other,
+    }
+}
+
+/// A certificate chain and key given together or not at all (BOSH's rule for these pairs;
+/// upstream's code silently drops half a pair).
+fn optional_pair(
+    prefix: &str,
+    cert_chain: &str,
+    private_key: &str,
+) -> Result<Option<CertKeyPair>, ConfigError> {
+    let cert_key = format!("{prefix}.cert_chain");
+    let key_key = format!("{prefix}.private_key");
+    match (cert_chain.trim().is_empty(), private_key.trim().is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(CertKeyPair::from_pem(
+            &cert_key,
+            &key_key,
+            cert_chain,
+            private_key,
+        )?)),
+        _ => Err(ConfigError::InvalidAt {
+            key: cert_key,
+            message: format!(
+                "{prefix}.cert_chain and {prefix}.private_key must be both provided or not at all"
+            ),
+        }),
+    }
+}
+
+/// Upstream's TLS checks (config.go `Process`), in its order and with its messages: the
+/// backend client certificate, NATS, `status.tls`, the HTTPS listener (`enable_ssl`,
+/// `tls_pem`, versions, `cipher_suites`, `client_cert_validation`), `disable_http`, then the
+/// CA pools. Every PEM is parsed here, so a bad one stops the router at start, naming its key.
+fn tls_settings(raw: &Settings, warnings: &mut Vec<String>) -> Result<TlsSettings, ConfigError> {
+    let backend_client_cert = optional_pair(
+        "backends",
+        &raw.backends.cert_chain,
+        &raw.backends.private_key,
+    )?;
+
+    let nats = if raw.nats.tls_enabled {
+        let client_cert = CertKeyPair::from_pem(
+            "nats.cert_chain",
+            "nats.private_key",
+            &raw.nats.cert_chain,
+            &raw.nats.private_key,
+        )
+        .map_err(prefixed("Error loading NATS key pair: "))?;
+        let ca_certs = pem::parse_certs("nats.ca_certs", &raw.nats.ca_certs).map_err(prefixed(
+            "Error while adding CACerts to gorouter's NATS cert pool: ",
+        ))?;
+        Some(NatsTls {
+            ca_certs,
+            client_cert,
+        })
+    } else {
+        None
     };
-    if !raw.enable_ssl {
+
+    let status_tls = &raw.status.tls;
+    let default_status_tls = StatusTlsConfig::default();
+    if *status_tls == default_status_tls && !raw.status.enable_nontls_health_checks {
+        return Err(invalid(
+            "status.enable_nontls_health_checks",
+            "Neither TLS nor non-TLS health endpoints are enabled. Refusing to start gorouter.",
+        ));
+    }
+    let status = if *status_tls != default_status_tls {
+        if status_tls.key.is_empty() {
+            return Err(invalid(
+                "status.tls.key",
+                "router.status.tls.key must be provided",
+            ));
+        }
+        if status_tls.certificate.is_empty() {
+            return Err(invalid(
+                "status.tls.certificate",
+                "router.status.tls.certificate must be provided",
+            ));
+        }
+        if status_tls.port == 0 {
+            return Err(invalid(
+                "status.tls.port",
+                "router.status.tls.port must not be 0",
+            ));
+        }
+        let certificate = CertKeyPair::from_pem(
+            "status.tls.certificate",
+            "status.tls.key",
+            &status_tls.certificate,
+            &status_tls.key,
+        )
+        .map_err(prefixed(
+            "Error loading router.status.tls certificate/key pair: ",
+        ))?;
+        Some(StatusTls {
+            port: status_tls.port,
+            certificate,
+        })
+    } else {
+        None
+    };
+
+    let mut ca_certs = Vec::new();
+    for (i, text) in raw.ca_certs.0.iter().enumerate() {
+        // BOSH drops blank entries before rendering; an empty string adds nothing.
+        ca_certs.extend(
+            pem::parse_ca_bundle(&format!("ca_certs[{i}]"), text).map_err(prefixed(&format!(
+                "Error while adding {i} cert in CACerts to gorouter's cert pool: "
+            )))?,
+        );
+    }
+    let client_ca_only = pem::parse_ca_bundle("client_ca_certs", &raw.client_ca_certs).map_err(
+        prefixed("Error while adding ClientCACerts to gorouter's client cert pool: "),
+    )?;
+
+    let frontend = if raw.enable_ssl {
+        let client_cert_validation =
+            match raw.client_cert_validation.as_str() {
+                "none" => ClientCertValidation::None,
+                "request" => ClientCertValidation::Request,
+                "require" => ClientCertValidation::Require,
+                _ => return Err(invalid(
+                    "client_cert_validation",
+                    "router.client_cert_validation must be one of 'none', 'request' or 'require'.",
+                )),
+            };
+        let min_version = match raw.min_tls_version.as_str() {
+            "" => TlsVersion::Tls12,
+            name => TlsVersion::from_name(name).ok_or_else(|| {
+                invalid(
+                    "min_tls_version",
+                    r#"router.min_tls_version should be one of "", "TLSv1.3", "TLSv1.2", "TLSv1.1", "TLSv1.0""#,
+                )
+            })?,
+        };
+        if min_version < TlsVersion::Tls12 {
+            warnings.push(format!(
+                "config key `min_tls_version` is {}: this router speaks TLS 1.2 and 1.3 only, so TLSv1.2 is the minimum",
+                min_version.name()
+            ));
+        }
+        let max_version = match raw.max_tls_version.as_str() {
+            "" | "TLSv1.3" => TlsVersion::Tls13,
+            "TLSv1.2" => TlsVersion::Tls12,
+            _ => {
+                return Err(invalid(
+                    "max_tls_version",
+                    r#"router.max_tls_version should be one of "TLSv1.2" or "TLSv1.3""#,
+                ))
+            }
+        };
+        if min_version > max_version {
+            return Err(invalid(
+                "min_tls_version",
+                format!(
+                    "{} is above max_tls_version {}: no TLS version would be left",
+                    min_version.name(),
+                    max_version.name()
+                ),
+            ));
+        }
+        if raw.tls_pem.is_empty() {
+            return Err(invalid(
+                "tls_pem",
+                "router.tls_pem must be provided if router.enable_ssl is set to true",
+            ));
+        }
+        let mut certificates = Vec::with_capacity(raw.tls_pem.len());
+        for (i, p) in raw.tls_pem.iter().enumerate() {
+            if p.cert_chain.is_empty() || p.private_key.is_empty() {
+                return Err(invalid(
+                    "tls_pem",
+                    "Error parsing PEM blocks of router.tls_pem, missing cert or key.",
+                ));
+            }
+            let pair = CertKeyPair::from_pem(
+                &format!("tls_pem[{i}].cert_chain"),
+                &format!("tls_pem[{i}].private_key"),
+                &p.cert_chain,
+                &p.private_key,
+            )
+            .map_err(prefixed("Error loading key pair: "))?;
+            certificates.push(pair);
+        }
+        let cipher_suites = ciphers::parse_cipher_suites(&raw.cipher_suites)
+            .map_err(|message| invalid("cipher_suites", message))?;
+        if cipher_suites.is_empty() && min_version <= TlsVersion::Tls12 {
+            warnings.push(
+                "config key `cipher_suites` names no TLS 1.2 suite: only TLS 1.3 clients can connect".into(),
+            );
+        }
+        if raw.only_trust_client_ca_certs
+            && client_ca_only.is_empty()
+            && client_cert_validation != ClientCertValidation::None
+        {
+            return Err(invalid(
+                "client_ca_certs",
+                "router.client_ca_certs cannot be empty if router.only_trust_client_ca_certs is 'true' and router.client_cert_validation is set to 'request' or 'require'.",
+            ));
+        }
+        if raw.enable_verify_client_certificate_metadata
+            && !raw.verify_client_certificate_metadata.is_empty()
+        {
+            return Err(invalid(
+                "enable_verify_client_certificate_metadata",
+                "client certificate subject rules (verify_client_certificate_metadata) are not supported by this router; set enable_verify_client_certificate_metadata to false",
+            ));
+        }
+        let mut client_ca_certs = client_ca_only.clone();
+        if !raw.only_trust_client_ca_certs {
+            // As BOSH renders client_ca_certs (ca_certs appended unless only_trust_client_ca_certs).
+            client_ca_certs.extend(ca_certs.iter().cloned());
+        }
+        Some(FrontendTls {
+            certificates,
+            min_version,
+            max_version,
+            cipher_suites,
+            client_cert_validation,
+            client_ca_certs,
+            only_trust_client_ca_certs: raw.only_trust_client_ca_certs,
+        })
+    } else {
         if raw.disable_http {
             return Err(invalid(
                 "disable_http",
-                "neither http nor https listener is enabled: router.enable_ssl: false, router.disable_http: true",
+                format!(
+                    "neither http nor https listener is enabled: router.enable_ssl: {}, router.disable_http: {}",
+                    raw.enable_ssl, raw.disable_http
+                ),
             ));
         }
-        return Ok(());
-    }
-    if raw.tls_pem.is_empty() {
-        return Err(invalid(
-            "tls_pem",
-            "router.tls_pem must be provided if router.enable_ssl is set to true",
-        ));
-    }
-    if raw
-        .tls_pem
-        .iter()
-        .any(|p| p.cert_chain.trim().is_empty() || p.private_key.trim().is_empty())
-    {
-        return Err(invalid(
-            "tls_pem",
-            "Error parsing PEM blocks of router.tls_pem, missing cert or key.",
-        ));
-    }
-    if raw.disable_http {
-        return Err(invalid(
-            "enable_ssl",
-            "the HTTPS listener is not supported yet and disable_http turns off the HTTP one: nothing would be served",
-        ));
-    }
-    warnings.push(
-        "enable_ssl: the HTTPS listener (ssl_port, tls_pem) is not supported yet; serving HTTP only"
-            .into(),
-    );
-    Ok(())
+        None
+    };
+
+    let backend = BackendTls {
+        ca_certs,
+        client_cert: backend_client_cert,
+        cipher_suites: frontend.as_ref().map(|f| f.cipher_suites.clone()),
+    };
+    Ok(TlsSettings {
+        frontend,
+        backend,
+        status,
+        nats,
+    })
 }
 
 /// Which isolation segments this router accepts endpoints from.
@@ -736,6 +1161,27 @@ pub struct Config {
     pub ip: IpAddr,
     /// The address the proxy listener binds (`bind_address`, ours); `None` is all interfaces.
     pub bind_address: Option<IpAddr>,
+    /// `ssl_port`: the HTTPS listener's port (when `enable_ssl`).
+    pub ssl_port: u16,
+    pub enable_ssl: bool,
+    /// No plain HTTP listener on `port` (only with `enable_ssl`).
+    pub disable_http: bool,
+    /// ALPN `h2` on the HTTPS listener and HTTP/2 to `protocol: http2` backends.
+    pub enable_http2: bool,
+    /// PROXY protocol (v1/v2) on the proxy listeners.
+    pub enable_proxy: bool,
+    /// Route-service requests skip certificate verification (upstream uses it only there).
+    pub skip_ssl_validation: bool,
+    /// Budget for a TLS handshake with a backend.
+    pub tls_handshake_timeout: Duration,
+    /// The HTTPS listener's material; `Some` iff `enable_ssl`.
+    pub frontend_tls: Option<FrontendTls>,
+    /// Trust and client certificate for TLS backends.
+    pub backend_tls: BackendTls,
+    /// `/health` over TLS on `status.tls.port`; `Some` when `status.tls` is configured.
+    pub status_tls: Option<StatusTls>,
+    /// Mutual TLS to NATS; `Some` iff `nats.tls_enabled`.
+    pub nats_tls: Option<NatsTls>,
     /// Keys the file had that this router does not know, as dotted paths.
     pub unknown_keys: Vec<String>,
     /// Other non-fatal remarks about the file (suspicious values).
@@ -827,6 +1273,7 @@ impl Config {
             ("drain_wait", raw.drain_wait),
             ("drain_timeout", raw.drain_timeout),
             ("frontend_idle_timeout", raw.frontend_idle_timeout),
+            ("tls_handshake_timeout", raw.tls_handshake_timeout),
         ]);
         let nonzero = |key: &'static str, d: GoDuration| {
             if d.0.is_zero() {
@@ -838,7 +1285,8 @@ impl Config {
                 Ok(d.0)
             }
         };
-        check_listeners(&raw, &mut warnings)?;
+        let tls = tls_settings(&raw, &mut warnings)?;
+        let tls_handshake_timeout = nonzero("tls_handshake_timeout", raw.tls_handshake_timeout)?;
         let prune_stale_droplets_interval = nonzero(
             "prune_stale_droplets_interval",
             raw.prune_stale_droplets_interval,
@@ -992,12 +1440,6 @@ impl Config {
             Some(ip) => ip,
             None => local_ip(),
         };
-        if raw.nats.tls_enabled {
-            return Err(ConfigError::Invalid {
-                key: "nats.tls_enabled",
-                message: "NATS over TLS is not supported yet; set it to false".into(),
-            });
-        }
         Ok(Config {
             port: raw.port,
             index: raw.index,
@@ -1053,6 +1495,17 @@ impl Config {
             sharding,
             ip,
             bind_address,
+            ssl_port: raw.ssl_port,
+            enable_ssl: raw.enable_ssl,
+            disable_http: raw.disable_http,
+            enable_http2: raw.enable_http2,
+            enable_proxy: raw.enable_proxy,
+            skip_ssl_validation: raw.skip_ssl_validation,
+            tls_handshake_timeout,
+            frontend_tls: tls.frontend,
+            backend_tls: tls.backend,
+            status_tls: tls.status,
+            nats_tls: tls.nats,
             unknown_keys,
             warnings,
         })
@@ -1091,6 +1544,22 @@ fn local_ip() -> IpAddr {
 mod tests {
     use super::*;
 
+    use crate::tls::test_pki::Ca;
+
+    /// A YAML flow-scalar for PEM text.
+    fn q(text: &str) -> String {
+        format!("{text:?}")
+    }
+
+    fn https_yaml(ca: &Ca, extra: &str) -> String {
+        let (cert, key) = ca.server(&["a.example"]);
+        format!(
+            "enable_ssl: true\ncipher_suites: ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256\ntls_pem:\n- cert_chain: {}\n  private_key: {}\n{extra}",
+            q(&cert),
+            q(&key)
+        )
+    }
+
     #[test]
     fn https_listener_keys_are_checked_as_upstream_checks_them() {
         let err = |yaml: &str| Config::from_yaml(yaml).unwrap_err().to_string();
@@ -1098,17 +1567,266 @@ mod tests {
             .contains("router.tls_pem must be provided if router.enable_ssl is set to true"));
         assert!(err("enable_ssl: true\ntls_pem: [{cert_chain: x}]").contains("missing cert or key"));
         assert!(err("disable_http: true").contains("neither http nor https listener is enabled"));
-        let c = Config::from_yaml("enable_ssl: true\ntls_pem: [{cert_chain: c, private_key: k}]")
-            .expect("valid HTTPS keys load");
+        let e = err("enable_ssl: true\ncipher_suites: ECDHE-RSA-AES128-GCM-SHA256\ntls_pem: [{cert_chain: c, private_key: k}]");
         assert!(
-            c.warnings.iter().any(|w| w.contains("not supported yet")),
+            e.contains("`tls_pem[0].cert_chain`") && e.contains("Error loading key pair"),
+            "{e}"
+        );
+
+        let ca = Ca::new("config-ca");
+        let c = Config::from_yaml(&https_yaml(&ca, "disable_http: true\n"))
+            .expect("valid HTTPS keys load");
+        assert!(c.enable_ssl && c.disable_http);
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("not supported")),
             "{:?}",
             c.warnings
         );
-        assert!(!c
-            .unknown_keys
-            .iter()
-            .any(|k| k == "enable_ssl" || k == "tls_pem"));
+        let tls = c.frontend_tls.as_ref().expect("frontend TLS");
+        assert_eq!(tls.certificates.len(), 1);
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        assert_eq!(tls.max_version, TlsVersion::Tls13);
+        assert_eq!(tls.cipher_suites.len(), 2);
+        assert_eq!(tls.client_cert_validation, ClientCertValidation::Request);
+        assert_eq!(c.backend_tls.cipher_suites.as_ref().map(Vec::len), Some(2));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn tls_defaults_are_upstreams() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.ssl_port, 443);
+        assert!(!c.enable_ssl && !c.disable_http && !c.enable_proxy);
+        assert!(c.enable_http2);
+        assert_eq!(c.tls_handshake_timeout, Duration::from_secs(10));
+        assert!(c.frontend_tls.is_none() && c.status_tls.is_none() && c.nats_tls.is_none());
+        assert!(c.backend_tls.ca_certs.is_empty() && c.backend_tls.client_cert.is_none());
+        assert!(c.backend_tls.cipher_suites.is_none());
+        assert!(c.status.enable_nontls_health_checks);
+    }
+
+    #[test]
+    fn versions_ciphers_and_client_cert_modes() {
+        let ca = Ca::new("config-ca");
+        let load = |extra: &str| Config::from_yaml(&https_yaml(&ca, extra));
+        let c = load("min_tls_version: TLSv1.0\nmax_tls_version: TLSv1.2\nclient_cert_validation: require\nssl_port: 8443\n").unwrap();
+        let tls = c.frontend_tls.as_ref().unwrap();
+        assert_eq!(c.ssl_port, 8443);
+        assert_eq!(
+            (tls.min_version, tls.max_version),
+            (TlsVersion::Tls10, TlsVersion::Tls12)
+        );
+        assert_eq!(tls.client_cert_validation, ClientCertValidation::Require);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("min_tls_version") && w.contains("TLSv1.2")),
+            "{:?}",
+            c.warnings
+        );
+        for (extra, needle) in [
+            ("max_tls_version: TLSv1.1\n", r#"router.max_tls_version should be one of "TLSv1.2" or "TLSv1.3""#),
+            ("min_tls_version: SSLv3\n", "router.min_tls_version should be one of"),
+            ("min_tls_version: TLSv1.3\nmax_tls_version: TLSv1.2\n", "no TLS version would be left"),
+            ("client_cert_validation: always\n", "router.client_cert_validation must be one of 'none', 'request' or 'require'."),
+            ("client_cert_validation: request\nonly_trust_client_ca_certs: true\n", "router.client_ca_certs cannot be empty"),
+            ("enable_verify_client_certificate_metadata: true\nverify_client_certificate_metadata: [{issuer_in_chain: {common_name: x}}]\n", "not supported"),
+        ] {
+            let e = load(extra).unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        let (cert, key) = ca.server(&["a.example"]);
+        let e = Config::from_yaml(&format!(
+            "enable_ssl: true\ncipher_suites: ECDHE-RSA-AES128-GCM-SHA256:DES-CBC3-SHA\ntls_pem: [{{cert_chain: {}, private_key: {}}}]\n",
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`cipher_suites`") && e.contains("DES-CBC3-SHA"),
+            "{e}"
+        );
+        let e = Config::from_yaml(&format!(
+            "enable_ssl: true\ntls_pem: [{{cert_chain: {}, private_key: {}}}]\n",
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("must specify list of cipher suite when ssl is enabled"),
+            "{e}"
+        );
+        // Upstream leaves these keys alone while enable_ssl is off.
+        assert!(Config::from_yaml("client_cert_validation: bogus\ncipher_suites: BOGUS\n").is_ok());
+    }
+
+    #[test]
+    fn ca_certs_take_a_list_or_a_string_and_feed_client_trust() {
+        let ca = Ca::new("config-ca");
+        let client_ca = Ca::new("client-ca");
+        let c = Config::from_yaml(&format!(
+            "ca_certs: [{}, '', {}]\n",
+            q(&ca.pem()),
+            q(&client_ca.pem())
+        ))
+        .unwrap();
+        assert_eq!(c.backend_tls.ca_certs.len(), 2);
+        let c = Config::from_yaml(&format!("ca_certs: {}\n", q(&ca.pem()))).unwrap();
+        assert_eq!(c.backend_tls.ca_certs, vec![ca.der()]);
+        let e = Config::from_yaml("ca_certs: [junk]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`ca_certs[0]`") && e.contains("Error while adding 0 cert in CACerts"),
+            "{e}"
+        );
+        let e = Config::from_yaml("client_ca_certs: junk\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`client_ca_certs`"), "{e}");
+
+        let extra = format!(
+            "client_ca_certs: {}\nca_certs: [{}]\n",
+            q(&client_ca.pem()),
+            q(&ca.pem())
+        );
+        let c = Config::from_yaml(&https_yaml(&ca, &extra)).unwrap();
+        assert_eq!(
+            c.frontend_tls.unwrap().client_ca_certs,
+            vec![client_ca.der(), ca.der()]
+        );
+        let c = Config::from_yaml(&https_yaml(
+            &ca,
+            &format!("{extra}only_trust_client_ca_certs: true\n"),
+        ))
+        .unwrap();
+        let tls = c.frontend_tls.unwrap();
+        assert_eq!(tls.client_ca_certs, vec![client_ca.der()]);
+        assert!(tls.only_trust_client_ca_certs);
+    }
+
+    #[test]
+    fn backend_client_certificate() {
+        let ca = Ca::new("config-ca");
+        let (cert, key) = ca.client("gorouter-backend");
+        let c = Config::from_yaml(&format!(
+            "backends: {{cert_chain: {}, private_key: {}}}\n",
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap();
+        assert!(c.backend_tls.client_cert.is_some());
+        let e = Config::from_yaml(&format!("backends: {{cert_chain: {}}}\n", q(&cert)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be both provided or not at all"), "{e}");
+        let (_, other_key) = ca.client("other");
+        let e = Config::from_yaml(&format!(
+            "backends: {{cert_chain: {}, private_key: {}}}\n",
+            q(&cert),
+            q(&other_key)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`backends.private_key`")
+                && e.contains("private key does not match public key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn status_tls_is_on_when_configured_and_checked_as_upstream_checks_it() {
+        let ca = Ca::new("config-ca");
+        let (cert, key) = ca.server(&["127.0.0.1"]);
+        let c = Config::from_yaml(&format!(
+            "status: {{tls: {{port: 9443, certificate: {}, key: {}}}}}\n",
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap();
+        let tls = c.status_tls.expect("status TLS");
+        assert_eq!(tls.port, 9443);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        for (yaml, needle) in [
+            (
+                "status: {tls: {port: 1}}\n",
+                "router.status.tls.key must be provided",
+            ),
+            (
+                "status: {tls: {key: k}}\n",
+                "router.status.tls.certificate must be provided",
+            ),
+            (
+                "status: {enable_nontls_health_checks: false}\n",
+                "Neither TLS nor non-TLS health endpoints are enabled",
+            ),
+            (
+                "status: {tls: {port: 8443, certificate: c, key: k}}\n",
+                "Error loading router.status.tls certificate/key pair",
+            ),
+        ] {
+            let e = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(e.contains(needle), "{yaml}: {e}");
+        }
+        let e = Config::from_yaml(&format!(
+            "status: {{tls: {{port: 0, certificate: {}, key: {}}}}}\n",
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("router.status.tls.port must not be 0"), "{e}");
+        let c = Config::from_yaml(&format!(
+            "status: {{enable_nontls_health_checks: false, tls: {{certificate: {}, key: {}}}}}\n",
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap();
+        assert!(!c.status.enable_nontls_health_checks);
+        assert_eq!(c.status_tls.unwrap().port, 8443);
+    }
+
+    #[test]
+    fn nats_tls_needs_a_client_certificate_and_a_ca() {
+        let ca = Ca::new("nats-ca");
+        let (cert, key) = ca.client("gorouter");
+        let c = Config::from_yaml(&format!(
+            "nats: {{tls_enabled: true, ca_certs: {}, cert_chain: {}, private_key: {}}}\n",
+            q(&ca.pem()),
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap();
+        let tls = c.nats_tls.expect("NATS TLS");
+        assert_eq!(tls.ca_certs, vec![ca.der()]);
+        let e = Config::from_yaml(&format!(
+            "nats: {{tls_enabled: true, ca_certs: {}}}\n",
+            q(&ca.pem())
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`nats.cert_chain`") && e.contains("Error loading NATS key pair"),
+            "{e}"
+        );
+        let e = Config::from_yaml(&format!(
+            "nats: {{tls_enabled: true, cert_chain: {}, private_key: {}}}\n",
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`nats.ca_certs`"), "{e}");
+        // Off: the PEM keys are not looked at.
+        assert!(
+            Config::from_yaml("nats: {tls_enabled: false, ca_certs: junk}\n")
+                .unwrap()
+                .nats_tls
+                .is_none()
+        );
     }
 
     #[test]
@@ -1397,9 +2115,12 @@ backends: {max_attempts: 0, max_conns: 0}
 
     #[test]
     fn unknown_keys_are_reported_not_fatal() {
-        let c = Config::from_yaml("port: 81\nroute_services_secret: x\nstatus: {tls: {port: 1}}\n")
+        let c = Config::from_yaml("port: 81\nroute_services_secret: x\nstatus: {colour: red}\n")
             .unwrap();
-        assert_eq!(c.unknown_keys, vec!["route_services_secret", "status.tls"]);
+        assert_eq!(
+            c.unknown_keys,
+            vec!["route_services_secret", "status.colour"]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`balancer`]: picking an endpoint (round-robin, least-connection, sticky sessions).
 //! - [`proxy`]: listener, request pipeline, headers, router errors, backend connections.
 //! - [`status`]: health state, `/health` and `/routes`.
+//! - [`tls`]: certificates, the HTTPS listener's and backends' rustls configs, TLS failures.
 //! - [`access_log`]: the access log line format and its off-path writer.
 //! - [`router`]: wiring everything together, signals and drain.
 
@@ -21,3 +22,4 @@ pub mod registry;
 pub mod router;
 pub mod routing_api;
 pub mod status;
+pub mod tls;
