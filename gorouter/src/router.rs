@@ -223,6 +223,8 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     let listener_settings = ListenerSettings {
         idle_timeout: config.frontend_idle_timeout,
         max_header_bytes: config.max_header_bytes,
+        enable_proxy: config.enable_proxy,
+        tls_handshake_timeout: config.tls_handshake_timeout,
     };
     let start_delay = config.start_response_delay_interval;
     {

@@ -1,15 +1,38 @@
-//! The proxy listener: accepting client connections, serving HTTP/1.0 and 1.1 on them, and
-//! closing them gracefully when the router drains or stops.
+//! The proxy listeners: accepting client connections, the optional PROXY protocol header, the
+//! TLS handshake, serving HTTP/1.0 and 1.1 (and HTTP/2 on TLS connections that negotiated `h2`
+//! by ALPN; no h2c), and closing connections gracefully when the router drains or stops.
+//!
+//! Per connection: accept → PROXY header (`enable_proxy`) → TLS handshake (HTTPS listener,
+//! bounded by `tls_handshake_timeout`) → HTTP. Everything after `accept` runs in the
+//! connection's own task, so a slow client never holds up the accept loop.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use super::body::{BoxError, ResponseBody};
+use super::proxy_protocol;
 use super::{ClientConn, Proxy};
+
+/// Where the HTTPS listener gets its server configuration. Called once per handshake, so a
+/// reloaded certificate applies to new handshakes only.
+pub type TlsConfigSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
+
+/// Go's http2 server default (`defaultMaxStreams`).
+const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
 
 /// Counts open client connections and tells them to finish.
 pub struct Connections {
@@ -37,7 +60,8 @@ impl Connections {
         self.active.load(Ordering::SeqCst)
     }
 
-    /// Asks every connection to finish its in-flight request and close; idle ones close now.
+    /// Asks every connection to finish its in-flight requests and close (HTTP/2: GOAWAY);
+    /// idle ones, and ones still in their PROXY header or TLS handshake, close now.
     pub fn close_all(&self) {
         self.close.send_replace(true);
     }
@@ -67,36 +91,147 @@ impl Connections {
     }
 }
 
-/// Front-end connection settings.
-#[derive(Clone)]
-pub struct ListenerSettings {
-    pub idle_timeout: Duration,
-    pub max_header_bytes: usize,
+/// Counts a connection as open until dropped, however its task ends.
+struct Open<'a>(&'a Connections);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
 }
 
-/// Accepts connections until `stop_accepting` turns true, then drops the listener.
-pub async fn serve(
+/// Front-end connection settings.
+#[derive(Clone, Debug)]
+pub struct ListenerSettings {
+    /// `frontend_idle_timeout`: HTTP/1 waits this long for a request's headers; an HTTP/2
+    /// connection that starts no stream for this long is sent GOAWAY.
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// `enable_proxy`: connections may start with a PROXY protocol header (v1 or v2).
+    pub enable_proxy: bool,
+    /// `tls_handshake_timeout`.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for ListenerSettings {
+    /// Upstream's code defaults.
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(900),
+            max_header_bytes: 1024 * 1024,
+            enable_proxy: false,
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What answers the requests of a connection: the [`Proxy`], or a stand-in in tests.
+pub trait Handler: Send + Sync + 'static {
+    type Body: hyper::body::Body<Data = Bytes, Error = BoxError> + Send + 'static;
+
+    fn call(
+        self: Arc<Self>,
+        conn: Arc<ClientConn>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
+}
+
+impl Handler for Proxy {
+    type Body = ResponseBody;
+
+    fn call(
+        self: Arc<Self>,
+        conn: Arc<ClientConn>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
+        Proxy::handle(self, conn, req)
+    }
+}
+
+/// Serves plain HTTP/1 on `listener` until `stop_accepting` turns true, then drops it.
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
     settings: ListenerSettings,
+    connections: Arc<Connections>,
+    stop_accepting: watch::Receiver<bool>,
+) {
+    accept_loop(
+        listener,
+        handler,
+        settings,
+        None,
+        connections,
+        stop_accepting,
+    )
+    .await
+}
+
+/// Serves HTTPS on `listener` (HTTP/2 when the handshake negotiated `h2`, which `tls`'s
+/// `alpn_protocols` decide) until `stop_accepting` turns true, then drops it.
+pub async fn serve_tls<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    settings: ListenerSettings,
+    tls: TlsConfigSource,
+    connections: Arc<Connections>,
+    stop_accepting: watch::Receiver<bool>,
+) {
+    accept_loop(
+        listener,
+        handler,
+        settings,
+        Some(tls),
+        connections,
+        stop_accepting,
+    )
+    .await
+}
+
+/// What every connection of one listener shares: one `Arc` clone per connection.
+struct Shared<H> {
+    handler: Arc<H>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    settings: ListenerSettings,
+    tls: Option<TlsConfigSource>,
+    connections: Arc<Connections>,
+}
+
+async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    settings: ListenerSettings,
+    tls: Option<TlsConfigSource>,
     connections: Arc<Connections>,
     mut stop_accepting: watch::Receiver<bool>,
 ) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
+    // Room past max_header_bytes so the router answers 431 itself, as upstream does.
+    let max_buf = (settings.max_header_bytes + 64 * 1024).max(8192 * 2);
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .title_case_headers(true)
         .keep_alive(true)
         .header_read_timeout(settings.idle_timeout)
-        // Room past max_header_bytes so the router answers 431 itself, as upstream does.
-        .max_buf_size((settings.max_header_bytes + 64 * 1024).max(8192 * 2));
-    let builder = Arc::new(builder);
+        .max_buf_size(max_buf);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(max_buf).unwrap_or(u32::MAX));
+    let shared = Arc::new(Shared {
+        handler,
+        http1: h1,
+        http2: h2,
+        settings,
+        tls,
+        connections,
+    });
     loop {
         let accepted = tokio::select! {
             _ = stop_accepting.wait_for(|stop| *stop) => return,
             accepted = listener.accept() => accepted,
         };
-        let (stream, remote) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -106,38 +241,599 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let builder = builder.clone();
-        let connections = connections.clone();
-        let mut close = connections.close.subscribe();
-        connections.opened();
-        tokio::spawn(async move {
-            let client = Arc::new(ClientConn::new(remote, false));
-            let svc =
-                hyper::service::service_fn(move |req| proxy.clone().handle(client.clone(), req));
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let mut closing = *close.borrow();
-            if closing {
-                conn.as_mut().graceful_shutdown();
+        shared.connections.opened();
+        tokio::spawn(connection(shared.clone(), stream, peer));
+    }
+}
+
+async fn connection<H: Handler>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: SocketAddr) {
+    let _open = Open(&shared.connections);
+    let mut close = shared.connections.close.subscribe();
+
+    let remote = if shared.settings.enable_proxy {
+        let header = tokio::select! {
+            header = proxy_protocol::read_header(&mut stream, proxy_protocol::HEADER_TIMEOUT) => header,
+            _ = close.wait_for(|c| *c) => return,
+        };
+        match header {
+            Ok(header) => header.client_addr(peer),
+            Err(e) => {
+                // go-proxyproto closes a connection whose header does not parse.
+                tracing::debug!(error = %e, remote = %peer, "proxy-protocol-header-invalid");
+                return;
             }
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "client-connection-error");
-                        }
-                        break;
-                    }
-                    _ = close.wait_for(|c| *c), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+        }
+    } else {
+        peer
+    };
+
+    let Some(tls) = &shared.tls else {
+        let client = ClientConn::new(remote, false);
+        return serve_http1(&shared, TokioIo::new(stream), client, close).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls());
+    let handshake = tokio::time::timeout(
+        shared.settings.tls_handshake_timeout,
+        acceptor.accept(stream),
+    );
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, remote = %remote, "tls-handshake-failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(remote = %remote, "tls-handshake-timed-out");
+                return;
+            }
+        },
+        _ = close.wait_for(|c| *c) => return,
+    };
+    let (_, session) = stream.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let mut client = ClientConn::new(remote, true);
+    if let Some(leaf) = session.peer_certificates().and_then(|chain| chain.first()) {
+        client = client.with_client_cert(Bytes::copy_from_slice(leaf.as_ref()));
+    }
+    if h2 {
+        serve_http2(&shared, TokioIo::new(stream), client, close).await
+    } else {
+        serve_http1(&shared, TokioIo::new(stream), client, close).await
+    }
+}
+
+async fn serve_http1<H, I>(
+    shared: &Shared<H>,
+    io: TokioIo<I>,
+    client: ClientConn,
+    close: watch::Receiver<bool>,
+) where
+    H: Handler,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = shared.handler.clone();
+    let client = Arc::new(client);
+    let svc = hyper::service::service_fn(move |req| handler.clone().call(client.clone(), req));
+    let conn = shared.http1.serve_connection(io, svc).with_upgrades();
+    drive(conn, close, None, |c| c.graceful_shutdown()).await
+}
+
+async fn serve_http2<H, I>(
+    shared: &Shared<H>,
+    io: TokioIo<I>,
+    client: ClientConn,
+    close: watch::Receiver<bool>,
+) where
+    H: Handler,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = shared.handler.clone();
+    let client = Arc::new(client);
+    // Streams started, for the idle timeout: one relaxed add per request.
+    let started = Arc::new(AtomicU64::new(0));
+    let counter = started.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        handler.clone().call(client.clone(), req)
+    });
+    let conn = shared.http2.serve_connection(io, svc);
+    let idle = Some((started, shared.settings.idle_timeout));
+    drive(conn, close, idle, |c| c.graceful_shutdown()).await
+}
+
+/// Runs a connection to its end; on `close` (or, with `idle`, after an idle period without a
+/// new request) shuts it down gracefully: in-flight requests finish, then it closes.
+async fn drive<C, E>(
+    conn: C,
+    mut close: watch::Receiver<bool>,
+    idle: Option<(Arc<AtomicU64>, Duration)>,
+    shutdown: impl Fn(Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut closing = *close.borrow();
+    if closing {
+        shutdown(conn.as_mut());
+    }
+    // HTTP/2 has no idle timeout of its own in hyper; this ticks once per idle period and
+    // shuts down when no stream started since the last tick (Go closes idle h2 connections
+    // after IdleTimeout; a GOAWAY lets in-flight streams finish).
+    let (requests, period) = match idle {
+        Some((requests, period)) if !period.is_zero() => (Some(requests), period),
+        _ => (None, Duration::from_secs(3600)),
+    };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut seen = 0u64;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "client-connection-error");
                 }
+                break;
             }
-            connections.closed();
+            _ = close.wait_for(|c| *c), if !closing => {
+                closing = true;
+                shutdown(conn.as_mut());
+            }
+            _ = ticks.tick(), if requests.is_some() && !closing => {
+                let now = requests.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));
+                if now == seen {
+                    closing = true;
+                    shutdown(conn.as_mut());
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::{BodyExt, Empty, Full};
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers with what the listener told it: `<remote> <tls> <version> <client cert bytes>`;
+    /// `/slow` waits 300 ms first.
+    struct Echo;
+
+    impl Handler for Echo {
+        type Body = BoxBody<Bytes, BoxError>;
+
+        async fn call(
+            self: Arc<Self>,
+            conn: Arc<ClientConn>,
+            req: Request<Incoming>,
+        ) -> Result<Response<Self::Body>, Infallible> {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let text = format!(
+                "{} {} {:?} {}",
+                conn.remote,
+                conn.tls,
+                req.version(),
+                conn.client_cert.as_ref().map_or(0, |c| c.len())
+            );
+            let body = Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed();
+            Ok(Response::new(body))
+        }
+    }
+
+    struct Pki {
+        ca: CertifiedIssuer<'static, KeyPair>,
+    }
+
+    impl Pki {
+        fn new() -> Self {
+            let mut params = CertificateParams::default();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+            Self { ca }
+        }
+
+        fn leaf(&self, names: &[&str]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+            let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &self.ca)
+                .unwrap();
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            (cert.der().clone(), key)
+        }
+
+        fn roots(&self) -> Arc<rustls::RootCertStore> {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(self.ca.der().clone()).unwrap();
+            Arc::new(roots)
+        }
+
+        /// A server config for 127.0.0.1 asking for (not requiring) client certificates.
+        fn server(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                self.roots(),
+                provider.clone(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+            let (cert, key) = self.leaf(&["127.0.0.1"]);
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(vec![cert], key)
+                .unwrap();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Arc::new(config)
+        }
+
+        fn client(
+            &self,
+            alpn: &[&[u8]],
+            cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+        ) -> tokio_rustls::TlsConnector {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(self.roots());
+            let mut config = match cert {
+                Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
+                None => builder.with_no_client_auth(),
+            };
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        }
+    }
+
+    struct Server {
+        addr: SocketAddr,
+        connections: Arc<Connections>,
+        _stop: watch::Sender<bool>,
+    }
+
+    async fn start(settings: ListenerSettings, tls: Option<TlsConfigSource>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Connections::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let handler = Arc::new(Echo);
+        let c = connections.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(tls) => serve_tls(listener, handler, settings, tls, c, stop_rx).await,
+                None => serve(listener, handler, settings, c, stop_rx).await,
+            }
         });
+        Server {
+            addr,
+            connections,
+            _stop: stop,
+        }
+    }
+
+    fn fixed(config: Arc<rustls::ServerConfig>) -> TlsConfigSource {
+        Arc::new(move || config.clone())
+    }
+
+    fn proxy_enabled() -> ListenerSettings {
+        ListenerSettings {
+            enable_proxy: true,
+            ..ListenerSettings::default()
+        }
+    }
+
+    /// One HTTP/1.1 request written raw; returns the whole response (the server closes).
+    async fn raw_request<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, path: &str) -> String {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn body_of(response: &str) -> &str {
+        response.split("\r\n\r\n").nth(1).unwrap_or("")
+    }
+
+    async fn tls_connect(
+        addr: SocketAddr,
+        connector: &tokio_rustls::TlsConnector,
+        prefix: &[u8],
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(prefix).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        connector.connect(name, tcp).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn plain_http1_client_is_the_socket_peer() {
+        let server = start(ListenerSettings::default(), None).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let response = raw_request(&mut tcp, "/").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert_eq!(body_of(&response), format!("{local} false HTTP/1.1 0"));
+    }
+
+    #[tokio::test]
+    async fn proxy_header_source_becomes_the_client_address() {
+        let server = start(proxy_enabled(), None).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 5000 80\r\n")
+            .await
+            .unwrap();
+        let response = raw_request(&mut tcp, "/").await;
+        assert_eq!(body_of(&response), "203.0.113.7:5000 false HTTP/1.1 0");
+
+        // The header is optional per connection: without one, the peer is the client.
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let response = raw_request(&mut tcp, "/").await;
+        assert_eq!(body_of(&response), format!("{local} false HTTP/1.1 0"));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_proxy_header_closes_the_connection() {
+        let server = start(proxy_enabled(), None).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"PROXY TCP4 nonsense\r\nGET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out))
+            .await
+            .unwrap();
+        // Closed without an HTTP response: a FIN, or a reset because the request went unread.
+        match read {
+            Ok(_) => assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out)),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+        assert!(server.connections.wait_closed(Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test]
+    async fn without_enable_proxy_a_header_is_not_consumed() {
+        let server = start(ListenerSettings::default(), None).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 5000 80\r\n")
+            .await
+            .unwrap();
+        let response = raw_request(&mut tcp, "/").await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    }
+
+    #[tokio::test]
+    async fn tls_http1_with_a_client_certificate() {
+        let pki = Pki::new();
+        let server = start(
+            ListenerSettings::default(),
+            Some(fixed(pki.server(&[b"h2", b"http/1.1"]))),
+        )
+        .await;
+        let (cert, key) = pki.leaf(&["client.example"]);
+        let cert_len = cert.len();
+        let connector = pki.client(&[b"http/1.1"], Some((cert, key)));
+        let mut tls = tls_connect(server.addr, &connector, b"").await;
+        let local = tls.get_ref().0.local_addr().unwrap();
+        let response = raw_request(&mut tls, "/").await;
+        assert_eq!(
+            body_of(&response),
+            format!("{local} true HTTP/1.1 {cert_len}")
+        );
+
+        // No client certificate, no ALPN at all: HTTP/1.1, no certificate recorded.
+        let connector = pki.client(&[], None);
+        let mut tls = tls_connect(server.addr, &connector, b"").await;
+        let local = tls.get_ref().0.local_addr().unwrap();
+        let response = raw_request(&mut tls, "/").await;
+        assert_eq!(body_of(&response), format!("{local} true HTTP/1.1 0"));
+    }
+
+    #[tokio::test]
+    async fn proxy_header_before_the_tls_handshake() {
+        let pki = Pki::new();
+        let server = start(proxy_enabled(), Some(fixed(pki.server(&[b"http/1.1"])))).await;
+        // v2, IPv6 source.
+        let src: std::net::Ipv6Addr = "2001:db8::9".parse().unwrap();
+        let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+        header.extend_from_slice(&src.octets());
+        header.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        header.extend_from_slice(&7000u16.to_be_bytes());
+        header.extend_from_slice(&443u16.to_be_bytes());
+        let mut tls = tls_connect(server.addr, &pki.client(&[], None), &header).await;
+        let response = raw_request(&mut tls, "/").await;
+        assert_eq!(body_of(&response), "[2001:db8::9]:7000 true HTTP/1.1 0");
+    }
+
+    async fn h2_client(
+        tls: tokio_rustls::client::TlsStream<TcpStream>,
+    ) -> (
+        hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+        tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    ) {
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        (sender, tokio::spawn(conn))
+    }
+
+    fn h2_get(path: &str) -> Request<Empty<Bytes>> {
+        Request::get(format!("https://a.example{path}"))
+            .body(Empty::new())
+            .unwrap()
+    }
+
+    async fn text(response: Response<Incoming>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn http2_when_alpn_negotiates_h2() {
+        let pki = Pki::new();
+        let server = start(
+            ListenerSettings::default(),
+            Some(fixed(pki.server(&[b"h2", b"http/1.1"]))),
+        )
+        .await;
+        let tls = tls_connect(server.addr, &pki.client(&[b"h2", b"http/1.1"], None), b"").await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let local = tls.get_ref().0.local_addr().unwrap();
+        let (mut sender, _conn) = h2_client(tls).await;
+        // Two concurrent streams on the one connection.
+        let (a, b) = tokio::join!(sender.send_request(h2_get("/")), {
+            let mut s = sender.clone();
+            async move { s.send_request(h2_get("/")).await }
+        });
+        for r in [a.unwrap(), b.unwrap()] {
+            assert_eq!(r.status(), 200);
+            assert_eq!(text(r).await, format!("{local} true HTTP/2.0 0"));
+        }
+    }
+
+    #[tokio::test]
+    async fn no_h2c_on_the_plain_listener() {
+        let server = start(ListenerSettings::default(), None).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        // hyper's HTTP/1 server refuses the preface (a 505 or a plain close), never h2 frames.
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 "), "{out}");
+    }
+
+    #[tokio::test]
+    async fn close_all_lets_an_in_flight_h2_stream_finish() {
+        let pki = Pki::new();
+        let server = start(
+            ListenerSettings::default(),
+            Some(fixed(pki.server(&[b"h2"]))),
+        )
+        .await;
+        let tls = tls_connect(server.addr, &pki.client(&[b"h2"], None), b"").await;
+        let (mut sender, conn) = h2_client(tls).await;
+        let slow = tokio::spawn(sender.send_request(h2_get("/slow")));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(server.connections.active(), 1);
+        server.connections.close_all();
+        let response = slow.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(text(response).await.ends_with("true HTTP/2.0 0"));
+        // GOAWAY then close: the client's connection ends and the count drops to zero.
+        assert!(server.connections.wait_closed(Duration::from_secs(5)).await);
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_h2_connections_are_sent_goaway() {
+        let pki = Pki::new();
+        let settings = ListenerSettings {
+            idle_timeout: Duration::from_millis(200),
+            ..ListenerSettings::default()
+        };
+        let server = start(settings, Some(fixed(pki.server(&[b"h2"])))).await;
+        let tls = tls_connect(server.addr, &pki.client(&[b"h2"], None), b"").await;
+        let (mut sender, conn) = h2_client(tls).await;
+        // Busy for longer than the idle timeout: requests keep it open.
+        for _ in 0..4 {
+            let r = sender.send_request(h2_get("/")).await.unwrap();
+            assert_eq!(r.status(), 200);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(server.connections.active(), 1);
+        // Then idle: closed within two periods.
+        tokio::time::timeout(Duration::from_secs(2), conn)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(server.connections.wait_closed(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_tls_handshake_times_out() {
+        let pki = Pki::new();
+        let settings = ListenerSettings {
+            tls_handshake_timeout: Duration::from_millis(200),
+            ..ListenerSettings::default()
+        };
+        let server = start(settings, Some(fixed(pki.server(&[])))).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        let began = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(began.elapsed() >= Duration::from_millis(200));
+        assert!(server.connections.wait_closed(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test]
+    async fn close_all_ends_connections_still_handshaking() {
+        let pki = Pki::new();
+        let server = start(proxy_enabled(), Some(fixed(pki.server(&[])))).await;
+        // One in the PROXY header wait would end on its own after 100 ms; a TLS handshake
+        // waits 10 s by default, so this one proves close_all reaches it.
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"\x16").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(server.connections.active(), 1);
+        server.connections.close_all();
+        assert!(server.connections.wait_closed(Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_certificate_applies_to_new_handshakes() {
+        let first = Pki::new();
+        let second = Pki::new();
+        let current = Arc::new(Mutex::new(first.server(&[])));
+        let source: TlsConfigSource = {
+            let current = current.clone();
+            Arc::new(move || current.lock().unwrap().clone())
+        };
+        let server = start(ListenerSettings::default(), Some(source)).await;
+        let mut old = tls_connect(server.addr, &first.client(&[], None), b"").await;
+        *current.lock().unwrap() = second.server(&[]);
+        // The open connection keeps its session; a new one gets the new certificate.
+        let response = raw_request(&mut old, "/").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        let mut new = tls_connect(server.addr, &second.client(&[], None), b"").await;
+        assert!(raw_request(&mut new, "/")
+            .await
+            .starts_with("HTTP/1.1 200 OK"));
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let refused = first.client(&[], None).connect(name, tcp).await;
+        assert!(refused.is_err(), "the old CA no longer verifies");
     }
 }

@@ -24,6 +24,7 @@ mod context;
 pub mod errors;
 pub mod headers;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod stages;
 pub mod transport;
 
