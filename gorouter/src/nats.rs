@@ -486,7 +486,11 @@ impl Drop for Callbacks {
     }
 }
 
-fn connect_options(config: &Config, callbacks: Arc<Callbacks>) -> ConnectOptions {
+/// The client's options. With `nats.tls_enabled` the connection must be TLS (the `nats://`
+/// URLs stay, as upstream's: the client upgrades after the server's `INFO`) with
+/// [`crate::tls::nats::nats_client_config`]; a config that cannot be built is upstream's
+/// fatal `nats-tls-config-invalid`.
+fn connect_options(config: &Config, callbacks: Arc<Callbacks>) -> anyhow::Result<ConnectOptions> {
     let events = callbacks.clone();
     let mut options = ConnectOptions::new()
         .name("gorouter")
@@ -507,7 +511,14 @@ fn connect_options(config: &Config, callbacks: Arc<Callbacks>) -> ConnectOptions
     if !config.nats.user.is_empty() {
         options = options.user_and_password(config.nats.user.clone(), config.nats.pass.clone());
     }
-    options
+    if let Some(tls) = &config.nats_tls {
+        let client = crate::tls::nats::nats_client_config(tls).map_err(|err| {
+            error!(error = %err, "nats-tls-config-invalid");
+            anyhow::anyhow!("NATS TLS config: {err}")
+        })?;
+        options = options.require_tls(true).tls_client_config(client);
+    }
+    Ok(options)
 }
 
 /// Upstream's mbus `Connect`: up to 3 attempts 100 ms apart, each trying every server (in a
@@ -587,7 +598,7 @@ pub async fn start(
         outage_ticker: std::sync::Mutex::new(None),
         ping_interval: config.nats_client_ping_interval,
     });
-    let options = connect_options(&config, callbacks.clone());
+    let options = connect_options(&config, callbacks.clone())?;
     let client = connect_initially(options, &servers, &callbacks).await?;
     let router_start = Bytes::from(router_start_json(&config, &router_id));
     // Announce before subscribing, as upstream does.

@@ -1,5 +1,6 @@
 //! Health state and the status endpoints (A.12): `/health` and the liveness probe on
-//! `status.port`, `/routes` with basic auth on 127.0.0.1:`status.routes.port`.
+//! `status.port` (and over TLS on `status.tls.port`), `/routes` with basic auth on
+//! 127.0.0.1:`status.routes.port`.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -77,26 +78,46 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The health routes' handler: `/health` and `/is-process-alive-do-not-use-for-loadbalancing`.
+fn health_handler(
+    health: Arc<Health>,
+) -> impl Fn(Request<Incoming>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |req: Request<Incoming>| {
+        let mut resp = match req.uri().path() {
+            "/health" => health_response(&health),
+            "/is-process-alive-do-not-use-for-loadbalancing" => plain(StatusCode::OK, "ok\n"),
+            _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
+        };
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        std::future::ready(Ok::<_, Infallible>(resp))
+    }
+}
+
 /// Serves `/health` and `/is-process-alive-do-not-use-for-loadbalancing` until `shutdown` fires.
 pub async fn serve_health(
     listener: TcpListener,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve(listener, shutdown, move |req: Request<Incoming>| {
-        let health = health.clone();
-        async move {
-            let mut resp = match req.uri().path() {
-                "/health" => health_response(&health),
-                "/is-process-alive-do-not-use-for-loadbalancing" => plain(StatusCode::OK, "ok\n"),
-                _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
-            };
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Ok::<_, Infallible>(resp)
-        }
-    })
-    .await
+    serve(listener, None, shutdown, health_handler(health)).await
+}
+
+/// The same routes over TLS (`status.tls`, upstream's TLS health listener) with `tls`
+/// (from [`crate::tls::status::status_server_config`]), until `shutdown` fires. A client
+/// that does not finish its handshake within 10 s is dropped.
+pub async fn serve_health_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve(listener, Some(acceptor), shutdown, health_handler(health)).await
 }
 
 /// One endpoint as `/routes` shows it; field order is upstream's.
@@ -176,7 +197,7 @@ pub async fn serve_routes(
     shutdown: watch::Receiver<bool>,
 ) {
     let creds = Arc::new((user, pass));
-    serve(listener, shutdown, move |req: Request<Incoming>| {
+    serve(listener, None, shutdown, move |req: Request<Incoming>| {
         let table = table.clone();
         let creds = creds.clone();
         async move {
@@ -203,9 +224,16 @@ pub async fn serve_routes(
     .await
 }
 
-/// A small HTTP/1 server loop for the status ports.
-async fn serve<F, Fut>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, handler: F)
-where
+/// How long a status client gets for its TLS handshake.
+const STATUS_TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A small HTTP/1 server loop for the status ports, over TLS when `tls` is given.
+async fn serve<F, Fut>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+    handler: F,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
@@ -222,19 +250,44 @@ where
             },
         };
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let svc = hyper::service::service_fn(handler);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
-                .title_case_headers(true)
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(io, svc);
-            if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await {
-                tracing::debug!(error = %e, "status-connection-timeout");
+            match tls {
+                None => serve_connection(stream, handler).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(
+                        STATUS_TLS_HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => serve_connection(stream, handler).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "status-tls-handshake-failed"),
+                        Err(_) => tracing::debug!("status-tls-handshake-timed-out"),
+                    }
+                }
             }
         });
+    }
+}
+
+/// One status connection: a single HTTP/1.1 request (no keep-alive), bounded in time.
+async fn serve_connection<IO, F, Fut>(stream: IO, handler: F)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let svc = hyper::service::service_fn(handler);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .title_case_headers(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(io, svc);
+    if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await {
+        tracing::debug!(error = %e, "status-connection-timeout");
     }
 }
 

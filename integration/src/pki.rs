@@ -203,6 +203,13 @@ pub fn parse_key(pem: &str) -> PrivateKeyDer<'static> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).expect("PEM private key")
 }
 
+/// `text` (e.g. PEM) as a YAML double-quoted scalar, for putting inline PEM into a YAML config
+/// (`routing_api.ca_certs`, `nats.cert_chain`, `tls_pem[].private_key`, ...). JSON strings are
+/// valid YAML double-quoted scalars.
+pub fn yaml_quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
 fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents)
@@ -258,6 +265,14 @@ mod tests {
                 rustls::pki_types::UnixTime::now()
             )
             .is_err());
+    }
+
+    #[test]
+    fn yaml_quoted_pem_reads_back_unchanged() {
+        let pem = TestCa::new("yaml-ca").cert_pem();
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&format!("pem: {}", yaml_quoted(&pem))).expect("valid YAML");
+        assert_eq!(doc["pem"].as_str(), Some(pem.as_str()));
     }
 
     #[test]

@@ -15,10 +15,12 @@
 //!   handshake helper and the classification of handshake failures
 //!   ([`backend::BackendTlsError`]).
 //! - [`status`]: the `status.tls` listener's server config.
+//! - [`nats`]: the NATS client's mutual TLS config.
 //! - [`roots`]: trust stores (system roots plus configured CAs).
 
 pub mod backend;
 pub mod ciphers;
+pub mod nats;
 pub mod pem;
 pub mod roots;
 pub mod server;
