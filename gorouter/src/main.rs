@@ -64,7 +64,11 @@ fn main() -> ExitCode {
     let Some(runtime) = process_setup::runtime("gorouter") else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(gorouter::router::run(config)) {
+    let config_file = match flags.string("c") {
+        "" => None,
+        path => Some(std::path::PathBuf::from(path)),
+    };
+    match runtime.block_on(gorouter::router::run(config, config_file)) {
         Ok(_) => ExitCode::SUCCESS,
         // `run` logged it under upstream's name for the step that failed.
         Err(e) if e.downcast_ref::<gorouter::router::FatalLogged>().is_some() => ExitCode::FAILURE,

@@ -11,6 +11,7 @@
 //! `gorouter.stopped` and `gorouter.exited`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -22,11 +23,13 @@ use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::nats;
 use crate::proxy::listener::{self, Connections, ListenerSettings};
-use crate::proxy::transport::{pool::IDLE_TIMEOUT, Transport};
+use crate::proxy::transport::{pool::IDLE_TIMEOUT, BackendTls, Transport};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::registry::{RouteTable, TableSettings};
 use crate::routing_api;
 use crate::status::{self, Health};
+use crate::tls::backend::BackendTlsConfigs;
+use crate::tls::{self, server::ServerTlsConfig};
 
 /// How the router stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +113,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// SIGHUP: the HTTPS listener takes the certificates of the config file as it is now; open
+/// connections keep theirs. Anything wrong keeps the current certificates (and says why).
+fn reload_certificates(
+    server_tls: Option<&ServerTlsConfig>,
+    config_file: Option<&std::path::Path>,
+) {
+    let (Some(tls), Some(path)) = (server_tls, config_file) else {
+        tracing::info!("sighup-ignored: no HTTPS listener or no config file to reload");
+        return;
+    };
+    match tls.reload_from_file(path) {
+        Ok(_) => tracing::info!(file = %path.display(), "tls-certificates-reloaded"),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "tls-certificates-reload-failed")
+        }
+    }
+}
+
 /// Runs the router until a signal stops it or NATS is lost for good.
-pub async fn run(config: Config) -> anyhow::Result<Stopped> {
+/// `config_file` is where `config` came from; SIGHUP reads it again for new certificates.
+pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result<Stopped> {
     let config = Arc::new(config);
     tracing::info!("starting");
     tracing::debug!(AvailabilityZone = %config.zone, "local-az-set");
@@ -129,6 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     let mut sigusr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     let router_id = format!("{}-{}", config.index, uuid::Uuid::new_v4());
     // With `nats.hosts: []` (allowed only with a Routing API) no NATS connection is made and
@@ -175,7 +198,12 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     };
 
     let status_host = ListenHost::parse(&config.status.host);
-    let health_listener = listen(&status_host, config.status.port, "/health").await?;
+    // `status.enable_nontls_health_checks: false` leaves `/health` to the TLS listener.
+    let health_listener = if config.status.enable_nontls_health_checks {
+        Some(listen(&status_host, config.status.port, "/health").await?)
+    } else {
+        None
+    };
     let routes_listener = listen(
         &ListenHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         config.status.routes.port,
@@ -183,13 +211,37 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     )
     .await?;
     let proxy_host = config.bind_address.map_or(ListenHost::All, ListenHost::Ip);
-    let proxy_listener = listen(&proxy_host, config.port, "HTTP").await?;
+    let proxy_listener = if config.disable_http {
+        tracing::info!("tcp-listener-disabled");
+        None
+    } else {
+        Some(listen(&proxy_host, config.port, "HTTP").await?)
+    };
+    let server_tls = ServerTlsConfig::new(&config)
+        .context("building the HTTPS listener's TLS config")?
+        .map(Arc::new);
+    let tls_listener = match &server_tls {
+        Some(_) => Some(listen(&proxy_host, config.ssl_port, "HTTPS").await?),
+        None => {
+            tracing::info!("tls-listener-not-enabled");
+            None
+        }
+    };
+    if let Some(status_tls) = &config.status_tls {
+        let tls = tls::status::status_server_config(&config, status_tls)
+            .context("building the status.tls listener's TLS config")?;
+        let l = listen(&status_host, status_tls.port, "/health over TLS").await?;
+        tokio::spawn(status::serve_health_tls(
+            l,
+            tls,
+            health.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
 
-    tokio::spawn(status::serve_health(
-        health_listener,
-        health.clone(),
-        shutdown_rx.clone(),
-    ));
+    if let Some(l) = health_listener {
+        tokio::spawn(status::serve_health(l, health.clone(), shutdown_rx.clone()));
+    }
     tokio::spawn(status::serve_routes(
         routes_listener,
         table.clone(),
@@ -203,11 +255,18 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         settings: ProxySettings::from_config(&config),
         health: health.clone(),
         access_log,
-        transport: Transport::new(if config.disable_keep_alives {
-            0
-        } else {
-            config.max_idle_conns_per_host
-        }),
+        transport: Transport::new(
+            if config.disable_keep_alives {
+                0
+            } else {
+                config.max_idle_conns_per_host
+            },
+            BackendTls {
+                configs: BackendTlsConfigs::new(&config)
+                    .context("building the TLS client config for backends")?,
+                handshake_timeout: config.tls_handshake_timeout,
+            },
+        ),
     });
     let _transport_sweeper = {
         let proxy = proxy.clone();
@@ -230,6 +289,7 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     {
         let health = health.clone();
         let connections = connections.clone();
+        let server_tls = server_tls.clone();
         tokio::spawn(async move {
             // Give route emitters time to register before serving (A.12).
             tracing::debug!(
@@ -237,56 +297,77 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
                 "Sleeping before returning success on /health endpoint to preload routing table"
             );
             tokio::time::sleep(start_delay).await;
-            let address = proxy_listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            tracing::info!(address = %address, "tcp-listener-started");
+            let mut serving = Vec::new();
+            if let (Some(l), Some(tls)) = (tls_listener, server_tls) {
+                let address = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(address = %address, "tls-listener-started");
+                // Each handshake takes the certificates in force when it starts.
+                let source: listener::TlsConfigSource = Arc::new(move || tls.load());
+                serving.push(tokio::spawn(listener::serve_tls(
+                    l,
+                    proxy.clone(),
+                    listener_settings.clone(),
+                    source,
+                    connections.clone(),
+                    stop_accepting_rx.clone(),
+                )));
+            }
+            if let Some(l) = proxy_listener {
+                let address = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(address = %address, "tcp-listener-started");
+                serving.push(tokio::spawn(listener::serve(
+                    l,
+                    proxy,
+                    listener_settings,
+                    connections,
+                    stop_accepting_rx,
+                )));
+            }
             tracing::info!("gorouter.started");
             health.set_healthy();
-            listener::serve(
-                proxy_listener,
-                proxy,
-                listener_settings,
-                connections,
-                stop_accepting_rx,
-            )
-            .await;
+            for task in serving {
+                let _ = task.await;
+            }
         });
     }
     tracing::debug!(id = %router_id, "router-id");
 
-    let stopped = tokio::select! {
-        _ = sigusr1.recv() => {
-            tracing::info!(
-                wait_seconds = config.drain_wait.as_secs_f64(),
-                timeout_seconds = config.drain_timeout.as_secs_f64(),
-                "gorouter-draining"
-            );
-            health.degrade();
-            tokio::time::sleep(config.drain_wait).await;
-            tracing::info!("gorouter.stopping");
-            stop_accepting_tx.send_replace(true);
-            connections.close_all();
-            if !connections.wait_closed(config.drain_timeout).await {
-                tracing::info!(open = connections.active(), "router.drain.timed-out");
+    let stopped = loop {
+        tokio::select! {
+            _ = sighup.recv() => {
+                reload_certificates(server_tls.as_deref(), config_file.as_deref());
             }
-            Stopped::Drained
-        }
-        _ = sigterm.recv() => Stopped::Terminated,
-        _ = sigint.recv() => Stopped::Terminated,
-        result = async {
-            match nats_task.as_mut() {
-                Some(task) => task.await,
-                None => std::future::pending().await,
+            _ = sigusr1.recv() => {
+                tracing::info!(
+                    wait_seconds = config.drain_wait.as_secs_f64(),
+                    timeout_seconds = config.drain_timeout.as_secs_f64(),
+                    "gorouter-draining"
+                );
+                health.degrade();
+                tokio::time::sleep(config.drain_wait).await;
+                tracing::info!("gorouter.stopping");
+                stop_accepting_tx.send_replace(true);
+                connections.close_all();
+                if !connections.wait_closed(config.drain_timeout).await {
+                    tracing::info!(open = connections.active(), "router.drain.timed-out");
+                }
+                break Stopped::Drained;
             }
-        } => {
-            let err = match result {
-                Ok(Ok(())) => anyhow::anyhow!("NATS subscriber stopped unexpectedly"),
-                Ok(Err(e)) => e,
-                Err(e) => anyhow::anyhow!("NATS subscriber task failed: {e}"),
-            };
-            return Err(err.context("NATS connection closed"));
+            _ = sigterm.recv() => break Stopped::Terminated,
+            _ = sigint.recv() => break Stopped::Terminated,
+            result = async {
+                match nats_task.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let err = match result {
+                    Ok(Ok(())) => anyhow::anyhow!("NATS subscriber stopped unexpectedly"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::anyhow!("NATS subscriber task failed: {e}"),
+                };
+                return Err(err.context("NATS connection closed"));
+            }
         }
     };
     let stopping_at = std::time::Instant::now();

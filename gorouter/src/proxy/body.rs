@@ -99,8 +99,9 @@ pin_project! {
         inner: Option<Incoming>,
         counter: Option<Arc<AtomicU64>>,
         gate: Option<Arc<ContinueGate>>,
-        #[pin]
-        gate_timer: Option<Sleep>,
+        // Boxed so the body is `Unpin`, as hyper's HTTP/2 client needs; only 100-continue
+        // requests allocate it.
+        gate_timer: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -139,7 +140,7 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         if let Some(gate) = this.gate.as_ref() {
             gate.waker.register(cx.waker());
             match gate.state.load(Ordering::SeqCst) {
@@ -148,15 +149,10 @@ impl Body for RequestBody {
                 _ => {
                     // Go's timer starts once the request head is written, which is when the
                     // connection first asks for the body.
-                    if this.gate_timer.is_none() {
-                        this.gate_timer
-                            .set(Some(tokio::time::sleep(EXPECT_CONTINUE_TIMEOUT)));
-                    }
-                    let expired = this
+                    let timer = this
                         .gate_timer
-                        .as_mut()
-                        .as_pin_mut()
-                        .is_some_and(|timer| timer.poll(cx).is_ready());
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(EXPECT_CONTINUE_TIMEOUT)));
+                    let expired = timer.as_mut().poll(cx).is_ready();
                     if !expired {
                         return Poll::Pending;
                     }

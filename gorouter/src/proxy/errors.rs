@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::body::{Exchange, PendingLog, ResponseBody};
+use crate::tls::backend::BackendTlsError;
 
 pub static X_CF_ROUTERERROR: HeaderName = HeaderName::from_static("x-cf-routererror");
 const NO_CACHE: &str = "no-cache, no-store";
@@ -35,6 +36,9 @@ pub enum RouterError {
     EndpointFailure {
         cause: String,
     },
+    /// The last attempt failed in the TLS handshake with a backend: 525, 526, 496 or 503 by
+    /// its class, with upstream's body (A.5).
+    EndpointTlsFailure(BackendTlsError),
 }
 
 impl RouterError {
@@ -62,6 +66,7 @@ impl RouterError {
             }
             RouterError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RouterError::EndpointFailure { .. } => StatusCode::BAD_GATEWAY,
+            RouterError::EndpointTlsFailure(e) => e.status(),
         }
     }
 
@@ -77,11 +82,8 @@ impl RouterError {
             RouterError::NoEndpoints { .. } => "no_endpoints",
             RouterError::ConnectionLimitReached { .. } => "Connection Limit Reached",
             RouterError::HeadersTooLarge => "max-request-size-exceeded",
-            RouterError::EndpointFailure { cause } => {
-                return HeaderValue::from_str(&format!("endpoint_failure ({cause})"))
-                    .ok()
-                    .or(Some(HeaderValue::from_static("endpoint_failure")))
-            }
+            RouterError::EndpointFailure { cause } => return endpoint_failure(cause),
+            RouterError::EndpointTlsFailure(e) => return endpoint_failure(e.message()),
         };
         Some(HeaderValue::from_static(v))
     }
@@ -117,6 +119,7 @@ impl RouterError {
             RouterError::EndpointFailure { .. } => {
                 "Registered endpoint failed to handle the request.".into()
             }
+            RouterError::EndpointTlsFailure(_) => return None,
         })
     }
 
@@ -134,13 +137,17 @@ impl RouterError {
             return missing_host_response();
         }
         let status = self.status();
-        let body = match self.message() {
-            Some(m) => Bytes::from(format!(
+        let body = match (self, self.message()) {
+            // Go's http.Error(w, "525 SSL Handshake Failed", 525): the text and a newline.
+            (RouterError::EndpointTlsFailure(e), _) => {
+                Bytes::from(format!("{}\n", e.body_message()))
+            }
+            (_, Some(m)) => Bytes::from(format!(
                 "{} {}: {m}\n",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("")
             )),
-            None => Bytes::new(),
+            (_, None) => Bytes::new(),
         };
         let mut resp = Response::new(ResponseBody::full(body));
         *resp.status_mut() = status;
@@ -168,6 +175,13 @@ impl RouterError {
         }
         resp
     }
+}
+
+/// `endpoint_failure (<Go's error text>)`.
+fn endpoint_failure(cause: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("endpoint_failure ({cause})"))
+        .ok()
+        .or(Some(HeaderValue::from_static("endpoint_failure")))
 }
 
 /// Go's HTTP server answers an HTTP/1.1 request without Host itself, before any handler: the

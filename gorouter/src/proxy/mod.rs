@@ -122,9 +122,11 @@ pub struct ClientConn {
     /// The client IP as a header value, for `X-Forwarded-For`.
     pub remote_ip: HeaderValue,
     pub tls: bool,
-    /// The leaf certificate (DER) the client presented on a TLS connection, for
-    /// `X-Forwarded-Client-Cert`.
+    /// The leaf certificate (DER) the client presented on a TLS connection.
     pub client_cert: Option<bytes::Bytes>,
+    /// That certificate as `X-Forwarded-Client-Cert` sets it (base64 DER), encoded once per
+    /// connection.
+    pub client_cert_header: Option<HeaderValue>,
 }
 
 impl ClientConn {
@@ -139,11 +141,15 @@ impl ClientConn {
             remote_ip,
             tls,
             client_cert: None,
+            client_cert_header: None,
         }
     }
 
     /// The same connection, with the client's verified leaf certificate (DER).
     pub fn with_client_cert(mut self, der: bytes::Bytes) -> Self {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&der);
+        self.client_cert_header = HeaderValue::from_str(&encoded).ok();
         self.client_cert = Some(der);
         self
     }
@@ -292,6 +298,16 @@ fn backend_request(
     expect_continue: bool,
 ) -> BackendRequest {
     let (mut parts, incoming) = req.into_parts();
+    // An HTTP/2 client names the host in `:authority` only; HTTP/1.1 backends need `Host`.
+    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
     parts.version = Version::HTTP_11;
     if parts.uri.scheme().is_some() {
         if let Some(pq) = parts.uri.path_and_query() {

@@ -395,6 +395,22 @@ impl RouteTable {
         true
     }
 
+    /// Removes `endpoint` from `pool` after a failure that prunes it (A.6: a TLS endpoint
+    /// that fails to dial or to handshake). An emptied pool stays until the next prune, as
+    /// upstream's does. Returns whether it was still there.
+    pub fn remove_failed_endpoint(&self, pool: &Pool, endpoint: &Arc<Endpoint>) -> bool {
+        let now = self.now_ms();
+        let _w = self.lock_writer();
+        let current = pool.endpoints();
+        let Some(i) = current.iter().position(|e| Arc::ptr_eq(e, endpoint)) else {
+            return false;
+        };
+        let mut list = current.to_vec();
+        list.remove(i);
+        pool.store(list, now);
+        true
+    }
+
     fn keeps_empty_pools(&self) -> bool {
         self.settings.empty_pool_response_code_503 && !self.settings.empty_pool_timeout.is_zero()
     }

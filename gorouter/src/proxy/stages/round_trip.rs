@@ -1,12 +1,15 @@
 //! The proxy round trip (A.6): up to `max_attempts` tries, each choosing an endpoint,
-//! getting a connection from the transport and sending the request. Dial errors and requests
-//! that never left move on to the next endpoint; a request lost on a stale keep-alive
-//! connection is sent again when it is safe to repeat. The first response wins.
+//! getting a connection from the transport and sending the request. Dial errors, TLS
+//! handshake failures and requests that never left move on to the next endpoint (a TLS
+//! endpoint that fails to dial or handshake is removed from its pool); a request lost on a
+//! stale keep-alive connection is sent again when it is safe to repeat. The first response
+//! wins; when none comes, the last failure decides the answer (A.5).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response, StatusCode, Version};
+use http::header::{self, HeaderName};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 
 use super::{forwarded, response, sticky, websocket};
@@ -14,8 +17,87 @@ use crate::balancer::{self, Choice, InFlight, NoEndpoint, Preferred};
 use crate::proxy::body::{ContinueGate, Exchange, RequestBody, ResponseBody};
 use crate::proxy::context::RequestContext;
 use crate::proxy::errors::RouterError;
+use crate::proxy::transport::ConnectError;
 use crate::proxy::Proxy;
-use crate::registry::Pool;
+use crate::registry::{Endpoint, Pool};
+use crate::tls::backend::{BackendTlsError, BackendTlsErrorKind};
+
+/// The failure the request is answered with if no attempt succeeds.
+enum LastFailure {
+    Plain(String),
+    Tls(BackendTlsError),
+}
+
+impl LastFailure {
+    fn into_error(self) -> RouterError {
+        match self {
+            LastFailure::Plain(cause) => RouterError::EndpointFailure { cause },
+            LastFailure::Tls(e) => RouterError::EndpointTlsFailure(e),
+        }
+    }
+}
+
+/// Records a failed dial or handshake against the endpoint (A.6): marked failed, and a TLS
+/// endpoint removed from its pool at once.
+fn endpoint_failed(proxy: &Proxy, pool: &Pool, endpoint: &Arc<Endpoint>, err: &ConnectError) {
+    let (marks, prunes) = match err {
+        ConnectError::Dial(_) => (true, endpoint.tls),
+        ConnectError::Tls(e) => (e.marks_endpoint_failed(), e.prunes_endpoint()),
+        ConnectError::Http(_) => (true, false),
+    };
+    if marks {
+        balancer::mark_failed(endpoint, proxy.table.now_ms());
+    }
+    if prunes && proxy.table.remove_failed_endpoint(pool, endpoint) {
+        tracing::info!(endpoint = %endpoint.addr, error = %err, "prune-failed-endpoint");
+    }
+}
+
+/// A TLS failure surfacing after the handshake: under TLS 1.3 a backend rejects our client
+/// certificate with an alert the first read sees.
+fn tls_failure_in(err: &hyper::Error) -> Option<BackendTlsError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            let classified = BackendTlsError::classify(io);
+            return (classified.kind() != BackendTlsErrorKind::Other).then_some(classified);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// Readies the request for the connection's protocol: HTTP/2 wants an absolute URI (its
+/// `:authority` from Host) and no connection-specific headers; HTTP/1.1 the origin form.
+fn fit_to_protocol(req: &mut Request<RequestBody>, http2: bool, origin: &Uri) {
+    if http2 {
+        let authority = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let pq = origin.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = Uri::builder()
+            .scheme("https")
+            .authority(authority)
+            .path_and_query(pq)
+            .build()
+        {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_2;
+        let h = req.headers_mut();
+        for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE] {
+            h.remove(name);
+        }
+        for name in ["keep-alive", "proxy-connection"] {
+            h.remove(HeaderName::from_static(name));
+        }
+    } else if req.version() == Version::HTTP_2 {
+        *req.uri_mut() = origin.clone();
+        *req.version_mut() = Version::HTTP_11;
+    }
+}
 
 /// The request as it goes to backends, with what the exchange needs besides it.
 pub struct BackendRequest {
@@ -40,9 +122,10 @@ pub async fn run(
     } = backend;
     let websocket = ctx.websocket;
     let fresh_connection_only = websocket || ctx.expect_continue;
+    let origin = request.uri().clone();
     let mut backend_req = Some(request);
     let attempts = s.max_attempts.min(pool.endpoints().len()).max(1);
-    let mut last_error = String::from("no endpoint tried");
+    let mut last_error = LastFailure::Plain("no endpoint tried".into());
     let mut tried = 0;
     while tried < attempts {
         tried += 1;
@@ -100,12 +183,19 @@ pub async fn run(
                 } else {
                     s.endpoint_dial_timeout
                 };
-                match proxy.transport.connect(&endpoint, timeout, websocket).await {
+                match proxy
+                    .transport
+                    .connect(&endpoint, timeout, websocket, idle.as_deref())
+                    .await
+                {
                     Ok(sndr) => sndr,
                     Err(e) => {
-                        balancer::mark_failed(&endpoint, proxy.table.now_ms());
-                        tracing::warn!(endpoint = %endpoint.addr, error = %e.0, "backend-dial-failed");
-                        last_error = e.0;
+                        tracing::warn!(endpoint = %endpoint.addr, error = %e, "backend-dial-failed");
+                        endpoint_failed(proxy, &pool, &endpoint, &e);
+                        last_error = match e {
+                            ConnectError::Tls(tls) => LastFailure::Tls(tls),
+                            other => LastFailure::Plain(other.text()),
+                        };
                         backend_req = Some(req);
                         continue;
                     }
@@ -113,12 +203,14 @@ pub async fn run(
             }
         };
 
+        fit_to_protocol(&mut req, sender.is_http2(), &origin);
         if let Some(l) = ctx.log.as_mut() {
             l.backend_started = Some(Instant::now());
         }
         // A keep-alive connection the backend closed just as we sent on it loses the
         // request; one without a body and safe to repeat is sent again (as Go does).
-        let replay = (reused && replayable(&req)).then(|| {
+        // (Also over TLS, where a rejected client certificate shows only on the first read.)
+        let replay = ((reused || endpoint.tls) && replayable(&req)).then(|| {
             (
                 req.method().clone(),
                 req.uri().clone(),
@@ -135,12 +227,36 @@ pub async fn run(
             Ok(Ok(resp)) => resp,
             Ok(Err(mut e)) => {
                 let text = e.error().to_string();
+                let tls_failure = endpoint.tls.then(|| tls_failure_in(e.error())).flatten();
+                if let Some(tls) = tls_failure {
+                    let err = ConnectError::Tls(tls.clone());
+                    tracing::warn!(endpoint = %endpoint.addr, error = %err, "backend-tls-failed");
+                    endpoint_failed(proxy, &pool, &endpoint, &err);
+                    let unsent = e.take_message();
+                    let again = unsent.or_else(|| {
+                        replay.clone().map(|(method, uri, headers)| {
+                            let mut r = Request::new(RequestBody::empty());
+                            *r.method_mut() = method;
+                            *r.uri_mut() = uri;
+                            *r.headers_mut() = headers;
+                            r
+                        })
+                    });
+                    match again {
+                        Some(r) if tls.is_retriable() => {
+                            backend_req = Some(r);
+                            last_error = LastFailure::Tls(tls);
+                            continue;
+                        }
+                        _ => return RouterError::EndpointTlsFailure(tls).into_response(ctx.log),
+                    }
+                }
                 match e.take_message() {
                     // Never sent: safe to try again, on a fresh connection if this
                     // one was a stale keep-alive connection.
                     Some(r) => {
                         backend_req = Some(r);
-                        last_error = text;
+                        last_error = LastFailure::Plain(text);
                         if reused {
                             tried -= 1;
                         } else {
@@ -157,7 +273,7 @@ pub async fn run(
                             backend_req = Some(r);
                         }
                         tracing::debug!(endpoint = %endpoint.addr, error = %text, "stale-keep-alive-retry");
-                        last_error = text;
+                        last_error = LastFailure::Plain(text);
                         tried -= 1;
                         continue;
                     }
@@ -216,7 +332,7 @@ pub async fn run(
             .then(|| tokio::time::sleep(s.endpoint_timeout.saturating_sub(ctx.started.elapsed())));
         return Response::from_parts(parts, ResponseBody::backend(incoming, deadline, exchange));
     }
-    RouterError::EndpointFailure { cause: last_error }.into_response(ctx.log)
+    last_error.into_error().into_response(ctx.log)
 }
 
 /// Whether a request may be sent again after it was lost on the wire: no body, and a method

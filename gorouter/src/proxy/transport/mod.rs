@@ -1,6 +1,9 @@
 //! The backend transport: connections from the router to app instances. It dials
-//! ([`dial`]), performs the HTTP handshake, and keeps idle keep-alive connections per backend
-//! ([`pool`]) so the route table holds routes and nothing of the transport.
+//! ([`dial`]), performs the TLS handshake for endpoints registered with a `tls_port` (A.11:
+//! server name = `server_cert_domain_san`, trust = system roots + `ca_certs`, client
+//! certificate `backends.*`), the HTTP handshake (HTTP/2 when a `protocol: http2` TLS endpoint
+//! agrees to `h2`, else HTTP/1.1), and keeps reusable connections per backend ([`pool`]) so
+//! the route table holds routes and nothing of the transport.
 //!
 //! Pools are keyed by the endpoint's address. A pool also records the TLS identity
 //! (`server_cert_domain_san`) its connections were made for: a re-registration with another
@@ -8,21 +11,48 @@
 
 pub mod dial;
 pub mod pool;
+pub mod sender;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, Write};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::body::RequestBody;
-use crate::registry::Endpoint;
+use crate::registry::{Endpoint, Protocol};
+use crate::tls::backend::{self as backend_tls, BackendTlsConfigs, BackendTlsError};
 
 pub use dial::DialError;
 pub use pool::IdleConnections;
+pub use sender::Sender;
 
-/// The sending half of an HTTP/1.1 connection to a backend.
-pub type Sender = http1::SendRequest<RequestBody>;
+/// Why no connection to a backend could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// The TLS handshake failed; its class decides the response (A.5) and the endpoint's
+    /// fate (A.6).
+    #[error("{}", .0.message())]
+    Tls(BackendTlsError),
+    /// The HTTP handshake on an established connection failed.
+    #[error("{0}")]
+    Http(String),
+}
+
+impl ConnectError {
+    /// Go's wording, for `X-Cf-Routererror` and the logs.
+    pub fn text(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// How TLS endpoints are dialled.
+pub struct BackendTls {
+    pub configs: BackendTlsConfigs,
+    pub handshake_timeout: Duration,
+}
 
 /// One backend's pool and the TLS identity its connections were made for.
 struct BackendPool {
@@ -35,14 +65,16 @@ pub struct Transport {
     /// Idle connections each backend may keep; 0 turns keep-alive off.
     idle_capacity: usize,
     pools: papaya::HashMap<Box<str>, Arc<BackendPool>>,
+    tls: BackendTls,
 }
 
 impl Transport {
     /// `idle_capacity` is `max_idle_conns_per_host` (0 with `disable_keep_alives`).
-    pub fn new(idle_capacity: usize) -> Self {
+    pub fn new(idle_capacity: usize, tls: BackendTls) -> Self {
         Self {
             idle_capacity,
             pools: papaya::HashMap::new(),
+            tls,
         }
     }
 
@@ -72,31 +104,46 @@ impl Transport {
         stored.idle.clone()
     }
 
-    /// Opens a new connection to `endpoint` and performs the HTTP/1.1 handshake. With
-    /// `upgrades`, the connection can be taken over after a 101 (websockets).
+    /// Opens a new connection to `endpoint`: TCP, TLS for a TLS endpoint, then the HTTP
+    /// handshake. With `upgrades`, an HTTP/1.1 connection can be taken over after a 101
+    /// (websockets). A new HTTP/2 connection is shared through `idle` when given.
     pub async fn connect(
         &self,
         endpoint: &Endpoint,
         timeout: Duration,
         upgrades: bool,
-    ) -> Result<Sender, DialError> {
+        idle: Option<&IdleConnections>,
+    ) -> Result<Sender, ConnectError> {
         let stream = dial::tcp(endpoint, timeout).await?;
-        let mut builder = http1::Builder::new();
-        builder.title_case_headers(true);
-        let (sender, conn) = builder
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| DialError(format!("dial tcp {}: {e}", endpoint.addr)))?;
-        if upgrades {
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-            });
-        } else {
+        if !endpoint.tls {
+            return http1_handshake(TokioIo::new(stream), endpoint, upgrades).await;
+        }
+        let wants_h2 = endpoint.protocol == Protocol::Http2 && !upgrades;
+        let name = backend_tls::server_name(&endpoint.server_cert_domain_san, &endpoint.host)
+            .map_err(ConnectError::Tls)?;
+        let stream = backend_tls::handshake(
+            self.tls.configs.for_protocol(wants_h2),
+            name,
+            stream,
+            self.tls.handshake_timeout,
+        )
+        .await
+        .map_err(ConnectError::Tls)?;
+        if backend_tls::negotiated_h2(&stream) {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ConnectError::Http(format!("http2: {e}")))?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
+            if let Some(idle) = idle {
+                idle.share_http2(&sender);
+            }
+            return Ok(Sender::Http2(sender));
         }
-        Ok(sender)
+        http1_handshake(TokioIo::new(stream), endpoint, upgrades).await
     }
 
     /// Drops the pools nothing used for the idle timeout, closing their connections, so
@@ -111,6 +158,29 @@ impl Transport {
     pub fn pools(&self) -> usize {
         self.pools.len()
     }
+}
+
+/// The HTTP/1.1 handshake on an established (plain or TLS) connection.
+async fn http1_handshake<T>(io: T, endpoint: &Endpoint, upgrades: bool) -> Result<Sender, ConnectError>
+where
+    T: Read + Write + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder.title_case_headers(true);
+    let (sender, conn) = builder
+        .handshake(io)
+        .await
+        .map_err(|e| ConnectError::Http(format!("dial tcp {}: {e}", endpoint.addr)))?;
+    if upgrades {
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+    } else {
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    Ok(Sender::Http1(sender))
 }
 
 #[cfg(test)]
@@ -131,9 +201,17 @@ mod tests {
         )
     }
 
+    fn transport() -> Transport {
+        let tls = BackendTls {
+            configs: BackendTlsConfigs::from_settings(&Default::default()).unwrap(),
+            handshake_timeout: Duration::from_secs(1),
+        };
+        Transport::new(4, tls)
+    }
+
     #[test]
     fn same_identity_shares_a_pool_and_a_new_one_replaces_it() {
-        let t = Transport::new(4);
+        let t = transport();
         let a = t.pool(&endpoint("inst-1"));
         assert!(Arc::ptr_eq(&a, &t.pool(&endpoint("inst-1"))));
         let b = t.pool(&endpoint("inst-2"));
@@ -144,7 +222,7 @@ mod tests {
 
     #[test]
     fn sweeping_keeps_pools_in_use() {
-        let t = Transport::new(4);
+        let t = transport();
         t.pool(&endpoint(""));
         t.sweep();
         assert_eq!(t.pools(), 1);

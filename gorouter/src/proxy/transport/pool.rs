@@ -1,11 +1,15 @@
-//! Idle keep-alive connections to one backend: a lock-free bounded queue, so checking a
-//! connection out takes no lock.
+//! Reusable connections to one backend: idle HTTP/1.1 connections in a lock-free bounded
+//! queue (checking one out takes no lock), and the one shared HTTP/2 connection.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::http2;
+
+use crate::proxy::body::RequestBody;
 
 use super::Sender;
 
@@ -21,6 +25,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct IdleConnections {
     capacity: usize,
     queue: OnceLock<ArrayQueue<(Sender, Instant)>>,
+    /// The HTTP/2 connection every request to this backend shares while it is open.
+    http2: ArcSwapOption<http2::SendRequest<RequestBody>>,
     /// Milliseconds since `epoch` of the last checkout or return, for the sweeper.
     last_used_ms: AtomicU64,
     epoch: Instant,
@@ -32,6 +38,7 @@ impl IdleConnections {
         Self {
             capacity,
             queue: OnceLock::new(),
+            http2: ArcSwapOption::empty(),
             last_used_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -42,9 +49,10 @@ impl IdleConnections {
         self.last_used_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Returns a connection for reuse; dropped (closed) when the pool is full.
+    /// Returns a connection for reuse; dropped (closed) when the pool is full. HTTP/2
+    /// connections stay shared ([`share_http2`](Self::share_http2)) and need no return.
     pub fn put(&self, sender: Sender) {
-        if self.capacity == 0 || sender.is_closed() {
+        if self.capacity == 0 || sender.is_closed() || sender.is_http2() {
             return;
         }
         self.touch();
@@ -52,8 +60,24 @@ impl IdleConnections {
         let _ = q.push((sender, Instant::now()));
     }
 
-    /// An idle connection that is still open and ready for a request, if any.
+    /// Offers a new HTTP/2 connection to the requests that follow.
+    pub fn share_http2(&self, sender: &http2::SendRequest<RequestBody>) {
+        if self.capacity == 0 {
+            return;
+        }
+        self.touch();
+        self.http2.store(Some(std::sync::Arc::new(sender.clone())));
+    }
+
+    /// An idle connection that is still open and ready for a request, if any: the shared
+    /// HTTP/2 one first.
     pub async fn take(&self) -> Option<Sender> {
+        if let Some(h2) = self.http2.load().as_ref() {
+            if !h2.is_closed() {
+                self.touch();
+                return Some(Sender::Http2((**h2).clone()));
+            }
+        }
         let q = self.queue.get()?;
         self.touch();
         while let Some((mut sender, since)) = q.pop() {
