@@ -5,9 +5,10 @@
 //! agrees to `h2`, else HTTP/1.1), and keeps reusable connections per backend ([`pool`]) so
 //! the route table holds routes and nothing of the transport.
 //!
-//! Pools are keyed by the endpoint's address. A pool also records the TLS identity
-//! (`server_cert_domain_san`) its connections were made for: a re-registration with another
-//! identity starts a new pool, one with the same identity keeps the warm connections (A.3).
+//! Pools are keyed by the endpoint's address, one map per backend protocol. A pool also
+//! records the TLS identity (`server_cert_domain_san`) its connections were made for: a
+//! re-registration with another identity starts a new pool, one with the same identity keeps
+//! the warm connections (A.3).
 
 pub mod dial;
 pub mod pool;
@@ -65,6 +66,9 @@ pub struct Transport {
     /// Idle connections each backend may keep; 0 turns keep-alive off.
     idle_capacity: usize,
     pools: papaya::HashMap<Box<str>, Arc<BackendPool>>,
+    /// Pools of `protocol: http2` endpoints: the same address may also be registered as
+    /// HTTP/1.1, whose connections must not be mixed with these.
+    http2_pools: papaya::HashMap<Box<str>, Arc<BackendPool>>,
     tls: BackendTls,
 }
 
@@ -74,13 +78,17 @@ impl Transport {
         Self {
             idle_capacity,
             pools: papaya::HashMap::new(),
+            http2_pools: papaya::HashMap::new(),
             tls,
         }
     }
 
     /// The idle pool for `endpoint`'s address and TLS identity, created on first use.
     pub fn pool(&self, endpoint: &Endpoint) -> Arc<IdleConnections> {
-        let pools = self.pools.pin();
+        let pools = match endpoint.protocol {
+            Protocol::Http1 => self.pools.pin(),
+            Protocol::Http2 => self.http2_pools.pin(),
+        };
         if let Some(p) = pools.get(&*endpoint.addr) {
             if p.server_cert_domain_san == endpoint.server_cert_domain_san {
                 return p.idle.clone();
@@ -149,14 +157,16 @@ impl Transport {
     /// Drops the pools nothing used for the idle timeout, closing their connections, so
     /// backends that went away leave nothing behind.
     pub fn sweep(&self) {
-        self.pools
-            .pin()
-            .retain(|_, p| !p.idle.unused_for_idle_timeout());
+        for pools in [&self.pools, &self.http2_pools] {
+            pools
+                .pin()
+                .retain(|_, p| !p.idle.unused_for_idle_timeout());
+        }
     }
 
     /// Backends with a pool.
     pub fn pools(&self) -> usize {
-        self.pools.len()
+        self.pools.len() + self.http2_pools.len()
     }
 }
 
