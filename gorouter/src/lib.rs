@@ -12,6 +12,7 @@
 //! - [`tls`]: certificates, the HTTPS listener's and backends' rustls configs, TLS failures.
 //! - [`access_log`]: the access log line format and its off-path writer.
 //! - [`router`]: wiring everything together, signals and drain.
+//! - [`task`]: background tasks tied to their owner ([`task::AbortOnDrop`]).
 
 pub mod access_log;
 pub mod balancer;
@@ -22,4 +23,5 @@ pub mod registry;
 pub mod router;
 pub mod routing_api;
 pub mod status;
+pub mod task;
 pub mod tls;

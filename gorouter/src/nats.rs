@@ -33,6 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{BalancingAlgorithm, Config};
 use crate::registry::{EndpointSpec, Protocol, RouteTable};
+use crate::task::AbortOnDrop;
 
 /// Initial connection attempts before the router gives up (upstream: 3, 100 ms apart).
 const INITIAL_CONNECT_ATTEMPTS: u32 = 3;
@@ -655,16 +656,6 @@ async fn publish_router_start(client: &Client, router_start: &Bytes) {
     match client.publish(SUBJECT_START, router_start.clone()).await {
         Ok(()) => info!(subject = SUBJECT_START, "router-start-published"),
         Err(err) => warn!(subject = SUBJECT_START, error = %err, "nats-publish-failed"),
-    }
-}
-
-/// Aborts the task when dropped, so the pruner never outlives the subscription (also when the
-/// caller aborts the subscription task).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

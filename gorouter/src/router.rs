@@ -28,6 +28,7 @@ use crate::proxy::{Proxy, ProxySettings};
 use crate::registry::{RouteTable, TableSettings};
 use crate::routing_api;
 use crate::status::{self, Health};
+use crate::task::AbortOnDrop;
 use crate::tls::backend::BackendTlsConfigs;
 use crate::tls::{self, server::ServerTlsConfig};
 
@@ -102,15 +103,6 @@ pub async fn listen(host: &ListenHost, port: u16, what: &str) -> anyhow::Result<
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for {what} on {addr}"))
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// SIGHUP: the HTTPS listener takes the certificates of the config file as it is now; open

@@ -39,6 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, RoutingApiConfig};
 use crate::registry::{route_key, EndpointSpec, ModificationTag, PutOutcome, RouteTable};
+use crate::task::AbortOnDrop;
 
 /// Wait between attempts to subscribe to the event stream (upstream: 1 s).
 pub const SUBSCRIPTION_RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -326,15 +327,6 @@ async fn list(client: &RoutingApiClient, sync: &mut RouteSync) {
             }
         }
         Err(e) => warn!(error = %e, "routing-api-fetch-routes-failed"),
-    }
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
