@@ -968,8 +968,9 @@ fn tls_settings(raw: &Settings, warnings: &mut Vec<String>) -> Result<TlsSetting
             ));
         }
         let max_version = match raw.max_tls_version.as_str() {
-            "" | "TLSv1.3" => TlsVersion::Tls13,
-            "TLSv1.2" => TlsVersion::Tls12,
+            // Upstream's default maximum is TLS 1.2 (config.go, and the BOSH job's spec).
+            "TLSv1.3" => TlsVersion::Tls13,
+            "" | "TLSv1.2" => TlsVersion::Tls12,
             _ => {
                 return Err(invalid(
                     "max_tls_version",
@@ -1034,11 +1035,10 @@ fn tls_settings(raw: &Settings, warnings: &mut Vec<String>) -> Result<TlsSetting
                 "client certificate subject rules (verify_client_certificate_metadata) are not supported by this router; set enable_verify_client_certificate_metadata to false",
             ));
         }
-        let mut client_ca_certs = client_ca_only.clone();
-        if !raw.only_trust_client_ca_certs {
-            // As BOSH renders client_ca_certs (ca_certs appended unless only_trust_client_ca_certs).
-            client_ca_certs.extend(ca_certs.iter().cloned());
-        }
+        // Upstream's binary trusts client_ca_certs (plus the system roots unless
+        // only_trust_client_ca_certs), never ca_certs: the BOSH template is what appends the
+        // backend CAs to client_ca_certs, so a rendered config still carries them.
+        let client_ca_certs = client_ca_only.clone();
         Some(FrontendTls {
             certificates,
             min_version,
@@ -1585,7 +1585,7 @@ mod tests {
         let tls = c.frontend_tls.as_ref().expect("frontend TLS");
         assert_eq!(tls.certificates.len(), 1);
         assert_eq!(tls.min_version, TlsVersion::Tls12);
-        assert_eq!(tls.max_version, TlsVersion::Tls13);
+        assert_eq!(tls.max_version, TlsVersion::Tls12);
         assert_eq!(tls.cipher_suites.len(), 2);
         assert_eq!(tls.client_cert_validation, ClientCertValidation::Request);
         assert_eq!(c.backend_tls.cipher_suites.as_ref().map(Vec::len), Some(2));
@@ -1663,7 +1663,7 @@ mod tests {
     }
 
     #[test]
-    fn ca_certs_take_a_list_or_a_string_and_feed_client_trust() {
+    fn ca_certs_take_a_list_or_a_string_and_stay_out_of_client_trust() {
         let ca = Ca::new("config-ca");
         let client_ca = Ca::new("client-ca");
         let c = Config::from_yaml(&format!(
@@ -1695,7 +1695,8 @@ mod tests {
         let c = Config::from_yaml(&https_yaml(&ca, &extra)).unwrap();
         assert_eq!(
             c.frontend_tls.unwrap().client_ca_certs,
-            vec![client_ca.der(), ca.der()]
+            vec![client_ca.der()],
+            "ca_certs are for backends only, as in upstream's binary"
         );
         let c = Config::from_yaml(&https_yaml(
             &ca,
