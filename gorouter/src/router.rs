@@ -105,20 +105,57 @@ pub async fn listen(host: &ListenHost, port: u16, what: &str) -> anyhow::Result<
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
-/// SIGHUP: the HTTPS listener takes the certificates of the config file as it is now; open
-/// connections keep theirs. Anything wrong keeps the current certificates (and says why).
+/// Why the HTTPS certificates are being reloaded.
+#[derive(Debug, Clone, Copy)]
+enum ReloadTrigger {
+    Sighup,
+    FileChanged,
+}
+
+/// The HTTPS listener takes the certificates (and TLS settings) of the config file as it is
+/// now; open connections keep theirs. Anything wrong keeps the current certificates (and says
+/// why).
 fn reload_certificates(
     server_tls: Option<&ServerTlsConfig>,
     config_file: Option<&std::path::Path>,
+    trigger: ReloadTrigger,
 ) {
     let (Some(tls), Some(path)) = (server_tls, config_file) else {
-        tracing::info!("sighup-ignored: no HTTPS listener or no config file to reload");
+        tracing::info!(
+            ?trigger,
+            "tls-reload-skipped: no HTTPS listener or no config file"
+        );
         return;
     };
     match tls.reload_from_file(path) {
-        Ok(_) => tracing::info!(file = %path.display(), "tls-certificates-reloaded"),
+        Ok(_) => tracing::info!(file = %path.display(), ?trigger, "tls-certificates-reloaded"),
         Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "tls-certificates-reload-failed")
+            tracing::error!(file = %path.display(), ?trigger, error = %e, "tls-certificates-reload-failed")
+        }
+    }
+}
+
+/// How often the config file is looked at for changes (one `stat` each time).
+const CONFIG_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies a version of the config file: its modification time and length.
+fn file_version(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Reloads the HTTPS certificates whenever the config file changes, as SIGHUP does, so a
+/// renewed certificate is picked up without a signal.
+async fn watch_config_file(server_tls: Arc<ServerTlsConfig>, path: PathBuf) {
+    let mut seen = file_version(&path);
+    let mut tick = tokio::time::interval(CONFIG_FILE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = file_version(&path);
+        if now.is_some() && now != seen {
+            seen = now;
+            reload_certificates(Some(&server_tls), Some(&path), ReloadTrigger::FileChanged);
         }
     }
 }
@@ -323,11 +360,18 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         });
     }
     tracing::debug!(id = %router_id, "router-id");
+    let _config_watcher = match (&server_tls, &config_file) {
+        (Some(tls), Some(path)) => Some(AbortOnDrop(tokio::spawn(watch_config_file(
+            tls.clone(),
+            path.clone(),
+        )))),
+        _ => None,
+    };
 
     let stopped = loop {
         tokio::select! {
             _ = sighup.recv() => {
-                reload_certificates(server_tls.as_deref(), config_file.as_deref());
+                reload_certificates(server_tls.as_deref(), config_file.as_deref(), ReloadTrigger::Sighup);
             }
             _ = sigusr1.recv() => {
                 tracing::info!(

@@ -858,12 +858,18 @@ fn rewrite_tls_pem(router: &Gorouter, certs: &[(&str, &str)]) {
     .expect("rewrite config file");
 }
 
-/// Waits until the router's output contains `needle`.
-async fn wait_output(router: &Gorouter, needle: &str) {
+/// Waits until a line of the router's output contains every one of `needles`.
+async fn wait_output(router: &Gorouter, needles: &[&str]) {
     eventually(
-        &format!("`{needle}` in the router's output"),
+        &format!("a line with {needles:?} in the router's output"),
         TIMEOUT,
-        || async { router.output().contains(needle).then_some(()) },
+        || async {
+            router
+                .output()
+                .lines()
+                .any(|line| needles.iter().all(|n| line.contains(n)))
+                .then_some(())
+        },
     )
     .await
 }
@@ -921,7 +927,11 @@ async fn sighup_serves_new_certificates_to_new_connections_and_keeps_open_ones()
 
     rewrite_tls_pem(&https.env.router, &[(&cert_b.0, &cert_b.1)]);
     https.env.router.signal(libc::SIGHUP);
-    wait_output(&https.env.router, "tls-certificates-reloaded").await;
+    wait_output(
+        &https.env.router,
+        &["tls-certificates-reloaded", r#""trigger":"Sighup""#],
+    )
+    .await;
 
     // A new connection gets certificate B...
     let (config, _) = client.config();
@@ -965,7 +975,11 @@ async fn sighup_with_a_broken_certificate_keeps_the_current_one() {
         )],
     );
     https.env.router.signal(libc::SIGHUP);
-    wait_output(&https.env.router, "tls-certificates-reload-failed").await;
+    wait_output(
+        &https.env.router,
+        &["tls-certificates-reload-failed", r#""trigger":"Sighup""#],
+    )
+    .await;
 
     assert!(
         https.env.router.try_exit().is_none(),
@@ -982,6 +996,30 @@ async fn sighup_with_a_broken_certificate_keeps_the_current_one() {
         .await
         .expect("request after the failed reload");
     assert_eq!(x.echoed().request_line, "GET /still HTTP/1.1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_config_file_reloads_certificates_without_a_signal() {
+    let host = "reload-file.example.com";
+    let ca = TestCa::new("reload-file-ca");
+    let cert_a = ca.issue_server(&[host]);
+    let cert_b = ca.issue_server(&[host]);
+    let der_b = parse_certs(&cert_b.0)[0].clone();
+    let mut https = Https::start(std::slice::from_ref(&cert_a), "").await;
+    https.route(host).await;
+    let client = Client::trusting(&ca);
+
+    rewrite_tls_pem(&https.env.router, &[(&cert_b.0, &cert_b.1)]);
+    wait_output(
+        &https.env.router,
+        &["tls-certificates-reloaded", r#""trigger":"FileChanged""#],
+    )
+    .await;
+    let (config, _) = client.config();
+    let tls = handshake(config, https.ssl, host)
+        .await
+        .expect("handshake after the file changed");
+    assert_eq!(peer_leaf(&tls), der_b);
 }
 
 // ---------------------------------------------------------------------------------------------
