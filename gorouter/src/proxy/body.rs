@@ -149,9 +149,9 @@ impl Body for RequestBody {
                 _ => {
                     // Go's timer starts once the request head is written, which is when the
                     // connection first asks for the body.
-                    let timer = this
-                        .gate_timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(EXPECT_CONTINUE_TIMEOUT)));
+                    let timer = this.gate_timer.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep(EXPECT_CONTINUE_TIMEOUT))
+                    });
                     let expired = timer.as_mut().poll(cx).is_ready();
                     if !expired {
                         return Poll::Pending;

@@ -248,7 +248,7 @@ impl Proxy {
             host.clone(),
             started,
         );
-        let backend = backend_request(req, log.as_ref(), expect_continue);
+        let backend = backend_request(req, log.as_ref(), expect_continue, client_upgrade);
         let ctx = RequestContext {
             started,
             host,
@@ -259,10 +259,6 @@ impl Proxy {
             expect_continue,
             trace_requested,
             log,
-        };
-        let backend = BackendRequest {
-            client_upgrade,
-            ..backend
         };
         Ok(round_trip::run(&self, ctx, pool, backend).await)
     }
@@ -296,6 +292,7 @@ fn backend_request(
     req: Request<Incoming>,
     log: Option<&body::PendingLog>,
     expect_continue: bool,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> BackendRequest {
     let (mut parts, incoming) = req.into_parts();
     // An HTTP/2 client names the host in `:authority` only; HTTP/1.1 backends need `Host`.
@@ -332,7 +329,7 @@ fn backend_request(
     }
     BackendRequest {
         request,
-        client_upgrade: None,
+        client_upgrade,
         continue_gate,
     }
 }

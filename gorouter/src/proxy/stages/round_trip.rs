@@ -87,7 +87,11 @@ fn fit_to_protocol(req: &mut Request<RequestBody>, http2: bool, origin: &Uri) {
         }
         *req.version_mut() = Version::HTTP_2;
         let h = req.headers_mut();
-        for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE] {
+        for name in [
+            header::CONNECTION,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+        ] {
             h.remove(name);
         }
         for name in ["keep-alive", "proxy-connection"] {

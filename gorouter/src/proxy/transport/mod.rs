@@ -158,9 +158,7 @@ impl Transport {
     /// backends that went away leave nothing behind.
     pub fn sweep(&self) {
         for pools in [&self.pools, &self.http2_pools] {
-            pools
-                .pin()
-                .retain(|_, p| !p.idle.unused_for_idle_timeout());
+            pools.pin().retain(|_, p| !p.idle.unused_for_idle_timeout());
         }
     }
 
@@ -171,7 +169,11 @@ impl Transport {
 }
 
 /// The HTTP/1.1 handshake on an established (plain or TLS) connection.
-async fn http1_handshake<T>(io: T, endpoint: &Endpoint, upgrades: bool) -> Result<Sender, ConnectError>
+async fn http1_handshake<T>(
+    io: T,
+    endpoint: &Endpoint,
+    upgrades: bool,
+) -> Result<Sender, ConnectError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
