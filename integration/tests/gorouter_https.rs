@@ -21,12 +21,11 @@ use integration::pki::{parse_certs, parse_key, yaml_quoted, TestCa};
 use integration::{
     eventually, free_port, route, EchoBackend, EchoedRequest, Gorouter, NatsServer, TestEnv,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme, SupportedCipherSuite};
+use rustls::{SignatureScheme, SupportedCipherSuite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -43,56 +42,6 @@ fn ring() -> CryptoProvider {
 // ---------------------------------------------------------------------------------------------
 // The client side
 // ---------------------------------------------------------------------------------------------
-
-/// Accepts any server certificate (the SNI tests look at which one came, not whether it
-/// verifies), still checking handshake signatures.
-#[derive(Debug)]
-struct AnyServerCert(CryptoProvider);
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// Presents `key` (if any) when the server asks, and records that it asked.
 #[derive(Debug)]
@@ -169,9 +118,9 @@ impl Client {
             .expect("client protocol versions");
         let builder = match &self.trust {
             Some(roots) => builder.with_root_certificates(roots.clone()),
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert(ring()))),
+            None => builder.dangerous().with_custom_certificate_verifier(
+                routing_api_client::tls::no_verification(Arc::new(ring())),
+            ),
         };
         let key = self.cert.as_ref().map(|(cert, key)| {
             let signer = rustls::crypto::ring::sign::any_supported_type(&parse_key(key))

@@ -106,17 +106,7 @@ pub fn set_forwarded_proto(headers: &mut HeaderMap, force_https: bool, sanitize:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::proxy::headers::tests::map;
 
     #[test]
     fn forwarded_for_appends_to_all_incoming_values() {

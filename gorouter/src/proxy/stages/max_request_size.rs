@@ -48,18 +48,7 @@ pub fn request_header_size(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::HeaderValue;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::proxy::headers::tests::map;
 
     #[test]
     fn header_size_follows_go_formula() {
