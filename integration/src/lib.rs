@@ -110,4 +110,21 @@ impl TestEnv {
     pub async fn get(&self, host: &str, path: &str) -> RawResponse {
         self.router.get(host, path).await
     }
+
+    /// The first access-log line containing `needle`, waiting up to 5 s for it to be written.
+    pub async fn access_log_line(&self, needle: &str) -> String {
+        let router = &self.router;
+        eventually(
+            &format!("an access log line containing {needle:?}"),
+            std::time::Duration::from_secs(5),
+            || async move {
+                router
+                    .access_log()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_string)
+            },
+        )
+        .await
+    }
 }

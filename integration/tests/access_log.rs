@@ -1,27 +1,9 @@
 //! The access log file (A.14): one line per request in upstream's format.
 
-use std::time::Duration;
-
 use integration::http::build_request;
-use integration::{eventually, route, EchoBackend, TestEnv};
+use integration::{route, EchoBackend, TestEnv};
 use regex::Regex;
 use serde_json::json;
-
-async fn log_line(env: &TestEnv, needle: &str) -> String {
-    let router = &env.router;
-    eventually(
-        &format!("an access log line containing {needle:?}"),
-        Duration::from_secs(5),
-        || async move {
-            router
-                .access_log()
-                .lines()
-                .find(|l| l.contains(needle))
-                .map(str::to_string)
-        },
-    )
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routed_request_is_logged_in_upstream_format() {
@@ -48,7 +30,7 @@ async fn routed_request_is_logged_in_upstream_format() {
         .await;
     assert_eq!(resp.status, 200);
     let id = resp.header("X-Vcap-Request-Id").unwrap();
-    let line = log_line(&env, "/logged?x=1").await;
+    let line = env.access_log_line("/logged?x=1").await;
 
     let re = Regex::new(&format!(
         r#"^logged\.example\.com - \[\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{9}}Z\] "GET /logged\?x=1 HTTP/1\.1" 200 0 {len} "http://ref\.example\.com/" "it-agent/1\.0" "127\.0\.0\.1:\d+" "127\.0\.0\.1:{port}" x_forwarded_for:"127\.0\.0\.1" x_forwarded_proto:"http" vcap_request_id:"{id}" response_time:\d+\.\d{{6}} gorouter_time:\d+\.\d{{6}} app_id:"app-guid-log" app_index:"2" instance_id:"inst-log" x_cf_routererror:"-"$"#,
@@ -68,7 +50,7 @@ async fn unknown_route_is_logged_with_router_error() {
     let env = TestEnv::start("").await;
     let resp = env.get("nolog.example.com", "/missing").await;
     assert_eq!(resp.status, 404);
-    let line = log_line(&env, "/missing").await;
+    let line = env.access_log_line("/missing").await;
     // No backend request was made, so upstream logs the client's own forwarding headers (none
     // here: "-"); a router logging the values it would have sent is accepted too.
 
@@ -107,7 +89,7 @@ async fn request_abandoned_by_the_client_is_logged_as_499() {
     held.arrived().await;
     drop(conn); // the client gives up while the backend still works on it
 
-    let line = log_line(&env, "/abandoned").await;
+    let line = env.access_log_line("/abandoned").await;
     assert!(
         line.contains("\"GET /abandoned HTTP/1.1\" 499 "),
         "access log line: {line}"
@@ -138,7 +120,7 @@ async fn gdpr_options_leave_the_client_address_and_forwarded_for_out() {
         ))
         .await;
     assert_eq!(resp.status, 200, "{}", resp.dump());
-    let line = log_line(&env, "/gdpr").await;
+    let line = env.access_log_line("/gdpr").await;
     assert!(
         line.contains(r#" "-" "127.0.0.1:"#),
         "client address logged: {line}"

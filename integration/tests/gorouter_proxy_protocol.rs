@@ -5,23 +5,7 @@
 use std::time::Duration;
 
 use integration::http::build_request;
-use integration::{eventually, route, EchoBackend, EchoedRequest, TestEnv};
-
-async fn log_line(env: &TestEnv, needle: &str) -> String {
-    let router = &env.router;
-    eventually(
-        &format!("an access log line containing {needle:?}"),
-        Duration::from_secs(5),
-        || async move {
-            router
-                .access_log()
-                .lines()
-                .find(|l| l.contains(needle))
-                .map(str::to_string)
-        },
-    )
-    .await
-}
+use integration::{route, EchoBackend, EchoedRequest, TestEnv};
 
 /// A router with `enable_proxy: true` and an echo backend on `host`.
 async fn setup(host: &str) -> (TestEnv, EchoBackend) {
@@ -52,7 +36,7 @@ async fn v1_header_source_is_the_client_address() {
     assert_eq!(resp.status, 200, "{}", resp.dump());
     let seen = EchoedRequest::parse(&resp.body);
     assert_eq!(seen.header("X-Forwarded-For"), Some("203.0.113.7"));
-    let line = log_line(&env, "/pp-v1").await;
+    let line = env.access_log_line("/pp-v1").await;
     assert_eq!(logged_client(&line), "203.0.113.7:51234", "{line}");
     assert!(line.contains(r#"x_forwarded_for:"203.0.113.7""#), "{line}");
 }
@@ -73,7 +57,7 @@ async fn v2_header_source_is_the_client_address() {
     assert_eq!(resp.status, 200, "{}", resp.dump());
     let seen = EchoedRequest::parse(&resp.body);
     assert_eq!(seen.header("X-Forwarded-For"), Some("2001:db8::42"));
-    let line = log_line(&env, "/pp-v2").await;
+    let line = env.access_log_line("/pp-v2").await;
     assert_eq!(logged_client(&line), "[2001:db8::42]:40001", "{line}");
 }
 
@@ -85,7 +69,7 @@ async fn without_a_header_the_socket_peer_is_the_client() {
     assert_eq!(resp.status, 200, "{}", resp.dump());
     let seen = EchoedRequest::parse(&resp.body);
     assert_eq!(seen.header("X-Forwarded-For"), Some("127.0.0.1"));
-    let line = log_line(&env, "/pp-none").await;
+    let line = env.access_log_line("/pp-none").await;
     assert!(
         logged_client(&line).starts_with("127.0.0.1:"),
         "client address in {line}"
