@@ -396,3 +396,80 @@ async fn http2_endpoint_is_spoken_to_in_http2() {
         .await;
     assert_eq!(r.header("x-seen-version"), Some("HTTP/1.1"));
 }
+
+/// A TLS app instance that accepts one websocket upgrade per connection and then echoes bytes.
+async fn start_tls_websocket_backend(ca: &TestCa, san: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&[san]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tls.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let upgrade = String::from_utf8_lossy(&head)
+                    .to_ascii_lowercase()
+                    .contains("\r\nupgrade: websocket");
+                if !upgrade {
+                    return;
+                }
+                let reply = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                if tls.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn websocket_to_a_tls_backend_is_spliced_both_ways() {
+    use integration::HttpConn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("backend-tls-ws-ca");
+    let port = start_tls_websocket_backend(&ca, "inst-ws").await;
+    let env = router_trusting(&ca, "").await;
+    let host = "tls-ws.backend-tls.example";
+    env.register(&tls_route(host, port, "inst-ws")).await;
+    env.sync().await;
+
+    let mut conn = HttpConn::connect(env.router.addr()).await;
+    conn.send(
+        format!("GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let head = conn.read_head().await.expect("upgrade response");
+    assert_eq!(head.status, 101, "{}", head.dump());
+    let (mut stream, leftover) = conn.into_parts();
+    assert!(leftover.is_empty(), "bytes after the 101: {leftover:?}");
+    for msg in [&b"over TLS to the app"[..], &[0x5A; 50_000][..]] {
+        stream.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_exact(&mut back),
+        )
+        .await
+        .expect("echo within 10 s")
+        .expect("read echo");
+        assert!(back == msg, "echoed bytes differ ({} bytes)", msg.len());
+    }
+}
