@@ -473,3 +473,54 @@ async fn websocket_to_a_tls_backend_is_spliced_both_ways() {
         assert!(back == msg, "echoed bytes differ ({} bytes)", msg.len());
     }
 }
+
+/// A TLS app instance that reads the request head and hangs up without answering.
+async fn start_tls_hang_up_backend(ca: &TestCa, san: &str) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&[san]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_tls_backend_that_hangs_up_is_502_after_the_attempts() {
+    let ca = TestCa::new("backend-tls-hangup-ca");
+    let port = start_tls_hang_up_backend(&ca, "inst-hangup").await;
+    let env = router_trusting(&ca, "").await;
+    let host = "tls-hangup.backend-tls.example";
+    env.register(&tls_route(host, port, "inst-hangup")).await;
+    env.sync().await;
+    for (what, request) in [
+        ("GET", integration::http::get_request(host, "/")),
+        (
+            "websocket",
+            format!("GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").into_bytes(),
+        ),
+    ] {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            integration::http::request(env.router.addr(), &request),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 10 s"));
+        assert_eq!(r.status, 502, "{what}: {}", r.dump());
+        assert!(
+            r.header("x-cf-routererror")
+                .is_some_and(|v| v.starts_with("endpoint_failure")),
+            "{what}: {}",
+            r.dump()
+        );
+    }
+}

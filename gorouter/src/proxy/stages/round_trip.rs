@@ -276,9 +276,17 @@ pub async fn run(
                             *r.headers_mut() = headers;
                             backend_req = Some(r);
                         }
-                        tracing::debug!(endpoint = %endpoint.addr, error = %text, "stale-keep-alive-retry");
                         last_error = LastFailure::Plain(text);
-                        tried -= 1;
+                        if reused {
+                            // A stale keep-alive connection: free, and it is gone now.
+                            tracing::debug!(endpoint = %endpoint.addr, "stale-keep-alive-retry");
+                            tried -= 1;
+                        } else {
+                            // A fresh connection failed: an attempt spent (upstream retries
+                            // an idempotent request's EOF on the next endpoint).
+                            tracing::warn!(endpoint = %endpoint.addr, "backend-request-failed-retrying");
+                            balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                        }
                         continue;
                     }
                     None => {
