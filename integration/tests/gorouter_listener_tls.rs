@@ -150,11 +150,17 @@ async fn https_http2_by_alpn_is_proxied_to_an_http1_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn without_http2_alpn_offers_only_http1() {
+async fn without_http2_no_protocol_is_negotiated_and_http1_is_served() {
     let host = "tls-no-h2.example.com";
     let https = start(host, "enable_http2: false\n").await;
-    let tls = https.connect(host, &[b"h2", b"http/1.1"], b"").await;
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut tls = https.connect(host, &[b"h2", b"http/1.1"], b"").await;
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        None,
+        "no ALPN, as upstream"
+    );
+    let seen = http1_get(&mut tls, host, "/no-h2").await;
+    assert_eq!(seen.request_line, "GET /no-h2 HTTP/1.1");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -116,12 +116,14 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// ALPN for a TLS listener: `h2` then `http/1.1` with `enable_http2`, else `http/1.1` only.
+/// ALPN for a TLS listener: `h2` then `http/1.1` with `enable_http2`; without it no ALPN at
+/// all, as upstream (Go sets `NextProtos` only for HTTP/2), so a client offering only `h2`
+/// still completes the handshake and is then refused in HTTP terms, not with a TLS alert.
 pub fn alpn_protocols(enable_http2: bool) -> Vec<Vec<u8>> {
     if enable_http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
-        vec![b"http/1.1".to_vec()]
+        Vec::new()
     }
 }
 

@@ -95,7 +95,7 @@ async fn certificate_is_chosen_by_sni_with_wildcards_and_a_default() {
 }
 
 #[tokio::test]
-async fn alpn_offers_h2_only_with_enable_http2() {
+async fn alpn_is_offered_only_with_enable_http2() {
     let ca = Ca::new("frontend-ca");
     let tls = frontend(
         vec![ca.server_pair(&["a.example"])],
@@ -115,7 +115,13 @@ async fn alpn_offers_h2_only_with_enable_http2() {
     );
     assert_eq!(
         connect(h1, "a.example", client).await.unwrap().1.as_deref(),
-        Some(&b"http/1.1"[..])
+        None,
+        "without enable_http2 nothing is negotiated: the client speaks HTTP/1.1"
+    );
+    let h2_only = trusting_client(None, &[b"h2"]);
+    assert!(
+        connect(h1, "a.example", h2_only).await.is_ok(),
+        "an h2-only client completes the handshake, as with upstream"
     );
 }
 
