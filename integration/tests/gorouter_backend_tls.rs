@@ -40,6 +40,9 @@ struct TlsBackendOptions<'a> {
     require_client_cert: Option<&'a TestCa>,
     /// Only TLS 1.3 (a rejected client certificate then shows after the handshake).
     tls13_only: bool,
+    /// Every request fails in the server (HTTP/2: the stream is reset; HTTP/1.1: the
+    /// connection is closed).
+    fail_requests: bool,
 }
 
 impl TlsBackend {
@@ -74,6 +77,7 @@ impl TlsBackend {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let counted = connections.clone();
+        let fail_requests = o.fail_requests;
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -90,13 +94,16 @@ impl TlsBackend {
                     let client_cert = tls.get_ref().1.peer_certificates().is_some();
                     let svc =
                         hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                            if fail_requests {
+                                return Err("this backend fails every request");
+                            }
                             let resp = Response::builder()
                                 .header("x-backend", name)
                                 .header("x-seen-version", format!("{:?}", req.version()))
                                 .header("x-client-cert", if client_cert { "yes" } else { "no" })
                                 .body(Full::new(Bytes::from(name)))
                                 .unwrap();
-                            Ok::<_, std::convert::Infallible>(resp)
+                            Ok::<_, &'static str>(resp)
                         });
                     let io = TokioIo::new(tls);
                     if h2 {
@@ -130,6 +137,7 @@ fn options<'a>(ca: &'a TestCa, names: &'a [&'a str]) -> TlsBackendOptions<'a> {
         alpn: &[b"http/1.1"],
         require_client_cert: None,
         tls13_only: false,
+        fail_requests: false,
     }
 }
 
@@ -522,5 +530,33 @@ async fn a_tls_backend_that_hangs_up_is_502_after_the_attempts() {
             "{what}: {}",
             r.dump()
         );
+    }
+}
+
+#[tokio::test]
+async fn an_http2_backend_that_resets_every_stream_is_502_each_time() {
+    let ca = TestCa::new("backend-tls-h2-reset-ca");
+    let backend = TlsBackend::start(
+        "tls-h2-reset",
+        TlsBackendOptions {
+            alpn: &[b"h2"],
+            fail_requests: true,
+            ..options(&ca, &["inst-h2-reset"])
+        },
+    )
+    .await;
+    let env = router_trusting(&ca, "").await;
+    let host = "tls-h2-reset.backend-tls.example";
+    let mut msg = tls_route(host, backend.port(), "inst-h2-reset");
+    msg["protocol"] = json!("http2");
+    env.register(&msg).await;
+    env.sync().await;
+    // The second and third requests find the shared HTTP/2 connection open: their failures
+    // must still count as attempts.
+    for i in 0..3 {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), env.get(host, "/"))
+            .await
+            .unwrap_or_else(|_| panic!("request {i}: no answer within 10 s"));
+        assert_eq!(r.status, 502, "request {i}: {}", r.dump());
     }
 }

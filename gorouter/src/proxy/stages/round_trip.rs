@@ -208,6 +208,10 @@ pub async fn run(
         };
 
         fit_to_protocol(&mut req, sender.is_http2(), &origin);
+        // Only a pooled HTTP/1.1 connection the backend may have closed while it sat idle
+        // gets a retry free of charge (each is taken out of the pool, so this is bounded);
+        // the shared HTTP/2 connection would be handed out again, so its failures count.
+        let free_retry = reused && !sender.is_http2();
         if let Some(l) = ctx.log.as_mut() {
             l.backend_started = Some(Instant::now());
         }
@@ -261,7 +265,7 @@ pub async fn run(
                     Some(r) => {
                         backend_req = Some(r);
                         last_error = LastFailure::Plain(text);
-                        if reused {
+                        if free_retry {
                             tried -= 1;
                         } else {
                             balancer::mark_failed(&endpoint, proxy.table.now_ms());
@@ -277,7 +281,7 @@ pub async fn run(
                             backend_req = Some(r);
                         }
                         last_error = LastFailure::Plain(text);
-                        if reused {
+                        if free_retry {
                             // A stale keep-alive connection: free, and it is gone now.
                             tracing::debug!(endpoint = %endpoint.addr, "stale-keep-alive-retry");
                             tried -= 1;
