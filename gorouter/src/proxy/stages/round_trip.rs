@@ -187,11 +187,16 @@ pub async fn run(
                 } else {
                     s.endpoint_dial_timeout
                 };
-                match proxy
-                    .transport
-                    .connect(&endpoint, timeout, websocket, idle.as_deref())
-                    .await
-                {
+                // Boxed: the dial future holds a whole TLS handshake (kilobytes); kept inline
+                // it would make every request's future that big, and moving it costs on the
+                // keep-alive path, where nothing is dialled.
+                let dial = Box::pin(proxy.transport.connect(
+                    &endpoint,
+                    timeout,
+                    websocket,
+                    idle.as_deref(),
+                ));
+                match dial.await {
                     Ok(sndr) => sndr,
                     Err(e) => {
                         tracing::warn!(endpoint = %endpoint.addr, error = %e, "backend-dial-failed");

@@ -158,7 +158,7 @@ impl Transport {
     /// backends that went away leave nothing behind.
     pub fn sweep(&self) {
         for pools in [&self.pools, &self.http2_pools] {
-            pools.pin().retain(|_, p| !p.idle.unused_for_idle_timeout());
+            pools.pin().retain(|_, p| !p.idle.unused_since_last_sweep());
         }
     }
 

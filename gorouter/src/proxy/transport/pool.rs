@@ -1,7 +1,7 @@
 //! Reusable connections to one backend: idle HTTP/1.1 connections in a lock-free bounded
 //! queue (checking one out takes no lock), and the one shared HTTP/2 connection.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,9 +27,10 @@ pub struct IdleConnections {
     queue: OnceLock<ArrayQueue<(Sender, Instant)>>,
     /// The HTTP/2 connection every request to this backend shares while it is open.
     http2: ArcSwapOption<http2::SendRequest<RequestBody>>,
-    /// Milliseconds since `epoch` of the last checkout or return, for the sweeper.
-    last_used_ms: AtomicU64,
-    epoch: Instant,
+    /// Set by every checkout and return, cleared by the sweeper: a pool found unused by a
+    /// sweep (one per [`IDLE_TIMEOUT`]) holds only expired connections. A flag, not a
+    /// timestamp, so the request path reads no clock.
+    used: AtomicBool,
 }
 
 impl IdleConnections {
@@ -39,14 +40,15 @@ impl IdleConnections {
             capacity,
             queue: OnceLock::new(),
             http2: ArcSwapOption::empty(),
-            last_used_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            used: AtomicBool::new(true),
         }
     }
 
     fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_used_ms.store(ms, Ordering::Relaxed);
+        // Read first: no cache-line write when it is already set (the common case).
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Returns a connection for reuse; dropped (closed) when the pool is full. HTTP/2
@@ -97,15 +99,10 @@ impl IdleConnections {
         None
     }
 
-    /// Whether nothing used this pool for [`IDLE_TIMEOUT`]: every connection it could hold
-    /// has expired, so the sweeper may drop it.
-    pub fn unused_for_idle_timeout(&self) -> bool {
-        let idle_ms = self
-            .epoch
-            .elapsed()
-            .as_millis()
-            .saturating_sub(self.last_used_ms.load(Ordering::Relaxed) as u128);
-        idle_ms > IDLE_TIMEOUT.as_millis()
+    /// Called once per [`IDLE_TIMEOUT`] by the sweeper: whether nothing used this pool since
+    /// the previous call, so every connection it could hold has expired. Clears the mark.
+    pub fn unused_since_last_sweep(&self) -> bool {
+        !self.used.swap(false, Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {
@@ -128,7 +125,12 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_pool_is_in_use() {
-        assert!(!IdleConnections::new(4).unused_for_idle_timeout());
+    fn a_pool_is_unused_after_a_sweep_without_traffic() {
+        let p = IdleConnections::new(4);
+        assert!(
+            !p.unused_since_last_sweep(),
+            "new pools survive their first sweep"
+        );
+        assert!(p.unused_since_last_sweep(), "nothing used it since");
     }
 }
