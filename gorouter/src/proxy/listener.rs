@@ -293,7 +293,7 @@ async fn connection<H: Handler>(shared: Arc<Shared<H>>, mut stream: TcpStream, p
     let (_, session) = stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
     let mut client = ClientConn::new(remote, true);
-    if let Some(leaf) = session.peer_certificates().and_then(|chain| chain.first()) {
+    if let Some(leaf) = crate::tls::server::peer_leaf(session) {
         client = client.with_client_cert(Bytes::copy_from_slice(leaf.as_ref()));
     }
     if h2 {

@@ -147,9 +147,8 @@ impl ClientConn {
 
     /// The same connection, with the client's verified leaf certificate (DER).
     pub fn with_client_cert(mut self, der: bytes::Bytes) -> Self {
-        use base64::Engine;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&der);
-        self.client_cert_header = HeaderValue::from_str(&encoded).ok();
+        let leaf = rustls_pki_types::CertificateDer::from(der.as_ref());
+        self.client_cert_header = Some(crate::tls::xfcc_value(&leaf));
         self.client_cert = Some(der);
         self
     }

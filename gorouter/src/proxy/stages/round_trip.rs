@@ -203,7 +203,7 @@ pub async fn run(
                         endpoint_failed(proxy, &pool, &endpoint, &e);
                         last_error = match e {
                             ConnectError::Tls(tls) => LastFailure::Tls(tls),
-                            other => LastFailure::Plain(other.text()),
+                            other => LastFailure::Plain(other.to_string()),
                         };
                         backend_req = Some(req);
                         continue;
@@ -223,13 +223,7 @@ pub async fn run(
         // A keep-alive connection the backend closed just as we sent on it loses the
         // request; one without a body and safe to repeat is sent again (as Go does).
         // (Also over TLS, where a rejected client certificate shows only on the first read.)
-        let replay = ((reused || endpoint.tls) && replayable(&req)).then(|| {
-            (
-                req.method().clone(),
-                req.uri().clone(),
-                req.headers().clone(),
-            )
-        });
+        let replay = ((reused || endpoint.tls) && replayable(&req)).then(|| Replay::of(&req));
         let send = sender.try_send_request(req);
         let result = if websocket {
             Ok(send.await)
@@ -245,16 +239,9 @@ pub async fn run(
                     let err = ConnectError::Tls(tls.clone());
                     tracing::warn!(endpoint = %endpoint.addr, error = %err, "backend-tls-failed");
                     endpoint_failed(proxy, &pool, &endpoint, &err);
-                    let unsent = e.take_message();
-                    let again = unsent.or_else(|| {
-                        replay.clone().map(|(method, uri, headers)| {
-                            let mut r = Request::new(RequestBody::empty());
-                            *r.method_mut() = method;
-                            *r.uri_mut() = uri;
-                            *r.headers_mut() = headers;
-                            r
-                        })
-                    });
+                    let again = e
+                        .take_message()
+                        .or_else(|| replay.map(Replay::into_request));
                     match again {
                         Some(r) if tls.is_retriable() => {
                             backend_req = Some(r);
@@ -278,13 +265,7 @@ pub async fn run(
                         continue;
                     }
                     None if replay.is_some() => {
-                        if let Some((method, uri, headers)) = replay {
-                            let mut r = Request::new(RequestBody::empty());
-                            *r.method_mut() = method;
-                            *r.uri_mut() = uri;
-                            *r.headers_mut() = headers;
-                            backend_req = Some(r);
-                        }
+                        backend_req = replay.map(Replay::into_request);
                         last_error = LastFailure::Plain(text);
                         if free_retry {
                             // A stale keep-alive connection: free, and it is gone now.
@@ -354,6 +335,31 @@ pub async fn run(
         return Response::from_parts(parts, ResponseBody::backend(incoming, deadline, exchange));
     }
     last_error.into_error().into_response(ctx.log)
+}
+
+/// What it takes to send a body-less request again after it was lost on the wire.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<RequestBody>) -> Self {
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn into_request(self) -> Request<RequestBody> {
+        let mut r = Request::new(RequestBody::empty());
+        *r.method_mut() = self.method;
+        *r.uri_mut() = self.uri;
+        *r.headers_mut() = self.headers;
+        r
+    }
 }
 
 /// Whether a request may be sent again after it was lost on the wire: no body, and a method

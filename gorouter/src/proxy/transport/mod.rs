@@ -42,13 +42,6 @@ pub enum ConnectError {
     Http(String),
 }
 
-impl ConnectError {
-    /// Go's wording, for `X-Cf-Routererror` and the logs.
-    pub fn text(&self) -> String {
-        self.to_string()
-    }
-}
-
 /// How TLS endpoints are dialled.
 pub struct BackendTls {
     pub configs: BackendTlsConfigs,
