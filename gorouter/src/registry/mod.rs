@@ -302,6 +302,14 @@ impl RouteTable {
             Some(pool) => pool,
             None => {
                 let pool = Arc::new(Pool::new(host, path, self.settings.default_lb_algo, now));
+                if let Some(algo) = spec.lb_algo {
+                    pool.lb_algo.store(algo_to_u8(algo), Ordering::Relaxed);
+                }
+                // The route is published with its first endpoint already in it: readers never
+                // wait for the writer, so one looking up in between would see an empty pool
+                // and answer 503 no_endpoints.
+                let first = Endpoint::from_spec(spec, self.settings.droplet_stale_threshold, now);
+                pool.store(vec![Arc::new(first)], now);
                 let mut routes = self
                     .hosts
                     .get(host, &guard)
@@ -314,7 +322,7 @@ impl RouteTable {
                 }
                 self.hosts.insert(host.into(), Arc::new(routes), &guard);
                 self.route_count.fetch_add(1, Ordering::Relaxed);
-                pool
+                return PutOutcome::Added;
             }
         };
         if let Some(algo) = spec.lb_algo {
@@ -503,6 +511,47 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader racing the registration of new routes never finds one without its endpoint.
+    #[test]
+    fn a_new_route_is_never_seen_without_its_endpoint() {
+        use std::sync::atomic::AtomicUsize;
+        const ROUTES: usize = 20_000;
+        let table = Arc::new(RouteTable::new(TableSettings::default()));
+        let current = Arc::new(AtomicUsize::new(0));
+        let reader = {
+            let (table, current) = (table.clone(), current.clone());
+            std::thread::spawn(move || {
+                let mut empty_seen = 0;
+                loop {
+                    let i = current.load(Ordering::Acquire);
+                    if i >= ROUTES {
+                        return empty_seen;
+                    }
+                    if let Some(pool) = table.lookup(&format!("race-{i}.example"), "/") {
+                        if pool.is_empty() {
+                            empty_seen += 1;
+                        }
+                    }
+                }
+            })
+        };
+        for i in 0..ROUTES {
+            current.store(i, Ordering::Release);
+            let spec = EndpointSpec {
+                host: "10.0.0.1".into(),
+                port: 8080,
+                ..Default::default()
+            };
+            table.register(&format!("race-{i}.example"), &spec);
+        }
+        current.store(ROUTES, Ordering::Release);
+        assert_eq!(
+            reader.join().unwrap(),
+            0,
+            "lookups that found an empty new pool"
+        );
+    }
 
     fn spec(host: &str, port: u16) -> EndpointSpec {
         EndpointSpec {
