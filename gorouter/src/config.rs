@@ -507,6 +507,7 @@ struct Settings {
     tracing: TracingConfig,
     backends: BackendsConfig,
     route_services: RouteServicesConfig,
+    route_services_secret: String,
     droplet_stale_threshold: GoDuration,
     prune_stale_droplets_interval: GoDuration,
     start_response_delay_interval: GoDuration,
@@ -586,6 +587,7 @@ impl Default for Settings {
             tracing: TracingConfig::default(),
             backends: BackendsConfig::default(),
             route_services: RouteServicesConfig::default(),
+            route_services_secret: String::new(),
             droplet_stale_threshold: secs(120),
             prune_stale_droplets_interval: secs(30),
             start_response_delay_interval: secs(5),
@@ -690,6 +692,7 @@ raw_layer! {
         max_idle_conns: i64,
         max_idle_conns_per_host: i64,
         routing_table_sharding_mode: String,
+        route_services_secret: String,
         ip: String,
         bind_address: String;
         nested
@@ -1111,6 +1114,9 @@ pub struct Config {
     /// Tries per route-service request, at least 1 (3 when the key is absent or 0: upstream's
     /// 0 crashes the proxy, cautions.md).
     pub route_services_max_attempts: usize,
+    /// Route services are enabled iff this is non-empty; without it a route bound to a route
+    /// service is refused (502 `route_service_unsupported`), never proxied to the app.
+    pub route_services_secret: String,
     pub droplet_stale_threshold: Duration,
     pub prune_stale_droplets_interval: Duration,
     pub start_response_delay_interval: Duration,
@@ -1449,6 +1455,7 @@ impl Config {
             max_attempts,
             max_conns,
             route_services_max_attempts,
+            route_services_secret: raw.route_services_secret,
             droplet_stale_threshold,
             prune_stale_droplets_interval,
             start_response_delay_interval,
@@ -2110,11 +2117,11 @@ backends: {max_attempts: 0, max_conns: 0}
 
     #[test]
     fn unknown_keys_are_reported_not_fatal() {
-        let c = Config::from_yaml("port: 81\nroute_services_secret: x\nstatus: {colour: red}\n")
+        let c = Config::from_yaml("port: 81\nroute_service_secret: x\nstatus: {colour: red}\n")
             .unwrap();
         assert_eq!(
             c.unknown_keys,
-            vec!["route_services_secret", "status.colour"]
+            vec!["route_service_secret", "status.colour"]
         );
     }
 

@@ -39,6 +39,27 @@ pub enum RouterError {
     /// The last attempt failed in the TLS handshake with a backend: 525, 526, 496 or 503 by
     /// its class, with upstream's body (A.5).
     EndpointTlsFailure(BackendTlsError),
+    /// The route is bound to a route service and route services are disabled (no
+    /// `route_services_secret`): refused, never proxied to the app.
+    RouteServiceUnsupported,
+    /// A websocket upgrade on a route bound to a route service.
+    RouteServiceWebsocket,
+    /// A request back from a route service whose signature is older than
+    /// `route_services_timeout`. `strict` marks the check of a signature on a route without a
+    /// route service (`route_services.strict_signature_validation`), which names itself in
+    /// `X-Cf-Routererror`.
+    RouteServiceSignatureExpired {
+        strict: bool,
+    },
+    /// A request back from a route service whose signature did not validate; the reason is
+    /// upstream's error text.
+    RouteServiceSignatureInvalid {
+        reason: String,
+    },
+    /// Strict validation: a signature on a route without a route service that did not validate.
+    InvalidRouteServiceSignature,
+    /// The first-pass request could not be built (the route service URL does not parse).
+    RouteServiceRequestFailed,
 }
 
 impl RouterError {
@@ -67,6 +88,12 @@ impl RouterError {
             RouterError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RouterError::EndpointFailure { .. } => StatusCode::BAD_GATEWAY,
             RouterError::EndpointTlsFailure(e) => e.status(),
+            RouterError::RouteServiceUnsupported
+            | RouterError::RouteServiceSignatureInvalid { .. } => StatusCode::BAD_GATEWAY,
+            RouterError::RouteServiceWebsocket => StatusCode::SERVICE_UNAVAILABLE,
+            RouterError::RouteServiceSignatureExpired { .. } => StatusCode::GATEWAY_TIMEOUT,
+            RouterError::InvalidRouteServiceSignature => StatusCode::BAD_REQUEST,
+            RouterError::RouteServiceRequestFailed => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -84,6 +111,16 @@ impl RouterError {
             RouterError::HeadersTooLarge => "max-request-size-exceeded",
             RouterError::EndpointFailure { cause } => return endpoint_failure(cause),
             RouterError::EndpointTlsFailure(e) => return endpoint_failure(e.message()),
+            RouterError::RouteServiceUnsupported | RouterError::RouteServiceWebsocket => {
+                "route_service_unsupported"
+            }
+            RouterError::RouteServiceSignatureExpired { strict: true } => {
+                "expired_route_service_signature"
+            }
+            RouterError::InvalidRouteServiceSignature => "invalid_route_service_signature",
+            RouterError::RouteServiceSignatureExpired { strict: false }
+            | RouterError::RouteServiceSignatureInvalid { .. }
+            | RouterError::RouteServiceRequestFailed => return None,
         };
         Some(HeaderValue::from_static(v))
     }
@@ -120,6 +157,20 @@ impl RouterError {
                 "Registered endpoint failed to handle the request.".into()
             }
             RouterError::EndpointTlsFailure(_) => return None,
+            RouterError::RouteServiceUnsupported => "Support for route services is disabled.".into(),
+            RouterError::RouteServiceWebsocket => {
+                "Websocket requests are not supported for routes bound to Route Services.".into()
+            }
+            RouterError::RouteServiceSignatureExpired { .. } => {
+                "Failed to validate Route Service Signature: route service request expired".into()
+            }
+            RouterError::RouteServiceSignatureInvalid { reason } => {
+                format!("Failed to validate Route Service Signature: {reason}")
+            }
+            RouterError::InvalidRouteServiceSignature => {
+                "invalid route service signature detected".into()
+            }
+            RouterError::RouteServiceRequestFailed => "Route service request failed.".into(),
         })
     }
 

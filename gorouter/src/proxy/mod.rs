@@ -76,6 +76,8 @@ pub struct ProxySettings {
     pub log_forwarded_for: bool,
     /// `logging.disable_log_source_ip`: the access log's client address is `"-"`.
     pub log_source_ip: bool,
+    /// `route_services_secret` is set.
+    pub route_services_enabled: bool,
 }
 
 impl ProxySettings {
@@ -112,6 +114,7 @@ impl ProxySettings {
             keep_alive_to_backends: !c.disable_keep_alives && c.max_idle_conns_per_host > 0,
             log_forwarded_for: !c.logging.disable_log_forwarded_for,
             log_source_ip: !c.logging.disable_log_source_ip,
+            route_services_enabled: !c.route_services_secret.is_empty(),
         }
     }
 }
@@ -217,6 +220,9 @@ impl Proxy {
             Ok(pool) => pool,
             Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
         };
+        if let Err(err) = route_service::check(&pool, s.route_services_enabled) {
+            return Ok(self.refuse(err, &req, &conn, host, started));
+        }
         let sticky_id = sticky::requested_instance(req.headers(), &s.sticky_cookie_names);
 
         let websocket = is_websocket_upgrade(req.headers());

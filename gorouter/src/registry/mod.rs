@@ -13,16 +13,18 @@
 
 mod endpoint;
 mod key;
+mod route_service_url;
 
 pub use endpoint::{Endpoint, EndpointSpec, ModificationTag, Protocol};
 pub use key::{lowercase_into, route_key, split_route_key};
+pub use route_service_url::{RouteServiceTarget, RouteServiceUrl};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::{BalancingAlgorithm, Config, ShardingMode};
 
@@ -78,6 +80,9 @@ pub struct Pool {
     /// Round-robin cursor shared by all requests to this pool.
     pub(crate) next_idx: AtomicUsize,
     lb_algo: AtomicU8,
+    /// The route service of the last registration put into the pool (upstream's rule: the
+    /// latest registration wins, and removing endpoints keeps it).
+    route_service: ArcSwapOption<RouteServiceUrl>,
     /// Milliseconds since the table's epoch of the last change; for `empty_pool_timeout`.
     updated_at: AtomicU64,
 }
@@ -90,7 +95,27 @@ impl Pool {
             endpoints: ArcSwap::from_pointee(Box::new([])),
             next_idx: AtomicUsize::new(rand::random::<u32>() as usize),
             lb_algo: AtomicU8::new(algo_to_u8(algo)),
+            route_service: ArcSwapOption::empty(),
             updated_at: AtomicU64::new(now),
+        }
+    }
+
+    /// The route service requests to this route go through first, if it is bound to one.
+    pub fn route_service(&self) -> Option<Arc<RouteServiceUrl>> {
+        self.route_service.load_full()
+    }
+
+    /// Records the route service of a registration just put into the pool; parses the URL only
+    /// when it changed.
+    fn set_route_service(&self, url: &str) {
+        let current = self.route_service.load();
+        let unchanged = match current.as_deref() {
+            Some(c) => *c.raw == *url,
+            None => url.is_empty(),
+        };
+        if !unchanged {
+            self.route_service
+                .store((!url.is_empty()).then(|| Arc::new(RouteServiceUrl::parse(url))));
         }
     }
 
@@ -309,6 +334,7 @@ impl RouteTable {
                 // wait for the writer, so one looking up in between would see an empty pool
                 // and answer 503 no_endpoints.
                 let first = Endpoint::from_spec(spec, self.settings.droplet_stale_threshold, now);
+                pool.set_route_service(&spec.route_service_url);
                 pool.store(vec![Arc::new(first)], now);
                 let mut routes = self
                     .hosts
@@ -338,6 +364,7 @@ impl RouteTable {
                 }
                 if existing.same_registration(spec) {
                     existing.touch(now);
+                    pool.set_route_service(&spec.route_service_url);
                     return PutOutcome::Refreshed;
                 }
                 let replacement = Arc::new(Endpoint::from_spec(
@@ -347,6 +374,7 @@ impl RouteTable {
                 ));
                 let mut list = current.to_vec();
                 list[i] = replacement;
+                pool.set_route_service(&spec.route_service_url);
                 pool.store(list, now);
                 PutOutcome::Updated
             }
@@ -358,6 +386,7 @@ impl RouteTable {
                 ));
                 let mut list = current.to_vec();
                 list.push(ep);
+                pool.set_route_service(&spec.route_service_url);
                 pool.store(list, now);
                 PutOutcome::Added
             }
@@ -720,6 +749,37 @@ mod tests {
         assert_eq!(
             t.lookup("a.com", "/").unwrap().lb_algo(),
             BalancingAlgorithm::LeastConnection
+        );
+    }
+
+    #[test]
+    fn route_service_is_the_latest_registrations_and_outlives_its_endpoint() {
+        let t = RouteTable::new(TableSettings::default());
+        let mut a = spec("127.0.0.1", 1);
+        a.route_service_url = "https://rs-a.example.com".into();
+        t.register("rs.com", &a);
+        let pool = t.lookup("rs.com", "/").unwrap();
+        assert_eq!(
+            pool.route_service().map(|u| u.raw.to_string()),
+            Some("https://rs-a.example.com".into())
+        );
+        let mut b = spec("127.0.0.1", 2);
+        b.route_service_url = "https://rs-b.example.com".into();
+        t.register("rs.com", &b);
+        assert_eq!(
+            &*pool.route_service().unwrap().raw,
+            "https://rs-b.example.com"
+        );
+        t.unregister("rs.com", &b);
+        assert_eq!(
+            &*pool.route_service().unwrap().raw,
+            "https://rs-b.example.com",
+            "removing an endpoint keeps the pool's route service (upstream)"
+        );
+        t.register("rs.com", &spec("127.0.0.1", 1));
+        assert!(
+            pool.route_service().is_none(),
+            "a registration without one unbinds the route"
         );
     }
 

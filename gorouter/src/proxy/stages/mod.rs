@@ -11,6 +11,7 @@ pub mod lookup;
 pub mod max_request_size;
 pub mod response;
 pub mod round_trip;
+pub mod route_service;
 pub mod sticky;
 pub mod trace;
 pub mod websocket;
