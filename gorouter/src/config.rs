@@ -401,10 +401,75 @@ raw_layer! {
 #[derive(Debug, Clone, Default)]
 pub struct RouteServicesConfig {
     pub max_attempts: i64,
+    /// PEM text of the client certificate chain and key presented to route services.
+    pub cert_chain: String,
+    pub private_key: String,
+    pub strict_signature_validation: bool,
 }
 
 raw_layer! {
-    struct RawRouteServices => RouteServicesConfig { max_attempts: i64 }
+    struct RawRouteServices => RouteServicesConfig {
+        max_attempts: i64,
+        cert_chain: String,
+        private_key: String,
+        strict_signature_validation: bool,
+    }
+}
+
+/// `http_rewrite`: response header rules applied to every response.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpRewriteConfig {
+    pub responses: HttpRewriteResponses,
+}
+
+/// `http_rewrite.responses`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpRewriteResponses {
+    pub remove_headers: Vec<HeaderNameValue>,
+    pub add_headers_if_not_present: Vec<HeaderNameValue>,
+}
+
+/// One `{name, value}` entry of `http_rewrite` (`value` unused for removals, as upstream).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HeaderNameValue {
+    pub name: String,
+    pub value: String,
+}
+
+/// Route services (A.10), validated; `Some` in [`Config::route_services`] iff
+/// `route_services_secret` is set.
+#[derive(Debug, Clone)]
+pub struct RouteServicesSettings {
+    pub secret: String,
+    /// `route_services_secret_decrypt_only`: the previous secret, still accepted on the way back.
+    pub secret_decrypt_only: Option<String>,
+    /// `route_services_timeout`: how old a signature may be when the request comes back.
+    pub timeout: Duration,
+    /// `route_services_recommend_https`: the forwarded URL's scheme is `https` (else `http`).
+    pub recommend_https: bool,
+    /// `route_services_hairpinning`: a route service that is a route in the table is reached
+    /// through the internal server instead of over the network.
+    pub hairpinning: bool,
+    /// `route_services_hairpinning_allowlist`: lowercased FQDNs and `*.domain` wildcards; empty
+    /// allows every route.
+    pub hairpinning_allowlist: Vec<String>,
+    /// `route_services_internal_server_port` (127.0.0.1; 0 picks a free port).
+    pub internal_server_port: u16,
+    /// Tries per route-service request, at least 1 (3 when the key is absent or 0: upstream's
+    /// 0 crashes the proxy, cautions.md).
+    pub max_attempts: usize,
+    /// `route_services.cert_chain` / `private_key`, presented to route services that ask.
+    pub client_cert: Option<CertKeyPair>,
+    /// `route_services.strict_signature_validation`.
+    pub strict_signature_validation: bool,
+    /// `skip_ssl_validation`: route services' certificates are not verified.
+    pub skip_ssl_validation: bool,
+    /// TLS versions offered to route services (upstream's `min_tls_version`/`max_tls_version`).
+    pub min_tls_version: TlsVersion,
+    pub max_tls_version: TlsVersion,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -508,6 +573,15 @@ struct Settings {
     backends: BackendsConfig,
     route_services: RouteServicesConfig,
     route_services_secret: String,
+    route_services_secret_decrypt_only: String,
+    route_services_timeout: GoDuration,
+    route_services_recommend_https: bool,
+    route_services_hairpinning: bool,
+    route_services_hairpinning_allowlist: Vec<String>,
+    route_services_internal_server_port: u16,
+    skip_ssl_validation: bool,
+    http_rewrite: HttpRewriteConfig,
+    html_error_template_file: String,
     droplet_stale_threshold: GoDuration,
     prune_stale_droplets_interval: GoDuration,
     start_response_delay_interval: GoDuration,
@@ -588,6 +662,15 @@ impl Default for Settings {
             backends: BackendsConfig::default(),
             route_services: RouteServicesConfig::default(),
             route_services_secret: String::new(),
+            route_services_secret_decrypt_only: String::new(),
+            route_services_timeout: secs(60),
+            route_services_recommend_https: false,
+            route_services_hairpinning: false,
+            route_services_hairpinning_allowlist: Vec::new(),
+            route_services_internal_server_port: 7070,
+            skip_ssl_validation: false,
+            http_rewrite: HttpRewriteConfig::default(),
+            html_error_template_file: String::new(),
             droplet_stale_threshold: secs(120),
             prune_stale_droplets_interval: secs(30),
             start_response_delay_interval: secs(5),
@@ -693,6 +776,13 @@ raw_layer! {
         max_idle_conns_per_host: i64,
         routing_table_sharding_mode: String,
         route_services_secret: String,
+        route_services_secret_decrypt_only: String,
+        route_services_timeout: GoDuration,
+        route_services_recommend_https: bool,
+        route_services_hairpinning: bool,
+        route_services_internal_server_port: u16,
+        skip_ssl_validation: bool,
+        html_error_template_file: String,
         ip: String,
         bind_address: String;
         nested
@@ -713,6 +803,8 @@ raw_layer! {
         hop_by_hop_headers_to_filter: Vec<String>,
         extra_headers_to_log: Vec<String>,
         isolation_segments: Vec<String>,
+        route_services_hairpinning_allowlist: Vec<String>,
+        http_rewrite: HttpRewriteConfig,
     }
 }
 
@@ -804,6 +896,8 @@ pub struct NatsTls {
 
 /// Everything TLS, validated.
 struct TlsSettings {
+    /// `min_tls_version`, `max_tls_version`.
+    versions: (TlsVersion, TlsVersion),
     frontend: Option<FrontendTls>,
     backend: BackendTls,
     status: Option<StatusTls>,
@@ -852,6 +946,51 @@ fn optional_pair(
             ),
         }),
     }
+}
+
+/// `min_tls_version` / `max_tls_version` (both TLS 1.2 when absent, as upstream's): the HTTPS
+/// listener's versions and those offered to route services.
+fn tls_versions(
+    raw: &Settings,
+    warnings: &mut Vec<String>,
+) -> Result<(TlsVersion, TlsVersion), ConfigError> {
+    let min_version = match raw.min_tls_version.as_str() {
+        "" => TlsVersion::Tls12,
+        name => TlsVersion::from_name(name).ok_or_else(|| {
+            invalid(
+                "min_tls_version",
+                r#"router.min_tls_version should be one of "", "TLSv1.3", "TLSv1.2", "TLSv1.1", "TLSv1.0""#,
+            )
+        })?,
+    };
+    if min_version < TlsVersion::Tls12 {
+        warnings.push(format!(
+            "config key `min_tls_version` is {}: this router speaks TLS 1.2 and 1.3 only, so TLSv1.2 is the minimum",
+            min_version.name()
+        ));
+    }
+    let max_version = match raw.max_tls_version.as_str() {
+        // Upstream's default maximum is TLS 1.2 (config.go, and the BOSH job's spec).
+        "TLSv1.3" => TlsVersion::Tls13,
+        "" | "TLSv1.2" => TlsVersion::Tls12,
+        _ => {
+            return Err(invalid(
+                "max_tls_version",
+                r#"router.max_tls_version should be one of "TLSv1.2" or "TLSv1.3""#,
+            ))
+        }
+    };
+    if min_version > max_version {
+        return Err(invalid(
+            "min_tls_version",
+            format!(
+                "{} is above max_tls_version {}: no TLS version would be left",
+                min_version.name(),
+                max_version.name()
+            ),
+        ));
+    }
+    Ok((min_version, max_version))
 }
 
 /// Upstream's TLS checks (config.go `Process`), in its order and with its messages: the
@@ -941,6 +1080,7 @@ fn tls_settings(raw: &Settings, warnings: &mut Vec<String>) -> Result<TlsSetting
         prefixed("Error while adding ClientCACerts to gorouter's client cert pool: "),
     )?;
 
+    let versions = tls_versions(raw, warnings)?;
     let frontend = if raw.enable_ssl {
         let client_cert_validation =
             match raw.client_cert_validation.as_str() {
@@ -952,42 +1092,7 @@ fn tls_settings(raw: &Settings, warnings: &mut Vec<String>) -> Result<TlsSetting
                     "router.client_cert_validation must be one of 'none', 'request' or 'require'.",
                 )),
             };
-        let min_version = match raw.min_tls_version.as_str() {
-            "" => TlsVersion::Tls12,
-            name => TlsVersion::from_name(name).ok_or_else(|| {
-                invalid(
-                    "min_tls_version",
-                    r#"router.min_tls_version should be one of "", "TLSv1.3", "TLSv1.2", "TLSv1.1", "TLSv1.0""#,
-                )
-            })?,
-        };
-        if min_version < TlsVersion::Tls12 {
-            warnings.push(format!(
-                "config key `min_tls_version` is {}: this router speaks TLS 1.2 and 1.3 only, so TLSv1.2 is the minimum",
-                min_version.name()
-            ));
-        }
-        let max_version = match raw.max_tls_version.as_str() {
-            // Upstream's default maximum is TLS 1.2 (config.go, and the BOSH job's spec).
-            "TLSv1.3" => TlsVersion::Tls13,
-            "" | "TLSv1.2" => TlsVersion::Tls12,
-            _ => {
-                return Err(invalid(
-                    "max_tls_version",
-                    r#"router.max_tls_version should be one of "TLSv1.2" or "TLSv1.3""#,
-                ))
-            }
-        };
-        if min_version > max_version {
-            return Err(invalid(
-                "min_tls_version",
-                format!(
-                    "{} is above max_tls_version {}: no TLS version would be left",
-                    min_version.name(),
-                    max_version.name()
-                ),
-            ));
-        }
+        let (min_version, max_version) = versions;
         if raw.tls_pem.is_empty() {
             return Err(invalid(
                 "tls_pem",
@@ -1067,11 +1172,86 @@ fn tls_settings(raw: &Settings, warnings: &mut Vec<String>) -> Result<TlsSetting
         cipher_suites: frontend.as_ref().map(|f| f.cipher_suites.clone()),
     };
     Ok(TlsSettings {
+        versions,
         frontend,
         backend,
         status,
         nats,
     })
+}
+
+/// Route-service settings (A.10); `None` when `route_services_secret` is empty. Keys that
+/// only matter with route services on are still checked when they are off, so a typo never
+/// waits for the day the secret is set.
+fn route_services_settings(
+    raw: &Settings,
+    versions: (TlsVersion, TlsVersion),
+) -> Result<Option<RouteServicesSettings>, ConfigError> {
+    let max_attempts = match raw.route_services.max_attempts {
+        n if n < 0 => {
+            return Err(invalid(
+                "route_services.max_attempts",
+                format!("{n} must not be negative"),
+            ))
+        }
+        // Upstream's 0 crashes every route-service request (cautions.md): 0 is "unset".
+        0 => 3,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let client_cert = optional_pair(
+        "route_services",
+        &raw.route_services.cert_chain,
+        &raw.route_services.private_key,
+    )?;
+    let mut hairpinning_allowlist = Vec::new();
+    for (i, entry) in raw.route_services_hairpinning_allowlist.iter().enumerate() {
+        let entry = entry.to_ascii_lowercase();
+        if !is_allowlist_entry(&entry) {
+            return Err(ConfigError::InvalidAt {
+                key: format!("route_services_hairpinning_allowlist[{i}]"),
+                message: format!(
+                    "invalid route service hairpinning allowlist entry: {entry}. Must be wildcard (*.domain.com) or FQDN (hostname.domain.com)"
+                ),
+            });
+        }
+        hairpinning_allowlist.push(entry);
+    }
+    if raw.route_services_timeout.0.is_zero() {
+        return Err(invalid(
+            "route_services_timeout",
+            "must be above 0: every signature would be expired",
+        ));
+    }
+    if raw.route_services_secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RouteServicesSettings {
+        secret: raw.route_services_secret.clone(),
+        secret_decrypt_only: Some(raw.route_services_secret_decrypt_only.clone())
+            .filter(|s| !s.is_empty()),
+        timeout: raw.route_services_timeout.0,
+        recommend_https: raw.route_services_recommend_https,
+        hairpinning: raw.route_services_hairpinning,
+        hairpinning_allowlist,
+        internal_server_port: raw.route_services_internal_server_port,
+        max_attempts,
+        client_cert,
+        strict_signature_validation: raw.route_services.strict_signature_validation,
+        skip_ssl_validation: raw.skip_ssl_validation,
+        min_tls_version: versions.0,
+        max_tls_version: versions.1,
+    }))
+}
+
+/// Upstream's allow-list entry rule: `*.domain.tld` or `host.domain.tld` (letters, digits,
+/// hyphens; at least two labels after an optional `*.`).
+fn is_allowlist_entry(entry: &str) -> bool {
+    let rest = entry.strip_prefix("*.").unwrap_or(entry);
+    let labels: Vec<&str> = rest.split('.').collect();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 /// Which isolation segments this router accepts endpoints from.
@@ -1111,12 +1291,15 @@ pub struct Config {
     pub max_attempts: usize,
     /// In-flight requests per endpoint; `None` is unlimited.
     pub max_conns: Option<u64>,
-    /// Tries per route-service request, at least 1 (3 when the key is absent or 0: upstream's
-    /// 0 crashes the proxy, cautions.md).
-    pub route_services_max_attempts: usize,
-    /// Route services are enabled iff this is non-empty; without it a route bound to a route
-    /// service is refused (502 `route_service_unsupported`), never proxied to the app.
-    pub route_services_secret: String,
+    /// Route services are enabled iff `route_services_secret` is non-empty; without them a
+    /// route bound to a route service is refused (502 `route_service_unsupported`), never
+    /// proxied to the app.
+    pub route_services: Option<RouteServicesSettings>,
+    /// `http_rewrite.responses`, applied to every response.
+    pub http_rewrite: HttpRewriteConfig,
+    /// `html_error_template_file`: router errors are rendered through it (read and parsed at
+    /// start).
+    pub html_error_template_file: Option<std::path::PathBuf>,
     pub droplet_stale_threshold: Duration,
     pub prune_stale_droplets_interval: Duration,
     pub start_response_delay_interval: Duration,
@@ -1287,6 +1470,7 @@ impl Config {
             }
         };
         let tls = tls_settings(&raw, &mut warnings)?;
+        let route_services = route_services_settings(&raw, tls.versions)?;
         let tls_handshake_timeout = nonzero("tls_handshake_timeout", raw.tls_handshake_timeout)?;
         let prune_stale_droplets_interval = nonzero(
             "prune_stale_droplets_interval",
@@ -1383,13 +1567,6 @@ impl Config {
             0 => None,
             n => Some(n as u64),
         };
-        let route_services_max_attempts = match non_negative(
-            "route_services.max_attempts",
-            raw.route_services.max_attempts,
-        )? {
-            0 => 3,
-            n => n,
-        };
         let max_idle_conns = non_negative("max_idle_conns", raw.max_idle_conns)?;
         let max_idle_conns_per_host =
             match non_negative("max_idle_conns_per_host", raw.max_idle_conns_per_host)? {
@@ -1454,8 +1631,11 @@ impl Config {
             tracing: raw.tracing,
             max_attempts,
             max_conns,
-            route_services_max_attempts,
-            route_services_secret: raw.route_services_secret,
+            route_services,
+            http_rewrite: raw.http_rewrite,
+            html_error_template_file: Some(raw.html_error_template_file)
+                .filter(|f| !f.is_empty())
+                .map(std::path::PathBuf::from),
             droplet_stale_threshold,
             prune_stale_droplets_interval,
             start_response_delay_interval,
@@ -1846,7 +2026,8 @@ mod tests {
         assert_eq!(c.endpoint_dial_timeout, Duration::from_secs(5));
         assert_eq!(c.max_attempts, 1, "backends.max_attempts 0 means one try");
         assert_eq!(c.max_conns, None, "backends.max_conns 0 is unlimited");
-        assert_eq!(c.route_services_max_attempts, 3, "never 0 (cautions.md)");
+        assert!(c.route_services.is_none(), "no secret, no route services");
+        assert!(c.html_error_template_file.is_none());
         assert!(!c.empty_pool_response_code_503);
         assert!(!c.suspend_pruning_if_nats_unavailable);
         assert_eq!(c.drain_wait, Duration::ZERO);
@@ -2125,12 +2306,114 @@ backends: {max_attempts: 0, max_conns: 0}
         );
     }
 
-    /// Route services' own TLS key stays unsupported (reported) until route services exist,
-    /// rather than parsed and ignored.
     #[test]
-    fn route_service_tls_key_is_reported_unsupported() {
-        let c = Config::from_yaml("skip_ssl_validation: true\n").unwrap();
-        assert_eq!(c.unknown_keys, vec!["skip_ssl_validation"]);
+    fn route_service_keys_are_read_with_upstreams_defaults() {
+        let c = Config::from_yaml("route_services_secret: s3cret\n").unwrap();
+        let rs = c.route_services.unwrap();
+        assert_eq!(rs.secret, "s3cret");
+        assert_eq!(rs.secret_decrypt_only, None);
+        assert_eq!(rs.timeout, Duration::from_secs(60));
+        assert!(!rs.recommend_https);
+        assert!(!rs.hairpinning);
+        assert_eq!(rs.internal_server_port, 7070);
+        assert_eq!(rs.max_attempts, 3, "absent means 3, never 0 (cautions.md)");
+        assert!(!rs.strict_signature_validation);
+        assert!(!rs.skip_ssl_validation);
+        assert_eq!(
+            (rs.min_tls_version, rs.max_tls_version),
+            (TlsVersion::Tls12, TlsVersion::Tls12)
+        );
+    }
+
+    #[test]
+    fn route_service_keys_are_all_known() {
+        let c = Config::from_yaml(
+            r#"
+route_services_secret: new
+route_services_secret_decrypt_only: old
+route_services_timeout: 5s
+route_services_recommend_https: true
+route_services_hairpinning: true
+route_services_hairpinning_allowlist: ["*.Apps.Test", "rs.other.test"]
+route_services_internal_server_port: 0
+route_services: {max_attempts: 0, strict_signature_validation: true}
+skip_ssl_validation: true
+max_tls_version: TLSv1.3
+"#,
+        )
+        .unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let rs = c.route_services.unwrap();
+        assert_eq!(rs.secret_decrypt_only.as_deref(), Some("old"));
+        assert_eq!(rs.timeout, Duration::from_secs(5));
+        assert!(rs.recommend_https && rs.hairpinning && rs.skip_ssl_validation);
+        assert_eq!(
+            rs.hairpinning_allowlist,
+            vec!["*.apps.test", "rs.other.test"]
+        );
+        assert_eq!(rs.internal_server_port, 0);
+        assert_eq!(rs.max_attempts, 3, "max_attempts: 0 is treated as unset");
+        assert!(rs.strict_signature_validation);
+        assert_eq!(rs.max_tls_version, TlsVersion::Tls13);
+    }
+
+    #[test]
+    fn a_bad_hairpinning_allowlist_entry_is_a_config_error() {
+        for entry in [
+            "sub.*.example.com",
+            "*.*.example.com",
+            "?!.example.com",
+            "localhost",
+        ] {
+            let err = Config::from_yaml(&format!(
+                "route_services_hairpinning_allowlist: [{entry:?}]\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("route_services_hairpinning_allowlist[0]")
+                    && err.contains("Must be wildcard (*.domain.com) or FQDN"),
+                "{entry}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn negative_route_service_attempts_and_half_a_client_pair_are_config_errors() {
+        let err = Config::from_yaml("route_services: {max_attempts: -1}\n").unwrap_err();
+        assert!(
+            err.to_string().contains("route_services.max_attempts"),
+            "{err}"
+        );
+        let err = Config::from_yaml("route_services: {cert_chain: x}\n").unwrap_err();
+        assert!(
+            err.to_string().contains("route_services.cert_chain"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn http_rewrite_and_error_template_keys_are_known() {
+        let c = Config::from_yaml(
+            r#"
+html_error_template_file: /etc/gorouter/error.html
+http_rewrite:
+  responses:
+    remove_headers: [{name: Server}]
+    add_headers_if_not_present: [{name: X-A, value: "1"}]
+"#,
+        )
+        .unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert_eq!(
+            c.html_error_template_file.as_deref(),
+            Some(Path::new("/etc/gorouter/error.html"))
+        );
+        assert_eq!(c.http_rewrite.responses.remove_headers[0].name, "Server");
+        assert_eq!(
+            c.http_rewrite.responses.add_headers_if_not_present[0].value,
+            "1"
+        );
     }
 
     #[test]

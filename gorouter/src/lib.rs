@@ -8,6 +8,7 @@
 //! - [`routing_api`]: routes from the Routing API (list + event stream), the second route source.
 //! - [`balancer`]: picking an endpoint (round-robin, least-connection, sticky sessions).
 //! - [`proxy`]: listener, request pipeline, headers, router errors, backend connections.
+//! - [`route_service`]: route services' signatures, keys and hairpinning (A.10).
 //! - [`status`]: health state, `/health` and `/routes`.
 //! - [`tls`]: certificates, the HTTPS listener's and backends' rustls configs, TLS failures.
 //! - [`access_log`]: the access log line format and its off-path writer.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod nats;
 pub mod proxy;
 pub mod registry;
+pub mod route_service;
 pub mod router;
 pub mod routing_api;
 pub mod status;

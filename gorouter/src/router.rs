@@ -20,12 +20,16 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::{Config, RouteServicesSettings};
 use crate::nats;
+use crate::proxy::error_page::ErrorPage;
 use crate::proxy::listener::{self, Connections, ListenerSettings};
+use crate::proxy::stages::response_rewrite::ResponseRewrite;
 use crate::proxy::transport::{pool::IDLE_TIMEOUT, BackendTls, Transport};
-use crate::proxy::{Proxy, ProxySettings};
-use crate::registry::{RouteTable, TableSettings};
+use crate::proxy::{Hairpin, Proxy, ProxySettings, RouteServiceProxying};
+use crate::registry::{Endpoint, EndpointSpec, RouteTable, TableSettings};
+use crate::route_service::internal::InternalTls;
+use crate::route_service::RouteServices;
 use crate::routing_api;
 use crate::status::{self, Health};
 use crate::task::AbortOnDrop;
@@ -115,6 +119,89 @@ enum ReloadTrigger {
 /// The HTTPS listener takes the certificates (and TLS settings) of the config file as it is
 /// now; open connections keep theirs. Anything wrong keeps the current certificates (and says
 /// why).
+/// `html_error_template_file` (read and parsed now, so a missing or bad template stops the
+/// router at start) and `http_rewrite.responses`.
+fn response_rules(config: &Config) -> anyhow::Result<(Option<ErrorPage>, ResponseRewrite)> {
+    let error_page = match &config.html_error_template_file {
+        Some(path) => Some(ErrorPage::load(path)?),
+        None => None,
+    };
+    let responses = &config.http_rewrite.responses;
+    let remove: Vec<String> = responses
+        .remove_headers
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    let add: Vec<(String, String)> = responses
+        .add_headers_if_not_present
+        .iter()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    Ok((error_page, ResponseRewrite::new(&remove, &add)?))
+}
+
+/// The internal route-service server's listener and TLS config, when hairpinning is on.
+type InternalServer = (TcpListener, Arc<rustls::ServerConfig>);
+
+/// Route services' keys and transports (A.10): derives the signature keys, builds the
+/// route-service TLS client and, with hairpinning, the internal server's listener on
+/// 127.0.0.1:`route_services_internal_server_port` and its mutual TLS.
+async fn route_service_proxying(
+    config: &Config,
+    rs: &RouteServicesSettings,
+    idle_capacity: usize,
+) -> anyhow::Result<(RouteServiceProxying, Option<InternalServer>)> {
+    let client = tls::backend::route_service_client_config(rs, &config.backend_tls)
+        .context("building the TLS client config for route services")?;
+    let transport = Transport::new(
+        idle_capacity,
+        BackendTls {
+            configs: BackendTlsConfigs::single(Arc::new(client)),
+            handshake_timeout: config.tls_handshake_timeout,
+        },
+    );
+    let (hairpin, internal) = if rs.hairpinning {
+        let internal = InternalTls::generate()?;
+        let l = listen(
+            &ListenHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            rs.internal_server_port,
+            "the internal route-service server (route_services_internal_server_port)",
+        )
+        .await?;
+        let port = l
+            .local_addr()
+            .context("internal route-service server")?
+            .port();
+        let spec = EndpointSpec {
+            host: "127.0.0.1".into(),
+            tls_port: port,
+            server_cert_domain_san: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        let hairpin = Hairpin {
+            transport: Transport::new(
+                idle_capacity,
+                BackendTls {
+                    configs: BackendTlsConfigs::single(internal.client),
+                    handshake_timeout: config.tls_handshake_timeout,
+                },
+            ),
+            endpoint: Arc::new(Endpoint::from_spec(&spec, std::time::Duration::MAX, 0)),
+        };
+        (Some(hairpin), Some((l, internal.server)))
+    } else {
+        (None, None)
+    };
+    Ok((
+        RouteServiceProxying {
+            services: RouteServices::new(rs),
+            transport,
+            hairpin,
+        },
+        internal,
+    ))
+}
+
 fn reload_certificates(
     server_tls: Option<&ServerTlsConfig>,
     config_file: Option<&std::path::Path>,
@@ -256,6 +343,19 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
             None
         }
     };
+    let (error_page, response_rewrite) = response_rules(&config)?;
+    let idle_capacity = if config.disable_keep_alives {
+        0
+    } else {
+        config.max_idle_conns_per_host
+    };
+    let (route_services, internal_server) = match &config.route_services {
+        Some(rs) => {
+            let (proxying, internal) = route_service_proxying(&config, rs, idle_capacity).await?;
+            (Some(proxying), internal)
+        }
+        None => (None, None),
+    };
     if let Some(status_tls) = &config.status_tls {
         let tls = tls::status::status_server_config(&config, status_tls)
             .context("building the status.tls listener's TLS config")?;
@@ -285,17 +385,16 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         health: health.clone(),
         access_log,
         transport: Transport::new(
-            if config.disable_keep_alives {
-                0
-            } else {
-                config.max_idle_conns_per_host
-            },
+            idle_capacity,
             BackendTls {
                 configs: BackendTlsConfigs::new(&config)
                     .context("building the TLS client config for backends")?,
                 handshake_timeout: config.tls_handshake_timeout,
             },
         ),
+        route_services,
+        error_page,
+        response_rewrite,
     });
     let _transport_sweeper = {
         let proxy = proxy.clone();
@@ -304,6 +403,12 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
             loop {
                 tick.tick().await;
                 proxy.transport.sweep();
+                if let Some(rs) = &proxy.route_services {
+                    rs.transport.sweep();
+                    if let Some(h) = &rs.hairpin {
+                        h.transport.sweep();
+                    }
+                }
             }
         }))
     };
@@ -314,6 +419,20 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         enable_proxy: config.enable_proxy,
         tls_handshake_timeout: config.tls_handshake_timeout,
     };
+    // The internal route-service server serves at once: only this router sends to it.
+    let _internal_server = internal_server.map(|(l, tls)| {
+        let address = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(address = %address, "route-services-internal-server-started");
+        let source: listener::TlsConfigSource = Arc::new(move || tls.clone());
+        AbortOnDrop(tokio::spawn(listener::serve_tls(
+            l,
+            proxy.clone(),
+            listener_settings.clone(),
+            source,
+            connections.clone(),
+            stop_accepting_rx.clone(),
+        )))
+    });
     let start_delay = config.start_response_delay_interval;
     {
         let health = health.clone();

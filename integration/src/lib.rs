@@ -12,6 +12,7 @@
 //! - [`http`]: a raw HTTP/1.x client over TCP, for byte-exact checks of what the router sends.
 //! - [`backends`]: an echo backend that answers with the request head it received, a programmable
 //!   hyper backend, and a backend that holds requests until released.
+//! - [`route_service`]: the `route-service` process (src/bin), a real route service.
 //! - [`routing_api`], [`tcp_router`], [`route_emitter`]: the other binaries under test (and
 //!   Locket, `rtr`), with their own config builders; [`mariadb`], [`uaa`] and [`pki`]: the
 //!   database, token issuer and certificates they need.
@@ -30,6 +31,7 @@ pub mod nats;
 pub mod pki;
 pub mod process;
 pub mod route_emitter;
+pub mod route_service;
 pub mod router;
 pub mod routing_api;
 pub mod tcp_router;

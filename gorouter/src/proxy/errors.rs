@@ -11,6 +11,11 @@ pub static X_CF_ROUTERERROR: HeaderName = HeaderName::from_static("x-cf-routerer
 const NO_CACHE: &str = "no-cache, no-store";
 const MAX_AGE_2: &str = "public,max-age=2";
 
+/// The message of an error upstream writes through its error writer (and so through
+/// `html_error_template_file`), carried on the response for the page to be rendered with.
+#[derive(Debug, Clone)]
+pub struct ErrorPageMessage(pub String);
+
 /// Why the router answered instead of a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouterError {
@@ -174,6 +179,19 @@ impl RouterError {
         })
     }
 
+    /// Whether upstream writes this error through its error writer, which renders
+    /// `html_error_template_file` (backend failures use Go's `http.Error`, and a missing Host or
+    /// an oversized header never reach a handler that templates).
+    pub fn uses_error_page(&self) -> bool {
+        !matches!(
+            self,
+            RouterError::MissingHost
+                | RouterError::HeadersTooLarge
+                | RouterError::EndpointFailure { .. }
+                | RouterError::EndpointTlsFailure(_)
+        )
+    }
+
     /// Whether the connection must be closed after this response.
     pub fn closes_connection(&self) -> bool {
         matches!(
@@ -202,6 +220,11 @@ impl RouterError {
         };
         let mut resp = Response::new(ResponseBody::full(body));
         *resp.status_mut() = status;
+        if self.uses_error_page() {
+            if let Some(m) = self.message() {
+                resp.extensions_mut().insert(ErrorPageMessage(m));
+            }
+        }
         let h = resp.headers_mut();
         if let Some(cc) = self.cache_control() {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));

@@ -8,19 +8,25 @@
 //! 3. [`host`](stages::host), [`app_instance`](stages::app_instance),
 //!    [`max_request_size`](stages::max_request_size): requests refused before the lookup.
 //! 4. [`lookup`](stages::lookup): the route's pool.
-//! 5. [`sticky`](stages::sticky): the instance a session sticks to.
-//! 6. [`forwarded`](stages::forwarded), [`client_cert`](stages::client_cert): the backend
+//! 5. [`route_service`](stages::route_service): which pass of the route-service protocol the
+//!    request is on (A.10): refused, back from the route service (validated), or on its way
+//!    to it.
+//! 6. [`sticky`](stages::sticky): the instance a session sticks to.
+//! 7. [`forwarded`](stages::forwarded), [`client_cert`](stages::client_cert): the backend
 //!    request's headers (hop-by-hop, `X-Forwarded-*`, `X-Forwarded-Client-Cert`).
-//! 7. [`access_log`](stages::access_log): the record, written when the response ends.
-//! 8. [`round_trip`](stages::round_trip): attempts over the pool's endpoints through the
-//!    [`transport`]; [`response`](stages::response) and sticky cookies on the way back;
-//!    [`websocket`](stages::websocket) upgrades spliced.
+//! 8. [`access_log`](stages::access_log): the record, written when the response ends.
+//! 9. [`round_trip`](stages::round_trip): attempts over the pool's endpoints (or to the route
+//!    service) through the [`transport`]; [`response`](stages::response) and sticky cookies on
+//!    the way back; [`websocket`](stages::websocket) upgrades spliced.
+//! 10. Every response, the router's errors included: [`error_page`] (`html_error_template_file`)
+//!     and [`response_rewrite`](stages::response_rewrite) (`http_rewrite`).
 //!
 //! Bodies stream both ways ([`body`]); nothing is buffered whole. Router-made answers are
 //! [`errors`]. The [`listener`] accepts client connections.
 
 pub mod body;
 mod context;
+pub mod error_page;
 pub mod errors;
 pub mod headers;
 pub mod listener;
@@ -43,8 +49,12 @@ use crate::status::Health;
 
 use body::{ContinueGate, RequestBody, ResponseBody};
 use context::RequestContext;
+use error_page::ErrorPage;
+use errors::ErrorPageMessage;
 use headers::{is_websocket_upgrade, X_VCAP_TRACE};
+use stages::response_rewrite::ResponseRewrite;
 use stages::round_trip::BackendRequest;
+pub use stages::route_service::{Hairpin, RouteServiceProxying};
 use stages::*;
 use transport::Transport;
 
@@ -76,8 +86,6 @@ pub struct ProxySettings {
     pub log_forwarded_for: bool,
     /// `logging.disable_log_source_ip`: the access log's client address is `"-"`.
     pub log_source_ip: bool,
-    /// `route_services_secret` is set.
-    pub route_services_enabled: bool,
 }
 
 impl ProxySettings {
@@ -114,7 +122,6 @@ impl ProxySettings {
             keep_alive_to_backends: !c.disable_keep_alives && c.max_idle_conns_per_host > 0,
             log_forwarded_for: !c.logging.disable_log_forwarded_for,
             log_source_ip: !c.logging.disable_log_source_ip,
-            route_services_enabled: !c.route_services_secret.is_empty(),
         }
     }
 }
@@ -164,6 +171,12 @@ pub struct Proxy {
     pub health: Arc<Health>,
     pub access_log: Option<AccessLog>,
     pub transport: Transport,
+    /// Route services, when `route_services_secret` enables them.
+    pub route_services: Option<RouteServiceProxying>,
+    /// `html_error_template_file`, parsed at start.
+    pub error_page: Option<ErrorPage>,
+    /// `http_rewrite.responses`.
+    pub response_rewrite: ResponseRewrite,
 }
 
 fn proto_str(v: Version) -> &'static str {
@@ -184,10 +197,26 @@ fn request_target<B>(req: &Request<B>) -> &str {
 }
 
 impl Proxy {
-    /// Handles one request: the stages in order. Never fails: every problem becomes a router
-    /// response.
+    /// Handles one request: the stages in order, then the response rules every response gets
+    /// (the error page, `http_rewrite`). Never fails: every problem becomes a router response.
     pub async fn handle(
         self: Arc<Self>,
+        conn: Arc<ClientConn>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
+        let Ok(mut resp) = self.route(conn, req).await;
+        if let Some(page) = &self.error_page {
+            if let Some(ErrorPageMessage(message)) = resp.extensions_mut().remove() {
+                resp = render_error_page(page, resp, &message);
+            }
+        }
+        self.response_rewrite.apply(resp.headers_mut());
+        Ok(resp)
+    }
+
+    /// The request path proper.
+    async fn route(
+        &self,
         conn: Arc<ClientConn>,
         mut req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
@@ -220,12 +249,28 @@ impl Proxy {
             Ok(pool) => pool,
             Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
         };
-        if let Err(err) = route_service::check(&pool, s.route_services_enabled) {
-            return Ok(self.refuse(err, &req, &conn, host, started));
+        let websocket = is_websocket_upgrade(req.headers());
+        let facts = route_service::RequestFacts {
+            host: &host,
+            target: request_target(&req),
+            websocket,
+        };
+        let pass = route_service::decide(
+            self.route_services.as_ref(),
+            &self.table,
+            &pool,
+            req.headers(),
+            &facts,
+        );
+        let pass = match pass {
+            Ok(pass) => pass,
+            Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
+        };
+        if let route_service::Pass::Returned { .. } = pass {
+            route_service::remove_protocol_headers(req.headers_mut());
         }
         let sticky_id = sticky::requested_instance(req.headers(), &s.sticky_cookie_names);
 
-        let websocket = is_websocket_upgrade(req.headers());
         let expect_continue = req
             .headers()
             .get(header::EXPECT)
@@ -233,8 +278,17 @@ impl Proxy {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
         // The backend request's headers, built once for every attempt.
-        forwarded::prepare(req.headers_mut(), &conn, s);
-        client_cert::apply(req.headers_mut(), s.forwarded_client_cert, &conn);
+        let signed = pass.is_signed_traffic();
+        forwarded::prepare(req.headers_mut(), &conn, s, signed);
+        client_cert::apply(
+            req.headers_mut(),
+            s.forwarded_client_cert,
+            &conn,
+            client_cert::RouteServiceTraffic {
+                signed,
+                returned: matches!(pass, route_service::Pass::Returned { .. }),
+            },
+        );
         forwarded::set_connection(
             req.headers_mut(),
             websocket,
@@ -253,6 +307,16 @@ impl Proxy {
             host.clone(),
             started,
         );
+        let destination = match pass {
+            route_service::Pass::ToRouteService(first) => {
+                route_service::prepare_first_pass(req.headers_mut(), &first);
+                if let Ok(target) = &first.route_service.target {
+                    *req.uri_mut() = target.target.clone();
+                }
+                round_trip::Destination::RouteService(first)
+            }
+            _ => round_trip::Destination::Pool(pool),
+        };
         let backend = backend_request(req, log.as_ref(), expect_continue, client_upgrade);
         let ctx = RequestContext {
             started,
@@ -265,7 +329,7 @@ impl Proxy {
             trace_requested,
             log,
         };
-        Ok(round_trip::run(&self, ctx, pool, backend).await)
+        Ok(round_trip::run(self, ctx, destination, backend).await)
     }
 
     /// A router error before any backend was involved.
@@ -287,6 +351,22 @@ impl Proxy {
         );
         err.into_response(log)
     }
+}
+
+/// A router error through `html_error_template_file` (Go's `html/template` data: status, its
+/// text, the message and the response headers so far).
+fn render_error_page(
+    page: &ErrorPage,
+    resp: Response<ResponseBody>,
+    message: &str,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let html = page.render(parts.status, message, &parts.headers);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Response::from_parts(parts, body.replaced(bytes::Bytes::from(html)))
 }
 
 /// The client's request turned into the backend's: HTTP/1.1, origin-form target byte for byte,

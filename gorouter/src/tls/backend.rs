@@ -26,8 +26,9 @@ use rustls::{AlertDescription, CertificateError, ClientConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 
+use super::ciphers::TlsVersion;
 use super::{roots, TlsError};
-use crate::config::{BackendTls, Config};
+use crate::config::{BackendTls, Config, RouteServicesSettings};
 
 /// The two backend client configs (see the module docs).
 #[derive(Debug, Clone)]
@@ -61,6 +62,15 @@ impl BackendTlsConfigs {
         self.h2.clone()
     }
 
+    /// One config for every connection (route services: HTTP/1.1 only, as upstream's
+    /// route-service transport).
+    pub fn single(config: Arc<ClientConfig>) -> Self {
+        Self {
+            http1: config.clone(),
+            h2: config,
+        }
+    }
+
     pub fn for_protocol(&self, http2: bool) -> Arc<ClientConfig> {
         if http2 {
             self.h2()
@@ -92,6 +102,46 @@ pub fn build_client_config(tls: &BackendTls, alpn: Vec<Vec<u8>>) -> Result<Clien
     };
     config.alpn_protocols = alpn;
     Ok(config)
+}
+
+/// The client config for route services (A.10): trust as for backends (system roots and
+/// `ca_certs`) unless `skip_ssl_validation`, `route_services.cert_chain`/`private_key` presented
+/// when asked, `cipher_suites` as for backends, and upstream's `min_tls_version` /
+/// `max_tls_version` (TLS 1.2 only by default). No ALPN: HTTP/1.1.
+pub fn route_service_client_config(
+    rs: &RouteServicesSettings,
+    backend: &BackendTls,
+) -> Result<ClientConfig, TlsError> {
+    let provider = super::provider(backend.cipher_suites.as_deref());
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        match (rs.min_tls_version, rs.max_tls_version) {
+            (_, TlsVersion::Tls12) => &[&rustls::version::TLS12],
+            (TlsVersion::Tls13, _) => &[&rustls::version::TLS13],
+            _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        };
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|source| TlsError::Rustls {
+            context: "cipher_suites leave nothing to negotiate with route services",
+            source,
+        })?;
+    let builder = if rs.skip_ssl_validation {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(routing_api_client::tls::no_verification(provider))
+    } else {
+        let store = roots::root_store(true, &[("ca_certs".to_string(), backend.ca_certs.clone())])?;
+        builder.with_root_certificates(store)
+    };
+    match &rs.client_cert {
+        Some(pair) => builder
+            .with_client_auth_cert(pair.chain().to_vec(), pair.private_key())
+            .map_err(|source| TlsError::Rustls {
+                context: "route_services.cert_chain / route_services.private_key",
+                source,
+            }),
+        None => Ok(builder.with_no_client_auth()),
+    }
 }
 
 /// The name a TLS endpoint's certificate must hold: its `server_cert_domain_san`, or (as Go's

@@ -9,8 +9,33 @@ use crate::config::ForwardedClientCert;
 use crate::proxy::headers::X_FORWARDED_CLIENT_CERT;
 use crate::proxy::ClientConn;
 
-/// Applies the mode to the backend request's headers.
-pub fn apply(h: &mut HeaderMap, mode: ForwardedClientCert, conn: &ClientConn) {
+/// What the route-service stage found out about the request (A.9, A.10).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteServiceTraffic {
+    /// It carries a valid route-service signature and forwarded URL.
+    pub signed: bool,
+    /// It is back from the route service of its route.
+    pub returned: bool,
+}
+
+/// Applies the mode to the backend request's headers. Route-service traffic over TLS keeps
+/// its header as the route service sent it; in `forward` mode a request back from a route
+/// service loses it (the route service's own certificate is not the client's).
+pub fn apply(
+    h: &mut HeaderMap,
+    mode: ForwardedClientCert,
+    conn: &ClientConn,
+    rs: RouteServiceTraffic,
+) {
+    if !(rs.signed && conn.tls) {
+        sanitize(h, mode, conn);
+    }
+    if rs.returned && mode == ForwardedClientCert::Forward {
+        h.remove(&X_FORWARDED_CLIENT_CERT);
+    }
+}
+
+fn sanitize(h: &mut HeaderMap, mode: ForwardedClientCert, conn: &ClientConn) {
     match mode {
         ForwardedClientCert::AlwaysForward => {}
         ForwardedClientCert::Forward => {
@@ -55,7 +80,7 @@ mod tests {
 
     fn after(mode: ForwardedClientCert, conn: &ClientConn) -> Option<String> {
         let mut h = request();
-        apply(&mut h, mode, conn);
+        apply(&mut h, mode, conn, RouteServiceTraffic::default());
         h.get(&X_FORWARDED_CLIENT_CERT)
             .map(|v| v.to_str().unwrap().to_string())
     }

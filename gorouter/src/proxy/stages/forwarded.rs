@@ -11,17 +11,20 @@ use crate::proxy::{ClientConn, ProxySettings};
 use crate::registry::Endpoint;
 
 /// Rewrites the client's headers into the backend request's, before the client certificate
-/// stage (which must see `X-Forwarded-Client-Cert` as the client sent it).
-pub fn prepare(h: &mut HeaderMap, conn: &ClientConn, s: &ProxySettings) {
+/// stage (which must see `X-Forwarded-Client-Cert` as the client sent it). Route-service
+/// traffic (`signed`) keeps the `X-Forwarded-Proto` the route service sent (A.7).
+pub fn prepare(h: &mut HeaderMap, conn: &ClientConn, s: &ProxySettings, signed: bool) {
     let request_start = h.contains_key(&X_REQUEST_START);
     remove_hop_by_hop(h, &s.hop_by_hop_keep);
     append_forwarded_for(h, &conn.remote_ip);
-    set_forwarded_proto(
-        h,
-        s.force_forwarded_proto_https,
-        s.sanitize_forwarded_proto,
-        conn.tls,
-    );
+    if !signed {
+        set_forwarded_proto(
+            h,
+            s.force_forwarded_proto_https,
+            s.sanitize_forwarded_proto,
+            conn.tls,
+        );
+    }
     if !request_start {
         let ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

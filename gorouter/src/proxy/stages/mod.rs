@@ -10,6 +10,7 @@ pub mod host;
 pub mod lookup;
 pub mod max_request_size;
 pub mod response;
+pub mod response_rewrite;
 pub mod round_trip;
 pub mod route_service;
 pub mod sticky;

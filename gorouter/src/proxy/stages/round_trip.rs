@@ -12,12 +12,13 @@ use http::header::{self, HeaderName};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 
+use super::route_service::FirstPass;
 use super::{forwarded, response, sticky, websocket};
 use crate::balancer::{self, Choice, InFlight, NoEndpoint, Preferred};
 use crate::proxy::body::{ContinueGate, Exchange, RequestBody, ResponseBody};
 use crate::proxy::context::RequestContext;
 use crate::proxy::errors::RouterError;
-use crate::proxy::transport::ConnectError;
+use crate::proxy::transport::{ConnectError, Transport};
 use crate::proxy::Proxy;
 use crate::registry::{Endpoint, Pool};
 use crate::tls::backend::{BackendTlsError, BackendTlsErrorKind};
@@ -103,6 +104,19 @@ fn fit_to_protocol(req: &mut Request<RequestBody>, http2: bool, origin: &Uri) {
     }
 }
 
+/// Where the request goes: the route's endpoints, or (first pass) its route service.
+pub enum Destination {
+    Pool(Arc<Pool>),
+    RouteService(FirstPass),
+}
+
+/// A route service as the attempt loop sees it: one endpoint, tried up to
+/// `route_services.max_attempts` times, through its own transport.
+struct RouteServiceHop<'a> {
+    endpoint: Arc<Endpoint>,
+    transport: &'a Transport,
+}
+
 /// The request as it goes to backends, with what the exchange needs besides it.
 pub struct BackendRequest {
     pub request: Request<RequestBody>,
@@ -111,14 +125,41 @@ pub struct BackendRequest {
     pub continue_gate: Option<Arc<ContinueGate>>,
 }
 
-/// Sends the request to the pool's endpoints until one answers or the attempts run out.
+/// Sends the request to the pool's endpoints (or its route service) until one answers or the
+/// attempts run out.
 pub async fn run(
     proxy: &Proxy,
     mut ctx: RequestContext,
-    pool: Arc<Pool>,
+    destination: Destination,
     backend: BackendRequest,
 ) -> Response<ResponseBody> {
     let s = &proxy.settings;
+    let (pool, hop, attempts) = match destination {
+        Destination::Pool(pool) => {
+            let attempts = s.max_attempts.min(pool.endpoints().len()).max(1);
+            (Some(pool), None, attempts)
+        }
+        Destination::RouteService(first) => {
+            let Some(rs) = proxy.route_services.as_ref() else {
+                return RouterError::RouteServiceUnsupported.into_response(ctx.log);
+            };
+            let hop = match (&rs.hairpin, first.hairpin, &first.route_service.target) {
+                (Some(h), true, _) => RouteServiceHop {
+                    endpoint: h.endpoint.clone(),
+                    transport: &h.transport,
+                },
+                (_, _, Ok(target)) => RouteServiceHop {
+                    endpoint: target.endpoint.clone(),
+                    transport: &rs.transport,
+                },
+                (_, _, Err(_)) => {
+                    return RouterError::RouteServiceRequestFailed.into_response(ctx.log)
+                }
+            };
+            (None, Some(hop), rs.services.max_attempts)
+        }
+    };
+    let transport = hop.as_ref().map_or(&proxy.transport, |h| h.transport);
     let BackendRequest {
         request,
         client_upgrade,
@@ -128,7 +169,6 @@ pub async fn run(
     let fresh_connection_only = websocket || ctx.expect_continue;
     let origin = request.uri().clone();
     let mut backend_req = Some(request);
-    let attempts = s.max_attempts.min(pool.endpoints().len()).max(1);
     let mut last_error = LastFailure::Plain("no endpoint tried".into());
     let mut tried = 0;
     while tried < attempts {
@@ -143,7 +183,12 @@ pub async fn run(
                 _ => None,
             },
         };
-        let endpoint = match balancer::choose(&pool, &choice) {
+        let chosen = match (&pool, &hop) {
+            (_, Some(hop)) => Ok(hop.endpoint.clone()),
+            (Some(pool), None) => balancer::choose(pool, &choice),
+            (None, None) => Err(NoEndpoint::Empty),
+        };
+        let endpoint = match chosen {
             Ok(e) => e,
             Err(NoEndpoint::AllOverloaded) => {
                 let host = std::mem::take(&mut ctx.host);
@@ -163,17 +208,21 @@ pub async fn run(
         let Some(mut req) = backend_req.take() else {
             break;
         };
-        forwarded::set_endpoint_headers(req.headers_mut(), &endpoint);
+        if hop.is_none() {
+            forwarded::set_endpoint_headers(req.headers_mut(), &endpoint);
+        }
         if let Some(l) = ctx.log.as_mut() {
             l.record.backend_addr = Some(endpoint.addr.clone());
-            l.record.app_id = Some(endpoint.app_id.clone());
-            l.record.app_index = Some(endpoint.private_instance_index.clone());
-            l.record.instance_id = Some(endpoint.private_instance_id.clone());
+            if hop.is_none() {
+                l.record.app_id = Some(endpoint.app_id.clone());
+                l.record.app_index = Some(endpoint.private_instance_index.clone());
+                l.record.instance_id = Some(endpoint.private_instance_id.clone());
+            }
         }
         let in_flight = InFlight::new(endpoint.clone());
 
         let keep = s.keep_alive_to_backends && !fresh_connection_only;
-        let idle = keep.then(|| proxy.transport.pool(&endpoint));
+        let idle = keep.then(|| transport.pool(&endpoint));
         let pooled = match &idle {
             Some(idle) => idle.take().await,
             None => None,
@@ -190,17 +239,15 @@ pub async fn run(
                 // Boxed: the dial future holds a whole TLS handshake (kilobytes); kept inline
                 // it would make every request's future that big, and moving it costs on the
                 // keep-alive path, where nothing is dialled.
-                let dial = Box::pin(proxy.transport.connect(
-                    &endpoint,
-                    timeout,
-                    websocket,
-                    idle.as_deref(),
-                ));
+                let dial =
+                    Box::pin(transport.connect(&endpoint, timeout, websocket, idle.as_deref()));
                 match dial.await {
                     Ok(sndr) => sndr,
                     Err(e) => {
                         tracing::warn!(endpoint = %endpoint.addr, error = %e, "backend-dial-failed");
-                        endpoint_failed(proxy, &pool, &endpoint, &e);
+                        if let Some(pool) = &pool {
+                            endpoint_failed(proxy, pool, &endpoint, &e);
+                        }
                         last_error = match e {
                             ConnectError::Tls(tls) => LastFailure::Tls(tls),
                             other => LastFailure::Plain(other.to_string()),
@@ -238,7 +285,9 @@ pub async fn run(
                 if let Some(tls) = tls_failure {
                     let err = ConnectError::Tls(tls.clone());
                     tracing::warn!(endpoint = %endpoint.addr, error = %err, "backend-tls-failed");
-                    endpoint_failed(proxy, &pool, &endpoint, &err);
+                    if let Some(pool) = &pool {
+                        endpoint_failed(proxy, pool, &endpoint, &err);
+                    }
                     let again = e
                         .take_message()
                         .or_else(|| replay.map(Replay::into_request));
@@ -308,14 +357,17 @@ pub async fn run(
             upgraded,
         };
         response::apply(resp.headers_mut(), &rules, &endpoint, s);
-        sticky::set_vcap_cookie(
-            resp.headers_mut(),
-            &endpoint,
-            &pool,
-            ctx.sticky_id.as_deref(),
-            &s.sticky_cookie_names,
-            s.secure_cookies,
-        );
+        // Never on a route service's response (A.8).
+        if let Some(pool) = &pool {
+            sticky::set_vcap_cookie(
+                resp.headers_mut(),
+                &endpoint,
+                pool,
+                ctx.sticky_id.as_deref(),
+                &s.sticky_cookie_names,
+                s.secure_cookies,
+            );
+        }
         if let Some(l) = ctx.log.as_mut() {
             l.record.status = status.as_u16();
         }
