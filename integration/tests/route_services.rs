@@ -721,3 +721,47 @@ async fn a_route_service_url_from_the_route_emitter_config_binds_the_route() {
         url
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn route_service_traffic_keeps_its_forwarded_proto_where_other_requests_are_sanitised() {
+    let (env, _app) =
+        app_behind_unreachable_route_service("sanitize_forwarded_proto: true\n", "proto.rs.test")
+            .await;
+    let key = SignatureKey::derive(SECRET);
+    let url = "http://proto.rs.test/";
+    let signed = key.sign(url, SystemTime::now());
+    let resp = get_with(
+        &env,
+        "proto.rs.test",
+        "/",
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-CF-Forwarded-Url", url),
+            ("X-CF-Proxy-Signature", &signed.signature),
+            ("X-CF-Proxy-Metadata", &signed.metadata),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.dump());
+    assert_eq!(
+        echoed(&resp).header("X-Forwarded-Proto"),
+        Some("https"),
+        "the route service's X-Forwarded-Proto is kept"
+    );
+
+    let plain = EchoBackend::start("plain").await;
+    env.register_and_wait(&route("plain.proto.test", plain.port()))
+        .await;
+    let resp = get_with(
+        &env,
+        "plain.proto.test",
+        "/",
+        &[("X-Forwarded-Proto", "https")],
+    )
+    .await;
+    assert_eq!(
+        echoed(&resp).header("X-Forwarded-Proto"),
+        Some("http"),
+        "a client's X-Forwarded-Proto is sanitised"
+    );
+}

@@ -18,7 +18,7 @@ const GOROUTER_BPM_ARGS: &[&str] = &["-c", "{config}"];
 
 /// Keys `gorouter.yml.erb` renders with the job's defaults (values as BOSH writes them), merged
 /// over the harness's ports, NATS and loopback addresses. Keys for features we do not have
-/// (TLS, route services, metrics) load with a warning.
+/// (metrics, `debug_addr`, ...) load with a warning.
 const GOROUTER_RENDERED: &str = r#"
 zone: z1
 go_max_procs: 8
@@ -49,6 +49,18 @@ forwarded_client_cert: always_forward
 isolation_segments: []
 routing_table_sharding_mode: all
 route_services_timeout: 60s
+route_services_secret: ""
+route_services_secret_decrypt_only: ""
+route_services_recommend_https: true
+route_services_hairpinning: false
+route_services_internal_server_port: 7070
+route_services_hairpinning_allowlist: []
+route_services:
+  max_attempts: 3
+  cert_chain: ""
+  private_key: ""
+  strict_signature_validation: false
+skip_ssl_validation: false
 extra_headers_to_log: []
 max_header_bytes: 1048576
 token_fetcher_max_retries: 3

@@ -935,17 +935,7 @@ fn compare(f: &str, at: usize, args: Vec<Expr>) -> Result<Expr, SyntaxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in pairs {
-            h.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        h
-    }
+    use crate::proxy::headers::header_map as headers;
 
     fn render(template: &str, status: u16, message: &str, h: &HeaderMap) -> String {
         let page = match ErrorPage::parse(template) {

@@ -90,6 +90,19 @@ pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str>
     })
 }
 
+/// A header map of static pairs, for tests.
+#[cfg(test)]
+pub fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in pairs {
+        h.append(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -90,6 +90,7 @@ fn header_name(name: &str, key: impl FnOnce() -> String) -> Result<HeaderName, R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::headers::header_map as headers;
 
     fn rewrite(remove: &[&str], add: &[(&str, &str)]) -> ResponseRewrite {
         let remove: Vec<String> = remove.iter().map(|s| s.to_string()).collect();
@@ -98,17 +99,6 @@ mod tests {
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         ResponseRewrite::new(&remove, &add).expect("valid rewrite config")
-    }
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in pairs {
-            h.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        h
     }
 
     fn values<'h>(h: &'h HeaderMap, name: &str) -> Vec<&'h str> {

@@ -145,10 +145,12 @@ pub fn decide(
     };
     let forwarded_url = rs.services.forwarded_url(req.host, req.target);
     let signed = rs.services.sign(&forwarded_url);
+    // The strings become header values without a copy.
+    let value = |s: String| HeaderValue::from_maybe_shared(bytes::Bytes::from(s));
     let (Ok(signature), Ok(metadata), Ok(forwarded_url)) = (
-        HeaderValue::from_str(&signed.signature),
-        HeaderValue::from_str(&signed.metadata),
-        HeaderValue::from_str(&forwarded_url),
+        value(signed.signature),
+        value(signed.metadata),
+        value(forwarded_url),
     ) else {
         return Err(RouterError::RouteServiceRequestFailed);
     };
