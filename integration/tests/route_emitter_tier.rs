@@ -171,3 +171,29 @@ async fn http_routes_sent_to_the_routing_api_reach_a_gorouter_without_nats() {
     assert!(emitter.wait_exit(Duration::from_secs(10)).await.success());
     router.wait_route_gone("a.no-nats.test").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_written_for_a_foundation_reaches_a_gorouter_without_nats_through_the_routing_api()
+{
+    let db = TestDatabase::create("re_no_bus");
+    let api = RoutingApi::start(Database::mysql(&db)).await;
+    let router = GorouterBuilder::new(integration::closed_port())
+        .yaml(&format!(
+            "nats: {{hosts: []}}\n\
+             routing_api: {{uri: 'http://127.0.0.1', port: {}, auth_disabled: true}}\n",
+            api.http_port
+        ))
+        .start()
+        .await;
+    let a = EchoBackend::start("plain").await;
+    // No `transport` key, as in a foundation's route-registrar config; the emitter has no
+    // message bus, so the route goes to the Routing API.
+    let _emitter = RouteEmitterBuilder::new(None)
+        .set("routing_api", routing_api_section(&api))
+        .route(http_route("plain", "plain.no-bus.test", a.port()))
+        .start();
+
+    let resp = router.wait_route("plain.no-bus.test").await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("X-Backend-Name"), Some("plain"));
+}

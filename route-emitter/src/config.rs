@@ -127,7 +127,8 @@ pub struct RouteSchema {
     pub private_instance_index: String,
     pub isolation_segment: String,
     pub availability_zone: String,
-    /// `nats` (default) or `routing_api`, for HTTP routes.
+    /// `nats` or `routing_api`, for HTTP routes. Absent: `nats`, or `routing_api` when the
+    /// config has a Routing API and no `message_bus_servers`.
     pub transport: String,
 }
 
@@ -154,8 +155,9 @@ pub enum RouteKind {
 }
 
 /// Where an HTTP route is published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
+    #[default]
     Nats,
     RoutingApi,
 }
@@ -384,6 +386,10 @@ impl ConfigSchema {
         let defaults = RouteDefaults {
             host: self.host.clone(),
             availability_zone: self.availability_zone.clone(),
+            http_transport: default_http_transport(
+                !self.message_bus_servers.is_empty(),
+                routing_api.is_some(),
+            ),
         };
         let mut routes = Vec::new();
         let mut needs_nats = false;
@@ -437,6 +443,20 @@ impl ConfigSchema {
 pub struct RouteDefaults {
     pub host: String,
     pub availability_zone: String,
+    /// Where an HTTP route without a `transport` key goes: NATS, or the Routing API when the
+    /// config has no message bus but has a Routing API (a tier without NATS serves route files
+    /// written for a foundation unchanged).
+    pub http_transport: Transport,
+}
+
+/// [`RouteDefaults::http_transport`] for a config with or without a message bus and a Routing
+/// API.
+pub fn default_http_transport(has_message_bus: bool, has_routing_api: bool) -> Transport {
+    if !has_message_bus && has_routing_api {
+        Transport::RoutingApi
+    } else {
+        Transport::Nats
+    }
 }
 
 /// Checks one route; the error reads `(<name>): <problem>; <problem>`.
@@ -452,7 +472,8 @@ pub fn validate_route(r: RouteSchema, defaults: &RouteDefaults) -> Result<Route,
         }
     };
     let transport = match r.transport.as_str() {
-        "" | "nats" => Transport::Nats,
+        "" => defaults.http_transport,
+        "nats" => Transport::Nats,
         "routing_api" => Transport::RoutingApi,
         other => {
             p.push(format!(
@@ -535,7 +556,7 @@ pub fn validate_route(r: RouteSchema, defaults: &RouteDefaults) -> Result<Route,
                     p.push("sni_routable_san is required for sni routes".into());
                 }
             }
-            if transport == Transport::RoutingApi {
+            if r.transport == "routing_api" {
                 p.push("transport applies to http routes only".into());
             }
         }
@@ -827,6 +848,7 @@ mod tests {
         let d = RouteDefaults {
             host: "h".into(),
             availability_zone: String::new(),
+            ..Default::default()
         };
         let (routes, problems) = parse_route_file(
             "routes:\n- {name: a, port: 1, uris: [a], registration_interval: 1s}\n- {name: b}\n",
@@ -836,5 +858,47 @@ mod tests {
         assert_eq!(routes.len(), 1);
         assert_eq!(problems.len(), 1);
         assert!(parse_route_file("routes: [", &d).is_err());
+    }
+
+    fn transports(yaml: &str) -> Result<Vec<Transport>, ConfigError> {
+        let (schema, _) = parse(yaml)?;
+        Ok(schema
+            .into_config()?
+            .routes
+            .iter()
+            .map(|r| r.transport)
+            .collect())
+    }
+
+    #[test]
+    fn without_a_message_bus_http_routes_go_to_the_routing_api() {
+        let routes = "host: 127.0.0.1\nroutes: [{name: a, port: 1, uris: [a.test], registration_interval: 1s}]\n";
+        assert_eq!(
+            transports(&format!(
+                "routing_api: {{api_url: http://127.0.0.1:3000}}\n{routes}"
+            ))
+            .unwrap(),
+            vec![Transport::RoutingApi]
+        );
+        assert_eq!(
+            transports(&format!(
+                "message_bus_servers: [{{host: 127.0.0.1:4222}}]\nrouting_api: {{api_url: http://127.0.0.1:3000}}\n{routes}"
+            ))
+            .unwrap(),
+            vec![Transport::Nats],
+            "with a message bus, NATS as upstream"
+        );
+    }
+
+    #[test]
+    fn an_explicit_nats_route_still_needs_a_message_bus() {
+        let err = transports(
+            "host: 127.0.0.1\nrouting_api: {api_url: http://127.0.0.1:3000}\nroutes: [{name: a, port: 1, uris: [a.test], registration_interval: 1s, transport: nats}]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.0.iter().any(|e| e.contains("message_bus_servers")),
+            "{err:?}"
+        );
     }
 }

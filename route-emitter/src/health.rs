@@ -248,6 +248,7 @@ mod tests {
             &RouteDefaults {
                 host: "127.0.0.1".into(),
                 availability_zone: String::new(),
+                ..Default::default()
             },
         )
         .unwrap()

@@ -29,6 +29,10 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let defaults = RouteDefaults {
         host: config.host.clone(),
         availability_zone: config.availability_zone.clone(),
+        http_transport: crate::config::default_http_transport(
+            !config.message_bus_servers.is_empty(),
+            config.routing_api.is_some(),
+        ),
     };
     let (configured_tx, configured_rx) = watch::channel::<RouteSet>(Arc::new(Vec::new()));
     let (active_tx, active_rx) = watch::channel::<RouteSet>(Arc::new(Vec::new()));

@@ -624,6 +624,7 @@ mod tests {
             &crate::config::RouteDefaults {
                 host: "10.0.0.1".into(),
                 availability_zone: String::new(),
+                ..Default::default()
             },
         )
         .unwrap()

@@ -296,6 +296,7 @@ mod tests {
             &RouteDefaults {
                 host: "10.0.0.2".into(),
                 availability_zone: String::new(),
+                ..Default::default()
             },
         )
         .unwrap();

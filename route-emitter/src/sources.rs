@@ -171,6 +171,7 @@ mod tests {
         let defaults = RouteDefaults {
             host: "h".into(),
             availability_zone: String::new(),
+            ..Default::default()
         };
         let route = |name: &str| {
             crate::config::validate_route(
