@@ -140,19 +140,24 @@ async fn sni_routes_share_an_external_port_and_pick_the_backend_by_server_name()
     assert_eq!(sans, ["one.sni.test", "two.sni.test"], "{mappings:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_routes_sent_to_the_routing_api_reach_a_gorouter_without_nats() {
-    let db = TestDatabase::create("re_no_nats");
-    let api = RoutingApi::start(Database::mysql(&db)).await;
-    // The NATS port is never used: `nats.hosts: []` leaves the Routing API as the only source.
-    let router = GorouterBuilder::new(integration::closed_port())
+/// A gorouter whose only route source is `api`. The NATS port is never used: `nats.hosts: []`
+/// leaves the Routing API as the only source.
+async fn router_without_nats(api: &RoutingApi) -> Gorouter {
+    GorouterBuilder::new(integration::closed_port())
         .yaml(&format!(
             "nats: {{hosts: []}}\n\
              routing_api: {{uri: 'http://127.0.0.1', port: {}, auth_disabled: true}}\n",
             api.http_port
         ))
         .start()
-        .await;
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_sent_to_the_routing_api_reach_a_gorouter_without_nats() {
+    let db = TestDatabase::create("re_no_nats");
+    let api = RoutingApi::start(Database::mysql(&db)).await;
+    let router = router_without_nats(&api).await;
     let a = EchoBackend::start("a").await;
     let mut route = http_route("a", "a.no-nats.test", a.port());
     route["transport"] = json!("routing_api");
@@ -177,14 +182,7 @@ async fn a_route_written_for_a_foundation_reaches_a_gorouter_without_nats_throug
 {
     let db = TestDatabase::create("re_no_bus");
     let api = RoutingApi::start(Database::mysql(&db)).await;
-    let router = GorouterBuilder::new(integration::closed_port())
-        .yaml(&format!(
-            "nats: {{hosts: []}}\n\
-             routing_api: {{uri: 'http://127.0.0.1', port: {}, auth_disabled: true}}\n",
-            api.http_port
-        ))
-        .start()
-        .await;
+    let router = router_without_nats(&api).await;
     let a = EchoBackend::start("plain").await;
     // No `transport` key, as in a foundation's route-registrar config; the emitter has no
     // message bus, so the route goes to the Routing API.
