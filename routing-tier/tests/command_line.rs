@@ -1,0 +1,37 @@
+//! The `routing-tier` command line as a user meets it. (Also why this file exists for CI:
+//! `cargo test --workspace` builds a package's binary only for its integration tests, and
+//! `integration/tests/routing_tier.rs` runs that binary.)
+
+use std::process::Command;
+
+fn routing_tier(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_routing-tier"))
+        .args(args)
+        .output()
+        .expect("run routing-tier")
+}
+
+#[test]
+fn help_prints_the_usage_and_succeeds() {
+    let out = routing_tier(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("usage: routing-tier up"), "{text}");
+}
+
+#[test]
+fn an_unknown_flag_is_a_usage_error_with_exit_code_2() {
+    let out = routing_tier(&["up", "--colour", "red"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("--colour") && text.contains("usage:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn nats_and_no_nats_exclude_each_other() {
+    let out = routing_tier(&["up", "--nats", "nats://127.0.0.1:4222", "--no-nats"]);
+    assert_eq!(out.status.code(), Some(2));
+}
