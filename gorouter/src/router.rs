@@ -27,7 +27,7 @@ use crate::proxy::listener::{self, Connections, ListenerSettings};
 use crate::proxy::stages::response_rewrite::ResponseRewrite;
 use crate::proxy::transport::{pool::IDLE_TIMEOUT, BackendTls, Transport};
 use crate::proxy::{Hairpin, Proxy, ProxySettings, RouteServiceProxying};
-use crate::registry::{Endpoint, EndpointSpec, RouteTable, TableSettings};
+use crate::registry::{Endpoint, RouteTable, TableSettings};
 use crate::route_service::internal::InternalTls;
 use crate::route_service::RouteServices;
 use crate::routing_api;
@@ -172,12 +172,6 @@ async fn route_service_proxying(
             .local_addr()
             .context("internal route-service server")?
             .port();
-        let spec = EndpointSpec {
-            host: "127.0.0.1".into(),
-            tls_port: port,
-            server_cert_domain_san: "127.0.0.1".into(),
-            ..Default::default()
-        };
         let hairpin = Hairpin {
             transport: Transport::new(
                 idle_capacity,
@@ -186,7 +180,7 @@ async fn route_service_proxying(
                     handshake_timeout: config.tls_handshake_timeout,
                 },
             ),
-            endpoint: Arc::new(Endpoint::from_spec(&spec, std::time::Duration::MAX, 0)),
+            endpoint: Arc::new(Endpoint::outside_table("127.0.0.1", port, true)),
         };
         (Some(hairpin), Some((l, internal.server)))
     } else {

@@ -198,6 +198,20 @@ impl Endpoint {
         }
     }
 
+    /// An endpoint no pool holds (a route service, the internal route-service server): where
+    /// the transport dials, over TLS with `host` as the server name when `tls`. TTL and clock
+    /// are the table's business, so they are left out.
+    pub fn outside_table(host: &str, port: u16, tls: bool) -> Self {
+        let spec = EndpointSpec {
+            host: host.to_string(),
+            port: if tls { 0 } else { port },
+            tls_port: if tls { port } else { 0 },
+            server_cert_domain_san: host.to_string(),
+            ..Default::default()
+        };
+        Self::from_spec(&spec, Duration::MAX, 0)
+    }
+
     /// Whether `spec` describes this endpoint exactly (A.3 equality), so a registration only
     /// refreshes the timestamp.
     pub fn same_registration(&self, spec: &EndpointSpec) -> bool {

@@ -5,11 +5,10 @@
 //! answers 500 `Route service request failed.`, and so do we.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderValue, Uri};
 
-use super::endpoint::{Endpoint, EndpointSpec};
+use super::endpoint::Endpoint;
 
 /// The route service a pool is bound to: the URL as registered and what it parsed to.
 #[derive(Debug)]
@@ -74,16 +73,7 @@ impl RouteServiceTarget {
         .map_err(|e| format!("parse {raw:?}: {e}"))?;
         let authority_header =
             HeaderValue::from_str(authority.as_str()).map_err(|e| format!("parse {raw:?}: {e}"))?;
-        let spec = EndpointSpec {
-            host: host.to_string(),
-            port: if https { 0 } else { port },
-            tls_port: if https { port } else { 0 },
-            server_cert_domain_san: host.to_string(),
-            ..Default::default()
-        };
-        // The stale threshold and clock are the table's business; this endpoint is never in a
-        // pool.
-        let endpoint = Endpoint::from_spec(&spec, Duration::MAX, 0);
+        let endpoint = Endpoint::outside_table(host, port, https);
         Ok(Self {
             authority: authority_header,
             host: host.to_ascii_lowercase().into(),

@@ -110,11 +110,25 @@ pub enum Destination {
     RouteService(FirstPass),
 }
 
-/// A route service as the attempt loop sees it: one endpoint, tried up to
-/// `route_services.max_attempts` times, through its own transport.
-struct RouteServiceHop<'a> {
-    endpoint: Arc<Endpoint>,
-    transport: &'a Transport,
+/// What the attempt loop sends to: the pool's endpoints through the backend transport, or a
+/// route service, one endpoint tried up to `route_services.max_attempts` times through its
+/// own transport.
+enum Upstream<'a> {
+    Pool(Arc<Pool>),
+    RouteService {
+        endpoint: Arc<Endpoint>,
+        transport: &'a Transport,
+    },
+}
+
+impl Upstream<'_> {
+    /// The route's pool; `None` for a route service, whose endpoint no pool holds.
+    fn pool(&self) -> Option<&Arc<Pool>> {
+        match self {
+            Upstream::Pool(pool) => Some(pool),
+            Upstream::RouteService { .. } => None,
+        }
+    }
 }
 
 /// The request as it goes to backends, with what the exchange needs besides it.
@@ -134,21 +148,21 @@ pub async fn run(
     backend: BackendRequest,
 ) -> Response<ResponseBody> {
     let s = &proxy.settings;
-    let (pool, hop, attempts) = match destination {
+    let (upstream, attempts) = match destination {
         Destination::Pool(pool) => {
             let attempts = s.max_attempts.min(pool.endpoints().len()).max(1);
-            (Some(pool), None, attempts)
+            (Upstream::Pool(pool), attempts)
         }
         Destination::RouteService(first) => {
             let Some(rs) = proxy.route_services.as_ref() else {
                 return RouterError::RouteServiceUnsupported.into_response(ctx.log);
             };
-            let hop = match (&rs.hairpin, first.hairpin, &first.route_service.target) {
-                (Some(h), true, _) => RouteServiceHop {
+            let upstream = match (&rs.hairpin, first.hairpin, &first.route_service.target) {
+                (Some(h), true, _) => Upstream::RouteService {
                     endpoint: h.endpoint.clone(),
                     transport: &h.transport,
                 },
-                (_, _, Ok(target)) => RouteServiceHop {
+                (_, _, Ok(target)) => Upstream::RouteService {
                     endpoint: target.endpoint.clone(),
                     transport: &rs.transport,
                 },
@@ -156,10 +170,13 @@ pub async fn run(
                     return RouterError::RouteServiceRequestFailed.into_response(ctx.log)
                 }
             };
-            (None, Some(hop), rs.services.max_attempts)
+            (upstream, rs.services.max_attempts)
         }
     };
-    let transport = hop.as_ref().map_or(&proxy.transport, |h| h.transport);
+    let transport = match &upstream {
+        Upstream::Pool(_) => &proxy.transport,
+        Upstream::RouteService { transport, .. } => *transport,
+    };
     let BackendRequest {
         request,
         client_upgrade,
@@ -173,20 +190,21 @@ pub async fn run(
     let mut tried = 0;
     while tried < attempts {
         tried += 1;
-        let choice = Choice {
-            max_conns: s.max_conns,
-            retry_after_failure_ms: s.retry_after_failure.as_millis() as u64,
-            now_ms: proxy.table.now_ms(),
-            preferred: match (&ctx.app_instance, &ctx.sticky_id) {
-                (Some((app, index)), _) => Some(Preferred::AppInstance { app, index }),
-                (None, Some(id)) if tried == 1 => Some(Preferred::Sticky(id)),
-                _ => None,
-            },
-        };
-        let chosen = match (&pool, &hop) {
-            (_, Some(hop)) => Ok(hop.endpoint.clone()),
-            (Some(pool), None) => balancer::choose(pool, &choice),
-            (None, None) => Err(NoEndpoint::Empty),
+        let chosen = match &upstream {
+            Upstream::Pool(pool) => {
+                let choice = Choice {
+                    max_conns: s.max_conns,
+                    retry_after_failure_ms: s.retry_after_failure.as_millis() as u64,
+                    now_ms: proxy.table.now_ms(),
+                    preferred: match (&ctx.app_instance, &ctx.sticky_id) {
+                        (Some((app, index)), _) => Some(Preferred::AppInstance { app, index }),
+                        (None, Some(id)) if tried == 1 => Some(Preferred::Sticky(id)),
+                        _ => None,
+                    },
+                };
+                balancer::choose(pool, &choice)
+            }
+            Upstream::RouteService { endpoint, .. } => Ok(endpoint.clone()),
         };
         let endpoint = match chosen {
             Ok(e) => e,
@@ -208,12 +226,13 @@ pub async fn run(
         let Some(mut req) = backend_req.take() else {
             break;
         };
-        if hop.is_none() {
+        let pool = upstream.pool();
+        if pool.is_some() {
             forwarded::set_endpoint_headers(req.headers_mut(), &endpoint);
         }
         if let Some(l) = ctx.log.as_mut() {
             l.record.backend_addr = Some(endpoint.addr.clone());
-            if hop.is_none() {
+            if pool.is_some() {
                 l.record.app_id = Some(endpoint.app_id.clone());
                 l.record.app_index = Some(endpoint.private_instance_index.clone());
                 l.record.instance_id = Some(endpoint.private_instance_id.clone());
@@ -245,7 +264,7 @@ pub async fn run(
                     Ok(sndr) => sndr,
                     Err(e) => {
                         tracing::warn!(endpoint = %endpoint.addr, error = %e, "backend-dial-failed");
-                        if let Some(pool) = &pool {
+                        if let Some(pool) = pool {
                             endpoint_failed(proxy, pool, &endpoint, &e);
                         }
                         last_error = match e {
@@ -285,7 +304,7 @@ pub async fn run(
                 if let Some(tls) = tls_failure {
                     let err = ConnectError::Tls(tls.clone());
                     tracing::warn!(endpoint = %endpoint.addr, error = %err, "backend-tls-failed");
-                    if let Some(pool) = &pool {
+                    if let Some(pool) = pool {
                         endpoint_failed(proxy, pool, &endpoint, &err);
                     }
                     let again = e
@@ -358,7 +377,7 @@ pub async fn run(
         };
         response::apply(resp.headers_mut(), &rules, &endpoint, s);
         // Never on a route service's response (A.8).
-        if let Some(pool) = &pool {
+        if let Some(pool) = pool {
             sticky::set_vcap_cookie(
                 resp.headers_mut(),
                 &endpoint,
