@@ -475,11 +475,10 @@ pub struct RouteServicesSettings {
 #[derive(Debug, Clone, Default)]
 pub struct AccessLogConfig {
     pub file: String,
-    pub enable_streaming: bool,
 }
 
 raw_layer! {
-    struct RawAccessLog => AccessLogConfig { file: String, enable_streaming: bool }
+    struct RawAccessLog => AccessLogConfig { file: String }
 }
 
 #[derive(Debug, Clone, Default)]

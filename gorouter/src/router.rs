@@ -25,7 +25,7 @@ use crate::nats;
 use crate::proxy::error_page::ErrorPage;
 use crate::proxy::listener::{self, Connections, ListenerSettings};
 use crate::proxy::stages::response_rewrite::ResponseRewrite;
-use crate::proxy::transport::{pool::IDLE_TIMEOUT, BackendTls, Transport};
+use crate::proxy::transport::{pool::IDLE_TIMEOUT, BackendTls, IdleLimits, Transport};
 use crate::proxy::{Hairpin, Proxy, ProxySettings, RouteServiceProxying};
 use crate::registry::{Endpoint, RouteTable, TableSettings};
 use crate::route_service::internal::InternalTls;
@@ -149,12 +149,12 @@ type InternalServer = (TcpListener, Arc<rustls::ServerConfig>);
 async fn route_service_proxying(
     config: &Config,
     rs: &RouteServicesSettings,
-    idle_capacity: usize,
+    idle: IdleLimits,
 ) -> anyhow::Result<(RouteServiceProxying, Option<InternalServer>)> {
     let client = tls::backend::route_service_client_config(rs, &config.backend_tls)
         .context("building the TLS client config for route services")?;
     let transport = Transport::new(
-        idle_capacity,
+        idle,
         BackendTls {
             configs: BackendTlsConfigs::single(Arc::new(client)),
             handshake_timeout: config.tls_handshake_timeout,
@@ -174,7 +174,7 @@ async fn route_service_proxying(
             .port();
         let hairpin = Hairpin {
             transport: Transport::new(
-                idle_capacity,
+                idle,
                 BackendTls {
                     configs: BackendTlsConfigs::single(internal.client),
                     handshake_timeout: config.tls_handshake_timeout,
@@ -338,14 +338,17 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         }
     };
     let (error_page, response_rewrite) = response_rules(&config)?;
-    let idle_capacity = if config.disable_keep_alives {
-        0
-    } else {
-        config.max_idle_conns_per_host
+    let idle = IdleLimits {
+        per_backend: if config.disable_keep_alives {
+            0
+        } else {
+            config.max_idle_conns_per_host
+        },
+        total: config.max_idle_conns,
     };
     let (route_services, internal_server) = match &config.route_services {
         Some(rs) => {
-            let (proxying, internal) = route_service_proxying(&config, rs, idle_capacity).await?;
+            let (proxying, internal) = route_service_proxying(&config, rs, idle).await?;
             (Some(proxying), internal)
         }
         None => (None, None),
@@ -379,7 +382,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         health: health.clone(),
         access_log,
         transport: Transport::new(
-            idle_capacity,
+            idle,
             BackendTls {
                 configs: BackendTlsConfigs::new(&config)
                     .context("building the TLS client config for backends")?,

@@ -561,3 +561,33 @@ async fn disabled_keep_alives_close_every_backend_connection() {
         "the connection of the registration check is reused"
     );
 }
+
+/// `max_idle_conns` (Go's `Transport.MaxIdleConns`) caps idle backend connections across all
+/// backends: with room for one, the second backend's connection is closed after each request
+/// while the first one's is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_idle_conns_caps_idle_connections_across_backends() {
+    let env = TestEnv::start("max_idle_conns: 1\nmax_idle_conns_per_host: 10").await;
+    let a = EchoBackend::start("a").await;
+    let b = EchoBackend::start("b").await;
+    env.register_and_wait(&route("idle-a.example.com", a.port()))
+        .await;
+    env.register_and_wait(&route("idle-b.example.com", b.port()))
+        .await;
+    // The registration checks left a's connection in the one idle slot (b's was closed).
+    let (a_before, b_before) = (a.connection_count(), b.connection_count());
+    for _ in 0..3 {
+        assert_eq!(env.get("idle-a.example.com", "/").await.status, 200);
+        assert_eq!(env.get("idle-b.example.com", "/").await.status, 200);
+    }
+    assert_eq!(
+        a.connection_count() - a_before,
+        0,
+        "a's idle connection holds the slot and is reused"
+    );
+    assert_eq!(
+        b.connection_count() - b_before,
+        3,
+        "b's connection finds no slot and is closed after every request"
+    );
+}

@@ -140,17 +140,22 @@ pub fn is_nats_route(route: &Route) -> bool {
     route.kind == RouteKind::Http && route.transport == Transport::Nats
 }
 
-/// `nats://user:password@host` for each server.
+/// The user and password sent in NATS's `CONNECT`: the first server's that has a user.
+/// async-nats ignores credentials in a server URL, and route-registrar's BOSH job renders the
+/// same credentials for every server.
+pub fn credentials(servers: &[MessageBusServer]) -> Option<(String, String)> {
+    servers
+        .iter()
+        .find(|s| !s.user.is_empty())
+        .map(|s| (s.user.clone(), s.password.clone()))
+}
+
+/// `nats://host` for each server; the credentials go into `CONNECT` through [`credentials`]
+/// (a URL's would only leak into logs).
 pub fn server_urls(servers: &[MessageBusServer]) -> Vec<String> {
     servers
         .iter()
-        .map(|s| {
-            if s.user.is_empty() {
-                format!("nats://{}", s.host)
-            } else {
-                format!("nats://{}:{}@{}", s.user, s.password, s.host)
-            }
-        })
+        .map(|s| format!("nats://{}", s.host))
         .collect()
 }
 
@@ -174,6 +179,9 @@ pub async fn connect(
         ))
         .map_err(|e| format!("nats_mtls_config: {e}"))?;
         options = options.require_tls(true).tls_client_config(config);
+    }
+    if let Some((user, password)) = credentials(servers) {
+        options = options.user_and_password(user, password);
     }
     let client = options
         .retry_on_initial_connect()
@@ -611,6 +619,31 @@ async fn greet(client: async_nats::Client, tx: mpsc::UnboundedSender<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server(host: &str, user: &str, password: &str) -> MessageBusServer {
+        MessageBusServer {
+            host: host.into(),
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    #[test]
+    fn credentials_are_the_first_servers_with_a_user_and_stay_out_of_urls() {
+        let servers = [
+            server("10.0.0.1:4222", "", ""),
+            server("10.0.0.2:4222", "nats", "s3cret"),
+        ];
+        assert_eq!(
+            credentials(&servers),
+            Some(("nats".to_string(), "s3cret".to_string()))
+        );
+        assert_eq!(
+            server_urls(&servers),
+            ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
+        );
+        assert_eq!(credentials(&servers[..1]), None);
+    }
 
     fn http_route(name: &str, interval: &str) -> Route {
         crate::config::validate_route(

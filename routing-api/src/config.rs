@@ -57,8 +57,8 @@ impl Default for ApiConfig {
 pub struct OAuthConfig {
     pub token_endpoint: String,
     pub port: i32,
-    pub client_name: String,
-    pub client_secret: String,
+    // `client_name` / `client_secret` are upstream keys routing-api never uses (it only
+    // verifies tokens): left out so that they are reported as not supported.
     /// A file path (unlike gorouter's inline PEM keys).
     pub ca_certs: String,
 }
@@ -152,7 +152,6 @@ struct RawConfig {
     locket: LocketConfig,
     uuid: String,
     skip_ssl_validation: bool,
-    lock_ttl: GoDuration,
     retry_interval: GoDuration,
     lock_resource_key: String,
     auth_disabled: bool,
@@ -162,7 +161,6 @@ struct RawConfig {
     statsd_endpoint: String,
     #[serde(deserialize_with = "scalar_text")]
     statsd_client_flush_interval: String,
-    debug_address: String,
     /// Not an upstream key: the address the HTTP and mTLS API listeners bind.
     bind_address: String,
 }
@@ -183,14 +181,12 @@ impl Default for RawConfig {
             locket: LocketConfig::default(),
             uuid: String::new(),
             skip_ssl_validation: false,
-            lock_ttl: GoDuration(Duration::ZERO),
             retry_interval: GoDuration(Duration::ZERO),
             lock_resource_key: String::new(),
             auth_disabled: false,
             metrics_reporting_interval: String::new(),
             statsd_endpoint: String::new(),
             statsd_client_flush_interval: String::new(),
-            debug_address: String::new(),
             bind_address: "0.0.0.0".into(),
         }
     }
@@ -228,7 +224,8 @@ pub struct Config {
     pub locket: LocketConfig,
     pub uuid: String,
     pub skip_ssl_validation: bool,
-    /// Upstream parses `lock_ttl` but uses Locket's fixed 15 s; so do we.
+    /// Locket's fixed 15 s. Upstream parses `lock_ttl` and never uses it; we report the key as
+    /// not supported (as `debug_address`: no debug server) instead of reading it silently.
     pub lock_ttl: Duration,
     pub lock_retry_interval: Duration,
     /// Extra wait before exiting after the lock is lost (`retry_interval`).

@@ -25,7 +25,7 @@ use crate::registry::{Endpoint, Protocol};
 use crate::tls::backend::{self as backend_tls, BackendTlsConfigs, BackendTlsError};
 
 pub use dial::DialError;
-pub use pool::IdleConnections;
+pub use pool::{IdleBudget, IdleConnections};
 pub use sender::Sender;
 
 /// Why no connection to a backend could be made.
@@ -54,10 +54,21 @@ struct BackendPool {
     idle: Arc<IdleConnections>,
 }
 
+/// How many idle keep-alive connections a [`Transport`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleLimits {
+    /// Per backend address (`max_idle_conns_per_host`); 0 turns keep-alive off.
+    pub per_backend: usize,
+    /// Across all backends (`max_idle_conns`); 0 is no limit.
+    pub total: usize,
+}
+
 /// Connections to every backend.
 pub struct Transport {
     /// Idle connections each backend may keep; 0 turns keep-alive off.
     idle_capacity: usize,
+    /// Idle connections all backends may keep together (`max_idle_conns`).
+    idle_budget: Arc<IdleBudget>,
     pools: papaya::HashMap<Box<str>, Arc<BackendPool>>,
     /// Pools of `protocol: http2` endpoints: the same address may also be registered as
     /// HTTP/1.1, whose connections must not be mixed with these.
@@ -66,10 +77,12 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// `idle_capacity` is `max_idle_conns_per_host` (0 with `disable_keep_alives`).
-    pub fn new(idle_capacity: usize, tls: BackendTls) -> Self {
+    /// `idle.per_backend` is `max_idle_conns_per_host` (0 with `disable_keep_alives`),
+    /// `idle.total` is `max_idle_conns` (0: no limit).
+    pub fn new(idle: IdleLimits, tls: BackendTls) -> Self {
         Self {
-            idle_capacity,
+            idle_capacity: idle.per_backend,
+            idle_budget: IdleBudget::new(idle.total),
             pools: papaya::HashMap::new(),
             http2_pools: papaya::HashMap::new(),
             tls,
@@ -89,7 +102,10 @@ impl Transport {
         }
         let fresh = Arc::new(BackendPool {
             server_cert_domain_san: endpoint.server_cert_domain_san.clone(),
-            idle: Arc::new(IdleConnections::new(self.idle_capacity)),
+            idle: Arc::new(IdleConnections::new(
+                self.idle_capacity,
+                self.idle_budget.clone(),
+            )),
         });
         let stored = pools.update_or_insert(
             endpoint.addr.clone(),
@@ -211,7 +227,13 @@ mod tests {
             configs: BackendTlsConfigs::from_settings(&Default::default()).unwrap(),
             handshake_timeout: Duration::from_secs(1),
         };
-        Transport::new(4, tls)
+        Transport::new(
+            IdleLimits {
+                per_backend: 4,
+                total: 0,
+            },
+            tls,
+        )
     }
 
     #[test]
