@@ -1,19 +1,31 @@
-//! The command line, parsed by hand: `up`, `--data-dir DIR` (default `.routing-tier`),
-//! `--nats URL`, `--no-nats`, `--port-base N` and `--help`. A usage error exits 2.
+//! The command line, parsed by hand: `up` with `--data-dir DIR` (default `.routing-tier`),
+//! `--nats URL`, `--no-nats` and `--port-base N`; `certs` with `--out DIR` (required),
+//! `--san NAME` (repeatable) and `--force`; and `--help`. A usage error exits 2.
 
 use std::path::PathBuf;
 
 /// The usage text (`--port-base` is for tests and documented in the README, not here).
 pub const USAGE: &str = "\
 usage: routing-tier up [--data-dir DIR] [--nats URL | --no-nats]
+       routing-tier certs --out DIR [--san NAME]... [--force]
 
-Runs the routing tier (routing-api, gorouter, tcp-router, route-emitter) and a demo app
+up: runs the routing tier (routing-api, gorouter, tcp-router, route-emitter) and a demo app
 routed at demo.localhost, with configs and logs in the data dir. Ctrl-C stops everything.
 
   --data-dir DIR  configs, routes.d/, logs/, tls/ and the SQLite file (default .routing-tier)
   --nats URL      send HTTP routes over this NATS (default: nats://127.0.0.1:4222 if a NATS
                   server answers there, otherwise through the Routing API)
   --no-nats       route through the Routing API even when NATS is running
+
+certs: writes the CA, server and client certificates and keys a docker-compose stack of the
+tier needs (routing-api mTLS, Locket, gorouter, NATS, UAA and UAA's token signing key) into
+DIR. A complete set already there is kept.
+
+  --out DIR       where to write them (created if missing)
+  --san NAME      one more DNS name or IP address for every server certificate (repeatable;
+                  each already names its service, localhost, 127.0.0.1 and ::1)
+  --force         replace existing files with a new set (a new CA too)
+
   --help          this text
 ";
 
@@ -22,6 +34,7 @@ routed at demo.localhost, with configs and logs in the data dir. Ctrl-C stops ev
 pub enum Command {
     Help,
     Up(UpOptions),
+    Certs(CertsOptions),
 }
 
 /// `up`'s options.
@@ -36,21 +49,46 @@ pub struct UpOptions {
     pub port_base: Option<u16>,
 }
 
+/// `certs`' options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertsOptions {
+    /// `--out DIR`.
+    pub out: PathBuf,
+    /// Every `--san NAME`, in order.
+    pub sans: Vec<String>,
+    /// `--force`.
+    pub force: bool,
+}
+
 /// A bad command line; the message is printed before the usage.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Which command a flag belongs to.
+fn flag_command(flag: &str) -> Option<&'static str> {
+    match flag {
+        "--data-dir" | "--nats" | "--no-nats" | "--port-base" => Some("up"),
+        "--out" | "--san" | "--force" => Some("certs"),
+        _ => None,
+    }
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageError> {
     let mut args = args.into_iter();
-    let mut command = None;
-    let mut opts = UpOptions {
+    let mut command: Option<&'static str> = None;
+    // Flags in the order given, to reject one given to the other command.
+    let mut flags: Vec<String> = Vec::new();
+    let mut up = UpOptions {
         data_dir: PathBuf::from(".routing-tier"),
         nats: None,
         no_nats: false,
         port_base: None,
     };
+    let mut out: Option<PathBuf> = None;
+    let mut sans = Vec::new();
+    let mut force = false;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -62,11 +100,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 None => Err(UsageError(format!("{name} needs a value"))),
             }
         };
+        if flag_command(&flag).is_some() {
+            flags.push(flag.clone());
+        }
         match flag.as_str() {
             "-h" | "--help" | "help" => return Ok(Command::Help),
-            "--data-dir" => opts.data_dir = PathBuf::from(value("--data-dir")?),
-            "--nats" => opts.nats = Some(value("--nats")?),
-            "--no-nats" if inline.is_none() => opts.no_nats = true,
+            "--data-dir" => up.data_dir = PathBuf::from(value("--data-dir")?),
+            "--nats" => up.nats = Some(value("--nats")?),
+            "--no-nats" if inline.is_none() => up.no_nats = true,
             "--port-base" => {
                 let v = value("--port-base")?;
                 let n = v
@@ -74,21 +115,52 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                     .ok()
                     .filter(|n| *n > 0)
                     .ok_or_else(|| UsageError(format!("--port-base {v:?} is not a port")))?;
-                opts.port_base = Some(n);
+                up.port_base = Some(n);
             }
-            "up" if command.is_none() => command = Some("up"),
+            "--out" => {
+                let v = value("--out")?;
+                if v.is_empty() {
+                    return Err(UsageError("--out needs a directory".into()));
+                }
+                out = Some(PathBuf::from(v));
+            }
+            "--san" => {
+                let v = value("--san")?;
+                crate::pki::check_san(&v).map_err(UsageError)?;
+                sans.push(v);
+            }
+            "--force" if inline.is_none() => force = true,
+            "up" | "certs" if command.is_none() => {
+                command = Some(if flag == "up" { "up" } else { "certs" })
+            }
             other if other.starts_with('-') => {
                 return Err(UsageError(format!("unknown flag {other}")))
             }
             other => return Err(UsageError(format!("unknown command {other:?}"))),
         }
     }
-    if opts.no_nats && opts.nats.is_some() {
-        return Err(UsageError("--nats and --no-nats exclude each other".into()));
+    let Some(command) = command else {
+        return Err(UsageError("no command given (up or certs)".into()));
+    };
+    if let Some(f) = flags.iter().find(|f| flag_command(f) != Some(command)) {
+        let owner = flag_command(f).unwrap_or("another command");
+        return Err(UsageError(format!(
+            "{f} is an option of `{owner}`, not of `{command}`"
+        )));
     }
     match command {
-        Some(_) => Ok(Command::Up(opts)),
-        None => Err(UsageError("no command given".into())),
+        "certs" => {
+            let out = out.ok_or_else(|| {
+                UsageError("certs needs --out DIR (where to write the files)".into())
+            })?;
+            Ok(Command::Certs(CertsOptions { out, sans, force }))
+        }
+        _ => {
+            if up.no_nats && up.nats.is_some() {
+                return Err(UsageError("--nats and --no-nats exclude each other".into()));
+            }
+            Ok(Command::Up(up))
+        }
     }
 }
 
@@ -131,5 +203,39 @@ mod tests {
         assert!(p(&["up", "--data-dir"]).is_err());
         assert!(p(&["up", "--port-base", "x"]).is_err());
         assert!(p(&["up", "--nats", "nats://a:1", "--no-nats"]).is_err());
+        assert!(p(&["up", "--force"]).is_err());
+        assert!(p(&["certs", "--data-dir", "x", "--out", "y"]).is_err());
+        assert!(p(&["certs"]).is_err());
+        assert!(p(&["certs", "--out"]).is_err());
+        assert!(p(&["certs", "--out", "d", "--san", "not a name"]).is_err());
+        assert!(p(&["certs", "--out", "d", "--force=yes"]).is_err());
+        assert!(p(&["up", "certs"]).is_err());
+    }
+
+    #[test]
+    fn certs_with_sans_and_force() {
+        assert_eq!(
+            p(&["certs", "--out", "pki"]),
+            Ok(Command::Certs(CertsOptions {
+                out: PathBuf::from("pki"),
+                sans: vec![],
+                force: false
+            }))
+        );
+        assert_eq!(
+            p(&[
+                "certs",
+                "--san",
+                "tier.example.com",
+                "--out=/tmp/pki",
+                "--san=10.0.0.7",
+                "--force"
+            ]),
+            Ok(Command::Certs(CertsOptions {
+                out: PathBuf::from("/tmp/pki"),
+                sans: vec!["tier.example.com".into(), "10.0.0.7".into()],
+                force: true
+            }))
+        );
     }
 }

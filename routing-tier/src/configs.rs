@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::bus::Bus;
 use crate::ports::Ports;
-use crate::tls::CertKey;
+use crate::tls::{CertKey, TierTls};
 
 /// The cipher suites gorouter's HTTPS listener offers (`enable_ssl` requires the key).
 pub const CIPHER_SUITES: &str = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384";
@@ -21,14 +21,28 @@ fn yaml(header: &str, v: &Value) -> Result<String, serde_yaml_ng::Error> {
 }
 
 /// routing-api: SQLite at `<data dir>/routing-api.db`, its lock in that database (no Locket),
-/// auth disabled, plain HTTP on 127.0.0.1, `default-tcp` seeded with the TCP port range.
-pub fn routing_api(data_dir: &Path, ports: &Ports) -> Result<String, serde_yaml_ng::Error> {
+/// auth disabled, plain HTTP and mutual TLS (`tls`' `routing-api-server.pem`, client
+/// certificates signed by its `ca.pem`) on 127.0.0.1, `default-tcp` seeded with the TCP port
+/// range.
+pub fn routing_api(
+    data_dir: &Path,
+    ports: &Ports,
+    tls: &TierTls,
+) -> Result<String, serde_yaml_ng::Error> {
+    let path = |p: std::path::PathBuf| p.display().to_string();
     let v = json!({
         "system_domain": "localhost",
         "log_guid": "routing-api",
         "uuid": "routing-api-0",
         "auth_disabled": true,
-        "api": {"listen_port": ports.routing_api, "http_enabled": true},
+        "api": {
+            "listen_port": ports.routing_api,
+            "http_enabled": true,
+            "mtls_listen_port": ports.routing_api_mtls,
+            "mtls_server_cert_file": path(tls.routing_api_cert()),
+            "mtls_server_key_file": path(tls.routing_api_key()),
+            "mtls_client_ca_file": path(tls.ca()),
+        },
         "bind_address": "127.0.0.1",
         "admin_port": ports.routing_api_admin,
         "max_ttl": "120s",
@@ -40,7 +54,7 @@ pub fn routing_api(data_dir: &Path, ports: &Ports) -> Result<String, serde_yaml_
         }],
     });
     yaml(
-        "routing-api: SQLite, auth disabled (unauthenticated requests are accepted).",
+        "routing-api: SQLite, auth disabled (unauthenticated requests are accepted), mTLS port with tls/ certificates.",
         &v,
     )
 }
@@ -185,7 +199,25 @@ mod tests {
         assert!(g.get("route_services_internal_server_port").is_none());
 
         let dir = Path::new("/data");
-        let r = parse(&routing_api(dir, &ports).expect("routing-api"));
+        let tls = TierTls {
+            dir: dir.join("tls"),
+            gorouter: cert.clone(),
+            generated: false,
+        };
+        let r = parse(&routing_api(dir, &ports, &tls).expect("routing-api"));
+        assert_eq!(r["api"]["mtls_listen_port"].as_u64(), Some(30018));
+        assert_eq!(
+            r["api"]["mtls_server_cert_file"].as_str(),
+            Some("/data/tls/routing-api-server.pem")
+        );
+        assert_eq!(
+            r["api"]["mtls_server_key_file"].as_str(),
+            Some("/data/tls/routing-api-server.key")
+        );
+        assert_eq!(
+            r["api"]["mtls_client_ca_file"].as_str(),
+            Some("/data/tls/ca.pem")
+        );
         assert_eq!(r["sqldb"]["schema"].as_str(), Some("/data/routing-api.db"));
         assert_eq!(
             r["router_groups"][0]["reservable_ports"].as_str(),

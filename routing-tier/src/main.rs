@@ -15,6 +15,13 @@ async fn main() -> ExitCode {
             eprintln!("routing-tier: {e}\n{USAGE}");
             ExitCode::from(2)
         }
+        Ok(Command::Certs(opts)) => match routing_tier::pki::run(&opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("routing-tier: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Command::Up(opts)) => match routing_tier::up::run(opts).await {
             Ok(code) => ExitCode::from(code),
             Err(e) => {

@@ -10,6 +10,8 @@ pub struct Ports {
     /// gorouter's `route_services_internal_server_port` (127.0.0.1).
     pub gorouter_route_services: u16,
     pub routing_api: u16,
+    /// routing-api's mutual-TLS port (`api.mtls_listen_port`).
+    pub routing_api_mtls: u16,
     pub routing_api_admin: u16,
     pub tcp_router_health: u16,
     /// The `default-tcp` router group's reservable ports, first and last.
@@ -20,7 +22,7 @@ pub struct Ports {
 }
 
 /// The highest offset [`Ports::from_base`] uses.
-pub const LAST_OFFSET: u16 = 17;
+pub const LAST_OFFSET: u16 = 18;
 
 impl Default for Ports {
     /// `scripts/run-tier`'s ports.
@@ -32,6 +34,7 @@ impl Default for Ports {
             gorouter_routes: 8082,
             gorouter_route_services: 7070,
             routing_api: 3000,
+            routing_api_mtls: 3001,
             routing_api_admin: 15897,
             tcp_router_health: 8090,
             tcp_first: 1024,
@@ -43,7 +46,8 @@ impl Default for Ports {
 
 impl Ports {
     /// `N+0` gorouter HTTP, `+1` HTTPS, `+2` `/health`, `+3` `/routes`, `+4` route services,
-    /// `+5` routing-api, `+6` its admin port, `+7` tcp-router health, `+8..=+17` TCP routes.
+    /// `+5` routing-api, `+6` its admin port, `+7` tcp-router health, `+8..=+17` TCP routes,
+    /// `+18` routing-api's mutual-TLS port (added after the others, so theirs did not move).
     pub fn from_base(n: u16) -> Result<Self, crate::Error> {
         if u32::from(n) + u32::from(LAST_OFFSET) > u32::from(u16::MAX) {
             return Err(crate::Error::PortBase(u32::from(n), LAST_OFFSET));
@@ -58,7 +62,8 @@ impl Ports {
             routing_api_admin: n + 6,
             tcp_router_health: n + 7,
             tcp_first: n + 8,
-            tcp_last: n + LAST_OFFSET,
+            tcp_last: n + 17,
+            routing_api_mtls: n + 18,
             shifted: true,
         })
     }
@@ -82,12 +87,15 @@ mod tests {
             p.tcp_router_health,
             p.tcp_first,
             p.tcp_last,
+            p.routing_api_mtls,
         ];
-        assert!(all.iter().all(|x| (20000..=20017).contains(x)), "{all:?}");
+        assert!(all.iter().all(|x| (20000..=20018).contains(x)), "{all:?}");
+        assert_eq!(p.routing_api_mtls, 20018);
         let mut sorted = all.to_vec();
+        sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), all.len());
-        assert!(Ports::from_base(65535 - 16).is_err());
-        assert!(Ports::from_base(65535 - 17).is_ok());
+        assert!(Ports::from_base(65535 - 17).is_err());
+        assert!(Ports::from_base(65535 - 18).is_ok());
     }
 }

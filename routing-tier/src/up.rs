@@ -40,15 +40,21 @@ pub async fn run(opts: UpOptions) -> Result<u8, Error> {
     for d in [&routes_dir, &logs_dir] {
         std::fs::create_dir_all(d).map_err(|e| Error::io("cannot create", d, e))?;
     }
-    let cert = tls::load_or_generate(&data_dir.join("tls"))?;
+    let tier_tls = tls::load_or_generate(&data_dir.join("tls"))?;
 
     let write = |name: &str, text: String| -> Result<PathBuf, Error> {
         let path = data_dir.join(name);
         std::fs::write(&path, text).map_err(|e| Error::io("cannot write", &path, e))?;
         Ok(path)
     };
-    let routing_api_yml = write("routing-api.yml", configs::routing_api(&data_dir, &ports)?)?;
-    let gorouter_yml = write("gorouter.yml", configs::gorouter(&ports, &bus, &cert)?)?;
+    let routing_api_yml = write(
+        "routing-api.yml",
+        configs::routing_api(&data_dir, &ports, &tier_tls)?,
+    )?;
+    let gorouter_yml = write(
+        "gorouter.yml",
+        configs::gorouter(&ports, &bus, &tier_tls.gorouter)?,
+    )?;
     let tcp_router_yml = write("tcp-router.yml", configs::tcp_router(&ports)?)?;
     let emitter_yml = write(
         "route-emitter.yml",
@@ -69,6 +75,15 @@ pub async fn run(opts: UpOptions) -> Result<u8, Error> {
         "routing-tier: configs, logs and data in {}",
         data_dir.display()
     );
+    println!(
+        "routing-tier: {} certificates in {}",
+        if tier_tls.generated {
+            "generated"
+        } else {
+            "reusing the"
+        },
+        tier_tls.dir.display()
+    );
 
     let mut tier = Tier::new(&logs_dir)?;
     let path = |p: &Path| p.display().to_string();
@@ -85,6 +100,8 @@ pub async fn run(opts: UpOptions) -> Result<u8, Error> {
             ],
         )?;
         tier.wait_port("routing-api", ports.routing_api).await?;
+        tier.wait_port("routing-api", ports.routing_api_mtls)
+            .await?;
         tier.spawn(
             "gorouter",
             &binaries.gorouter,
@@ -142,6 +159,13 @@ pub async fn run(opts: UpOptions) -> Result<u8, Error> {
         ports.routing_api_admin
     );
     println!(
+        "  routing-api mTLS       https://127.0.0.1:{}  (client cert {}, key {}, CA {})",
+        ports.routing_api_mtls,
+        tier_tls.routing_api_client_cert().display(),
+        tier_tls.routing_api_client_key().display(),
+        tier_tls.ca().display()
+    );
+    println!(
         "  tcp-router (pid {})     health http://127.0.0.1:{}/health, TCP routes (router group default-tcp) on ports {}-{}",
         pid("tcp-router"),
         ports.tcp_router_health,
@@ -157,6 +181,13 @@ pub async fn run(opts: UpOptions) -> Result<u8, Error> {
     println!("routes.d: {}", routes_dir.display());
     println!("logs: {}", logs_dir.display());
     println!("Ctrl-C stops everything. Try:");
+    println!(
+        "curl --cacert {} --cert {} --key {} https://127.0.0.1:{}/routing/v1/router_groups",
+        tier_tls.ca().display(),
+        tier_tls.routing_api_client_cert().display(),
+        tier_tls.routing_api_client_key().display(),
+        ports.routing_api_mtls
+    );
     println!(
         "curl -H 'Host: demo.localhost' http://127.0.0.1:{}/",
         ports.gorouter_http

@@ -35,3 +35,17 @@ fn nats_and_no_nats_exclude_each_other() {
     let out = routing_tier(&["up", "--nats", "nats://127.0.0.1:4222", "--no-nats"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn certs_needs_out_and_takes_no_up_flags() {
+    let out = routing_tier(&["certs"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--out"), "{text}");
+    let out = routing_tier(&["certs", "--out", "/nonexistent/x", "--no-nats"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--no-nats is an option of `up`"), "{text}");
+    let out = routing_tier(&["certs", "--out", "/nonexistent/x", "--san", "a b"]);
+    assert_eq!(out.status.code(), Some(2));
+}
