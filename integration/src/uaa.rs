@@ -8,20 +8,28 @@
 //! | `GET /token_key` | the current verification key: `{"kty":"RSA","kid":…,"alg":"RS256","value":"<PEM public key>","n":…,"e":…}` |
 //! | `GET /token_keys` | the same key as a JWKS: `{"keys":[…]}` |
 //! | `POST /oauth/token` | client-credentials grant (client id/secret by HTTP basic auth or form fields): `{"access_token":"<RS256 JWT>","token_type":"bearer","expires_in":N,"scope":"a b","jti":…}` |
+//! | `GET /healthz` | `ok` (text/plain), as UAA's health check |
 //!
 //! The signing key is a 2048-bit RSA key pair generated when the server starts (and again on
-//! [`FakeUaa::rotate_key`]); nothing is read from disk. Tokens carry UAA's claims (`jti`, `sub`,
-//! `scope`, `authorities`, `client_id`, `cid`, `azp`, `grant_type`, `iat`, `exp`, `iss`, `zid`,
-//! `aud`), with `aud` set to the scope prefixes as UAA does, so a validator that wrongly checks the
-//! audience fails.
+//! [`FakeUaa::rotate_key`]); nothing is read from disk. [`FakeUaa::start_with`] takes
+//! [`UaaOptions`] instead of the test defaults: listen address, a given [`SigningKey`] (PEM),
+//! its own [`UaaClient`]s, UAA's `issuer.uri`, TLS with a given certificate, token lifetime and a
+//! log line per token; the `uaa-stand-in` binary (src/bin) is that server configured from a
+//! UAA `uaa.yml`.
+//!
+//! Tokens carry UAA's claims (`jti`, `sub`, `scope`, `authorities`, `client_id`, `cid`, `azp`,
+//! `grant_type`, `iat`, `exp`, `iss`, `zid`, `aud`), with `aud` set to the scope prefixes as UAA
+//! does, so a validator that wrongly checks the audience fails.
 //!
 //! Tests mint tokens directly ([`FakeUaa::mint`], [`FakeUaa::mint_expired`],
 //! [`FakeUaa::mint_not_yet_valid`], [`FakeUaa::mint_with_issuer`], [`FakeUaa::mint_hs256`],
 //! [`FakeUaa::mint_unsigned`], [`FakeUaa::mint_claims`]), or fetch them over HTTP like a real
 //! client with the [`DEFAULT_CLIENT_ID`] client (all four routing scopes) or one added with
-//! [`FakeUaa::add_client`]. Every endpoint's hits are counted ([`FakeUaa::hits`]), and any
-//! endpoint can be made to answer something else ([`FakeUaa::respond_with`], e.g. a 500 or a
-//! bad PEM) until [`FakeUaa::reset`].
+//! [`FakeUaa::add_client`]. A client's token carries its authorities as `scope` (UAA's
+//! client-credentials rule); a wrong secret is UAA's 401 `{"error":"unauthorized",…}`, a client
+//! not allowed the grant UAA's 401 `{"error":"invalid_client",…}`. Every endpoint's hits are
+//! counted ([`FakeUaa::hits`]), and any endpoint can be made to answer something else
+//! ([`FakeUaa::respond_with`], e.g. a 500 or a bad PEM) until [`FakeUaa::reset`].
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -57,9 +65,11 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -91,15 +101,18 @@ pub enum Endpoint {
     Token,
     /// Anything else (answered 404).
     Other,
+    /// `GET /healthz`
+    Healthz,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 5] = [
+    const ALL: [Endpoint; 6] = [
         Endpoint::OpenIdConfiguration,
         Endpoint::TokenKey,
         Endpoint::TokenKeys,
         Endpoint::Token,
         Endpoint::Other,
+        Endpoint::Healthz,
     ];
 
     fn index(self) -> usize {
@@ -109,6 +122,7 @@ impl Endpoint {
             Endpoint::TokenKeys => 2,
             Endpoint::Token => 3,
             Endpoint::Other => 4,
+            Endpoint::Healthz => 5,
         }
     }
 
@@ -118,14 +132,18 @@ impl Endpoint {
             "/token_key" => Endpoint::TokenKey,
             "/token_keys" => Endpoint::TokenKeys,
             "/oauth/token" => Endpoint::Token,
+            "/healthz" => Endpoint::Healthz,
             _ => Endpoint::Other,
         }
     }
 }
 
-/// One RSA signing key with everything the endpoints publish about it.
-struct SigningKey {
+/// One RSA signing key with everything the endpoints publish about it: generated
+/// ([`SigningKey::generate`]) or read from PEM ([`SigningKey::from_pem`]), for
+/// [`UaaOptions::signing_key`].
+pub struct SigningKey {
     kid: String,
+    alg: Algorithm,
     /// PKCS#1 private key, PEM.
     encoding: EncodingKey,
     /// SubjectPublicKeyInfo, PEM (`-----BEGIN PUBLIC KEY-----`), as UAA's `value`.
@@ -136,26 +154,85 @@ struct SigningKey {
 }
 
 impl SigningKey {
-    fn generate(kid: String) -> Self {
+    /// A fresh 2048-bit RS256 key named `kid`. Panics if the key cannot be generated.
+    pub fn generate(kid: String) -> Self {
         let mut rng = rsa::rand_core::OsRng;
         let private =
             rsa::RsaPrivateKey::new(&mut rng, 2048).expect("fake UAA: generate RSA key pair");
+        Self::from_private(kid, &private, Algorithm::RS256).expect("fake UAA: encode key")
+    }
+
+    /// The RSA private key in `pem` (`-----BEGIN RSA PRIVATE KEY-----`, PKCS#1, or
+    /// `-----BEGIN PRIVATE KEY-----`, PKCS#8; text around the block is ignored) named `kid`,
+    /// signing with `alg` (RS256, RS384 or RS512). An error says what is wrong with it.
+    pub fn from_pem(kid: &str, pem: &str, alg: Algorithm) -> Result<Self, String> {
+        let block = |label: &str| -> Option<&str> {
+            let begin = format!("-----BEGIN {label}-----");
+            let end = format!("-----END {label}-----");
+            let start = pem.find(&begin)?;
+            let stop = pem[start..].find(&end)? + start + end.len();
+            Some(&pem[start..stop])
+        };
+        let private = if let Some(b) = block("RSA PRIVATE KEY") {
+            rsa::RsaPrivateKey::from_pkcs1_pem(b)
+                .map_err(|e| format!("invalid PKCS#1 RSA private key: {e}"))?
+        } else if let Some(b) = block("PRIVATE KEY") {
+            rsa::RsaPrivateKey::from_pkcs8_pem(b)
+                .map_err(|e| format!("invalid PKCS#8 private key (an RSA key is required): {e}"))?
+        } else if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+            return Err("encrypted private keys are not supported".to_string());
+        } else if pem.contains("-----BEGIN") {
+            return Err(
+                "no RSA private key in the PEM (expected -----BEGIN RSA PRIVATE KEY----- or \
+                 -----BEGIN PRIVATE KEY-----)"
+                    .to_string(),
+            );
+        } else {
+            return Err(
+                "not a PEM RSA private key (symmetric/HMAC signing keys are not supported)"
+                    .to_string(),
+            );
+        };
+        Self::from_private(kid.to_string(), &private, alg)
+    }
+
+    fn from_private(
+        kid: String,
+        private: &rsa::RsaPrivateKey,
+        alg: Algorithm,
+    ) -> Result<Self, String> {
+        if !matches!(alg, Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512) {
+            return Err(format!(
+                "signing algorithm {alg:?} is not supported (RS256, RS384 or RS512)"
+            ));
+        }
         let private_pem = private
             .to_pkcs1_pem(LineEnding::LF)
-            .expect("fake UAA: encode private key");
+            .map_err(|e| format!("encode private key: {e}"))?;
         let public = private.to_public_key();
         let public_pem = public
             .to_public_key_pem(LineEnding::LF)
-            .expect("fake UAA: encode public key");
-        let encoding =
-            EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("fake UAA: encoding key");
-        Self {
+            .map_err(|e| format!("encode public key: {e}"))?;
+        let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes())
+            .map_err(|e| format!("signing key: {e}"))?;
+        Ok(Self {
             kid,
+            alg,
             encoding,
             public_pem,
             n: URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
             e: URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
-        }
+        })
+    }
+
+    /// The key id (`kid`).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The PEM public key (SubjectPublicKeyInfo), as `/token_key` serves it in `value`.
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_pem
     }
 
     fn jwk(&self) -> Value {
@@ -164,24 +241,106 @@ impl SigningKey {
             "e": self.e,
             "use": "sig",
             "kid": self.kid,
-            "alg": "RS256",
+            "alg": format!("{:?}", self.alg),
             "value": self.public_pem,
             "n": self.n,
         })
     }
 }
 
+/// A client of a [`FakeUaa`] started with [`UaaOptions::clients`], as UAA's `oauth.clients`
+/// declares one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UaaClient {
+    pub id: String,
+    /// Accepted secrets (UAA allows two during a rotation).
+    pub secrets: Vec<String>,
+    /// The client's authorities: what its client-credentials tokens carry as `scope`.
+    pub authorities: Vec<String>,
+    /// Whether `authorized-grant-types` includes `client_credentials`; if not, the token
+    /// endpoint answers UAA's 401 `invalid_client` "Unauthorized grant type".
+    pub client_credentials: bool,
+    /// The client's `access-token-validity`; `None`: the server's lifetime.
+    pub token_ttl: Option<Duration>,
+}
+
+/// TLS for a [`FakeUaa`] started with [`FakeUaa::start_with`].
+#[derive(Default, Clone)]
+pub enum UaaTls {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// HTTPS with a certificate for `127.0.0.1` and `localhost` from the server's own
+    /// [`TestCa`] (what [`FakeUaa::start_tls`] does).
+    TestCa,
+    /// HTTPS with this server configuration (see [`server_tls_from_pem`]).
+    Config(Arc<rustls::ServerConfig>),
+}
+
+/// How [`FakeUaa::start_with`] starts a server; [`Default`] is [`FakeUaa::start`]'s test setup.
+#[derive(Default)]
+pub struct UaaOptions {
+    /// Where to listen; default `127.0.0.1:0`. On an unspecified address (`0.0.0.0`, `::`) the
+    /// URLs in `/.well-known/openid-configuration` use the request's `Host`.
+    pub listen: Option<SocketAddr>,
+    /// The signing key; default a generated 2048-bit key `key-1`.
+    pub signing_key: Option<SigningKey>,
+    /// The clients; default [`DEFAULT_CLIENT_ID`] alone.
+    pub clients: Option<Vec<UaaClient>>,
+    /// UAA's `issuer.uri`: tokens' `iss` and the discovered issuer are `<issuer_uri>/oauth/token`
+    /// (UAA's rule); default the server's base URL.
+    pub issuer_uri: Option<String>,
+    pub tls: UaaTls,
+    /// Lifetime of tokens from `/oauth/token` for clients without their own; default one hour.
+    pub token_ttl: Option<Duration>,
+    /// Print one line on stdout per token request answered (client id, scopes or the refusal).
+    pub log_tokens: bool,
+}
+
+/// A rustls server configuration (HTTP/1.1) from a PEM certificate chain and PEM private key;
+/// an error names which part is unusable.
+pub fn server_tls_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate: invalid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("certificate: no CERTIFICATE block in the PEM".to_string());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("private key: no usable PEM private key: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("certificate and private key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 struct Client {
-    secret: String,
+    secrets: Vec<String>,
     scopes: Vec<String>,
+    client_credentials: bool,
+    ttl: Option<Duration>,
 }
 
 struct State {
     base_url: String,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// Listening on an unspecified address: discovery URLs use the request's `Host`.
+    base_from_host: bool,
+    log_tokens: bool,
     issuer: String,
     key: Mutex<Arc<SigningKey>>,
     key_generation: AtomicU64,
-    hits: [AtomicU64; 5],
+    hits: [AtomicU64; 6],
     overrides: Mutex<HashMap<Endpoint, (StatusCode, String)>>,
     clients: Mutex<HashMap<String, Client>>,
     token_ttl: Mutex<Duration>,
@@ -198,6 +357,7 @@ pub struct FakeUaa {
     addr: SocketAddr,
     state: Arc<State>,
     ca: Option<TestCa>,
+    tls: bool,
     task: JoinHandle<()>,
 }
 
@@ -220,39 +380,102 @@ impl FakeUaa {
     }
 
     async fn start_inner(tls: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let options = UaaOptions {
+            tls: if tls { UaaTls::TestCa } else { UaaTls::Off },
+            ..UaaOptions::default()
+        };
+        match Self::start_with(options).await {
+            Ok(uaa) => uaa,
+            Err(e) => panic!("fake UAA: {e}"),
+        }
+    }
+
+    /// Starts a server as `options` say (see [`UaaOptions`]); an error if the address cannot be
+    /// bound or the issuer is not an http(s) URL.
+    pub async fn start_with(options: UaaOptions) -> Result<Self, String> {
+        let listen = options
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(listen)
             .await
-            .expect("fake UAA: bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("fake UAA: local_addr");
+            .map_err(|e| format!("bind {listen}: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("local_addr of {listen}: {e}"))?;
+        let ca = matches!(options.tls, UaaTls::TestCa).then(|| TestCa::new("fake-uaa-ca"));
+        let server_config = match &options.tls {
+            UaaTls::Off => None,
+            UaaTls::TestCa => ca
+                .as_ref()
+                .map(|ca| ca.server_config(&["127.0.0.1", "localhost"])),
+            UaaTls::Config(config) => Some(config.clone()),
+        };
+        let tls = server_config.is_some();
         let scheme = if tls { "https" } else { "http" };
         let base_url = format!("{scheme}://{addr}");
-        let mut clients = HashMap::new();
-        clients.insert(
-            DEFAULT_CLIENT_ID.to_string(),
-            Client {
-                secret: DEFAULT_CLIENT_SECRET.to_string(),
-                scopes: ALL_ROUTING_SCOPES.iter().map(|s| s.to_string()).collect(),
-            },
-        );
+        let issuer = match &options.issuer_uri {
+            Some(uri) => {
+                let uri = uri.trim().trim_end_matches('/');
+                let parsed: hyper::Uri = uri
+                    .parse()
+                    .map_err(|e| format!("issuer {uri:?} is not a URL: {e}"))?;
+                if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none()
+                {
+                    return Err(format!("issuer {uri:?} is not an http(s) URL"));
+                }
+                format!("{uri}/oauth/token")
+            }
+            None => format!("{base_url}/oauth/token"),
+        };
+        let clients: HashMap<String, Client> = match options.clients {
+            Some(list) => list
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.id,
+                        Client {
+                            secrets: c.secrets,
+                            scopes: c.authorities,
+                            client_credentials: c.client_credentials,
+                            ttl: c.token_ttl,
+                        },
+                    )
+                })
+                .collect(),
+            None => HashMap::from([(
+                DEFAULT_CLIENT_ID.to_string(),
+                Client {
+                    secrets: vec![DEFAULT_CLIENT_SECRET.to_string()],
+                    scopes: ALL_ROUTING_SCOPES.iter().map(|s| s.to_string()).collect(),
+                    client_credentials: true,
+                    ttl: None,
+                },
+            )]),
+        };
+        let key = options
+            .signing_key
+            .unwrap_or_else(|| SigningKey::generate("key-1".to_string()));
         let state = Arc::new(State {
-            issuer: format!("{base_url}/oauth/token"),
+            issuer,
             base_url,
-            key: Mutex::new(Arc::new(SigningKey::generate("key-1".to_string()))),
+            scheme,
+            base_from_host: addr.ip().is_unspecified(),
+            log_tokens: options.log_tokens,
+            key: Mutex::new(Arc::new(key)),
             key_generation: AtomicU64::new(1),
             hits: Default::default(),
             overrides: Mutex::new(HashMap::new()),
             clients: Mutex::new(clients),
-            token_ttl: Mutex::new(Duration::from_secs(3600)),
+            token_ttl: Mutex::new(options.token_ttl.unwrap_or(Duration::from_secs(3600))),
         });
-        let ca = tls.then(|| TestCa::new("fake-uaa-ca"));
-        let acceptor = ca.as_ref().map(|ca| {
-            tokio_rustls::TlsAcceptor::from(ca.server_config(&["127.0.0.1", "localhost"]))
-        });
+        let acceptor = server_config.map(tokio_rustls::TlsAcceptor::from);
         let st = state.clone();
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of file descriptors and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let st = st.clone();
@@ -279,12 +502,13 @@ impl FakeUaa {
                 while conns.try_join_next().is_some() {}
             }
         });
-        Self {
+        Ok(Self {
             addr,
             state,
             ca,
+            tls,
             task,
-        }
+        })
     }
 
     /// The listening address.
@@ -300,8 +524,7 @@ impl FakeUaa {
     /// The URL without the port, for routing-api's `oauth.token_endpoint` (with
     /// [`FakeUaa::port`] as `oauth.port`): `http://127.0.0.1` or `https://127.0.0.1`.
     pub fn token_endpoint(&self) -> String {
-        let scheme = if self.ca.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr.ip())
+        format!("{}://{}", self.state.scheme, self.addr.ip())
     }
 
     /// The listening port.
@@ -310,12 +533,12 @@ impl FakeUaa {
     }
 
     /// The issuer announced by `/.well-known/openid-configuration` and put in tokens:
-    /// `<base>/oauth/token`.
+    /// `<base>/oauth/token` (`<issuer_uri>/oauth/token` with [`UaaOptions::issuer_uri`]).
     pub fn issuer(&self) -> &str {
         &self.state.issuer
     }
 
-    /// The CA that issued the HTTPS certificate ([`FakeUaa::start_tls`] only).
+    /// The CA that issued the HTTPS certificate ([`FakeUaa::start_tls`], [`UaaTls::TestCa`]).
     pub fn ca(&self) -> Option<&TestCa> {
         self.ca.as_ref()
     }
@@ -391,8 +614,10 @@ impl FakeUaa {
             .insert(
                 id.to_string(),
                 Client {
-                    secret: secret.to_string(),
+                    secrets: vec![secret.to_string()],
                     scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                    client_credentials: true,
+                    ttl: None,
                 },
             );
     }
@@ -468,9 +693,11 @@ impl FakeUaa {
         )
     }
 
-    /// Signs arbitrary `claims` with RS256 and the current key (header carries its `kid`).
+    /// Signs arbitrary `claims` with the current key (RS256 unless the key was given with
+    /// another algorithm; the header carries its `kid`).
     pub fn mint_claims(&self, claims: &Value) -> String {
-        sign(&self.state.key(), Algorithm::RS256, claims)
+        let key = self.state.key();
+        sign(&key, key.alg, claims)
     }
 
     /// Fetches a token from `/oauth/token` like a client would, with HTTP basic auth. Panics
@@ -492,7 +719,7 @@ impl FakeUaa {
     /// <basic>`; returns the status and body. Plain-HTTP servers only.
     pub async fn post_token(&self, basic: Option<&str>, form: &str) -> (u16, String) {
         assert!(
-            self.ca.is_none(),
+            !self.tls,
             "fake UAA: post_token supports plain-HTTP servers only"
         );
         let stream = tokio::net::TcpStream::connect(self.addr)
@@ -591,7 +818,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
     match (endpoint, req.method()) {
         (Endpoint::OpenIdConfiguration, &Method::GET) => {
-            let base = &state.base_url;
+            let from_host = state
+                .base_from_host
+                .then(|| req.headers().get(hyper::header::HOST))
+                .flatten()
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| !h.is_empty() && h.parse::<http::uri::Authority>().is_ok())
+                .map(|h| format!("{}://{h}", state.scheme));
+            let base = from_host.as_ref().unwrap_or(&state.base_url);
             let body = json!({
                 "issuer": state.issuer,
                 "authorization_endpoint": format!("{base}/oauth/authorize"),
@@ -612,6 +846,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             json!({ "keys": [state.key().jwk()] }).to_string(),
         ),
         (Endpoint::Token, &Method::POST) => token_grant(state, req).await,
+        (Endpoint::Healthz, &Method::GET) => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain;charset=UTF-8"),
+            );
+            resp
+        }
         (Endpoint::Other, _) => json_response(
             StatusCode::NOT_FOUND,
             r#"{"error":"not_found"}"#.to_string(),
@@ -658,6 +900,11 @@ async fn token_grant(state: &State, req: Request<Incoming>) -> Response<Full<Byt
         })
         .collect();
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
+        token_log(
+            state,
+            &format!("token refused: grant_type={grant:?} (only client_credentials is supported)"),
+        );
         return json_response(
             StatusCode::BAD_REQUEST,
             json!({"error": "unsupported_grant_type",
@@ -672,24 +919,61 @@ async fn token_grant(state: &State, req: Request<Incoming>) -> Response<Full<Byt
             form.get("client_secret").cloned().unwrap_or_default(),
         ),
     };
-    let scopes = {
+    let looked_up = {
         let clients = state.clients.lock().expect("fake UAA clients lock");
         match clients.get(&id) {
-            Some(c) if c.secret == secret => c.scopes.clone(),
-            _ => {
-                return json_response(
-                    StatusCode::UNAUTHORIZED,
-                    json!({"error": "unauthorized", "error_description": "Bad credentials"})
-                        .to_string(),
-                )
+            Some(c) if c.secrets.contains(&secret) => {
+                Ok((c.scopes.clone(), c.client_credentials, c.ttl))
             }
+            Some(_) => Err("bad secret"),
+            None => Err("unknown client"),
         }
     };
-    let ttl = *state.token_ttl.lock().expect("fake UAA ttl lock");
+    let (scopes, client_credentials, client_ttl) = match looked_up {
+        Ok(found) => found,
+        Err(why) => {
+            token_log(state, &format!("token refused: client_id={id:?} ({why})"));
+            let mut resp = json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "unauthorized", "error_description": "Bad credentials"})
+                    .to_string(),
+            );
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static(
+                    r#"Basic realm="UAA/client", error="unauthorized", error_description="Bad credentials""#,
+                ),
+            );
+            return resp;
+        }
+    };
+    if !client_credentials {
+        token_log(
+            state,
+            &format!("token refused: client_id={id:?} (client_credentials is not among its authorized-grant-types)"),
+        );
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "invalid_client",
+                   "error_description": "Unauthorized grant type: client_credentials"})
+            .to_string(),
+        );
+    }
+    let ttl = client_ttl.unwrap_or_else(|| *state.token_ttl.lock().expect("fake UAA ttl lock"));
     let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let claims = claims_for(state, &id, &scope_refs, ttl);
     let jti = claims["jti"].clone();
-    let token = sign(&state.key(), Algorithm::RS256, &claims);
+    let key = state.key();
+    let token = sign(&key, key.alg, &claims);
+    token_log(
+        state,
+        &format!(
+            "token issued: client_id={id:?} scope={:?} expires_in={} kid={:?}",
+            scopes.join(" "),
+            ttl.as_secs(),
+            key.kid
+        ),
+    );
     json_response(
         StatusCode::OK,
         json!({
@@ -701,6 +985,16 @@ async fn token_grant(state: &State, req: Request<Incoming>) -> Response<Full<Byt
         })
         .to_string(),
     )
+}
+
+/// One line on stdout when the server logs tokens; a closed stdout is ignored.
+fn token_log(state: &State, line: &str) {
+    if state.log_tokens {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
@@ -766,6 +1060,120 @@ mod tests {
         let key = jsonwebtoken::DecodingKey::from_rsa_pem(uaa.public_key_pem().as_bytes())
             .expect("decoding key");
         assert!(jsonwebtoken::decode::<Value>(&old, &key, &validation).is_err());
+    }
+
+    #[tokio::test]
+    async fn start_with_options() {
+        let key = SigningKey::generate("given".to_string());
+        let public = key.public_key_pem().to_string();
+        let uaa = FakeUaa::start_with(UaaOptions {
+            signing_key: Some(key),
+            clients: Some(vec![
+                UaaClient {
+                    id: "two".to_string(),
+                    secrets: vec!["old".to_string(), "new".to_string()],
+                    authorities: vec!["a.read".to_string()],
+                    client_credentials: true,
+                    token_ttl: Some(Duration::from_secs(60)),
+                },
+                UaaClient {
+                    id: "user-only".to_string(),
+                    secrets: vec!["s".to_string()],
+                    authorities: vec!["uaa.none".to_string()],
+                    client_credentials: false,
+                    token_ttl: None,
+                },
+            ]),
+            issuer_uri: Some("http://uaa.example:8080/".to_string()),
+            ..UaaOptions::default()
+        })
+        .await
+        .expect("start");
+        assert_eq!(uaa.issuer(), "http://uaa.example:8080/oauth/token");
+        assert_eq!(uaa.key_id(), "given");
+        assert_eq!(uaa.public_key_pem(), public);
+        for secret in ["old", "new"] {
+            let (status, body) = uaa
+                .post_token(
+                    None,
+                    &format!("grant_type=client_credentials&client_id=two&client_secret={secret}"),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(v["expires_in"], 59);
+            assert_eq!(v["scope"], "a.read");
+        }
+        let basic = STANDARD.encode("user-only:s");
+        let (status, body) = uaa
+            .post_token(Some(&basic), "grant_type=client_credentials")
+            .await;
+        assert_eq!(status, 401);
+        assert!(body.contains(r#""error":"invalid_client""#), "{body}");
+        // The default client is not there when clients are given.
+        let basic = STANDARD.encode(format!("{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}"));
+        let (status, _) = uaa
+            .post_token(Some(&basic), "grant_type=client_credentials")
+            .await;
+        assert_eq!(status, 401);
+        assert!(FakeUaa::start_with(UaaOptions {
+            issuer_uri: Some("uaa:8080".to_string()),
+            ..UaaOptions::default()
+        })
+        .await
+        .is_err());
+    }
+
+    #[test]
+    fn signing_keys_from_pem() {
+        let err = |pem: &str| match SigningKey::from_pem("k", pem, Algorithm::RS256) {
+            Ok(_) => panic!("accepted {pem:?}"),
+            Err(e) => e,
+        };
+        assert!(err("secret").contains("HMAC"));
+        assert!(
+            err("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----")
+                .contains("no RSA private key")
+        );
+        assert!(
+            err("-----BEGIN RSA PRIVATE KEY-----\nAA==\n-----END RSA PRIVATE KEY-----")
+                .contains("PKCS#1")
+        );
+        let ec = rcgen::KeyPair::generate().expect("EC key").serialize_pem();
+        assert!(err(&ec).contains("RSA key is required"), "{}", err(&ec));
+        let key = SigningKey::generate("k".to_string());
+        assert!(SigningKey::from_pem("k", key.public_key_pem(), Algorithm::RS256).is_err());
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("key");
+        let pem = private.to_pkcs1_pem(LineEnding::LF).expect("pem");
+        let key = SigningKey::from_pem(
+            "k",
+            &format!("junk\n{}\njunk", pem.as_str()),
+            Algorithm::RS512,
+        )
+        .expect("PKCS#1 with text around it");
+        assert_eq!(key.jwk()["alg"], "RS512");
+        assert!(SigningKey::from_pem("k", &pem, Algorithm::HS256).is_err());
+    }
+
+    #[tokio::test]
+    async fn healthz_is_ok() {
+        let uaa = FakeUaa::start().await;
+        let stream = tokio::net::TcpStream::connect(uaa.addr())
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get("/healthz")
+            .header(hyper::header::HOST, uaa.addr().to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("send");
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok\n");
+        assert_eq!(uaa.hits(Endpoint::Healthz), 1);
     }
 
     #[tokio::test]
