@@ -77,6 +77,18 @@ impl NatsServer {
         .await
     }
 
+    /// A server that requires basic auth (`--user`/`--pass`): clients must send `user` and
+    /// `password` in their `CONNECT`; others get `-ERR 'Authorization Violation'`.
+    pub async fn start_with_user(user: &str, password: &str) -> Self {
+        Self::start_with_flags(vec![
+            "--user".into(),
+            user.into(),
+            "--pass".into(),
+            password.into(),
+        ])
+        .await
+    }
+
     async fn start_with_flags(flags: Vec<String>) -> Self {
         let mut last_err = String::new();
         for _ in 0..3 {
@@ -218,6 +230,39 @@ impl NatsClient {
                 Err(_) => panic!("connecting to nats-server at {url} timed out"),
             };
         Self { client }
+    }
+
+    /// Connects to a server started with [`NatsServer::start_with_user`] with `user` and
+    /// `password`; panics if the server refuses them.
+    pub async fn connect_with_user(server: &NatsServer, user: &str, password: &str) -> Self {
+        Self::try_connect_with_user(server, user, password)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`connect_with_user`](Self::connect_with_user), returning why the connection failed
+    /// (e.g. the server's authorization error) instead of panicking. No retries: a refused
+    /// `CONNECT` is an error at once.
+    pub async fn try_connect_with_user(
+        server: &NatsServer,
+        user: &str,
+        password: &str,
+    ) -> Result<Self, String> {
+        let url = server.url();
+        let connect = async_nats::ConnectOptions::with_user_and_password(
+            user.to_string(),
+            password.to_string(),
+        )
+        .connect(&url);
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(client)) => Ok(Self { client }),
+            Ok(Err(e)) => Err(format!(
+                "cannot connect to nats-server at {url} as {user:?}: {e}"
+            )),
+            Err(_) => Err(format!(
+                "connecting to nats-server at {url} as {user:?} timed out"
+            )),
+        }
     }
 
     /// Connects to a server started with [`NatsServer::start_mtls`], presenting `client`.
