@@ -16,6 +16,8 @@
 //! - [`routing_api`], [`tcp_router`], [`route_emitter`]: the other binaries under test (and
 //!   Locket, `rtr`), with their own config builders; [`mariadb`], [`uaa`] and [`pki`]: the
 //!   database, token issuer and certificates they need.
+//! - [`private_mariadb`]: [`PrivateMariaDb`](private_mariadb::PrivateMariaDb), a `mariadbd` of
+//!   one test's own that the test may stop, crash and restart (never the shared server).
 //! - [`process`]: [`ChildProcess`], what every wrapper of a binary (and [`NatsServer`]) holds:
 //!   the child with its output in a log file, exit status, signals, `/proc` memory readings,
 //!   kill on drop and the config and output printed when a test fails.
@@ -29,6 +31,7 @@ pub mod http;
 pub mod mariadb;
 pub mod nats;
 pub mod pki;
+pub mod private_mariadb;
 pub mod process;
 pub mod route_emitter;
 pub mod route_service;

@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use locket::runner::{hold_lock, BackendFuture, LockBackend, LockHandle, LockRunnerConfig};
@@ -21,6 +22,11 @@ use crate::config::{Config, Database};
 /// The database backend, tolerant of outages while the lock is held.
 struct DatabaseLock {
     table: LockTable,
+    /// How long one lock call may take: less than the runner's own timeout (its retry
+    /// interval), so that a database refusing connections (the pool retries until its acquire
+    /// timeout) ends as a tolerated [`LockError::Timeout`] here instead of the runner's, which
+    /// would end the process.
+    call_budget: Duration,
     held: AtomicBool,
     /// This process's TTL timers (see [`locket::expiry`]).
     expirer: locket::expiry::Expirer,
@@ -29,7 +35,11 @@ struct DatabaseLock {
 impl LockBackend for DatabaseLock {
     fn lock<'a>(&'a self, resource: &'a Resource, ttl_secs: i64) -> BackendFuture<'a, ()> {
         Box::pin(async move {
-            match self.table.lock(resource, ttl_secs).await {
+            let call = tokio::time::timeout(self.call_budget, self.table.lock(resource, ttl_secs));
+            let result = call
+                .await
+                .unwrap_or(Err(LockError::Timeout(self.call_budget)));
+            match result {
                 Ok(_) => {
                     self.held.store(true, Ordering::SeqCst);
                     Ok(())
@@ -97,6 +107,7 @@ pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
         (
             Arc::new(DatabaseLock {
                 table,
+                call_budget: config.lock_retry_interval.mul_f64(0.8),
                 held: AtomicBool::new(false),
                 expirer: expiry.expirer().clone(),
             }),
