@@ -40,7 +40,11 @@ const CLIENTS: [(&str, &str, &[&str]); 4] = [
     (
         "route_emitter",
         "route-emitter-dev-secret",
-        &["routing.routes.write", "routing.routes.read"],
+        &[
+            "routing.routes.write",
+            "routing.routes.read",
+            "routing.router_groups.read",
+        ],
     ),
     (
         "admin",

@@ -1,6 +1,7 @@
 //! The command line, parsed by hand: `up` with `--data-dir DIR` (default `.routing-tier`),
 //! `--nats URL`, `--no-nats` and `--port-base N`; `certs` with `--out DIR` (required),
-//! `--san NAME` (repeatable) and `--force`; and `--help`. A usage error exits 2.
+//! `--san NAME` (repeatable) and `--force`; `demo-app` with `--listen ADDR`; and `--help`.
+//! A usage error exits 2.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 usage: routing-tier up [--data-dir DIR] [--nats URL | --no-nats]
        routing-tier certs --out DIR [--san NAME]... [--force]
+       routing-tier demo-app --listen ADDR
 
 up: runs the routing tier (routing-api, gorouter, tcp-router, route-emitter) and a demo app
 routed at demo.localhost, with configs and logs in the data dir. Ctrl-C stops everything.
@@ -26,6 +28,11 @@ DIR. A complete set already there is kept.
                   each already names its service, localhost, 127.0.0.1 and ::1)
   --force         replace existing files with a new set (a new CA too)
 
+demo-app: serves the demo app alone (HTTP/1.1, every request answered 200 with the demo
+text), as the docker-compose stack runs it. SIGINT/SIGTERM stop it.
+
+  --listen ADDR   the address to listen on, e.g. 0.0.0.0:8080
+
   --help          this text
 ";
 
@@ -35,6 +42,10 @@ pub enum Command {
     Help,
     Up(UpOptions),
     Certs(CertsOptions),
+    /// `demo-app --listen ADDR`.
+    DemoApp {
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// `up`'s options.
@@ -70,6 +81,7 @@ fn flag_command(flag: &str) -> Option<&'static str> {
     match flag {
         "--data-dir" | "--nats" | "--no-nats" | "--port-base" => Some("up"),
         "--out" | "--san" | "--force" => Some("certs"),
+        "--listen" => Some("demo-app"),
         _ => None,
     }
 }
@@ -89,6 +101,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
     let mut out: Option<PathBuf> = None;
     let mut sans = Vec::new();
     let mut force = false;
+    let mut listen: Option<std::net::SocketAddr> = None;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -130,9 +143,17 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 sans.push(v);
             }
             "--force" if inline.is_none() => force = true,
-            "up" | "certs" if command.is_none() => {
-                command = Some(if flag == "up" { "up" } else { "certs" })
+            "--listen" => {
+                let v = value("--listen")?;
+                listen = Some(v.parse().map_err(|_| {
+                    UsageError(format!(
+                        "--listen {v:?} is not an IP address and port (e.g. 0.0.0.0:8080)"
+                    ))
+                })?);
             }
+            "up" if command.is_none() => command = Some("up"),
+            "certs" if command.is_none() => command = Some("certs"),
+            "demo-app" if command.is_none() => command = Some("demo-app"),
             other if other.starts_with('-') => {
                 return Err(UsageError(format!("unknown flag {other}")))
             }
@@ -140,7 +161,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
         }
     }
     let Some(command) = command else {
-        return Err(UsageError("no command given (up or certs)".into()));
+        return Err(UsageError(
+            "no command given (up, certs or demo-app)".into(),
+        ));
     };
     if let Some(f) = flags.iter().find(|f| flag_command(f) != Some(command)) {
         let owner = flag_command(f).unwrap_or("another command");
@@ -154,6 +177,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 UsageError("certs needs --out DIR (where to write the files)".into())
             })?;
             Ok(Command::Certs(CertsOptions { out, sans, force }))
+        }
+        "demo-app" => {
+            let listen = listen.ok_or_else(|| {
+                UsageError("demo-app needs --listen ADDR (e.g. 0.0.0.0:8080)".into())
+            })?;
+            Ok(Command::DemoApp { listen })
         }
         _ => {
             if up.no_nats && up.nats.is_some() {
@@ -170,6 +199,19 @@ mod tests {
 
     fn p(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn demo_app_needs_a_listen_address() {
+        assert_eq!(
+            p(&["demo-app", "--listen", "0.0.0.0:8080"]),
+            Ok(Command::DemoApp {
+                listen: "0.0.0.0:8080".parse().expect("addr")
+            })
+        );
+        assert!(p(&["demo-app"]).is_err());
+        assert!(p(&["demo-app", "--listen", "localhost"]).is_err());
+        assert!(p(&["up", "--listen", "0.0.0.0:8080"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! request with `200 Hello from the routing tier demo app\n`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,7 +17,25 @@ pub const BODY: &str = "Hello from the routing tier demo app\n";
 
 /// Binds 127.0.0.1:0, serves in the background and returns the port.
 pub async fn start() -> Result<u16, crate::Error> {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// `routing-tier demo-app --listen ADDR`: serves on `addr` until SIGINT or SIGTERM.
+pub async fn run(addr: SocketAddr) -> Result<(), crate::Error> {
+    let port = start_on(addr).await?;
+    println!("routing-tier demo-app: listening on {}:{port}", addr.ip());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(crate::Error::DemoApp)?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Binds `addr`, serves in the background and returns the bound port.
+async fn start_on(addr: SocketAddr) -> Result<u16, crate::Error> {
+    let listener = TcpListener::bind(addr)
         .await
         .map_err(crate::Error::DemoApp)?;
     let port = listener.local_addr().map_err(crate::Error::DemoApp)?.port();

@@ -68,7 +68,7 @@ pub enum Error {
     Internal(String),
     #[error("cannot write a config as YAML: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
-    #[error("the demo app cannot listen on 127.0.0.1: {0}")]
+    #[error("the demo app cannot start (is its port in use?): {0}")]
     DemoApp(std::io::Error),
     #[error("cannot start {name} ({path}): {source}")]
     Spawn {

@@ -22,6 +22,13 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Ok(Command::DemoApp { listen }) => match routing_tier::demo::run(listen).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("routing-tier: demo-app: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Command::Up(opts)) => match routing_tier::up::run(opts).await {
             Ok(code) => ExitCode::from(code),
             Err(e) => {

@@ -143,41 +143,52 @@ pub async fn run(opts: UpOptions) -> Result<u8, Error> {
             .find(|c| c.name == name)
             .map_or(0, Supervised::pid)
     };
+    let with_pid = |name: &str| format!("{name} (pid {})", pid(name));
+    // One aligned column of names, whatever the pids' widths.
+    let line = |label: &str, what: String| println!("  {label:<27}{what}");
     println!("routing tier up:");
-    println!(
-        "  gorouter (pid {})       http://127.0.0.1:{}  https://127.0.0.1:{}  (/health 127.0.0.1:{}, /routes 127.0.0.1:{} router-status/router-status-pass)",
-        pid("gorouter"),
-        ports.gorouter_http,
-        ports.gorouter_https,
-        ports.gorouter_status,
-        ports.gorouter_routes
+    line(
+        &with_pid("gorouter"),
+        format!(
+            "http://127.0.0.1:{}  https://127.0.0.1:{}  (/health 127.0.0.1:{}, /routes 127.0.0.1:{} router-status/router-status-pass)",
+            ports.gorouter_http, ports.gorouter_https, ports.gorouter_status, ports.gorouter_routes
+        ),
     );
-    println!(
-        "  routing-api (pid {})    http://127.0.0.1:{}  (admin 127.0.0.1:{}, auth disabled)",
-        pid("routing-api"),
-        ports.routing_api,
-        ports.routing_api_admin
+    line(
+        &with_pid("routing-api"),
+        format!(
+            "http://127.0.0.1:{}  (admin 127.0.0.1:{}, auth disabled)",
+            ports.routing_api, ports.routing_api_admin
+        ),
     );
-    println!(
-        "  routing-api mTLS       https://127.0.0.1:{}  (client cert {}, key {}, CA {})",
-        ports.routing_api_mtls,
-        tier_tls.routing_api_client_cert().display(),
-        tier_tls.routing_api_client_key().display(),
-        tier_tls.ca().display()
+    line(
+        "routing-api mTLS",
+        format!(
+            "https://127.0.0.1:{}  (client cert {}, key {}, CA {})",
+            ports.routing_api_mtls,
+            tier_tls.routing_api_client_cert().display(),
+            tier_tls.routing_api_client_key().display(),
+            tier_tls.ca().display()
+        ),
     );
-    println!(
-        "  tcp-router (pid {})     health http://127.0.0.1:{}/health, TCP routes (router group default-tcp) on ports {}-{}",
-        pid("tcp-router"),
-        ports.tcp_router_health,
-        ports.tcp_first,
-        ports.tcp_last
+    line(
+        &with_pid("tcp-router"),
+        format!(
+            "health http://127.0.0.1:{}/health, TCP routes (router group default-tcp) on ports {}-{}",
+            ports.tcp_router_health, ports.tcp_first, ports.tcp_last
+        ),
     );
-    println!(
-        "  route-emitter (pid {})  routes from {}/*.yml (route-registrar's `routes:` entries)",
-        pid("route-emitter"),
-        routes_dir.display()
+    line(
+        &with_pid("route-emitter"),
+        format!(
+            "routes from {}/*.yml (route-registrar's `routes:` entries)",
+            routes_dir.display()
+        ),
     );
-    println!("  demo app               http://127.0.0.1:{demo_port}, routed at demo.localhost");
+    line(
+        "demo app",
+        format!("http://127.0.0.1:{demo_port}, routed at demo.localhost"),
+    );
     println!("routes.d: {}", routes_dir.display());
     println!("logs: {}", logs_dir.display());
     println!("Ctrl-C stops everything. Try:");

@@ -49,3 +49,41 @@ fn certs_needs_out_and_takes_no_up_flags() {
     let out = routing_tier(&["certs", "--out", "/nonexistent/x", "--san", "a b"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `demo-app --listen ADDR` (the compose stack's demo app) answers every request with the demo
+/// text, prints where it listens, and exits 0 on SIGTERM.
+#[test]
+fn demo_app_serves_the_demo_text_until_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_routing-tier"))
+        .args(["demo-app", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn demo-app");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: demo.localhost\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with("Hello from the routing tier demo app\n"),
+        "{response}"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+}
