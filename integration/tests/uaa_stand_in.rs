@@ -491,7 +491,11 @@ async fn serves_https_with_the_given_certificate() {
     .await;
     assert_eq!(
         payload(&jwt)["scope"],
-        serde_json::json!(["routing.routes.write", "routing.routes.read"])
+        serde_json::json!([
+            "routing.routes.write",
+            "routing.routes.read",
+            "routing.router_groups.read"
+        ])
     );
     // Plain HTTP on the TLS port gets no HTTP answer.
     let plain = tokio::time::timeout(
@@ -547,8 +551,8 @@ async fn bad_configs_exit_1_naming_the_file_and_the_problem() {
 
     // Authorities as a YAML list (UAA reads a comma-separated string and would not start).
     let list = committed.replace(
-        "      authorities: routing.routes.write,routing.routes.read\n",
-        "      authorities: [routing.routes.write, routing.routes.read]\n",
+        "      authorities: routing.routes.write,routing.routes.read,routing.router_groups.read\n",
+        "      authorities: [routing.routes.write, routing.routes.read, routing.router_groups.read]\n",
     );
     assert_ne!(list, committed);
     let f = write("list.yml", &list);
