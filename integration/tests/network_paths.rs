@@ -538,6 +538,19 @@ async fn secured_routing_api(
     builder.start().await
 }
 
+/// A UAA over TLS and a routing-api on SQLite in `dir` that verifies its tokens.
+async fn sqlite_routing_api_behind_tls_uaa(dir: &Path) -> (FakeUaa, PathBuf, RoutingApi) {
+    let (uaa, uaa_ca) = uaa_over_tls(dir).await;
+    let api = secured_routing_api(
+        Database::sqlite(dir.join("routing-api.db")),
+        &uaa,
+        &uaa_ca,
+        None,
+    )
+    .await;
+    (uaa, uaa_ca, api)
+}
+
 /// Asserts that `through` (a tcp-router port) reaches `backend`: its greeting, then an echo.
 async fn assert_tcp_path(through: u16, backend: &TcpBackend) {
     let before = backend.accepted();
@@ -950,14 +963,7 @@ async fn gorouter_to_app_containers_over_optional_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_controller_to_routing_api_through_gorouter_https_with_oauth() {
     let dir = TempDir::new("np-cc");
-    let (uaa, uaa_ca) = uaa_over_tls(dir.path()).await;
-    let api = secured_routing_api(
-        Database::sqlite(dir.path().join("routing-api.db")),
-        &uaa,
-        &uaa_ca,
-        None,
-    )
-    .await;
+    let (uaa, _, api) = sqlite_routing_api_behind_tls_uaa(dir.path()).await;
 
     let ca = TestCa::new("np-lb-ca");
     let host = routing_api_host();
@@ -1201,15 +1207,8 @@ async fn routing_api_with_a_wrong_mysql_password_does_not_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_api_to_uaa_over_tls() {
     let dir = TempDir::new("np-ra-uaa");
-    let (uaa, uaa_ca) = uaa_over_tls(dir.path()).await;
+    let (uaa, _, api) = sqlite_routing_api_behind_tls_uaa(dir.path()).await;
     assert!(uaa.base_url().starts_with("https://"));
-    let api = secured_routing_api(
-        Database::sqlite(dir.path().join("routing-api.db")),
-        &uaa,
-        &uaa_ca,
-        None,
-    )
-    .await;
     assert!(
         uaa.hits(Endpoint::OpenIdConfiguration) >= 1,
         "{:?}",
@@ -1442,15 +1441,8 @@ async fn route_consumers_to_routing_api_port_3001_with_mutual_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_consumers_to_uaa_over_tls() {
     let dir = TempDir::new("np-uaa");
-    let (uaa, uaa_ca) = uaa_over_tls(dir.path()).await;
+    let (uaa, uaa_ca, api) = sqlite_routing_api_behind_tls_uaa(dir.path()).await;
     assert!(uaa.base_url().starts_with("https://"));
-    let api = secured_routing_api(
-        Database::sqlite(dir.path().join("routing-api.db")),
-        &uaa,
-        &uaa_ca,
-        None,
-    )
-    .await;
     assert_eq!(uaa.hits(Endpoint::Token), 0, "routing-api fetches no token");
 
     let router = gorouter_on_routing_api(
@@ -1515,14 +1507,7 @@ async fn route_consumers_to_uaa_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_consumers_refuse_an_untrusted_uaa_certificate() {
     let dir = TempDir::new("np-uaa-untrusted");
-    let (uaa, uaa_ca) = uaa_over_tls(dir.path()).await;
-    let api = secured_routing_api(
-        Database::sqlite(dir.path().join("routing-api.db")),
-        &uaa,
-        &uaa_ca,
-        None,
-    )
-    .await;
+    let (uaa, _, api) = sqlite_routing_api_behind_tls_uaa(dir.path()).await;
     // Every consumer trusts another CA for UAA.
     let stranger_dir = dir.path().join("stranger");
     std::fs::create_dir_all(&stranger_dir).expect("stranger CA dir");

@@ -700,31 +700,25 @@ async fn routing_api_and_rtr_accept_the_stand_ins_tokens() {
     assert!(r.body_str().contains("not authorized"), "{}", r.dump());
 
     // rtr fetches its own token from the stand-in with the admin client.
-    let out = rtr(&[
-        "list",
-        "--api",
-        &api.url(),
-        "--client-id",
-        "admin",
-        "--client-secret",
-        "admin-dev-secret",
-        "--oauth-url",
-        &base,
-    ])
-    .await;
+    let api_url = api.url();
+    let rtr_list = |secret: &'static str| {
+        let args = [
+            "list",
+            "--api",
+            &api_url,
+            "--client-id",
+            "admin",
+            "--client-secret",
+            secret,
+            "--oauth-url",
+            &base,
+        ]
+        .map(String::from);
+        async move { rtr(&args.each_ref().map(String::as_str)).await }
+    };
+    let out = rtr_list("admin-dev-secret").await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("api.example.com/routing"), "{out:?}");
-    let out = rtr(&[
-        "list",
-        "--api",
-        &api.url(),
-        "--client-id",
-        "admin",
-        "--client-secret",
-        "wrong",
-        "--oauth-url",
-        &base,
-    ])
-    .await;
+    let out = rtr_list("wrong").await;
     assert_ne!(out.code, Some(0), "{out:?}");
 }
