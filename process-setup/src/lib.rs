@@ -27,11 +27,13 @@ pub fn runtime(program: &str) -> Option<tokio::runtime::Runtime> {
     runtime_from(program, tokio::runtime::Builder::new_multi_thread())
 }
 
-/// [`runtime`] from a builder of the caller's choice (all drivers enabled).
+/// [`runtime`] from a builder of the caller's choice (all drivers enabled). Raises the
+/// open-files limit first ([`raise_open_files_limit`]).
 pub fn runtime_from(
     program: &str,
     mut builder: tokio::runtime::Builder,
 ) -> Option<tokio::runtime::Runtime> {
+    raise_open_files_limit();
     match builder.enable_all().build() {
         Ok(rt) => Some(rt),
         Err(e) => {
@@ -41,9 +43,57 @@ pub fn runtime_from(
     }
 }
 
+/// Raises the soft open-files limit (`RLIMIT_NOFILE`) to the hard one, as every Go program
+/// does at start (Go 1.19+), so the upstream binaries we replace and ours run out of file
+/// descriptors at the same point: a router under many connections otherwise fails `accept`
+/// at the usual soft 1024. Returns the soft limit in force afterwards (None if it cannot be
+/// read).
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit on a local struct.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            if lim.rlim_max > 256 {
+                let lowered = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: lim.rlim_max,
+                };
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lowered), 0);
+            }
+        }
+        assert_eq!(raise_open_files_limit(), Some(lim.rlim_max));
+    }
 
     #[test]
     fn runtimes_run_futures() {
