@@ -258,7 +258,9 @@ impl RoutingTable {
         let mut removed = Vec::new();
         self.entries.retain(|rk, backends| {
             backends.retain(|bk, d| {
-                let alive = d.updated + d.ttl >= now;
+                // A TTL too large for the clock (the Routing API sends what it was given, up
+                // to i64::MAX seconds) never expires instead of overflowing.
+                let alive = d.updated.checked_add(d.ttl).is_none_or(|end| end >= now);
                 if !alive {
                     removed.push((rk.clone(), bk.clone()));
                 }
@@ -575,6 +577,18 @@ mod tests {
         let (changed, _) = t.prune(t0 + Duration::from_secs(121));
         assert_eq!(changed.into_iter().collect::<Vec<_>>(), vec![1024]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_ttl_too_large_for_the_clock_never_expires_and_does_not_panic() {
+        let t0 = Instant::now();
+        let mut t = RoutingTable::new(Duration::from_secs(120));
+        let mut forever = mapping(1024, "10.0.0.1", 80, "a", 0);
+        forever.ttl = Some(i64::MAX);
+        t.upsert(&forever, t0);
+        let (changed, removed) = t.prune(t0 + Duration::from_secs(86_400 * 365));
+        assert!(changed.is_empty() && removed.is_empty());
+        assert_eq!(addrs(&mut t, 1024), vec!["10.0.0.1:80"]);
     }
 
     #[test]
