@@ -116,33 +116,80 @@ async fn http10_request_without_host_is_400_empty_host() {
     ]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn http11_request_without_host_is_400_and_closed() {
-    let env = TestEnv::start("").await;
+/// Sends `request` on a fresh connection and returns everything the router wrote before it
+/// closed the connection.
+async fn raw_exchange(env: &TestEnv, request: &[u8]) -> String {
     let mut stream = tokio::net::TcpStream::connect(env.router.addr())
         .await
         .expect("connect");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nUser-Agent: it\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(request).await.expect("send");
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got))
         .await
         .expect("the router must answer and close the connection")
         .expect("read");
-    // Go's server answers this itself, before any handler, with these bytes. Ours adds the
-    // Date and Content-Length every hyper response carries; everything else is identical.
-    let want = "HTTP/1.1 400 Bad Request: missing required Host header\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request: missing required Host header";
-    let text = String::from_utf8_lossy(&got);
-    let without_extras: String = text
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Go's server refuses a bad Host itself, before any handler, with exactly these bytes (ours
+/// adds the Date and Content-Length every hyper response carries; everything else is identical).
+fn assert_go_bad_request(response: &str, text: &str) {
+    let want = format!(
+        "HTTP/1.1 400 Bad Request: {text}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request: {text}"
+    );
+    let length = format!(
+        "content-length: {}\r\n",
+        "400 Bad Request: ".len() + text.len()
+    );
+    let without_extras: String = response
         .split_inclusive("\r\n")
         .filter(|line| {
             let l = line.to_ascii_lowercase();
-            !l.starts_with("date: ") && l != "content-length: 45\r\n"
+            !l.starts_with("date: ") && l != length
         })
         .collect();
-    assert_eq!(without_extras, want, "full response: {text:?}");
+    assert_eq!(without_extras, want, "full response: {response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http11_request_without_host_is_400_and_closed() {
+    let env = TestEnv::start("").await;
+    let response = raw_exchange(&env, b"GET / HTTP/1.1\r\nUser-Agent: it\r\n\r\n").await;
+    assert_go_bad_request(&response, "missing required Host header");
+}
+
+/// Two Host headers: Go's `400 Bad Request: too many Host headers`, and no backend sees it
+/// (which of the two would it route on?).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_host_headers_are_400_too_many_host_headers() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("two-hosts").await;
+    env.register_and_wait(&route("two-hosts.example.com", backend.port()))
+        .await;
+    let before = backend.request_count();
+    let response = raw_exchange(
+        &env,
+        b"GET / HTTP/1.1\r\nHost: two-hosts.example.com\r\nHost: other.example.com\r\n\r\n",
+    )
+    .await;
+    assert_go_bad_request(&response, "too many Host headers");
+    assert_eq!(backend.request_count(), before, "the app saw nothing");
+}
+
+/// A Host with a byte Go's server does not allow (a space, a quote): `400 Bad Request:
+/// malformed Host header`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_with_bytes_go_refuses_is_400_malformed_host_header() {
+    let env = TestEnv::start("").await;
+    for host in [
+        "bad host.example.com",
+        "bad\"host.example.com",
+        "bad<host>.example.com",
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let response = raw_exchange(&env, request.as_bytes()).await;
+        assert_go_bad_request(&response, "malformed Host header");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,11 +16,43 @@ const MAX_AGE_2: &str = "public,max-age=2";
 #[derive(Debug, Clone)]
 pub struct ErrorPageMessage(pub String);
 
+/// What Go's HTTP server finds wrong with a request's `Host` header before any handler runs
+/// (in this order): its answer is a bare 400 with the reason in the status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostProblem {
+    /// An HTTP/1.1 request without one.
+    Missing,
+    /// More than one `Host` header.
+    TooMany,
+    /// A byte outside Go's `validHostByte` set.
+    Malformed,
+}
+
+impl HostProblem {
+    /// Go's text for it, after `400 Bad Request: `.
+    pub fn text(self) -> &'static str {
+        match self {
+            HostProblem::Missing => "missing required Host header",
+            HostProblem::TooMany => "too many Host headers",
+            HostProblem::Malformed => "malformed Host header",
+        }
+    }
+
+    /// The status line's reason phrase.
+    fn reason(self) -> &'static [u8] {
+        match self {
+            HostProblem::Missing => b"Bad Request: missing required Host header",
+            HostProblem::TooMany => b"Bad Request: too many Host headers",
+            HostProblem::Malformed => b"Bad Request: malformed Host header",
+        }
+    }
+}
+
 /// Why the router answered instead of a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouterError {
     EmptyHost,
-    MissingHost,
+    BadHost(HostProblem),
     InvalidAppInstanceHeader,
     UnknownRoute {
         host: String,
@@ -83,7 +115,7 @@ impl RouterError {
     pub fn status(&self) -> StatusCode {
         match self {
             RouterError::EmptyHost
-            | RouterError::MissingHost
+            | RouterError::BadHost(_)
             | RouterError::InvalidAppInstanceHeader
             | RouterError::UnknownInstance { .. } => StatusCode::BAD_REQUEST,
             RouterError::UnknownRoute { .. } => StatusCode::NOT_FOUND,
@@ -106,7 +138,7 @@ impl RouterError {
     pub fn router_error_value(&self) -> Option<HeaderValue> {
         let v: &str = match self {
             RouterError::EmptyHost => "empty_host",
-            RouterError::MissingHost => return None,
+            RouterError::BadHost(_) => return None,
             RouterError::InvalidAppInstanceHeader => "invalid_cf_app_instance_header",
             RouterError::UnknownRoute { .. } | RouterError::UnknownInstance { .. } => {
                 "unknown_route"
@@ -143,7 +175,7 @@ impl RouterError {
     fn message(&self) -> Option<String> {
         Some(match self {
             RouterError::EmptyHost => "Request had empty Host header".into(),
-            RouterError::MissingHost => "missing required Host header".into(),
+            RouterError::BadHost(p) => p.text().into(),
             RouterError::InvalidAppInstanceHeader => "Invalid X-CF-App-Instance Header".into(),
             RouterError::UnknownRoute { host } => {
                 format!("Requested route ('{host}') does not exist.")
@@ -185,7 +217,7 @@ impl RouterError {
     pub fn uses_error_page(&self) -> bool {
         !matches!(
             self,
-            RouterError::MissingHost
+            RouterError::BadHost(_)
                 | RouterError::HeadersTooLarge
                 | RouterError::EndpointFailure { .. }
                 | RouterError::EndpointTlsFailure(_)
@@ -194,16 +226,13 @@ impl RouterError {
 
     /// Whether the connection must be closed after this response.
     pub fn closes_connection(&self) -> bool {
-        matches!(
-            self,
-            RouterError::HeadersTooLarge | RouterError::MissingHost
-        )
+        matches!(self, RouterError::HeadersTooLarge | RouterError::BadHost(_))
     }
 
     /// The full response. Headers are inserted in Go's sorted order.
     pub fn response(&self) -> Response<ResponseBody> {
-        if *self == RouterError::MissingHost {
-            return missing_host_response();
+        if let RouterError::BadHost(problem) = self {
+            return bad_host_response(*problem);
         }
         let status = self.status();
         let body = match (self, self.message()) {
@@ -258,16 +287,14 @@ fn endpoint_failure(cause: &str) -> Option<HeaderValue> {
         .or(Some(HeaderValue::from_static("endpoint_failure")))
 }
 
-/// Go's HTTP server answers an HTTP/1.1 request without Host itself, before any handler: the
-/// message is in the status line and the body has no trailing newline.
-fn missing_host_response() -> Response<ResponseBody> {
-    const TEXT: &str = "400 Bad Request: missing required Host header";
-    let mut resp = Response::new(ResponseBody::full(Bytes::from_static(TEXT.as_bytes())));
+/// Go's HTTP server answers a bad Host itself, before any handler: the message is in the
+/// status line and the body (`400 Bad Request: <text>`) has no trailing newline.
+fn bad_host_response(problem: HostProblem) -> Response<ResponseBody> {
+    let body = format!("400 Bad Request: {}", problem.text());
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
     *resp.status_mut() = StatusCode::BAD_REQUEST;
     resp.extensions_mut()
-        .insert(hyper::ext::ReasonPhrase::from_static(
-            b"Bad Request: missing required Host header",
-        ));
+        .insert(hyper::ext::ReasonPhrase::from_static(problem.reason()));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
