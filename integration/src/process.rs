@@ -158,6 +158,25 @@ impl ChildProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The address the process printed after `prefix` on a line of its own (e.g. `listening
+    /// on 127.0.0.1:1234`), waiting up to 10 s for it; panics with the output otherwise.
+    pub async fn printed_addr(&self, prefix: &str) -> std::net::SocketAddr {
+        crate::util::eventually(
+            &format!("{} to print `{prefix}<address>`", self.name),
+            Duration::from_secs(10),
+            || {
+                let output = self.output();
+                async move {
+                    output
+                        .lines()
+                        .find_map(|l| l.strip_prefix(prefix))
+                        .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
+                }
+            },
+        )
+        .await
+    }
+
     /// The exit status if the process has exited (it is reaped then, and kept).
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {

@@ -8,13 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pki::{PemFiles, TestCa};
 use crate::process::{binary, ChildProcess};
-use crate::util::{eventually, TempDir};
+use crate::util::TempDir;
 
 /// How a [`RouteServiceProcess`] serves.
 pub struct RouteServiceOptions {
@@ -77,20 +76,7 @@ impl RouteServiceProcess {
             dir.path().join("route-service.log"),
             command_line,
         );
-        let addr = eventually(
-            "the route service to print `listening on`",
-            Duration::from_secs(10),
-            || {
-                let output = process.output();
-                async move {
-                    output
-                        .lines()
-                        .find_map(|l| l.strip_prefix("listening on "))
-                        .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-                }
-            },
-        )
-        .await;
+        let addr = process.printed_addr("listening on ").await;
         let tls_roots = match (&opts.tls, ca) {
             (Some(_), Some(ca)) => Some(Arc::new(ca.root_store())),
             _ => None,

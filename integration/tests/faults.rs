@@ -228,20 +228,7 @@ impl AppInstance {
             dir.path().join(format!("{name}.log")),
             "loadgen --serve-backend 127.0.0.1:0",
         );
-        let addr = eventually(
-            &format!("app instance {name} to print `backend listening on`"),
-            Duration::from_secs(10),
-            || {
-                let output = process.output();
-                async move {
-                    output
-                        .lines()
-                        .find_map(|l| l.strip_prefix("backend listening on "))
-                        .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-                }
-            },
-        )
-        .await;
+        let addr = process.printed_addr("backend listening on ").await;
         Self {
             process,
             addr,
