@@ -16,26 +16,23 @@ fn valid_host_byte(b: u8) -> bool {
 /// The host to route on, or the error to answer with and the host to log it under.
 pub fn check<B>(req: &Request<B>, conn: &ClientConn) -> Result<String, (RouterError, String)> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    if let (Some(_), Some(_)) = (hosts.next(), hosts.next()) {
+    let header_host = hosts.next();
+    if hosts.next().is_some() {
         return Err((RouterError::BadHost(HostProblem::TooMany), String::new()));
     }
-    if let Some(h) = req.headers().get(header::HOST) {
-        if !h.as_bytes().iter().all(|&b| valid_host_byte(b)) {
-            return Err((RouterError::BadHost(HostProblem::Malformed), String::new()));
-        }
-    }
-    let host: String = match req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-    {
-        Some(h) => h,
-        None if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) => {
-            return Err((RouterError::BadHost(HostProblem::Missing), String::new()));
-        }
-        None => String::new(),
+    let host = match header_host {
+        // Go's valid host bytes are all ASCII: a valid value is always text.
+        Some(h) => match h.to_str() {
+            Ok(text) if text.bytes().all(valid_host_byte) => text.to_string(),
+            _ => return Err((RouterError::BadHost(HostProblem::Malformed), String::new())),
+        },
+        None => match req.uri().authority() {
+            Some(a) => a.to_string(),
+            None if req.version() == Version::HTTP_11 => {
+                return Err((RouterError::BadHost(HostProblem::Missing), String::new()));
+            }
+            None => String::new(),
+        },
     };
     let host_no_port = host.split(':').next().unwrap_or("");
     if host_no_port.is_empty() || host_no_port.as_bytes() == conn.remote_ip.as_bytes() {
