@@ -594,12 +594,8 @@ async fn message_containing(sub: &mut async_nats::Subscriber, needle: &str) -> S
 
 /// route emitter → NATS, basic auth: the emitter, given the server's user and password,
 /// publishes its route on `router.register` (an authenticated subscriber sees it), and a
-/// gorouter on the same authenticated server routes to the app.
-///
-/// Fails while route-emitter (`route_emitter::nats::connect`) passes `message_bus_servers[].user`
-/// and `password` only inside the server URLs (`nats://user:password@host`): async-nats 0.51
-/// never reads credentials from a URL (its `CONNECT` carries only `ConnectOptions`' auth), so the
-/// server answers `Authorization Violation` and nothing is registered.
+/// gorouter on the same authenticated server routes to the app. (async-nats ignores credentials
+/// in a server URL: the emitter must put them into `CONNECT` itself.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_emitter_to_nats_with_basic_auth() {
     let nats = NatsServer::start_with_user(NATS_USER, NATS_PASS).await;
