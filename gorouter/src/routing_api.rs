@@ -74,6 +74,8 @@ pub struct RouteSync {
     table: Arc<RouteTable>,
     /// Endpoints this source has in the table, with the spec last applied.
     known: HashMap<Key, EndpointSpec>,
+    /// Whether the last list failed: the known endpoints are being held.
+    holding: bool,
 }
 
 /// What one full list did.
@@ -82,8 +84,11 @@ pub struct ListOutcome {
     pub listed: usize,
     /// Endpoints added or changed (not merely refreshed).
     pub changed: usize,
-    /// Endpoints from the Routing API that the list no longer contains.
+    /// Endpoints from the Routing API that the list no longer contains, removed.
     pub removed: usize,
+    /// Endpoints the list no longer contains, left to the TTL pruner (first list after an
+    /// outage).
+    pub released: usize,
 }
 
 impl RouteSync {
@@ -91,7 +96,18 @@ impl RouteSync {
         Self {
             table,
             known: HashMap::new(),
+            holding: false,
         }
+    }
+
+    /// The Routing API could not be listed: refreshes every known endpoint's timestamp so the
+    /// TTL pruner keeps it. Returns how many endpoints are held.
+    pub fn hold_known(&mut self) -> usize {
+        self.holding = true;
+        for ((uri, _), spec) in &self.known {
+            self.table.touch(uri, spec);
+        }
+        self.known.len()
     }
 
     /// How many endpoints from the Routing API are in the table.
@@ -161,12 +177,15 @@ impl RouteSync {
             .filter(|k| !listed.contains(*k))
             .cloned()
             .collect();
+        let after_outage = std::mem::take(&mut self.holding);
         for key in gone {
             if let Some(spec) = self.known.remove(&key) {
-                if self.table.unregister(&key.0, &spec) {
+                if after_outage {
+                    outcome.released += 1;
+                } else if self.table.unregister(&key.0, &spec) {
                     outcome.removed += 1;
                 }
-                debug!(route = %key.0, addr = %key.1, "routing-api-route-no-longer-listed");
+                debug!(route = %key.0, addr = %key.1, after_outage, "routing-api-route-no-longer-listed");
             }
         }
         outcome
@@ -317,16 +336,20 @@ async fn list(client: &RoutingApiClient, sync: &mut RouteSync) {
         Ok(routes) => {
             let outcome = sync.apply_list(&routes);
             debug!(?outcome, "routing-api-routes-fetched");
-            if outcome.changed > 0 || outcome.removed > 0 {
+            if outcome.changed > 0 || outcome.removed > 0 || outcome.released > 0 {
                 info!(
                     listed = outcome.listed,
                     changed = outcome.changed,
                     removed = outcome.removed,
+                    left_to_expire = outcome.released,
                     "routing-api-routes-synced"
                 );
             }
         }
-        Err(e) => warn!(error = %e, "routing-api-fetch-routes-failed"),
+        Err(e) => {
+            let held = sync.hold_known();
+            warn!(error = %e, held, "routing-api-fetch-routes-failed: holding its routes");
+        }
     }
 }
 
@@ -539,7 +562,8 @@ mod tests {
             ListOutcome {
                 listed: 3,
                 changed: 3,
-                removed: 0
+                removed: 0,
+                released: 0,
             }
         );
         assert_eq!(
@@ -563,6 +587,55 @@ mod tests {
         sync.apply_list(&[]);
         assert_eq!(addrs(&table, "a.com"), vec!["10.0.9.9:9"]);
         assert_eq!(sync.known_count(), 0);
+    }
+
+    fn short_lived(uri: &str, ip: &str) -> HttpRoute {
+        let mut r = route(uri, ip, 80, "g", 0);
+        r.ttl = Some(1);
+        r
+    }
+
+    #[test]
+    fn a_failed_list_holds_routing_api_routes_past_their_ttl() {
+        let table = Arc::new(RouteTable::new(TableSettings::default()));
+        let mut sync = RouteSync::new(table.clone());
+        sync.apply_list(&[short_lived("a.com", "10.0.0.1")]);
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(sync.hold_known(), 1);
+        // 1.4 s after the last list, past the 1 s TTL, but 0.7 s after the hold.
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(table.prune_stale(), 0);
+        assert_eq!(addrs(&table, "a.com"), vec!["10.0.0.1:80"]);
+    }
+
+    #[test]
+    fn the_first_list_after_an_outage_leaves_unlisted_routes_to_the_pruner() {
+        let table = Arc::new(RouteTable::new(TableSettings::default()));
+        let mut sync = RouteSync::new(table.clone());
+        sync.apply_list(&[
+            short_lived("a.com", "10.0.0.1"),
+            short_lived("b.com", "10.0.0.2"),
+        ]);
+        sync.hold_known();
+        let outcome = sync.apply_list(&[short_lived("a.com", "10.0.0.1")]);
+        assert_eq!((outcome.removed, outcome.released), (0, 1));
+        assert_eq!(addrs(&table, "b.com"), vec!["10.0.0.2:80"]);
+        assert_eq!(sync.known_count(), 1);
+        // Its owner never registers it again: the pruner removes it after its TTL.
+        std::thread::sleep(Duration::from_millis(1100));
+        table.prune_stale();
+        assert!(table.lookup("b.com", "/").is_none());
+    }
+
+    #[test]
+    fn a_list_after_a_successful_one_removes_unlisted_routes_at_once() {
+        let table = Arc::new(RouteTable::new(TableSettings::default()));
+        let mut sync = RouteSync::new(table.clone());
+        sync.hold_known();
+        sync.apply_list(&[short_lived("a.com", "10.0.0.1")]);
+        let outcome = sync.apply_list(&[]);
+        assert_eq!((outcome.removed, outcome.released), (1, 0));
+        assert!(table.lookup("a.com", "/").is_none());
     }
 
     #[test]

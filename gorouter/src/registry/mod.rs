@@ -432,6 +432,31 @@ impl RouteTable {
         true
     }
 
+    /// Refreshes the timestamp of the endpoint at `spec`'s address on route `uri`, whatever its
+    /// modification tag, so the pruner keeps it: a route source holding its routes while it
+    /// cannot reach their owner. Returns whether the endpoint was there.
+    pub fn touch(&self, uri: &str, spec: &EndpointSpec) -> bool {
+        let key = route_key(uri);
+        let (host, path) = split_route_key(&key);
+        let addr = spec.addr();
+        let guard = self.hosts.guard();
+        let Some(pool) = self
+            .hosts
+            .get(host, &guard)
+            .and_then(|r| r.get(path).cloned())
+        else {
+            return false;
+        };
+        let endpoints = pool.endpoints();
+        match endpoints.iter().find(|e| *e.addr == *addr) {
+            Some(e) => {
+                e.touch(self.now_ms());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes `endpoint` from `pool` after a failure that prunes it (A.6: a TLS endpoint
     /// that fails to dial or to handshake). An emptied pool stays until the next prune, as
     /// upstream's does. Returns whether it was still there.
