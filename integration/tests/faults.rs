@@ -12,6 +12,9 @@
 //!   afterwards connections are refused.
 //! - An app instance (a real process) killed under load: only requests in flight at that moment
 //!   may fail; afterwards every request succeeds on the other instance.
+//! - The Routing API unreachable for a minute (a forwarder in front of it cuts every client off),
+//!   with route TTLs shorter than that: gorouter and tcp-router keep serving the routes they
+//!   learnt from it, no request fails, and no route is lost once route-emitter reaches it again.
 //!
 //! A test that stops a service stops a private one: a [`NatsServer`](integration::NatsServer) or
 //! a [`PrivateMariaDb`] of its own, never the shared NATS on 4222 or MariaDB on 3306. Every
@@ -852,4 +855,176 @@ async fn killing_an_app_instance_under_load_fails_only_its_in_flight_requests() 
         );
     }
     drop(survivor);
+}
+
+// ----- the Routing API unreachable for a minute -----
+
+/// Probes `probe` every `every` until stopped: when each probe started and whether it failed
+/// (with what).
+fn probe_loop<F, Fut>(
+    stop: Arc<AtomicBool>,
+    every: Duration,
+    probe: F,
+) -> JoinHandle<Vec<(Instant, Result<(), String>)>>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let at = Instant::now();
+            let r = match tokio::time::timeout(Duration::from_secs(5), probe()).await {
+                Ok(r) => r,
+                Err(_) => Err("no answer within 5 s".to_string()),
+            };
+            seen.push((at, r));
+            tokio::time::sleep(every).await;
+        }
+        seen
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_api_unreachable_for_a_minute_loses_no_route_and_fails_no_request() {
+    // Every client reaches the API through a forwarder, which cuts their connections and
+    // refuses new ones for a minute. Route TTLs are shorter than the outage, so a router that
+    // expired routes whose owner could not refresh them would drop both routes halfway through.
+    const OUTAGE: Duration = Duration::from_secs(60);
+    const TTL: &str = "20s";
+    let db = TestDatabase::create("faults_api_outage");
+    let mut api = RoutingApi::start(Database::mysql(&db)).await;
+    let gate = integration::util::Forwarder::start(
+        "routing-api gate",
+        format!("127.0.0.1:{}", api.http_port),
+    )
+    .await;
+    let api_url = format!("http://127.0.0.1:{}", gate.port());
+    let app = EchoBackend::start("app").await;
+    let tcp_app = integration::tcp_router::TcpBackend::echo("tcp-app").await;
+    let external_port = integration::util::free_port();
+    let host = "app.api-outage.test";
+    let mut emitter = RouteEmitterBuilder::new(None)
+        .set("routing_api", json!({"api_url": api_url, "max_ttl": TTL}))
+        .route(json!({
+            "name": "app",
+            "port": app.port(),
+            "uris": [host],
+            "registration_interval": "1s",
+            "transport": "routing_api",
+        }))
+        .route(integration::route_emitter::tcp_route(
+            "tcp-app",
+            integration::routing_api::DEFAULT_GROUP,
+            external_port,
+            tcp_app.port(),
+        ))
+        .start();
+    let mut router = integration::GorouterBuilder::new(integration::closed_port())
+        .yaml(&format!(
+            "nats: {{hosts: []}}\n\
+             routing_api: {{uri: 'http://127.0.0.1', port: {}, auth_disabled: true}}\n\
+             prune_stale_droplets_interval: 1s\n",
+            gate.port()
+        ))
+        .start()
+        .await;
+    let mut tcp_router = integration::tcp_router::TcpRouterBuilder::for_api_port(gate.port())
+        .start()
+        .await;
+    router.wait_route(host).await;
+    tcp_router
+        .wait_routed(external_port, Duration::from_secs(10))
+        .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = router.addr();
+    let http = probe_loop(
+        stop.clone(),
+        Duration::from_millis(50),
+        move || async move {
+            match try_request(addr, &get_request(host, "/probe")).await {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status)),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    );
+    let tcp = probe_loop(
+        stop.clone(),
+        Duration::from_millis(100),
+        move || async move {
+            match integration::tcp_router::greeting(external_port).await {
+                Ok(line) if line == "tcp-app" => Ok(()),
+                Ok(line) => Err(format!("greeting {line:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    gate.set_open(false);
+    gate.cut_connections();
+    let frozen = Instant::now();
+    tokio::time::sleep(OUTAGE).await;
+    gate.set_open(true);
+    let thawed = Instant::now();
+    // Watch for longer than a TTL after the API is back: the emitter's refreshes must land again.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (http, tcp) = (
+        http.await.expect("http prober"),
+        tcp.await.expect("tcp prober"),
+    );
+
+    let api_http = listed_routes(&api).await;
+    let api_tcp: Vec<u64> = api
+        .tcp_routes()
+        .await
+        .iter()
+        .filter_map(|r| r["port"].as_u64())
+        .collect();
+    let lost = [
+        (!api_http.iter().any(|r| r == host)).then_some("HTTP route in the Routing API"),
+        (!api_tcp.contains(&u64::from(external_port))).then_some("TCP route in the Routing API"),
+        (!router.is_routed(host).await).then_some("HTTP route in gorouter"),
+        integration::tcp_router::greeting(external_port)
+            .await
+            .is_err()
+            .then_some("TCP route in tcp-router"),
+    ];
+    let lost: Vec<&str> = lost.into_iter().flatten().collect();
+    let report = |name: &str, seen: &[(Instant, Result<(), String>)]| {
+        let failed: Vec<_> = seen.iter().filter(|(_, r)| r.is_err()).collect();
+        let during = seen
+            .iter()
+            .filter(|(at, _)| *at >= frozen && *at < thawed)
+            .count();
+        eprintln!(
+            "Routing API outage of {OUTAGE:?}: {name}: {} requests attempted ({during} during the \
+             outage), {} failed",
+            seen.len(),
+            failed.len()
+        );
+        failed
+            .iter()
+            .take(10)
+            .map(|(at, r)| {
+                format!(
+                    "{name} at {:+.1}s from the cut: {r:?}",
+                    at.saturating_duration_since(frozen).as_secs_f64()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut failures = report("HTTP via gorouter", &http);
+    failures.extend(report("TCP via tcp-router", &tcp));
+    eprintln!("Routing API outage: routes lost: {}", lost.len());
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+    assert!(lost.is_empty(), "routes lost: {lost:?}");
+    assert!(http.len() > 1000 && tcp.len() > 500, "too few probes");
+    assert!(router.try_exit().is_none(), "gorouter exited");
+    assert!(tcp_router.try_exit().is_none(), "tcp-router exited");
+    assert!(emitter.try_exit().is_none(), "route-emitter exited");
+    assert!(api.try_exit().is_none(), "routing-api exited");
 }

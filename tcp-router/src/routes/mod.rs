@@ -115,6 +115,15 @@ pub struct RoutingTable {
     counters: HashMap<RouteKey, Arc<AtomicUsize>>,
 }
 
+/// What a full list does with backends it no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlisted {
+    /// Remove them (the usual list).
+    Remove,
+    /// Keep them for one TTL from the list (the first list after an outage).
+    KeepOneTtl,
+}
+
 impl RoutingTable {
     /// An empty table; routes without a TTL live `default_ttl` (`-defaultRouteExpiry`).
     pub fn new(default_ttl: Duration) -> Self {
@@ -210,11 +219,15 @@ impl RoutingTable {
     }
 
     /// Replaces the table with a full list; returns the ports whose backend sets changed and the
-    /// mappings that were not usable.
+    /// mappings that were not usable. With [`Unlisted::KeepOneTtl`] (the first list after an
+    /// outage), backends the list no longer holds are kept and expire one TTL from `now` unless
+    /// refreshed: their owners could not reach the Routing API either, which may have expired
+    /// them meanwhile.
     pub fn replace(
         &mut self,
         list: &[TcpRouteMapping],
         now: Instant,
+        unlisted: Unlisted,
     ) -> (BTreeSet<u16>, Vec<(TcpRouteMapping, InvalidMapping)>) {
         let mut fresh: BTreeMap<RouteKey, Backends> = BTreeMap::new();
         let mut invalid = Vec::new();
@@ -232,6 +245,17 @@ impl RoutingTable {
                     }
                 }
                 Err(e) => invalid.push((m.clone(), e)),
+            }
+        }
+        if unlisted == Unlisted::KeepOneTtl {
+            for (rk, backends) in &self.entries {
+                let slot = fresh.entry(rk.clone()).or_default();
+                for (bk, d) in backends {
+                    slot.entry(bk.clone()).or_insert_with(|| BackendDetails {
+                        updated: now,
+                        ..d.clone()
+                    });
+                }
             }
         }
         let mut changed = BTreeSet::new();
@@ -537,6 +561,32 @@ mod tests {
     }
 
     #[test]
+    fn the_first_list_after_an_outage_keeps_unlisted_backends_for_one_ttl() {
+        let start = Instant::now();
+        let mut t = RoutingTable::new(Duration::from_secs(120));
+        let mut gone = mapping(1025, "10.0.0.2", 80, "b", 0);
+        gone.ttl = Some(20);
+        t.upsert(&mapping(1024, "10.0.0.1", 80, "a", 0), start);
+        t.upsert(&gone, start);
+        // The list comes 60 s later, after an outage: 1025's owner could not refresh it.
+        let later = start + Duration::from_secs(60);
+        let list = vec![mapping(1024, "10.0.0.1", 80, "a", 0)];
+        let (changed, _) = t.replace(&list, later, Unlisted::KeepOneTtl);
+        assert!(changed.is_empty(), "{changed:?}");
+        assert_eq!(t.ports().into_iter().collect::<Vec<_>>(), vec![1024, 1025]);
+        // Kept one TTL (20 s) from the list, then expired if nobody refreshed it.
+        assert!(t.prune(later + Duration::from_secs(19)).1.is_empty());
+        let (changed, removed) = t.prune(later + Duration::from_secs(21));
+        assert_eq!(changed.into_iter().collect::<Vec<_>>(), vec![1025]);
+        assert_eq!(removed.len(), 1);
+        // A usual list removes what it no longer holds at once.
+        t.upsert(&gone, later);
+        let (changed, _) = t.replace(&list, later, Unlisted::Remove);
+        assert_eq!(changed.into_iter().collect::<Vec<_>>(), vec![1025]);
+        assert_eq!(t.ports().into_iter().collect::<Vec<_>>(), vec![1024]);
+    }
+
+    #[test]
     fn replace_reports_changed_ports() {
         let now = Instant::now();
         let mut t = RoutingTable::new(Duration::from_secs(120));
@@ -547,7 +597,7 @@ mod tests {
             mapping(1026, "10.0.0.3", 80, "c", 0),
             mapping(0, "10.0.0.3", 80, "c", 0),
         ];
-        let (changed, invalid) = t.replace(&list, now);
+        let (changed, invalid) = t.replace(&list, now, Unlisted::Remove);
         assert_eq!(changed.into_iter().collect::<Vec<_>>(), vec![1025, 1026]);
         assert_eq!(invalid.len(), 1);
         assert_eq!(t.ports().into_iter().collect::<Vec<_>>(), vec![1024, 1026]);

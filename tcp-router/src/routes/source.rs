@@ -8,7 +8,9 @@
 //! - local expiry every `-staleRouteCheckInterval` of backends whose TTL ran out. Expiry is
 //!   suspended while the Routing API cannot be reached (the event stream is down or the last
 //!   list failed), so an outage never drops the routes already known; a failed list leaves the
-//!   table as it was.
+//!   table as it was. The first list after such an outage keeps what it no longer holds for one
+//!   TTL (their owners could not refresh them either, and the Routing API may have expired
+//!   them meanwhile), so a route deleted during the outage lingers up to its TTL.
 //!
 //! One task owns the table; after each batch of changes the snapshots of the changed ports are
 //! rebuilt and handed to [`Publish`].
@@ -23,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Applied, PortRoutes, RoutingTable};
+use super::{Applied, PortRoutes, RoutingTable, Unlisted};
 use crate::metrics::Metrics;
 
 /// Receives the new snapshot of every changed port (`None`: the port has no backend any more).
@@ -206,7 +208,14 @@ impl<P: Publish> RouteSource<P> {
         let mut dirty = BTreeSet::new();
         match result {
             Ok(list) => {
-                let (changed, invalid) = self.table.replace(&list, Instant::now());
+                // The first list after the API was unreachable keeps, for one TTL, what it no
+                // longer holds: their owners' refreshes failed too (see `Unlisted`).
+                let unlisted = if self.reachable {
+                    Unlisted::Remove
+                } else {
+                    Unlisted::KeepOneTtl
+                };
+                let (changed, invalid) = self.table.replace(&list, Instant::now(), unlisted);
                 for (m, why) in invalid {
                     tracing::warn!(port = m.port, backend_ip = %m.backend_ip, backend_port = m.backend_port, error = %why, "tcp-router.bulk-sync.route-skipped");
                 }
