@@ -1,8 +1,10 @@
 //! The proxy round trip (A.6): up to `max_attempts` tries, each choosing an endpoint,
 //! getting a connection from the transport and sending the request. Dial errors, TLS
 //! handshake failures and requests that never left move on to the next endpoint (a TLS
-//! endpoint that fails to dial or handshake is removed from its pool); a request lost on a
-//! stale keep-alive connection is sent again when it is safe to repeat. The first response
+//! endpoint that fails to dial or handshake is removed from its pool); a request lost on the
+//! wire (a stale keep-alive connection, or a fresh one the backend reset or closed without
+//! answering) is sent again when it is safe to repeat, and a backend that resets is skipped
+//! for a while. The instance `X-CF-App-Instance` names gets one attempt. The first response
 //! wins; when none comes, the last failure decides the answer (A.5).
 
 use std::sync::Arc;
@@ -57,15 +59,8 @@ fn endpoint_failed(proxy: &Proxy, pool: &Pool, endpoint: &Arc<Endpoint>, err: &C
 /// A TLS failure surfacing after the handshake: under TLS 1.3 a backend rejects our client
 /// certificate with an alert the first read sees.
 fn tls_failure_in(err: &hyper::Error) -> Option<BackendTlsError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            let classified = BackendTlsError::classify(io);
-            return (classified.kind() != BackendTlsErrorKind::Other).then_some(classified);
-        }
-        source = e.source();
-    }
-    None
+    let classified = BackendTlsError::classify(io_error_in(err)?);
+    (classified.kind() != BackendTlsErrorKind::Other).then_some(classified)
 }
 
 /// Readies the request for the connection's protocol: HTTP/2 wants an absolute URI (its
@@ -150,7 +145,13 @@ pub async fn run(
     let s = &proxy.settings;
     let (upstream, attempts) = match destination {
         Destination::Pool(pool) => {
-            let attempts = s.max_attempts.min(pool.endpoints().len()).max(1);
+            // The instance `X-CF-App-Instance` names is the only candidate: one attempt, as
+            // upstream's one-endpoint pool for it gets.
+            let attempts = if ctx.app_instance.is_some() {
+                1
+            } else {
+                s.max_attempts.min(pool.endpoints().len()).max(1)
+            };
             (Upstream::Pool(pool), attempts)
         }
         Destination::RouteService(first) => {
@@ -243,7 +244,7 @@ pub async fn run(
         let keep = s.keep_alive_to_backends && !fresh_connection_only;
         let idle = keep.then(|| transport.pool(&endpoint));
         let pooled = match &idle {
-            Some(idle) => idle.take().await,
+            Some(idle) => idle.take(),
             None => None,
         };
         let reused = pooled.is_some();
@@ -286,10 +287,13 @@ pub async fn run(
         if let Some(l) = ctx.log.as_mut() {
             l.backend_started = Some(Instant::now());
         }
-        // A keep-alive connection the backend closed just as we sent on it loses the
-        // request; one without a body and safe to repeat is sent again (as Go does).
-        // (Also over TLS, where a rejected client certificate shows only on the first read.)
-        let replay = ((reused || endpoint.tls) && replayable(&req)).then(|| Replay::of(&req));
+        // A request lost on the wire (a keep-alive connection the backend closed just as we
+        // sent on it, a backend that reset or closed a fresh connection without answering,
+        // a TLS client certificate rejected at the first read) is sent again when it has no
+        // body and is safe to repeat (A.6). The copy costs an allocation, so only when another
+        // attempt can follow.
+        let may_retry = free_retry || tried < attempts;
+        let replay = (may_retry && replayable(&req)).then(|| Replay::of(&req));
         let send = sender.try_send_request(req);
         let result = if websocket {
             Ok(send.await)
@@ -332,23 +336,28 @@ pub async fn run(
                         }
                         continue;
                     }
-                    None if replay.is_some() => {
+                    None if replay.is_some() && (free_retry || lost_on_the_wire(e.error())) => {
                         backend_req = replay.map(Replay::into_request);
-                        last_error = LastFailure::Plain(text);
                         if free_retry {
                             // A stale keep-alive connection: free, and it is gone now.
                             tracing::debug!(endpoint = %endpoint.addr, "stale-keep-alive-retry");
                             tried -= 1;
                         } else {
-                            // A fresh connection failed: an attempt spent (upstream retries
-                            // an idempotent request's EOF on the next endpoint).
-                            tracing::warn!(endpoint = %endpoint.addr, "backend-request-failed-retrying");
+                            // A fresh connection reset or closed unanswered: an attempt spent,
+                            // the next endpoint tried, this one skipped for a while (A.6).
+                            tracing::warn!(endpoint = %endpoint.addr, error = %text, "backend-request-failed-retrying");
                             balancer::mark_failed(&endpoint, proxy.table.now_ms());
                         }
+                        last_error = LastFailure::Plain(text);
                         continue;
                     }
                     None => {
                         tracing::warn!(endpoint = %endpoint.addr, error = %text, "backend-request-failed");
+                        // A reset is the backend's doing (A.6), unless on a connection that sat
+                        // idle in the pool and may have been closed for its age.
+                        if !free_retry && connection_reset(e.error()) {
+                            balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                        }
                         return RouterError::EndpointFailure { cause: text }.into_response(ctx.log);
                     }
                 }
@@ -406,6 +415,39 @@ pub async fn run(
         return Response::from_parts(parts, ResponseBody::backend(incoming, deadline, exchange));
     }
     last_error.into_error().into_response(ctx.log)
+}
+
+/// The I/O error under a hyper error, if any.
+fn io_error_in(err: &hyper::Error) -> Option<&std::io::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// Whether the backend reset the connection ("connection reset by peer", A.6).
+fn connection_reset(err: &hyper::Error) -> bool {
+    io_error_in(err).is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// Whether the connection broke before any response came: reset, aborted, or closed (Go's
+/// `io.EOF`). A response that arrived malformed or too slowly is not lost on the wire.
+fn lost_on_the_wire(err: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    err.is_incomplete_message()
+        || io_error_in(err).is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            )
+        })
 }
 
 /// What it takes to send a body-less request again after it was lost on the wire.

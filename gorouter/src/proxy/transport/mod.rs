@@ -3,7 +3,9 @@
 //! server name = `server_cert_domain_san`, trust = system roots + `ca_certs`, client
 //! certificate `backends.*`), the HTTP handshake (HTTP/2 when a `protocol: http2` TLS endpoint
 //! agrees to `h2`, else HTTP/1.1), and keeps reusable connections per backend ([`pool`]) so
-//! the route table holds routes and nothing of the transport.
+//! the route table holds routes and nothing of the transport. One background task per
+//! transport closes connections idle past their age, so none stays open until a request
+//! happens to look at it.
 //!
 //! Pools are keyed by the endpoint's address, one map per backend protocol. A pool also
 //! records the TLS identity (`server_cert_domain_san`) its connections were made for: a
@@ -63,16 +65,55 @@ pub struct IdleLimits {
     pub total: usize,
 }
 
+/// Every backend's pool, shared with the reaper task.
+#[derive(Default)]
+struct Pools {
+    http1: papaya::HashMap<Box<str>, Arc<BackendPool>>,
+    /// Pools of `protocol: http2` endpoints: the same address may also be registered as
+    /// HTTP/1.1, whose connections must not be mixed with these.
+    http2: papaya::HashMap<Box<str>, Arc<BackendPool>>,
+}
+
+impl Pools {
+    fn both(&self) -> [&papaya::HashMap<Box<str>, Arc<BackendPool>>; 2] {
+        [&self.http1, &self.http2]
+    }
+
+    /// Closes every pool's connections idle past their age; how many were closed.
+    fn reap(&self) -> usize {
+        let now = std::time::Instant::now();
+        let mut closed = 0;
+        for pools in self.both() {
+            for (_, p) in pools.pin().iter() {
+                closed += p.idle.reap(now);
+            }
+        }
+        closed
+    }
+}
+
+/// Aborts the reaper task with its transport.
+struct Reaper(tokio::task::JoinHandle<()>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Connections to every backend.
 pub struct Transport {
     /// Idle connections each backend may keep; 0 turns keep-alive off.
     idle_capacity: usize,
     /// Idle connections all backends may keep together (`max_idle_conns`).
     idle_budget: Arc<IdleBudget>,
-    pools: papaya::HashMap<Box<str>, Arc<BackendPool>>,
-    /// Pools of `protocol: http2` endpoints: the same address may also be registered as
-    /// HTTP/1.1, whose connections must not be mixed with these.
-    http2_pools: papaya::HashMap<Box<str>, Arc<BackendPool>>,
+    /// How long a connection may sit idle before the reaper closes it.
+    idle_timeout: Duration,
+    pools: Arc<Pools>,
+    /// One background task per transport that closes idle connections past their age,
+    /// started with the first pool (inside the runtime) so that nothing on the request path
+    /// reads a clock or sets a timer for it.
+    reaper: std::sync::OnceLock<Reaper>,
     tls: BackendTls,
 }
 
@@ -83,17 +124,55 @@ impl Transport {
         Self {
             idle_capacity: idle.per_backend,
             idle_budget: IdleBudget::new(idle.total),
-            pools: papaya::HashMap::new(),
-            http2_pools: papaya::HashMap::new(),
+            idle_timeout: pool::IDLE_TIMEOUT,
+            pools: Arc::new(Pools::default()),
+            reaper: std::sync::OnceLock::new(),
             tls,
         }
+    }
+
+    /// Sets how long a connection may sit idle (default [`pool::IDLE_TIMEOUT`]); for
+    /// pools created after the call.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Starts the reaper unless it runs. Without a Tokio runtime (unit tests) there is none;
+    /// checkouts still refuse expired connections.
+    fn start_reaper(&self) {
+        if self.idle_capacity == 0 || self.reaper.get().is_some() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let every = self.idle_timeout / pool::REAP_TICKS_PER_IDLE_TIMEOUT;
+        let pools = Arc::downgrade(&self.pools);
+        self.reaper.get_or_init(|| {
+            Reaper(rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(pools) = pools.upgrade() else {
+                        return;
+                    };
+                    let closed = pools.reap();
+                    if closed > 0 {
+                        tracing::debug!(closed, "idle-backend-connections-reaped");
+                    }
+                }
+            }))
+        });
     }
 
     /// The idle pool for `endpoint`'s address and TLS identity, created on first use.
     pub fn pool(&self, endpoint: &Endpoint) -> Arc<IdleConnections> {
         let pools = match endpoint.protocol {
-            Protocol::Http1 => self.pools.pin(),
-            Protocol::Http2 => self.http2_pools.pin(),
+            Protocol::Http1 => self.pools.http1.pin(),
+            Protocol::Http2 => self.pools.http2.pin(),
         };
         if let Some(p) = pools.get(&*endpoint.addr) {
             if p.server_cert_domain_san == endpoint.server_cert_domain_san {
@@ -105,8 +184,11 @@ impl Transport {
             idle: Arc::new(IdleConnections::new(
                 self.idle_capacity,
                 self.idle_budget.clone(),
+                self.idle_timeout,
             )),
         });
+        // Only here, off the path of requests to known backends.
+        self.start_reaper();
         let stored = pools.update_or_insert(
             endpoint.addr.clone(),
             |current| {
@@ -166,16 +248,24 @@ impl Transport {
     /// Drops the pools nothing used for the idle timeout, closing their connections, so
     /// backends that went away leave nothing behind.
     pub fn sweep(&self) {
-        for pools in [&self.pools, &self.http2_pools] {
+        for pools in self.pools.both() {
             pools.pin().retain(|_, p| !p.idle.unused_since_last_sweep());
         }
     }
 
     /// Backends with a pool.
     pub fn pools(&self) -> usize {
-        self.pools.len() + self.http2_pools.len()
+        self.pools.http1.len() + self.pools.http2.len()
     }
 }
+
+/// How many header lines a backend response may have. Go counts none and lets the byte limit
+/// (here hyper's read buffer, about 400 KiB) decide; hyper's default of 100 turned a response
+/// with 150 `Set-Cookie`s into a 502. Past 100, hyper allocates two arrays of this many
+/// 32-byte entries per response head it parses, so the figure keeps each at 64 KiB, under
+/// the allocator's mmap threshold (no syscall); 2048 lines of 200 bytes on average already
+/// fill the byte limit.
+pub const RESPONSE_MAX_HEADERS: usize = 2048;
 
 /// The HTTP/1.1 handshake on an established (plain or TLS) connection.
 async fn http1_handshake<T>(
@@ -187,7 +277,9 @@ where
     T: Read + Write + Unpin + Send + 'static,
 {
     let mut builder = http1::Builder::new();
-    builder.title_case_headers(true);
+    builder
+        .title_case_headers(true)
+        .max_headers(RESPONSE_MAX_HEADERS);
     let (sender, conn) = builder
         .handshake(io)
         .await
@@ -245,6 +337,133 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &b));
         assert!(Arc::ptr_eq(&b, &t.pool(&endpoint("inst-2"))));
         assert_eq!(t.pools(), 1);
+    }
+
+    /// A backend on 127.0.0.1 that answers one keep-alive request per connection with 200
+    /// and reports when the router's side of the connection closes.
+    async fn one_answer_backend() -> (Endpoint, tokio::sync::oneshot::Receiver<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "router closed before sending a request");
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            // Nothing more is sent: the next read ends when the router closes.
+            if let Ok(0) = s.read(&mut buf).await {
+                let _ = closed_tx.send(());
+            }
+        });
+        let ep = Endpoint::from_spec(
+            &EndpointSpec {
+                host: "127.0.0.1".into(),
+                port,
+                ..Default::default()
+            },
+            TableSettings::default().droplet_stale_threshold,
+            0,
+        );
+        (ep, closed_rx)
+    }
+
+    async fn one_request(sender: &mut Sender) {
+        use http_body_util::BodyExt;
+        let req = http::Request::builder()
+            .uri("/")
+            .header("host", "backend")
+            .body(crate::proxy::body::RequestBody::empty())
+            .unwrap();
+        let resp = sender
+            .try_send_request(req)
+            .await
+            .map_err(|e| e.into_error())
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_nobody_asks_for_is_closed_after_its_idle_age() {
+        let idle_age = Duration::from_millis(200);
+        let t = transport().with_idle_timeout(idle_age);
+        let (ep, closed) = one_answer_backend().await;
+        let pool = t.pool(&ep);
+        let mut sender = t
+            .connect(&ep, Duration::from_secs(1), false, Some(&pool))
+            .await
+            .unwrap();
+        one_request(&mut sender).await;
+        // Let the connection task re-arm so the pool keeps it.
+        sender.ready().await.unwrap();
+        let returned = std::time::Instant::now();
+        pool.put(sender);
+        assert_eq!(pool.len(), 1, "the pool keeps the connection");
+        let slack = idle_age / pool::REAP_TICKS_PER_IDLE_TIMEOUT + Duration::from_millis(300);
+        tokio::time::timeout(idle_age + slack, closed)
+            .await
+            .expect("the backend saw its idle connection closed within idle age + slack")
+            .unwrap();
+        assert!(
+            returned.elapsed() >= idle_age,
+            "not closed before its idle age"
+        );
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_that_is_not_ready_is_left_for_later_not_waited_on() {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Reads the request and never answers, so the connection stays busy.
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let ep = Endpoint::from_spec(
+            &EndpointSpec {
+                host: "127.0.0.1".into(),
+                port,
+                ..Default::default()
+            },
+            TableSettings::default().droplet_stale_threshold,
+            0,
+        );
+        let t = transport();
+        let pool = t.pool(&ep);
+        let Sender::Http1(mut busy) = t
+            .connect(&ep, Duration::from_secs(1), false, None)
+            .await
+            .unwrap()
+        else {
+            panic!("a plain endpoint speaks HTTP/1.1");
+        };
+        let req = http::Request::builder()
+            .uri("/")
+            .header("host", "backend")
+            .body(crate::proxy::body::RequestBody::empty())
+            .unwrap();
+        let in_flight = tokio::spawn(busy.send_request(req));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!busy.is_ready(), "a request is in flight on it");
+        pool.put(Sender::Http1(busy));
+        assert!(pool.take().is_none(), "no ready connection to hand out");
+        assert_eq!(pool.len(), 1, "the busy connection stays pooled for later");
+        in_flight.abort();
     }
 
     #[test]

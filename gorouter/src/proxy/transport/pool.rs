@@ -1,8 +1,10 @@
 //! Reusable connections to one backend: idle HTTP/1.1 connections in a lock-free bounded
-//! queue (checking one out takes no lock), and the one shared HTTP/2 connection; and the
-//! [`IdleBudget`] that caps idle connections across every backend of a transport.
+//! queue (checking one out takes no lock and never waits), and the one shared HTTP/2
+//! connection; their closing once idle past their age ([`IdleConnections::reap`], driven by
+//! the transport's reaper task); and the [`IdleBudget`] that caps idle connections across
+//! every backend of a transport.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -14,10 +16,14 @@ use crate::proxy::body::RequestBody;
 
 use super::Sender;
 
-/// How long a connection may sit idle before it is closed instead of reused (Go's
-/// `IdleConnTimeout`); backends often close earlier, which the retry of a request that never
-/// reached them covers.
+/// How long a connection may sit idle before it is closed (Go's `IdleConnTimeout`, which
+/// upstream sets to 90 s); backends often close earlier, which the retry of a request that
+/// never reached them covers.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How many reaper ticks make up one idle timeout: an idle connection is closed between one
+/// idle timeout and one idle timeout plus a tick after it was returned.
+pub const REAP_TICKS_PER_IDLE_TIMEOUT: u32 = 4;
 
 /// How many idle connections every backend of one transport may hold together
 /// (`max_idle_conns`, Go's `Transport.MaxIdleConns`; 0 is no limit): a count the pools share,
@@ -77,17 +83,26 @@ pub struct IdleConnections {
     /// sweep (one per [`IDLE_TIMEOUT`]) holds only expired connections. A flag, not a
     /// timestamp, so the request path reads no clock.
     used: AtomicBool,
+    /// How long a connection may sit idle in the queue.
+    idle_timeout: Duration,
+    /// Reaper ticks since a request last took the shared HTTP/2 connection; the reaper
+    /// closes it after [`REAP_TICKS_PER_IDLE_TIMEOUT`] (a counter, not a timestamp, so
+    /// the request path reads no clock).
+    http2_idle_ticks: AtomicU32,
 }
 
 impl IdleConnections {
     /// `capacity` (`max_idle_conns_per_host`) 0 disables keep-alive to this backend.
-    pub fn new(capacity: usize, budget: Arc<IdleBudget>) -> Self {
+    /// `idle_timeout` is how long a returned connection is kept unused.
+    pub fn new(capacity: usize, budget: Arc<IdleBudget>, idle_timeout: Duration) -> Self {
         Self {
             capacity,
             budget,
             queue: OnceLock::new(),
             http2: ArcSwapOption::empty(),
             used: AtomicBool::new(true),
+            idle_timeout,
+            http2_idle_ticks: AtomicU32::new(0),
         }
     }
 
@@ -120,36 +135,82 @@ impl IdleConnections {
             return;
         }
         self.touch();
+        self.http2_idle_ticks.store(0, Ordering::Relaxed);
         self.http2.store(Some(std::sync::Arc::new(sender.clone())));
     }
 
     /// An idle connection that is still open and ready for a request, if any: the shared
-    /// HTTP/2 one first.
-    pub async fn take(&self) -> Option<Sender> {
+    /// HTTP/2 one first. Never waits: a connection that is open but not ready yet (its task
+    /// has not re-armed since it was returned) goes back for a later request, and the caller
+    /// dials instead.
+    pub fn take(&self) -> Option<Sender> {
         if let Some(h2) = self.http2.load().as_ref() {
             if !h2.is_closed() {
                 self.touch();
+                // Read first: no cache-line write while the connection is busy.
+                if self.http2_idle_ticks.load(Ordering::Relaxed) != 0 {
+                    self.http2_idle_ticks.store(0, Ordering::Relaxed);
+                }
                 return Some(Sender::Http2((**h2).clone()));
             }
         }
         let q = self.queue.get()?;
         self.touch();
-        while let Some((mut sender, since)) = q.pop() {
-            self.budget.release(1);
-            if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+        // Bounded by the queue's length: connections put back are not looked at again.
+        for _ in 0..q.len() {
+            let (sender, since) = q.pop()?;
+            if sender.is_closed() {
+                self.budget.release(1);
                 continue;
             }
             if sender.is_ready() {
+                self.budget.release(1);
+                if since.elapsed() > self.idle_timeout {
+                    continue;
+                }
                 return Some(sender);
             }
-            // Just returned: the connection task may not have re-armed yet.
-            if let Ok(Ok(())) =
-                tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
-            {
-                return Some(sender);
+            // Keeps its budget slot while queued again; dropped if the queue filled up.
+            if q.push((sender, since)).is_err() {
+                self.budget.release(1);
             }
         }
         None
+    }
+
+    /// Closes the connections idle for longer than the idle timeout (and those the backend
+    /// closed), and the shared HTTP/2 connection when no request took it for that long.
+    /// Called by the transport's reaper, [`REAP_TICKS_PER_IDLE_TIMEOUT`] times per idle
+    /// timeout, so connections nobody asks for do not stay open. Returns how many were closed.
+    pub fn reap(&self, now: Instant) -> usize {
+        let mut closed = 0;
+        let current = self.http2.load_full();
+        if let Some(h2) = &current {
+            let ticks = self.http2_idle_ticks.fetch_add(1, Ordering::Relaxed) + 1;
+            if h2.is_closed() || ticks > REAP_TICKS_PER_IDLE_TIMEOUT {
+                // In-flight requests hold their own handles; the connection closes when the
+                // last one is done. A connection shared meanwhile stays.
+                self.http2.compare_and_swap(&current, None);
+                closed += 1;
+            }
+        }
+        let Some(q) = self.queue.get() else {
+            return closed;
+        };
+        // Every queued connection is looked at: one put back by `take` is out of age order.
+        for _ in 0..q.len() {
+            let Some((sender, since)) = q.pop() else {
+                break;
+            };
+            let expired =
+                sender.is_closed() || now.saturating_duration_since(since) > self.idle_timeout;
+            // Dropped when expired, or when the queue filled up meanwhile.
+            if expired || q.push((sender, since)).is_err() {
+                self.budget.release(1);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Called once per [`IDLE_TIMEOUT`] by the sweeper: whether nothing used this pool since
@@ -180,7 +241,7 @@ mod tests {
 
     #[test]
     fn zero_capacity_pool_keeps_nothing() {
-        let p = IdleConnections::new(0, IdleBudget::new(0));
+        let p = IdleConnections::new(0, IdleBudget::new(0), IDLE_TIMEOUT);
         assert!(p.is_empty());
     }
 
@@ -207,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_pool_is_unused_after_a_sweep_without_traffic() {
-        let p = IdleConnections::new(4, IdleBudget::new(0));
+        let p = IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT);
         assert!(
             !p.unused_since_last_sweep(),
             "new pools survive their first sweep"
