@@ -3,7 +3,10 @@
 //!
 //! Requests hand a finished [`AccessLogRecord`] to a bounded channel with `try_send`; one writer
 //! task formats and writes lines in batches. When the disk is slower than the traffic the
-//! channel fills and further records are dropped (and counted) rather than stalling requests.
+//! channel fills and further records are dropped (and counted) rather than stalling requests;
+//! the count is logged (`access-log-records-dropped`) once a minute while it grows, and at exit.
+//! [`AccessLog::flush`] waits until every record queued before it is in the file: the router
+//! calls it on its way out, so the last requests before a signal are not lost.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,6 +20,18 @@ use tokio::sync::mpsc;
 
 /// Records waiting to be written; beyond this many, new records are dropped.
 const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// How often a growing count of dropped records is logged.
+const DROPPED_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the writer task receives. Records are nearly every message: boxing them to shrink the
+/// rare `Flush` would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Record(AccessLogRecord),
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
 
 /// Everything one access-log line says about a request.
 #[derive(Debug, Clone, Default)]
@@ -179,7 +194,7 @@ pub fn quote_bytes(out: &mut String, bytes: &[u8]) {
 /// The sending half, cloned into every connection task.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: mpsc::Sender<AccessLogRecord>,
+    tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -191,19 +206,14 @@ impl AccessLog {
             .append(true)
             .open(path)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let handle = tokio::spawn(write_loop(rx, file, path.to_path_buf()));
-        Ok((
-            Self {
-                tx,
-                dropped: Arc::new(AtomicU64::new(0)),
-            },
-            handle,
-        ))
+        let dropped = Arc::new(AtomicU64::new(0));
+        let handle = tokio::spawn(write_loop(rx, file, path.to_path_buf(), dropped.clone()));
+        Ok((Self { tx, dropped }, handle))
     }
 
     /// Queues a record; never waits.
     pub fn log(&self, record: AccessLogRecord) {
-        if self.tx.try_send(record).is_err() {
+        if self.tx.try_send(Message::Record(record)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -212,16 +222,53 @@ impl AccessLog {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Waits until every record queued so far is written, at most `limit`. Returns whether
+    /// it was.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let flushed =
+            async { self.tx.send(Message::Flush(done)).await.is_ok() && written.await.is_ok() };
+        tokio::time::timeout(limit, flushed).await.unwrap_or(false)
+    }
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<AccessLogRecord>, file: std::fs::File, path: PathBuf) {
+async fn write_loop(
+    mut rx: mpsc::Receiver<Message>,
+    file: std::fs::File,
+    path: PathBuf,
+    dropped: Arc<AtomicU64>,
+) {
     let mut file = Some(file);
     let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    let mut report = tokio::time::interval(DROPPED_REPORT_INTERVAL);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = 0u64;
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, 256) => n,
+            _ = report.tick() => {
+                let now = dropped.load(Ordering::Relaxed);
+                if now > reported {
+                    tracing::error!(dropped = now, since_last_report = now - reported, "access-log-records-dropped");
+                    reported = now;
+                }
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let mut text = String::with_capacity(batch.len() * 400);
-        for rec in batch.drain(..) {
-            rec.format(&mut text);
-            text.push('\n');
+        let mut flushes = Vec::new();
+        for message in batch.drain(..) {
+            match message {
+                Message::Record(rec) => {
+                    rec.format(&mut text);
+                    text.push('\n');
+                }
+                Message::Flush(done) => flushes.push(done),
+            }
         }
         let Some(f) = file.take() else { break };
         // File writes block; keep them off the async workers.
@@ -241,6 +288,9 @@ async fn write_loop(mut rx: mpsc::Receiver<AccessLogRecord>, file: std::fs::File
                 tracing::error!(error = %e, "access-log-writer-failed");
                 break;
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

@@ -18,9 +18,11 @@
 //! rendered config loads; a bad value is an error that names the key.
 //!
 //! Extensions (keys upstream does not have): `ip`, the address announced in `router.start`
-//! (upstream discovers it; so do we when it is absent or empty), and `bind_address`, the IP
+//! (upstream discovers it; so do we when it is absent or empty), `bind_address`, the IP
 //! address (IPv4 or IPv6, no port) the proxy listener binds, all interfaces by default (as
-//! upstream). The status listeners keep `status.host` (`/health`) and 127.0.0.1 (`/routes`).
+//! upstream), `max_client_connections` (client connections at once) and
+//! `websocket_idle_timeout`. `read_header_timeout` is upstream's key with our finite default.
+//! The status listeners keep `status.host` (`/health`) and 127.0.0.1 (`/routes`).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,6 +33,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::SupportedCipherSuite;
 use serde::{Deserialize, Deserializer};
 pub use yaml_config::{parse_go_duration, GoDuration};
+
+/// `read_header_timeout` when the key is absent (upstream's 0 waits forever for a head).
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 use crate::tls::ciphers::{self, TlsVersion};
 use crate::tls::pem::{self, CertKeyPair};
@@ -627,6 +632,12 @@ struct Settings {
     drain_wait: GoDuration,
     drain_timeout: GoDuration,
     frontend_idle_timeout: GoDuration,
+    /// Upstream's key (0 there: no limit); absent here: our finite default.
+    read_header_timeout: Option<GoDuration>,
+    /// Not an upstream key: idle websocket tunnels are closed; 0 = `frontend_idle_timeout`.
+    websocket_idle_timeout: GoDuration,
+    /// Not an upstream key: client connections at once; 0 = half the open-files limit.
+    max_client_connections: i64,
     disable_keep_alives: bool,
     max_idle_conns: i64,
     max_idle_conns_per_host: i64,
@@ -715,6 +726,9 @@ impl Default for Settings {
             drain_wait: GoDuration(Duration::ZERO),
             drain_timeout: GoDuration(Duration::ZERO),
             frontend_idle_timeout: secs(900),
+            read_header_timeout: None,
+            websocket_idle_timeout: GoDuration(Duration::ZERO),
+            max_client_connections: 0,
             disable_keep_alives: true,
             max_idle_conns: 100,
             max_idle_conns_per_host: 2,
@@ -770,6 +784,9 @@ raw_layer! {
         drain_wait: GoDuration,
         drain_timeout: GoDuration,
         frontend_idle_timeout: GoDuration,
+        read_header_timeout: Option<GoDuration>,
+        websocket_idle_timeout: GoDuration,
+        max_client_connections: i64,
         disable_keep_alives: bool,
         max_idle_conns: i64,
         max_idle_conns_per_host: i64,
@@ -1331,6 +1348,19 @@ pub struct Config {
     pub drain_wait: Duration,
     pub drain_timeout: Duration,
     pub frontend_idle_timeout: Duration,
+    /// `read_header_timeout`: an HTTP/1 request head must arrive within this from its first
+    /// byte, and a connection's first head within this from the connection's start (the wait
+    /// between keep-alive requests is `frontend_idle_timeout`'s).
+    /// Absent: [`DEFAULT_READ_HEADER_TIMEOUT`]; 0 (upstream's default, no limit): only
+    /// `frontend_idle_timeout` bounds the head.
+    pub read_header_timeout: Duration,
+    /// `websocket_idle_timeout` (ours): a websocket tunnel with no byte either way for this
+    /// long is closed; absent or 0: `frontend_idle_timeout`.
+    pub websocket_idle_timeout: Duration,
+    /// `max_client_connections` (ours): client connections open at once on the proxy
+    /// listeners; at the cap new connections wait in the kernel's backlog. `None` (absent or
+    /// 0): half the open-files limit, which the router computes at start.
+    pub max_client_connections: Option<usize>,
     /// No connection reuse to backends, and `Connection: close` on every backend request (Go's
     /// `Transport.DisableKeepAlives`). Upstream's code default is true; BOSH renders false.
     pub disable_keep_alives: bool,
@@ -1457,6 +1487,12 @@ impl Config {
             ("drain_timeout", raw.drain_timeout),
             ("frontend_idle_timeout", raw.frontend_idle_timeout),
             ("tls_handshake_timeout", raw.tls_handshake_timeout),
+            (
+                "read_header_timeout",
+                raw.read_header_timeout
+                    .unwrap_or(GoDuration(DEFAULT_READ_HEADER_TIMEOUT)),
+            ),
+            ("websocket_idle_timeout", raw.websocket_idle_timeout),
         ]);
         let nonzero = |key: &'static str, d: GoDuration| {
             if d.0.is_zero() {
@@ -1490,6 +1526,14 @@ impl Config {
             endpoint_timeout
         } else {
             raw.drain_timeout.0
+        };
+        let read_header_timeout = raw
+            .read_header_timeout
+            .map_or(DEFAULT_READ_HEADER_TIMEOUT, |d| d.0);
+        let websocket_idle_timeout = if raw.websocket_idle_timeout.0.is_zero() {
+            frontend_idle_timeout
+        } else {
+            raw.websocket_idle_timeout.0
         };
         let websocket_dial_timeout = if raw.websocket_dial_timeout.0.is_zero() {
             endpoint_dial_timeout
@@ -1612,6 +1656,14 @@ impl Config {
                 });
             }
         }
+        if !raw.zone.trim().is_empty() {
+            // Upstream reads `zone` only for `balancing_algorithm_az_preference`, which this
+            // router does not have (that key is reported as unknown).
+            warnings.push(format!(
+                "config key `zone` ({:?}) is only logged (`local-az-set`): availability-zone preference in load balancing (balancing_algorithm_az_preference) is not supported",
+                raw.zone
+            ));
+        }
         let bind_address = listen_ip("bind_address", &raw.bind_address)?;
         let ip = match listen_ip("ip", &raw.ip)? {
             Some(ip) => ip,
@@ -1667,6 +1719,15 @@ impl Config {
             drain_wait: raw.drain_wait.0,
             drain_timeout,
             frontend_idle_timeout,
+            read_header_timeout,
+            websocket_idle_timeout,
+            max_client_connections: match non_negative(
+                "max_client_connections",
+                raw.max_client_connections,
+            )? {
+                0 => None,
+                n => Some(n),
+            },
             disable_keep_alives: raw.disable_keep_alives,
             max_idle_conns,
             max_idle_conns_per_host,
@@ -2556,5 +2617,43 @@ routing_api: {uri: http://127.0.0.1, port: 3000, auth_disabled: true}
         let c = Config::from_yaml("drain_wait: 20\n").unwrap();
         assert_eq!(c.drain_wait, Duration::from_nanos(20));
         assert!(c.warnings.iter().any(|w| w.contains("drain_wait")));
+    }
+
+    #[test]
+    fn read_header_timeout_is_finite_when_absent_and_zero_leaves_the_idle_timeout() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.read_header_timeout, DEFAULT_READ_HEADER_TIMEOUT);
+        let c = Config::from_yaml("read_header_timeout: 0s").unwrap();
+        assert_eq!(c.read_header_timeout, Duration::ZERO);
+        let c = Config::from_yaml("read_header_timeout: 5s").unwrap();
+        assert_eq!(c.read_header_timeout, Duration::from_secs(5));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn client_connection_cap_and_websocket_idle_timeout_are_our_keys() {
+        let c = Config::from_yaml("frontend_idle_timeout: 100s").unwrap();
+        assert_eq!(c.max_client_connections, None);
+        assert_eq!(c.websocket_idle_timeout, Duration::from_secs(100));
+        let c = Config::from_yaml(
+            "max_client_connections: 5000
+websocket_idle_timeout: 1m",
+        )
+        .unwrap();
+        assert_eq!(c.max_client_connections, Some(5000));
+        assert_eq!(c.websocket_idle_timeout, Duration::from_secs(60));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert!(Config::from_yaml("max_client_connections: -1").is_err());
+    }
+
+    #[test]
+    fn a_zone_is_warned_about_as_only_logged() {
+        assert!(Config::from_yaml("").unwrap().warnings.is_empty());
+        let c = Config::from_yaml("zone: z1").unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("`zone`")),
+            "{:?}",
+            c.warnings
+        );
     }
 }

@@ -376,6 +376,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         shutdown_rx.clone(),
     ));
 
+    // Kept to flush the file on the way out.
+    let access_log_at_exit = access_log.clone();
     let proxy = Arc::new(Proxy {
         table: table.clone(),
         settings: ProxySettings::from_config(&config),
@@ -410,11 +412,30 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         }))
     };
     let connections = Arc::new(Connections::new());
+    let max_client_connections = config.max_client_connections.or_else(|| {
+        // Half the descriptors for clients leaves the rest for their backend connections.
+        process_setup::raise_open_files_limit()
+            .map(|n| usize::try_from(n / 2).unwrap_or(usize::MAX))
+    });
+    tracing::info!(
+        max_client_connections = ?max_client_connections,
+        "client-connection-limit"
+    );
     let listener_settings = ListenerSettings {
         idle_timeout: config.frontend_idle_timeout,
+        read_header_timeout: config.read_header_timeout,
         max_header_bytes: config.max_header_bytes,
         enable_proxy: config.enable_proxy,
         tls_handshake_timeout: config.tls_handshake_timeout,
+        write_stall_timeout: config.endpoint_timeout,
+        tunnel_idle_timeout: config.websocket_idle_timeout,
+        // The internal route-service server's settings drop the limit (below): its
+        // connections carry requests already holding a client connection.
+        connection_limit: max_client_connections.filter(|n| *n > 0).map(|n| {
+            Arc::new(tokio::sync::Semaphore::new(
+                n.min(tokio::sync::Semaphore::MAX_PERMITS),
+            ))
+        }),
     };
     // The internal route-service server serves at once: only this router sends to it.
     let _internal_server = internal_server.map(|(l, tls)| {
@@ -424,7 +445,10 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         AbortOnDrop(tokio::spawn(listener::serve_tls(
             l,
             proxy.clone(),
-            listener_settings.clone(),
+            ListenerSettings {
+                connection_limit: None,
+                ..listener_settings.clone()
+            },
             source,
             connections.clone(),
             stop_accepting_rx.clone(),
@@ -531,6 +555,15 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         connections
             .wait_closed(std::time::Duration::from_millis(500))
             .await;
+    }
+    if let Some(log) = &access_log_at_exit {
+        // Lines of the requests that just ended reach the file before the process exits.
+        if !log.flush(std::time::Duration::from_secs(5)).await {
+            tracing::error!("access-log-flush-timed-out");
+        }
+        if log.dropped() > 0 {
+            tracing::error!(dropped = log.dropped(), "access-log-records-dropped");
+        }
     }
     shutdown_tx.send_replace(true);
     if let Some(task) = nats_task {

@@ -301,6 +301,18 @@ impl ResponseBody {
         self
     }
 
+    /// When the backend exchange must end (`endpoint_timeout`), for a streamed backend body
+    /// with a deadline. The listener gives up a write to a client that reads nothing then:
+    /// the body is only polled while the client takes bytes, so its own timer cannot fire.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        match &self.kind {
+            Kind::Backend {
+                deadline: Some(d), ..
+            } => Some(d.deadline().into_std()),
+            _ => None,
+        }
+    }
+
     pub fn exchange_mut(&mut self) -> &mut Exchange {
         &mut self.exchange
     }

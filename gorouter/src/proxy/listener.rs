@@ -10,18 +10,19 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::body::{BoxError, ResponseBody};
 use super::proxy_protocol;
@@ -34,7 +35,8 @@ pub type TlsConfigSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sy
 /// Go's http2 server default (`defaultMaxStreams`).
 const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
 
-/// Counts open client connections and tells them to finish.
+/// Counts open client connections (websocket tunnels included, until the tunnel ends) and
+/// tells them to finish.
 pub struct Connections {
     active: AtomicUsize,
     all_closed: Notify,
@@ -61,7 +63,8 @@ impl Connections {
     }
 
     /// Asks every connection to finish its in-flight requests and close (HTTP/2: GOAWAY);
-    /// idle ones, and ones still in their PROXY header or TLS handshake, close now.
+    /// idle ones, and ones still in their PROXY header or TLS handshake, close now. Websocket
+    /// tunnels stay open until they end or the router exits (at `drain_timeout`).
     pub fn close_all(&self) {
         self.close.send_replace(true);
     }
@@ -91,39 +94,70 @@ impl Connections {
     }
 }
 
-/// Counts a connection as open until dropped, however its task ends.
-struct Open<'a>(&'a Connections);
+/// Counts a connection as open, and holds its `max_client_connections` slot, until the last
+/// holder drops it: the connection's task, and the connection's I/O, which outlives the task
+/// when the connection becomes a websocket tunnel.
+struct Open {
+    connections: Arc<Connections>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
 
-impl Drop for Open<'_> {
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.closed();
+        self.connections.closed();
     }
 }
 
 /// Front-end connection settings.
 #[derive(Clone, Debug)]
 pub struct ListenerSettings {
-    /// `frontend_idle_timeout`: HTTP/1 waits this long for a request's headers; an HTTP/2
-    /// connection that starts no stream for this long is sent GOAWAY.
+    /// `frontend_idle_timeout`: how long an HTTP/1 connection waits between keep-alive
+    /// requests for the first byte of the next one; an HTTP/2 connection that starts no
+    /// stream for this long is sent GOAWAY.
     pub idle_timeout: Duration,
+    /// `read_header_timeout`: an HTTP/1 request head must arrive within this from its first
+    /// byte (the first head of a connection: from the connection's start). Zero: only
+    /// `idle_timeout` bounds it.
+    pub read_header_timeout: Duration,
     pub max_header_bytes: usize,
     /// `enable_proxy`: connections may start with a PROXY protocol header (v1 or v2).
     pub enable_proxy: bool,
     /// `tls_handshake_timeout`.
     pub tls_handshake_timeout: Duration,
+    /// A write to the client that makes no progress for this long ends the connection, and
+    /// with it the exchange and its backend connection (`endpoint_timeout`).
+    pub write_stall_timeout: Duration,
+    /// `websocket_idle_timeout` (ours): a websocket tunnel with no byte either way for this
+    /// long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// `max_client_connections` (ours): accepted connections at once, shared by the listeners
+    /// given the same semaphore; at the cap new connections wait in the kernel's backlog.
+    /// `None`: no cap.
+    pub connection_limit: Option<Arc<Semaphore>>,
 }
 
 impl Default for ListenerSettings {
-    /// Upstream's code defaults.
+    /// Upstream's code defaults, and ours for our keys.
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(900),
+            read_header_timeout: crate::config::DEFAULT_READ_HEADER_TIMEOUT,
             max_header_bytes: 1024 * 1024,
             enable_proxy: false,
             tls_handshake_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(900),
+            connection_limit: None,
         }
     }
 }
+
+/// Header lines hyper accepts in a request head (its default is 100, answered with 431 above
+/// it; Go has no count limit, only `max_header_bytes`). hyper sizes its parse arrays to this
+/// cap on every head it parses (two heap arrays of 32 bytes per line), so the cap is a
+/// compromise: far above any real client's header count, and small enough that each parse
+/// costs two 64 KiB allocations rather than 16 MiB (a cap of 1 MiB / 4 bytes per line).
+pub const MAX_REQUEST_HEADERS: usize = 2048;
 
 /// What answers the requests of a connection: the [`Proxy`], or a stand-in in tests.
 pub trait Handler: Send + Sync + 'static {
@@ -134,6 +168,12 @@ pub trait Handler: Send + Sync + 'static {
         conn: Arc<ClientConn>,
         req: Request<Incoming>,
     ) -> impl Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
+
+    /// When the exchange behind a response must end (`endpoint_timeout`), if it has a deadline:
+    /// a write of it to a client that reads nothing is given up then.
+    fn deadline(_body: &Self::Body) -> Option<Instant> {
+        None
+    }
 }
 
 impl Handler for Proxy {
@@ -145,6 +185,10 @@ impl Handler for Proxy {
         req: Request<Incoming>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
         Proxy::handle(self, conn, req)
+    }
+
+    fn deadline(body: &ResponseBody) -> Option<Instant> {
+        body.deadline()
     }
 }
 
@@ -209,10 +253,12 @@ async fn accept_loop<H: Handler>(
     // Room past max_header_bytes so the router answers 431 itself, as upstream does.
     let max_buf = (settings.max_header_bytes + 64 * 1024).max(8192 * 2);
     let mut h1 = http1::Builder::new();
+    // The header-read timer is per connection (see `HeadTimer`); this one is replaced.
     h1.timer(TokioTimer::new())
         .title_case_headers(true)
         .keep_alive(true)
         .header_read_timeout(settings.idle_timeout)
+        .max_headers(MAX_REQUEST_HEADERS)
         .max_buf_size(max_buf);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
@@ -227,6 +273,15 @@ async fn accept_loop<H: Handler>(
         connections,
     });
     loop {
+        // At `max_client_connections` nothing is accepted until a connection ends: new ones
+        // wait in the kernel's backlog while the open ones are served as usual.
+        let slot = match &shared.settings.connection_limit {
+            Some(limit) => tokio::select! {
+                _ = stop_accepting.wait_for(|stop| *stop) => return,
+                slot = limit.clone().acquire_owned() => slot.ok(),
+            },
+            None => None,
+        };
         let accepted = tokio::select! {
             _ = stop_accepting.wait_for(|stop| *stop) => return,
             accepted = listener.accept() => accepted,
@@ -242,12 +297,20 @@ async fn accept_loop<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         shared.connections.opened();
-        tokio::spawn(connection(shared.clone(), stream, peer));
+        let open = Arc::new(Open {
+            connections: shared.connections.clone(),
+            _slot: slot,
+        });
+        tokio::spawn(connection(shared.clone(), stream, peer, open));
     }
 }
 
-async fn connection<H: Handler>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: SocketAddr) {
-    let _open = Open(&shared.connections);
+async fn connection<H: Handler>(
+    shared: Arc<Shared<H>>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    open: Arc<Open>,
+) {
     let mut close = shared.connections.close.subscribe();
 
     let remote = if shared.settings.enable_proxy {
@@ -267,9 +330,11 @@ async fn connection<H: Handler>(shared: Arc<Shared<H>>, mut stream: TcpStream, p
         peer
     };
 
+    let state = Arc::new(ConnState::new());
     let Some(tls) = &shared.tls else {
         let client = ClientConn::new(remote, false);
-        return serve_http1(&shared, TokioIo::new(stream), client, close).await;
+        let io = ClientIo::new(stream, &shared.settings, state.clone(), open);
+        return serve_http1(&shared, TokioIo::new(io), client, state, close).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls());
     let handshake = tokio::time::timeout(
@@ -296,10 +361,11 @@ async fn connection<H: Handler>(shared: Arc<Shared<H>>, mut stream: TcpStream, p
     if let Some(leaf) = crate::tls::server::peer_leaf(session) {
         client = client.with_client_cert(Bytes::copy_from_slice(leaf.as_ref()));
     }
+    let io = ClientIo::new(stream, &shared.settings, state.clone(), open);
     if h2 {
-        serve_http2(&shared, TokioIo::new(stream), client, close).await
+        serve_http2(&shared, TokioIo::new(io), client, close).await
     } else {
-        serve_http1(&shared, TokioIo::new(stream), client, close).await
+        serve_http1(&shared, TokioIo::new(io), client, state, close).await
     }
 }
 
@@ -307,6 +373,7 @@ async fn serve_http1<H, I>(
     shared: &Shared<H>,
     io: TokioIo<I>,
     client: ClientConn,
+    state: Arc<ConnState>,
     close: watch::Receiver<bool>,
 ) where
     H: Handler,
@@ -314,8 +381,26 @@ async fn serve_http1<H, I>(
 {
     let handler = shared.handler.clone();
     let client = Arc::new(client);
-    let svc = hyper::service::service_fn(move |req| handler.clone().call(client.clone(), req));
-    let conn = shared.http1.serve_connection(io, svc).with_upgrades();
+    let conn_state = state.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let call = handler.clone().call(client.clone(), req);
+        let state = conn_state.clone();
+        async move {
+            let Ok(resp) = call.await;
+            // One exchange at a time on HTTP/1: its deadline bounds a stalled write.
+            state.set_exchange_deadline(H::deadline(resp.body()));
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                state.upgraded.store(true, Ordering::Relaxed);
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = shared.http1.clone();
+    builder.timer(HeadTimer {
+        state,
+        read_header_timeout: shared.settings.read_header_timeout,
+    });
+    let conn = builder.serve_connection(io, svc).with_upgrades();
     drive(conn, close, None, |c| c.graceful_shutdown()).await
 }
 
@@ -340,6 +425,289 @@ async fn serve_http2<H, I>(
     let conn = shared.http2.serve_connection(io, svc);
     let idle = Some((started, shared.settings.idle_timeout));
     drive(conn, close, idle, |c| c.graceful_shutdown()).await
+}
+
+/// What a connection's I/O, its header-read timer and its request handling share.
+struct ConnState {
+    epoch: Instant,
+    /// When the first byte of the request head being read arrived (nanoseconds after `epoch`,
+    /// plus one); 0 while none has.
+    head_started: AtomicU64,
+    /// The deadline of the HTTP/1 exchange in progress (`endpoint_timeout`), same encoding;
+    /// 0 for none.
+    exchange_deadline: AtomicU64,
+    /// The connection became a websocket tunnel (the response was 101).
+    upgraded: AtomicBool,
+    /// hyper has started waiting for a request head at least once.
+    served_before: AtomicBool,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            head_started: AtomicU64::new(0),
+            exchange_deadline: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+            served_before: AtomicBool::new(false),
+        }
+    }
+
+    fn encode(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    fn decode(&self, v: u64) -> Option<Instant> {
+        (v != 0).then(|| self.epoch + Duration::from_nanos(v - 1))
+    }
+
+    fn set_exchange_deadline(&self, deadline: Option<Instant>) {
+        let v = deadline.map_or(0, |d| self.encode(d));
+        self.exchange_deadline.store(v, Ordering::Relaxed);
+    }
+
+    fn exchange_deadline(&self) -> Option<Instant> {
+        self.decode(self.exchange_deadline.load(Ordering::Relaxed))
+    }
+
+    fn note_head_byte(&self) {
+        if self.head_started.load(Ordering::Relaxed) == 0 {
+            let now = self.encode(Instant::now());
+            let _ =
+                self.head_started
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// hyper's HTTP/1 header-read timer, per connection. hyper starts it whenever it waits for a
+/// request head, idle keep-alive time included, with `frontend_idle_timeout`; once the head's
+/// first byte has arrived, `read_header_timeout` from that byte applies instead. The first
+/// head of a connection gets `read_header_timeout` from the start. (A head whose first bytes
+/// came in with the previous request, pipelined, is bounded by the idle timeout.)
+struct HeadTimer {
+    state: Arc<ConnState>,
+    read_header_timeout: Duration,
+}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        // The first head's clock starts at the connection's start, as Go's does (a client that
+        // connects and sends nothing is cut after read_header_timeout too). A later head
+        // wait is keep-alive idle time until a byte arrives; bytes read before now belonged
+        // to the previous request.
+        let first = !self.state.served_before.swap(true, Ordering::Relaxed);
+        let started = if first { 1 } else { 0 };
+        self.state.head_started.store(started, Ordering::Relaxed);
+        Box::pin(HeadSleep {
+            idle_deadline: deadline,
+            state: self.state.clone(),
+            read_header_timeout: self.read_header_timeout,
+            timer: Box::pin(tokio::time::sleep_until(deadline.into())),
+        })
+    }
+}
+
+struct HeadSleep {
+    idle_deadline: Instant,
+    state: Arc<ConnState>,
+    read_header_timeout: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let started = self
+            .state
+            .decode(self.state.head_started.load(Ordering::Relaxed));
+        let deadline = match started {
+            Some(at) if !self.read_header_timeout.is_zero() => at + self.read_header_timeout,
+            _ => self.idle_deadline,
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        self.timer.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
+
+/// A client connection's I/O: notes when a request head's first byte arrives (for
+/// `HeadTimer`), ends the connection when a write to the client makes no progress for
+/// `write_stall_timeout` or past the exchange's deadline, and, once the connection is a
+/// websocket tunnel, when no byte has crossed it either way for `tunnel_idle_timeout`.
+/// Holds the connection's `Open` count, so a tunnel counts until it ends.
+struct ClientIo<I> {
+    inner: I,
+    state: Arc<ConnState>,
+    write_stall_timeout: Duration,
+    tunnel_idle_timeout: Duration,
+    /// Armed when a write first makes no progress; cleared by progress.
+    write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Tunnels only: armed while a read waits, re-armed from `last_activity`.
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    last_activity: Instant,
+    _open: Arc<Open>,
+}
+
+impl<I> ClientIo<I> {
+    fn new(inner: I, settings: &ListenerSettings, state: Arc<ConnState>, open: Arc<Open>) -> Self {
+        Self {
+            inner,
+            state,
+            write_stall_timeout: settings.write_stall_timeout,
+            tunnel_idle_timeout: settings.tunnel_idle_timeout,
+            write_timer: None,
+            idle_timer: None,
+            last_activity: Instant::now(),
+            _open: open,
+        }
+    }
+
+    fn upgraded(&self) -> bool {
+        self.state.upgraded.load(Ordering::Relaxed)
+    }
+
+    /// A write returned `Pending`: keeps waiting, or gives up once the bound has passed.
+    fn write_stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        if self.write_timer.is_none() {
+            let (bound, what) = if self.upgraded() {
+                (self.tunnel_idle_timeout, "websocket_idle_timeout")
+            } else {
+                (self.write_stall_timeout, "endpoint_timeout")
+            };
+            let mut deadline = Instant::now() + bound;
+            if !self.upgraded() {
+                if let Some(exchange) = self.state.exchange_deadline() {
+                    deadline = deadline.min(exchange);
+                }
+            }
+            tracing::trace!(bound = what, "client-write-stalled");
+            self.write_timer = Some(Box::pin(tokio::time::sleep_until(deadline.into())));
+        }
+        match self.write_timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing of the response for too long (endpoint_timeout, or websocket_idle_timeout for a tunnel)",
+            )),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn wrote(&mut self, n: usize) {
+        if n > 0 {
+            self.write_timer = None;
+            self.last_activity = Instant::now();
+        }
+    }
+
+    /// A tunnel read returned `Pending`: keeps waiting, or ends an idle tunnel.
+    fn read_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        if !self.upgraded() || self.tunnel_idle_timeout.is_zero() {
+            return Poll::Pending;
+        }
+        loop {
+            let due = tokio::time::Instant::from_std(self.last_activity + self.tunnel_idle_timeout);
+            let timer = self
+                .idle_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(())
+                    if Instant::now() >= self.last_activity + self.tunnel_idle_timeout =>
+                {
+                    return Poll::Ready(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "websocket tunnel idle for websocket_idle_timeout",
+                    ))
+                }
+                Poll::Ready(()) => continue,
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.state.note_head_byte();
+                    self.last_activity = Instant::now();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => self.read_idle(cx).map(Err),
+            other => other,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                self.wrote(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => self.write_stalled(cx).map(Err),
+            other => other,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                self.wrote(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => self.write_stalled(cx).map(Err),
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.write_stalled(cx).map(Err),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Pending => self.write_stalled(cx).map(Err),
+            other => other,
+        }
+    }
 }
 
 /// Runs a connection to its end; on `close` (or, with `idle`, after an idle period without a

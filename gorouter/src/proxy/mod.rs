@@ -5,9 +5,11 @@
 //!
 //! 1. [`health_check`](stages::health_check): a load balancer's health check is answered here.
 //! 2. [`trace`](stages::trace): `X-Vcap-Request-Id`, B3, W3C.
-//! 3. [`host`](stages::host), [`app_instance`](stages::app_instance),
-//!    [`max_request_size`](stages::max_request_size): requests refused before the lookup.
-//! 4. [`lookup`](stages::lookup): the route's pool.
+//! 3. [`host`](stages::host), [`app_instance`](stages::app_instance): requests refused
+//!    before the lookup.
+//! 4. [`lookup`](stages::lookup): the route's pool; then
+//!    [`max_request_size`](stages::max_request_size) (A.4's order: an unknown route is 404
+//!    whatever the size of its headers).
 //! 5. [`route_service`](stages::route_service): which pass of the route-service protocol the
 //!    request is on (A.10): refused, back from the route service (validated), or on its way
 //!    to it.
@@ -237,9 +239,7 @@ impl Proxy {
             Ok(a) => a,
             Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
         };
-        if let Err(err) = max_request_size::check(&req, &host, s.max_header_bytes) {
-            return Ok(self.refuse(err, &req, &conn, host, started));
-        }
+        // The lookup before the size check (A.4): an unknown route is 404 however large.
         let pool = match lookup::find_pool(
             &self.table,
             &host,
@@ -249,6 +249,9 @@ impl Proxy {
             Ok(pool) => pool,
             Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
         };
+        if let Err(err) = max_request_size::check(&req, &host, s.max_header_bytes) {
+            return Ok(self.refuse(err, &req, &conn, host, started));
+        }
         let websocket = is_websocket_upgrade(req.headers());
         let facts = route_service::RequestFacts {
             host: &host,
