@@ -311,6 +311,10 @@ impl RoutingApiBuilder {
                 "oauth:\n  token_endpoint: {}\n  port: {port}\n  client_name: routing-api\n  client_secret: secret\n",
                 sh_quote_yaml(endpoint)
             ));
+            // routing-api refuses an http:// UAA without this key (the fake UAA without TLS).
+            if endpoint.starts_with("http://") {
+                text.push_str("  allow_plain_http: true\n");
+            }
         }
         let mut doc: Yaml = serde_yaml_ng::from_str(&text).expect("default config is YAML");
         if let Some(m) = &self.mtls {

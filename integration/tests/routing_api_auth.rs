@@ -361,3 +361,70 @@ async fn config_without_uuid_or_system_domain_exits_1_naming_the_key() {
         assert!(api.log().contains(key), "{}", api.log());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_uaa_is_refused_at_start_unless_allowed() {
+    let uaa = FakeUaa::start().await;
+    assert!(uaa.token_endpoint().starts_with("http://"));
+    let db = TestDatabase::create("ra_auth");
+    let mut api = RoutingApi::builder(Database::mysql(&db))
+        .uaa(&uaa)
+        .yaml("oauth: {allow_plain_http: false}")
+        .spawn();
+    let status = api.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(1), "{}", api.log());
+    let log = api.log();
+    assert!(log.contains("routing-api.failed-load-config"), "{log}");
+    assert!(log.contains("oauth.allow_plain_http"), "{log}");
+    assert_eq!(
+        uaa.all_hits().iter().map(|(_, n)| n).sum::<u64>(),
+        0,
+        "UAA must not be asked over plain HTTP"
+    );
+    // The documented key lets a development setup through.
+    let mut api = RoutingApi::builder(Database::mysql(&db))
+        .uaa(&uaa)
+        .yaml("oauth: {allow_plain_http: true}")
+        .start()
+        .await;
+    assert_eq!(api.get("/routing/v1/routes").await.status, 200);
+    assert!(api.try_exit().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_http_enabled_false_only_the_mutual_tls_port_serves() {
+    let db = TestDatabase::create("ra_auth");
+    let ca = TestCa::new("ra-no-http-ca");
+    let builder = RoutingApi::builder(Database::mysql(&db));
+    let files = MtlsFiles::write(&ca, builder.dir());
+    let mut api = builder
+        .mtls(files)
+        .yaml("api: {http_enabled: false}")
+        .spawn();
+    wait_until(
+        "routing-api to start without its HTTP port",
+        Duration::from_secs(20),
+        || {
+            let log = api.log();
+            async move { log.contains("\"routing-api.started\"") }
+        },
+    )
+    .await;
+    assert!(api.try_exit().is_none(), "{}", api.log());
+    let (cert, key) = ca.issue_client("operator");
+    let r = tls_request(
+        api.mtls_addr(),
+        &ca,
+        Some((&cert, &key)),
+        "/routing/v1/router_groups",
+        None,
+    )
+    .await
+    .expect("the mutual TLS port serves");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        !RoutingApi::port_bound(api.http_port).await,
+        "the plain HTTP port must stay closed:\n{}",
+        api.log()
+    );
+}

@@ -1,7 +1,8 @@
 //! routing-api event streams and TTL expiry end to end (the built binary on MariaDB,
 //! `-devMode`): response heads and SSE framing as in the captures
 //! (routing-api-sse-http.txt, routing-api-sse-tcp.txt), `id` counters per connection, `Upsert`
-//! on create and update, `Delete` on delete and on expiry, expired routes hidden at once.
+//! on create and update, `Delete` on delete and on expiry, expired routes hidden at once, and a
+//! prune of thousands of routes delivered to every subscriber without disconnecting it.
 
 use std::time::{Duration, Instant};
 
@@ -308,4 +309,107 @@ async fn event_streams_end_when_the_process_stops_and_its_own_route_goes() {
         0,
         "the API's own route is deleted on exit"
     );
+}
+
+/// Reads `stream` until it has seen `n` events of `kind` (own-route events aside); panics if
+/// the stream ends first or `deadline` passes.
+async fn count_events(stream: &mut Events, kind: &str, n: usize, deadline: Instant) {
+    let mut seen = 0;
+    while seen < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(ev) = stream.sse.next_event(left).await else {
+            let ended = stream.sse.ends_within(Duration::ZERO).await;
+            panic!("after {seen} of {n} {kind} events the stream ended ({ended}) or went quiet");
+        };
+        assert_eq!(
+            ev.id,
+            stream.next_id.to_string(),
+            "ids count up: {}",
+            ev.raw
+        );
+        stream.next_id += 1;
+        if !is_own_route(&ev) {
+            assert_eq!(ev.event, kind, "{}", ev.raw);
+            seen += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_that_expires_thousands_of_routes_keeps_every_subscriber_connected() {
+    const ROUTES: usize = 5000;
+    const BATCH: usize = 500;
+    let e = env().await;
+    let rg = e.api.default_group_guid().await;
+    let mut http = Events::open(&e.api, "/routing/v1/events").await;
+    let mut tcp = Events::open(&e.api, "/routing/v1/tcp_routes/events").await;
+    let posted = Instant::now();
+    for batch in 0..ROUTES / BATCH {
+        let ids = batch * BATCH..(batch + 1) * BATCH;
+        let routes: Vec<String> = ids
+            .clone()
+            .map(|i| {
+                format!(r#"{{"route":"r{i}.bulk.example.com","port":80,"ip":"10.0.0.1","ttl":10}}"#)
+            })
+            .collect();
+        let r = e
+            .api
+            .post("/routing/v1/routes", &format!("[{}]", routes.join(",")))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.dump());
+        let mappings: Vec<String> = ids
+            .map(|i| format!(r#"{{"router_group_guid":"{rg}","port":1025,"backend_ip":"10.0.0.1","backend_port":{},"ttl":10}}"#, i + 1))
+            .collect();
+        let r = e
+            .api
+            .post(
+                "/routing/v1/tcp_routes/create",
+                &format!("[{}]", mappings.join(",")),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.dump());
+    }
+    eprintln!(
+        "{} routes of each kind posted in {:?}",
+        ROUTES,
+        posted.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    count_events(&mut http, "Upsert", ROUTES, deadline).await;
+    count_events(&mut tcp, "Upsert", ROUTES, deadline).await;
+    // Expiry: the pruner (every 10 s) deletes them in one or two rounds of thousands.
+    count_events(&mut http, "Delete", ROUTES, deadline).await;
+    count_events(&mut tcp, "Delete", ROUTES, deadline).await;
+    assert_eq!(e._db.count("tcp_routes"), 0);
+    let log = e.api.log();
+    let pruned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("pruned-expired-routes"))
+        .collect();
+    let largest = |kind: &str| {
+        pruned
+            .iter()
+            .filter_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                v["data"][kind].as_u64()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    // The point: a single prune published far more than upstream's 1024-event buffer.
+    assert!(
+        largest("http") > 1024 && largest("tcp") > 1024,
+        "the routes expired in small rounds, which proves nothing: {pruned:#?}"
+    );
+    // Both streams are still open and deliver what comes next.
+    let r = e
+        .api
+        .post(
+            "/routing/v1/routes",
+            r#"[{"route":"after-prune.example.com","port":80,"ip":"10.0.0.1","ttl":60}]"#,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let ev = http.next(WAIT).await;
+    assert!(ev.data.contains("after-prune.example.com"), "{}", ev.raw);
 }

@@ -1,7 +1,8 @@
 //! routing-api's lock and its database (B.9): active/standby on one MariaDB database (the
 //! `locks` table in routing-api's own database), take-over after `kill -9` and after SIGTERM,
-//! exit when the lock is taken away, the same with the real `locket` server, and a database
-//! outage (through a [`DbGate`]) answered with 503 and recovered from without losing writes.
+//! exit when the lock is taken away, the same with the real `locket` server, and a short
+//! database outage (through a [`DbGate`]) answered with 503 and recovered from without losing
+//! writes (a long one ends the lock: routing_api_split_brain.rs).
 
 use std::time::{Duration, Instant};
 
@@ -213,7 +214,8 @@ async fn a_database_outage_is_503_and_acknowledged_writes_survive_it() {
         "503s took {:?}",
         started.elapsed()
     );
-    // the process keeps running (and keeps its lock) while the database is away
+    // the process keeps running (and keeps its lock) while the database is away for less
+    // than the refresh bound (5 s; longer, it stops serving: routing_api_split_brain.rs)
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         api.try_exit().is_none(),

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::auth::TokenValidator;
 use crate::events::{Hubs, SseBody};
+use crate::json::go_json;
 use crate::metrics::{Kind, Metrics};
 use crate::store::{Store, StoreError};
 use crate::validation::{self, RouteProblem};
@@ -62,26 +63,6 @@ fn full(
 /// Go's content sniffing labels JSON written without a Content-Type as plain text.
 const SNIFFED: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
-
-/// JSON the way Go's encoder writes it (response bodies and event data alike): `<`, `>` and
-/// `&` escaped inside strings (they can only appear inside strings, so a byte replacement is
-/// exact).
-pub(crate) fn go_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(value)?;
-    if !json.iter().any(|b| matches!(b, b'<' | b'>' | b'&')) {
-        return Ok(json);
-    }
-    let mut out = Vec::with_capacity(json.len() + 16);
-    for b in json {
-        match b {
-            b'<' => out.extend_from_slice(b"\\u003c"),
-            b'>' => out.extend_from_slice(b"\\u003e"),
-            b'&' => out.extend_from_slice(b"\\u0026"),
-            b => out.push(b),
-        }
-    }
-    Ok(out)
-}
 
 /// An error response: `{"name":…,"message":…}`.
 pub fn error(status: StatusCode, name: &str, message: impl Into<String>) -> Response<ApiBody> {
@@ -342,18 +323,25 @@ impl Api {
                 return route_problem(p);
             }
         }
-        for r in &routes {
-            let ttl = r
-                .ttl
-                .map(|t| Duration::from_secs(t as u64))
-                .unwrap_or(self.max_ttl);
-            match self.store.upsert_http_route(r, ttl).await {
-                Ok((stored, created)) => {
+        // one transaction: all of the request's routes are stored, or none
+        let batch: Vec<(HttpRoute, Duration)> = routes
+            .into_iter()
+            .map(|r| {
+                let ttl = r
+                    .ttl
+                    .map(|t| Duration::from_secs(t as u64))
+                    .unwrap_or(self.max_ttl);
+                (r, ttl)
+            })
+            .collect();
+        match self.store.upsert_http_routes(&batch).await {
+            Ok(stored) => {
+                for (stored, created) in stored {
                     self.metrics.route_upserted(Kind::Http, created);
                     self.hubs.http.publish(EventAction::Upsert, &stored)
                 }
-                Err(e) => return db_error(&e),
             }
+            Err(e) => return db_error(&e),
         }
         full(StatusCode::CREATED, Bytes::new(), None)
     }
@@ -368,15 +356,14 @@ impl Api {
                 return route_problem(p);
             }
         }
-        for r in &routes {
-            match self.store.delete_http_route(r).await {
-                Ok(Some(deleted)) => {
+        match self.store.delete_http_routes(&routes).await {
+            Ok(deleted) => {
+                for deleted in deleted.into_iter().flatten() {
                     self.metrics.route_removed(Kind::Http);
                     self.hubs.http.publish(EventAction::Delete, &deleted)
                 }
-                Ok(None) => {}
-                Err(e) => return db_error(&e),
             }
+            Err(e) => return db_error(&e),
         }
         full(StatusCode::NO_CONTENT, Bytes::new(), None)
     }
@@ -411,18 +398,25 @@ impl Api {
                 ));
             }
         }
-        for m in &mappings {
-            let ttl = m
-                .ttl
-                .map(|t| Duration::from_secs(t as u64))
-                .unwrap_or(self.max_ttl);
-            match self.store.upsert_tcp_route(m, ttl).await {
-                Ok((stored, created)) => {
+        // one transaction: all of the request's mappings are stored, or none
+        let batch: Vec<(TcpRouteMapping, Duration)> = mappings
+            .into_iter()
+            .map(|m| {
+                let ttl = m
+                    .ttl
+                    .map(|t| Duration::from_secs(t as u64))
+                    .unwrap_or(self.max_ttl);
+                (m, ttl)
+            })
+            .collect();
+        match self.store.upsert_tcp_routes(&batch).await {
+            Ok(stored) => {
+                for (stored, created) in stored {
                     self.metrics.route_upserted(Kind::Tcp, created);
                     self.hubs.tcp.publish(EventAction::Upsert, &stored)
                 }
-                Err(e) => return db_error(&e),
             }
+            Err(e) => return db_error(&e),
         }
         full(StatusCode::CREATED, Bytes::new(), None)
     }
@@ -437,15 +431,14 @@ impl Api {
                 return process_error(msg);
             }
         }
-        for m in &mappings {
-            match self.store.delete_tcp_route(m).await {
-                Ok(Some(deleted)) => {
+        match self.store.delete_tcp_routes(&mappings).await {
+            Ok(deleted) => {
+                for deleted in deleted.into_iter().flatten() {
                     self.metrics.route_removed(Kind::Tcp);
                     self.hubs.tcp.publish(EventAction::Delete, &deleted)
                 }
-                Ok(None) => {}
-                Err(e) => return db_error(&e),
             }
+            Err(e) => return db_error(&e),
         }
         full(StatusCode::NO_CONTENT, Bytes::new(), None)
     }
@@ -493,9 +486,17 @@ impl Api {
         ) {
             return process_error(msg);
         }
-        match self.store.create_router_group(&group).await {
+        // checked again in the insert's transaction: a concurrent write may have committed since
+        let check = |all: &[RouterGroup]| {
+            validation::validate_router_groups(
+                all,
+                &self.reserved_ports,
+                self.fail_on_router_port_conflicts,
+            )
+        };
+        match self.store.create_router_group_checked(&group, &check).await {
             Ok(created) => marshaled(StatusCode::CREATED, &created, SNIFFED),
-            Err(StoreError::Duplicate(msg)) => process_error(msg),
+            Err(StoreError::Duplicate(msg) | StoreError::Rejected(msg)) => process_error(msg),
             Err(e) => db_error(&e),
         }
     }
@@ -529,9 +530,17 @@ impl Api {
         ) {
             return process_error(msg);
         }
+        // checked again in the update's transaction: a concurrent write may have committed since
+        let check = |all: &[RouterGroup]| {
+            validation::validate_router_groups(
+                all,
+                &self.reserved_ports,
+                self.fail_on_router_port_conflicts,
+            )
+        };
         match self
             .store
-            .update_router_group_ports(guid, &updated.reservable_ports)
+            .update_router_group_ports_checked(guid, &updated.reservable_ports, &check)
             .await
         {
             Ok(_) => {
@@ -542,6 +551,12 @@ impl Api {
                 }
                 r
             }
+            Err(StoreError::Rejected(msg)) => process_error(msg),
+            Err(StoreError::NotFound(_)) => error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundError",
+                format!("Router Group '{guid}' does not exist"),
+            ),
             Err(e) => db_error(&e),
         }
     }
@@ -569,8 +584,9 @@ fn router_group_guid(path: &str) -> Option<&str> {
     (!guid.is_empty() && !guid.contains('/')).then_some(guid)
 }
 
-/// Values of `key` in a query string, percent-decoded.
-fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
+/// Values of `key` in a query string, percent-decoded. Public for the fuzz targets only.
+#[doc(hidden)]
+pub fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
     let Some(q) = query else { return Vec::new() };
     q.split('&')
         .filter_map(|pair| {

@@ -4,10 +4,18 @@
 //! in the routing API's own database (see [`crate::lock`]). `sqldb.type: sqlite` with
 //! `sqldb.schema` as the file path is our embedded default.
 //!
-//! Extensions (keys upstream does not have): `auth_disabled` (as `-devMode`), and
+//! Extensions (keys upstream does not have): `auth_disabled` (as `-devMode`),
 //! `bind_address`, the IP address (IPv4 or IPv6, no port) the HTTP API (`api.listen_port`) and
 //! the mutual TLS API (`api.mtls_listen_port`) bind, `0.0.0.0` (all interfaces, as upstream)
-//! by default. The admin port stays on 127.0.0.1.
+//! by default (the admin port stays on 127.0.0.1); `oauth.allow_plain_http` (default false):
+//! an `http://` `oauth.token_endpoint` is refused at load unless it is true, since UAA's token
+//! keys would then travel unprotected; and `sqldb.skip_ssl_validation` (default false), TLS to
+//! MySQL without certificate checks. Upstream's top-level `skip_ssl_validation` turns off the
+//! checks of UAA's certificate only (upstream also applied it to MySQL).
+//!
+//! `sqldb.password` is a [`Secret`]: `Debug` output of the config shows `<redacted>`.
+//! `api.http_enabled: false` (upstream's key) leaves the plain HTTP port closed; the mutual TLS
+//! files are then required.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +25,13 @@ use serde::de::Deserializer;
 use serde::Deserialize;
 use yaml_config::GoDuration;
 
-use crate::validation::DEFAULT_RESERVED_PORTS;
+use crate::secret::Secret;
+
+/// BOSH's default `reserved_system_component_ports`, expanded.
+pub const DEFAULT_RESERVED_PORTS: &[u16] = &[
+    2822, 2825, 3457, 3458, 3459, 3460, 3461, 8853, 9100, 14726, 14727, 14821, 14822, 14823, 14824,
+    14829, 14830, 14920, 14922, 15821, 17002, 53035, 53080,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,6 +71,8 @@ impl Default for ApiConfig {
 pub struct OAuthConfig {
     pub token_endpoint: String,
     pub port: i32,
+    /// Ours: accept an `http://` token endpoint (local development only).
+    pub allow_plain_http: bool,
     // `client_name` / `client_secret` are upstream keys routing-api never uses (it only
     // verifies tokens): left out so that they are reported as not supported.
     /// A file path (unlike gorouter's inline PEM keys).
@@ -73,8 +89,11 @@ pub struct SqlDbConfig {
     /// Database name for MySQL; the database file for SQLite.
     pub schema: String,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     pub ca_cert: String,
+    /// Ours: TLS to MySQL without certificate checks (upstream took the top-level
+    /// `skip_ssl_validation`, meant for UAA).
+    pub skip_ssl_validation: bool,
     pub skip_hostname_validation: bool,
     pub max_open_connections: u32,
     pub max_idle_connections: u32,
@@ -89,8 +108,9 @@ impl Default for SqlDbConfig {
             port: 3306,
             schema: "routing-api.db".into(),
             username: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             ca_cert: String::new(),
+            skip_ssl_validation: false,
             skip_hostname_validation: false,
             max_open_connections: 200,
             max_idle_connections: 10,
@@ -200,7 +220,7 @@ pub enum Database {
         port: u16,
         schema: String,
         username: String,
-        password: String,
+        password: Secret,
     },
     Sqlite {
         path: PathBuf,
@@ -336,6 +356,21 @@ impl Config {
                     "no token endpoint specified (or run with -devMode / auth_disabled: true)",
                 ));
             }
+            let endpoint = raw.oauth.token_endpoint.trim();
+            let plain = endpoint
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+            if plain && !raw.oauth.allow_plain_http {
+                return Err(ConfigError::Invalid {
+                    key: "oauth.token_endpoint",
+                    message: format!(
+                        "{endpoint:?} is plain HTTP: UAA's token keys would travel without TLS and \
+                         could be replaced on the way. Use https:// (or a host name, https is \
+                         assumed) with the UAA TLS port in oauth.port, or set \
+                         oauth.allow_plain_http: true for local development"
+                    ),
+                });
+            }
             if raw.oauth.port == 0 || raw.oauth.port < -1 || raw.oauth.port > 65535 {
                 return Err(invalid(
                     "oauth.port",
@@ -415,15 +450,6 @@ impl Config {
                 "a Locket address needs locket_ca_cert_file, locket_client_cert_file and locket_client_key_file",
             ));
         }
-        crate::validation::validate_seed_router_groups(
-            &raw.router_groups,
-            &raw.reserved_system_component_ports,
-            raw.fail_on_router_port_conflicts,
-        )
-        .map_err(|message| ConfigError::Invalid {
-            key: "router_groups",
-            message,
-        })?;
         let metrics_reporting_interval = text_duration(
             "metrics_reporting_interval",
             &raw.metrics_reporting_interval,
@@ -560,16 +586,6 @@ mod tests {
     }
 
     #[test]
-    fn bad_seed_is_an_error() {
-        let yaml = format!(
-            "{MINIMAL}router_groups:\n- {{name: a, type: tcp, reservable_ports: \"10-20\"}}\n"
-        );
-        let e = Config::from_yaml(&yaml, true).unwrap_err().to_string();
-        assert!(e.contains("router_groups"), "{e}");
-        assert!(e.contains("Port must be between 1024 and 65535"), "{e}");
-    }
-
-    #[test]
     fn mtls_files_are_all_or_nothing() {
         let yaml = format!("{MINIMAL}api: {{mtls_server_cert_file: c}}\n");
         let e = Config::from_yaml(&yaml, true).unwrap_err().to_string();
@@ -645,6 +661,60 @@ mod tests {
                 .to_string();
             assert!(e.contains(key), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn a_plain_http_uaa_endpoint_is_refused_unless_allowed() {
+        let with = |oauth: &str| Config::from_yaml(&format!("{MINIMAL}oauth: {oauth}\n"), false);
+        for endpoint in ["http://uaa.example.com", " HTTP://127.0.0.1"] {
+            let e = with(&format!("{{token_endpoint: '{endpoint}', port: 8080}}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("oauth.token_endpoint"), "{e}");
+            assert!(e.contains("oauth.allow_plain_http"), "{e}");
+        }
+        let c =
+            with("{token_endpoint: 'http://uaa.example.com', port: 8080, allow_plain_http: true}")
+                .unwrap();
+        assert!(c.oauth.allow_plain_http);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        // https, or a bare host name (https assumed), needs nothing.
+        with("{token_endpoint: uaa.service.cf.internal, port: 8443}").unwrap();
+        with("{token_endpoint: 'https://uaa.example.com', port: 443}").unwrap();
+        // With token checks off nothing talks to UAA.
+        Config::from_yaml(
+            &format!("{MINIMAL}oauth: {{token_endpoint: 'http://u', port: 80}}\n"),
+            true,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn debug_output_of_the_config_hides_the_database_password() {
+        let c = Config::from_yaml(
+            &format!("{MINIMAL}sqldb: {{type: mysql, host: db, schema: s, username: u, password: 'hunter2'}}\n"),
+            true,
+        )
+        .unwrap();
+        let debug = format!("{c:?} {c:#?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        match &c.database {
+            Database::Mysql { password, .. } => assert_eq!(password.expose(), "hunter2"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sqldb_skip_ssl_validation_is_its_own_key() {
+        let c = Config::from_yaml(
+            &format!("{MINIMAL}sqldb: {{skip_ssl_validation: true}}\n"),
+            true,
+        )
+        .unwrap();
+        assert!(c.sqldb.skip_ssl_validation);
+        assert!(!c.skip_ssl_validation);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! mutual TLS when `locket.locket_address` is set, otherwise Locket's `locks` table in the
 //! routing API's own database, so routing-api processes sharing a database are active/standby.
 //!
-//! With the database backend a database outage is not a lost lock: nobody else can take the
-//! lock while the database is down either, and requests already answer 503 meanwhile. So a
-//! refresh that fails only because the database is unreachable is tolerated once the lock was
-//! held; a refresh that finds another owner ends the runner and the process.
+//! Never two active instances: a peer may take the lock `ttl` after the holder's last refresh
+//! reached the database. So with the database backend a refresh that fails (the database is
+//! unreachable) or takes longer than its budget is tolerated only while the last successful
+//! refresh started less than [`refresh_bound`] (a third of the TTL, 5 s) ago: past that the
+//! lock counts as lost ([`HeldLock::lost`] resolves, even if the refresh call is still
+//! pending) and the process stops serving, well before the TTL lets a peer in. A slower or
+//! briefly failing database within that bound costs nothing. A refresh that finds another
+//! owner ends the lock at once. With a Locket server any failed refresh ends it at once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use locket::runner::{hold_lock, BackendFuture, LockBackend, LockHandle, LockRunnerConfig};
@@ -19,7 +22,51 @@ use locket::{LockError, Resource};
 
 use crate::config::{Config, Database};
 
-/// The database backend, tolerant of outages while the lock is held.
+/// How long a held lock may go without a successful refresh before it counts as lost: a third
+/// of the TTL, so that the holder has stopped serving (with seconds to spare for closing
+/// connections) before a peer's TTL timer on the last refreshed version can fire.
+pub fn refresh_bound(ttl: Duration) -> Duration {
+    ttl / 3
+}
+
+/// When the last successful refresh of a held lock started (`None`: not held yet). A refresh
+/// is dated by its start, not its end: the database may have committed it at any point in
+/// between, and a peer's TTL counts from there.
+#[derive(Clone, Default)]
+struct Lease {
+    renewed_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Lease {
+    fn renewed(&self, started: Instant) {
+        let mut at = self.renewed_at.lock().unwrap_or_else(|e| e.into_inner());
+        if at.is_none_or(|t| t < started) {
+            *at = Some(started);
+        }
+    }
+
+    fn renewed_at(&self) -> Option<Instant> {
+        *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves once no refresh has succeeded for `bound`, with how long it has been.
+    async fn expired(&self, bound: Duration) -> Duration {
+        loop {
+            let Some(at) = self.renewed_at() else {
+                // Not held yet: nothing can expire (callers only wait once it is held).
+                tokio::time::sleep(bound).await;
+                continue;
+            };
+            let deadline = at + bound;
+            if Instant::now() >= deadline {
+                return at.elapsed();
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// The database backend, tolerant of short outages while the lock is held.
 struct DatabaseLock {
     table: LockTable,
     /// How long one lock call may take: less than the runner's own timeout (its retry
@@ -27,7 +74,9 @@ struct DatabaseLock {
     /// timeout) ends as a tolerated [`LockError::Timeout`] here instead of the runner's, which
     /// would end the process.
     call_budget: Duration,
-    held: AtomicBool,
+    lease: Lease,
+    /// See [`refresh_bound`].
+    bound: Duration,
     /// This process's TTL timers (see [`locket::expiry`]).
     expirer: locket::expiry::Expirer,
 }
@@ -35,20 +84,29 @@ struct DatabaseLock {
 impl LockBackend for DatabaseLock {
     fn lock<'a>(&'a self, resource: &'a Resource, ttl_secs: i64) -> BackendFuture<'a, ()> {
         Box::pin(async move {
+            let started = Instant::now();
             let call = tokio::time::timeout(self.call_budget, self.table.lock(resource, ttl_secs));
             let result = call
                 .await
                 .unwrap_or(Err(LockError::Timeout(self.call_budget)));
             match result {
                 Ok(_) => {
-                    self.held.store(true, Ordering::SeqCst);
+                    self.lease.renewed(started);
                     Ok(())
                 }
-                Err(e @ (LockError::Unavailable(_) | LockError::Timeout(_)))
-                    if self.held.load(Ordering::SeqCst) =>
-                {
-                    tracing::warn!(error = %e, "lock-refresh-deferred-database-unavailable");
-                    Ok(())
+                Err(e @ (LockError::Unavailable(_) | LockError::Timeout(_))) => {
+                    match self.lease.renewed_at() {
+                        Some(at) if started.duration_since(at) < self.bound => {
+                            tracing::warn!(
+                                error = %e,
+                                unrefreshed_ms = at.elapsed().as_millis() as u64,
+                                "lock-refresh-deferred-database-unavailable"
+                            );
+                            Ok(())
+                        }
+                        // Not held yet, or unrefreshed for too long: the runner ends (lost).
+                        _ => Err(e),
+                    }
                 }
                 Err(LockError::Collision) => {
                     // Someone else holds it: arm the TTL timer on the version just seen, so a
@@ -79,7 +137,7 @@ impl LockBackend for DatabaseLock {
 fn database_options(config: &Config) -> anyhow::Result<DbConnectOptions> {
     Ok(match &config.database {
         Database::Mysql { .. } => DbConnectOptions::MySql(crate::store::mysql_connect_options(
-            &crate::run::store_config(config),
+            &crate::database::store_config(config),
         )),
         Database::Sqlite { path } => {
             DbConnectOptions::for_driver("sqlite", &path.display().to_string())
@@ -91,12 +149,16 @@ fn database_options(config: &Config) -> anyhow::Result<DbConnectOptions> {
 /// A lock this process holds.
 pub struct HeldLock {
     handle: LockHandle,
+    /// The database backend's lease and its [`refresh_bound`] (none with a Locket server,
+    /// where the runner ends at the first failed refresh).
+    lease: Option<(Lease, Duration)>,
     _expiry: Option<locket::expiry::ExpiryTask>,
 }
 
 /// Joins the competition for the lock and returns once it is held. Standby processes wait
 /// here, serving nothing.
 pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
+    let mut lease = None;
     let (backend, expiry): (Arc<dyn LockBackend>, _) = if config.locket.locket_address.is_empty() {
         let table = LockTable::connect_with(database_options(config)?, PoolSettings::default())
             .await
@@ -104,11 +166,15 @@ pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
             .context("cannot open the lock table in the database")?;
         // No Locket server expires the locks of dead holders: every process does it.
         let expiry = locket::expiry::spawn(table.clone());
+        let bound = refresh_bound(config.lock_ttl);
+        let l = Lease::default();
+        lease = Some((l.clone(), bound));
         (
             Arc::new(DatabaseLock {
                 table,
                 call_budget: config.lock_retry_interval.mul_f64(0.8),
-                held: AtomicBool::new(false),
+                lease: l,
+                bound,
                 expirer: expiry.expirer().clone(),
             }),
             Some(expiry),
@@ -136,16 +202,33 @@ pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(HeldLock {
         handle,
+        lease,
         _expiry: expiry,
     })
 }
 
 impl HeldLock {
-    /// Resolves when the lock is lost, with the reason.
+    /// Resolves when the lock is lost, with the reason: the runner ended (another owner, or
+    /// a refresh failed past the bound), or no refresh succeeded for [`refresh_bound`] while
+    /// one is still pending.
     pub async fn lost(&mut self) -> String {
-        match self.handle.finished().await {
-            Err(e) => e.to_string(),
-            Ok(()) => "the lock runner stopped".into(),
+        let lease = self.lease.clone();
+        let unrefreshed = async move {
+            match lease {
+                Some((lease, bound)) => Some((lease.expired(bound).await, bound)),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            finished = self.handle.finished() => match finished {
+                Err(e) => e.to_string(),
+                Ok(()) => "the lock runner stopped".into(),
+            },
+            Some((since, bound)) = unrefreshed => format!(
+                "the lock was not refreshed for {}ms (bound {}ms, a third of its TTL): a peer may take it when the TTL runs out",
+                since.as_millis(),
+                bound.as_millis()
+            ),
         }
     }
 
@@ -181,14 +264,67 @@ mod tests {
     }
 
     #[test]
+    fn the_refresh_bound_is_a_third_of_the_ttl() {
+        assert_eq!(
+            refresh_bound(Duration::from_secs(15)),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_lease_expires_a_bound_after_the_last_refresh_started_unless_renewed() {
+        let bound = Duration::from_millis(300);
+        let lease = Lease::default();
+        let start = Instant::now();
+        lease.renewed(start);
+        // Renewed halfway: the deadline moves to that refresh's start plus the bound.
+        let l = lease.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            l.renewed(Instant::now());
+            // An older refresh finishing late never moves the deadline back.
+            l.renewed(start);
+        });
+        let unrefreshed = lease.expired(bound).await;
+        let took = start.elapsed();
+        assert!(unrefreshed >= bound, "{unrefreshed:?}");
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_millis(1000),
+            "{took:?}"
+        );
+    }
+
+    #[test]
     fn the_lock_table_reaches_mysql_like_the_store() {
         let plain = mysql_options(&mysql_config(""));
         assert_eq!(plain.get_host(), "db.example.com");
         assert_eq!(plain.get_port(), 3307);
         assert_eq!(plain.get_database(), Some("routing"));
         assert!(matches!(plain.get_ssl_mode(), MySqlSslMode::Disabled));
-        // `skip_ssl_validation` means TLS without verification, for the lock table too.
-        let tls = mysql_options(&mysql_config("skip_ssl_validation: true\n"));
-        assert!(matches!(tls.get_ssl_mode(), MySqlSslMode::Required));
+        // `sqldb.skip_ssl_validation` means TLS without verification, for the lock table too.
+        let c = Config::from_yaml(
+            "system_domain: example.com\nlog_guid: routing-api\nuuid: u1\n\
+             sqldb: {type: mysql, host: db.example.com, schema: routing, skip_ssl_validation: true}\n",
+            true,
+        )
+        .unwrap();
+        assert!(matches!(
+            mysql_options(&c).get_ssl_mode(),
+            MySqlSslMode::Required
+        ));
+    }
+
+    #[test]
+    fn top_level_skip_ssl_validation_is_for_uaa_and_leaves_mysql_checks_alone() {
+        // Upstream applied it to MySQL too: a UAA setting silently turned off database TLS
+        // verification.
+        let c = mysql_config("skip_ssl_validation: true\n");
+        assert!(c.skip_ssl_validation);
+        assert!(!crate::database::store_config(&c).skip_ssl_validation);
+        let c = mysql_config("skip_ssl_validation: true\n");
+        assert!(matches!(
+            mysql_options(&c).get_ssl_mode(),
+            MySqlSslMode::Disabled
+        ));
     }
 }

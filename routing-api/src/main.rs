@@ -37,7 +37,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let config_path = std::path::Path::new(flags.string("config"));
-    let config = match routing_api::config::Config::load(config_path, flags.bool("devMode")) {
+    let loaded = routing_api::config::Config::load(config_path, flags.bool("devMode"))
+        .and_then(|c| routing_api::seeds::check(&c).map(|()| c));
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "routing-api.failed-load-config");

@@ -2,61 +2,28 @@
 //! lock is ever taken), then the lock, then migrations, seeding, listeners, self-registration
 //! and the expiry pruner; a failure in any step after the lock releases it before exiting; on
 //! SIGTERM the streams close, the own route is removed and the lock released; on a lost lock
-//! the process stops serving and exits non-zero.
+//! every connection is cut at once and the process exits non-zero. This module only orders
+//! those steps: the pieces live in [`crate::lock`], [`crate::seeds`], [`crate::server`],
+//! [`crate::tls`], [`crate::admin`] and [`crate::background`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use routing_api_client::{EventAction, HttpRoute, RouterGroup};
+use routing_api_client::EventAction;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::api::Api;
 use crate::auth::{TokenValidator, UaaConfig};
+use crate::background::{own_route, prune_expired, register_own_route};
 use crate::config::{Config, Database};
+use crate::database::store_config;
 use crate::events::Hubs;
 use crate::lock;
-use crate::metrics::{self, Kind, Metrics, StatsdConfig};
+use crate::metrics::{self, Metrics, StatsdConfig};
 use crate::server;
-use crate::store::{DbKind, Store, StoreConfig};
-
-/// How often expired routes are deleted (B.5).
-const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
-
-/// The store settings for the configured database.
-pub fn store_config(config: &Config) -> StoreConfig {
-    let mut sc = StoreConfig::default();
-    match &config.database {
-        Database::Mysql {
-            host,
-            port,
-            schema,
-            username,
-            password,
-        } => {
-            sc.kind = DbKind::Mysql;
-            sc.host = host.clone();
-            sc.port = *port;
-            sc.schema = schema.clone();
-            sc.username = username.clone();
-            sc.password = password.clone();
-        }
-        Database::Sqlite { path } => {
-            sc.kind = DbKind::Sqlite;
-            sc.sqlite_path = path.clone();
-        }
-    }
-    sc.ca_cert = (!config.sqldb.ca_cert.is_empty()).then(|| config.sqldb.ca_cert.clone());
-    sc.skip_ssl_validation = config.skip_ssl_validation;
-    sc.skip_hostname_validation = config.sqldb.skip_hostname_validation;
-    sc.max_open_connections = config.sqldb.max_open_connections;
-    sc.max_idle_connections = config.sqldb.max_idle_connections;
-    sc.connections_max_lifetime =
-        Duration::from_secs(config.sqldb.connections_max_lifetime_seconds);
-    sc
-}
+use crate::store::{DbKind, Store};
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
@@ -72,23 +39,6 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 fn failed(message: &str, error: impl std::fmt::Display) -> anyhow::Error {
     tracing::error!(error = %error, "{message}");
     anyhow::anyhow!("{message}: {error}")
-}
-
-/// The routing API's own route, `api.<system_domain>/routing`. `ip` is the `-ip` flag as given
-/// (upstream takes it as text too).
-fn own_route(config: &Config, ip: &str) -> HttpRoute {
-    HttpRoute {
-        route: format!("api.{}/routing", config.system_domain),
-        port: if config.api.http_enabled {
-            config.api.listen_port
-        } else {
-            config.api.mtls_listen_port
-        },
-        ip: ip.to_owned(),
-        ttl: Some(config.max_ttl.as_secs() as i64),
-        log_guid: config.log_guid.clone(),
-        ..HttpRoute::default()
-    }
 }
 
 /// Runs until SIGTERM/SIGINT (Ok) or until the lock is lost (Err). Every failure is logged
@@ -113,6 +63,16 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
             path = %store_config.sqlite_path.display(),
             "routing-api.database"
         ),
+    }
+    if config.skip_ssl_validation
+        && matches!(config.database, Database::Mysql { .. })
+        && !config.sqldb.skip_ssl_validation
+    {
+        // Upstream's top-level key also turned off MySQL's certificate checks; ours does not.
+        tracing::warn!(
+            "routing-api.skip-ssl-validation-applies-to-uaa-only: MySQL certificates are still \
+             checked; set sqldb.skip_ssl_validation to skip them"
+        );
     }
     let store = Store::connect(&store_config)
         .await
@@ -144,6 +104,7 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
             ca_certs_path: (!config.oauth.ca_certs.is_empty())
                 .then(|| config.oauth.ca_certs.clone().into()),
             skip_ssl_validation: config.skip_ssl_validation,
+            allow_plain_http: config.oauth.allow_plain_http,
         })
         .await
         .map_err(|e| failed("routing-api.creating-uaa-client", e))?
@@ -164,6 +125,11 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
     tracing::info!(lock = %config.lock_resource_key, "routing-api.locket-lock.acquired-lock");
 
     let (closing_tx, closing_rx) = watch::channel(false);
+    let (cut_tx, cut_rx) = watch::channel(false);
+    let stop = server::Stop {
+        closing: closing_rx.clone(),
+        cut: cut_rx,
+    };
     let hubs = Hubs::default();
     let api = Arc::new(Api {
         store: store.clone(),
@@ -178,23 +144,14 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
 
     // If anything fails from here to serving, release the lock before exiting: a standby (or
     // this instance restarted) must not wait for the TTL of a lock nobody holds any more.
-    let startup: anyhow::Result<()> = async {
+    let startup = async {
         tracing::info!("routing-api.migration.starting-migration");
         store
             .migrate()
             .await
             .map_err(|e| failed("routing-api.migration.migrations-failed", e))?;
         tracing::info!("routing-api.migration.finished-migration");
-        let seeds: Vec<RouterGroup> = config
-            .router_groups
-            .iter()
-            .map(|g| RouterGroup {
-                guid: uuid::Uuid::new_v4().to_string(),
-                name: g.name.clone(),
-                kind: g.kind.clone(),
-                reservable_ports: g.reservable_ports.clone(),
-            })
-            .collect();
+        let seeds = crate::seeds::router_groups(&config);
         store
             .seed_router_groups(&seeds)
             .await
@@ -207,10 +164,10 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
                 "the HTTP API",
             )
             .await?;
-            tokio::spawn(server::serve_http(l, api.clone(), closing_rx.clone()));
+            tokio::spawn(server::serve_http(l, api.clone(), stop.clone()));
         }
         if config.mtls_enabled() {
-            let acceptor = server::mtls_acceptor(
+            let acceptor = crate::tls::mtls_acceptor(
                 config.api.mtls_server_cert_file.as_ref(),
                 config.api.mtls_server_key_file.as_ref(),
                 config.api.mtls_client_ca_file.as_ref(),
@@ -221,12 +178,7 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
                 "the mTLS API",
             )
             .await?;
-            tokio::spawn(server::serve_mtls(
-                l,
-                acceptor,
-                api.clone(),
-                closing_rx.clone(),
-            ));
+            tokio::spawn(server::serve_mtls(l, acceptor, api.clone(), stop.clone()));
         } else {
             tracing::info!("routing-api.mtls-listener-off-no-api-mtls-files");
         }
@@ -235,15 +187,21 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
             "admin",
         )
         .await?;
-        tokio::spawn(server::serve_admin(
+        tokio::spawn(crate::admin::serve_admin(
             admin,
             store.clone(),
             closing_rx.clone(),
         ));
-        Ok(())
-    }
-    .await;
+        anyhow::Ok(())
+    };
+    // A lock lost during startup (a slow migration while refreshes fail) stops it before
+    // anything is served.
+    let startup = tokio::select! {
+        r = startup => r,
+        reason = held.lost() => Err(failed("routing-api.locket-lock.lost-lock", &reason)),
+    };
     if let Err(e) = startup {
+        cut_tx.send_replace(true);
         closing_tx.send_replace(true);
         held.release().await;
         metrics.close().await;
@@ -282,6 +240,11 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         _ = sigint.recv() => Ok("interrupt"),
         reason = held.lost() => Err(reason),
     };
+    if outcome.is_err() {
+        // A peer may take the lock soon: cut every connection now, requests in flight
+        // included, rather than answer anything more.
+        cut_tx.send_replace(true);
+    }
     closing_tx.send_replace(true);
     match outcome {
         Ok(signal) => {
@@ -299,75 +262,6 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
             metrics.close().await;
             tokio::time::sleep(config.retry_interval).await;
             Err(error)
-        }
-    }
-}
-
-/// Registers the API's own route and refreshes it every `max_ttl / 2`. The first registration
-/// is not counted in the route gauge's deltas (upstream registers before its metrics reporter
-/// subscribes to changes; the periodic total includes the route); refreshes are (`+0`, or `+1`
-/// if the route had been pruned meanwhile).
-async fn register_own_route(
-    api: Arc<Api>,
-    route: HttpRoute,
-    ttl: Duration,
-    mut closing: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval((ttl / 2).max(Duration::from_secs(1)));
-    let mut registered = false;
-    loop {
-        tokio::select! {
-            _ = closing.wait_for(|c| *c) => return,
-            _ = tick.tick() => {}
-        }
-        match api.store.upsert_http_route(&route, ttl).await {
-            Ok((stored, created)) => {
-                if registered {
-                    api.metrics.route_upserted(Kind::Http, created);
-                }
-                registered = true;
-                api.hubs.http.publish(EventAction::Upsert, &stored)
-            }
-            Err(e) => tracing::error!(error = %e, "routing-api.route-register.registration-error"),
-        }
-    }
-}
-
-/// Deletes expired routes every 10 s, with a `Delete` event and a `-1` route gauge delta for
-/// each.
-async fn prune_expired(
-    store: Store,
-    hubs: Hubs,
-    metrics: Metrics,
-    mut closing: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = closing.wait_for(|c| *c) => return,
-            _ = tick.tick() => {}
-        }
-        match store.prune_expired().await {
-            Ok((http, tcp)) => {
-                for r in &http {
-                    metrics.route_removed(Kind::Http);
-                    hubs.http.publish(EventAction::Delete, r);
-                }
-                for m in &tcp {
-                    metrics.route_removed(Kind::Tcp);
-                    hubs.tcp.publish(EventAction::Delete, m);
-                }
-                if !http.is_empty() || !tcp.is_empty() {
-                    tracing::info!(
-                        http = http.len(),
-                        tcp = tcp.len(),
-                        "routing-api.prune-routes.pruned-expired-routes"
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "routing-api.prune-routes.failed-to-prune-routes")
-            }
         }
     }
 }

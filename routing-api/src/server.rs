@@ -1,14 +1,12 @@
-//! Listeners: the plain HTTP API port, the mutual-TLS API port (client certificate required and
-//! verified) and the localhost admin port for backup/restore locks.
+//! Serving the API: the accept loops of the plain HTTP port and the mutual TLS port (handshake
+//! with [`crate::tls`]'s acceptor), one HTTP/1.1 connection per client with a request id on
+//! every answer, and how connections end when the process stops ([`Stop`]).
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::HeaderValue;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -19,93 +17,18 @@ use crate::api::Api;
 
 /// Sent as `X-Vcap-Request-Id` (hyper writes header names title-cased).
 const X_VCAP_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-vcap-request-id");
-use crate::store::Store;
 
-/// Problems setting up TLS from the configured files.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{what} {path} holds no usable PEM {expected}")]
-    Empty {
-        what: &'static str,
-        path: String,
-        expected: &'static str,
-    },
-    #[error("TLS configuration rejected: {0}")]
-    Rustls(String),
+/// When a served connection ends early: `closing` (SIGTERM) lets the request in flight finish
+/// and then closes the connection (no further keep-alive requests); `cut` (the lock is lost)
+/// drops it at once, cancelling any request in flight, so that nothing is answered once a peer
+/// may hold the lock.
+#[derive(Clone)]
+pub struct Stop {
+    pub closing: watch::Receiver<bool>,
+    pub cut: watch::Receiver<bool>,
 }
 
-fn read_certs(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, TlsSetupError> {
-    use rustls_pki_types::pem::PemObject;
-    let bytes = std::fs::read(path).map_err(|source| TlsSetupError::Read {
-        what,
-        path: path.display().to_string(),
-        source,
-    })?;
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsSetupError::Empty {
-            what,
-            path: path.display().to_string(),
-            expected: "certificate",
-        });
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<rustls_pki_types::PrivateKeyDer<'static>, TlsSetupError> {
-    use rustls_pki_types::pem::PemObject;
-    let bytes = std::fs::read(path).map_err(|source| TlsSetupError::Read {
-        what: "private key",
-        path: path.display().to_string(),
-        source,
-    })?;
-    rustls_pki_types::PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| TlsSetupError::Empty {
-        what: "private key",
-        path: path.display().to_string(),
-        expected: "private key",
-    })
-}
-
-/// A TLS acceptor that requires client certificates signed by `client_ca`.
-pub fn mtls_acceptor(
-    cert: &Path,
-    key: &Path,
-    client_ca: &Path,
-) -> Result<TlsAcceptor, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in read_certs("client CA file", client_ca)? {
-        roots
-            .add(c)
-            .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(read_certs("server certificate", cert)?, read_key(key)?)
-        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-async fn serve_connection<I>(io: I, api: Arc<Api>)
+async fn serve_connection<I>(io: I, api: Arc<Api>, mut stop: Stop)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -126,13 +49,27 @@ where
         .title_case_headers(true)
         .header_read_timeout(Duration::from_secs(60))
         .serve_connection(TokioIo::new(io), svc);
-    if let Err(e) = conn.await {
+    tokio::pin!(conn);
+    let mut draining = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stop.cut.wait_for(|c| *c) => return,
+            _ = stop.closing.wait_for(|c| *c), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "api-connection-error");
     }
 }
 
-/// Serves the API over plain HTTP until `closing` turns true.
-pub async fn serve_http(listener: TcpListener, api: Arc<Api>, mut closing: watch::Receiver<bool>) {
+/// Serves the API over plain HTTP until `stop.closing` turns true (the listener is closed
+/// then; connections end as [`Stop`] says).
+pub async fn serve_http(listener: TcpListener, api: Arc<Api>, stop: Stop) {
+    let mut closing = stop.closing.clone();
     loop {
         let accepted = tokio::select! {
             _ = closing.wait_for(|c| *c) => return,
@@ -140,7 +77,7 @@ pub async fn serve_http(listener: TcpListener, api: Arc<Api>, mut closing: watch
         };
         match accepted {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, api.clone()));
+                tokio::spawn(serve_connection(stream, api.clone(), stop.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "api-accept-failed");
@@ -150,14 +87,10 @@ pub async fn serve_http(listener: TcpListener, api: Arc<Api>, mut closing: watch
     }
 }
 
-/// Serves the API over mutual TLS until `closing` turns true. A client without a valid
-/// certificate fails the handshake and is never served.
-pub async fn serve_mtls(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    api: Arc<Api>,
-    mut closing: watch::Receiver<bool>,
-) {
+/// Serves the API over mutual TLS until `stop.closing` turns true (as [`serve_http`]). A
+/// client without a valid certificate fails the handshake and is never served.
+pub async fn serve_mtls(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<Api>, stop: Stop) {
+    let mut closing = stop.closing.clone();
     loop {
         let accepted = tokio::select! {
             _ = closing.wait_for(|c| *c) => return,
@@ -173,52 +106,13 @@ pub async fn serve_mtls(
         };
         let acceptor = acceptor.clone();
         let api = api.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_connection(tls, api).await,
+                Ok(Ok(tls)) => serve_connection(tls, api, stop).await,
                 Ok(Err(e)) => tracing::info!(error = %e, "mtls-handshake-failed"),
                 Err(_) => tracing::info!("mtls-handshake-timeout"),
             }
-        });
-    }
-}
-
-/// Serves the backup/restore (BBR) admin endpoints on localhost until `closing` turns true:
-/// while a lock is set, router-group reads or writes fail with 503.
-pub async fn serve_admin(listener: TcpListener, store: Store, mut closing: watch::Receiver<bool>) {
-    loop {
-        let accepted = tokio::select! {
-            _ = closing.wait_for(|c| *c) => return,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let store = store.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let store = store.clone();
-                async move {
-                    let mut resp = Response::new(Full::new(Bytes::new()));
-                    match (req.method(), req.uri().path()) {
-                        (&Method::PUT, "/lock_router_group_reads") => {
-                            store.set_router_group_reads_locked(true)
-                        }
-                        (&Method::PUT, "/unlock_router_group_reads") => {
-                            store.set_router_group_reads_locked(false)
-                        }
-                        (&Method::PUT, "/lock_router_group_writes") => {
-                            store.set_router_group_writes_locked(true)
-                        }
-                        (&Method::PUT, "/unlock_router_group_writes") => {
-                            store.set_router_group_writes_locked(false)
-                        }
-                        _ => *resp.status_mut() = StatusCode::NOT_FOUND,
-                    }
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
         });
     }
 }

@@ -6,104 +6,98 @@ use std::time::Duration;
 use routing_api_client::{HttpRoute, RouterGroup, TcpRouteMapping};
 
 use crate::config::SeedRouterGroup;
-
-/// BOSH's default `reserved_system_component_ports`, expanded.
-pub const DEFAULT_RESERVED_PORTS: &[u16] = &[
-    2822, 2825, 3457, 3458, 3459, 3460, 3461, 8853, 9100, 14726, 14727, 14821, 14822, 14823, 14824,
-    14829, 14830, 14920, 14922, 15821, 17002, 53035, 53080,
-];
+/// The config owns the default (validation depends on the config, never the reverse).
+pub use crate::config::DEFAULT_RESERVED_PORTS;
 
 const INVALID_PORT: &str = "Port must be between 1024 and 65535";
 
-/// An inclusive port range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
+/// Longest string the database stores in a route or router-group column: upstream's schema
+/// has `varchar(255)` (characters) for every one, and MySQL refuses a longer value, which
+/// would surface as a 503 instead of a 400.
+pub const MAX_COLUMN_CHARS: usize = 255;
+
+/// The first of `fields` (name, value) longer than [`MAX_COLUMN_CHARS`], as a message.
+fn first_too_long(fields: &[(&str, &str)]) -> Option<String> {
+    fields.iter().find_map(|(name, value)| {
+        let n = value.chars().count();
+        (n > MAX_COLUMN_CHARS)
+            .then(|| format!("{name} must be at most {MAX_COLUMN_CHARS} characters long, not {n}"))
+    })
 }
 
-impl PortRange {
-    fn overlaps(&self, other: &PortRange) -> bool {
-        self.start <= other.end && other.start <= self.end
-    }
+pub use routing_api_client::ports::PortRange;
+use routing_api_client::ports::{
+    first_overlap, parse_port_range, PortListError, MAX_PORT_LIST_LEN, MAX_PORT_RANGES,
+};
 
-    pub fn contains(&self, port: u16) -> bool {
-        (self.start..=self.end).contains(&port)
-    }
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-impl std::fmt::Display for PortRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.start == self.end {
-            write!(f, "{}", self.start)
-        } else {
-            write!(f, "[{}-{}]", self.start, self.end)
+/// The message for a syntax error in `reservable_ports`: upstream's, except that a range end
+/// written in digits but above 65535 is reported as out of range (as this API always has and
+/// its tests expect) rather than as a missing port.
+fn port_list_message(e: PortListError) -> String {
+    match e {
+        PortListError::InvalidPort { .. } => INVALID_PORT.to_owned(),
+        PortListError::MissingStart { item } if item.split('-').next().is_some_and(all_digits) => {
+            INVALID_PORT.to_owned()
         }
-    }
-}
-
-fn reservable(n: u64) -> Result<u16, String> {
-    if (1024..=65535).contains(&n) {
-        Ok(n as u16)
-    } else {
-        Err(INVALID_PORT.into())
-    }
-}
-
-fn parse_range(r: &str) -> Result<PortRange, String> {
-    let parts: Vec<&str> = r.split('-').collect();
-    match parts.as_slice() {
-        [one] => {
-            let n: u64 = one.parse().map_err(|_| INVALID_PORT.to_string())?;
-            let p = reservable(n)?;
-            Ok(PortRange { start: p, end: p })
+        PortListError::MissingEnd { item }
+            if item.split('-').all(all_digits) && item.split('-').count() == 2 =>
+        {
+            INVALID_PORT.to_owned()
         }
-        [a, b] => {
-            let start: u64 = a
-                .parse()
-                .map_err(|_| format!("range ({r}) requires a starting port"))?;
-            let end: u64 = b
-                .parse()
-                .map_err(|_| format!("range ({r}) requires an ending port"))?;
-            if start > end {
-                return Err(format!("range ({r}) must be in ascending numeric order"));
-            }
-            Ok(PortRange {
-                start: reservable(start)?,
-                end: reservable(end)?,
-            })
-        }
-        _ => Err(format!("range ({r}) has too many '-' separators")),
+        other => other.to_string(),
     }
 }
 
-/// Parses `reservable_ports` (`1024-1033,2000`) and checks overlaps and reserved ports.
+/// Parses `reservable_ports` (`1024-1033,2000`) and checks overlaps and reserved ports, with
+/// the shared bounded parser of `routing_api_client::ports` (sort and sweep, no pairwise
+/// comparison).
 pub fn parse_reservable_ports(
     ports: &str,
     reserved: &[u16],
     fail_on_conflicts: bool,
 ) -> Result<Vec<PortRange>, String> {
-    let ranges = ports
-        .split(',')
-        .map(parse_range)
-        .collect::<Result<Vec<_>, _>>()?;
-    for (i, a) in ranges.iter().enumerate() {
-        for (j, b) in ranges.iter().enumerate() {
-            if i != j && a.overlaps(b) {
-                return Err(format!("Overlapping values: {a} and {b}"));
-            }
-        }
+    if ports.len() > MAX_PORT_LIST_LEN {
+        return Err(port_list_message(PortListError::TooLong {
+            len: ports.len(),
+            max: MAX_PORT_LIST_LEN,
+        }));
     }
-    if fail_on_conflicts
-        && ranges
-            .iter()
-            .any(|r| reserved.iter().any(|p| r.contains(*p)))
-    {
-        let list: Vec<String> = reserved.iter().map(u16::to_string).collect();
-        return Err(format!(
-            "Invalid ports. Reservable ports must not include the following reserved system component ports: [{}].",
-            list.join(" ")
-        ));
+    // item by item, as upstream: a port below 1024 is reported before a later syntax error
+    let mut ranges = Vec::new();
+    for item in ports.split(',') {
+        if ranges.len() == MAX_PORT_RANGES {
+            return Err(port_list_message(PortListError::TooManyRanges {
+                max: MAX_PORT_RANGES,
+            }));
+        }
+        let range = parse_port_range(item).map_err(port_list_message)?;
+        if range.start < 1024 {
+            return Err(INVALID_PORT.into());
+        }
+        ranges.push(range);
+    }
+    if let Some((a, b)) = first_overlap(&ranges) {
+        return Err(format!("Overlapping values: {a} and {b}"));
+    }
+    if fail_on_conflicts {
+        let mut sorted = reserved.to_vec();
+        sorted.sort_unstable();
+        // the first reserved port at or after the range's start decides
+        let hit = ranges.iter().any(|r| {
+            let i = sorted.partition_point(|p| *p < r.start);
+            sorted.get(i).is_some_and(|p| *p <= r.end)
+        });
+        if hit {
+            let list: Vec<String> = reserved.iter().map(u16::to_string).collect();
+            return Err(format!(
+                "Invalid ports. Reservable ports must not include the following reserved system component ports: [{}].",
+                list.join(" ")
+            ));
+        }
     }
     Ok(ranges)
 }
@@ -126,6 +120,9 @@ pub fn validate_router_group(
         return Err(format!(
             "Invalid type in router group: {kind}; must be tcp or http"
         ));
+    }
+    if let Some(m) = first_too_long(&[("name", name), ("reservable_ports", reservable_ports)]) {
+        return Err(m);
     }
     if reservable_ports.is_empty() {
         if kind == "tcp" {
@@ -260,6 +257,15 @@ pub fn validate_http_route(
                 "Request requires a ttl greater than 0".into(),
             ));
         }
+        if let Some(m) = first_too_long(&[("route", &route.route), ("ip", &route.ip)]) {
+            return Err(RouteProblem::RouteInvalid(m));
+        }
+        if let Some(m) = first_too_long(&[("log_guid", &route.log_guid)]) {
+            return Err(RouteProblem::RouteInvalid(m));
+        }
+        if let Some(m) = first_too_long(&[("route_service_url", &route.route_service_url)]) {
+            return Err(RouteProblem::RouteServiceUrlInvalid(m));
+        }
     }
     Ok(())
 }
@@ -312,6 +318,18 @@ pub fn validate_tcp_mapping(m: &TcpRouteMapping, max_ttl: Option<Duration>) -> R
         if ttl <= 0 {
             return Err("Each tcp route mapping requires a ttl greater than 0".into());
         }
+        let sni = m.backend_sni_hostname.as_deref().unwrap_or_default();
+        if let Some(problem) = first_too_long(&[
+            ("router_group_guid", &m.router_group_guid),
+            ("backend_ip", &m.backend_ip),
+            ("backend_sni_hostname", sni),
+            ("instance_id", &m.instance_id),
+            ("isolation_segment", &m.isolation_segment),
+        ]) {
+            return Err(format!(
+                "Each tcp mapping field {problem}. RouteMapping=[{label}]"
+            ));
+        }
     }
     Ok(())
 }
@@ -346,9 +364,33 @@ mod tests {
             p("1024-70000").unwrap_err(),
             "Port must be between 1024 and 65535"
         );
+        assert_eq!(
+            p("70000-70001").unwrap_err(),
+            "Port must be between 1024 and 65535"
+        );
+        assert_eq!(
+            p("+1024").unwrap_err(),
+            "Port must be between 1024 and 65535"
+        );
+        assert_eq!(
+            p("80,x-").unwrap_err(),
+            "Port must be between 1024 and 65535"
+        );
         assert_eq!(p("abc").unwrap_err(), "Port must be between 1024 and 65535");
         assert_eq!(
             p("1024-1100,1050").unwrap_err(),
+            "Overlapping values: [1024-1100] and 1050"
+        );
+    }
+
+    #[test]
+    fn reservable_ports_are_bounded_and_overlaps_found_by_sorting() {
+        let p = |s: &str| parse_reservable_ports(s, DEFAULT_RESERVED_PORTS, false).map(|_| ());
+        let long = "1024,".repeat(1000);
+        assert!(p(&long).unwrap_err().contains("at most 4096 bytes"));
+        // upstream's pair: the first range in list order that overlaps, and its first partner
+        assert_eq!(
+            p("5000,1024-1100,3000-4000,1050,3500").unwrap_err(),
             "Overlapping values: [1024-1100] and 1050"
         );
     }
@@ -358,6 +400,56 @@ mod tests {
         assert!(parse_reservable_ports("2800-2830", DEFAULT_RESERVED_PORTS, false).is_ok());
         let e = parse_reservable_ports("2800-2830", &[2822, 2825], true).unwrap_err();
         assert_eq!(e, "Invalid ports. Reservable ports must not include the following reserved system component ports: [2822 2825].");
+    }
+
+    #[test]
+    fn values_longer_than_their_255_character_columns_are_refused_with_upstreams_error_kinds() {
+        let long = "a".repeat(256);
+        let ok = "a".repeat(255);
+        let route = |r: &str, log: &str| HttpRoute {
+            route: r.into(),
+            port: 8080,
+            ip: "10.0.0.1".into(),
+            log_guid: log.into(),
+            ttl: Some(60),
+            ..HttpRoute::default()
+        };
+        let max = Some(Duration::from_secs(120));
+        assert_eq!(validate_http_route(&route(&ok, &ok), max), Ok(()));
+        assert_eq!(
+            validate_http_route(&route(&long, ""), max),
+            Err(RouteProblem::RouteInvalid(
+                "route must be at most 255 characters long, not 256".into()
+            ))
+        );
+        assert!(matches!(
+            validate_http_route(&route("a.com", &long), max),
+            Err(RouteProblem::RouteInvalid(_))
+        ));
+        let mapping = TcpRouteMapping {
+            router_group_guid: "rg".into(),
+            port: 1024,
+            backend_ip: "10.0.0.1".into(),
+            backend_port: 80,
+            ttl: Some(60),
+            instance_id: long.clone(),
+            ..TcpRouteMapping::default()
+        };
+        let e = validate_tcp_mapping(&mapping, max).unwrap_err();
+        assert!(
+            e.starts_with("Each tcp mapping field instance_id must be at most 255"),
+            "{e}"
+        );
+        assert_eq!(
+            validate_router_group(&long, "tcp", "1024", &[], false).unwrap_err(),
+            "name must be at most 255 characters long, not 256"
+        );
+        let ports: Vec<String> = (0..60).map(|i| (2000 + i).to_string()).collect();
+        assert!(
+            validate_router_group("g", "tcp", &ports.join(","), &[], false)
+                .unwrap_err()
+                .starts_with("reservable_ports must be at most 255")
+        );
     }
 
     #[test]

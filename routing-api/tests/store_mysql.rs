@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use routing_api::store::{DbKind, Store, StoreConfig, StoreError};
+use sqlx::Connection;
 use store_support::{tcp_mapping, Raw, TestDb, UrlParts, TTL};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -185,6 +186,8 @@ async fn migrations_create_upstreams_tables_and_indexes() {
                 "0",
                 &["route", "port", "ip", "route_service_url"]
             ),
+            // ours, beyond upstream's schema: for the pruner and the lists
+            ("idx_routes_expires_at", "1", &["expires_at"]),
         ])
     );
     assert_eq!(
@@ -203,6 +206,7 @@ async fn migrations_create_upstreams_tables_and_indexes() {
                     "host_tls_port"
                 ],
             ),
+            ("idx_tcp_routes_expires_at", "1", &["expires_at"]),
         ])
     );
     assert_eq!(
@@ -281,8 +285,15 @@ async fn upstream_schema_is_left_alone_and_its_rows_are_served() {
         indexes(&db.raw, "tcp_routes").await,
     );
     db.store.migrate().await.unwrap();
+    // upstream's columns and indexes untouched; only our expires_at index added
+    let mut expected = before.clone();
+    expected.1.push((
+        "idx_tcp_routes_expires_at".to_owned(),
+        "1".to_owned(),
+        vec!["expires_at".to_owned()],
+    ));
     assert_eq!(
-        before,
+        expected,
         (
             columns(&db.raw, "tcp_routes").await,
             indexes(&db.raw, "tcp_routes").await
@@ -609,4 +620,136 @@ async fn concurrent_upserts_from_separate_pools_leave_one_row() {
     for s in stores {
         s.close().await;
     }
+}
+
+// ----- issue 13: expiry indexes, batches in one transaction, deadlines -----
+
+#[tokio::test]
+async fn migrate_adds_the_expires_at_indexes_to_a_database_migrated_without_them() {
+    let db = store_support::mysql().await;
+    // a database migrated by an older version: version 7, no expires_at indexes
+    db.raw
+        .exec("DROP INDEX `idx_routes_expires_at` ON `routes`")
+        .await;
+    db.raw
+        .exec("DROP INDEX `idx_tcp_routes_expires_at` ON `tcp_routes`")
+        .await;
+    for _ in 0..2 {
+        db.store.migrate().await.unwrap();
+        for (table, index) in [
+            ("routes", "idx_routes_expires_at"),
+            ("tcp_routes", "idx_tcp_routes_expires_at"),
+        ] {
+            assert!(
+                indexes(&db.raw, table)
+                    .await
+                    .iter()
+                    .any(|(name, _, cols)| name == index && cols == &["expires_at"]),
+                "{table} lacks {index}"
+            );
+        }
+    }
+    // the pruner's query uses it
+    let plan = db
+        .raw
+        .strings("EXPLAIN FORMAT=JSON SELECT guid FROM tcp_routes WHERE expires_at < '2000-01-01'")
+        .await;
+    assert!(
+        plan.iter()
+            .flatten()
+            .flatten()
+            .any(|c| c.contains("\"key\": \"idx_tcp_routes_expires_at\"")),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_tcp_batch_with_one_failing_mapping_commits_none_of_it() {
+    let db = store_support::mysql().await;
+    let existing = tcp_mapping("rg", 1024, 9000);
+    let (before, _) = db.store.upsert_tcp_route(&existing, TTL).await.unwrap();
+    // 600 mappings: more than one multi-row statement; the last one too long for its column
+    let mut batch: Vec<_> = (0..600u16)
+        .map(|i| (tcp_mapping("rg", 1025 + i % 10, 10_000 + i), TTL))
+        .collect();
+    batch.insert(0, (existing.clone(), TTL));
+    let mut bad = tcp_mapping("rg", 1024, 20_000);
+    bad.instance_id = "x".repeat(300);
+    batch.push((bad, TTL));
+    let err = db.store.upsert_tcp_routes(&batch).await.unwrap_err();
+    assert!(!matches!(err, StoreError::Timeout { .. }), "{err}");
+    assert_eq!(
+        db.raw.count("tcp_routes").await,
+        1,
+        "nothing of the batch committed"
+    );
+    let listed = db.store.tcp_routes(&[]).await.unwrap();
+    assert_eq!(listed, vec![before], "the existing mapping is unchanged");
+}
+
+#[tokio::test]
+async fn an_http_batch_with_one_failing_route_commits_none_of_it() {
+    let db = store_support::mysql().await;
+    let mut batch: Vec<_> = (0..50)
+        .map(|i| {
+            (
+                store_support::http_route(&format!("r{i}.example.com"), 8080),
+                TTL,
+            )
+        })
+        .collect();
+    let mut bad = store_support::http_route("bad.example.com", 8080);
+    bad.log_guid = "x".repeat(300);
+    batch.push((bad, TTL));
+    assert!(db.store.upsert_http_routes(&batch).await.is_err());
+    assert_eq!(db.raw.count("routes").await, 0);
+}
+
+// multi-threaded: the timed-out call's connection is rolled back and returned to the pool by
+// a background task, which must be able to run while the test thread waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_call_blocked_by_a_lock_fails_at_its_deadline_and_the_store_recovers() {
+    let db = store_support::mysql().await;
+    let store = db
+        .store
+        .clone()
+        .with_query_timeout(Duration::from_millis(500));
+    // another session holds the router-group write lock (innodb_lock_wait_timeout is 50 s)
+    let mut holder = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT * FROM migration_data FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = store
+        .create_router_group(&store_support::router_group("g", "tcp", "2000"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            StoreError::Timeout {
+                operation: "create router group",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.is_unavailable(),
+        "answered like a database failure (503)"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    // nothing was committed, and the pool serves again
+    assert_eq!(db.raw.count("router_groups").await, 0);
+    store
+        .create_router_group(&store_support::router_group("g", "tcp", "2000"))
+        .await
+        .expect("create after the lock is released");
+    assert_eq!(db.raw.count("router_groups").await, 1);
+    // every connection back (the abandoned one rolled back) before the database is dropped
+    db.store.close().await;
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use routing_api::store::{StoreError, MIGRATION_KEY};
-use routing_api_client::models::TcpRouteMapping;
+use routing_api_client::models::{RouterGroup, TcpRouteMapping};
 use store_support::{http_route, router_group, tcp_mapping, TestDb, TTL};
 
 /// Generates `mysql::<name>` and `sqlite::<name>` tests running `scenarios::<name>`.
@@ -49,7 +49,34 @@ both_backends!(
     concurrent_tcp_upserts_leave_one_row,
     concurrent_http_upserts_leave_one_row,
     concurrent_seeding_seeds_once,
+    concurrent_router_group_creates_commit_at_most_one_of_overlapping_groups,
+    concurrent_router_group_updates_commit_at_most_one_of_overlapping_ports,
+    a_refused_router_group_write_commits_nothing,
+    batch_upsert_gives_each_entry_its_state_as_of_its_own_write,
+    batch_delete_removes_every_listed_route_in_one_call,
 );
+
+/// A check forbidding two groups to share a port: stricter than upstream's (which lets groups
+/// share ports), so that concurrent writes have something to race on.
+fn no_shared_ports(groups: &[RouterGroup]) -> Result<(), String> {
+    let mut ranges = Vec::new();
+    for g in groups {
+        for item in g.reservable_ports.split(',') {
+            let r = routing_api_client::ports::parse_port_range(item).map_err(|e| e.to_string())?;
+            ranges.push(r);
+        }
+    }
+    match routing_api_client::ports::first_overlap(&ranges) {
+        Some((a, b)) => Err(format!("groups share ports: {a} and {b}")),
+        None => Ok(()),
+    }
+}
+
+/// Whether two of the stored groups share a port.
+async fn stored_groups_overlap(db: &TestDb) -> bool {
+    let groups = db.store.router_groups().await.unwrap();
+    no_shared_ports(&groups).is_err()
+}
 
 mod scenarios {
     use super::*;
@@ -579,6 +606,197 @@ mod scenarios {
         let listed = s_sorted(db).await;
         assert_eq!(listed.len(), 2);
         assert!(listed.iter().all(|m| m.modification_tag.index == 19));
+    }
+
+    pub async fn concurrent_router_group_creates_commit_at_most_one_of_overlapping_groups(
+        db: &TestDb,
+    ) {
+        let tasks: Vec<_> = (0..12u16)
+            .map(|i| {
+                let store = db.store.clone();
+                // every group overlaps every other one at 5000
+                let g = router_group(&format!("g{i}"), "tcp", &format!("{}-5000", 4000 + i));
+                tokio::spawn(async move {
+                    store
+                        .create_router_group_checked(&g, &no_shared_ports)
+                        .await
+                })
+            })
+            .collect();
+        let mut committed = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => committed += 1,
+                Err(StoreError::Rejected(m)) => assert!(m.contains("share ports"), "{m}"),
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(
+            committed, 1,
+            "exactly one of the overlapping creates commits"
+        );
+        assert_eq!(db.raw.count("router_groups").await, 1);
+        assert!(!stored_groups_overlap(db).await);
+    }
+
+    pub async fn concurrent_router_group_updates_commit_at_most_one_of_overlapping_ports(
+        db: &TestDb,
+    ) {
+        let mut guids = Vec::new();
+        for i in 0..8u16 {
+            let g = router_group(&format!("u{i}"), "tcp", &(2000 + i).to_string());
+            guids.push(db.store.create_router_group(&g).await.unwrap().guid);
+        }
+        let tasks: Vec<_> = guids
+            .iter()
+            .enumerate()
+            .map(|(i, guid)| {
+                let store = db.store.clone();
+                let guid = guid.clone();
+                // all new lists overlap at 6000
+                let ports = format!("{}-6000", 5000 + i);
+                tokio::spawn(async move {
+                    store
+                        .update_router_group_ports_checked(&guid, &ports, &no_shared_ports)
+                        .await
+                })
+            })
+            .collect();
+        let mut committed = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(g) => {
+                    committed += 1;
+                    assert!(g.reservable_ports.ends_with("-6000"));
+                }
+                Err(StoreError::Rejected(_)) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(
+            committed, 1,
+            "exactly one of the overlapping updates commits"
+        );
+        assert!(!stored_groups_overlap(db).await);
+    }
+
+    pub async fn a_refused_router_group_write_commits_nothing(db: &TestDb) {
+        let s = &db.store;
+        let a = s
+            .create_router_group(&router_group("a", "tcp", "3000-3010"))
+            .await
+            .unwrap();
+        let refused = s
+            .create_router_group_checked(&router_group("b", "tcp", "3005"), &no_shared_ports)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Rejected(_))),
+            "{refused:?}"
+        );
+        let refused = s
+            .update_router_group_ports_checked(&a.guid, "1", &|_| Err("no".to_owned()))
+            .await;
+        assert!(matches!(refused, Err(StoreError::Rejected(m)) if m == "no"));
+        let groups = s.router_groups().await.unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].reservable_ports, "3000-3010");
+        // the check sees the group as it would be committed
+        let seen = std::sync::Mutex::new(Vec::new());
+        s.update_router_group_ports_checked(&a.guid, "4000", &|all| {
+            seen.lock()
+                .unwrap()
+                .extend(all.iter().map(|g| g.reservable_ports.clone()));
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec!["4000".to_owned()]);
+    }
+
+    pub async fn batch_upsert_gives_each_entry_its_state_as_of_its_own_write(db: &TestDb) {
+        let s = &db.store;
+        let rg = s
+            .create_router_group(&router_group("batch", "tcp", "1024-1100"))
+            .await
+            .unwrap()
+            .guid;
+        let a = tcp_mapping(&rg, 1024, 8000);
+        let (before, _) = s.upsert_tcp_route(&a, TTL).await.unwrap();
+        let mut b = tcp_mapping(&rg, 1025, 8001);
+        b.backend_tls_port = 9443;
+        b.backend_sni_hostname = Some("b.example.com".into());
+        b.isolation_segment = "is1".into();
+        let mut a2 = a.clone();
+        a2.instance_id = "inst-2".into();
+        a2.backend_tls_port = -1; // upstream's "no TLS port": the same mapping
+        let ttl2 = Duration::from_secs(90);
+        let batch = vec![(a.clone(), TTL), (b.clone(), TTL), (a2.clone(), ttl2)];
+        let done = s.upsert_tcp_routes(&batch).await.unwrap();
+        let summary: Vec<(u16, u32, bool)> = done
+            .iter()
+            .map(|(m, c)| (m.port, m.modification_tag.index, *c))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![(1024, 1, false), (1025, 0, true), (1024, 2, false)]
+        );
+        assert_eq!(
+            done[0].0.modification_tag.guid,
+            before.modification_tag.guid
+        );
+        assert_eq!(done[2].0.instance_id, "inst-2");
+        assert_eq!(done[2].0.ttl, Some(90));
+        assert_eq!(done[2].0.backend_tls_port, 0);
+        // what the batch reports is what the table holds
+        let mut listed = s.tcp_routes(&[]).await.unwrap();
+        listed.sort_by_key(|m| m.port);
+        assert_eq!(listed, vec![done[2].0.clone(), done[1].0.clone()]);
+        assert_eq!(db.raw.count("tcp_routes").await, 2);
+
+        let r1 = http_route("one.example.com", 8080);
+        let mut r1b = r1.clone();
+        r1b.log_guid = String::new(); // keeps the stored log_guid
+        let r2 = http_route("two.example.com", 8080);
+        let done = s
+            .upsert_http_routes(&[(r1.clone(), TTL), (r2.clone(), TTL), (r1b, TTL)])
+            .await
+            .unwrap();
+        let summary: Vec<(&str, u32, bool)> = done
+            .iter()
+            .map(|(r, c)| (r.route.as_str(), r.modification_tag.index, *c))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("one.example.com", 0, true),
+                ("two.example.com", 0, true),
+                ("one.example.com", 1, false)
+            ]
+        );
+        assert_eq!(done[2].0.log_guid, "log-guid");
+        assert_eq!(db.raw.count("routes").await, 2);
+    }
+
+    pub async fn batch_delete_removes_every_listed_route_in_one_call(db: &TestDb) {
+        let s = &db.store;
+        let maps: Vec<TcpRouteMapping> = (0..5).map(|i| tcp_mapping("rg", 1024 + i, 80)).collect();
+        let batch: Vec<_> = maps.iter().map(|m| (m.clone(), TTL)).collect();
+        s.upsert_tcp_routes(&batch).await.unwrap();
+        let mut gone = maps[..3].to_vec();
+        gone.push(tcp_mapping("rg", 2000, 80)); // never stored
+        let deleted = s.delete_tcp_routes(&gone).await.unwrap();
+        assert_eq!(deleted.iter().filter(|d| d.is_some()).count(), 3);
+        assert!(deleted[3].is_none());
+        assert_eq!(db.raw.count("tcp_routes").await, 2);
+
+        let routes: Vec<_> = (0..3)
+            .map(|i| http_route(&format!("r{i}.example.com"), 80))
+            .collect();
+        let batch: Vec<_> = routes.iter().map(|r| (r.clone(), TTL)).collect();
+        s.upsert_http_routes(&batch).await.unwrap();
+        let deleted = s.delete_http_routes(&routes[1..]).await.unwrap();
+        assert!(deleted.iter().all(Option::is_some));
+        assert_eq!(db.raw.count("routes").await, 1);
     }
 
     async fn s_sorted(db: &TestDb) -> Vec<TcpRouteMapping> {

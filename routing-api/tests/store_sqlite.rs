@@ -46,7 +46,9 @@ async fn creates_the_file_and_parent_directory_and_uses_wal() {
         [
             ("index", "idx_rg_name"),
             ("index", "idx_route"),
+            ("index", "idx_routes_expires_at"),
             ("index", "idx_tcp_route"),
+            ("index", "idx_tcp_routes_expires_at"),
             ("table", "migration_data"),
             ("table", "router_groups"),
             ("table", "routes"),
@@ -176,4 +178,51 @@ async fn unopenable_file_is_an_error() {
     let err = Store::connect(&cfg).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+// ----- issue 13: durability and expiry indexes -----
+
+#[tokio::test]
+async fn store_connections_fsync_every_commit_synchronous_full_in_wal_mode() {
+    let db = store_support::sqlite().await;
+    // read back from the store's own pooled connections (the pragma is per connection)
+    for _ in 0..3 {
+        let (synchronous, journal) = db.store.sqlite_durability().await.unwrap().unwrap();
+        assert_eq!(synchronous, 2, "PRAGMA synchronous = FULL");
+        assert_eq!(journal, "wal");
+    }
+}
+
+#[tokio::test]
+async fn migrate_adds_the_expires_at_indexes_to_a_database_migrated_without_them() {
+    let db = store_support::sqlite().await;
+    // a file migrated by an older version: version 7, no expires_at indexes
+    db.raw.exec("DROP INDEX idx_routes_expires_at").await;
+    db.raw.exec("DROP INDEX idx_tcp_routes_expires_at").await;
+    for _ in 0..2 {
+        db.store.migrate().await.unwrap();
+        let n = db
+            .raw
+            .int(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN \
+                 ('idx_routes_expires_at', 'idx_tcp_routes_expires_at')",
+            )
+            .await;
+        assert_eq!(n, 2);
+    }
+    let store_support::Raw::Sqlite(raw) = &db.raw else {
+        unreachable!("a SQLite test database")
+    };
+    let plan: Vec<String> =
+        sqlx::query("EXPLAIN QUERY PLAN SELECT guid FROM tcp_routes WHERE expires_at < '2000'")
+            .fetch_all(raw)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+            .collect();
+    assert!(
+        plan.iter().any(|d| d.contains("idx_tcp_routes_expires_at")),
+        "{plan:?}"
+    );
 }

@@ -19,6 +19,20 @@ pub enum StoreError {
     /// unopenable. Transient: the pool reconnects by itself once the server is back.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A store call did not finish within its deadline ([`super::StoreConfig::query_timeout`]);
+    /// its transaction was rolled back. Transient, like [`StoreError::Unavailable`].
+    #[error(
+        "database did not complete {operation} within {after:?} (the server is overloaded, \
+         locked or unreachable; the write was rolled back, retry later)"
+    )]
+    Timeout {
+        operation: &'static str,
+        after: std::time::Duration,
+    },
+    /// A router-group write refused by the check run in its transaction (see
+    /// [`super::Store::create_router_group_checked`]); the message says why.
+    #[error("{0}")]
+    Rejected(String),
     /// Router-group reads or writes are locked by the BBR admin endpoints.
     #[error("{}", BACKUP_LOCKED_MESSAGE)]
     BackupLocked,
@@ -49,7 +63,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether this is a "cannot talk to the database" error (503 DBCommunicationError).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::BackupLocked)
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::BackupLocked | StoreError::Timeout { .. }
+        )
     }
 
     /// Classifies a raw sqlx error.

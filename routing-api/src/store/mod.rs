@@ -23,6 +23,22 @@
 //! - Expiry: lists show only rows with `expires_at > now`; [`Store::prune_expired`] deletes
 //!   rows with `expires_at < now - 1s` and hands them back for `Delete` events.
 //!
+//! - Batches: [`Store::upsert_tcp_routes`], [`Store::upsert_http_routes`] and the batch
+//!   deletes run a whole request in ONE transaction (all or nothing). On MySQL a TCP batch is a
+//!   few locking reads and one multi-row `INSERT … ON DUPLICATE KEY UPDATE` per 500 mappings.
+//! - Router-group writes: [`Store::create_router_group_checked`] and
+//!   [`Store::update_router_group_ports_checked`] run the caller's check against all groups and
+//!   write in one transaction, serialised by a locking read of the `migration_data` row
+//!   (MySQL) or `BEGIN IMMEDIATE` (SQLite).
+//! - Durability: SQLite runs in WAL mode with `synchronous = FULL`, so an acknowledged write
+//!   survives a power cut.
+//! - Deadlines: the pool's acquire timeout bounds waiting for a connection, and every store
+//!   call (statements, retries, commit) is bounded by [`StoreConfig::query_timeout`]
+//!   ([`StoreError::Timeout`], answered like any database failure); [`Store::migrate`] by
+//!   [`MIGRATION_TIMEOUT`].
+//! - Indexes beyond upstream's: `expires_at` on `routes` and `tcp_routes` (pruner and lists),
+//!   ensured by every [`Store::migrate`], so existing databases gain them.
+//!
 //! Events, validation and HTTP status mapping are the API's job, not this module's.
 //!
 //! # Why an upsert cannot create a duplicate
@@ -53,6 +69,7 @@ mod shared;
 mod sqlite;
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -124,7 +141,17 @@ pub struct StoreConfig {
     /// How long a query waits for a connection (or for the server) before failing with
     /// [`StoreError::Unavailable`] (default 5 s).
     pub acquire_timeout: Duration,
+    /// Deadline of one store call, all its statements and retries included (default 15 s):
+    /// past it the call's transaction is rolled back and it fails with
+    /// [`StoreError::Timeout`], which the API answers like any database failure (503
+    /// `DBCommunicationError`).
+    pub query_timeout: Duration,
 }
+
+/// Default [`StoreConfig::query_timeout`].
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deadline of [`Store::migrate`] (DDL on a large table may take minutes).
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Idle connections beyond `max_idle_connections` are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -153,6 +180,7 @@ impl Default for StoreConfig {
             max_idle_connections: 10,
             connections_max_lifetime: Duration::from_secs(3600),
             acquire_timeout: Duration::from_secs(5),
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
         }
     }
 }
@@ -174,6 +202,7 @@ impl fmt::Debug for StoreConfig {
             .field("max_idle_connections", &self.max_idle_connections)
             .field("connections_max_lifetime", &self.connections_max_lifetime)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("query_timeout", &self.query_timeout)
             .finish()
     }
 }
@@ -195,6 +224,8 @@ struct BackupLocks {
 pub struct Store {
     backend: Backend,
     locks: Arc<BackupLocks>,
+    /// Deadline of one store call (all its statements and retries).
+    query_timeout: Duration,
 }
 
 impl fmt::Debug for Store {
@@ -209,6 +240,16 @@ pub fn mysql_connect_options(cfg: &StoreConfig) -> sqlx::mysql::MySqlConnectOpti
     mysql::connect_options(cfg)
 }
 
+/// A TCP mapping to upsert and its TTL.
+pub type TcpUpsert = (TcpRouteMapping, Duration);
+/// An HTTP route to upsert and its TTL.
+pub type HttpUpsert = (HttpRoute, Duration);
+
+/// What a router-group write is checked with, inside the write's transaction: every group as
+/// it will be committed (the existing ones with the write applied). `Err(message)` aborts the
+/// write with [`StoreError::Rejected`].
+pub type GroupCheck<'a> = &'a (dyn Fn(&[RouterGroup]) -> Result<(), String> + Send + Sync);
+
 impl Store {
     /// Opens a pool for `cfg` and checks that one connection can be made (fails with
     /// [`StoreError::Unavailable`] within `acquire_timeout` if the server is down).
@@ -217,7 +258,7 @@ impl Store {
             DbKind::Mysql => Backend::Mysql(mysql::connect(cfg).await?),
             DbKind::Sqlite => Backend::Sqlite(sqlite::connect(cfg).await?),
         };
-        Ok(Store::from_backend(backend))
+        Ok(Store::from_backend(backend, cfg))
     }
 
     /// Opens a store from a URL: `mysql://user:pass@host:port/db` or `sqlite://path` (the file
@@ -235,13 +276,37 @@ impl Store {
                 redact_url(url)
             )));
         };
-        Ok(Store::from_backend(backend))
+        Ok(Store::from_backend(backend, &defaults))
     }
 
-    fn from_backend(backend: Backend) -> Store {
+    fn from_backend(backend: Backend, cfg: &StoreConfig) -> Store {
         Store {
             backend,
             locks: Arc::new(BackupLocks::default()),
+            query_timeout: cfg.query_timeout.max(Duration::from_millis(1)),
+        }
+    }
+
+    /// The same store with another per-call deadline (see [`StoreConfig::query_timeout`]).
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Store {
+        self.query_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Runs one store call under the per-call deadline. On expiry the call's future is dropped:
+    /// its transaction is never committed (sqlx rolls it back) and the caller gets
+    /// [`StoreError::Timeout`].
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.query_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout {
+                operation,
+                after: self.query_timeout,
+            }),
         }
     }
 
@@ -255,30 +320,63 @@ impl Store {
 
     /// Round-trips a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Mysql(p) => sqlx::query("SELECT 1").execute(p).await?,
-            Backend::Sqlite(p) => {
-                sqlx::query("SELECT 1").execute(p).await?;
-                return Ok(());
-            }
-        };
-        Ok(())
+        self.bounded("ping", async {
+            match &self.backend {
+                Backend::Mysql(p) => sqlx::query("SELECT 1").execute(p).await.map(drop)?,
+                Backend::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop)?,
+            };
+            Ok(())
+        })
+        .await
     }
 
-    /// Closes the pool (waits for checked-out connections to come back).
+    /// SQLite's `synchronous` level on a pooled connection (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA)
+    /// and its journal mode; `None` on other backends. The store runs WAL with FULL, so an
+    /// acknowledged write survives a power cut.
+    pub async fn sqlite_durability(&self) -> Result<Option<(i64, String)>, StoreError> {
+        self.bounded("read sqlite pragmas", async {
+            match &self.backend {
+                Backend::Sqlite(p) => Ok(Some(sqlite::durability(p).await?)),
+                Backend::Mysql(_) => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Closes the pool (waits, at most the per-call deadline, for checked-out connections to
+    /// come back).
     pub async fn close(&self) {
-        match &self.backend {
-            Backend::Mysql(p) => p.close().await,
-            Backend::Sqlite(p) => p.close().await,
+        let close = async {
+            match &self.backend {
+                Backend::Mysql(p) => p.close().await,
+                Backend::Sqlite(p) => p.close().await,
+            }
+        };
+        if tokio::time::timeout(self.query_timeout, close)
+            .await
+            .is_err()
+        {
+            tracing::warn!(after = ?self.query_timeout, "store-close-timed-out");
         }
     }
 
-    /// Runs the schema migrations up to [`SCHEMA_VERSION`]. Idempotent; a schema already at
-    /// version 7 or later (ours or upstream's, per `migration_data`) is left untouched.
+    /// Runs the schema migrations up to [`SCHEMA_VERSION`] and makes sure our extra indexes
+    /// exist. Idempotent; a schema already at version 7 or later (ours or upstream's, per
+    /// `migration_data`) keeps its tables and only gains the missing indexes. Bounded by
+    /// [`MIGRATION_TIMEOUT`] (DDL on a large table takes longer than a query).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Mysql(p) => mysql::migrate(p).await,
-            Backend::Sqlite(p) => sqlite::migrate(p).await,
+        let run = async {
+            match &self.backend {
+                Backend::Mysql(p) => mysql::migrate(p).await,
+                Backend::Sqlite(p) => sqlite::migrate(p).await,
+            }
+        };
+        match tokio::time::timeout(MIGRATION_TIMEOUT.max(self.query_timeout), run).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout {
+                operation: "migrate",
+                after: MIGRATION_TIMEOUT.max(self.query_timeout),
+            }),
         }
     }
 
@@ -314,10 +412,13 @@ impl Store {
     /// All router groups.
     pub async fn router_groups(&self) -> Result<Vec<RouterGroup>, StoreError> {
         self.check_rg_reads()?;
-        match &self.backend {
-            Backend::Mysql(p) => Mysql::router_groups(p, None).await,
-            Backend::Sqlite(p) => Sqlite::router_groups(p, None).await,
-        }
+        self.bounded("list router groups", async {
+            match &self.backend {
+                Backend::Mysql(p) => Mysql::router_groups(p, None).await,
+                Backend::Sqlite(p) => Sqlite::router_groups(p, None).await,
+            }
+        })
+        .await
     }
 
     /// The router group called `name`, if any.
@@ -326,10 +427,14 @@ impl Store {
         name: &str,
     ) -> Result<Option<RouterGroup>, StoreError> {
         self.check_rg_reads()?;
-        let groups = match &self.backend {
-            Backend::Mysql(p) => Mysql::router_groups(p, Some(("name", name))).await?,
-            Backend::Sqlite(p) => Sqlite::router_groups(p, Some(("name", name))).await?,
-        };
+        let groups = self
+            .bounded("read router group", async {
+                match &self.backend {
+                    Backend::Mysql(p) => Mysql::router_groups(p, Some(("name", name))).await,
+                    Backend::Sqlite(p) => Sqlite::router_groups(p, Some(("name", name))).await,
+                }
+            })
+            .await?;
         Ok(groups.into_iter().next())
     }
 
@@ -339,10 +444,14 @@ impl Store {
         guid: &str,
     ) -> Result<Option<RouterGroup>, StoreError> {
         self.check_rg_reads()?;
-        let groups = match &self.backend {
-            Backend::Mysql(p) => Mysql::router_groups(p, Some(("guid", guid))).await?,
-            Backend::Sqlite(p) => Sqlite::router_groups(p, Some(("guid", guid))).await?,
-        };
+        let groups = self
+            .bounded("read router group", async {
+                match &self.backend {
+                    Backend::Mysql(p) => Mysql::router_groups(p, Some(("guid", guid))).await,
+                    Backend::Sqlite(p) => Sqlite::router_groups(p, Some(("guid", guid))).await,
+                }
+            })
+            .await?;
         Ok(groups.into_iter().next())
     }
 
@@ -352,17 +461,30 @@ impl Store {
         &self,
         group: &RouterGroup,
     ) -> Result<RouterGroup, StoreError> {
+        self.create_router_group_checked(group, &|_| Ok(())).await
+    }
+
+    /// [`Store::create_router_group`], checking `check` against all groups (the committed ones
+    /// plus the new one) in the same transaction as the insert, with router-group writes
+    /// serialised (MySQL: a locking read of the `migration_data` row; SQLite: `BEGIN
+    /// IMMEDIATE`), so two concurrent writes cannot both pass a check that only one of them
+    /// would pass after the other. `Err(message)` from `check` gives
+    /// [`StoreError::Rejected`] and writes nothing.
+    pub async fn create_router_group_checked(
+        &self,
+        group: &RouterGroup,
+        check: GroupCheck<'_>,
+    ) -> Result<RouterGroup, StoreError> {
         self.check_rg_writes()?;
         let group = with_guid(group);
         let now = OffsetDateTime::now_utc();
-        match &self.backend {
-            Backend::Mysql(p) => {
-                mysql::insert_router_groups(p, std::slice::from_ref(&group), now, false).await?
+        self.bounded("create router group", async {
+            match &self.backend {
+                Backend::Mysql(p) => mysql::create_router_group(p, &group, now, check).await,
+                Backend::Sqlite(p) => sqlite::create_router_group(p, &group, now, check).await,
             }
-            Backend::Sqlite(p) => {
-                sqlite::insert_router_groups(p, std::slice::from_ref(&group), now, false).await?
-            }
-        };
+        })
+        .await?;
         Ok(group)
     }
 
@@ -373,26 +495,48 @@ impl Store {
         guid: &str,
         reservable_ports: &str,
     ) -> Result<RouterGroup, StoreError> {
+        self.update_router_group_ports_checked(guid, reservable_ports, &|_| Ok(()))
+            .await
+    }
+
+    /// [`Store::update_router_group_ports`], checking `check` against all groups as they will
+    /// be (this one with its new ports) in the update's transaction; see
+    /// [`Store::create_router_group_checked`].
+    pub async fn update_router_group_ports_checked(
+        &self,
+        guid: &str,
+        reservable_ports: &str,
+        check: GroupCheck<'_>,
+    ) -> Result<RouterGroup, StoreError> {
         self.check_rg_writes()?;
         let now = OffsetDateTime::now_utc();
-        let updated = match &self.backend {
-            Backend::Mysql(p) => {
-                mysql::update_router_group_ports(p, guid, reservable_ports, now).await?
-            }
-            Backend::Sqlite(p) => {
-                sqlite::update_router_group_ports(p, guid, reservable_ports, now).await?
-            }
-        };
+        let updated = self
+            .bounded("update router group", async {
+                match &self.backend {
+                    Backend::Mysql(p) => {
+                        mysql::update_router_group_ports(p, guid, reservable_ports, now, check)
+                            .await
+                    }
+                    Backend::Sqlite(p) => {
+                        sqlite::update_router_group_ports(p, guid, reservable_ports, now, check)
+                            .await
+                    }
+                }
+            })
+            .await?;
         updated.ok_or_else(|| StoreError::NotFound(format!("router group '{guid}'")))
     }
 
     /// Deletes a router group; returns whether it existed.
     pub async fn delete_router_group(&self, guid: &str) -> Result<bool, StoreError> {
         self.check_rg_writes()?;
-        match &self.backend {
-            Backend::Mysql(p) => Mysql::delete_router_group(p, guid).await,
-            Backend::Sqlite(p) => Sqlite::delete_router_group(p, guid).await,
-        }
+        self.bounded("delete router group", async {
+            match &self.backend {
+                Backend::Mysql(p) => Mysql::delete_router_group(p, guid).await,
+                Backend::Sqlite(p) => Sqlite::delete_router_group(p, guid).await,
+            }
+        })
+        .await
     }
 
     /// Inserts `groups` (v4 guids where empty) only if `router_groups` is empty, atomically;
@@ -404,10 +548,13 @@ impl Store {
         }
         let groups: Vec<RouterGroup> = groups.iter().map(with_guid).collect();
         let now = OffsetDateTime::now_utc();
-        match &self.backend {
-            Backend::Mysql(p) => mysql::insert_router_groups(p, &groups, now, true).await,
-            Backend::Sqlite(p) => sqlite::insert_router_groups(p, &groups, now, true).await,
-        }
+        self.bounded("seed router groups", async {
+            match &self.backend {
+                Backend::Mysql(p) => mysql::insert_router_groups(p, &groups, now, true).await,
+                Backend::Sqlite(p) => sqlite::insert_router_groups(p, &groups, now, true).await,
+            }
+        })
+        .await
     }
 
     // ----- HTTP routes -----
@@ -421,11 +568,31 @@ impl Store {
         route: &HttpRoute,
         ttl: Duration,
     ) -> Result<(HttpRoute, bool), StoreError> {
-        let w = Write::new(ttl);
-        match &self.backend {
-            Backend::Mysql(p) => mysql::upsert_http_route(p, route, &w).await,
-            Backend::Sqlite(p) => sqlite::upsert_http_route(p, route, &w).await,
+        let mut done = self.upsert_http_routes(&[(route.clone(), ttl)]).await?;
+        done.pop()
+            .ok_or_else(|| StoreError::InvalidData("upsert returned no row".to_owned()))
+    }
+
+    /// Upserts a batch of HTTP routes, each as [`Store::upsert_http_route`] does, in ONE
+    /// transaction: all of them or, on any error, none. Returns each route's stored state and
+    /// whether it was created, in input order (a route given twice is updated twice and both
+    /// entries show its final state).
+    pub async fn upsert_http_routes(
+        &self,
+        batch: &[HttpUpsert],
+    ) -> Result<Vec<(HttpRoute, bool)>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
+        let writes: Vec<(&HttpRoute, Write)> =
+            batch.iter().map(|(r, ttl)| (r, Write::new(*ttl))).collect();
+        self.bounded("upsert http routes", async {
+            match &self.backend {
+                Backend::Mysql(p) => mysql::upsert_http_routes(p, &writes).await,
+                Backend::Sqlite(p) => sqlite::upsert_http_routes(p, &writes).await,
+            }
+        })
+        .await
     }
 
     /// Deletes the HTTP route with `route`'s identity; returns the deleted row (for the
@@ -434,19 +601,38 @@ impl Store {
         &self,
         route: &HttpRoute,
     ) -> Result<Option<HttpRoute>, StoreError> {
-        match &self.backend {
-            Backend::Mysql(p) => mysql::delete_http_route(p, route).await,
-            Backend::Sqlite(p) => sqlite::delete_http_route(p, route).await,
+        let mut done = self.delete_http_routes(std::slice::from_ref(route)).await?;
+        Ok(done.pop().flatten())
+    }
+
+    /// Deletes a batch of HTTP routes in ONE transaction (all or nothing); returns, in input
+    /// order, each deleted row or `None`.
+    pub async fn delete_http_routes(
+        &self,
+        routes: &[HttpRoute],
+    ) -> Result<Vec<Option<HttpRoute>>, StoreError> {
+        if routes.is_empty() {
+            return Ok(Vec::new());
         }
+        self.bounded("delete http routes", async {
+            match &self.backend {
+                Backend::Mysql(p) => mysql::delete_http_routes(p, routes).await,
+                Backend::Sqlite(p) => sqlite::delete_http_routes(p, routes).await,
+            }
+        })
+        .await
     }
 
     /// All non-expired HTTP routes (`expires_at > now`).
     pub async fn http_routes(&self) -> Result<Vec<HttpRoute>, StoreError> {
         let now = OffsetDateTime::now_utc();
-        match &self.backend {
-            Backend::Mysql(p) => Mysql::http_routes(p, now).await,
-            Backend::Sqlite(p) => Sqlite::http_routes(p, now).await,
-        }
+        self.bounded("list http routes", async {
+            match &self.backend {
+                Backend::Mysql(p) => Mysql::http_routes(p, now).await,
+                Backend::Sqlite(p) => Sqlite::http_routes(p, now).await,
+            }
+        })
+        .await
     }
 
     // ----- TCP routes -----
@@ -462,11 +648,32 @@ impl Store {
         mapping: &TcpRouteMapping,
         ttl: Duration,
     ) -> Result<(TcpRouteMapping, bool), StoreError> {
-        let w = Write::new(ttl);
-        match &self.backend {
-            Backend::Mysql(p) => mysql::upsert_tcp_route(p, mapping, &w).await,
-            Backend::Sqlite(p) => sqlite::upsert_tcp_route(p, mapping, &w).await,
+        let mut done = self.upsert_tcp_routes(&[(mapping.clone(), ttl)]).await?;
+        done.pop()
+            .ok_or_else(|| StoreError::InvalidData("upsert returned no row".to_owned()))
+    }
+
+    /// Upserts a batch of TCP mappings, each as [`Store::upsert_tcp_route`] does, in ONE
+    /// transaction: all of them or, on any error, none. Returns each mapping's stored state and
+    /// whether it was created, in input order (a mapping given twice is updated twice and both
+    /// entries show its final state). On MySQL a batch is one locking read and one multi-row
+    /// `INSERT … ON DUPLICATE KEY UPDATE` per 500 mappings.
+    pub async fn upsert_tcp_routes(
+        &self,
+        batch: &[TcpUpsert],
+    ) -> Result<Vec<(TcpRouteMapping, bool)>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
+        let writes: Vec<(&TcpRouteMapping, Write)> =
+            batch.iter().map(|(m, ttl)| (m, Write::new(*ttl))).collect();
+        self.bounded("upsert tcp routes", async {
+            match &self.backend {
+                Backend::Mysql(p) => mysql::upsert_tcp_routes(p, &writes).await,
+                Backend::Sqlite(p) => sqlite::upsert_tcp_routes(p, &writes).await,
+            }
+        })
+        .await
     }
 
     /// Deletes the TCP mapping with `mapping`'s identity (all copies, if upstream left
@@ -475,10 +682,28 @@ impl Store {
         &self,
         mapping: &TcpRouteMapping,
     ) -> Result<Option<TcpRouteMapping>, StoreError> {
-        match &self.backend {
-            Backend::Mysql(p) => mysql::delete_tcp_route(p, mapping).await,
-            Backend::Sqlite(p) => sqlite::delete_tcp_route(p, mapping).await,
+        let mut done = self
+            .delete_tcp_routes(std::slice::from_ref(mapping))
+            .await?;
+        Ok(done.pop().flatten())
+    }
+
+    /// Deletes a batch of TCP mappings in ONE transaction (all or nothing); returns, in input
+    /// order, each deleted mapping or `None`.
+    pub async fn delete_tcp_routes(
+        &self,
+        mappings: &[TcpRouteMapping],
+    ) -> Result<Vec<Option<TcpRouteMapping>>, StoreError> {
+        if mappings.is_empty() {
+            return Ok(Vec::new());
         }
+        self.bounded("delete tcp routes", async {
+            match &self.backend {
+                Backend::Mysql(p) => mysql::delete_tcp_routes(p, mappings).await,
+                Backend::Sqlite(p) => sqlite::delete_tcp_routes(p, mappings).await,
+            }
+        })
+        .await
     }
 
     /// Non-expired TCP mappings; when `isolation_segments` is non-empty only those whose
@@ -488,10 +713,13 @@ impl Store {
         isolation_segments: &[String],
     ) -> Result<Vec<TcpRouteMapping>, StoreError> {
         let now = OffsetDateTime::now_utc();
-        match &self.backend {
-            Backend::Mysql(p) => Mysql::tcp_routes(p, now, isolation_segments).await,
-            Backend::Sqlite(p) => Sqlite::tcp_routes(p, now, isolation_segments).await,
-        }
+        self.bounded("list tcp routes", async {
+            match &self.backend {
+                Backend::Mysql(p) => Mysql::tcp_routes(p, now, isolation_segments).await,
+                Backend::Sqlite(p) => Sqlite::tcp_routes(p, now, isolation_segments).await,
+            }
+        })
+        .await
     }
 
     // ----- expiry -----
@@ -502,10 +730,13 @@ impl Store {
         &self,
     ) -> Result<(Vec<HttpRoute>, Vec<TcpRouteMapping>), StoreError> {
         let cutoff = OffsetDateTime::now_utc() - Duration::from_secs(1);
-        match &self.backend {
-            Backend::Mysql(p) => mysql::prune_expired(p, cutoff).await,
-            Backend::Sqlite(p) => sqlite::prune_expired(p, cutoff).await,
-        }
+        self.bounded("prune expired routes", async {
+            match &self.backend {
+                Backend::Mysql(p) => mysql::prune_expired(p, cutoff).await,
+                Backend::Sqlite(p) => sqlite::prune_expired(p, cutoff).await,
+            }
+        })
+        .await
     }
 }
 

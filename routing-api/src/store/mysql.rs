@@ -1,10 +1,12 @@
 //! MySQL/MariaDB backend: upstream's gorm schema (version 7) and the queries on it.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use routing_api_client::models::{HttpRoute, RouterGroup, TcpRouteMapping};
+use routing_api_client::models::{HttpRoute, ModificationTag, RouterGroup, TcpRouteMapping};
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlQueryResult,
     MySqlRow, MySqlSslMode,
@@ -16,8 +18,8 @@ use super::error::mysql_retryable;
 use super::shared::{Dialect, HTTP_IDENTITY_WHERE, Q, RG_COLUMNS};
 use super::{
     first_http_route, first_tcp_route, http_routes_of, http_row, migration_err, non_empty,
-    placeholders, router_group_row, tcp_routes_of, tcp_row, HttpRow, StoreConfig, StoreError,
-    TcpKey, Write, IDLE_TIMEOUT, IN_CHUNK, MIGRATION_KEY, SCHEMA_VERSION,
+    placeholders, router_group_row, tcp_routes_of, tcp_row, GroupCheck, HttpRow, StoreConfig,
+    StoreError, TcpKey, TcpRow, Write, IDLE_TIMEOUT, IN_CHUNK, MIGRATION_KEY, SCHEMA_VERSION,
 };
 
 const HTTP_COLUMNS: &str = "guid, route, CAST(port AS SIGNED), ip, CAST(ttl AS SIGNED), log_guid, \
@@ -218,7 +220,10 @@ pub(super) async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     .ok()
     .flatten()
         == Some(1);
-    let result = run_migrations(&mut conn).await;
+    let mut result = run_migrations(&mut conn).await;
+    if result.is_ok() {
+        result = ensure_expiry_indexes(&mut conn).await;
+    }
     if locked {
         let _ = sqlx::query("SELECT RELEASE_LOCK('routing-api-migration')")
             .execute(&mut conn)
@@ -366,6 +371,38 @@ async fn migration_step(conn: &mut MySqlConnection, version: i64) -> Result<(), 
     Ok(())
 }
 
+/// Our indexes beyond upstream's schema: `expires_at` on both route tables, for the pruner
+/// (`expires_at < ?`) and the lists (`expires_at > ?`). Checked on every [`migrate`] (not a
+/// numbered migration: upstream's version 7 stays the version), so a database made by upstream
+/// or by an older version of ours gains them; upstream ignores extra indexes.
+const EXPIRY_INDEXES: &[(&str, &str, &str)] = &[
+    (
+        "routes",
+        "idx_routes_expires_at",
+        "CREATE INDEX `idx_routes_expires_at` ON `routes` (`expires_at`)",
+    ),
+    (
+        "tcp_routes",
+        "idx_tcp_routes_expires_at",
+        "CREATE INDEX `idx_tcp_routes_expires_at` ON `tcp_routes` (`expires_at`)",
+    ),
+];
+
+async fn ensure_expiry_indexes(conn: &mut MySqlConnection) -> Result<(), StoreError> {
+    for (table, index, ddl) in EXPIRY_INDEXES {
+        if !index_columns(conn, table, index).await?.is_empty() {
+            continue;
+        }
+        if let Err(e) = exec(conn, ddl).await {
+            // a concurrent migrator (without the named lock, e.g. on Galera) may have won
+            if index_columns(conn, table, index).await?.is_empty() {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn ensure_rg_name_index(conn: &mut MySqlConnection) -> Result<(), StoreError> {
     if index_columns(conn, "router_groups", "idx_rg_name")
         .await?
@@ -468,77 +505,154 @@ async fn insert_router_groups_once(
     Ok(n)
 }
 
+/// Takes the router-group write lock of this transaction (the `migration_data` row, present
+/// in every migrated database, ours or upstream's) and reads every group, latest committed
+/// state. Router-group creates and updates hold this lock until they commit, so the groups a
+/// write is checked against are the groups it commits beside.
+async fn locked_router_groups(tx: &mut MySqlConnection) -> Result<Vec<RouterGroup>, sqlx::Error> {
+    sqlx::query("SELECT migration_key FROM migration_data WHERE migration_key = ? FOR UPDATE")
+        .bind(MIGRATION_KEY)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let sql =
+        format!("SELECT {RG_COLUMNS} FROM router_groups ORDER BY created_at, guid FOR UPDATE");
+    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+    rows.iter()
+        .map(|r| router_group_row(r).map_err(decode_err))
+        .collect()
+}
+
+pub(super) async fn create_router_group(
+    pool: &MySqlPool,
+    group: &RouterGroup,
+    now: OffsetDateTime,
+    check: GroupCheck<'_>,
+) -> Result<(), StoreError> {
+    let outcome = retrying(false, || create_router_group_once(pool, group, now, check))
+        .await
+        .map_err(|e| super::router_group_duplicate(e, std::slice::from_ref(group)))?;
+    outcome.map_err(StoreError::Rejected)
+}
+
+/// `Ok(Err(message))`: `check` refused; the transaction is dropped, i.e. rolled back.
+async fn create_router_group_once(
+    pool: &MySqlPool,
+    group: &RouterGroup,
+    now: OffsetDateTime,
+    check: GroupCheck<'_>,
+) -> Result<Result<(), String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut all = locked_router_groups(&mut tx).await?;
+    all.push(group.clone());
+    if let Err(message) = check(&all) {
+        return Ok(Err(message));
+    }
+    Mysql::insert_router_groups_in(&mut tx, std::slice::from_ref(group), now, false, "").await?;
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
 pub(super) async fn update_router_group_ports(
     pool: &MySqlPool,
     guid: &str,
     ports: &str,
     now: OffsetDateTime,
+    check: GroupCheck<'_>,
 ) -> Result<Option<RouterGroup>, StoreError> {
+    retrying(false, || update_ports_once(pool, guid, ports, now, check))
+        .await?
+        .map_err(StoreError::Rejected)
+}
+
+async fn update_ports_once(
+    pool: &MySqlPool,
+    guid: &str,
+    ports: &str,
+    now: OffsetDateTime,
+    check: GroupCheck<'_>,
+) -> Result<Result<Option<RouterGroup>, String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let mut all = locked_router_groups(&mut tx).await?;
+    // MySQL compares the guid column case-insensitively; so does this lookup
+    let Some(group) = all.iter_mut().find(|g| g.guid.eq_ignore_ascii_case(guid)) else {
+        return Ok(Ok(None));
+    };
+    group.reservable_ports = ports.to_owned();
+    let updated = group.clone();
+    if let Err(message) = check(&all) {
+        return Ok(Err(message));
+    }
     sqlx::query("UPDATE router_groups SET reservable_ports = ?, updated_at = ? WHERE guid = ?")
         .bind(ports)
         .bind(dt(now))
-        .bind(guid)
+        .bind(&updated.guid)
         .execute(&mut *tx)
         .await?;
-    let sql = format!("SELECT {RG_COLUMNS} FROM router_groups WHERE guid = ?");
-    let row = sqlx::query(&sql)
-        .bind(guid)
-        .fetch_optional(&mut *tx)
-        .await?;
     tx.commit().await?;
-    row.as_ref().map(router_group_row).transpose()
+    Ok(Ok(Some(updated)))
 }
 
 // ----- HTTP routes -----
 
-pub(super) async fn upsert_http_route(
+/// Upserts every route in one transaction (retried whole after a write race). HTTP routes
+/// keep one `INSERT … ON DUPLICATE KEY UPDATE` per route: `idx_route`'s columns are all NOT
+/// NULL, so the unique index alone decides insert vs update.
+pub(super) async fn upsert_http_routes(
     pool: &MySqlPool,
-    route: &HttpRoute,
-    w: &Write,
-) -> Result<(HttpRoute, bool), StoreError> {
-    let row = retrying(true, || upsert_http_once(pool, route, w)).await?;
-    let HttpRow { guid, route } = http_row(&row)?;
-    Ok((route, guid == w.new_guid))
+    writes: &[(&HttpRoute, Write)],
+) -> Result<Vec<(HttpRoute, bool)>, StoreError> {
+    let rows = retrying(true, || upsert_http_batch_once(pool, writes)).await?;
+    rows.iter()
+        .zip(writes)
+        .map(|(row, (_, w))| {
+            let HttpRow { guid, route } = http_row(row)?;
+            Ok((route, guid == w.new_guid))
+        })
+        .collect()
 }
 
-async fn upsert_http_once(
+async fn upsert_http_batch_once(
     pool: &MySqlPool,
-    route: &HttpRoute,
-    w: &Write,
-) -> Result<MySqlRow, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // idx_route's columns are all NOT NULL, so the unique index alone decides insert vs update
-    let upsert = sqlx::query(
-        "INSERT INTO routes (guid, created_at, updated_at, expires_at, route, port, ip, ttl, \
-         log_guid, route_service_url, modification_guid, modification_index) \
+    writes: &[(&HttpRoute, Write)],
+) -> Result<Vec<MySqlRow>, sqlx::Error> {
+    let upsert = "INSERT INTO routes (guid, created_at, updated_at, expires_at, route, port, ip, \
+         ttl, log_guid, route_service_url, modification_guid, modification_index) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) \
          ON DUPLICATE KEY UPDATE \
          modification_index = COALESCE(modification_index, 0) + 1, \
          ttl = VALUES(ttl), \
          log_guid = IF(VALUES(log_guid) = '', log_guid, VALUES(log_guid)), \
          expires_at = VALUES(expires_at), \
-         updated_at = VALUES(updated_at)",
-    );
-    Mysql::bind_http_insert(upsert, route, w)
-        .execute(&mut *tx)
-        .await?;
-    let sql = format!("SELECT {HTTP_COLUMNS} FROM routes WHERE {HTTP_IDENTITY_WHERE}");
-    let row = Mysql::bind_http_identity(sqlx::query(&sql), route)
-        .fetch_one(&mut *tx)
-        .await?;
+         updated_at = VALUES(updated_at)";
+    let select = format!("SELECT {HTTP_COLUMNS} FROM routes WHERE {HTTP_IDENTITY_WHERE}");
+    let mut tx = pool.begin().await?;
+    let mut rows = Vec::with_capacity(writes.len());
+    for (route, w) in writes {
+        Mysql::bind_http_insert(sqlx::query(upsert), route, w)
+            .execute(&mut *tx)
+            .await?;
+        let row = Mysql::bind_http_identity(sqlx::query(&select), route)
+            .fetch_one(&mut *tx)
+            .await?;
+        rows.push(row);
+    }
     tx.commit().await?;
-    Ok(row)
+    Ok(rows)
 }
 
-pub(super) async fn delete_http_route(
+pub(super) async fn delete_http_routes(
     pool: &MySqlPool,
-    route: &HttpRoute,
-) -> Result<Option<HttpRoute>, StoreError> {
+    routes: &[HttpRoute],
+) -> Result<Vec<Option<HttpRoute>>, StoreError> {
     let sql = format!("SELECT {HTTP_COLUMNS} FROM routes WHERE {HTTP_IDENTITY_WHERE} FOR UPDATE");
-    let select = || Mysql::bind_http_identity(sqlx::query(&sql), route);
-    let rows = retrying(false, || delete_locked(pool, "routes", select())).await?;
-    first_http_route(&rows)
+    let selects = || {
+        routes
+            .iter()
+            .map(|r| Mysql::bind_http_identity(sqlx::query(&sql), r))
+            .collect::<Vec<_>>()
+    };
+    let deleted = retrying(false, || delete_locked(pool, "routes", selects())).await?;
+    deleted.iter().map(|rows| first_http_route(rows)).collect()
 }
 
 // ----- TCP routes -----
@@ -588,79 +702,252 @@ fn select_tcp_for_update(key: &TcpKey<'_>) -> String {
     )
 }
 
-pub(super) async fn upsert_tcp_route(
-    pool: &MySqlPool,
-    m: &TcpRouteMapping,
-    w: &Write,
-) -> Result<(TcpRouteMapping, bool), StoreError> {
-    let (row, created) = retrying(true, || upsert_tcp_once(pool, m, w)).await?;
-    Ok((tcp_row(&row)?.mapping, created))
+/// A mapping's identity as `idx_tcp_route` and MySQL's default collations see it: strings
+/// compared case-insensitively and without trailing spaces, "no TLS port" and "no SNI" each
+/// one value.
+#[derive(Hash, PartialEq, Eq)]
+struct TcpIdentity {
+    router_group_guid: String,
+    host_ip: String,
+    host_port: u16,
+    external_port: u16,
+    tls_port: Option<i32>,
+    sni: Option<String>,
 }
 
-async fn upsert_tcp_once(
+fn fold(s: &str) -> String {
+    s.trim_end_matches(' ').to_lowercase()
+}
+
+impl TcpIdentity {
+    fn of(m: &TcpRouteMapping) -> TcpIdentity {
+        let key = TcpKey::of(m);
+        TcpIdentity {
+            router_group_guid: fold(&m.router_group_guid),
+            host_ip: fold(&m.backend_ip),
+            host_port: m.backend_port,
+            external_port: m.port,
+            tls_port: key.tls_port,
+            sni: key.sni.map(fold),
+        }
+    }
+}
+
+/// Mappings per multi-row insert: 14 parameters a row stays far below MySQL's 65,535.
+const TCP_BATCH_CHUNK: usize = 500;
+/// Identities per locking read. MariaDB turns an `IN` list of 1,000 values or more
+/// (`in_predicate_conversion_threshold`) into a join that scans (and locks) the whole index;
+/// 200 four-column tuples stay a range read of exactly the rows and gaps asked for.
+const TCP_LOCK_CHUNK: usize = 200;
+
+/// Upserts every mapping in one transaction (retried whole after a write race or deadlock).
+/// Per chunk of [`TCP_BATCH_CHUNK`]: locking reads of the rows with the chunk's identities
+/// (they also lock the index gaps where a missing one would go, which keeps concurrent
+/// upserts from inserting a duplicate, as the module docs explain), then one multi-row
+/// `INSERT … ON DUPLICATE KEY UPDATE` in which an existing mapping is written under its own
+/// guid (the primary key makes it an update) and a new one under a fresh guid. The update
+/// clause is the per-row upsert's: modification index + 1; ttl, expires_at, updated_at,
+/// isolation_segment, instance_id replaced; upstream's `-1`/`''` normalised to NULL. The
+/// stored state handed back is computed from the locked rows and the writes (the rows are
+/// locked, so it is what the table holds), in input order, each entry as of its own write.
+pub(super) async fn upsert_tcp_routes(
     pool: &MySqlPool,
-    m: &TcpRouteMapping,
-    w: &Write,
-) -> Result<(MySqlRow, bool), sqlx::Error> {
-    let key = TcpKey::of(m);
+    writes: &[(&TcpRouteMapping, Write)],
+) -> Result<Vec<(TcpRouteMapping, bool)>, StoreError> {
+    retrying(true, || upsert_tcp_batch_once(pool, writes)).await
+}
+
+async fn upsert_tcp_batch_once(
+    pool: &MySqlPool,
+    writes: &[(&TcpRouteMapping, Write)],
+) -> Result<Vec<(TcpRouteMapping, bool)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // Locking read: locks matching rows and the index gap where a match would be inserted,
-    // so a concurrent upsert of the same identity waits (or deadlocks and is retried).
-    let sql = select_tcp_for_update(&key);
-    let rows = bind_tcp_identity(sqlx::query(&sql), m, &key)
-        .fetch_all(&mut *tx)
-        .await?;
-    let guids = guids_of(&rows)?;
-    let (guid, created) = match guids.split_first() {
-        Some((keep, extra)) => {
-            // merge duplicates upstream may have left behind
-            delete_guids(&mut tx, "tcp_routes", extra).await?;
-            sqlx::query(
-                "UPDATE tcp_routes SET \
-                 modification_index = COALESCE(modification_index, 0) + 1, \
-                 ttl = ?, expires_at = ?, updated_at = ?, isolation_segment = ?, instance_id = ?, \
-                 host_tls_port = CASE WHEN host_tls_port > 0 THEN host_tls_port ELSE NULL END, \
-                 sni_hostname = NULLIF(sni_hostname, '') \
-                 WHERE guid = ?",
-            )
-            .bind(w.ttl_secs)
-            .bind(dt(w.expires_at))
-            .bind(dt(w.now))
-            .bind(&m.isolation_segment)
-            .bind(non_empty(&m.instance_id))
-            .bind(keep)
-            .execute(&mut *tx)
-            .await?;
-            (keep.clone(), false)
-        }
-        None => {
-            let insert = sqlx::query(
-                "INSERT INTO tcp_routes (guid, created_at, updated_at, expires_at, \
-                 router_group_guid, host_port, host_tls_port, host_ip, sni_hostname, instance_id, \
-                 external_port, modification_guid, modification_index, ttl, isolation_segment) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            );
-            Mysql::bind_tcp_insert(insert, m, &key, w)
-                .execute(&mut *tx)
-                .await?;
-            (w.new_guid.clone(), true)
-        }
-    };
-    let sql = format!("SELECT {TCP_COLUMNS} FROM tcp_routes WHERE guid = ?");
-    let row = sqlx::query(&sql).bind(&guid).fetch_one(&mut *tx).await?;
+    let mut out = Vec::with_capacity(writes.len());
+    // identities written earlier in this batch: their guid and current state
+    let mut state: HashMap<TcpIdentity, (String, TcpRouteMapping)> = HashMap::new();
+    for chunk in writes.chunks(TCP_BATCH_CHUNK) {
+        upsert_tcp_chunk(&mut tx, chunk, &mut state, &mut out).await?;
+    }
     tx.commit().await?;
-    Ok((row, created))
+    Ok(out)
 }
 
-pub(super) async fn delete_tcp_route(
+/// The locking read of the rows whose identity shares its leading columns with one of
+/// `mappings` (duplicates upstream left included), oldest first.
+async fn lock_tcp_rows(
+    tx: &mut MySqlConnection,
+    mappings: &[&TcpRouteMapping],
+) -> Result<Vec<MySqlRow>, sqlx::Error> {
+    let mut rows = Vec::new();
+    for chunk in mappings.chunks(TCP_LOCK_CHUNK) {
+        let mut sql = format!(
+            "SELECT {TCP_COLUMNS}, created_at FROM tcp_routes \
+             WHERE (router_group_guid, host_port, host_ip, external_port) IN ("
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?)"
+            });
+        }
+        sql.push_str(") FOR UPDATE");
+        let mut q = sqlx::query(&sql);
+        for m in chunk {
+            q = q
+                .bind(m.router_group_guid.as_str())
+                .bind(i64::from(m.backend_port))
+                .bind(m.backend_ip.as_str())
+                .bind(i64::from(m.port));
+        }
+        rows.extend(q.fetch_all(&mut *tx).await?);
+    }
+    Ok(rows)
+}
+
+/// One chunk of [`upsert_tcp_routes`]: appends each mapping's stored state and whether its
+/// write created it to `out`.
+async fn upsert_tcp_chunk(
+    tx: &mut MySqlConnection,
+    chunk: &[(&TcpRouteMapping, Write)],
+    state: &mut HashMap<TcpIdentity, (String, TcpRouteMapping)>,
+    out: &mut Vec<(TcpRouteMapping, bool)>,
+) -> Result<(), sqlx::Error> {
+    // lock what this chunk may touch and is not already known from an earlier chunk
+    let mut seen = HashSet::with_capacity(chunk.len());
+    let to_lock: Vec<&TcpRouteMapping> = chunk
+        .iter()
+        .map(|(m, _)| *m)
+        .filter(|m| !state.contains_key(&TcpIdentity::of(m)))
+        .filter(|m| {
+            seen.insert((
+                fold(&m.router_group_guid),
+                m.backend_port,
+                fold(&m.backend_ip),
+                m.port,
+            ))
+        })
+        .collect();
+    let mut rows: Vec<(String, String, TcpRouteMapping)> = Vec::new();
+    let locked = lock_tcp_rows(tx, &to_lock).await?;
+    for row in &locked {
+        let created_at: Option<PrimitiveDateTime> = row.try_get("created_at").unwrap_or(None);
+        let TcpRow { guid, mapping } = tcp_row(row).map_err(decode_err)?;
+        rows.push((
+            created_at.map(|t| t.to_string()).unwrap_or_default(),
+            guid,
+            mapping,
+        ));
+    }
+    // The oldest row of an identity is kept; copies upstream may have left are merged away.
+    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let mut extra = Vec::new();
+    for (_, guid, mapping) in rows {
+        match state.entry(TcpIdentity::of(&mapping)) {
+            Entry::Occupied(_) => extra.push(guid),
+            Entry::Vacant(v) => {
+                v.insert((guid, mapping));
+            }
+        }
+    }
+    delete_guids(tx, "tcp_routes", &extra).await?;
+
+    let mut guids = Vec::with_capacity(chunk.len());
+    for (m, w) in chunk {
+        let (guid, stored, created) = match state.entry(TcpIdentity::of(m)) {
+            Entry::Occupied(mut e) => {
+                let (guid, stored) = e.get_mut();
+                stored.modification_tag.index = stored.modification_tag.index.saturating_add(1);
+                stored.ttl = Some(w.ttl_secs);
+                stored.isolation_segment = m.isolation_segment.clone();
+                stored.instance_id = m.instance_id.clone();
+                (guid.clone(), stored.clone(), false)
+            }
+            Entry::Vacant(v) => {
+                let key = TcpKey::of(m);
+                let stored = TcpRouteMapping {
+                    router_group_guid: m.router_group_guid.clone(),
+                    backend_port: m.backend_port,
+                    backend_ip: m.backend_ip.clone(),
+                    backend_tls_port: key.tls_port.unwrap_or(0),
+                    backend_sni_hostname: key.sni.map(str::to_owned),
+                    instance_id: m.instance_id.clone(),
+                    port: m.port,
+                    modification_tag: ModificationTag {
+                        guid: w.new_modification_guid.clone(),
+                        index: 0,
+                    },
+                    ttl: Some(w.ttl_secs),
+                    isolation_segment: m.isolation_segment.clone(),
+                };
+                v.insert((w.new_guid.clone(), stored.clone()));
+                (w.new_guid.clone(), stored, true)
+            }
+        };
+        guids.push(guid);
+        out.push((stored, created));
+    }
+
+    let mut sql = String::from(
+        "INSERT INTO tcp_routes (guid, created_at, updated_at, expires_at, router_group_guid, \
+         host_port, host_tls_port, host_ip, sni_hostname, instance_id, external_port, \
+         modification_guid, modification_index, ttl, isolation_segment) VALUES ",
+    );
+    for i in 0..chunk.len() {
+        sql.push_str(if i == 0 { "" } else { ", " });
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)");
+    }
+    sql.push_str(
+        " ON DUPLICATE KEY UPDATE \
+         modification_index = COALESCE(modification_index, 0) + 1, \
+         ttl = VALUES(ttl), expires_at = VALUES(expires_at), updated_at = VALUES(updated_at), \
+         isolation_segment = VALUES(isolation_segment), instance_id = VALUES(instance_id), \
+         host_tls_port = CASE WHEN host_tls_port > 0 THEN host_tls_port ELSE NULL END, \
+         sni_hostname = NULLIF(sni_hostname, '')",
+    );
+    let mut q = sqlx::query(&sql);
+    for ((m, w), guid) in chunk.iter().zip(&guids) {
+        let key = TcpKey::of(m);
+        q = q
+            .bind(guid.as_str())
+            .bind(dt(w.now))
+            .bind(dt(w.now))
+            .bind(dt(w.expires_at))
+            .bind(m.router_group_guid.as_str())
+            .bind(i64::from(m.backend_port))
+            .bind(key.tls_port)
+            .bind(m.backend_ip.as_str())
+            .bind(key.sni)
+            .bind(non_empty(&m.instance_id))
+            .bind(i64::from(m.port))
+            .bind(w.new_modification_guid.as_str())
+            .bind(w.ttl_secs)
+            .bind(m.isolation_segment.as_str());
+    }
+    q.execute(&mut *tx).await?;
+    Ok(())
+}
+
+pub(super) async fn delete_tcp_routes(
     pool: &MySqlPool,
-    m: &TcpRouteMapping,
-) -> Result<Option<TcpRouteMapping>, StoreError> {
-    let key = TcpKey::of(m);
-    let sql = select_tcp_for_update(&key);
-    let select = || bind_tcp_identity(sqlx::query(&sql), m, &key);
-    let rows = retrying(false, || delete_locked(pool, "tcp_routes", select())).await?;
-    first_tcp_route(&rows)
+    mappings: &[TcpRouteMapping],
+) -> Result<Vec<Option<TcpRouteMapping>>, StoreError> {
+    let keyed: Vec<(&TcpRouteMapping, TcpKey<'_>, String)> = mappings
+        .iter()
+        .map(|m| {
+            let key = TcpKey::of(m);
+            let sql = select_tcp_for_update(&key);
+            (m, key, sql)
+        })
+        .collect();
+    let selects = || {
+        keyed
+            .iter()
+            .map(|(m, key, sql)| bind_tcp_identity(sqlx::query(sql), m, key))
+            .collect::<Vec<_>>()
+    };
+    let deleted = retrying(false, || delete_locked(pool, "tcp_routes", selects())).await?;
+    deleted.iter().map(|rows| first_tcp_route(rows)).collect()
 }
 
 // ----- expiry -----
@@ -713,18 +1000,28 @@ async fn prune_table(
 
 // ----- small helpers -----
 
-/// Runs the locking read `select` (of rows whose first column is the guid) in a transaction,
-/// deletes exactly the rows it locked and hands them back.
+/// Runs each locking read of `selects` (of rows whose first column is the guid) in one
+/// transaction, deletes exactly the rows each locked and hands them back, per select.
 async fn delete_locked(
     pool: &MySqlPool,
     table: &'static str,
-    select: Q<'_, MySql>,
-) -> Result<Vec<MySqlRow>, sqlx::Error> {
+    selects: Vec<Q<'_, MySql>>,
+) -> Result<Vec<Vec<MySqlRow>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let rows = select.fetch_all(&mut *tx).await?;
-    delete_guids(&mut tx, table, &guids_of(&rows)?).await?;
+    let mut deleted = Vec::with_capacity(selects.len());
+    for select in selects {
+        let rows = select.fetch_all(&mut *tx).await?;
+        delete_guids(&mut tx, table, &guids_of(&rows)?).await?;
+        deleted.push(rows);
+    }
     tx.commit().await?;
-    Ok(rows)
+    Ok(deleted)
+}
+
+/// A [`StoreError`] met while decoding inside a retried transaction, carried as sqlx's decode
+/// error (never retried).
+fn decode_err(e: StoreError) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
 }
 
 fn guids_of(rows: &[MySqlRow]) -> Result<Vec<String>, sqlx::Error> {

@@ -5,16 +5,16 @@ use std::str::FromStr;
 
 use routing_api_client::models::{HttpRoute, RouterGroup, TcpRouteMapping};
 use sqlx::sqlite::{
-    Sqlite as SqliteDb, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteQueryResult, SqliteSynchronous,
+    Sqlite as SqliteDb, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous,
 };
 use time::{OffsetDateTime, UtcOffset};
 
 use super::shared::{Dialect, HTTP_IDENTITY_WHERE, RG_COLUMNS};
 use super::{
     first_http_route, first_tcp_route, http_routes_of, http_row, migration_err, router_group_row,
-    tcp_routes_of, tcp_row, HttpRow, StoreConfig, StoreError, TcpKey, Write, IDLE_TIMEOUT,
-    MIGRATION_KEY, SCHEMA_VERSION,
+    tcp_routes_of, tcp_row, GroupCheck, HttpRow, StoreConfig, StoreError, TcpKey, Write,
+    IDLE_TIMEOUT, MIGRATION_KEY, SCHEMA_VERSION,
 };
 
 const HTTP_COLUMNS: &str = "guid, route, port, ip, ttl, log_guid, route_service_url, \
@@ -70,6 +70,14 @@ const SCHEMA: &[&str] = &[
         modification_guid TEXT, \
         modification_index INTEGER)",
     "CREATE UNIQUE INDEX IF NOT EXISTS idx_route ON routes (route, port, ip, route_service_url)",
+];
+
+/// Our indexes beyond upstream's schema, for the pruner (`expires_at < ?`) and the lists
+/// (`expires_at > ?`). Created by every [`migrate`], so a database made by an older version
+/// (at schema version 7 already) gains them too.
+pub(super) const EXPIRY_INDEXES: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS idx_routes_expires_at ON routes (expires_at)",
+    "CREATE INDEX IF NOT EXISTS idx_tcp_routes_expires_at ON tcp_routes (expires_at)",
 ];
 
 /// The conflict target matching `idx_tcp_route`.
@@ -144,7 +152,9 @@ async fn pool(
     let mut opts = opts
         .create_if_missing(true)
         .busy_timeout(cfg.acquire_timeout)
-        .synchronous(SqliteSynchronous::Normal);
+        // FULL: a commit is fsynced to the WAL before it is acknowledged, so it survives a power
+        // cut (NORMAL in WAL mode may lose the last commits).
+        .synchronous(SqliteSynchronous::Full);
     let mut pool = SqlitePoolOptions::new().acquire_timeout(cfg.acquire_timeout);
     if in_memory {
         // every connection would get its own empty database: keep exactly one, forever
@@ -161,6 +171,18 @@ async fn pool(
             .idle_timeout(IDLE_TIMEOUT);
     }
     pool.connect_with(opts).await.map_err(StoreError::from)
+}
+
+/// `PRAGMA synchronous` and `PRAGMA journal_mode` of one pooled connection.
+pub(super) async fn durability(pool: &SqlitePool) -> Result<(i64, String), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let sync = sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await?;
+    let journal = sqlx::query_scalar::<_, String>("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((sync, journal))
 }
 
 // ----- migrations -----
@@ -184,6 +206,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     .map_err(migration_err("read migration_data"))?
     .flatten();
     if current.is_some_and(|v| v >= SCHEMA_VERSION) {
+        create_expiry_indexes(&mut tx).await?;
         tx.commit().await?;
         return Ok(());
     }
@@ -193,6 +216,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
             .await
             .map_err(migration_err("create schema"))?;
     }
+    create_expiry_indexes(&mut tx).await?;
     sqlx::query(
         "INSERT INTO migration_data (migration_key, current_version, target_version) \
          VALUES (?, ?, ?) ON CONFLICT (migration_key) DO UPDATE SET \
@@ -210,6 +234,16 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         version = SCHEMA_VERSION,
         "routing-api sqlite schema created"
     );
+    Ok(())
+}
+
+async fn create_expiry_indexes(tx: &mut SqliteConnection) -> Result<(), StoreError> {
+    for ddl in EXPIRY_INDEXES {
+        sqlx::query(ddl)
+            .execute(&mut *tx)
+            .await
+            .map_err(migration_err("create expires_at indexes"))?;
+    }
     Ok(())
 }
 
@@ -241,31 +275,64 @@ async fn insert_router_groups_tx(
     Ok(n)
 }
 
+/// Reads every group inside a `BEGIN IMMEDIATE` transaction: it holds SQLite's write lock,
+/// so no other write commits between this read and the caller's write.
+async fn all_router_groups(tx: &mut SqliteConnection) -> Result<Vec<RouterGroup>, StoreError> {
+    let sql = format!("SELECT {RG_COLUMNS} FROM router_groups ORDER BY created_at, guid");
+    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+    rows.iter().map(router_group_row).collect()
+}
+
+pub(super) async fn create_router_group(
+    pool: &SqlitePool,
+    group: &RouterGroup,
+    now: OffsetDateTime,
+    check: GroupCheck<'_>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut all = all_router_groups(&mut tx).await?;
+    all.push(group.clone());
+    check(&all).map_err(StoreError::Rejected)?;
+    Sqlite::insert_router_groups_in(&mut tx, std::slice::from_ref(group), now, false, "")
+        .await
+        .map_err(|e| super::router_group_duplicate(e.into(), std::slice::from_ref(group)))?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub(super) async fn update_router_group_ports(
     pool: &SqlitePool,
     guid: &str,
     ports: &str,
     now: OffsetDateTime,
+    check: GroupCheck<'_>,
 ) -> Result<Option<RouterGroup>, StoreError> {
-    let sql = format!(
-        "UPDATE router_groups SET reservable_ports = ?, updated_at = ? WHERE guid = ? RETURNING {RG_COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut all = all_router_groups(&mut tx).await?;
+    let Some(group) = all.iter_mut().find(|g| g.guid == guid) else {
+        return Ok(None);
+    };
+    group.reservable_ports = ports.to_owned();
+    let updated = group.clone();
+    check(&all).map_err(StoreError::Rejected)?;
+    sqlx::query("UPDATE router_groups SET reservable_ports = ?, updated_at = ? WHERE guid = ?")
         .bind(ports)
         .bind(ts(now))
         .bind(guid)
-        .fetch_optional(pool)
+        .execute(&mut *tx)
         .await?;
-    row.as_ref().map(router_group_row).transpose()
+    tx.commit().await?;
+    Ok(Some(updated))
 }
 
 // ----- HTTP routes -----
 
-pub(super) async fn upsert_http_route(
+/// Upserts every route in one `BEGIN IMMEDIATE` transaction, one `INSERT … ON CONFLICT`
+/// statement each (SQLite statements are in-process calls: batching them buys little).
+pub(super) async fn upsert_http_routes(
     pool: &SqlitePool,
-    route: &HttpRoute,
-    w: &Write,
-) -> Result<(HttpRoute, bool), StoreError> {
+    writes: &[(&HttpRoute, Write)],
+) -> Result<Vec<(HttpRoute, bool)>, StoreError> {
     let sql = format!(
         "INSERT INTO routes (guid, created_at, updated_at, expires_at, route, port, ip, ttl, \
          log_guid, route_service_url, modification_guid, modification_index) \
@@ -278,32 +345,44 @@ pub(super) async fn upsert_http_route(
          updated_at = excluded.updated_at \
          RETURNING {HTTP_COLUMNS}"
     );
-    let row = Sqlite::bind_http_insert(sqlx::query(&sql), route, w)
-        .fetch_one(pool)
-        .await?;
-    let HttpRow { guid, route } = http_row(&row)?;
-    Ok((route, guid == w.new_guid))
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(writes.len());
+    for (route, w) in writes {
+        let row = Sqlite::bind_http_insert(sqlx::query(&sql), route, w)
+            .fetch_one(&mut *tx)
+            .await?;
+        let HttpRow { guid, route } = http_row(&row)?;
+        out.push((route, guid == w.new_guid));
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
-pub(super) async fn delete_http_route(
+pub(super) async fn delete_http_routes(
     pool: &SqlitePool,
-    route: &HttpRoute,
-) -> Result<Option<HttpRoute>, StoreError> {
+    routes: &[HttpRoute],
+) -> Result<Vec<Option<HttpRoute>>, StoreError> {
     let sql = format!("DELETE FROM routes WHERE {HTTP_IDENTITY_WHERE} RETURNING {HTTP_COLUMNS}");
-    let rows = Sqlite::bind_http_identity(sqlx::query(&sql), route)
-        .fetch_all(pool)
-        .await?;
-    first_http_route(&rows)
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(routes.len());
+    for route in routes {
+        let rows = Sqlite::bind_http_identity(sqlx::query(&sql), route)
+            .fetch_all(&mut *tx)
+            .await?;
+        out.push(first_http_route(&rows)?);
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
 // ----- TCP routes -----
 
-pub(super) async fn upsert_tcp_route(
+/// Upserts every mapping in one `BEGIN IMMEDIATE` transaction, one `INSERT … ON CONFLICT`
+/// statement each.
+pub(super) async fn upsert_tcp_routes(
     pool: &SqlitePool,
-    m: &TcpRouteMapping,
-    w: &Write,
-) -> Result<(TcpRouteMapping, bool), StoreError> {
-    let key = TcpKey::of(m);
+    writes: &[(&TcpRouteMapping, Write)],
+) -> Result<Vec<(TcpRouteMapping, bool)>, StoreError> {
     let sql = format!(
         "INSERT INTO tcp_routes (guid, created_at, updated_at, expires_at, router_group_guid, \
          host_port, host_tls_port, host_ip, sni_hostname, instance_id, external_port, \
@@ -318,30 +397,43 @@ pub(super) async fn upsert_tcp_route(
          instance_id = excluded.instance_id \
          RETURNING {TCP_COLUMNS}"
     );
-    let row = Sqlite::bind_tcp_insert(sqlx::query(&sql), m, &key, w)
-        .fetch_one(pool)
-        .await?;
-    let row = tcp_row(&row)?;
-    let created = row.guid == w.new_guid;
-    Ok((row.mapping, created))
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(writes.len());
+    for (m, w) in writes {
+        let key = TcpKey::of(m);
+        let row = Sqlite::bind_tcp_insert(sqlx::query(&sql), m, &key, w)
+            .fetch_one(&mut *tx)
+            .await?;
+        let row = tcp_row(&row)?;
+        let created = row.guid == w.new_guid;
+        out.push((row.mapping, created));
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
-pub(super) async fn delete_tcp_route(
+pub(super) async fn delete_tcp_routes(
     pool: &SqlitePool,
-    m: &TcpRouteMapping,
-) -> Result<Option<TcpRouteMapping>, StoreError> {
-    let key = TcpKey::of(m);
+    mappings: &[TcpRouteMapping],
+) -> Result<Vec<Option<TcpRouteMapping>>, StoreError> {
     let sql = format!("DELETE FROM tcp_routes WHERE {TCP_IDENTITY_WHERE} RETURNING {TCP_COLUMNS}");
-    let rows = sqlx::query(&sql)
-        .bind(&m.router_group_guid)
-        .bind(i64::from(m.backend_port))
-        .bind(&m.backend_ip)
-        .bind(i64::from(m.port))
-        .bind(key.sni.unwrap_or(""))
-        .bind(key.tls_port.unwrap_or(0))
-        .fetch_all(pool)
-        .await?;
-    first_tcp_route(&rows)
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(mappings.len());
+    for m in mappings {
+        let key = TcpKey::of(m);
+        let rows = sqlx::query(&sql)
+            .bind(&m.router_group_guid)
+            .bind(i64::from(m.backend_port))
+            .bind(&m.backend_ip)
+            .bind(i64::from(m.port))
+            .bind(key.sni.unwrap_or(""))
+            .bind(key.tls_port.unwrap_or(0))
+            .fetch_all(&mut *tx)
+            .await?;
+        out.push(first_tcp_route(&rows)?);
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
 // ----- expiry -----
