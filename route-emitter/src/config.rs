@@ -5,6 +5,11 @@
 //! problem: one line for the top-level keys and one line per bad route (`route <index>
 //! (<name>): <problem>; <problem>`), so an operator sees everything wrong at once.
 //!
+//! Keys of ours beyond route-registrar's: `router_greet_retry_interval` (default `1s`, the time
+//! between `router.greet` attempts; the emitter exits non-zero after
+//! [`crate::nats::MAX_GREET_ATTEMPTS`] unanswered ones) and the per-route extensions of
+//! [`RouteSchema`].
+//!
 //! Routes found in `dynamic_config_globs` files use the same route schema and the same
 //! validation ([`parse_route_file`]).
 
@@ -144,6 +149,8 @@ pub struct ConfigSchema {
     pub unregistration_message_limit: Option<u32>,
     pub dynamic_config_globs: Vec<String>,
     pub routes: Vec<RouteSchema>,
+    /// Ours: time between `router.greet` attempts (Go duration or seconds; default 1s).
+    pub router_greet_retry_interval: Option<serde_json::Value>,
 }
 
 /// Kind of a validated route.
@@ -249,6 +256,8 @@ pub struct Config {
     pub unregistration_message_limit: u32,
     pub dynamic_config_globs: Vec<String>,
     pub routes: Vec<Route>,
+    /// Time between `router.greet` attempts ([`crate::nats::MAX_GREET_ATTEMPTS`] of them).
+    pub router_greet_retry_interval: Duration,
 }
 
 /// Everything wrong with a config, one problem per line.
@@ -383,6 +392,20 @@ impl ConfigSchema {
                 })
             }
         };
+        let router_greet_retry_interval = match &self.router_greet_retry_interval {
+            None => crate::nats::GREET_RETRY,
+            Some(v) => match duration_value(v) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    errors.push("router_greet_retry_interval must be greater than 0".into());
+                    crate::nats::GREET_RETRY
+                }
+                Err(e) => {
+                    errors.push(format!("router_greet_retry_interval: {e}"));
+                    crate::nats::GREET_RETRY
+                }
+            },
+        };
         let defaults = RouteDefaults {
             host: self.host.clone(),
             availability_zone: self.availability_zone.clone(),
@@ -434,6 +457,7 @@ impl ConfigSchema {
                 .unwrap_or(DEFAULT_UNREGISTRATION_MESSAGE_LIMIT),
             dynamic_config_globs: self.dynamic_config_globs,
             routes,
+            router_greet_retry_interval,
         })
     }
 }
@@ -899,6 +923,30 @@ mod tests {
         assert!(
             err.0.iter().any(|e| e.contains("message_bus_servers")),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn router_greet_retry_interval_defaults_to_a_second_and_must_be_positive() {
+        let routes = "routes: []\n";
+        let (schema, unknown) = parse(&format!("{BUS}{routes}")).unwrap();
+        assert!(unknown.is_empty());
+        assert_eq!(
+            schema.into_config().unwrap().router_greet_retry_interval,
+            Duration::from_secs(1)
+        );
+        let (schema, unknown) = parse(&format!(
+            "{BUS}router_greet_retry_interval: 250ms\n{routes}"
+        ))
+        .unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(
+            schema.into_config().unwrap().router_greet_retry_interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            errors(&format!("{BUS}router_greet_retry_interval: 0s\n{routes}")),
+            vec!["router_greet_retry_interval must be greater than 0"]
         );
     }
 }

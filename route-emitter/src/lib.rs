@@ -4,7 +4,8 @@
 //! from `dynamic_config_globs` files ([`sources`]), withholds routes whose health check fails
 //! ([`health`]), and publishes the rest: HTTP routes over NATS to gorouter ([`nats`]); TCP, SNI
 //! and `transport: routing_api` HTTP routes to the Routing API ([`routing_api`]). SIGTERM or
-//! SIGINT unregisters everything and exits.
+//! SIGINT unregisters everything and exits; so does a NATS publisher that no router answered
+//! ([`nats::MAX_GREET_ATTEMPTS`]), but with an error (exit status 1).
 //!
 //! ```text
 //! sources (static + files) --watch--> health --watch(active)--> nats publisher
@@ -49,16 +50,28 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     tokio::spawn(health::run(configured_rx, active_tx));
 
     let mut tasks = Vec::new();
+    // A publisher that gives up (no router answered the greeting) stops the process.
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<String>(1);
     if !config.message_bus_servers.is_empty() {
         let (client, connected) =
             nats::connect(&config.message_bus_servers, config.nats_tls.as_ref()).await?;
-        tasks.push(tokio::spawn(nats::run(
+        let publisher = nats::run(
             client,
             connected,
             active_rx.clone(),
             shutdown_rx.clone(),
             config.unregistration_message_limit,
-        )));
+            nats::GreetSettings {
+                retry_interval: config.router_greet_retry_interval,
+                max_attempts: nats::MAX_GREET_ATTEMPTS,
+            },
+        );
+        let failed_tx = failed_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = publisher.await {
+                let _ = failed_tx.send(e.to_string()).await;
+            }
+        }));
     }
     if let Some(api) = &config.routing_api {
         if !api.api_url.is_empty() {
@@ -79,11 +92,20 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     tokio::spawn(report_unpublishable(active_rx.clone(), has_nats, has_api));
     tracing::info!(routes = static_count, "Route Registrar.Running");
 
-    wait_for_signal().await?;
-    tracing::info!("Route Registrar.Received signal; shutting down");
+    let failed = tokio::select! {
+        signalled = wait_for_signal() => {
+            signalled?;
+            tracing::info!("Route Registrar.Received signal; shutting down");
+            None
+        }
+        Some(e) = failed_rx.recv() => Some(e),
+    };
     let _ = shutdown_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     tracing::info!("Route Registrar.Exiting without error");
     Ok(())

@@ -2,6 +2,9 @@
 //!
 //! - Greeting: `router.greet` is requested with a reply inbox every second until a router
 //!   answers; `router.start` is subscribed. Both carry `minimumRegisterIntervalInSeconds`.
+//!   After [`MAX_GREET_ATTEMPTS`] attempts without an answer (NATS unreachable, no gorouter)
+//!   the publisher gives up and the process exits non-zero, as Diego's route-emitter does, so
+//!   that a supervisor restarts it and the failure is visible.
 //! - Every route is re-published on `router.register` at the greater of its
 //!   `registration_interval` and the router's minimum interval.
 //! - A `router.start` (a router started or reconnected) re-registers everything at once after
@@ -38,8 +41,40 @@ use crate::sources::RouteSet;
 pub const MIN_START_JITTER: Duration = Duration::from_millis(100);
 /// Upper bound of the random delay before re-registering after `router.start`.
 pub const MAX_START_JITTER: Duration = Duration::from_millis(500);
-/// Time between `router.greet` attempts.
+/// Time between `router.greet` attempts (Diego's route-emitter: 1 s); our
+/// `router_greet_retry_interval` key changes it.
 pub const GREET_RETRY: Duration = Duration::from_secs(1);
+/// `router.greet` attempts before giving up (Diego's route-emitter: `MaxGreetAttempts` 30).
+pub const MAX_GREET_ATTEMPTS: u32 = 30;
+
+/// How the publisher gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NatsError {
+    #[error(
+        "attempted to greet 'router' {attempts} times ({interval:?} apart) without success: no \
+         gorouter answered router.greet; check that NATS (message_bus_servers) is reachable and \
+         that gorouter runs and is connected to the same NATS"
+    )]
+    GreetGaveUp { attempts: u32, interval: Duration },
+}
+
+/// The greeting's schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GreetSettings {
+    /// Time between attempts (and each attempt's wait for a reply).
+    pub retry_interval: Duration,
+    /// Attempts before [`NatsError::GreetGaveUp`].
+    pub max_attempts: u32,
+}
+
+impl Default for GreetSettings {
+    fn default() -> Self {
+        GreetSettings {
+            retry_interval: GREET_RETRY,
+            max_attempts: MAX_GREET_ATTEMPTS,
+        }
+    }
+}
 
 /// `options` of a registration message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -459,26 +494,29 @@ impl Table {
     }
 }
 
-/// Publishes the NATS routes of the active set until `shutdown` turns true, then unregisters
-/// them `unregistration_message_limit` times.
+/// Publishes the NATS routes of the active set until `shutdown` turns true (`Ok`) or no
+/// router answered the greeting (`Err`), then unregisters them `unregistration_message_limit`
+/// times.
 pub async fn run(
     client: async_nats::Client,
     mut connected: mpsc::UnboundedReceiver<()>,
     mut routes: watch::Receiver<RouteSet>,
     mut shutdown: watch::Receiver<bool>,
     unregistration_message_limit: u32,
-) {
+    greeting: GreetSettings,
+) -> Result<(), NatsError> {
     let mut starts = loop {
         match client.subscribe("router.start").await {
             Ok(s) => break s,
             Err(e) => {
                 tracing::error!(error = %e, "Route Registrar.subscribing-to-router-start-failed-retrying");
-                tokio::time::sleep(GREET_RETRY).await;
+                tokio::time::sleep(greeting.retry_interval).await;
             }
         }
     };
-    let (greet_tx, mut greeted) = mpsc::unbounded_channel::<u64>();
-    let greeter = tokio::spawn(greet(client.clone(), greet_tx));
+    let (greet_tx, mut greeted) = mpsc::unbounded_channel::<Result<u64, NatsError>>();
+    let greeter = tokio::spawn(greet(client.clone(), greet_tx, greeting));
+    let mut result = Ok(());
     let mut table = Table::new(unregistration_message_limit);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut changed = true;
@@ -512,10 +550,17 @@ pub async fn run(
             r = routes.changed() => {
                 if r.is_ok() { changed = true; }
             }
-            Some(secs) = greeted.recv() => {
-                table.reschedule(Some(Duration::from_secs(secs)), None);
-                tracing::info!(minimum_register_interval_seconds = secs, "Route Registrar.router-greeted");
-            }
+            Some(greet) = greeted.recv() => match greet {
+                Ok(secs) => {
+                    table.reschedule(Some(Duration::from_secs(secs)), None);
+                    tracing::info!(minimum_register_interval_seconds = secs, "Route Registrar.router-greeted");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Route Registrar.greeting-router.giving-up");
+                    result = Err(e);
+                    break;
+                }
+            },
             Some(msg) = starts.next() => {
                 let min = serde_json::from_slice::<RouterStart>(&msg.payload)
                     .ok()
@@ -545,6 +590,7 @@ pub async fn run(
         routes = table.len(),
         "Route Registrar.Unregistered routes successfully"
     );
+    result
 }
 
 /// Publishes a run of messages on one subject and logs once for the run (a 100k-route round
@@ -588,32 +634,42 @@ impl Burst {
     }
 }
 
-/// Requests `router.greet` every [`GREET_RETRY`] until a router answers; sends the answer's
-/// minimum register interval.
-async fn greet(client: async_nats::Client, tx: mpsc::UnboundedSender<u64>) {
-    let mut every = tokio::time::interval(GREET_RETRY);
+/// Requests `router.greet` every `retry_interval` until a router answers (sends the answer's
+/// minimum register interval) or `max_attempts` have gone unanswered (sends the error).
+async fn greet(
+    client: async_nats::Client,
+    tx: mpsc::UnboundedSender<Result<u64, NatsError>>,
+    settings: GreetSettings,
+) {
+    let interval = settings.retry_interval;
+    let mut every = tokio::time::interval(interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for attempt in 1..=settings.max_attempts.max(1) {
         every.tick().await;
-        let reply = tokio::time::timeout(
-            GREET_RETRY,
-            client.request("router.greet", Default::default()),
-        )
-        .await;
+        tracing::debug!(attempt, "greeting-router");
+        let reply =
+            tokio::time::timeout(interval, client.request("router.greet", Default::default()))
+                .await;
         match reply {
             Ok(Ok(msg)) => match serde_json::from_slice::<RouterStart>(&msg.payload) {
                 Ok(start) => {
-                    let _ = tx.send(start.minimum_register_interval_in_seconds);
+                    let _ = tx.send(Ok(start.minimum_register_interval_in_seconds));
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "Route Registrar.invalid-router-greet-reply-retrying")
+                    tracing::error!(attempt, error = %e, "Route Registrar.invalid-router-greet-reply-retrying")
                 }
             },
-            Ok(Err(e)) => tracing::debug!(error = %e, "router.greet: no answer yet; retrying"),
-            Err(_) => tracing::debug!("router.greet timed out; retrying"),
+            Ok(Err(e)) => {
+                tracing::info!(attempt, error = %e, "Route Registrar.router-greet-failed-retrying")
+            }
+            Err(_) => tracing::info!(attempt, "Route Registrar.router-greet-unanswered-retrying"),
         }
     }
+    let _ = tx.send(Err(NatsError::GreetGaveUp {
+        attempts: settings.max_attempts.max(1),
+        interval,
+    }));
 }
 
 #[cfg(test)]

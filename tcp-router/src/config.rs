@@ -12,7 +12,9 @@
 //! `request_timeout_in_seconds` (300), `connect_timeout` (30s), `max_connections` (64000),
 //! `fail_on_router_port_conflicts` (false), `log_level` (info), `bind_address` (`0.0.0.0`: the
 //! IP address, IPv4 or IPv6 without a port, that the external-port listeners and the health
-//! port bind; all interfaces by default, as HAProxy's `bind :<port>`).
+//! port bind; all interfaces by default, as HAProxy's `bind :<port>`),
+//! `backend_tls_buffer_budget_mb` (1024: the buffer memory all connections to TLS backends may
+//! use, see [`crate::forward::BufferBudget`]).
 //!
 //! Flags: every flag of upstream's `cf-tcp-router`, with Go's syntax and defaults: `-config`,
 //! `-syncInterval` (1m), `-subscriptionRetryInterval` (5, seconds), `-staleRouteCheckInterval`
@@ -40,6 +42,10 @@ pub const DEFAULT_RESERVED_PORTS: &[u16] = &[
     2822, 2825, 3457, 3458, 3459, 3460, 3461, 8853, 9100, 14726, 14727, 14821, 14822, 14823, 14824,
     14829, 14830, 14920, 14922, 15821, 17002, 53035, 53080,
 ];
+
+/// Default `backend_tls_buffer_budget_mb`: 1 GiB, room for 16384 TLS-backend connections at
+/// their smallest or about 2000 in bulk transfer (HAProxy's 64000 × 2 × 16 KiB is 2 GiB).
+pub const DEFAULT_TLS_BUFFER_BUDGET_MB: i64 = 1024;
 
 /// A configuration problem, naming the key (or flag) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +274,7 @@ struct RawConfig {
     fail_on_router_port_conflicts: bool,
     log_level: String,
     bind_address: String,
+    backend_tls_buffer_budget_mb: Option<i64>,
 }
 
 impl Default for RawConfig {
@@ -289,6 +296,7 @@ impl Default for RawConfig {
             fail_on_router_port_conflicts: false,
             log_level: "info".into(),
             bind_address: "0.0.0.0".into(),
+            backend_tls_buffer_budget_mb: None,
         }
     }
 }
@@ -345,6 +353,9 @@ pub struct Config {
     /// The address the external-port listeners and the health port bind (`bind_address`, ours;
     /// all interfaces by default).
     pub bind_address: IpAddr,
+    /// Buffer memory all connections to TLS backends may use, in bytes
+    /// (`backend_tls_buffer_budget_mb`, ours; [`DEFAULT_TLS_BUFFER_BUDGET_MB`]).
+    pub backend_tls_buffer_budget: usize,
     /// Keys the file had that this router does not know, as dotted paths.
     pub unknown_keys: Vec<String>,
     /// Non-fatal remarks about the file.
@@ -423,6 +434,24 @@ impl Config {
         };
         let bind_address = yaml_config::parse_ip_address(&raw.bind_address)
             .map_err(|message| invalid("bind_address", message))?;
+        let budget_mb = raw
+            .backend_tls_buffer_budget_mb
+            .unwrap_or(DEFAULT_TLS_BUFFER_BUDGET_MB);
+        if budget_mb <= 0 || budget_mb > (1 << 30) {
+            return Err(invalid(
+                "backend_tls_buffer_budget_mb",
+                format!("{budget_mb} must be between 1 and 1073741824 (MiB)"),
+            ));
+        }
+        if raw.backend_tls_buffer_budget_mb.is_some() && !raw.backend_tls.enabled {
+            warnings.push(
+                "config key `backend_tls_buffer_budget_mb` has no effect: backend_tls.enabled is false"
+                    .into(),
+            );
+        }
+        let backend_tls_buffer_budget = usize::try_from(budget_mb)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1 << 20);
         if raw.reserved_system_component_ports.contains(&0) {
             return Err(invalid(
                 "reserved_system_component_ports",
@@ -442,6 +471,7 @@ impl Config {
             fail_on_router_port_conflicts: raw.fail_on_router_port_conflicts,
             log_level,
             bind_address,
+            backend_tls_buffer_budget,
             unknown_keys,
             warnings,
         })

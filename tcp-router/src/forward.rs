@@ -18,6 +18,14 @@
 //!
 //! [`ConnTracker`] counts open connections for `max_connections` (one atomic on the accept
 //! path) and lets drain wait for the last one.
+//!
+//! Connections to TLS backends cannot splice, so their buffers are real memory: up to
+//! 2 × [`LARGE_BUFFER`] each, which `max_connections` (64000) would let grow to tens of GiB.
+//! [`BufferBudget`] bounds it (`backend_tls_buffer_budget_mb`): a TLS connection reserves
+//! [`TLS_CONNECTION_RESERVE`] before it connects (waiting up to `connect_timeout` for it, then
+//! refused: `tcp_router_errors_total{kind="tls_buffer_budget"}` and a warning), and a
+//! direction grows to [`LARGE_BUFFER`] only while the budget has room (else it keeps copying
+//! through its [`INITIAL_BUFFER`], more slowly).
 
 use std::future::Future;
 use std::io;
@@ -48,6 +56,98 @@ pub const CONNECT_ATTEMPTS: usize = 3;
 pub const INITIAL_BUFFER: usize = 16 * 1024;
 /// Size a direction's buffer grows to once a read fills it.
 pub const LARGE_BUFFER: usize = 256 * 1024;
+
+/// What a connection to a TLS backend reserves from the [`BufferBudget`] before it connects:
+/// its two [`INITIAL_BUFFER`]s plus an allowance for the TLS session's own buffers (rustls
+/// keeps up to about one record each way).
+pub const TLS_CONNECTION_RESERVE: usize = 2 * INITIAL_BUFFER + 32 * 1024;
+/// What growing one direction to [`LARGE_BUFFER`] takes from the budget.
+pub const TLS_GROWTH: usize = LARGE_BUFFER - INITIAL_BUFFER;
+
+/// The memory all connections to TLS backends may use for buffers, shared (a semaphore of
+/// KiB).
+#[derive(Debug)]
+pub struct BufferBudget {
+    kib: Arc<tokio::sync::Semaphore>,
+    bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// Bytes taken from a [`BufferBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct BudgetGrant {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for BudgetGrant {
+    fn drop(&mut self) {
+        self.metrics
+            .tls_buffer_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl BufferBudget {
+    /// A budget of `bytes` (rounded down to KiB, at least one connection's reserve).
+    pub fn new(bytes: usize, metrics: Arc<Metrics>) -> Self {
+        let bytes = bytes.max(TLS_CONNECTION_RESERVE);
+        let kib = (bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+        metrics
+            .tls_buffer_budget_bytes
+            .store(kib * 1024, Ordering::Relaxed);
+        BufferBudget {
+            kib: Arc::new(tokio::sync::Semaphore::new(kib)),
+            bytes: kib * 1024,
+            metrics,
+        }
+    }
+
+    /// The whole budget in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Bytes not reserved now.
+    pub fn available(&self) -> usize {
+        self.kib.available_permits() * 1024
+    }
+
+    fn grant(&self, permit: tokio::sync::OwnedSemaphorePermit, bytes: usize) -> BudgetGrant {
+        self.metrics
+            .tls_buffer_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        BudgetGrant {
+            _permit: permit,
+            bytes,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    fn units(bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+    }
+
+    /// `bytes` if the budget has them now.
+    pub fn try_take(&self, bytes: usize) -> Option<BudgetGrant> {
+        let permit = self
+            .kib
+            .clone()
+            .try_acquire_many_owned(Self::units(bytes))
+            .ok()?;
+        Some(self.grant(permit, bytes))
+    }
+
+    /// `bytes`, waiting up to `wait` for other connections to give them back.
+    pub async fn take(&self, bytes: usize, wait: Duration) -> Option<BudgetGrant> {
+        let acquire = self.kib.clone().acquire_many_owned(Self::units(bytes));
+        match tokio::time::timeout(wait, acquire).await {
+            Ok(Ok(permit)) => Some(self.grant(permit, bytes)),
+            _ => None,
+        }
+    }
+}
 
 /// Settings of the data path.
 #[derive(Clone)]
@@ -121,6 +221,8 @@ pub struct Global {
     pub settings: ForwardSettings,
     pub tracker: ConnTracker,
     pub metrics: Arc<Metrics>,
+    /// Buffers of connections to TLS backends.
+    pub tls_buffers: Arc<BufferBudget>,
 }
 
 /// An accepted, counted connection; dropping it uncounts it.
@@ -168,6 +270,15 @@ enum ConnectError {
     },
     #[error("TLS to {0}: backend TLS is not configured")]
     NoTlsConfig(std::net::SocketAddr),
+    #[error(
+        "TLS to {addr}: no buffer memory within {waited:?} (backend_tls_buffer_budget_mb of \
+         {budget} bytes in use by other TLS connections; raise it or lower max_connections)"
+    )]
+    BufferBudget {
+        addr: std::net::SocketAddr,
+        waited: Duration,
+        budget: usize,
+    },
 }
 
 enum Upstream {
@@ -225,8 +336,28 @@ pub async fn handle(client: TcpStream, admitted: Admitted) {
     let start = pool.start();
     let mut upstream = None;
     let mut last_err = None;
+    // Taken before the first connect to a TLS backend, kept for the connection's life.
+    let mut reserve: Option<BudgetGrant> = None;
     for attempt in 0..CONNECT_ATTEMPTS {
         let backend = pool.at(start, attempt);
+        if backend.tls_name.is_some()
+            && reserve.is_none()
+            && ctx.global.settings.backend_tls.is_some()
+        {
+            let budget = &ctx.global.tls_buffers;
+            let wait = ctx.global.settings.connect_timeout;
+            match budget.take(TLS_CONNECTION_RESERVE, wait).await {
+                Some(grant) => reserve = Some(grant),
+                None => {
+                    last_err = Some(ConnectError::BufferBudget {
+                        addr: backend.addr,
+                        waited: wait,
+                        budget: budget.bytes(),
+                    });
+                    break;
+                }
+            }
+        }
         match connect(backend, &ctx.global.settings).await {
             Ok(u) => {
                 upstream = Some(u);
@@ -241,6 +372,7 @@ pub async fn handle(client: TcpStream, admitted: Admitted) {
     let Some(upstream) = upstream else {
         let kind = match last_err {
             Some(ConnectError::Tls { .. } | ConnectError::NoTlsConfig(_)) => ErrorKind::BackendTls,
+            Some(ConnectError::BufferBudget { .. }) => ErrorKind::TlsBufferBudget,
             _ => ErrorKind::Connect,
         };
         ctx.metrics.error(kind);
@@ -255,8 +387,16 @@ pub async fn handle(client: TcpStream, admitted: Admitted) {
     let m = &ctx.metrics;
     let result = match upstream {
         Upstream::Plain(mut backend) => Duplex::new(&mut client, &mut backend, up, idle, m).await,
-        Upstream::Tls(mut backend) => Duplex::new(&mut client, &mut *backend, up, idle, m).await,
+        Upstream::Tls(mut backend) => {
+            let budget = &ctx.global.tls_buffers;
+            let up = up.with_budget(budget.clone());
+            let down = Half::new().with_budget(budget.clone());
+            Duplex::new(&mut client, &mut *backend, up, idle, m)
+                .with_down(down)
+                .await
+        }
     };
+    drop(reserve);
     match result {
         Ok(()) => {}
         Err(DuplexError::IdleTimeout) => {
@@ -311,6 +451,10 @@ pub struct Half {
     pipe: Option<Pipe>,
     splice: bool,
     spliced: bool,
+    /// Growing to [`LARGE_BUFFER`] needs room in this budget (TLS backends).
+    budget: Option<Arc<BufferBudget>>,
+    /// What the grown buffer took from `budget`.
+    grown: Option<BudgetGrant>,
 }
 
 impl Default for Half {
@@ -333,7 +477,20 @@ impl Half {
             pipe: None,
             splice: cfg!(target_os = "linux"),
             spliced: false,
+            budget: None,
+            grown: None,
         }
+    }
+
+    /// Grows only with room in `budget` (a direction of a TLS-backend connection).
+    pub fn with_budget(mut self, budget: Arc<BufferBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The buffer's size (0 when none is held).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Never switches to splicing (for comparisons and tests).
@@ -348,11 +505,26 @@ impl Half {
     }
 
     fn reserve(&mut self) {
-        let want = if self.grow {
+        let mut want = if self.grow {
             LARGE_BUFFER
         } else {
             INITIAL_BUFFER
         };
+        if want == LARGE_BUFFER && self.grown.is_none() && self.buf.capacity() < LARGE_BUFFER {
+            if let Some(budget) = &self.budget {
+                match budget.try_take(TLS_GROWTH) {
+                    Some(grant) => self.grown = Some(grant),
+                    None => {
+                        // No room: keep copying through the small buffer.
+                        budget
+                            .metrics
+                            .tls_buffer_growth_denied
+                            .fetch_add(1, Ordering::Relaxed);
+                        want = INITIAL_BUFFER;
+                    }
+                }
+            }
+        }
         if self.buf.capacity() < want {
             self.buf = Vec::with_capacity(want);
             self.init = 0;
@@ -483,6 +655,7 @@ impl Half {
         self.done = true;
         self.buf = Vec::new();
         self.init = 0;
+        self.grown = None;
         Poll::Ready(Ok(()))
     }
 }
@@ -764,5 +937,52 @@ mod tests {
         assert_eq!(t.open(), 2);
         t.close();
         assert!(t.try_open());
+    }
+
+    #[tokio::test]
+    async fn a_tls_direction_grows_only_with_room_in_the_budget() {
+        for (room_for_growth, budget_bytes) in [
+            (false, TLS_CONNECTION_RESERVE),
+            (true, TLS_CONNECTION_RESERVE + 2 * TLS_GROWTH),
+        ] {
+            let metrics = Arc::new(Metrics::default());
+            let budget = Arc::new(BufferBudget::new(budget_bytes, metrics.clone()));
+            let reserve = budget.try_take(TLS_CONNECTION_RESERVE).expect("reserve");
+            let (mut client, mut client_side) = tokio::io::duplex(1 << 20);
+            let (mut backend, mut backend_side) = tokio::io::duplex(1 << 20);
+            let writer = tokio::spawn(async move {
+                client.write_all(&vec![7u8; 4 << 20]).await.unwrap();
+                client.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                client.read_to_end(&mut rest).await.unwrap();
+            });
+            let reader = tokio::spawn(async move {
+                let mut got = Vec::new();
+                backend.read_to_end(&mut got).await.unwrap();
+                drop(backend);
+                got.len()
+            });
+            let m = PortMetrics::default();
+            Duplex::new(
+                &mut client_side,
+                &mut backend_side,
+                Half::new().with_budget(budget.clone()),
+                None,
+                &m,
+            )
+            .with_down(Half::new().with_budget(budget.clone()))
+            .await
+            .unwrap();
+            // The last EOF is passed on by closing, as a socket's FIN would be.
+            drop((client_side, backend_side));
+            assert_eq!(reader.await.unwrap(), 4 << 20, "every byte arrives");
+            writer.await.unwrap();
+            let denied = metrics.tls_buffer_growth_denied.load(Ordering::Relaxed);
+            assert_eq!(denied == 0, room_for_growth, "denied {denied}");
+            // Grown buffers gave their memory back when the copy ended.
+            drop(reserve);
+            assert_eq!(budget.available(), budget.bytes());
+            assert_eq!(metrics.tls_buffer_bytes.load(Ordering::Relaxed), 0);
+        }
     }
 }

@@ -137,11 +137,12 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::{ConnTracker, ForwardSettings};
+    use crate::forward::{BufferBudget, ConnTracker, ForwardSettings};
     use crate::metrics::Metrics;
 
     #[test]
     fn health_and_metrics() {
+        let metrics = Arc::new(Metrics::default());
         let global = Global {
             settings: ForwardSettings {
                 connect_timeout: Duration::from_secs(1),
@@ -149,7 +150,8 @@ mod tests {
                 backend_tls: None,
             },
             tracker: ConnTracker::new(10),
-            metrics: Arc::new(Metrics::default()),
+            metrics: metrics.clone(),
+            tls_buffers: Arc::new(BufferBudget::new(1 << 20, metrics)),
         };
         let h = Health::new();
         let r = answer(&Method::GET, "/health", &h, &global);

@@ -14,7 +14,8 @@
 //! - [`splice`]: zero-copy forwarding of bulk transfers between plain TCP sockets (Linux).
 //! - [`backend_tls`]: TLS to backends.
 //! - [`health`]: `/health`, `/metrics`, the drain state; [`metrics`]: the counters.
-//! - [`router`]: wiring, signals and drain.
+//! - [`router`]: wiring, signals and drain; [`supervise`]: a background task that dies stops
+//!   the process.
 
 pub mod backend_tls;
 pub mod config;
@@ -26,3 +27,4 @@ pub mod router;
 pub mod routes;
 pub mod sni;
 pub mod splice;
+pub mod supervise;

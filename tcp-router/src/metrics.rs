@@ -24,15 +24,19 @@ pub enum ErrorKind {
     Io,
     /// No data either way for the idle timeout.
     IdleTimeout,
+    /// A TLS backend's connection got no buffer memory within `connect_timeout`
+    /// (`backend_tls_buffer_budget_mb`).
+    TlsBufferBudget,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 5] = [
+    const ALL: [ErrorKind; 6] = [
         ErrorKind::NoBackend,
         ErrorKind::Connect,
         ErrorKind::BackendTls,
         ErrorKind::Io,
         ErrorKind::IdleTimeout,
+        ErrorKind::TlsBufferBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl ErrorKind {
             ErrorKind::BackendTls => "backend_tls",
             ErrorKind::Io => "io",
             ErrorKind::IdleTimeout => "idle_timeout",
+            ErrorKind::TlsBufferBudget => "tls_buffer_budget",
         }
     }
 }
@@ -53,7 +58,7 @@ pub struct PortMetrics {
     pub active: AtomicUsize,
     pub bytes_from_clients: AtomicU64,
     pub bytes_to_clients: AtomicU64,
-    errors: [AtomicU64; 5],
+    errors: [AtomicU64; 6],
 }
 
 impl PortMetrics {
@@ -84,6 +89,11 @@ pub struct Metrics {
     /// Backends in the table, and ports listened on (gauges).
     pub backends: AtomicUsize,
     pub listeners: AtomicUsize,
+    /// Buffer memory of TLS-backend connections: the budget, what is reserved now (gauges),
+    /// and how often a direction could not grow for want of budget.
+    pub tls_buffer_budget_bytes: AtomicUsize,
+    pub tls_buffer_bytes: AtomicUsize,
+    pub tls_buffer_growth_denied: AtomicU64,
 }
 
 impl Metrics {
@@ -213,6 +223,24 @@ impl Metrics {
                 "gauge",
                 "External ports listened on.",
                 self.listeners.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "tcp_router_tls_buffer_budget_bytes",
+                "gauge",
+                "Buffer memory TLS-backend connections may use (backend_tls_buffer_budget_mb).",
+                self.tls_buffer_budget_bytes.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "tcp_router_tls_buffer_bytes",
+                "gauge",
+                "Buffer memory reserved by TLS-backend connections now.",
+                self.tls_buffer_bytes.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "tcp_router_tls_buffer_growth_denied_total",
+                "counter",
+                "Times a TLS-backend connection kept its small buffer for want of budget.",
+                load(&self.tls_buffer_growth_denied),
             ),
             (
                 "tcp_router_draining",

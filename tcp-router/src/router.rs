@@ -6,6 +6,8 @@
 //! - SIGUSR1 drains: `/health` turns 503, after `drain_wait` the listeners close, and the
 //!   process exits once the open connections have finished (SIGTERM cuts that short).
 //! - SIGTERM / SIGINT stop at once.
+//! - A background task that stops early (route source, health port, listener retries) stops
+//!   the router with [`RunError::TaskDied`] ([`crate::supervise`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -18,12 +20,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::{Config, Flags};
-use crate::forward::{ConnTracker, ForwardSettings, Global};
+use crate::forward::{BufferBudget, ConnTracker, ForwardSettings, Global};
 use crate::health::{self, Health};
 use crate::listeners::{Listeners, Workers};
 use crate::metrics::Metrics;
 use crate::routes::source::{RouteSource, SourceSettings};
 use crate::routes::RoutingTable;
+use crate::supervise::{Supervisor, TaskDied};
 use routing_api_client::ports::parse_port_list;
 
 /// How the router stopped.
@@ -51,6 +54,8 @@ pub enum RunError {
     Signal(&'static str, std::io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("{0}; exiting rather than serving a routing table nobody updates")]
+    TaskDied(#[from] TaskDied),
 }
 
 /// How often listeners that could not be opened are tried again.
@@ -208,16 +213,24 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
         },
         tracker: ConnTracker::new(config.max_connections),
         metrics: metrics.clone(),
+        tls_buffers: Arc::new(BufferBudget::new(
+            config.backend_tls_buffer_budget,
+            metrics.clone(),
+        )),
     });
     let health = Arc::new(Health::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    tokio::spawn(health::serve(
-        health_listener,
-        health.clone(),
-        global.clone(),
-        shutdown_rx.clone(),
-    ));
+    let mut supervisor = Supervisor::new();
+    supervisor.spawn(
+        "health-server",
+        health::serve(
+            health_listener,
+            health.clone(),
+            global.clone(),
+            shutdown_rx.clone(),
+        ),
+    );
 
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -249,11 +262,11 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
         publish,
         metrics.clone(),
     );
-    let source_task = tokio::spawn(source.run(shutdown_rx.clone()));
+    supervisor.spawn("route-source", source.run(shutdown_rx.clone()));
     {
         let listeners = listeners.clone();
         let mut shutdown = shutdown_rx.clone();
-        tokio::spawn(async move {
+        supervisor.spawn("listener-retry", async move {
             let mut tick = tokio::time::interval(LISTENER_RETRY);
             loop {
                 tokio::select! {
@@ -270,6 +283,7 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
     );
 
     let stopped = tokio::select! {
+        died = supervisor.died() => Err(died),
         _ = sigusr1.recv() => {
             tracing::info!(drain_wait = ?config.drain_wait, "tcp-router.draining");
             health.start_draining();
@@ -280,18 +294,28 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
                 global.tracker.wait_idle().await;
             };
             tokio::select! {
-                _ = drained => Stopped::Drained,
-                _ = sigterm.recv() => Stopped::Terminated,
-                _ = sigint.recv() => Stopped::Terminated,
+                _ = drained => Ok(Stopped::Drained),
+                died = supervisor.died() => Err(died),
+                _ = sigterm.recv() => Ok(Stopped::Terminated),
+                _ = sigint.recv() => Ok(Stopped::Terminated),
             }
         }
-        _ = sigterm.recv() => Stopped::Terminated,
-        _ = sigint.recv() => Stopped::Terminated,
+        _ = sigterm.recv() => Ok(Stopped::Terminated),
+        _ = sigint.recv() => Ok(Stopped::Terminated),
     };
     health.start_draining();
     listeners.stop_accepting();
     shutdown_tx.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), source_task).await;
+    let stopped = match stopped {
+        Ok(s) => s,
+        Err(died) => {
+            // Serving on with a frozen table (or no health port) would hide the failure.
+            tracing::error!(task = died.task, reason = %died.reason, "tcp-router.background-task-died");
+            supervisor.abort_all();
+            return Err(RunError::TaskDied(died));
+        }
+    };
+    supervisor.wait_stopped(Duration::from_secs(2)).await;
     tracing::info!(?stopped, open = global.tracker.open(), "tcp-router.exited");
     Ok(stopped)
 }
