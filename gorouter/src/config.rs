@@ -20,8 +20,8 @@
 //! Extensions (keys upstream does not have): `ip`, the address announced in `router.start`
 //! (upstream discovers it; so do we when it is absent or empty), `bind_address`, the IP
 //! address (IPv4 or IPv6, no port) the proxy listener binds, all interfaces by default (as
-//! upstream), `max_client_connections` (client connections at once) and
-//! `websocket_idle_timeout`. `read_header_timeout` is upstream's key with our finite default.
+//! upstream), `max_client_connections` (client connections at once),
+//! `websocket_idle_timeout` and `backend_idle_timeout` (the idle age of backend connections). `read_header_timeout` is upstream's key with our finite default.
 //! The status listeners keep `status.host` (`/health`) and 127.0.0.1 (`/routes`).
 
 use std::collections::BTreeSet;
@@ -36,6 +36,9 @@ pub use yaml_config::{parse_go_duration, GoDuration};
 
 /// `read_header_timeout` when the key is absent (upstream's 0 waits forever for a head).
 pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `backend_idle_timeout` when the key is absent or 0: upstream's fixed idle age.
+pub const DEFAULT_BACKEND_IDLE_TIMEOUT: Duration = crate::proxy::transport::pool::IDLE_TIMEOUT;
 
 use crate::tls::ciphers::{self, TlsVersion};
 use crate::tls::pem::{self, CertKeyPair};
@@ -636,6 +639,8 @@ struct Settings {
     read_header_timeout: Option<GoDuration>,
     /// Not an upstream key: idle websocket tunnels are closed; 0 = `frontend_idle_timeout`.
     websocket_idle_timeout: GoDuration,
+    /// Not an upstream key: idle backend connections are closed after this; 0 = Go's 90 s.
+    backend_idle_timeout: GoDuration,
     /// Not an upstream key: client connections at once; 0 = half the open-files limit.
     max_client_connections: i64,
     disable_keep_alives: bool,
@@ -728,6 +733,7 @@ impl Default for Settings {
             frontend_idle_timeout: secs(900),
             read_header_timeout: None,
             websocket_idle_timeout: GoDuration(Duration::ZERO),
+            backend_idle_timeout: GoDuration(Duration::ZERO),
             max_client_connections: 0,
             disable_keep_alives: true,
             max_idle_conns: 100,
@@ -786,6 +792,7 @@ raw_layer! {
         frontend_idle_timeout: GoDuration,
         read_header_timeout: Option<GoDuration>,
         websocket_idle_timeout: GoDuration,
+        backend_idle_timeout: GoDuration,
         max_client_connections: i64,
         disable_keep_alives: bool,
         max_idle_conns: i64,
@@ -1357,6 +1364,10 @@ pub struct Config {
     /// `websocket_idle_timeout` (ours): a websocket tunnel with no byte either way for this
     /// long is closed; absent or 0: `frontend_idle_timeout`.
     pub websocket_idle_timeout: Duration,
+    /// `backend_idle_timeout` (ours): a keep-alive connection to a backend or route service
+    /// idle for this long is closed (upstream hard-codes Go's `IdleConnTimeout`, 90 s);
+    /// absent or 0: [`DEFAULT_BACKEND_IDLE_TIMEOUT`].
+    pub backend_idle_timeout: Duration,
     /// `max_client_connections` (ours): client connections open at once on the proxy
     /// listeners; at the cap new connections wait in the kernel's backlog. `None` (absent or
     /// 0): half the open-files limit, which the router computes at start.
@@ -1493,6 +1504,7 @@ impl Config {
                     .unwrap_or(GoDuration(DEFAULT_READ_HEADER_TIMEOUT)),
             ),
             ("websocket_idle_timeout", raw.websocket_idle_timeout),
+            ("backend_idle_timeout", raw.backend_idle_timeout),
         ]);
         let nonzero = |key: &'static str, d: GoDuration| {
             if d.0.is_zero() {
@@ -1721,6 +1733,11 @@ impl Config {
             frontend_idle_timeout,
             read_header_timeout,
             websocket_idle_timeout,
+            backend_idle_timeout: if raw.backend_idle_timeout.0.is_zero() {
+                DEFAULT_BACKEND_IDLE_TIMEOUT
+            } else {
+                raw.backend_idle_timeout.0
+            },
             max_client_connections: match non_negative(
                 "max_client_connections",
                 raw.max_client_connections,
@@ -2644,6 +2661,18 @@ websocket_idle_timeout: 1m",
         assert_eq!(c.websocket_idle_timeout, Duration::from_secs(60));
         assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
         assert!(Config::from_yaml("max_client_connections: -1").is_err());
+    }
+
+    #[test]
+    fn backend_idle_timeout_is_our_key_with_upstreams_90_seconds_by_default() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.backend_idle_timeout, Duration::from_secs(90));
+        let c = Config::from_yaml("backend_idle_timeout: 0s").unwrap();
+        assert_eq!(c.backend_idle_timeout, Duration::from_secs(90));
+        let c = Config::from_yaml("backend_idle_timeout: 2s").unwrap();
+        assert_eq!(c.backend_idle_timeout, Duration::from_secs(2));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert!(Config::from_yaml("backend_idle_timeout: soon").is_err());
     }
 
     #[test]

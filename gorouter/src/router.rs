@@ -25,7 +25,7 @@ use crate::nats;
 use crate::proxy::error_page::ErrorPage;
 use crate::proxy::listener::{self, Connections, ListenerSettings};
 use crate::proxy::stages::response_rewrite::ResponseRewrite;
-use crate::proxy::transport::{pool::IDLE_TIMEOUT, BackendTls, IdleLimits, Transport};
+use crate::proxy::transport::{BackendTls, IdleLimits, Transport};
 use crate::proxy::{Hairpin, Proxy, ProxySettings, RouteServiceProxying};
 use crate::registry::{Endpoint, RouteTable, TableSettings};
 use crate::route_service::internal::InternalTls;
@@ -159,7 +159,8 @@ async fn route_service_proxying(
             configs: BackendTlsConfigs::single(Arc::new(client)),
             handshake_timeout: config.tls_handshake_timeout,
         },
-    );
+    )
+    .with_idle_timeout(config.backend_idle_timeout);
     let (hairpin, internal) = if rs.hairpinning {
         let internal = InternalTls::generate()?;
         let l = listen(
@@ -179,7 +180,8 @@ async fn route_service_proxying(
                     configs: BackendTlsConfigs::single(internal.client),
                     handshake_timeout: config.tls_handshake_timeout,
                 },
-            ),
+            )
+            .with_idle_timeout(config.backend_idle_timeout),
             endpoint: Arc::new(Endpoint::outside_table("127.0.0.1", port, true)),
         };
         (Some(hairpin), Some((l, internal.server)))
@@ -390,15 +392,17 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
                     .context("building the TLS client config for backends")?,
                 handshake_timeout: config.tls_handshake_timeout,
             },
-        ),
+        )
+        .with_idle_timeout(config.backend_idle_timeout),
         route_services,
         error_page,
         response_rewrite,
     });
     let _transport_sweeper = {
         let proxy = proxy.clone();
+        let sweep_every = config.backend_idle_timeout;
         AbortOnDrop(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(IDLE_TIMEOUT);
+            let mut tick = tokio::time::interval(sweep_every);
             loop {
                 tick.tick().await;
                 proxy.transport.sweep();

@@ -7,19 +7,21 @@
 //! - a backend response with 150 `Set-Cookie` headers reaches the client whole (hyper's
 //!   default cap of 100 header lines made it a 502).
 //!
-//! Idle backend connections closed by the reaper, and pooled connections that are not ready,
-//! are covered by unit tests in `gorouter/src/proxy/transport/mod.rs` (no config key sets a
-//! short idle age, so an end-to-end test would wait 90 s).
+//! - an idle keep-alive connection to a backend is closed by the router after
+//!   `backend_idle_timeout` (ours; upstream's fixed 90 s), with no request asking for it.
+//!
+//! Pooled connections that are not ready are covered by unit tests in
+//! `gorouter/src/proxy/transport/mod.rs`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use integration::backends::full_body;
 use integration::http::build_request;
 use integration::{route, EchoBackend, HttpBackend, TestEnv};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A backend that accepts connections, reads a request head and resets the connection
 /// (RST, not FIN) without answering; counts the connections it accepted.
@@ -236,4 +238,68 @@ async fn a_backend_response_with_150_set_cookie_headers_reaches_the_client_whole
     assert_eq!(cookies.len(), 150);
     assert_eq!(cookies[0], "c0=v0; Path=/");
     assert_eq!(cookies[149], "c149=v149; Path=/");
+}
+
+/// A backend that answers one keep-alive request on its first connection, then reports how
+/// long after the answer the router closed that connection (`None`: not within 10 s).
+async fn keep_alive_backend() -> (u16, tokio::sync::oneshot::Receiver<Option<Duration>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+        let answered = Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        let _ = tx.send(closed.ok().map(|_| answered.elapsed()));
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_backend_connection_is_closed_after_backend_idle_timeout() {
+    let env = TestEnv::start("disable_keep_alives: false\nbackend_idle_timeout: 2s").await;
+    let (port, closed) = keep_alive_backend().await;
+    let host = "idle-age.backend-hardening.example";
+    let answer = env.register_and_wait(&route(host, port)).await;
+    assert_eq!(answer.status, 200, "{}", answer.dump());
+
+    let after = tokio::time::timeout(Duration::from_secs(15), closed)
+        .await
+        .expect("the backend reports within 15 s")
+        .expect("the backend answered one request")
+        .expect("the router closes the idle connection within 10 s");
+    // Kept for its idle age (not closed after the answer), then closed by the reaper, which
+    // looks four times per idle age.
+    assert!(
+        after >= Duration::from_millis(1800),
+        "closed {after:?} after the answer: before backend_idle_timeout (2s)"
+    );
+    assert!(
+        after <= Duration::from_millis(3500),
+        "closed {after:?} after the answer: well past backend_idle_timeout (2s) plus a reaper tick"
+    );
 }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use integration::backends::text_response;
 use integration::http::{build_request, get_request, HttpConn};
-use integration::{eventually, route, EchoBackend, EchoedRequest, HttpBackend, TestEnv};
+use integration::pki::{yaml_quoted, TestCa};
+use integration::{eventually, free_port, route, EchoBackend, EchoedRequest, HttpBackend, TestEnv};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -182,10 +183,10 @@ async fn two_thousand_clients_dribbling_headers_do_not_delay_a_real_client() {
     eprintln!("real client served in {:?}", began.elapsed());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_client_that_reads_nothing_frees_the_backend_and_its_max_conns_slot() {
+/// A backend answering `/big` with 64 MiB and anything else with `small`, and a flag that
+/// turns true when the router lets go of a `/big` body.
+async fn big_body_backend() -> (HttpBackend, Arc<AtomicBool>) {
     const MIB: usize = 1024 * 1024;
-    let env = TestEnv::start("endpoint_timeout: 1s\nbackends: {max_conns: 1}").await;
     let body_dropped = Arc::new(AtomicBool::new(false));
     let dropped = body_dropped.clone();
     let backend = HttpBackend::start(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -215,6 +216,13 @@ async fn a_client_that_reads_nothing_frees_the_backend_and_its_max_conns_slot() 
         }
     })
     .await;
+    (backend, body_dropped)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reads_nothing_frees_the_backend_and_its_max_conns_slot() {
+    let env = TestEnv::start("endpoint_timeout: 1s\nbackends: {max_conns: 1}").await;
+    let (backend, body_dropped) = big_body_backend().await;
     env.register_and_wait(&route("stall.hardening.example", backend.port()))
         .await;
 
@@ -243,6 +251,103 @@ async fn a_client_that_reads_nothing_frees_the_backend_and_its_max_conns_slot() 
         },
     )
     .await;
+    assert!(
+        body_dropped.load(Ordering::SeqCst),
+        "the backend's response body is let go"
+    );
+    drop(stalled);
+}
+
+/// An HTTP/2 connection over TLS (ALPN `h2`) to the router's `ssl_port`, trusting `ca`.
+async fn h2_connection(
+    ssl: std::net::SocketAddr,
+    ca: &TestCa,
+    name: &str,
+) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(ca.root_store())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(ssl).await.unwrap();
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp),
+    )
+    .await
+    .expect("TLS handshake within 5s")
+    .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// The status of a GET on `sender`, within 5 s.
+async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    url: &str,
+) -> hyper::Response<hyper::body::Incoming> {
+    let req = hyper::Request::get(url).body(Empty::new()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("an answer within 5s")
+        .expect("an HTTP/2 answer")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_reads_nothing_of_one_stream_frees_the_backend_and_its_max_conns_slot()
+{
+    const HOST: &str = "h2stall.hardening.example";
+    let ca = TestCa::new("h2stall-hardening-ca");
+    let (cert, key) = ca.issue_server(&[HOST]);
+    let ssl_port = free_port();
+    let env = TestEnv::start(&format!(
+        "endpoint_timeout: 1s\nbackends: {{max_conns: 1}}\nenable_ssl: true\nssl_port: {ssl_port}\n\
+         cipher_suites: ECDHE-ECDSA-AES128-GCM-SHA256\nclient_cert_validation: none\n\
+         tls_pem:\n  - cert_chain: {}\n    private_key: {}\n",
+        yaml_quoted(&cert),
+        yaml_quoted(&key)
+    ))
+    .await;
+    let (backend, body_dropped) = big_body_backend().await;
+    env.register_and_wait(&route(HOST, backend.port())).await;
+    let ssl = std::net::SocketAddr::from(([127, 0, 0, 1], ssl_port));
+    let mut h2 = h2_connection(ssl, &ca, HOST).await;
+
+    // The 64 MiB answer's headers arrive; its body is never read, so the stream's window
+    // closes while the connection stays usable.
+    let stalled = h2_get(&mut h2, &format!("https://{HOST}/big")).await;
+    assert_eq!(stalled.status(), 200);
+    let busy = h2_get(&mut h2, &format!("https://{HOST}/small")).await;
+    assert_eq!(
+        busy.status(),
+        503,
+        "the one max_conns slot is taken while the body streams"
+    );
+
+    // Within endpoint_timeout (plus slack) the exchange ends; the same connection is served.
+    let began = Instant::now();
+    let h2 = &h2;
+    eventually(
+        "the max_conns slot to be free again",
+        Duration::from_secs(6),
+        || async move {
+            let mut h2 = h2.clone();
+            let r = h2_get(&mut h2, &format!("https://{HOST}/small")).await;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    eprintln!("slot free after {:?}", began.elapsed());
     assert!(
         body_dropped.load(Ordering::SeqCst),
         "the backend's response body is let go"

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 
 use crate::access_log::{AccessLog, AccessLogRecord};
@@ -254,6 +255,47 @@ pin_project! {
             #[pin]
             deadline: Option<Sleep>,
         },
+        // A backend body under a watchdog (see `ResponseBody::watch`).
+        Watched {
+            shared: Arc<Watched>,
+            _watchdog: Watchdog,
+        },
+    }
+}
+
+/// The backend side of a watched response: taken by the watchdog at the exchange's deadline,
+/// which lets go of the backend connection and its `max_conns` slot even when the body is no
+/// longer polled.
+struct Watched {
+    backend: Mutex<Watch>,
+    /// The task polling the body, woken when the watchdog ends the exchange under it.
+    waker: AtomicWaker,
+}
+
+impl Watched {
+    fn backend(&self) -> std::sync::MutexGuard<'_, Watch> {
+        // Nothing panics while holding the lock; a poisoned one still holds a valid state.
+        self.backend.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+// Lives once, inside the watched response's `Arc`: boxing the large variant would only add a
+// second allocation.
+#[allow(clippy::large_enum_variant)]
+enum Watch {
+    Streaming(Incoming, Exchange),
+    /// The body ended and the exchange with it.
+    Ended,
+    /// The watchdog ended the exchange at its deadline.
+    TimedOut,
+}
+
+/// Stops the watchdog task when the body goes.
+struct Watchdog(AbortHandle);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -313,6 +355,58 @@ impl ResponseBody {
         }
     }
 
+    /// Puts a streamed backend body with a deadline under a watchdog task that ends the exchange
+    /// at the deadline whether or not the body is polled. An HTTP/2 stream whose client stops
+    /// reading gets no flow-control window, and hyper stops polling its body, so the body's own
+    /// timer never fires and the backend connection would be held forever. Costs one small
+    /// allocation and one timer task, so only for bodies that have not already ended.
+    pub fn watch(&mut self) {
+        let Kind::Backend {
+            inner,
+            deadline: Some(deadline),
+        } = &self.kind
+        else {
+            return;
+        };
+        if inner.is_end_stream() || self.exchange.completed {
+            return;
+        }
+        let at = deadline.deadline();
+        let Kind::Backend { inner, .. } =
+            std::mem::replace(&mut self.kind, Kind::Full { data: None })
+        else {
+            return;
+        };
+        let exchange = std::mem::take(&mut self.exchange);
+        let shared = Arc::new(Watched {
+            backend: Mutex::new(Watch::Streaming(inner, exchange)),
+            waker: AtomicWaker::new(),
+        });
+        let watched = Arc::downgrade(&shared);
+        let task = tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(watched) = watched.upgrade() {
+                let ended = {
+                    let mut backend = watched.backend();
+                    match &*backend {
+                        Watch::Streaming(..) => std::mem::replace(&mut *backend, Watch::TimedOut),
+                        _ => Watch::Ended,
+                    }
+                };
+                if let Watch::Streaming(..) = ended {
+                    tracing::debug!("response-body-past-endpoint-timeout");
+                }
+                // Dropped outside the lock: the exchange's bookkeeping (access log) runs here.
+                drop(ended);
+                watched.waker.wake();
+            }
+        });
+        self.kind = Kind::Watched {
+            shared,
+            _watchdog: Watchdog(task.abort_handle()),
+        };
+    }
+
     pub fn exchange_mut(&mut self) -> &mut Exchange {
         &mut self.exchange
     }
@@ -363,6 +457,33 @@ impl Body for ResponseBody {
                     }
                 }
             }
+            KindProj::Watched { shared, .. } => {
+                shared.waker.register(cx.waker());
+                let mut backend = shared.backend();
+                let (inner, exchange) = match &mut *backend {
+                    Watch::Streaming(inner, exchange) => (inner, exchange),
+                    Watch::Ended => return Poll::Ready(None),
+                    Watch::TimedOut => return Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+                };
+                let frame = match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                    None => {
+                        exchange.completed = true;
+                        // The exchange ends now: connection back to its pool, record logged.
+                        *backend = Watch::Ended;
+                        return Poll::Ready(None);
+                    }
+                };
+                if let Some(data) = frame.data_ref() {
+                    exchange.response_bytes += data.len() as u64;
+                }
+                if inner.is_end_stream() {
+                    exchange.completed = true;
+                    *backend = Watch::Ended;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
         }
     }
 
@@ -370,6 +491,12 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full { data } => data.is_none(),
             Kind::Backend { inner, .. } => inner.is_end_stream(),
+            Kind::Watched { shared, .. } => match &*shared.backend() {
+                Watch::Streaming(inner, _) => inner.is_end_stream(),
+                Watch::Ended => true,
+                // Not a clean end: the next poll reports the timeout.
+                Watch::TimedOut => false,
+            },
         }
     }
 
@@ -379,6 +506,11 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Backend { inner, .. } => inner.size_hint(),
+            Kind::Watched { shared, .. } => match &*shared.backend() {
+                Watch::Streaming(inner, _) => inner.size_hint(),
+                Watch::Ended => SizeHint::with_exact(0),
+                Watch::TimedOut => SizeHint::default(),
+            },
         }
     }
 }

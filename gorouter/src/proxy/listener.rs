@@ -174,6 +174,10 @@ pub trait Handler: Send + Sync + 'static {
     fn deadline(_body: &Self::Body) -> Option<Instant> {
         None
     }
+
+    /// Makes the deadline of an HTTP/2 response hold even while its stream has no
+    /// flow-control window (hyper does not poll the body then).
+    fn watch(_body: &mut Self::Body) {}
 }
 
 impl Handler for Proxy {
@@ -189,6 +193,10 @@ impl Handler for Proxy {
 
     fn deadline(body: &ResponseBody) -> Option<Instant> {
         body.deadline()
+    }
+
+    fn watch(body: &mut ResponseBody) {
+        body.watch();
     }
 }
 
@@ -420,7 +428,14 @@ async fn serve_http2<H, I>(
     let counter = started.clone();
     let svc = hyper::service::service_fn(move |req| {
         counter.fetch_add(1, Ordering::Relaxed);
-        handler.clone().call(client.clone(), req)
+        let call = handler.clone().call(client.clone(), req);
+        async move {
+            let Ok(mut resp) = call.await;
+            // One stalled stream does not stall the connection, so the write-stall bound of
+            // HTTP/1 cannot end its exchange: a watchdog per response does.
+            H::watch(resp.body_mut());
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = shared.http2.serve_connection(io, svc);
     let idle = Some((started, shared.settings.idle_timeout));

@@ -131,8 +131,8 @@ impl Transport {
         }
     }
 
-    /// Sets how long a connection may sit idle (default [`pool::IDLE_TIMEOUT`]); for
-    /// pools created after the call.
+    /// Sets how long a connection may sit idle (`backend_idle_timeout`, default
+    /// [`pool::IDLE_TIMEOUT`]); for pools created after the call.
     pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
         self.idle_timeout = idle_timeout.max(Duration::from_millis(1));
         self
