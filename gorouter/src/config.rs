@@ -1668,14 +1668,6 @@ impl Config {
                 });
             }
         }
-        if !raw.zone.trim().is_empty() {
-            // Upstream reads `zone` only for `balancing_algorithm_az_preference`, which this
-            // router does not have (that key is reported as unknown).
-            warnings.push(format!(
-                "config key `zone` ({:?}) is only logged (`local-az-set`): availability-zone preference in load balancing (balancing_algorithm_az_preference) is not supported",
-                raw.zone
-            ));
-        }
         let bind_address = listen_ip("bind_address", &raw.bind_address)?;
         let ip = match listen_ip("ip", &raw.ip)? {
             Some(ip) => ip,
@@ -2676,13 +2668,11 @@ websocket_idle_timeout: 1m",
     }
 
     #[test]
-    fn a_zone_is_warned_about_as_only_logged() {
-        assert!(Config::from_yaml("").unwrap().warnings.is_empty());
+    fn zone_is_read_without_a_warning_as_upstream_uses_it_by_default() {
+        // Upstream's default `balancing_algorithm_az_preference` (none) only logs the zone
+        // (`local-az-set`), which is what this router does; BOSH always renders it.
         let c = Config::from_yaml("zone: z1").unwrap();
-        assert!(
-            c.warnings.iter().any(|w| w.contains("`zone`")),
-            "{:?}",
-            c.warnings
-        );
+        assert_eq!(c.zone, "z1");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 }

@@ -102,9 +102,28 @@ pub enum Database {
     Sqlite {
         path: PathBuf,
     },
+    /// `sqldb.type: postgres` (`database` goes to `sqldb.schema`, as upstream).
+    Postgres {
+        host: String,
+        port: u16,
+        database: String,
+        user: String,
+        password: String,
+    },
 }
 
 impl Database {
+    /// A PostgreSQL database (created and dropped by the caller).
+    pub fn postgres(host: &str, port: u16, database: &str, user: &str, password: &str) -> Self {
+        Database::Postgres {
+            host: host.to_string(),
+            port,
+            database: database.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+        }
+    }
+
     /// The test database on the shared MariaDB server.
     pub fn mysql(db: &TestDatabase) -> Self {
         let s = db.server();
@@ -146,6 +165,19 @@ impl Database {
                 "sqldb:\n  type: mysql\n  host: {}\n  port: {port}\n  schema: {}\n  username: {}\n  password: {}\n",
                 sh_quote_yaml(host),
                 sh_quote_yaml(schema),
+                sh_quote_yaml(user),
+                sh_quote_yaml(password)
+            ),
+            Database::Postgres {
+                host,
+                port,
+                database,
+                user,
+                password,
+            } => format!(
+                "sqldb:\n  type: postgres\n  host: {}\n  port: {port}\n  schema: {}\n  username: {}\n  password: {}\n",
+                sh_quote_yaml(host),
+                sh_quote_yaml(database),
                 sh_quote_yaml(user),
                 sh_quote_yaml(password)
             ),

@@ -2,7 +2,9 @@
 //!
 //! Upstream requires `locket.locket_address`; here it is optional: without it the lock lives
 //! in the routing API's own database (see [`crate::lock`]). `sqldb.type: sqlite` with
-//! `sqldb.schema` as the file path is our embedded default.
+//! `sqldb.schema` as the file path is our embedded default; `mysql` and `postgres` (as
+//! upstream) take `sqldb.host`, `port` (absent: 3306 / 5432), `schema` (the database name),
+//! `username`, `password` and the TLS keys.
 //!
 //! Extensions (keys upstream does not have): `auth_disabled` (as `-devMode`),
 //! `bind_address`, the IP address (IPv4 or IPv6, no port) the HTTP API (`api.listen_port`) and
@@ -10,7 +12,7 @@
 //! by default (the admin port stays on 127.0.0.1); `oauth.allow_plain_http` (default false):
 //! an `http://` `oauth.token_endpoint` is refused at load unless it is true, since UAA's token
 //! keys would then travel unprotected; and `sqldb.skip_ssl_validation` (default false), TLS to
-//! MySQL without certificate checks. Upstream's top-level `skip_ssl_validation` turns off the
+//! MySQL or PostgreSQL without certificate checks. Upstream's top-level `skip_ssl_validation` turns off the
 //! checks of UAA's certificate only (upstream also applied it to MySQL).
 //!
 //! `sqldb.password` is a [`Secret`]: `Debug` output of the config shows `<redacted>`.
@@ -85,8 +87,9 @@ pub struct SqlDbConfig {
     #[serde(rename = "type")]
     pub kind: String,
     pub host: String,
-    pub port: u16,
-    /// Database name for MySQL; the database file for SQLite.
+    /// Absent: 3306 for MySQL, 5432 for PostgreSQL.
+    pub port: Option<u16>,
+    /// Database name for MySQL and PostgreSQL; the database file for SQLite.
     pub schema: String,
     pub username: String,
     pub password: Secret,
@@ -105,7 +108,7 @@ impl Default for SqlDbConfig {
         Self {
             kind: "sqlite".into(),
             host: String::new(),
-            port: 3306,
+            port: None,
             schema: "routing-api.db".into(),
             username: String::new(),
             password: Secret::default(),
@@ -219,6 +222,15 @@ pub enum Database {
         host: String,
         port: u16,
         schema: String,
+        username: String,
+        password: Secret,
+    },
+    /// `sqldb.type: postgres`: `sqldb.schema` names the database (as upstream); `sqldb.port`
+    /// defaults to 5432.
+    Postgres {
+        host: String,
+        port: u16,
+        database: String,
         username: String,
         password: Secret,
     },
@@ -417,7 +429,7 @@ impl Config {
                 }
                 Database::Mysql {
                     host: raw.sqldb.host.clone(),
-                    port: raw.sqldb.port,
+                    port: raw.sqldb.port.unwrap_or(3306),
                     schema: raw.sqldb.schema.clone(),
                     username: raw.sqldb.username.clone(),
                     password: raw.sqldb.password.clone(),
@@ -427,15 +439,32 @@ impl Config {
                 path: PathBuf::from(&raw.sqldb.schema),
             },
             "postgres" => {
-                return Err(invalid(
-                    "sqldb.type",
-                    "postgres is not supported yet; use mysql or sqlite",
-                ))
+                if raw.sqldb.host.is_empty() {
+                    return Err(invalid(
+                        "sqldb.host",
+                        "required when sqldb.type is postgres",
+                    ));
+                }
+                if raw.sqldb.schema.is_empty() {
+                    return Err(invalid(
+                        "sqldb.schema",
+                        "required when sqldb.type is postgres (the database name)",
+                    ));
+                }
+                Database::Postgres {
+                    host: raw.sqldb.host.clone(),
+                    port: raw.sqldb.port.unwrap_or(5432),
+                    database: raw.sqldb.schema.clone(),
+                    username: raw.sqldb.username.clone(),
+                    password: raw.sqldb.password.clone(),
+                }
             }
             other => {
                 return Err(ConfigError::Invalid {
                     key: "sqldb.type",
-                    message: format!("unknown database type {other:?}; use mysql or sqlite"),
+                    message: format!(
+                        "unknown database type {other:?}; use mysql, postgres or sqlite"
+                    ),
                 })
             }
         };
@@ -715,6 +744,44 @@ mod tests {
         assert!(c.sqldb.skip_ssl_validation);
         assert!(!c.skip_ssl_validation);
         assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn postgres_takes_the_database_name_from_schema_and_defaults_to_port_5432() {
+        let yaml = format!(
+            "{MINIMAL}sqldb: {{type: postgres, host: pg.example.com, schema: routing_api, username: u, password: p}}\n"
+        );
+        let c = Config::from_yaml(&yaml, true).unwrap();
+        assert_eq!(
+            c.database,
+            Database::Postgres {
+                host: "pg.example.com".into(),
+                port: 5432,
+                database: "routing_api".into(),
+                username: "u".into(),
+                password: Secret::from("p".to_owned()),
+            }
+        );
+        let sc = crate::database::store_config(&c);
+        assert_eq!(sc.kind, crate::store::DbKind::Postgres);
+        assert_eq!((sc.port, sc.schema.as_str()), (5432, "routing_api"));
+        let yaml = format!("{MINIMAL}sqldb: {{type: postgres, host: pg, port: 6432, schema: r}}\n");
+        match Config::from_yaml(&yaml, true).unwrap().database {
+            Database::Postgres { port, .. } => assert_eq!(port, 6432),
+            other => panic!("{other:?}"),
+        }
+        let yaml = format!("{MINIMAL}sqldb: {{type: mysql, host: db, schema: r}}\n");
+        match Config::from_yaml(&yaml, true).unwrap().database {
+            Database::Mysql { port, .. } => assert_eq!(port, 3306),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn postgres_needs_host() {
+        let yaml = format!("{MINIMAL}sqldb: {{type: postgres, schema: routing}}\n");
+        let e = Config::from_yaml(&yaml, true).unwrap_err().to_string();
+        assert!(e.contains("sqldb.host"), "{e}");
     }
 
     #[test]

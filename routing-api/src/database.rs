@@ -25,6 +25,20 @@ pub fn store_config(config: &Config) -> StoreConfig {
             sc.username = username.clone();
             sc.password = password.expose().to_owned();
         }
+        Database::Postgres {
+            host,
+            port,
+            database,
+            username,
+            password,
+        } => {
+            sc.kind = DbKind::Postgres;
+            sc.host = host.clone();
+            sc.port = *port;
+            sc.schema = database.clone();
+            sc.username = username.clone();
+            sc.password = password.expose().to_owned();
+        }
         Database::Sqlite { path } => {
             sc.kind = DbKind::Sqlite;
             sc.sqlite_path = path.clone();

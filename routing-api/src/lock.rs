@@ -139,6 +139,9 @@ fn database_options(config: &Config) -> anyhow::Result<DbConnectOptions> {
         Database::Mysql { .. } => DbConnectOptions::MySql(crate::store::mysql_connect_options(
             &crate::database::store_config(config),
         )),
+        Database::Postgres { .. } => DbConnectOptions::Postgres(
+            crate::store::postgres_connect_options(&crate::database::store_config(config)),
+        ),
         Database::Sqlite { path } => {
             DbConnectOptions::for_driver("sqlite", &path.display().to_string())
                 .map_err(|e| anyhow::anyhow!("{e}"))?

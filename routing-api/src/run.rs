@@ -51,7 +51,7 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
 
     let store_config = store_config(&config);
     match store_config.kind {
-        DbKind::Mysql => tracing::info!(
+        DbKind::Mysql | DbKind::Postgres => tracing::info!(
             r#type = store_config.kind.name(),
             host = %store_config.host,
             port = store_config.port,
@@ -65,13 +65,17 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         ),
     }
     if config.skip_ssl_validation
-        && matches!(config.database, Database::Mysql { .. })
+        && matches!(
+            config.database,
+            Database::Mysql { .. } | Database::Postgres { .. }
+        )
         && !config.sqldb.skip_ssl_validation
     {
-        // Upstream's top-level key also turned off MySQL's certificate checks; ours does not.
+        // Upstream's top-level key also turned off the database's certificate checks; ours
+        // does not.
         tracing::warn!(
-            "routing-api.skip-ssl-validation-applies-to-uaa-only: MySQL certificates are still \
-             checked; set sqldb.skip_ssl_validation to skip them"
+            "routing-api.skip-ssl-validation-applies-to-uaa-only: MySQL/PostgreSQL certificates \
+             are still checked; set sqldb.skip_ssl_validation to skip them"
         );
     }
     let store = Store::connect(&store_config)

@@ -1,5 +1,5 @@
-//! Store behaviour that both backends must share, run against a real MariaDB (`mysql::*`) and
-//! a real SQLite file (`sqlite::*`).
+//! Store behaviour that every backend must share, run against a real MariaDB (`mysql::*`), a
+//! real PostgreSQL (`postgres::*`) and a real SQLite file (`sqlite::*`).
 
 mod store_support;
 
@@ -10,7 +10,8 @@ use routing_api::store::{StoreError, MIGRATION_KEY};
 use routing_api_client::models::{RouterGroup, TcpRouteMapping};
 use store_support::{http_route, router_group, tcp_mapping, TestDb, TTL};
 
-/// Generates `mysql::<name>` and `sqlite::<name>` tests running `scenarios::<name>`.
+/// Generates `mysql::<name>`, `postgres::<name>` and `sqlite::<name>` tests running
+/// `scenarios::<name>`.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod mysql {
@@ -18,6 +19,15 @@ macro_rules! both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let db = crate::store_support::mysql().await;
+                    crate::scenarios::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::store_support::postgres().await;
                     crate::scenarios::$name(&db).await;
                 }
             )*

@@ -156,7 +156,7 @@ async fn connect_url_and_in_memory() {
         .unwrap();
     assert_eq!(mem.tcp_routes(&[]).await.unwrap().len(), 1);
 
-    match Store::connect_url("postgres://user:secret@localhost/db").await {
+    match Store::connect_url("mssql://user:secret@localhost/db").await {
         Err(StoreError::Config(msg)) => assert!(!msg.contains("secret"), "{msg}"),
         other => panic!("expected Config error, got {other:?}"),
     }

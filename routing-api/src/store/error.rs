@@ -2,6 +2,7 @@
 
 use sqlx::error::ErrorKind;
 use sqlx::mysql::MySqlDatabaseError;
+use sqlx::postgres::PgDatabaseError;
 use sqlx::sqlite::SqliteError;
 
 /// Message upstream returns while the BBR admin endpoints hold router groups locked.
@@ -83,6 +84,11 @@ impl StoreError {
             sqlx::Error::Database(db) if mysql_number(db.as_ref()) == Some(MYSQL_DEADLOCK) => {
                 StoreError::Conflict(db.message().to_owned())
             }
+            sqlx::Error::Database(db)
+                if matches!(pg_code(db.as_ref()), Some(PG_DEADLOCK | PG_SERIALIZATION)) =>
+            {
+                StoreError::Conflict(db.message().to_owned())
+            }
             other => StoreError::Database(other),
         }
     }
@@ -126,6 +132,34 @@ pub(crate) fn mysql_number(db: &dyn sqlx::error::DatabaseError) -> Option<u16> {
         .map(MySqlDatabaseError::number)
 }
 
+/// PostgreSQL `deadlock_detected`.
+pub(crate) const PG_DEADLOCK: &str = "40P01";
+/// PostgreSQL `serialization_failure`.
+pub(crate) const PG_SERIALIZATION: &str = "40001";
+/// PostgreSQL `unique_violation`.
+pub(crate) const PG_UNIQUE: &str = "23505";
+
+/// PostgreSQL SQLSTATEs that mean "not serving right now" (besides class 08, connection
+/// exceptions, and class 53, insufficient resources, which all do).
+const PG_UNAVAILABLE: &[&str] = &[
+    "28000", // invalid authorization (credentials rotated / not yet provisioned)
+    "28P01", // invalid password
+    "3D000", // unknown database
+    "25006", // read-only transaction (standby, or default_transaction_read_only)
+    "55P03", // lock not available (lock_timeout)
+    "57014", // query canceled (statement_timeout)
+    "57P01", // admin shutdown
+    "57P02", // crash shutdown
+    "57P03", // cannot connect now (starting up, recovery)
+    "57P05", // idle session timeout
+];
+
+/// The SQLSTATE of a PostgreSQL error.
+pub(crate) fn pg_code(db: &dyn sqlx::error::DatabaseError) -> Option<&str> {
+    db.try_downcast_ref::<PgDatabaseError>()
+        .map(PgDatabaseError::code)
+}
+
 fn sqlite_primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i64> {
     db.try_downcast_ref::<SqliteError>()?;
     db.code()
@@ -144,6 +178,11 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             if let Some(n) = mysql_number(db.as_ref()) {
                 return MYSQL_UNAVAILABLE.contains(&n);
+            }
+            if let Some(code) = pg_code(db.as_ref()) {
+                return code.starts_with("08")
+                    || code.starts_with("53")
+                    || PG_UNAVAILABLE.contains(&code);
             }
             // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_READONLY 8, SQLITE_IOERR 10,
             // SQLITE_FULL 13, SQLITE_CANTOPEN 14
@@ -164,6 +203,19 @@ pub(crate) fn mysql_retryable(err: &sqlx::Error, duplicate_is_race: bool) -> boo
         sqlx::Error::Database(db) => match mysql_number(db.as_ref()) {
             Some(MYSQL_DEADLOCK | MYSQL_RECORD_CHANGED) => true,
             Some(MYSQL_DUP_ENTRY) => duplicate_is_race,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// [`mysql_retryable`] for PostgreSQL: deadlock victim, serialization failure, or (with
+/// `duplicate_is_race`) a unique violation raised by a racing insert.
+pub(crate) fn pg_retryable(err: &sqlx::Error, duplicate_is_race: bool) -> bool {
+    match err {
+        sqlx::Error::Database(db) => match pg_code(db.as_ref()) {
+            Some(PG_DEADLOCK | PG_SERIALIZATION) => true,
+            Some(PG_UNIQUE) => duplicate_is_race,
             _ => false,
         },
         _ => false,

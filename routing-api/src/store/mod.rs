@@ -1,6 +1,7 @@
 //! SQL storage for the Routing API (spec B.2–B.5, B.8): router groups, HTTP routes and TCP
-//! route mappings in MySQL/MariaDB (`sqldb.type: mysql`) or SQLite (`sqldb.type: sqlite`, the
-//! embedded default), with versioned migrations and TTL expiry.
+//! route mappings in MySQL/MariaDB (`sqldb.type: mysql`), PostgreSQL (`sqldb.type: postgres`)
+//! or SQLite (`sqldb.type: sqlite`, the embedded default), with versioned migrations and TTL
+//! expiry.
 //!
 //! # What this module owns
 //!
@@ -11,7 +12,9 @@
 //!   the same tables and columns with SQLite types: strings `TEXT`, integers `INTEGER`, and
 //!   timestamps `TEXT` in UTC as `YYYY-MM-DD HH:MM:SS.ffffff` (fixed width, so text order is
 //!   time order, and SQLite's date functions understand it). MySQL timestamps are `DATETIME`
-//!   in UTC, as gorm writes them.
+//!   in UTC, as gorm writes them. PostgreSQL has the tables gorm's PostgreSQL dialect gives
+//!   upstream's models (`text`, `integer`/`bigint`, `timestamptz`), migrated through the same
+//!   versions, with the same `migration_data` row.
 //! - Identity and upsert semantics: an HTTP route is identified by (route, ip, port,
 //!   route_service_url); a TCP mapping by (router_group_guid, backend_ip, backend_port, port,
 //!   backend_tls_port, sni_hostname). A TLS port of 0, -1 or absent is "no TLS port" and is
@@ -29,7 +32,7 @@
 //! - Router-group writes: [`Store::create_router_group_checked`] and
 //!   [`Store::update_router_group_ports_checked`] run the caller's check against all groups and
 //!   write in one transaction, serialised by a locking read of the `migration_data` row
-//!   (MySQL) or `BEGIN IMMEDIATE` (SQLite).
+//!   (MySQL, PostgreSQL) or `BEGIN IMMEDIATE` (SQLite).
 //! - Durability: SQLite runs in WAL mode with `synchronous = FULL`, so an acknowledged write
 //!   survives a power cut.
 //! - Deadlines: the pool's acquire timeout bounds waiting for a connection, and every store
@@ -61,10 +64,16 @@
 //!   routes use `INSERT … ON DUPLICATE KEY UPDATE` on `idx_route`. Deadlocks and duplicate-key
 //!   races are retried (bounded) in a fresh transaction.
 //!
-//! The tests prove it with 20 concurrent upserts of one mapping on both backends.
+//! - **PostgreSQL**: the index is upstream's too; a TCP write takes a transaction-scoped
+//!   advisory lock per mapping identity (sorted, so batches cannot deadlock), then reads and
+//!   row-locks the mapping's rows: a second writer of the same mapping waits for the first to
+//!   commit and then updates its row. HTTP routes use `INSERT … ON CONFLICT … DO UPDATE`.
+//!
+//! The tests prove it with 20 concurrent upserts of one mapping on every backend.
 
 mod error;
 mod mysql;
+mod postgres;
 mod shared;
 mod sqlite;
 
@@ -77,13 +86,15 @@ use std::time::Duration;
 
 use routing_api_client::models::{HttpRoute, ModificationTag, RouterGroup, TcpRouteMapping};
 use sqlx::mysql::MySqlPool;
+use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use time::OffsetDateTime;
 
-// `Mysql::…` / `Sqlite::…` are the queries both backends share (provided by [`Dialect`]);
+// `Mysql::…` / `Postgres::…` / `Sqlite::…` are the queries the backends share (provided by [`Dialect`]);
 // `mysql::…` / `sqlite::…` are the ones each backend writes its own way.
 use mysql::Mysql;
+use postgres::Postgres;
 use shared::Dialect;
 use sqlite::Sqlite;
 
@@ -99,6 +110,7 @@ pub const SCHEMA_VERSION: i64 = 7;
 pub enum DbKind {
     Mysql,
     Sqlite,
+    Postgres,
 }
 
 impl DbKind {
@@ -107,6 +119,7 @@ impl DbKind {
         match self {
             DbKind::Mysql => "mysql",
             DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
         }
     }
 }
@@ -115,19 +128,21 @@ impl DbKind {
 #[derive(Clone)]
 pub struct StoreConfig {
     pub kind: DbKind,
-    /// MySQL host (`sqldb.host`).
+    /// MySQL/PostgreSQL host (`sqldb.host`).
     pub host: String,
-    /// MySQL port (`sqldb.port`).
+    /// MySQL/PostgreSQL port (`sqldb.port`).
     pub port: u16,
-    /// MySQL database name (`sqldb.schema`).
+    /// MySQL/PostgreSQL database name (`sqldb.schema`).
     pub schema: String,
     pub username: String,
     pub password: String,
     /// SQLite database file, created if missing.
     pub sqlite_path: PathBuf,
-    /// PEM CA certificate(s) for TLS to MySQL (`sqldb.ca_cert`); enables verified TLS.
+    /// PEM CA certificate(s) for TLS to MySQL/PostgreSQL (`sqldb.ca_cert`); enables verified
+    /// TLS.
     pub ca_cert: Option<String>,
-    /// TLS to MySQL without any certificate verification (`sqldb.skip_ssl_validation`).
+    /// TLS to MySQL/PostgreSQL without any certificate verification
+    /// (`sqldb.skip_ssl_validation`).
     pub skip_ssl_validation: bool,
     /// With `ca_cert`: verify the chain but not the host name.
     pub skip_hostname_validation: bool,
@@ -211,6 +226,7 @@ impl fmt::Debug for StoreConfig {
 enum Backend {
     Mysql(MySqlPool),
     Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
 #[derive(Default)]
@@ -240,6 +256,12 @@ pub fn mysql_connect_options(cfg: &StoreConfig) -> sqlx::mysql::MySqlConnectOpti
     mysql::connect_options(cfg)
 }
 
+/// The PostgreSQL connection settings of `cfg` (server, credentials, TLS), for other users of
+/// the same database (the lock table).
+pub fn postgres_connect_options(cfg: &StoreConfig) -> sqlx::postgres::PgConnectOptions {
+    postgres::connect_options(cfg)
+}
+
 /// A TCP mapping to upsert and its TTL.
 pub type TcpUpsert = (TcpRouteMapping, Duration);
 /// An HTTP route to upsert and its TTL.
@@ -257,12 +279,13 @@ impl Store {
         let backend = match cfg.kind {
             DbKind::Mysql => Backend::Mysql(mysql::connect(cfg).await?),
             DbKind::Sqlite => Backend::Sqlite(sqlite::connect(cfg).await?),
+            DbKind::Postgres => Backend::Postgres(postgres::connect(cfg).await?),
         };
         Ok(Store::from_backend(backend, cfg))
     }
 
-    /// Opens a store from a URL: `mysql://user:pass@host:port/db` or `sqlite://path` (the file
-    /// is created if missing). Pool settings are [`StoreConfig::default`]'s.
+    /// Opens a store from a URL: `mysql://user:pass@host:port/db`,
+    /// `postgres://user:pass@host:port/db` or `sqlite://path` (the file is created if missing). Pool settings are [`StoreConfig::default`]'s.
     pub async fn connect_url(url: &str) -> Result<Store, StoreError> {
         let defaults = StoreConfig::default();
         let backend = if url.starts_with("mysql:") || url.starts_with("mariadb:") {
@@ -270,9 +293,11 @@ impl Store {
             Backend::Mysql(mysql::connect_url(&url, &defaults).await?)
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite(sqlite::connect_url(url, &defaults).await?)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres(postgres::connect_url(url, &defaults).await?)
         } else {
             return Err(StoreError::Config(format!(
-                "unsupported database URL scheme (want mysql:// or sqlite://): {}",
+                "unsupported database URL scheme (want mysql://, postgres:// or sqlite://): {}",
                 redact_url(url)
             )));
         };
@@ -315,6 +340,7 @@ impl Store {
         match self.backend {
             Backend::Mysql(_) => DbKind::Mysql,
             Backend::Sqlite(_) => DbKind::Sqlite,
+            Backend::Postgres(_) => DbKind::Postgres,
         }
     }
 
@@ -324,6 +350,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => sqlx::query("SELECT 1").execute(p).await.map(drop)?,
                 Backend::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop)?,
+                Backend::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop)?,
             };
             Ok(())
         })
@@ -337,6 +364,7 @@ impl Store {
         self.bounded("read sqlite pragmas", async {
             match &self.backend {
                 Backend::Sqlite(p) => Ok(Some(sqlite::durability(p).await?)),
+                Backend::Postgres(_) => Ok(None),
                 Backend::Mysql(_) => Ok(None),
             }
         })
@@ -350,6 +378,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => p.close().await,
                 Backend::Sqlite(p) => p.close().await,
+                Backend::Postgres(p) => p.close().await,
             }
         };
         if tokio::time::timeout(self.query_timeout, close)
@@ -369,6 +398,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => mysql::migrate(p).await,
                 Backend::Sqlite(p) => sqlite::migrate(p).await,
+                Backend::Postgres(p) => postgres::migrate(p).await,
             }
         };
         match tokio::time::timeout(MIGRATION_TIMEOUT.max(self.query_timeout), run).await {
@@ -416,6 +446,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => Mysql::router_groups(p, None).await,
                 Backend::Sqlite(p) => Sqlite::router_groups(p, None).await,
+                Backend::Postgres(p) => Postgres::router_groups(p, None).await,
             }
         })
         .await
@@ -432,6 +463,7 @@ impl Store {
                 match &self.backend {
                     Backend::Mysql(p) => Mysql::router_groups(p, Some(("name", name))).await,
                     Backend::Sqlite(p) => Sqlite::router_groups(p, Some(("name", name))).await,
+                    Backend::Postgres(p) => Postgres::router_groups(p, Some(("name", name))).await,
                 }
             })
             .await?;
@@ -449,6 +481,7 @@ impl Store {
                 match &self.backend {
                     Backend::Mysql(p) => Mysql::router_groups(p, Some(("guid", guid))).await,
                     Backend::Sqlite(p) => Sqlite::router_groups(p, Some(("guid", guid))).await,
+                    Backend::Postgres(p) => Postgres::router_groups(p, Some(("guid", guid))).await,
                 }
             })
             .await?;
@@ -466,7 +499,7 @@ impl Store {
 
     /// [`Store::create_router_group`], checking `check` against all groups (the committed ones
     /// plus the new one) in the same transaction as the insert, with router-group writes
-    /// serialised (MySQL: a locking read of the `migration_data` row; SQLite: `BEGIN
+    /// serialised (MySQL, PostgreSQL: a locking read of the `migration_data` row; SQLite: `BEGIN
     /// IMMEDIATE`), so two concurrent writes cannot both pass a check that only one of them
     /// would pass after the other. `Err(message)` from `check` gives
     /// [`StoreError::Rejected`] and writes nothing.
@@ -482,6 +515,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => mysql::create_router_group(p, &group, now, check).await,
                 Backend::Sqlite(p) => sqlite::create_router_group(p, &group, now, check).await,
+                Backend::Postgres(p) => postgres::create_router_group(p, &group, now, check).await,
             }
         })
         .await?;
@@ -521,6 +555,10 @@ impl Store {
                         sqlite::update_router_group_ports(p, guid, reservable_ports, now, check)
                             .await
                     }
+                    Backend::Postgres(p) => {
+                        postgres::update_router_group_ports(p, guid, reservable_ports, now, check)
+                            .await
+                    }
                 }
             })
             .await?;
@@ -534,6 +572,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => Mysql::delete_router_group(p, guid).await,
                 Backend::Sqlite(p) => Sqlite::delete_router_group(p, guid).await,
+                Backend::Postgres(p) => Postgres::delete_router_group(p, guid).await,
             }
         })
         .await
@@ -552,6 +591,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => mysql::insert_router_groups(p, &groups, now, true).await,
                 Backend::Sqlite(p) => sqlite::insert_router_groups(p, &groups, now, true).await,
+                Backend::Postgres(p) => postgres::insert_router_groups(p, &groups, now, true).await,
             }
         })
         .await
@@ -590,6 +630,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => mysql::upsert_http_routes(p, &writes).await,
                 Backend::Sqlite(p) => sqlite::upsert_http_routes(p, &writes).await,
+                Backend::Postgres(p) => postgres::upsert_http_routes(p, &writes).await,
             }
         })
         .await
@@ -618,6 +659,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => mysql::delete_http_routes(p, routes).await,
                 Backend::Sqlite(p) => sqlite::delete_http_routes(p, routes).await,
+                Backend::Postgres(p) => postgres::delete_http_routes(p, routes).await,
             }
         })
         .await
@@ -630,6 +672,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => Mysql::http_routes(p, now).await,
                 Backend::Sqlite(p) => Sqlite::http_routes(p, now).await,
+                Backend::Postgres(p) => Postgres::http_routes(p, now).await,
             }
         })
         .await
@@ -671,6 +714,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => mysql::upsert_tcp_routes(p, &writes).await,
                 Backend::Sqlite(p) => sqlite::upsert_tcp_routes(p, &writes).await,
+                Backend::Postgres(p) => postgres::upsert_tcp_routes(p, &writes).await,
             }
         })
         .await
@@ -701,6 +745,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => mysql::delete_tcp_routes(p, mappings).await,
                 Backend::Sqlite(p) => sqlite::delete_tcp_routes(p, mappings).await,
+                Backend::Postgres(p) => postgres::delete_tcp_routes(p, mappings).await,
             }
         })
         .await
@@ -717,6 +762,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => Mysql::tcp_routes(p, now, isolation_segments).await,
                 Backend::Sqlite(p) => Sqlite::tcp_routes(p, now, isolation_segments).await,
+                Backend::Postgres(p) => Postgres::tcp_routes(p, now, isolation_segments).await,
             }
         })
         .await
@@ -734,6 +780,7 @@ impl Store {
             match &self.backend {
                 Backend::Mysql(p) => mysql::prune_expired(p, cutoff).await,
                 Backend::Sqlite(p) => sqlite::prune_expired(p, cutoff).await,
+                Backend::Postgres(p) => postgres::prune_expired(p, cutoff).await,
             }
         })
         .await
@@ -805,7 +852,7 @@ pub(crate) struct TcpRow {
     pub mapping: TcpRouteMapping,
 }
 
-/// Column accessors of both backends' rows, so row mapping is written once. Integer columns
+/// Column accessors of every backend' rows, so row mapping is written once. Integer columns
 /// are selected as signed 64-bit values.
 pub(crate) trait RowGet {
     fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error>;

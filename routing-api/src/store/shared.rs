@@ -1,8 +1,11 @@
-//! What the MySQL and SQLite backends do with the same SQL, written once over sqlx's
-//! [`Database`]. A backend implements [`Dialect`] with what differs: its sqlx database, how it
-//! stores a timestamp, its select lists and the few SQL fragments spelled differently. Upserts,
-//! locking reads and everything else whose SQL differs stay in `mysql.rs` / `sqlite.rs`; they
-//! use the bind helpers here so that each column list is bound in one place.
+//! What the MySQL, PostgreSQL and SQLite backends do with the same SQL, written once over
+//! sqlx's [`Database`]. A backend implements [`Dialect`] with what differs: its sqlx database,
+//! how it stores a timestamp, its select lists, its parameter placeholders and the few SQL
+//! fragments spelled differently. Upserts, locking reads and everything else whose SQL differs
+//! stay in `mysql.rs` / `postgres.rs` / `sqlite.rs`; they use the bind helpers here so that each
+//! column list is bound in one place.
+
+use std::borrow::Cow;
 
 use routing_api_client::models::{HttpRoute, RouterGroup, TcpRouteMapping};
 use sqlx::query::Query;
@@ -52,6 +55,18 @@ where
 
     /// How many rows a statement changed (sqlx has no trait for it).
     fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
+
+    /// Whether parameters are numbered (`$1, $2, …`, PostgreSQL) rather than `?`.
+    const NUMBERED_PARAMETERS: bool = false;
+
+    /// `sql` (written with `?` placeholders) in the backend's placeholder style.
+    fn sql(sql: &str) -> Cow<'_, str> {
+        if Self::NUMBERED_PARAMETERS {
+            Cow::Owned(numbered(sql))
+        } else {
+            Cow::Borrowed(sql)
+        }
+    }
 
     // ----- binding -----
 
@@ -129,7 +144,10 @@ where
         let rows = match filter {
             Some((column, value)) => {
                 let sql = format!("SELECT {RG_COLUMNS} FROM router_groups WHERE {column} = ? ORDER BY created_at, guid");
-                sqlx::query(&sql).bind(value).fetch_all(pool).await?
+                sqlx::query(&Self::sql(&sql))
+                    .bind(value)
+                    .fetch_all(pool)
+                    .await?
             }
             None => {
                 let sql =
@@ -151,31 +169,34 @@ where
         first_guid: &'static str,
     ) -> Result<usize, sqlx::Error> {
         if only_if_empty {
-            let any = sqlx::query(first_guid).fetch_optional(&mut *tx).await?;
+            let any = sqlx::query(&Self::sql(first_guid))
+                .fetch_optional(&mut *tx)
+                .await?;
             if any.is_some() {
                 return Ok(0);
             }
         }
+        let insert = Self::sql(
+            "INSERT INTO router_groups (guid, created_at, updated_at, name, type, reservable_ports) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        );
         for g in groups {
-            sqlx::query(
-                "INSERT INTO router_groups (guid, created_at, updated_at, name, type, reservable_ports) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(g.guid.as_str())
-            .bind(Self::time(now))
-            .bind(Self::time(now))
-            .bind(g.name.as_str())
-            .bind(g.kind.as_str())
-            .bind(g.reservable_ports.as_str())
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&insert)
+                .bind(g.guid.as_str())
+                .bind(Self::time(now))
+                .bind(Self::time(now))
+                .bind(g.name.as_str())
+                .bind(g.kind.as_str())
+                .bind(g.reservable_ports.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(groups.len())
     }
 
     /// Deletes a router group; returns whether it existed.
     async fn delete_router_group(pool: &Pool<Self::Db>, guid: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM router_groups WHERE guid = ?")
+        let done = sqlx::query(&Self::sql("DELETE FROM router_groups WHERE guid = ?"))
             .bind(guid)
             .execute(pool)
             .await?;
@@ -193,7 +214,7 @@ where
             "SELECT {} FROM routes WHERE expires_at > ?",
             Self::HTTP_COLUMNS
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&Self::sql(&sql))
             .bind(Self::time(now))
             .fetch_all(pool)
             .await?;
@@ -217,8 +238,26 @@ where
                 placeholders(segments.len())
             ));
         }
+        let sql = Self::sql(&sql);
         let q = sqlx::query(&sql).bind(Self::time(now));
         let rows = Self::bind_all(q, segments).fetch_all(pool).await?;
         tcp_routes_of(&rows)
     }
+}
+
+/// `sql` with each `?` placeholder replaced by `$1`, `$2`, … in order. The store's SQL has no
+/// `?` anywhere else (no string literal or operator contains one).
+pub(crate) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0u32;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -1,7 +1,8 @@
-//! Shared helpers for the `store_*` tests: a throw-away MariaDB database or SQLite file per
-//! test, raw SQL access to it, and sample models.
+//! Shared helpers for the `store_*` tests: a throw-away MariaDB or PostgreSQL database or
+//! SQLite file per test, raw SQL access to it, and sample models.
 //!
-//! MariaDB/MySQL comes from `DATABASE_URL` (default `mysql://root@127.0.0.1:3306`); each test
+//! MariaDB/MySQL comes from `DATABASE_URL` (default `mysql://root@127.0.0.1:3306`), PostgreSQL
+//! from `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`); each test
 //! creates `ra_store_<random>` and drops it when its [`TestDb`] is dropped (also when the test
 //! panics), from a separate thread with its own runtime.
 #![allow(dead_code)]
@@ -12,10 +13,17 @@ use std::time::Duration;
 use routing_api::store::{DbKind, Store, StoreConfig};
 use routing_api_client::models::{HttpRoute, RouterGroup, TcpRouteMapping};
 use sqlx::mysql::MySqlPool;
+use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Connection, MySqlConnection};
+use sqlx::{Connection, MySqlConnection, PgConnection};
 
 pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306";
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The PostgreSQL server URL, with the administrative database to connect to.
+pub fn postgres_server_url() -> String {
+    std::env::var("POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
 
 /// The MariaDB/MySQL server URL (without a database).
 pub fn server_url() -> String {
@@ -104,6 +112,12 @@ impl std::fmt::Display for UrlParts {
 pub enum Raw {
     Mysql(MySqlPool),
     Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// MySQL's `CAST(… AS SIGNED)` in PostgreSQL's words, so shared scenarios can use one query.
+fn pg_sql(sql: &str) -> String {
+    sql.replace("AS SIGNED)", "AS BIGINT)")
 }
 
 impl Raw {
@@ -111,6 +125,7 @@ impl Raw {
         match self {
             Raw::Mysql(p) => sqlx::query(sql).execute(p).await.map(drop),
             Raw::Sqlite(p) => sqlx::query(sql).execute(p).await.map(drop),
+            Raw::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
@@ -120,6 +135,11 @@ impl Raw {
         match self {
             Raw::Mysql(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
             Raw::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
+            Raw::Postgres(p) => {
+                sqlx::query_scalar::<_, i64>(&pg_sql(sql))
+                    .fetch_one(p)
+                    .await
+            }
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
@@ -158,12 +178,26 @@ impl Raw {
                     })
                     .collect()
             }
+            Raw::Postgres(p) => {
+                let rows = sqlx::query(sql)
+                    .fetch_all(p)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
+                            .collect()
+                    })
+                    .collect()
+            }
         }
     }
 }
 
 enum Cleanup {
     Mysql { server: String, name: String },
+    Postgres { server: String, name: String },
     Sqlite { dir: PathBuf },
 }
 
@@ -185,6 +219,29 @@ impl Drop for Cleanup {
                             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
                                 .execute(&mut c)
                                 .await;
+                            let _ = c.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+            Cleanup::Postgres { server, name } => {
+                let (server, name) = (server.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    rt.block_on(async {
+                        if let Ok(mut c) = PgConnection::connect(&server).await {
+                            // FORCE: connections a timed-out test left behind do not block it
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .execute(&mut c)
+                            .await;
                             let _ = c.close().await;
                         }
                     });
@@ -262,6 +319,45 @@ pub async fn mysql_unmigrated() -> TestDb {
         store,
         raw,
         kind: DbKind::Mysql,
+        url,
+        name,
+        _cleanup: cleanup,
+    }
+}
+
+/// A migrated store on a fresh PostgreSQL database.
+pub async fn postgres() -> TestDb {
+    let db = postgres_unmigrated().await;
+    db.store.migrate().await.expect("migrate");
+    db
+}
+
+/// An empty PostgreSQL database (no tables) with a connected but unmigrated store.
+pub async fn postgres_unmigrated() -> TestDb {
+    let server = postgres_server_url();
+    let name = format!("ra_store_{}", unique_suffix());
+    let mut admin = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&server))
+        .await
+        .unwrap_or_else(|_| panic!("PostgreSQL at {server} did not answer within 10s (set POSTGRES_URL)"))
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {server} (set POSTGRES_URL to a server where this user may create databases): {e}")
+        });
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name} on PostgreSQL at {server}: {e}"));
+    let _ = admin.close().await;
+    let cleanup = Cleanup::Postgres {
+        server: server.clone(),
+        name: name.clone(),
+    };
+    let url = UrlParts::parse(&server).with_database(&name).to_string();
+    let raw = Raw::Postgres(PgPool::connect(&url).await.expect("raw pool"));
+    let store = Store::connect_url(&url).await.expect("connect store");
+    TestDb {
+        store,
+        raw,
+        kind: DbKind::Postgres,
         url,
         name,
         _cleanup: cleanup,
