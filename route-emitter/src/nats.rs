@@ -170,6 +170,16 @@ struct RouterStart {
     minimum_register_interval_in_seconds: u64,
 }
 
+/// The longest minimum register interval a router may ask for. gorouter asks for its
+/// `start_response_delay_interval` (20 s by default); anything from NATS beyond an hour is
+/// taken as an hour, so a hostile `router.start` cannot push the schedule past the clock.
+pub const MAX_ROUTER_MIN_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// A router's `minimumRegisterIntervalInSeconds`, capped at [`MAX_ROUTER_MIN_INTERVAL`].
+fn router_min_interval(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_ROUTER_MIN_INTERVAL)
+}
+
 /// Whether `route` goes to gorouter over NATS.
 pub fn is_nats_route(route: &Route) -> bool {
     route.kind == RouteKind::Http && route.transport == Transport::Nats
@@ -552,7 +562,7 @@ pub async fn run(
             }
             Some(greet) = greeted.recv() => match greet {
                 Ok(secs) => {
-                    table.reschedule(Some(Duration::from_secs(secs)), None);
+                    table.reschedule(Some(router_min_interval(secs)), None);
                     tracing::info!(minimum_register_interval_seconds = secs, "Route Registrar.router-greeted");
                 }
                 Err(e) => {
@@ -564,7 +574,7 @@ pub async fn run(
             Some(msg) = starts.next() => {
                 let min = serde_json::from_slice::<RouterStart>(&msg.payload)
                     .ok()
-                    .map(|start| Duration::from_secs(start.minimum_register_interval_in_seconds));
+                    .map(|start| router_min_interval(start.minimum_register_interval_in_seconds));
                 let jitter = MIN_START_JITTER + (MAX_START_JITTER - MIN_START_JITTER).mul_f64(rand::random::<f64>());
                 tracing::info!(jitter_ms = jitter.as_millis() as u64, "Route Registrar.router-start-received-re-registering-all-routes");
                 table.reschedule(min, Some(Instant::now() + jitter));
@@ -675,6 +685,24 @@ async fn greet(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_routers_huge_minimum_interval_is_capped_and_schedules_without_overflow() {
+        let start: RouterStart =
+            serde_json::from_str(r#"{"minimumRegisterIntervalInSeconds":18446744073709551615}"#)
+                .expect("a u64 parses");
+        let min = router_min_interval(start.minimum_register_interval_in_seconds);
+        assert_eq!(min, MAX_ROUTER_MIN_INTERVAL);
+        let entry = Entry {
+            message: EncodedMessage(Box::default()),
+            registration_interval: Duration::from_secs(20),
+            last_sent: Some(Instant::now()),
+            forced: None,
+            due: Instant::now(),
+        };
+        assert!(entry.next_due(min) > Instant::now());
+        assert_eq!(router_min_interval(20), Duration::from_secs(20));
+    }
 
     fn server(host: &str, user: &str, password: &str) -> MessageBusServer {
         MessageBusServer {

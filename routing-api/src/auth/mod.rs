@@ -205,11 +205,15 @@ struct JoseHeader {
     kid: Option<String>,
 }
 
-/// The claim read after verification (the registered ones are checked by `jsonwebtoken`).
+/// The claims read after verification (the registered ones are checked by `jsonwebtoken`).
 #[derive(Deserialize)]
 struct ScopeClaims {
     #[serde(default)]
     scope: serde_json::Value,
+    /// `jsonwebtoken` also accepts an array holding the issuer; upstream (Go's jwt library)
+    /// requires a string, and so do we.
+    #[serde(default)]
+    iss: serde_json::Value,
 }
 
 /// Why verifying against one key set failed.
@@ -511,7 +515,8 @@ fn verify(
     };
     for key in candidates {
         match jsonwebtoken::decode::<ScopeClaims>(token, &key.key, validation) {
-            Ok(data) => return Ok(data.claims),
+            Ok(data) if data.claims.iss.is_string() => return Ok(data.claims),
+            Ok(_) => return Err(VerifyFailure::Final(AuthError::InvalidIssuer)),
             Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
             Err(e) => return Err(VerifyFailure::Final(map_jwt_error(&e))),
         }
@@ -713,6 +718,18 @@ mod tests {
 
         let mut claims = uaa.claims(&[READ], HOUR);
         claims.as_object_mut().expect("object").remove("iss");
+        let err = check(&v, &bearer(&uaa.mint_claims(&claims)), READ)
+            .await
+            .unwrap_err();
+        assert_eq!(err, AuthError::InvalidIssuer);
+    }
+
+    #[tokio::test]
+    async fn an_issuer_in_an_array_is_rejected_as_upstream_does() {
+        let (uaa, v) = setup().await;
+        let mut claims = uaa.claims(&[READ], HOUR);
+        let issuer = claims["iss"].clone();
+        claims["iss"] = json!([issuer]);
         let err = check(&v, &bearer(&uaa.mint_claims(&claims)), READ)
             .await
             .unwrap_err();
