@@ -652,12 +652,12 @@ async fn routing_api_and_rtr_accept_the_stand_ins_tokens() {
     )
     .await;
     let base = format!("http://{}", s.addr);
-    // Token checks on (no -devMode), UAA = the stand-in (routing-api's oauth.token_endpoint +
-    // oauth.port, as the compose stack configures it with http://uaa and 8080).
+    // Token checks on (no -devMode), UAA = the stand-in on plain HTTP (routing-api's
+    // oauth.token_endpoint + oauth.port; plain HTTP needs oauth.allow_plain_http).
     let mut api = RoutingApi::builder(Database::sqlite(dir.path().join("routing-api.db")))
         .command_line(&["-config", "{config}", "-ip", "127.0.0.1"])
         .yaml(&format!(
-            "oauth:\n  token_endpoint: http://127.0.0.1\n  port: {}\n",
+            "oauth:\n  token_endpoint: http://127.0.0.1\n  port: {}\n  allow_plain_http: true\n",
             s.addr.port()
         ))
         .spawn();
