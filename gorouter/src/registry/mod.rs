@@ -319,11 +319,7 @@ impl RouteTable {
         let now = self.now_ms();
         let _w = self.lock_writer();
         let guard = self.hosts.guard();
-        let pool = match self
-            .hosts
-            .get(host, &guard)
-            .and_then(|r| r.get(path).cloned())
-        {
+        let pool = match self.pool_at(host, path, &guard) {
             Some(pool) => pool,
             None => {
                 let pool = Arc::new(Pool::new(host, path, self.settings.default_lb_algo, now));
@@ -405,11 +401,7 @@ impl RouteTable {
         let now = self.now_ms();
         let _w = self.lock_writer();
         let guard = self.hosts.guard();
-        let Some(pool) = self
-            .hosts
-            .get(host, &guard)
-            .and_then(|r| r.get(path).cloned())
-        else {
+        let Some(pool) = self.pool_at(host, path, &guard) else {
             return false;
         };
         let current = pool.endpoints();
@@ -440,11 +432,7 @@ impl RouteTable {
         let (host, path) = split_route_key(&key);
         let addr = spec.addr();
         let guard = self.hosts.guard();
-        let Some(pool) = self
-            .hosts
-            .get(host, &guard)
-            .and_then(|r| r.get(path).cloned())
-        else {
+        let Some(pool) = self.pool_at(host, path, &guard) else {
             return false;
         };
         let endpoints = pool.endpoints();
@@ -478,6 +466,13 @@ impl RouteTable {
     }
 
     /// Drops the route key `host`+`path`. Caller holds the writer lock.
+    /// The pool of route `host` + `path`, if there is one.
+    fn pool_at(&self, host: &str, path: &str, guard: &impl papaya::Guard) -> Option<Arc<Pool>> {
+        self.hosts
+            .get(host, guard)
+            .and_then(|r| r.get(path).cloned())
+    }
+
     fn remove_pool(&self, host: &str, path: &str, guard: &impl papaya::Guard) {
         let Some(routes) = self.hosts.get(host, guard) else {
             return;
