@@ -12,99 +12,19 @@
 //! Run: `cargo bench -p routing-api --bench store` (well under a minute after the build).
 //! `cargo test -p routing-api --bench store` runs each benchmark once as a smoke test.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use routing_api::store::Store;
-use routing_api_client::models::{RouterGroup, TcpRouteMapping};
-use sqlx::{Connection, MySqlConnection};
-use tokio::runtime::Runtime;
+use support::{mapping, BenchDb};
 
-const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306";
 /// Rows prefilled in each route table for the list benchmarks.
 const ROWS: u32 = 10_000;
 /// Mappings cycled through by `tcp_upsert/refresh`.
 const REFRESHED: u32 = 1_000;
 const TTL: Duration = Duration::from_secs(3600);
-
-/// The server URL without a database path.
-fn server_url() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
-    let url = url.replacen("mariadb://", "mysql://", 1);
-    let (scheme, rest) = url
-        .split_once("://")
-        .unwrap_or_else(|| panic!("DATABASE_URL {url:?} is not a mysql:// URL"));
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    format!("{scheme}://{authority}")
-}
-
-/// The benchmark's database; dropped on drop.
-struct BenchDb {
-    rt: Runtime,
-    server: String,
-    name: String,
-}
-
-impl BenchDb {
-    fn create() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let server = server_url();
-        let name = format!(
-            "ra_bench_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        rt.block_on(async {
-            let mut conn = MySqlConnection::connect(&server).await.unwrap_or_else(|e| {
-                panic!(
-                    "the store benchmark needs MariaDB at {server} (DATABASE_URL, default \
-                     {DEFAULT_DATABASE_URL}) and cannot reach it: {e}"
-                )
-            });
-            sqlx::query(&format!("CREATE DATABASE `{name}`"))
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("MariaDB at {server}: CREATE DATABASE {name}: {e}"));
-            let _ = conn.close().await;
-        });
-        Self { rt, server, name }
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", self.server, self.name)
-    }
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        self.rt.block_on(async move {
-            if let Ok(mut c) = MySqlConnection::connect(&server).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
-                    .execute(&mut c)
-                    .await;
-                let _ = c.close().await;
-            }
-        });
-    }
-}
-
-fn mapping(rg: &str, n: u32) -> TcpRouteMapping {
-    TcpRouteMapping {
-        router_group_guid: rg.to_string(),
-        backend_port: 1000 + (n % 60_000) as u16,
-        backend_ip: format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff),
-        port: 1024 + (n % 10) as u16,
-        instance_id: format!("instance-{n}"),
-        backend_tls_port: -1,
-        ttl: Some(TTL.as_secs() as i64),
-        ..TcpRouteMapping::default()
-    }
-}
 
 /// Inserts `ROWS` live TCP mappings and HTTP routes with multi-row INSERTs (fast prefill; the
 /// rows look like the store's own: UTC datetimes, NULL TLS port and SNI).
@@ -157,22 +77,7 @@ async fn prefill(url: &str, rg: &str) {
 fn benches(c: &mut Criterion) {
     let db = BenchDb::create();
     let rt = &db.rt;
-    let store = rt.block_on(async {
-        let store = Store::connect_url(&db.url())
-            .await
-            .unwrap_or_else(|e| panic!("connect to the benchmark database {}: {e}", db.url()));
-        store.migrate().await.expect("migrate");
-        store
-    });
-    let rg = rt
-        .block_on(store.create_router_group(&RouterGroup {
-            guid: String::new(),
-            name: "bench-tcp".into(),
-            kind: "tcp".into(),
-            reservable_ports: "1024-1033".into(),
-        }))
-        .expect("router group")
-        .guid;
+    let (store, rg) = rt.block_on(db.store_with_router_group("bench-tcp"));
 
     let mut group = c.benchmark_group("tcp_upsert");
     group
@@ -184,7 +89,7 @@ fn benches(c: &mut Criterion) {
     group.bench_function("new", |b| {
         b.iter(|| {
             next += 1;
-            let m = mapping(&rg, 100_000 + next);
+            let m = mapping(&rg, 100_000 + next, TTL);
             let (_, created) = rt
                 .block_on(store.upsert_tcp_route(&m, TTL))
                 .expect("upsert new");
@@ -192,7 +97,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     for n in 0..REFRESHED {
-        rt.block_on(store.upsert_tcp_route(&mapping(&rg, n), TTL))
+        rt.block_on(store.upsert_tcp_route(&mapping(&rg, n, TTL), TTL))
             .expect("seed refreshed mappings");
     }
     let mut i = 0u32;
@@ -200,7 +105,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % REFRESHED;
             let (_, created) = rt
-                .block_on(store.upsert_tcp_route(&mapping(&rg, i), TTL))
+                .block_on(store.upsert_tcp_route(&mapping(&rg, i, TTL), TTL))
                 .expect("upsert existing");
             assert!(!created);
         })

@@ -8,61 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use routing_api::store::{DbKind, Store, StoreConfig, StoreError};
-use sqlx::Connection;
-use store_support::{tcp_mapping, Raw, TestDb, UrlParts, TTL};
+use routing_api::store::{DbKind, Store, StoreConfig};
+use store_support::server::{self, columns, indexes, normalize, Column};
+use store_support::{tcp_mapping, TestDb, UrlParts, TTL};
 use tokio::net::{TcpListener, TcpStream};
 
-/// (column, column_type, is_nullable, default) as information_schema reports them.
-async fn columns(raw: &Raw, table: &str) -> Vec<(String, String, String, Option<String>)> {
-    raw.strings(&format!(
-        "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR), CAST(is_nullable AS CHAR), \
-         CAST(column_default AS CHAR) FROM information_schema.columns \
-         WHERE table_schema = DATABASE() AND table_name = '{table}' ORDER BY ordinal_position"
-    ))
-    .await
-    .into_iter()
-    .map(|r| {
-        (
-            r[0].clone().unwrap(),
-            r[1].clone().unwrap(),
-            r[2].clone().unwrap(),
-            r[3].clone(),
-        )
-    })
-    .collect()
-}
-
-/// (index, non_unique, columns in order) for each index of `table`.
-async fn indexes(raw: &Raw, table: &str) -> Vec<(String, String, Vec<String>)> {
-    let rows = raw
-        .strings(&format!(
-            "SELECT CAST(index_name AS CHAR), CAST(non_unique AS CHAR), CAST(column_name AS CHAR) \
-             FROM information_schema.statistics \
-             WHERE table_schema = DATABASE() AND table_name = '{table}' \
-             ORDER BY index_name, seq_in_index"
-        ))
-        .await;
-    let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
-    for r in rows {
-        let (name, non_unique, col) = (
-            r[0].clone().unwrap(),
-            r[1].clone().unwrap(),
-            r[2].clone().unwrap(),
-        );
-        match out.last_mut() {
-            Some(last) if last.0 == name => last.2.push(col),
-            _ => out.push((name, non_unique, vec![col])),
-        }
-    }
-    // byte order (PRIMARY first), whatever the server's collation
-    out.sort();
-    out
-}
-
-fn cols(
-    spec: &[(&str, &str, &str, Option<&str>)],
-) -> Vec<(String, String, String, Option<String>)> {
+/// Expected [`columns`]: (column, column_type, is_nullable, default).
+fn cols(spec: &[(&str, &str, &str, Option<&str>)]) -> Vec<Column> {
     spec.iter()
         .map(|(n, t, null, d)| {
             (
@@ -75,48 +27,12 @@ fn cols(
         .collect()
 }
 
-fn idx(spec: &[(&str, &str, &[&str])]) -> Vec<(String, String, Vec<String>)> {
-    spec.iter()
-        .map(|(n, u, c)| {
-            (
-                n.to_string(),
-                u.to_string(),
-                c.iter().map(|s| s.to_string()).collect(),
-            )
-        })
-        .collect()
-}
-
-/// MariaDB prints `DEFAULT NULL` of a nullable column as the string "NULL".
-fn normalize(
-    mut c: Vec<(String, String, String, Option<String>)>,
-) -> Vec<(String, String, String, Option<String>)> {
-    for col in &mut c {
-        if col.3.as_deref() == Some("NULL") {
-            col.3 = None;
-        }
-        // MariaDB / MySQL 5.7 print display widths: int(11), int(10) unsigned
-        col.1 = col
-            .1
-            .replace("int(11)", "int")
-            .replace("int(10) unsigned", "int unsigned");
-    }
-    c
-}
-
 #[tokio::test]
 async fn migrations_create_upstreams_tables_and_indexes() {
     let db = store_support::mysql().await;
     let raw = &db.raw;
-    let tables = raw
-        .strings(
-            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
-             WHERE table_schema = DATABASE() ORDER BY table_name",
-        )
-        .await;
-    let tables: Vec<_> = tables.into_iter().map(|r| r[0].clone().unwrap()).collect();
     assert_eq!(
-        tables,
+        server::tables(raw).await,
         ["migration_data", "router_groups", "routes", "tcp_routes"]
     );
 
@@ -177,46 +93,13 @@ async fn migrations_create_upstreams_tables_and_indexes() {
         ])
     );
 
-    assert_eq!(
-        indexes(raw, "routes").await,
-        idx(&[
-            ("PRIMARY", "0", &["guid"]),
-            (
-                "idx_route",
-                "0",
-                &["route", "port", "ip", "route_service_url"]
-            ),
-            // ours, beyond upstream's schema: for the pruner and the lists
-            ("idx_routes_expires_at", "1", &["expires_at"]),
-        ])
-    );
-    assert_eq!(
-        indexes(raw, "tcp_routes").await,
-        idx(&[
-            ("PRIMARY", "0", &["guid"]),
-            (
-                "idx_tcp_route",
-                "0",
-                &[
-                    "router_group_guid",
-                    "host_port",
-                    "host_ip",
-                    "external_port",
-                    "sni_hostname",
-                    "host_tls_port"
-                ],
-            ),
-            ("idx_tcp_routes_expires_at", "1", &["expires_at"]),
-        ])
-    );
-    assert_eq!(
-        indexes(raw, "router_groups").await,
-        idx(&[("PRIMARY", "0", &["guid"]), ("idx_rg_name", "0", &["name"])])
-    );
-    assert_eq!(
-        indexes(raw, "migration_data").await,
-        idx(&[("PRIMARY", "0", &["migration_key"])])
-    );
+    for table in ["routes", "tcp_routes", "router_groups", "migration_data"] {
+        assert_eq!(
+            indexes(raw, table).await,
+            server::migrated_indexes(table, "PRIMARY"),
+            "{table}"
+        );
+    }
     let md = raw
         .strings(
             "SELECT migration_key, CAST(current_version AS CHAR), CAST(target_version AS CHAR) \
@@ -233,19 +116,7 @@ async fn migrations_create_upstreams_tables_and_indexes() {
     );
 
     // idempotent: a second run changes nothing
-    let before = (
-        columns(raw, "tcp_routes").await,
-        indexes(raw, "tcp_routes").await,
-    );
-    db.store.migrate().await.unwrap();
-    db.store.migrate().await.unwrap();
-    assert_eq!(
-        before,
-        (
-            columns(raw, "tcp_routes").await,
-            indexes(raw, "tcp_routes").await
-        )
-    );
+    server::migrating_again_changes_nothing(&db).await;
 }
 
 /// The DDL gorm produced for upstream v7, plus a column a newer upstream added.
@@ -277,130 +148,25 @@ const UPSTREAM_V7_PLUS: &[&str] = &[
 #[tokio::test]
 async fn upstream_schema_is_left_alone_and_its_rows_are_served() {
     let db = store_support::mysql_unmigrated().await;
-    for ddl in UPSTREAM_V7_PLUS {
-        db.raw.exec(ddl).await;
-    }
-    let before = (
-        columns(&db.raw, "tcp_routes").await,
-        indexes(&db.raw, "tcp_routes").await,
-    );
-    db.store.migrate().await.unwrap();
-    // upstream's columns and indexes untouched; only our expires_at index added
-    let mut expected = before.clone();
-    expected.1.push((
-        "idx_tcp_routes_expires_at".to_owned(),
-        "1".to_owned(),
-        vec!["expires_at".to_owned()],
-    ));
-    assert_eq!(
-        expected,
-        (
-            columns(&db.raw, "tcp_routes").await,
-            indexes(&db.raw, "tcp_routes").await
-        )
-    );
-    assert_eq!(
-        db.raw
-            .int("SELECT CAST(current_version AS SIGNED) FROM migration_data")
-            .await,
-        11
-    );
-
-    // rows as upstream writes them (from the captures): a router group, an HTTP route,
-    // TCP mappings with host_tls_port NULL and -1, sni '' and NULL, instance_id NULL
-    let future = "DATE_ADD(UTC_TIMESTAMP(), INTERVAL 60 SECOND)";
-    for sql in [
-        "INSERT INTO router_groups VALUES ('2d5b392b-8aef-4043-79e5-bbb5a72627d4', UTC_TIMESTAMP(), \
-         UTC_TIMESTAMP(), 'default-tcp', 'tcp', '1024-1033')"
-            .to_owned(),
-        format!(
-            "INSERT INTO routes VALUES ('r1', UTC_TIMESTAMP(), UTC_TIMESTAMP(), {future}, \
-             'myapp.example.com', 9001, '127.0.0.1', 60, 'my-guid', '', 'dab23546', 4)"
-        ),
-        // upstream's duplicate pair for the same mapping (sni '' and sni NULL)
-        format!(
-            "INSERT INTO tcp_routes (guid, created_at, updated_at, expires_at, router_group_guid, \
-             host_port, host_tls_port, host_ip, sni_hostname, instance_id, external_port, \
-             modification_guid, modification_index, ttl, isolation_segment) VALUES \
-             ('t1', '2026-01-01 00:00:00', UTC_TIMESTAMP(), {future}, 'rg', 9001, NULL, '127.0.0.1', '', \
-             'inst-1', 1025, 'c51ffac9', 0, 60, ''), \
-             ('t2', '2026-01-01 00:00:01', UTC_TIMESTAMP(), {future}, 'rg', 9001, NULL, '127.0.0.1', NULL, \
-             'inst-1', 1025, 'ce144fda', 0, 60, ''), \
-             ('t3', UTC_TIMESTAMP(), UTC_TIMESTAMP(), {future}, 'rg', 9002, -1, '127.0.0.1', NULL, \
-             NULL, 1025, '4925156b', 2, 60, NULL)"
-        ),
-    ] {
-        db.raw.exec(&sql).await;
-    }
-    let s = &db.store;
-    let groups = s.router_groups().await.unwrap();
-    assert_eq!(groups.len(), 1);
-    assert_eq!(groups[0].name, "default-tcp");
-    let routes = s.http_routes().await.unwrap();
-    assert_eq!(routes.len(), 1);
-    assert_eq!(
-        serde_json::to_string(&routes[0]).unwrap(),
-        r#"{"route":"myapp.example.com","port":9001,"ip":"127.0.0.1","ttl":60,"log_guid":"my-guid","modification_tag":{"guid":"dab23546","index":4}}"#
-    );
-    let mut tcp = s.tcp_routes(&[]).await.unwrap();
-    tcp.sort_by_key(|m| (m.backend_port, m.modification_tag.guid.clone()));
-    assert_eq!(tcp.len(), 3);
-    assert!(tcp
-        .iter()
-        .all(|m| m.backend_tls_port == 0 && m.backend_sni_hostname.is_none()));
-    assert_eq!(tcp[2].instance_id, "");
-    assert_eq!(tcp[2].isolation_segment, "");
-    assert_eq!(
-        s.tcp_routes(&["".to_owned()]).await.unwrap().len(),
-        3,
-        "NULL segment is ''"
-    );
-
-    // re-upserting the duplicated mapping merges it into one row (the oldest), updated in place
-    let mut m = tcp_mapping("rg", 1025, 9001);
-    m.backend_ip = "127.0.0.1".into();
-    let (stored, created) = s.upsert_tcp_route(&m, TTL).await.unwrap();
-    assert!(!created);
-    assert_eq!(
-        (
-            stored.modification_tag.guid.as_str(),
-            stored.modification_tag.index
-        ),
-        ("c51ffac9", 1)
-    );
-    assert_eq!(db.raw.count("tcp_routes").await, 2);
-    // the -1 row is found by "no TLS port" too, updated in place and canonicalised to NULL
-    m.backend_port = 9002;
-    let (stored, created) = s.upsert_tcp_route(&m, TTL).await.unwrap();
-    assert!(!created);
-    assert_eq!(stored.modification_tag.index, 3);
-    assert_eq!(
-        db.raw
-            .int("SELECT COUNT(*) FROM tcp_routes WHERE host_tls_port IS NULL AND sni_hostname IS NULL")
-            .await,
-        2
-    );
-    // the new columns of the newer upstream keep their defaults
-    assert_eq!(
-        db.raw
-            .int("SELECT COUNT(*) FROM tcp_routes WHERE terminate_frontend_tls = false")
-            .await,
-        2
-    );
+    server::upstream_schema_is_left_alone(&db, UPSTREAM_V7_PLUS).await;
+    // the new column of the newer upstream keeps its default
+    let m = server::upstream_rows_are_served_and_merged(
+        &db,
+        "SELECT COUNT(*) FROM tcp_routes WHERE terminate_frontend_tls = false",
+    )
+    .await;
     // delete removes every copy
+    let (now, future) = server::now_and_in_a_minute(DbKind::Mysql);
     db.raw
         .exec(&format!(
             "INSERT INTO tcp_routes (guid, created_at, updated_at, expires_at, router_group_guid, \
              host_port, host_tls_port, host_ip, sni_hostname, instance_id, external_port, \
              modification_guid, modification_index, ttl, isolation_segment) VALUES \
-             ('t4', UTC_TIMESTAMP(), UTC_TIMESTAMP(), {future}, 'rg', 9002, NULL, '127.0.0.1', '', \
+             ('t4', {now}, {now}, {future}, 'rg', 9002, NULL, '127.0.0.1', '', \
              NULL, 1025, 'x', 0, 60, '')"
         ))
         .await;
-    assert!(s.delete_tcp_route(&m).await.unwrap().is_some());
-    m.backend_port = 9001;
-    assert!(s.delete_tcp_route(&m).await.unwrap().is_some());
-    assert_eq!(db.raw.count("tcp_routes").await, 0);
+    server::deleting_both_mappings_removes_every_row(&db, m).await;
 }
 
 /// Upstream's schema as migration V4 left it: no sni_hostname / host_tls_port, a NOT NULL
@@ -429,64 +195,26 @@ const UPSTREAM_V4: &[&str] = &[
 #[tokio::test]
 async fn older_upstream_schema_is_upgraded_to_v7() {
     let db = store_support::mysql_unmigrated().await;
-    for ddl in UPSTREAM_V4 {
-        db.raw.exec(ddl).await;
-    }
-    db.store.migrate().await.unwrap();
-    let fresh = store_support::mysql().await;
-    // same columns (order aside: upstream appended them) and the same indexes as a fresh schema
-    let mut upgraded = normalize(columns(&db.raw, "tcp_routes").await);
-    let mut expected = normalize(columns(&fresh.raw, "tcp_routes").await);
-    upgraded.sort();
-    expected.sort();
-    assert_eq!(upgraded, expected);
-    for table in ["tcp_routes", "router_groups", "routes"] {
-        assert_eq!(
-            indexes(&db.raw, table).await,
-            indexes(&fresh.raw, table).await,
-            "{table}"
-        );
-    }
-    assert_eq!(
-        db.raw
-            .strings("SELECT CAST(current_version AS CHAR), CAST(target_version AS CHAR) FROM migration_data")
-            .await,
-        vec![vec![Some("7".to_owned()), Some("7".to_owned())]]
-    );
-    // and it works
-    let (_, created) = db
-        .store
-        .upsert_tcp_route(&tcp_mapping("rg", 1025, 9001), TTL)
-        .await
-        .unwrap();
-    assert!(created);
-    db.store.migrate().await.unwrap();
+    server::older_upstream_schema_is_upgraded_to_v7(
+        &db,
+        UPSTREAM_V4,
+        tcp_mapping("rg", 1025, 9001),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn unreachable_server_fails_fast_with_unavailable() {
-    // a port nothing listens on
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
     let cfg = StoreConfig {
         kind: DbKind::Mysql,
         host: "127.0.0.1".into(),
-        port,
+        port: server::unused_port(),
         schema: "nope".into(),
         username: "root".into(),
         acquire_timeout: Duration::from_secs(1),
         ..StoreConfig::default()
     };
-    let started = Instant::now();
-    let err = Store::connect(&cfg).await.unwrap_err();
-    assert!(err.is_unavailable(), "{err:?}");
-    assert!(matches!(err, StoreError::Unavailable(_)));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    server::connecting_fails_fast_with_unavailable(&cfg).await;
 }
 
 /// A TCP proxy to MariaDB that can be taken down (listener closed, live connections cut) and
@@ -596,30 +324,8 @@ async fn pool_recovers_after_the_server_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_upserts_from_separate_pools_leave_one_row() {
-    // several stores (separate pools, as separate processes would have) racing on one mapping
     let db = store_support::mysql().await;
-    let mut stores = Vec::new();
-    for _ in 0..4 {
-        stores.push(Store::connect_url(&db.url).await.unwrap());
-    }
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let store = stores[i % stores.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            let mut m = tcp_mapping("rg", 1025, 9001);
-            m.backend_tls_port = if i % 3 == 0 { -1 } else { 0 };
-            store.upsert_tcp_route(&m, TTL).await
-        }));
-    }
-    let mut created = 0;
-    for t in tasks {
-        created += usize::from(t.await.unwrap().unwrap().1);
-    }
-    assert_eq!(created, 1);
-    assert_eq!(db.raw.count("tcp_routes").await, 1);
-    for s in stores {
-        s.close().await;
-    }
+    server::concurrent_upserts_from_separate_pools_leave_one_row(&db).await;
 }
 
 // ----- issue 13: expiry indexes, batches in one transaction, deadlines -----
@@ -627,28 +333,14 @@ async fn concurrent_upserts_from_separate_pools_leave_one_row() {
 #[tokio::test]
 async fn migrate_adds_the_expires_at_indexes_to_a_database_migrated_without_them() {
     let db = store_support::mysql().await;
-    // a database migrated by an older version: version 7, no expires_at indexes
-    db.raw
-        .exec("DROP INDEX `idx_routes_expires_at` ON `routes`")
-        .await;
-    db.raw
-        .exec("DROP INDEX `idx_tcp_routes_expires_at` ON `tcp_routes`")
-        .await;
-    for _ in 0..2 {
-        db.store.migrate().await.unwrap();
-        for (table, index) in [
-            ("routes", "idx_routes_expires_at"),
-            ("tcp_routes", "idx_tcp_routes_expires_at"),
-        ] {
-            assert!(
-                indexes(&db.raw, table)
-                    .await
-                    .iter()
-                    .any(|(name, _, cols)| name == index && cols == &["expires_at"]),
-                "{table} lacks {index}"
-            );
-        }
-    }
+    server::migrate_adds_the_expires_at_indexes(
+        &db,
+        [
+            "DROP INDEX `idx_routes_expires_at` ON `routes`",
+            "DROP INDEX `idx_tcp_routes_expires_at` ON `tcp_routes`",
+        ],
+    )
+    .await;
     // the pruner's query uses it
     let plan = db
         .raw
@@ -666,90 +358,18 @@ async fn migrate_adds_the_expires_at_indexes_to_a_database_migrated_without_them
 #[tokio::test]
 async fn a_tcp_batch_with_one_failing_mapping_commits_none_of_it() {
     let db = store_support::mysql().await;
-    let existing = tcp_mapping("rg", 1024, 9000);
-    let (before, _) = db.store.upsert_tcp_route(&existing, TTL).await.unwrap();
-    // 600 mappings: more than one multi-row statement; the last one too long for its column
-    let mut batch: Vec<_> = (0..600u16)
-        .map(|i| (tcp_mapping("rg", 1025 + i % 10, 10_000 + i), TTL))
-        .collect();
-    batch.insert(0, (existing.clone(), TTL));
-    let mut bad = tcp_mapping("rg", 1024, 20_000);
-    bad.instance_id = "x".repeat(300);
-    batch.push((bad, TTL));
-    let err = db.store.upsert_tcp_routes(&batch).await.unwrap_err();
-    assert!(!matches!(err, StoreError::Timeout { .. }), "{err}");
-    assert_eq!(
-        db.raw.count("tcp_routes").await,
-        1,
-        "nothing of the batch committed"
-    );
-    let listed = db.store.tcp_routes(&[]).await.unwrap();
-    assert_eq!(listed, vec![before], "the existing mapping is unchanged");
+    // too long for its column
+    server::a_tcp_batch_with_one_failing_mapping_commits_none_of_it(&db, &"x".repeat(300)).await;
 }
 
 #[tokio::test]
 async fn an_http_batch_with_one_failing_route_commits_none_of_it() {
     let db = store_support::mysql().await;
-    let mut batch: Vec<_> = (0..50)
-        .map(|i| {
-            (
-                store_support::http_route(&format!("r{i}.example.com"), 8080),
-                TTL,
-            )
-        })
-        .collect();
-    let mut bad = store_support::http_route("bad.example.com", 8080);
-    bad.log_guid = "x".repeat(300);
-    batch.push((bad, TTL));
-    assert!(db.store.upsert_http_routes(&batch).await.is_err());
-    assert_eq!(db.raw.count("routes").await, 0);
+    server::an_http_batch_with_one_failing_route_commits_none_of_it(&db, &"x".repeat(300)).await;
 }
 
-// multi-threaded: the timed-out call's connection is rolled back and returned to the pool by
-// a background task, which must be able to run while the test thread waits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_call_blocked_by_a_lock_fails_at_its_deadline_and_the_store_recovers() {
     let db = store_support::mysql().await;
-    let store = db
-        .store
-        .clone()
-        .with_query_timeout(Duration::from_millis(500));
-    // another session holds the router-group write lock (innodb_lock_wait_timeout is 50 s)
-    let mut holder = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query("SELECT * FROM migration_data FOR UPDATE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let err = store
-        .create_router_group(&store_support::router_group("g", "tcp", "2000"))
-        .await
-        .unwrap_err();
-    let took = started.elapsed();
-    assert!(
-        matches!(
-            err,
-            StoreError::Timeout {
-                operation: "create router group",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.is_unavailable(),
-        "answered like a database failure (503)"
-    );
-    assert!(took < Duration::from_secs(3), "took {took:?}");
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    // nothing was committed, and the pool serves again
-    assert_eq!(db.raw.count("router_groups").await, 0);
-    store
-        .create_router_group(&store_support::router_group("g", "tcp", "2000"))
-        .await
-        .expect("create after the lock is released");
-    assert_eq!(db.raw.count("router_groups").await, 1);
-    // every connection back (the abandoned one rolled back) before the database is dropped
-    db.store.close().await;
+    server::a_store_call_blocked_by_a_lock_fails_at_its_deadline_and_the_store_recovers(&db).await;
 }

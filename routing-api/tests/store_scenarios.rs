@@ -63,6 +63,7 @@ both_backends!(
     concurrent_router_group_updates_commit_at_most_one_of_overlapping_ports,
     a_refused_router_group_write_commits_nothing,
     batch_upsert_gives_each_entry_its_state_as_of_its_own_write,
+    batch_upsert_over_several_chunks_keeps_every_distinct_mapping,
     batch_delete_removes_every_listed_route_in_one_call,
 );
 
@@ -785,6 +786,37 @@ mod scenarios {
         );
         assert_eq!(done[2].0.log_guid, "log-guid");
         assert_eq!(db.raw.count("routes").await, 2);
+    }
+
+    /// A batch longer than one chunk (MySQL writes 500 rows a statement) whose later mapping
+    /// shares the router group, backend address and port of an earlier one but differs in its
+    /// TLS port and SNI: two identities, two rows. MySQL used to take the earlier chunk's row
+    /// for a leftover copy and delete it while reporting it created.
+    pub async fn batch_upsert_over_several_chunks_keeps_every_distinct_mapping(db: &TestDb) {
+        let s = &db.store;
+        let mut batch: Vec<(TcpRouteMapping, Duration)> = (0..500)
+            .map(|i| (tcp_mapping("rg", 1024 + (i % 50), 8000 + i), TTL))
+            .collect();
+        let mut tls = batch[0].0.clone();
+        tls.backend_tls_port = 9443;
+        tls.backend_sni_hostname = Some("tls.example.com".into());
+        batch.push((tls, TTL));
+        let done = s.upsert_tcp_routes(&batch).await.unwrap();
+        assert_eq!(done.len(), 501);
+        assert!(done.iter().all(|(_, created)| *created));
+        assert_eq!(db.raw.count("tcp_routes").await, 501);
+        let listed = s.tcp_routes(&[]).await.unwrap();
+        let first = &batch[0].0;
+        let plain = listed
+            .iter()
+            .filter(|m| m.port == first.port && m.backend_port == first.backend_port);
+        assert_eq!(
+            plain.map(|m| m.backend_tls_port).collect::<HashSet<_>>(),
+            HashSet::from([0, 9443]),
+            "both the plain and the TLS mapping of {}:{} are listed",
+            first.backend_ip,
+            first.backend_port
+        );
     }
 
     pub async fn batch_delete_removes_every_listed_route_in_one_call(db: &TestDb) {

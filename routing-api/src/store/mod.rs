@@ -91,8 +91,9 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use time::OffsetDateTime;
 
-// `Mysql::…` / `Postgres::…` / `Sqlite::…` are the queries the backends share (provided by [`Dialect`]);
-// `mysql::…` / `sqlite::…` are the ones each backend writes its own way.
+// `Mysql::…` / `Postgres::…` / `Sqlite::…` are the queries and transactions the backends share
+// (provided by [`Dialect`]); `mysql::…` / `postgres::…` / `sqlite::…` are the ones each backend
+// writes its own way.
 use mysql::Mysql;
 use postgres::Postgres;
 use shared::Dialect;
@@ -513,9 +514,9 @@ impl Store {
         let now = OffsetDateTime::now_utc();
         self.bounded("create router group", async {
             match &self.backend {
-                Backend::Mysql(p) => mysql::create_router_group(p, &group, now, check).await,
+                Backend::Mysql(p) => Mysql::create_router_group(p, &group, now, check).await,
                 Backend::Sqlite(p) => sqlite::create_router_group(p, &group, now, check).await,
-                Backend::Postgres(p) => postgres::create_router_group(p, &group, now, check).await,
+                Backend::Postgres(p) => Postgres::create_router_group(p, &group, now, check).await,
             }
         })
         .await?;
@@ -548,7 +549,7 @@ impl Store {
             .bounded("update router group", async {
                 match &self.backend {
                     Backend::Mysql(p) => {
-                        mysql::update_router_group_ports(p, guid, reservable_ports, now, check)
+                        Mysql::update_router_group_ports(p, guid, reservable_ports, now, check)
                             .await
                     }
                     Backend::Sqlite(p) => {
@@ -556,7 +557,7 @@ impl Store {
                             .await
                     }
                     Backend::Postgres(p) => {
-                        postgres::update_router_group_ports(p, guid, reservable_ports, now, check)
+                        Postgres::update_router_group_ports(p, guid, reservable_ports, now, check)
                             .await
                     }
                 }
@@ -589,9 +590,9 @@ impl Store {
         let now = OffsetDateTime::now_utc();
         self.bounded("seed router groups", async {
             match &self.backend {
-                Backend::Mysql(p) => mysql::insert_router_groups(p, &groups, now, true).await,
+                Backend::Mysql(p) => Mysql::insert_router_groups(p, &groups, now, true).await,
                 Backend::Sqlite(p) => sqlite::insert_router_groups(p, &groups, now, true).await,
-                Backend::Postgres(p) => postgres::insert_router_groups(p, &groups, now, true).await,
+                Backend::Postgres(p) => Postgres::insert_router_groups(p, &groups, now, true).await,
             }
         })
         .await
@@ -712,9 +713,9 @@ impl Store {
             batch.iter().map(|(m, ttl)| (m, Write::new(*ttl))).collect();
         self.bounded("upsert tcp routes", async {
             match &self.backend {
-                Backend::Mysql(p) => mysql::upsert_tcp_routes(p, &writes).await,
+                Backend::Mysql(p) => Mysql::upsert_tcp_routes(p, &writes).await,
                 Backend::Sqlite(p) => sqlite::upsert_tcp_routes(p, &writes).await,
-                Backend::Postgres(p) => postgres::upsert_tcp_routes(p, &writes).await,
+                Backend::Postgres(p) => Postgres::upsert_tcp_routes(p, &writes).await,
             }
         })
         .await
@@ -778,9 +779,9 @@ impl Store {
         let cutoff = OffsetDateTime::now_utc() - Duration::from_secs(1);
         self.bounded("prune expired routes", async {
             match &self.backend {
-                Backend::Mysql(p) => mysql::prune_expired(p, cutoff).await,
+                Backend::Mysql(p) => Mysql::prune_expired(p, cutoff).await,
                 Backend::Sqlite(p) => sqlite::prune_expired(p, cutoff).await,
-                Backend::Postgres(p) => postgres::prune_expired(p, cutoff).await,
+                Backend::Postgres(p) => Postgres::prune_expired(p, cutoff).await,
             }
         })
         .await

@@ -12,24 +12,23 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use routing_api_client::models::{HttpRoute, ModificationTag, RouterGroup, TcpRouteMapping};
+use routing_api_client::models::{HttpRoute, TcpRouteMapping};
 use sqlx::postgres::{
-    PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult, PgRow, PgSslMode,
-    Postgres as PgDb,
+    PgConnectOptions, PgConnection, PgPool, PgQueryResult, PgRow, PgSslMode, Postgres as PgDb,
 };
 use sqlx::Connection;
 use time::OffsetDateTime;
 
 use super::error::pg_retryable;
-use super::shared::{numbered, Dialect, HTTP_IDENTITY_WHERE, RG_COLUMNS};
+use super::shared::{
+    apply_tcp_write, decode_err, numbered, retrying, server_pool_options, tcp_identity_where,
+    Dialect, Server, TcpIdentity, TcpState, Tls, HTTP_IDENTITY_WHERE, TCP_INDEX_COLUMNS,
+};
 use super::{
-    first_http_route, first_tcp_route, http_routes_of, http_row, migration_err, router_group_row,
-    tcp_routes_of, tcp_row, GroupCheck, HttpRow, StoreConfig, StoreError, TcpKey, TcpRow, Write,
-    IDLE_TIMEOUT, MIGRATION_KEY, SCHEMA_VERSION,
+    first_tcp_route, migration_err, tcp_row, StoreConfig, StoreError, TcpKey, TcpRow, Write,
 };
 
 /// Integer columns are selected as `bigint` (sqlx decodes `i64` only from `int8`).
@@ -88,14 +87,6 @@ const CREATE_TCP_ROUTES: &str = "CREATE TABLE IF NOT EXISTS tcp_routes (\
     ttl bigint, \
     isolation_segment text, \
     PRIMARY KEY (guid))";
-const TCP_INDEX_COLUMNS: &[&str] = &[
-    "router_group_guid",
-    "host_port",
-    "host_ip",
-    "external_port",
-    "sni_hostname",
-    "host_tls_port",
-];
 
 /// Our indexes beyond upstream's schema (pruner and lists), ensured by every [`migrate`].
 pub(super) const EXPIRY_INDEXES: &[&str] = &[
@@ -129,6 +120,69 @@ impl Dialect for Postgres {
     }
 }
 
+/// PostgreSQL's transactions: READ COMMITTED, row locks and advisory locks; deadlock victims,
+/// serialization failures and unique-violation races retried.
+impl Server<PgDb> for Postgres {
+    fn retryable(err: &sqlx::Error, duplicate_is_race: bool) -> bool {
+        pg_retryable(err, duplicate_is_race)
+    }
+
+    const ROUTER_GROUPS_LOCKING: &'static str = "";
+    /// A plain read: the router-group write lock, taken first, serialises seeders (a locking
+    /// read of an empty table would lock nothing).
+    const FIRST_ROUTER_GROUP: &'static str = "SELECT guid FROM router_groups LIMIT 1";
+    const SEED_TAKES_WRITE_LOCK: bool = true;
+
+    const READ_VERSIONS: &'static str =
+        "SELECT current_version::bigint, target_version::bigint FROM migration_data \
+         WHERE migration_key = ?";
+    const INSERT_VERSIONS: &'static str =
+        "INSERT INTO migration_data (migration_key, current_version, target_version) \
+         VALUES (?, -1, ?) ON CONFLICT (migration_key) DO NOTHING";
+
+    async fn migration_step(conn: &mut PgConnection, version: i64) -> Result<(), StoreError> {
+        migration_step(conn, version).await
+    }
+
+    async fn upsert_tcp_batch(
+        pool: &PgPool,
+        writes: &[(&TcpRouteMapping, Write)],
+    ) -> Result<Vec<(TcpRouteMapping, bool)>, sqlx::Error> {
+        upsert_tcp_batch(pool, writes).await
+    }
+
+    /// Deletes are `WITH d AS (DELETE … RETURNING *) SELECT …`.
+    const DELETES_RETURN_ROWS: bool = true;
+
+    async fn delete_guids(
+        conn: &mut PgConnection,
+        table: &'static str,
+        guids: &[String],
+    ) -> Result<(), sqlx::Error> {
+        if guids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&format!("DELETE FROM {table} WHERE guid = ANY($1)"))
+            .bind(guids)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// One `DELETE … WHERE expires_at < cutoff RETURNING`: the rows handed back are exactly
+    /// the rows deleted, and PostgreSQL re-checks the condition on a row a concurrent refresh
+    /// has locked, so a refreshed row is not deleted.
+    async fn prune_table(
+        pool: &PgPool,
+        table: &'static str,
+        columns: &'static str,
+        cutoff: OffsetDateTime,
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
+        let sql = format!("DELETE FROM {table} WHERE expires_at < $1 RETURNING {columns}");
+        sqlx::query(&sql).bind(cutoff).fetch_all(pool).await
+    }
+}
+
 // ----- connecting -----
 
 pub(super) async fn connect(cfg: &StoreConfig) -> Result<PgPool, StoreError> {
@@ -149,18 +203,18 @@ pub(super) fn connect_options(cfg: &StoreConfig) -> PgConnectOptions {
     if !cfg.password.is_empty() {
         opts = opts.password(&cfg.password);
     }
-    if cfg.skip_ssl_validation {
-        opts.ssl_mode(PgSslMode::Require)
-    } else if let Some(ca) = cfg.ca_cert.as_ref().filter(|c| !c.trim().is_empty()) {
-        let mode = if cfg.skip_hostname_validation {
-            PgSslMode::VerifyCa
-        } else {
-            PgSslMode::VerifyFull
-        };
-        opts.ssl_mode(mode)
-            .ssl_root_cert_from_pem(ca.as_bytes().to_vec())
-    } else {
-        opts.ssl_mode(PgSslMode::Disable)
+    match Tls::of(cfg) {
+        Tls::Unverified => opts.ssl_mode(PgSslMode::Require),
+        Tls::Verified { ca, check_hostname } => {
+            let mode = if check_hostname {
+                PgSslMode::VerifyFull
+            } else {
+                PgSslMode::VerifyCa
+            };
+            opts.ssl_mode(mode)
+                .ssl_root_cert_from_pem(ca.as_bytes().to_vec())
+        }
+        Tls::Off => opts.ssl_mode(PgSslMode::Disable),
     }
 }
 
@@ -178,51 +232,10 @@ async fn pool(opts: PgConnectOptions, cfg: &StoreConfig) -> Result<PgPool, Store
         "statement_timeout",
         format!("{}ms", backstop.as_millis().min(i32::MAX as u128)),
     )]);
-    PgPoolOptions::new()
-        .max_connections(cfg.max_open_connections.max(1))
-        .min_connections(0)
-        .acquire_timeout(cfg.acquire_timeout)
-        .max_lifetime(cfg.max_lifetime())
-        .idle_timeout(IDLE_TIMEOUT)
-        .test_before_acquire(true)
+    server_pool_options::<PgDb>(cfg)
         .connect_with(opts)
         .await
         .map_err(StoreError::from)
-}
-
-// ----- retries -----
-
-const MAX_ATTEMPTS: u32 = 25;
-
-fn backoff(attempt: u32) -> Duration {
-    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
-    Duration::from_millis(2 + u64::from(attempt.min(10)) * 2 + jitter)
-}
-
-/// Runs `op` (one transaction) again while it fails only because of a concurrent writer
-/// (deadlock victim, serialization failure, or a unique violation lost to a racing insert
-/// when `duplicate_is_race`).
-async fn retrying<T, F, Fut>(duplicate_is_race: bool, mut op: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, sqlx::Error>>,
-{
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt + 1 < MAX_ATTEMPTS && pg_retryable(&e, duplicate_is_race) => {
-                attempt += 1;
-                tracing::debug!(attempt, error = %e, "retrying store transaction after a write race");
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Err(e) => return Err(StoreError::from(e)),
-        }
-    }
-}
-
-fn q(sql: &str) -> String {
-    numbered(sql)
 }
 
 // ----- migrations -----
@@ -251,65 +264,11 @@ async fn migrate_on(conn: &mut PgConnection) -> Result<(), StoreError> {
         .execute(&mut *tx)
         .await
         .map_err(migration_err("create migration_data"))?;
-    run_migrations(&mut tx).await?;
+    Postgres::run_migrations(&mut tx).await?;
     for ddl in EXPIRY_INDEXES {
-        exec(&mut tx, ddl).await?;
+        Postgres::exec(&mut tx, ddl).await?;
     }
     tx.commit().await?;
-    Ok(())
-}
-
-async fn run_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let existing = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
-        "SELECT current_version::bigint, target_version::bigint FROM migration_data \
-         WHERE migration_key = $1",
-    )
-    .bind(MIGRATION_KEY)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(migration_err("read migration_data"))?;
-    let current = match existing {
-        None => {
-            sqlx::query(
-                "INSERT INTO migration_data (migration_key, current_version, target_version) \
-                 VALUES ($1, -1, $2) ON CONFLICT (migration_key) DO NOTHING",
-            )
-            .bind(MIGRATION_KEY)
-            .bind(SCHEMA_VERSION)
-            .execute(&mut *conn)
-            .await
-            .map_err(migration_err("insert migration_data"))?;
-            -1
-        }
-        Some((current, target)) => {
-            let current = current.unwrap_or(-1);
-            if current >= SCHEMA_VERSION {
-                // ours or upstream's, at v7 or later: leave it alone
-                return Ok(());
-            }
-            if target.unwrap_or(-1) < SCHEMA_VERSION {
-                sqlx::query(
-                    "UPDATE migration_data SET target_version = $1 WHERE migration_key = $2",
-                )
-                .bind(SCHEMA_VERSION)
-                .bind(MIGRATION_KEY)
-                .execute(&mut *conn)
-                .await
-                .map_err(migration_err("update migration_data"))?;
-            }
-            current
-        }
-    };
-    for version in (current + 1).max(0)..=SCHEMA_VERSION {
-        migration_step(conn, version).await?;
-        sqlx::query("UPDATE migration_data SET current_version = $1 WHERE migration_key = $2")
-            .bind(version)
-            .bind(MIGRATION_KEY)
-            .execute(&mut *conn)
-            .await
-            .map_err(migration_err("update migration_data"))?;
-        tracing::info!(version, "routing-api schema migration applied");
-    }
     Ok(())
 }
 
@@ -325,14 +284,14 @@ async fn migration_step(conn: &mut PgConnection, version: i64) -> Result<(), Sto
                 CREATE_ROUTES,
                 CREATE_ROUTE_INDEX,
             ] {
-                exec(conn, ddl).await?;
+                Postgres::exec(conn, ddl).await?;
             }
         }
         // V1 copied data out of etcd: nothing to do
         1 => {}
         // V2: unique router group names
         2 => {
-            exec(
+            Postgres::exec(
                 conn,
                 "CREATE UNIQUE INDEX IF NOT EXISTS idx_rg_name ON router_groups (name)",
             )
@@ -340,7 +299,7 @@ async fn migration_step(conn: &mut PgConnection, version: i64) -> Result<(), Sto
         }
         // V3: isolation segments
         3 => {
-            exec(
+            Postgres::exec(
                 conn,
                 "ALTER TABLE tcp_routes ADD COLUMN IF NOT EXISTS isolation_segment text",
             )
@@ -350,7 +309,7 @@ async fn migration_step(conn: &mut PgConnection, version: i64) -> Result<(), Sto
         4 => {}
         // V5: SNI hostname
         5 => {
-            exec(
+            Postgres::exec(
                 conn,
                 "ALTER TABLE tcp_routes ADD COLUMN IF NOT EXISTS sni_hostname text DEFAULT NULL",
             )
@@ -358,7 +317,7 @@ async fn migration_step(conn: &mut PgConnection, version: i64) -> Result<(), Sto
         }
         // V6: backend TLS port
         6 => {
-            exec(
+            Postgres::exec(
                 conn,
                 "ALTER TABLE tcp_routes ADD COLUMN IF NOT EXISTS host_tls_port bigint DEFAULT NULL",
             )
@@ -366,12 +325,12 @@ async fn migration_step(conn: &mut PgConnection, version: i64) -> Result<(), Sto
         }
         // V7: nullable instance_id, and the final idx_tcp_route
         7 => {
-            exec(
+            Postgres::exec(
                 conn,
                 "ALTER TABLE tcp_routes ADD COLUMN IF NOT EXISTS instance_id text DEFAULT NULL",
             )
             .await?;
-            exec(
+            Postgres::exec(
                 conn,
                 "ALTER TABLE tcp_routes ALTER COLUMN instance_id DROP NOT NULL, \
                  ALTER COLUMN instance_id SET DEFAULT NULL",
@@ -379,8 +338,8 @@ async fn migration_step(conn: &mut PgConnection, version: i64) -> Result<(), Sto
             .await?;
             let cols = index_columns(conn, "tcp_routes", "idx_tcp_route").await?;
             if cols != TCP_INDEX_COLUMNS {
-                exec(conn, "DROP INDEX IF EXISTS idx_tcp_route").await?;
-                exec(
+                Postgres::exec(conn, "DROP INDEX IF EXISTS idx_tcp_route").await?;
+                Postgres::exec(
                     conn,
                     "CREATE UNIQUE INDEX idx_tcp_route ON tcp_routes (router_group_guid, \
                      host_port, host_ip, external_port, sni_hostname, host_tls_port)",
@@ -390,14 +349,6 @@ async fn migration_step(conn: &mut PgConnection, version: i64) -> Result<(), Sto
         }
         _ => {}
     }
-    Ok(())
-}
-
-async fn exec(conn: &mut PgConnection, sql: &'static str) -> Result<(), StoreError> {
-    sqlx::query(sql)
-        .execute(conn)
-        .await
-        .map_err(migration_err(sql))?;
     Ok(())
 }
 
@@ -425,105 +376,6 @@ async fn index_columns(
     .map_err(migration_err("read pg_index"))
 }
 
-// ----- router groups -----
-
-/// Takes the router-group write lock of this transaction: a locking read of the
-/// `migration_data` row (present in every migrated database, ours or upstream's). Router-group
-/// creates, updates and seeds hold it until they commit; under READ COMMITTED every later
-/// statement of the transaction sees what the previous holder committed.
-async fn lock_router_group_writes(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT migration_key FROM migration_data WHERE migration_key = $1 FOR UPDATE")
-        .bind(MIGRATION_KEY)
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-async fn all_router_groups(tx: &mut PgConnection) -> Result<Vec<RouterGroup>, sqlx::Error> {
-    let sql = format!("SELECT {RG_COLUMNS} FROM router_groups ORDER BY created_at, guid");
-    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
-    rows.iter()
-        .map(|r| router_group_row(r).map_err(decode_err))
-        .collect()
-}
-
-pub(super) async fn insert_router_groups(
-    pool: &PgPool,
-    groups: &[RouterGroup],
-    now: OffsetDateTime,
-    only_if_empty: bool,
-) -> Result<usize, StoreError> {
-    let result = retrying(false, || async move {
-        let mut tx = pool.begin().await?;
-        lock_router_group_writes(&mut tx).await?;
-        let first_guid = "SELECT guid FROM router_groups LIMIT 1";
-        let n = Postgres::insert_router_groups_in(&mut tx, groups, now, only_if_empty, first_guid)
-            .await?;
-        tx.commit().await?;
-        Ok(n)
-    })
-    .await;
-    result.map_err(|e| super::router_group_duplicate(e, groups))
-}
-
-pub(super) async fn create_router_group(
-    pool: &PgPool,
-    group: &RouterGroup,
-    now: OffsetDateTime,
-    check: GroupCheck<'_>,
-) -> Result<(), StoreError> {
-    let outcome = retrying(false, || async move {
-        let mut tx = pool.begin().await?;
-        lock_router_group_writes(&mut tx).await?;
-        let mut all = all_router_groups(&mut tx).await?;
-        all.push(group.clone());
-        if let Err(message) = check(&all) {
-            return Ok(Err(message));
-        }
-        Postgres::insert_router_groups_in(&mut tx, std::slice::from_ref(group), now, false, "")
-            .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
-    })
-    .await
-    .map_err(|e| super::router_group_duplicate(e, std::slice::from_ref(group)))?;
-    outcome.map_err(StoreError::Rejected)
-}
-
-pub(super) async fn update_router_group_ports(
-    pool: &PgPool,
-    guid: &str,
-    ports: &str,
-    now: OffsetDateTime,
-    check: GroupCheck<'_>,
-) -> Result<Option<RouterGroup>, StoreError> {
-    retrying(false, || async move {
-        let mut tx = pool.begin().await?;
-        lock_router_group_writes(&mut tx).await?;
-        let mut all = all_router_groups(&mut tx).await?;
-        let Some(group) = all.iter_mut().find(|g| g.guid == guid) else {
-            return Ok(Ok(None));
-        };
-        group.reservable_ports = ports.to_owned();
-        let updated = group.clone();
-        if let Err(message) = check(&all) {
-            return Ok(Err(message));
-        }
-        sqlx::query(
-            "UPDATE router_groups SET reservable_ports = $1, updated_at = $2 WHERE guid = $3",
-        )
-        .bind(ports)
-        .bind(now)
-        .bind(guid)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(Some(updated)))
-    })
-    .await?
-    .map_err(StoreError::Rejected)
-}
-
 // ----- HTTP routes -----
 
 /// Upserts every route in one transaction, one `INSERT … ON CONFLICT … RETURNING` each:
@@ -533,7 +385,7 @@ pub(super) async fn upsert_http_routes(
     pool: &PgPool,
     writes: &[(&HttpRoute, Write)],
 ) -> Result<Vec<(HttpRoute, bool)>, StoreError> {
-    let sql = q(&format!(
+    let sql = numbered(&format!(
         "INSERT INTO routes (guid, created_at, updated_at, expires_at, route, port, ip, ttl, \
          log_guid, route_service_url, modification_guid, modification_index) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) \
@@ -545,80 +397,29 @@ pub(super) async fn upsert_http_routes(
          updated_at = excluded.updated_at \
          RETURNING {HTTP_COLUMNS}"
     ));
-    let rows = retrying(true, || async {
-        let mut tx = pool.begin().await?;
-        let mut rows = Vec::with_capacity(writes.len());
-        for (route, w) in writes {
-            let row = Postgres::bind_http_insert(sqlx::query(&sql), route, w)
-                .fetch_one(&mut *tx)
-                .await?;
-            rows.push(row);
-        }
-        tx.commit().await?;
-        Ok(rows)
-    })
-    .await?;
-    rows.iter()
-        .zip(writes)
-        .map(|(row, (_, w))| {
-            let HttpRow { guid, route } = http_row(row)?;
-            Ok((route, guid == w.new_guid))
-        })
-        .collect()
+    Postgres::upsert_http_routes(pool, writes, &sql, None).await
 }
 
 pub(super) async fn delete_http_routes(
     pool: &PgPool,
     routes: &[HttpRoute],
 ) -> Result<Vec<Option<HttpRoute>>, StoreError> {
-    let sql = q(&format!(
+    let sql = numbered(&format!(
         "WITH d AS (DELETE FROM routes WHERE {HTTP_IDENTITY_WHERE} RETURNING *) \
          SELECT {HTTP_COLUMNS} FROM d ORDER BY created_at, guid"
     ));
-    let deleted = retrying(false, || async {
-        let mut tx = pool.begin().await?;
-        let mut out = Vec::with_capacity(routes.len());
-        for route in routes {
-            out.push(
-                Postgres::bind_http_identity(sqlx::query(&sql), route)
-                    .fetch_all(&mut *tx)
-                    .await?,
-            );
-        }
-        tx.commit().await?;
-        Ok(out)
-    })
-    .await?;
-    deleted.iter().map(|rows| first_http_route(rows)).collect()
+    Postgres::delete_http_routes(pool, routes, &sql).await
 }
 
 // ----- TCP routes -----
 
 /// A mapping's identity as PostgreSQL compares it (exact text), "no TLS port" and "no SNI"
 /// each one value.
-#[derive(Hash, PartialEq, Eq, Clone)]
-struct TcpIdentity {
-    router_group_guid: String,
-    host_ip: String,
-    host_port: u16,
-    external_port: u16,
-    tls_port: Option<i32>,
-    sni: Option<String>,
+fn identity(m: &TcpRouteMapping) -> TcpIdentity {
+    TcpIdentity::of(m, str::to_owned)
 }
 
 impl TcpIdentity {
-    fn of(m: &TcpRouteMapping) -> TcpIdentity {
-        let key = TcpKey::of(m);
-        TcpIdentity {
-            router_group_guid: m.router_group_guid.clone(),
-            host_ip: m.backend_ip.clone(),
-            host_port: m.backend_port,
-            external_port: m.port,
-            tls_port: key.tls_port,
-            sni: key.sni.map(str::to_owned),
-        }
-    }
-
     /// The advisory-lock key text (fields joined by U+0001, which no field holds in practice;
     /// a collision would only make two mappings queue for each other).
     fn lock_key(&self) -> String {
@@ -659,34 +460,28 @@ async fn lock_identities(
 /// Mappings per multi-row write.
 const TCP_BATCH_CHUNK: usize = 500;
 
-/// Upserts every mapping in one transaction (retried whole after a deadlock). It takes the
+/// Upserts every mapping in one transaction ([`Server::upsert_tcp_batch`]; the caller
+/// retries it whole after a deadlock). It takes the
 /// advisory lock of every identity in the batch, reads (and row-locks) the rows sharing their
 /// leading index columns, merges duplicates upstream may have left into the oldest row, and
 /// writes each touched row once per chunk with one `INSERT … SELECT unnest(…) ON CONFLICT
 /// (guid) DO UPDATE`: an existing mapping under its own guid (an update), a new one under a
 /// fresh guid. The states handed back are computed from the locked rows and the writes, in
 /// input order, each entry as of its own write.
-pub(super) async fn upsert_tcp_routes(
-    pool: &PgPool,
-    writes: &[(&TcpRouteMapping, Write)],
-) -> Result<Vec<(TcpRouteMapping, bool)>, StoreError> {
-    retrying(true, || upsert_tcp_batch_once(pool, writes)).await
-}
-
-async fn upsert_tcp_batch_once(
+async fn upsert_tcp_batch(
     pool: &PgPool,
     writes: &[(&TcpRouteMapping, Write)],
 ) -> Result<Vec<(TcpRouteMapping, bool)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    lock_identities(&mut tx, writes.iter().map(|(m, _)| TcpIdentity::of(m))).await?;
+    lock_identities(&mut tx, writes.iter().map(|(m, _)| identity(m))).await?;
     // existing rows of every identity in the batch, oldest first
-    let mut state: HashMap<TcpIdentity, (String, TcpRouteMapping)> = HashMap::new();
+    let mut state = TcpState::new();
     let mut extra = Vec::new();
     for chunk in writes.chunks(TCP_BATCH_CHUNK) {
         let rows = select_tcp_rows(&mut tx, chunk.iter().map(|(m, _)| *m)).await?;
         for row in &rows {
             let TcpRow { guid, mapping } = tcp_row(row).map_err(decode_err)?;
-            match state.entry(TcpIdentity::of(&mapping)) {
+            match state.entry(identity(&mapping)) {
                 Entry::Occupied(e) if e.get().0 != guid => extra.push(guid),
                 Entry::Occupied(_) => {}
                 Entry::Vacant(v) => {
@@ -695,7 +490,7 @@ async fn upsert_tcp_batch_once(
             }
         }
     }
-    delete_guids(&mut tx, "tcp_routes", &extra).await?;
+    Postgres::delete_guids(&mut tx, "tcp_routes", &extra).await?;
 
     let mut out = Vec::with_capacity(writes.len());
     for chunk in writes.chunks(TCP_BATCH_CHUNK) {
@@ -703,36 +498,7 @@ async fn upsert_tcp_batch_once(
         let mut touched: Vec<String> = Vec::new();
         let mut rows: HashMap<String, (TcpRouteMapping, &Write, bool)> = HashMap::new();
         for (m, w) in chunk {
-            let (guid, stored, created) = match state.entry(TcpIdentity::of(m)) {
-                Entry::Occupied(mut e) => {
-                    let (guid, stored) = e.get_mut();
-                    stored.modification_tag.index = stored.modification_tag.index.saturating_add(1);
-                    stored.ttl = Some(w.ttl_secs);
-                    stored.isolation_segment = m.isolation_segment.clone();
-                    stored.instance_id = m.instance_id.clone();
-                    (guid.clone(), stored.clone(), false)
-                }
-                Entry::Vacant(v) => {
-                    let key = TcpKey::of(m);
-                    let stored = TcpRouteMapping {
-                        router_group_guid: m.router_group_guid.clone(),
-                        backend_port: m.backend_port,
-                        backend_ip: m.backend_ip.clone(),
-                        backend_tls_port: key.tls_port.unwrap_or(0),
-                        backend_sni_hostname: key.sni.map(str::to_owned),
-                        instance_id: m.instance_id.clone(),
-                        port: m.port,
-                        modification_tag: ModificationTag {
-                            guid: w.new_modification_guid.clone(),
-                            index: 0,
-                        },
-                        ttl: Some(w.ttl_secs),
-                        isolation_segment: m.isolation_segment.clone(),
-                    };
-                    v.insert((w.new_guid.clone(), stored.clone()));
-                    (w.new_guid.clone(), stored, true)
-                }
-            };
+            let (guid, stored, created) = apply_tcp_write(&mut state, identity(m), m, w);
             match rows.entry(guid.clone()) {
                 Entry::Occupied(mut e) => {
                     let created_before = e.get().2;
@@ -851,51 +617,23 @@ async fn write_tcp_rows(
     Ok(())
 }
 
-/// The NULL-aware identity filter: "no TLS port" matches NULL and any value <= 0 (upstream
-/// may store -1 or 0), "no SNI" matches NULL and ''.
-fn tcp_identity_where(key: &TcpKey<'_>) -> String {
-    let mut s = String::from(
-        "router_group_guid = ? AND host_ip = ? AND host_port = ? AND external_port = ? AND ",
-    );
-    s.push_str(match key.tls_port {
-        Some(_) => "host_tls_port = ?",
-        None => "(host_tls_port IS NULL OR host_tls_port <= 0)",
-    });
-    s.push_str(" AND ");
-    s.push_str(match key.sni {
-        Some(_) => "sni_hostname = ?",
-        None => "(sni_hostname IS NULL OR sni_hostname = '')",
-    });
-    s
-}
-
 pub(super) async fn delete_tcp_routes(
     pool: &PgPool,
     mappings: &[TcpRouteMapping],
 ) -> Result<Vec<Option<TcpRouteMapping>>, StoreError> {
-    let deleted = retrying(false, || async {
+    let deleted = retrying(Postgres::retryable, false, || async {
         let mut tx = pool.begin().await?;
         // queue behind a concurrent upsert of the same mapping (see the module docs)
-        lock_identities(&mut tx, mappings.iter().map(TcpIdentity::of)).await?;
+        lock_identities(&mut tx, mappings.iter().map(identity)).await?;
         let mut out = Vec::with_capacity(mappings.len());
         for m in mappings {
             let key = TcpKey::of(m);
-            let sql = q(&format!(
+            let sql = numbered(&format!(
                 "WITH d AS (DELETE FROM tcp_routes WHERE {} RETURNING *) \
                  SELECT {TCP_COLUMNS} FROM d ORDER BY created_at, guid",
                 tcp_identity_where(&key)
             ));
-            let mut query = sqlx::query(&sql)
-                .bind(m.router_group_guid.as_str())
-                .bind(m.backend_ip.as_str())
-                .bind(i32::from(m.backend_port))
-                .bind(i32::from(m.port));
-            if let Some(p) = key.tls_port {
-                query = query.bind(i64::from(p));
-            }
-            if let Some(s) = key.sni {
-                query = query.bind(s);
-            }
+            let query = Postgres::bind_tcp_identity(sqlx::query(&sql), m, &key);
             out.push(query.fetch_all(&mut *tx).await?);
         }
         tx.commit().await?;
@@ -903,45 +641,6 @@ pub(super) async fn delete_tcp_routes(
     })
     .await?;
     deleted.iter().map(|rows| first_tcp_route(rows)).collect()
-}
-
-// ----- expiry -----
-
-/// One `DELETE … WHERE expires_at < cutoff RETURNING` per table: the rows handed back are
-/// exactly the rows deleted, and PostgreSQL re-checks the condition on a row a concurrent
-/// refresh has locked, so a refreshed row is not deleted.
-pub(super) async fn prune_expired(
-    pool: &PgPool,
-    cutoff: OffsetDateTime,
-) -> Result<(Vec<HttpRoute>, Vec<TcpRouteMapping>), StoreError> {
-    let sql = format!("DELETE FROM routes WHERE expires_at < $1 RETURNING {HTTP_COLUMNS}");
-    let http = retrying(false, || sqlx::query(&sql).bind(cutoff).fetch_all(pool)).await?;
-    let sql = format!("DELETE FROM tcp_routes WHERE expires_at < $1 RETURNING {TCP_COLUMNS}");
-    let tcp = retrying(false, || sqlx::query(&sql).bind(cutoff).fetch_all(pool)).await?;
-    Ok((http_routes_of(&http)?, tcp_routes_of(&tcp)?))
-}
-
-// ----- small helpers -----
-
-/// A [`StoreError`] met while decoding inside a retried transaction, carried as sqlx's decode
-/// error (never retried).
-fn decode_err(e: StoreError) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(e))
-}
-
-async fn delete_guids(
-    conn: &mut PgConnection,
-    table: &'static str,
-    guids: &[String],
-) -> Result<(), sqlx::Error> {
-    if guids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!("DELETE FROM {table} WHERE guid = ANY($1)"))
-        .bind(guids)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

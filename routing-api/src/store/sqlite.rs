@@ -401,7 +401,7 @@ pub(super) async fn upsert_tcp_routes(
     let mut out = Vec::with_capacity(writes.len());
     for (m, w) in writes {
         let key = TcpKey::of(m);
-        let row = Sqlite::bind_tcp_insert(sqlx::query(&sql), m, &key, w)
+        let row = Sqlite::bind_tcp_insert(sqlx::query(&sql), &w.new_guid, m, &key, w)
             .fetch_one(&mut *tx)
             .await?;
         let row = tcp_row(&row)?;

@@ -1,5 +1,6 @@
 //! Shared helpers for the `store_*` tests: a throw-away MariaDB or PostgreSQL database or
-//! SQLite file per test, raw SQL access to it, and sample models.
+//! SQLite file per test, raw SQL access to it, and sample models; [`server`] holds the test
+//! bodies the MySQL and PostgreSQL test files share.
 //!
 //! MariaDB/MySQL comes from `DATABASE_URL` (default `mysql://root@127.0.0.1:3306`), PostgreSQL
 //! from `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`); each test
@@ -7,6 +8,9 @@
 //! panics), from a separate thread with its own runtime.
 #![allow(dead_code)]
 
+pub mod server;
+
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,7 +19,7 @@ use routing_api_client::models::{HttpRoute, RouterGroup, TcpRouteMapping};
 use sqlx::mysql::MySqlPool;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Connection, MySqlConnection, PgConnection};
+use sqlx::{ColumnIndex, Connection, Decode, MySqlConnection, PgConnection, Row, Type};
 
 pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306";
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -150,109 +154,143 @@ impl Raw {
 
     /// Rows of string columns (NULL as `None`).
     pub async fn strings(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        use sqlx::Row;
         match self {
-            Raw::Mysql(p) => {
-                let rows = sqlx::query(sql)
-                    .fetch_all(p)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.try_get::<Option<String>, _>(i).expect("string column"))
-                            .collect()
-                    })
-                    .collect()
+            Raw::Mysql(p) => sqlx::query(sql).fetch_all(p).await.map(|r| string_rows(&r)),
+            Raw::Sqlite(p) => sqlx::query(sql).fetch_all(p).await.map(|r| string_rows(&r)),
+            Raw::Postgres(p) => sqlx::query(sql).fetch_all(p).await.map(|r| string_rows(&r)),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+/// Each of `rows` as its columns' strings.
+fn string_rows<R: Row>(rows: &[R]) -> Vec<Vec<Option<String>>>
+where
+    usize: ColumnIndex<R>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| r.try_get::<Option<String>, _>(i).expect("string column"))
+                .collect()
+        })
+        .collect()
+}
+
+/// An administrative connection to the MariaDB/MySQL or PostgreSQL server.
+enum Admin {
+    Mysql(MySqlConnection),
+    Postgres(PgConnection),
+}
+
+impl Admin {
+    async fn connect(kind: DbKind, server: &str) -> Result<Admin, sqlx::Error> {
+        Ok(match kind {
+            DbKind::Mysql => Admin::Mysql(MySqlConnection::connect(server).await?),
+            DbKind::Postgres => Admin::Postgres(PgConnection::connect(server).await?),
+            DbKind::Sqlite => unreachable!("SQLite has no server"),
+        })
+    }
+
+    async fn exec(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        match self {
+            Admin::Mysql(c) => sqlx::query(sql).execute(c).await.map(drop),
+            Admin::Postgres(c) => sqlx::query(sql).execute(c).await.map(drop),
+        }
+    }
+
+    /// Ends every other session on database `name`: a session the test left with an open
+    /// transaction (e.g. a failed write whose rollback is queued on the test's runtime, which
+    /// is blocked dropping the database) holds locks `DROP DATABASE` would wait for forever.
+    /// (PostgreSQL's `DROP DATABASE … WITH (FORCE)` does this itself.)
+    async fn end_sessions_on(&mut self, name: &str) {
+        if let Admin::Mysql(c) = self {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?",
+            )
+            .bind(name)
+            .fetch_all(&mut *c)
+            .await
+            .unwrap_or_default();
+            for id in ids {
+                let _ = sqlx::query(&format!("KILL CONNECTION {id}"))
+                    .execute(&mut *c)
+                    .await;
             }
-            Raw::Sqlite(p) => {
-                let rows = sqlx::query(sql)
-                    .fetch_all(p)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.try_get::<Option<String>, _>(i).expect("string column"))
-                            .collect()
-                    })
-                    .collect()
-            }
-            Raw::Postgres(p) => {
-                let rows = sqlx::query(sql)
-                    .fetch_all(p)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
-                            .collect()
-                    })
-                    .collect()
-            }
+        }
+    }
+
+    async fn close(self) -> Result<(), sqlx::Error> {
+        match self {
+            Admin::Mysql(c) => c.close().await,
+            Admin::Postgres(c) => c.close().await,
         }
     }
 }
 
+/// `kind`'s spelling of a database name in SQL.
+fn quoted(kind: DbKind, name: &str) -> String {
+    match kind {
+        DbKind::Mysql => format!("`{name}`"),
+        _ => format!("\"{name}\""),
+    }
+}
+
 enum Cleanup {
-    Mysql { server: String, name: String },
-    Postgres { server: String, name: String },
-    Sqlite { dir: PathBuf },
+    Server {
+        kind: DbKind,
+        server: String,
+        name: String,
+    },
+    Sqlite {
+        dir: PathBuf,
+    },
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         match self {
-            Cleanup::Mysql { server, name } => {
-                let (server, name) = (server.clone(), name.clone());
-                // Own thread and runtime: this may run while a test runtime is panicking.
-                let _ = std::thread::spawn(move || {
-                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    else {
-                        return;
-                    };
-                    rt.block_on(async {
-                        if let Ok(mut c) = MySqlConnection::connect(&server).await {
-                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
-                                .execute(&mut c)
-                                .await;
-                            let _ = c.close().await;
-                        }
-                    });
-                })
-                .join();
-            }
-            Cleanup::Postgres { server, name } => {
-                let (server, name) = (server.clone(), name.clone());
-                let _ = std::thread::spawn(move || {
-                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    else {
-                        return;
-                    };
-                    rt.block_on(async {
-                        if let Ok(mut c) = PgConnection::connect(&server).await {
-                            // FORCE: connections a timed-out test left behind do not block it
-                            let _ = sqlx::query(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .execute(&mut c)
+            Cleanup::Server { kind, server, name } => {
+                let (kind, server, name) = (*kind, server.clone(), name.clone());
+                on_own_runtime(async move {
+                    if let Ok(mut c) = Admin::connect(kind, &server).await {
+                        c.end_sessions_on(&name).await;
+                        // FORCE (PostgreSQL): connections a timed-out test left behind do not
+                        // block it
+                        let force = if kind == DbKind::Postgres {
+                            " WITH (FORCE)"
+                        } else {
+                            ""
+                        };
+                        let db = quoted(kind, &name);
+                        let _ = c
+                            .exec(&format!("DROP DATABASE IF EXISTS {db}{force}"))
                             .await;
-                            let _ = c.close().await;
-                        }
-                    });
-                })
-                .join();
+                        let _ = c.close().await;
+                    }
+                });
             }
             Cleanup::Sqlite { dir } => {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
     }
+}
+
+/// Runs `job` on a thread and runtime of its own: a drop may run while the test's runtime is
+/// panicking.
+fn on_own_runtime(job: impl Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(job);
+    })
+    .join();
 }
 
 /// A migrated store on a fresh database, plus raw access; dropping it deletes the database.
@@ -273,91 +311,63 @@ pub fn unique_suffix() -> String {
 
 /// A migrated store on a fresh MariaDB database.
 pub async fn mysql() -> TestDb {
-    let (url, name, raw, cleanup) = mysql_empty_inner().await;
-    let store = Store::connect_url(&url).await.expect("connect store");
-    store.migrate().await.expect("migrate");
-    TestDb {
-        store,
-        raw,
-        kind: DbKind::Mysql,
-        url,
-        name,
-        _cleanup: cleanup,
-    }
-}
-
-async fn mysql_empty_inner() -> (String, String, Raw, Cleanup) {
-    let server = server_url();
-    let name = format!("ra_store_{}", unique_suffix());
-    let mut admin = tokio::time::timeout(Duration::from_secs(10), MySqlConnection::connect(&server))
-        .await
-        .unwrap_or_else(|_| panic!("MariaDB/MySQL at {server} did not answer within 10s (set DATABASE_URL)"))
-        .unwrap_or_else(|e| {
-            panic!("MariaDB/MySQL is not reachable at {server} (set DATABASE_URL to a server where this user may create databases): {e}")
-        });
-    sqlx::query(&format!("CREATE DATABASE `{name}`"))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("cannot create database {name} on MariaDB/MySQL at {server}: {e}")
-        });
-    let _ = admin.close().await;
-    let cleanup = Cleanup::Mysql {
-        server: server.clone(),
-        name: name.clone(),
-    };
-    let url = UrlParts::parse(&server).with_database(&name).to_string();
-    let raw = Raw::Mysql(MySqlPool::connect(&url).await.expect("raw pool"));
-    (url, name, raw, cleanup)
+    migrated(mysql_unmigrated().await).await
 }
 
 /// An empty MariaDB database (no tables) with a connected but unmigrated store.
 pub async fn mysql_unmigrated() -> TestDb {
-    let (url, name, raw, cleanup) = mysql_empty_inner().await;
-    let store = Store::connect_url(&url).await.expect("connect store");
-    TestDb {
-        store,
-        raw,
-        kind: DbKind::Mysql,
-        url,
-        name,
-        _cleanup: cleanup,
-    }
+    unmigrated(DbKind::Mysql).await
 }
 
 /// A migrated store on a fresh PostgreSQL database.
 pub async fn postgres() -> TestDb {
-    let db = postgres_unmigrated().await;
-    db.store.migrate().await.expect("migrate");
-    db
+    migrated(postgres_unmigrated().await).await
 }
 
 /// An empty PostgreSQL database (no tables) with a connected but unmigrated store.
 pub async fn postgres_unmigrated() -> TestDb {
-    let server = postgres_server_url();
+    unmigrated(DbKind::Postgres).await
+}
+
+async fn migrated(db: TestDb) -> TestDb {
+    db.store.migrate().await.expect("migrate");
+    db
+}
+
+/// A fresh database on the `kind` server (MariaDB/MySQL or PostgreSQL) with a connected but
+/// unmigrated store.
+async fn unmigrated(kind: DbKind) -> TestDb {
+    let (server, what, env) = match kind {
+        DbKind::Mysql => (server_url(), "MariaDB/MySQL", "DATABASE_URL"),
+        _ => (postgres_server_url(), "PostgreSQL", "POSTGRES_URL"),
+    };
     let name = format!("ra_store_{}", unique_suffix());
-    let mut admin = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&server))
+    let mut admin = tokio::time::timeout(Duration::from_secs(10), Admin::connect(kind, &server))
         .await
-        .unwrap_or_else(|_| panic!("PostgreSQL at {server} did not answer within 10s (set POSTGRES_URL)"))
+        .unwrap_or_else(|_| panic!("{what} at {server} did not answer within 10s (set {env})"))
         .unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {server} (set POSTGRES_URL to a server where this user may create databases): {e}")
+            panic!("{what} is not reachable at {server} (set {env} to a server where this user may create databases): {e}")
         });
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
+    admin
+        .exec(&format!("CREATE DATABASE {}", quoted(kind, &name)))
         .await
-        .unwrap_or_else(|e| panic!("cannot create database {name} on PostgreSQL at {server}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot create database {name} on {what} at {server}: {e}"));
     let _ = admin.close().await;
-    let cleanup = Cleanup::Postgres {
+    let cleanup = Cleanup::Server {
+        kind,
         server: server.clone(),
         name: name.clone(),
     };
     let url = UrlParts::parse(&server).with_database(&name).to_string();
-    let raw = Raw::Postgres(PgPool::connect(&url).await.expect("raw pool"));
+    let raw = match kind {
+        DbKind::Mysql => Raw::Mysql(MySqlPool::connect(&url).await.expect("raw pool")),
+        _ => Raw::Postgres(PgPool::connect(&url).await.expect("raw pool")),
+    };
     let store = Store::connect_url(&url).await.expect("connect store");
     TestDb {
         store,
         raw,
-        kind: DbKind::Postgres,
+        kind,
         url,
         name,
         _cleanup: cleanup,
