@@ -1,8 +1,8 @@
 //! Small helpers: free ports, temporary directories, polling with a deadline, checksums and
 //! generated data for streaming tests, memory readings from `/proc/<pid>/status`, and the YAML
 //! handling the config builders share (deep-merging test overrides, reading ports back), and
-//! the TCP forwarder behind [`TcpGate`](crate::TcpGate) and
-//! [`DbGate`](crate::routing_api::DbGate).
+//! the TCP forwarder (which can also stall) behind [`TcpGate`](crate::TcpGate),
+//! [`DbGate`](crate::routing_api::DbGate) and the fault tests' gates.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_yaml_ng::Value as Yaml;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
 /// Records `port` as handed out; false if this test process handed it out before. Tests run
@@ -140,16 +143,20 @@ where
 /// A TCP forwarder on a free 127.0.0.1 port to a target address. While open, each accepted
 /// connection is piped to the target (a new connection to it per client); while closed,
 /// accepted connections are dropped at once (the client sees EOF). Connections already piped
-/// last until [`cut_connections`](Self::cut_connections) or drop. Stops on drop.
+/// last until [`cut_connections`](Self::cut_connections) or drop. While stalled
+/// ([`stall`](Self::stall) until [`resume`](Self::resume)), no byte moves in either direction
+/// of any connection, old or new, and none is closed: a peer that hangs rather than one that
+/// goes away. Stops on drop.
 pub struct Forwarder {
     port: u16,
     open: Arc<AtomicBool>,
+    stalled: watch::Sender<bool>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     task: JoinHandle<()>,
 }
 
 impl Forwarder {
-    /// Starts an open forwarder to `target` (`host:port`); `what` names it in panics.
+    /// Starts an open, flowing forwarder to `target` (`host:port`); `what` names it in panics.
     pub async fn start(what: &str, target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -159,11 +166,12 @@ impl Forwarder {
             .unwrap_or_else(|e| panic!("{what}: local_addr: {e}"))
             .port();
         let open = Arc::new(AtomicBool::new(true));
+        let (stalled, _) = watch::channel(false);
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (o, c) = (open.clone(), conns.clone());
+        let (o, st, c) = (open.clone(), stalled.clone(), conns.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 if !o.load(Ordering::SeqCst) {
@@ -171,13 +179,14 @@ impl Forwarder {
                     continue;
                 }
                 let target = target.clone();
+                let stalled = st.subscribe();
                 let h = tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                    let Ok(server) = TcpStream::connect(&target).await else {
                         return;
                     };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    let _ = pipe(client, server, stalled).await;
                 });
                 let mut conns = c.lock().unwrap_or_else(|e| e.into_inner());
                 conns.retain(|h| !h.is_finished());
@@ -187,6 +196,7 @@ impl Forwarder {
         Self {
             port,
             open,
+            stalled,
             conns,
             task,
         }
@@ -201,7 +211,18 @@ impl Forwarder {
         self.open.store(open, Ordering::SeqCst);
     }
 
-    /// Closes every connection forwarded so far.
+    /// Holds every byte in both directions, keeping the connections open (new ones are still
+    /// accepted and connected, and held too), until [`resume`](Self::resume).
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Lets the bytes held since [`stall`](Self::stall) through, and new ones as usual.
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+
+    /// Closes every connection forwarded so far (new ones are forwarded as usual while open).
     pub fn cut_connections(&self) {
         for h in self
             .conns
@@ -218,6 +239,48 @@ impl Drop for Forwarder {
     fn drop(&mut self) {
         self.task.abort();
         self.cut_connections();
+    }
+}
+
+/// Pipes `client` and `server` both ways the way `tokio::io::copy_bidirectional` does (the end
+/// of one direction is passed on as a write shutdown and the other keeps going; the first
+/// error closes both), except that nothing moves while `stalled`, which copy_bidirectional
+/// cannot do.
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    stalled: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    tokio::try_join!(pump(cr, sw, stalled.clone()), pump(sr, cw, stalled)).map(|_| ())
+}
+
+/// Copies `from` to `to` until EOF (then shuts `to` down), never reading nor writing while
+/// stalled.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        flowing(&mut stalled).await?;
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        // Data read just before a stall is held too.
+        flowing(&mut stalled).await?;
+        to.write_all(&buf[..n]).await?;
+    }
+}
+
+/// Waits until the forwarder is not stalled; an error once the forwarder is gone.
+async fn flowing(stalled: &mut watch::Receiver<bool>) -> std::io::Result<()> {
+    match stalled.wait_for(|s| !*s).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(std::io::ErrorKind::BrokenPipe.into()),
     }
 }
 

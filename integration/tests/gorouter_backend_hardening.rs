@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration::backends::full_body;
-use integration::http::build_request;
+use integration::http::{build_request, RawResponse};
 use integration::{route, EchoBackend, HttpBackend, TestEnv};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -157,6 +157,36 @@ async fn post_is_not_sent_again_after_a_reset_once_it_was_written() {
     panic!("no POST reached the resetting endpoint");
 }
 
+/// A registration of `host` at `port` as instance `index` of app `guid`.
+fn app_instance_route(host: &str, port: u16, guid: &str, index: &str) -> serde_json::Value {
+    let mut msg = route(host, port);
+    msg["app"] = json!(guid);
+    msg["private_instance_index"] = json!(index);
+    msg
+}
+
+/// Registers `routes`, waits until the router has them, and sends `GET /` for `host` naming
+/// the app instance `instance` (`<guid>:<index>`) in `X-CF-App-Instance`.
+async fn get_app_instance(
+    env: &TestEnv,
+    routes: &[serde_json::Value],
+    host: &str,
+    instance: &str,
+) -> RawResponse {
+    for msg in routes {
+        env.register(msg).await;
+    }
+    env.sync().await;
+    env.router
+        .request(&build_request(
+            "GET",
+            "/",
+            &[("Host", host), ("X-CF-App-Instance", instance)],
+            b"",
+        ))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_instance_named_by_x_cf_app_instance_gets_exactly_one_attempt() {
     let env = TestEnv::start("backends: {max_attempts: 3}").await;
@@ -164,22 +194,11 @@ async fn the_instance_named_by_x_cf_app_instance_gets_exactly_one_attempt() {
     let host = "one-attempt.backend-hardening.example.com";
     let bad = ResettingBackend::start().await;
     let good = EchoBackend::start("good").await;
-    for (port, idx) in [(bad.port, "0"), (good.port(), "1")] {
-        let mut msg = route(host, port);
-        msg["app"] = json!(guid);
-        msg["private_instance_index"] = json!(idx);
-        env.register(&msg).await;
-    }
-    env.sync().await;
-    let resp = env
-        .router
-        .request(&build_request(
-            "GET",
-            "/",
-            &[("Host", host), ("X-CF-App-Instance", &format!("{guid}:0"))],
-            b"",
-        ))
-        .await;
+    let routes = [
+        app_instance_route(host, bad.port, guid, "0"),
+        app_instance_route(host, good.port(), guid, "1"),
+    ];
+    let resp = get_app_instance(&env, &routes, host, &format!("{guid}:0")).await;
     assert_eq!(resp.status, 502, "{}", resp.dump());
     assert_eq!(bad.accepted(), 1, "one attempt on the named instance");
     assert_eq!(good.request_count(), 0, "no fallback to another instance");
@@ -191,23 +210,12 @@ async fn a_missing_instance_named_by_x_cf_app_instance_is_400_even_with_other_in
     let guid = "0123abcd-0000-4000-8000-0000000000bb";
     let host = "missing-inst.backend-hardening.example.com";
     let good = EchoBackend::start("good").await;
-    for idx in ["0", "1"] {
-        let mut msg = route(host, good.port());
-        msg["app"] = json!(guid);
-        msg["private_instance_index"] = json!(idx);
+    let routes = ["0", "1"].map(|idx| {
+        let mut msg = app_instance_route(host, good.port(), guid, idx);
         msg["private_instance_id"] = json!(format!("inst-{idx}"));
-        env.register(&msg).await;
-    }
-    env.sync().await;
-    let resp = env
-        .router
-        .request(&build_request(
-            "GET",
-            "/",
-            &[("Host", host), ("X-CF-App-Instance", &format!("{guid}:7"))],
-            b"",
-        ))
-        .await;
+        msg
+    });
+    let resp = get_app_instance(&env, &routes, host, &format!("{guid}:7")).await;
     let body = format!(
         "400 Bad Request: Requested instance ('7') with guid ('{guid}') does not exist for route ('{host}')\n"
     );

@@ -1,5 +1,5 @@
 //! Never two active routing-api instances (B.9, issue 13): two processes share one MariaDB
-//! database; the lock holder reaches it through a [`StallGate`], a TCP forwarder the test can
+//! database; the lock holder reaches it through a [`Forwarder`], a TCP forwarder the test can
 //! stall (bytes held in both directions, connections kept open) and cut. Both instances' write
 //! endpoint is polled all along, and the windows in which each one acknowledged a write must
 //! never overlap: the holder stops serving (listener closed, keep-alive connections cut, event
@@ -14,124 +14,26 @@ use std::time::{Duration, Instant};
 use integration::http::{build_request, try_request, HttpConn};
 use integration::mariadb::TestDatabase;
 use integration::routing_api::{Database, RoutingApi};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinHandle};
+use integration::util::Forwarder;
+use tokio::task::JoinHandle;
 
-/// A TCP forwarder on 127.0.0.1 that can hold every byte in both directions while keeping the
-/// connections open ([`StallGate::stall`] / [`StallGate::resume`]), or close every connection
-/// ([`StallGate::cut`]).
-struct StallGate {
-    port: u16,
-    stalled: watch::Sender<bool>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-    task: JoinHandle<()>,
-}
-
-/// Copies `from` to `to`, never reading nor writing while stalled.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut stalled: watch::Receiver<bool>) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        if stalled.wait_for(|s| !*s).await.is_err() {
-            return;
-        }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        // Data read just before a stall is held too.
-        if stalled.wait_for(|s| !*s).await.is_err() {
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-    let _ = to.shutdown().await;
-}
-
-impl StallGate {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gate");
-        let port = listener.local_addr().expect("gate address").port();
-        let (stalled, _) = watch::channel(false);
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (tx, c) = (stalled.clone(), conns.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let stalled = tx.subscribe();
-                let h = tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let _ = client.set_nodelay(true);
-                    let _ = server.set_nodelay(true);
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    tokio::join!(pump(cr, sw, stalled.clone()), pump(sr, cw, stalled));
-                });
-                let mut conns = c.lock().unwrap_or_else(|e| e.into_inner());
-                conns.retain(|h| !h.is_finished());
-                conns.push(h.abort_handle());
-            }
-        });
-        Self {
-            port,
-            stalled,
-            conns,
-            task,
-        }
-    }
-
-    fn stall(&self) {
-        self.stalled.send_replace(true);
-    }
-
-    fn resume(&self) {
-        self.stalled.send_replace(false);
-    }
-
-    /// Closes every connection forwarded so far (new ones are forwarded as usual).
-    fn cut(&self) {
-        for h in self
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            h.abort();
-        }
-    }
-}
-
-impl Drop for StallGate {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut();
-    }
-}
-
-/// Where the shared MariaDB server listens.
-async fn database_address(db: &TestDatabase) -> SocketAddr {
+/// A forwarder to where the shared MariaDB server listens (resolved once, here).
+async fn database_gate(db: &TestDatabase) -> Forwarder {
     let s = db.server();
-    tokio::net::lookup_host((s.host.as_str(), s.port))
+    let addr: SocketAddr = tokio::net::lookup_host((s.host.as_str(), s.port))
         .await
         .ok()
         .and_then(|mut a| a.next())
-        .unwrap_or_else(|| panic!("cannot resolve the database host {}", s.host))
+        .unwrap_or_else(|| panic!("cannot resolve the database host {}", s.host));
+    Forwarder::start("database gate", addr.to_string()).await
 }
 
 /// The shared test database, reached through `gate`.
-fn via_gate(db: &TestDatabase, gate: &StallGate) -> Database {
+fn via_gate(db: &TestDatabase, gate: &Forwarder) -> Database {
     let s = db.server();
     Database::Mysql {
         host: "127.0.0.1".into(),
-        port: gate.port,
+        port: gate.port(),
         schema: db.name().to_string(),
         user: s.user.clone(),
         password: s.password.clone(),
@@ -229,7 +131,7 @@ async fn keep_alive_connection(api: &RoutingApi) -> HttpConn {
 
 /// Starts the holder (through `gate`) and a standby (direct), and lets the standby watch the
 /// holder refresh a few times.
-async fn holder_and_standby(db: &TestDatabase, gate: &StallGate) -> (RoutingApi, RoutingApi) {
+async fn holder_and_standby(db: &TestDatabase, gate: &Forwarder) -> (RoutingApi, RoutingApi) {
     let holder = RoutingApi::start(via_gate(db, gate)).await;
     let standby = RoutingApi::builder(Database::mysql(db)).spawn();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -244,7 +146,7 @@ async fn holder_and_standby(db: &TestDatabase, gate: &StallGate) -> (RoutingApi,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_cut_off_from_its_database_stops_serving_before_the_standby_takes_over() {
     let db = TestDatabase::create("ra_split");
-    let gate = StallGate::start(database_address(&db).await).await;
+    let gate = database_gate(&db).await;
     let (mut holder, mut standby) = holder_and_standby(&db, &gate).await;
 
     let mut sse = holder.events("/routing/v1/events").await;
@@ -303,7 +205,7 @@ async fn a_holder_cut_off_from_its_database_stops_serving_before_the_standby_tak
     tokio::time::sleep(Duration::from_secs(2)).await;
     gate.resume();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    gate.cut();
+    gate.cut_connections();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let holder_acks = holder_writes.finish().await;
@@ -361,7 +263,7 @@ async fn a_holder_cut_off_from_its_database_stops_serving_before_the_standby_tak
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_stall_shorter_than_the_refresh_bound_keeps_the_holder_serving() {
     let db = TestDatabase::create("ra_split");
-    let gate = StallGate::start(database_address(&db).await).await;
+    let gate = database_gate(&db).await;
     let (mut holder, mut standby) = holder_and_standby(&db, &gate).await;
     let mut sse = holder.events("/routing/v1/events").await;
 

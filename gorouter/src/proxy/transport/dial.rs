@@ -52,22 +52,13 @@ pub async fn tcp(endpoint: &Endpoint, timeout: Duration) -> Result<TcpStream, Di
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{EndpointSpec, TableSettings};
 
     #[tokio::test]
     async fn refused_dial_reads_like_go() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let ep = Endpoint::from_spec(
-            &EndpointSpec {
-                host: "127.0.0.1".into(),
-                port,
-                ..Default::default()
-            },
-            TableSettings::default().droplet_stale_threshold,
-            0,
-        );
+        let ep = crate::proxy::transport::tests::endpoint(port, "");
         let err = tcp(&ep, Duration::from_secs(1)).await.unwrap_err();
         assert_eq!(
             err.0,

@@ -301,11 +301,13 @@ mod tests {
     use super::*;
     use crate::registry::{EndpointSpec, TableSettings};
 
-    fn endpoint(san: &str) -> Endpoint {
+    /// A backend endpoint at `127.0.0.1:<port>` with TLS identity `san` (`""` for none), as
+    /// the transport's tests (here and in [`dial`](super::dial)) dial it.
+    pub(super) fn endpoint(port: u16, san: &str) -> Endpoint {
         Endpoint::from_spec(
             &EndpointSpec {
                 host: "127.0.0.1".into(),
-                port: 1,
+                port,
                 server_cert_domain_san: san.into(),
                 ..Default::default()
             },
@@ -331,11 +333,11 @@ mod tests {
     #[test]
     fn same_identity_shares_a_pool_and_a_new_one_replaces_it() {
         let t = transport();
-        let a = t.pool(&endpoint("inst-1"));
-        assert!(Arc::ptr_eq(&a, &t.pool(&endpoint("inst-1"))));
-        let b = t.pool(&endpoint("inst-2"));
+        let a = t.pool(&endpoint(1, "inst-1"));
+        assert!(Arc::ptr_eq(&a, &t.pool(&endpoint(1, "inst-1"))));
+        let b = t.pool(&endpoint(1, "inst-2"));
         assert!(!Arc::ptr_eq(&a, &b));
-        assert!(Arc::ptr_eq(&b, &t.pool(&endpoint("inst-2"))));
+        assert!(Arc::ptr_eq(&b, &t.pool(&endpoint(1, "inst-2"))));
         assert_eq!(t.pools(), 1);
     }
 
@@ -363,15 +365,7 @@ mod tests {
                 let _ = closed_tx.send(());
             }
         });
-        let ep = Endpoint::from_spec(
-            &EndpointSpec {
-                host: "127.0.0.1".into(),
-                port,
-                ..Default::default()
-            },
-            TableSettings::default().droplet_stale_threshold,
-            0,
-        );
+        let ep = endpoint(port, "");
         (ep, closed_rx)
     }
 
@@ -434,15 +428,7 @@ mod tests {
                 }
             }
         });
-        let ep = Endpoint::from_spec(
-            &EndpointSpec {
-                host: "127.0.0.1".into(),
-                port,
-                ..Default::default()
-            },
-            TableSettings::default().droplet_stale_threshold,
-            0,
-        );
+        let ep = endpoint(port, "");
         let t = transport();
         let pool = t.pool(&ep);
         let Sender::Http1(mut busy) = t
@@ -469,7 +455,7 @@ mod tests {
     #[test]
     fn sweeping_keeps_pools_in_use() {
         let t = transport();
-        t.pool(&endpoint(""));
+        t.pool(&endpoint(1, ""));
         t.sweep();
         assert_eq!(t.pools(), 1);
     }
