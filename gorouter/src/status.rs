@@ -130,7 +130,7 @@ struct EndpointView<'a> {
     ttl: u64,
     #[serde(skip_serializing_if = "str::is_empty")]
     route_service_url: &'a str,
-    tags: &'a Option<std::collections::BTreeMap<String, String>>,
+    tags: &'a Option<crate::registry::Tags>,
     #[serde(skip_serializing_if = "str::is_empty")]
     isolation_segment: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]

@@ -51,6 +51,43 @@ impl ModificationTag {
     }
 }
 
+/// An endpoint's tags as the table keeps them: the name/value pairs in name order, one
+/// allocation for the list and one per string. A `BTreeMap` holding one tag costs a 540-byte
+/// node; with 100,000 routes that was a fifth of the router's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tags(Box<[(Box<str>, Box<str>)]>);
+
+impl Tags {
+    pub fn from_map(map: &BTreeMap<String, String>) -> Self {
+        Tags(
+            map.iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
+        )
+    }
+
+    /// Whether these are exactly the tags of `map`.
+    pub fn matches(&self, map: &BTreeMap<String, String>) -> bool {
+        self.0.len() == map.len()
+            && self
+                .0
+                .iter()
+                .zip(map)
+                .all(|((k, v), (mk, mv))| **k == **mk && **v == **mv)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+/// Serialised as the JSON object it was registered as (`/routes`).
+impl serde::Serialize for Tags {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
 /// Registration data for one endpoint, independent of where it came from (NATS or the
 /// Routing API).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -103,7 +140,7 @@ pub struct Endpoint {
     pub private_instance_index: Box<str>,
     pub server_cert_domain_san: Box<str>,
     pub route_service_url: Box<str>,
-    pub tags: Option<BTreeMap<String, String>>,
+    pub tags: Option<Tags>,
     /// The TTL in force: the requested one clamped to `droplet_stale_threshold`.
     pub stale_threshold: Duration,
     /// `stale_threshold_in_seconds` as registered, for equality.
@@ -184,7 +221,7 @@ impl Endpoint {
             private_instance_index: spec.private_instance_index.as_str().into(),
             server_cert_domain_san: spec.server_cert_domain_san.as_str().into(),
             route_service_url: spec.route_service_url.as_str().into(),
-            tags: spec.tags.clone(),
+            tags: spec.tags.as_ref().map(Tags::from_map),
             stale_threshold,
             requested_stale_secs: spec.stale_threshold_in_seconds,
             isolation_segment: spec.isolation_segment.as_str().into(),
@@ -218,7 +255,11 @@ impl Endpoint {
         *self.app_id == *spec.app
             && self.tls == (spec.tls_port != 0)
             && self.protocol == spec.protocol
-            && self.tags == spec.tags
+            && match (&self.tags, &spec.tags) {
+                (Some(t), Some(m)) => t.matches(m),
+                (None, None) => true,
+                _ => false,
+            }
             && *self.server_cert_domain_san == *spec.server_cert_domain_san
             && *self.private_instance_id == *spec.private_instance_id
             && *self.private_instance_index == *spec.private_instance_index

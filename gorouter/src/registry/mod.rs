@@ -15,7 +15,7 @@ mod endpoint;
 mod key;
 mod route_service_url;
 
-pub use endpoint::{Endpoint, EndpointSpec, ModificationTag, Protocol};
+pub use endpoint::{Endpoint, EndpointSpec, ModificationTag, Protocol, Tags};
 pub use key::{lowercase_into, route_key, split_route_key};
 pub use route_service_url::{RouteServiceTarget, RouteServiceUrl};
 
@@ -678,6 +678,49 @@ mod tests {
         let p = t.lookup("a.com", "/").unwrap();
         assert_eq!(p.endpoints().len(), 1);
         assert_eq!(&*p.endpoints()[0].app_id, "app-2");
+    }
+
+    #[test]
+    fn the_same_tags_refresh_and_changed_tags_update() {
+        let t = RouteTable::new(TableSettings::default());
+        let mut s = spec("10.0.0.1", 80);
+        s.tags = Some([("component".to_string(), "route-emitter".to_string())].into());
+        assert_eq!(t.register("a.com", &s), PutOutcome::Added);
+        assert_eq!(t.register("a.com", &s), PutOutcome::Refreshed);
+        s.tags
+            .as_mut()
+            .unwrap()
+            .insert("space_name".into(), "dev".into());
+        assert_eq!(t.register("a.com", &s), PutOutcome::Updated);
+        s.tags
+            .as_mut()
+            .unwrap()
+            .insert("space_name".into(), "prod".into());
+        assert_eq!(t.register("a.com", &s), PutOutcome::Updated);
+        s.tags = None;
+        assert_eq!(t.register("a.com", &s), PutOutcome::Updated);
+        assert_eq!(t.register("a.com", &s), PutOutcome::Refreshed);
+        s.tags = Some(Default::default());
+        assert_eq!(t.register("a.com", &s), PutOutcome::Updated);
+        let p = t.lookup("a.com", "/").unwrap();
+        assert_eq!(
+            p.endpoints()[0].tags.as_ref().map(|t| t.iter().count()),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn tags_serialise_as_the_object_they_were_registered_as() {
+        let map: BTreeMap<String, String> = [
+            ("component".to_string(), "route-emitter".to_string()),
+            ("app_name".to_string(), "a \"quoted\" name".to_string()),
+        ]
+        .into();
+        let tags = Tags::from_map(&map);
+        assert_eq!(
+            serde_json::to_string(&tags).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
     }
 
     #[test]
