@@ -415,19 +415,24 @@ mod tests {
         assert_eq!(s, "\"h\u{e9}llo \\u0085\"");
     }
 
+    /// A `GET /` record for `host`, the smallest a writer test needs.
+    fn get_record(host: &str) -> AccessLogRecord {
+        AccessLogRecord {
+            host: host.into(),
+            method: "GET".into(),
+            request_uri: "/".into(),
+            proto: "HTTP/1.1",
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn writer_thread_ends_when_the_log_is_dropped() {
         let dir = std::env::temp_dir().join(format!("al-end-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let (log, writer) = AccessLog::open(&path).unwrap();
-        log.log(AccessLogRecord {
-            host: "last".into(),
-            method: "GET".into(),
-            request_uri: "/".into(),
-            proto: "HTTP/1.1",
-            ..Default::default()
-        });
+        log.log(get_record("last"));
         drop(log);
         writer.join().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -441,13 +446,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let (log, _h) = AccessLog::open(&path).unwrap();
-        log.log(AccessLogRecord {
-            host: "one".into(),
-            method: "GET".into(),
-            request_uri: "/".into(),
-            proto: "HTTP/1.1",
-            ..Default::default()
-        });
+        log.log(get_record("one"));
         let mut text = String::new();
         for _ in 0..100 {
             text = std::fs::read_to_string(&path).unwrap();
