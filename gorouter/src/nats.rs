@@ -1148,7 +1148,7 @@ mod tests {
         let pool = table
             .lookup("myapp.apps.example.com", "/")
             .expect("registered");
-        assert_eq!(&*pool.endpoints()[0].addr, "10.0.16.5:61014");
+        assert_eq!(pool.endpoints()[0].addr(), "10.0.16.5:61014");
         assert!(table.lookup("myapp.apps.example.com", "/path/x").is_some());
 
         assert_eq!(

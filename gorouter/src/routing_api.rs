@@ -458,7 +458,7 @@ mod tests {
     fn addrs(table: &RouteTable, host: &str) -> Vec<String> {
         let mut v: Vec<String> = table
             .lookup(host, "/")
-            .map(|p| p.endpoints().iter().map(|e| e.addr.to_string()).collect())
+            .map(|p| p.endpoints().iter().map(|e| e.addr().to_string()).collect())
             .unwrap_or_default();
         v.sort();
         v
@@ -502,9 +502,9 @@ mod tests {
         let pool = table.lookup("a.com", "/").unwrap();
         let ep = &pool.endpoints()[0];
         assert!(!ep.tls);
-        assert_eq!(&*ep.app_id, "log-guid-1");
-        assert_eq!(&*ep.server_cert_domain_san, "log-guid-1");
-        assert_eq!(ep.stale_threshold, Duration::from_secs(60));
+        assert_eq!(ep.app_id(), "log-guid-1");
+        assert_eq!(ep.server_cert_domain_san(), "log-guid-1");
+        assert_eq!(ep.stale_threshold(), Duration::from_secs(60));
     }
 
     #[test]
@@ -519,7 +519,7 @@ mod tests {
         older.log_guid = "old".into();
         assert!(!sync.apply_event(EventAction::Upsert, &older));
         assert_eq!(
-            &*table.lookup("a.com", "/").unwrap().endpoints()[0].app_id,
+            table.lookup("a.com", "/").unwrap().endpoints()[0].app_id(),
             "new"
         );
         // An older delete does not remove it either.
@@ -649,7 +649,7 @@ mod tests {
         stale.log_guid = "old".into();
         sync.apply_list(&[stale]);
         assert_eq!(
-            &*table.lookup("a.com", "/").unwrap().endpoints()[0].app_id,
+            table.lookup("a.com", "/").unwrap().endpoints()[0].app_id(),
             "new"
         );
     }

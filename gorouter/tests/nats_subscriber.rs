@@ -331,12 +331,12 @@ async fn nats_router_announces_answers_greet_and_applies_registrations() {
     let endpoints = pool.endpoints();
     assert_eq!(endpoints.len(), 1);
     let endpoint = &endpoints[0];
-    assert_eq!(&*endpoint.addr, "10.0.16.5:61014");
+    assert_eq!(endpoint.addr(), "10.0.16.5:61014");
     assert!(endpoint.tls);
-    assert_eq!(&*endpoint.app_id, "6e6b2f1e-app");
-    assert_eq!(&*endpoint.private_instance_id, "a1b2c3d4-inst");
-    assert_eq!(&*endpoint.private_instance_index, "0");
-    assert_eq!(&*endpoint.availability_zone, "z1");
+    assert_eq!(endpoint.app_id(), "6e6b2f1e-app");
+    assert_eq!(endpoint.private_instance_id(), "a1b2c3d4-inst");
+    assert_eq!(endpoint.private_instance_index(), "0");
+    assert_eq!(endpoint.availability_zone(), "z1");
     assert!(router.table.lookup("bad.apps.example.com", "/").is_none());
 
     publish(&client, "router.unregister", REGISTER_TLS).await;

@@ -3,13 +3,21 @@
 //! # Why a lookup never waits for a writer
 //! Hosts live in a `papaya::HashMap`, a lock-free map: `get` is a few atomic loads under an
 //! epoch guard and never blocks, even while another thread inserts or removes. A host's routes
-//! ([`HostRoutes`]: the root pool and the context-path pools) are an immutable value behind an
-//! `Arc`; a writer that adds or removes a context path builds a new value and swaps it in. A
-//! pool's endpoint list is an immutable `Arc<[Arc<Endpoint>]>` behind `arc_swap::ArcSwap`, also
+//! ([`HostRoutes`]: the root pool and the context-path pools) are an immutable value in the
+//! map's entry; a writer that adds or removes a context path builds a new value and swaps it
+//! in. A pool's endpoint list is an immutable [`EndpointList`] behind `arc_swap::ArcSwap`, also
 //! replaced whole by writers; `ArcSwap::load` is wait-free for readers. Refreshing an endpoint
 //! that is already registered (the common NATS message) only stores an atomic timestamp.
 //! Writers (NATS messages, the pruner) serialise among themselves on `writer`, a mutex that
 //! readers never touch, so copy-on-write never loses a concurrent update.
+//!
+//! # Memory
+//! Most routes are one host with one endpoint, and at scale the table is most of the router's
+//! memory (issue 14), so the common case is kept to few, small allocations: an endpoint is
+//! one struct plus one string buffer ([`Endpoint`]); a one-endpoint list holds it inline
+//! ([`EndpointList::One`]); a host's routes are the map entry's value itself, with the
+//! context-path map boxed only for hosts that have context paths; and the host name is one
+//! `Arc<str>` shared by the map key and the host's pools.
 
 mod endpoint;
 mod key;
@@ -20,6 +28,7 @@ pub use key::{lowercase_into, route_key, split_route_key};
 pub use route_service_url::{RouteServiceTarget, RouteServiceUrl};
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -72,11 +81,43 @@ pub enum PutOutcome {
     Ignored,
 }
 
+/// A pool's endpoints: an immutable list, replaced whole. Derefs to a slice.
+pub enum EndpointList {
+    /// The common case, without a separate allocation for the list.
+    One(Arc<Endpoint>),
+    Many(Box<[Arc<Endpoint>]>),
+}
+
+impl EndpointList {
+    fn from_vec(mut list: Vec<Arc<Endpoint>>) -> Self {
+        match list.pop() {
+            Some(only) if list.is_empty() => EndpointList::One(only),
+            Some(last) => {
+                list.push(last);
+                EndpointList::Many(list.into_boxed_slice())
+            }
+            None => EndpointList::Many(Box::new([])),
+        }
+    }
+}
+
+impl Deref for EndpointList {
+    type Target = [Arc<Endpoint>];
+
+    fn deref(&self) -> &[Arc<Endpoint>] {
+        match self {
+            EndpointList::One(e) => std::slice::from_ref(e),
+            EndpointList::Many(list) => list,
+        }
+    }
+}
+
 /// The endpoints registered under one route key (host and context path).
 pub struct Pool {
-    host: Box<str>,
+    /// Shared with the table's key for the host.
+    host: Arc<str>,
     context_path: Box<str>,
-    endpoints: ArcSwap<Box<[Arc<Endpoint>]>>,
+    endpoints: ArcSwap<EndpointList>,
     /// Round-robin cursor shared by all requests to this pool.
     pub(crate) next_idx: AtomicUsize,
     lb_algo: AtomicU8,
@@ -88,11 +129,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn new(host: &str, context_path: &str, algo: BalancingAlgorithm, now: u64) -> Self {
+    fn new(host: Arc<str>, context_path: &str, algo: BalancingAlgorithm, now: u64) -> Self {
         Self {
-            host: host.into(),
+            host,
             context_path: context_path.into(),
-            endpoints: ArcSwap::from_pointee(Box::new([])),
+            endpoints: ArcSwap::from_pointee(EndpointList::Many(Box::new([]))),
             next_idx: AtomicUsize::new(rand::random::<u32>() as usize),
             lb_algo: AtomicU8::new(algo_to_u8(algo)),
             route_service: ArcSwapOption::empty(),
@@ -123,6 +164,16 @@ impl Pool {
         &self.host
     }
 
+    /// The route key as `/routes` shows it: the host, then the context path if any.
+    pub fn route(&self) -> String {
+        [&*self.host, &*self.context_path].concat()
+    }
+
+    /// The bytes of [`route`](Self::route), without building it: routes sort by these.
+    fn route_bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.host.bytes().chain(self.context_path.bytes())
+    }
+
     /// `/` for a host route, else `/path`.
     pub fn context_path(&self) -> &str {
         if self.context_path.is_empty() {
@@ -133,7 +184,7 @@ impl Pool {
     }
 
     /// A consistent snapshot of the endpoints; never blocks.
-    pub fn endpoints(&self) -> arc_swap::Guard<Arc<Box<[Arc<Endpoint>]>>> {
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointList>> {
         self.endpoints.load()
     }
 
@@ -153,12 +204,12 @@ impl Pool {
         self.endpoints
             .load()
             .iter()
-            .find(|e| &*e.private_instance_id == instance_id)
+            .find(|e| e.private_instance_id() == instance_id)
             .cloned()
     }
 
     fn store(&self, list: Vec<Arc<Endpoint>>, now: u64) {
-        self.endpoints.store(Arc::new(list.into_boxed_slice()));
+        self.endpoints.store(Arc::new(EndpointList::from_vec(list)));
         self.updated_at.store(now, Ordering::Relaxed);
     }
 }
@@ -174,8 +225,10 @@ fn algo_to_u8(a: BalancingAlgorithm) -> u8 {
 #[derive(Default, Clone)]
 struct HostRoutes {
     root: Option<Arc<Pool>>,
-    /// Keyed by context path (`/a/b`, lowercase, no trailing slash).
-    paths: HashMap<Box<str>, Arc<Pool>>,
+    /// Keyed by context path (`/a/b`, lowercase, no trailing slash); `None`, not an empty map,
+    /// when the host has none. Boxed: 8 bytes in every host's entry instead of 48.
+    #[allow(clippy::box_collection)]
+    paths: Option<Box<HashMap<Box<str>, Arc<Pool>>>>,
 }
 
 impl HostRoutes {
@@ -183,22 +236,42 @@ impl HostRoutes {
         if path.is_empty() {
             self.root.as_ref()
         } else {
-            self.paths.get(path)
+            self.paths.as_ref()?.get(path)
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.root.is_none() && self.paths.is_empty()
+        self.root.is_none() && self.paths.is_none()
     }
 
     fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.root.iter().chain(self.paths.values())
+        self.root
+            .iter()
+            .chain(self.paths.iter().flat_map(|p| p.values()))
+    }
+
+    fn insert_path(&mut self, path: &str, pool: Arc<Pool>) {
+        self.paths
+            .get_or_insert_with(Default::default)
+            .insert(path.into(), pool);
+    }
+
+    /// Removes the pool at context path `path`; whether there was one.
+    fn remove_path(&mut self, path: &str) -> bool {
+        let Some(paths) = self.paths.as_mut() else {
+            return false;
+        };
+        let removed = paths.remove(path).is_some();
+        if paths.is_empty() {
+            self.paths = None;
+        }
+        removed
     }
 
     /// Longest whole-segment prefix match of `path` (lowercase, no query, no trailing slash).
     /// The deepest non-empty pool wins; failing that, the deepest empty one (A.3).
     fn longest_match(&self, path: &str) -> Option<Arc<Pool>> {
-        if self.paths.is_empty() {
+        if self.paths.is_none() {
             return self.root.clone();
         }
         let mut deepest_empty: Option<&Arc<Pool>> = None;
@@ -224,7 +297,8 @@ impl HostRoutes {
 
 /// The route table. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct RouteTable {
-    hosts: papaya::HashMap<Box<str>, Arc<HostRoutes>>,
+    /// Host -> its routes; the key's `Arc` is shared with the host's pools.
+    hosts: papaya::HashMap<Arc<str>, HostRoutes>,
     writer: Mutex<()>,
     epoch: Instant,
     settings: TableSettings,
@@ -302,7 +376,7 @@ impl RouteTable {
         guard: &impl papaya::Guard,
     ) -> Option<Arc<Pool>> {
         let routes = self.hosts.get(host, guard)?;
-        if routes.paths.is_empty() {
+        if routes.paths.is_none() {
             return routes.root.clone();
         }
         let path = lowercase_into(path, path_buf);
@@ -322,7 +396,16 @@ impl RouteTable {
         let pool = match self.pool_at(host, path, &guard) {
             Some(pool) => pool,
             None => {
-                let pool = Arc::new(Pool::new(host, path, self.settings.default_lb_algo, now));
+                let (key, mut routes) = match self.hosts.get_key_value(host, &guard) {
+                    Some((key, routes)) => (key.clone(), routes.clone()),
+                    None => (Arc::from(host), HostRoutes::default()),
+                };
+                let pool = Arc::new(Pool::new(
+                    key.clone(),
+                    path,
+                    self.settings.default_lb_algo,
+                    now,
+                ));
                 if let Some(algo) = spec.lb_algo {
                     pool.lb_algo.store(algo_to_u8(algo), Ordering::Relaxed);
                 }
@@ -332,17 +415,12 @@ impl RouteTable {
                 let first = Endpoint::from_spec(spec, self.settings.droplet_stale_threshold, now);
                 pool.set_route_service(&spec.route_service_url);
                 pool.store(vec![Arc::new(first)], now);
-                let mut routes = self
-                    .hosts
-                    .get(host, &guard)
-                    .map(|r| (**r).clone())
-                    .unwrap_or_default();
                 if path.is_empty() {
                     routes.root = Some(pool.clone());
                 } else {
-                    routes.paths.insert(path.into(), pool.clone());
+                    routes.insert_path(path, pool.clone());
                 }
-                self.hosts.insert(host.into(), Arc::new(routes), &guard);
+                self.hosts.insert(key, routes, &guard);
                 self.route_count.fetch_add(1, Ordering::Relaxed);
                 return PutOutcome::Added;
             }
@@ -352,16 +430,19 @@ impl RouteTable {
         }
         let current = pool.endpoints();
         let addr = spec.addr();
-        match current.iter().position(|e| *e.addr == *addr) {
+        match current.iter().position(|e| e.addr() == addr) {
             Some(i) => {
                 let existing = &current[i];
-                if !spec.modification_tag.succeeds(&existing.modification_tag) {
-                    return PutOutcome::Ignored;
-                }
+                // An identical registration refreshes before the modification tag is looked
+                // at: the Routing API lists an unchanged route with the tag it was stored with,
+                // which does not succeed itself, and the route must not expire for that.
                 if existing.same_registration(spec) {
                     existing.touch(now);
                     pool.set_route_service(&spec.route_service_url);
                     return PutOutcome::Refreshed;
+                }
+                if !spec.modification_tag.succeeds_endpoint(existing) {
+                    return PutOutcome::Ignored;
                 }
                 let replacement = Arc::new(Endpoint::from_spec(
                     spec,
@@ -405,12 +486,12 @@ impl RouteTable {
             return false;
         };
         let current = pool.endpoints();
-        let Some(i) = current.iter().position(|e| *e.addr == *addr) else {
+        let Some(i) = current.iter().position(|e| e.addr() == addr) else {
             return false;
         };
         if !spec
             .modification_tag
-            .succeeds_or_equal(&current[i].modification_tag)
+            .succeeds_or_equal_endpoint(&current[i])
         {
             return false;
         }
@@ -436,7 +517,7 @@ impl RouteTable {
             return false;
         };
         let endpoints = pool.endpoints();
-        match endpoints.iter().find(|e| *e.addr == *addr) {
+        match endpoints.iter().find(|e| e.addr() == addr) {
             Some(e) => {
                 e.touch(self.now_ms());
                 true
@@ -474,14 +555,14 @@ impl RouteTable {
     }
 
     fn remove_pool(&self, host: &str, path: &str, guard: &impl papaya::Guard) {
-        let Some(routes) = self.hosts.get(host, guard) else {
+        let Some((key, routes)) = self.hosts.get_key_value(host, guard) else {
             return;
         };
-        let mut routes = (**routes).clone();
+        let (key, mut routes) = (key.clone(), routes.clone());
         let removed = if path.is_empty() {
             routes.root.take().is_some()
         } else {
-            routes.paths.remove(path).is_some()
+            routes.remove_path(path)
         };
         if !removed {
             return;
@@ -490,7 +571,7 @@ impl RouteTable {
         if routes.is_empty() {
             self.hosts.remove(host, guard);
         } else {
-            self.hosts.insert(host.into(), Arc::new(routes), guard);
+            self.hosts.insert(key, routes, guard);
         }
     }
 
@@ -543,17 +624,25 @@ impl RouteTable {
         }
     }
 
+    /// Every pool, sorted by route (`host` or `host/path`, as [`Pool::route`] spells it):
+    /// what `/routes` lists. One allocation for the whole list, none per route, so listing a
+    /// large table leaves little freed memory behind in the allocator.
+    pub fn pools_by_route(&self) -> Vec<Arc<Pool>> {
+        let guard = self.hosts.guard();
+        let mut out = Vec::with_capacity(self.route_count() + 16);
+        for (_, routes) in self.hosts.iter(&guard) {
+            out.extend(routes.pools().cloned());
+        }
+        out.sort_unstable_by(|a, b| a.route_bytes().cmp(b.route_bytes()));
+        out
+    }
+
     /// The `/routes` view: route (`host` or `host/path`) -> endpoints, sorted by route.
     pub fn dump(&self) -> BTreeMap<String, Vec<Arc<Endpoint>>> {
-        let guard = self.hosts.guard();
-        let mut out = BTreeMap::new();
-        for (host, routes) in self.hosts.iter(&guard) {
-            for pool in routes.pools() {
-                let key = format!("{host}{}", pool.context_path);
-                out.insert(key, pool.endpoints().to_vec());
-            }
-        }
-        out
+        self.pools_by_route()
+            .iter()
+            .map(|pool| (pool.route(), pool.endpoints().to_vec()))
+            .collect()
     }
 }
 
@@ -613,7 +702,7 @@ mod tests {
     fn addrs(pool: &Pool) -> Vec<String> {
         pool.endpoints()
             .iter()
-            .map(|e| e.addr.to_string())
+            .map(|e| e.addr().to_string())
             .collect()
     }
 
@@ -677,7 +766,31 @@ mod tests {
         assert_eq!(t.register("a.com", &s), PutOutcome::Updated);
         let p = t.lookup("a.com", "/").unwrap();
         assert_eq!(p.endpoints().len(), 1);
-        assert_eq!(&*p.endpoints()[0].app_id, "app-2");
+        assert_eq!(p.endpoints()[0].app_id(), "app-2");
+    }
+
+    #[test]
+    fn an_unchanged_routing_api_registration_refreshes_with_its_stored_tag() {
+        let t = RouteTable::new(TableSettings::default());
+        let mut s = spec("10.0.0.1", 80);
+        s.modification_tag = ModificationTag {
+            guid: "route-guid".into(),
+            index: 3,
+        };
+        assert_eq!(t.register("a.com", &s), PutOutcome::Added);
+        assert_eq!(
+            t.register("a.com", &s),
+            PutOutcome::Refreshed,
+            "the same route listed again, same guid and index, keeps it alive"
+        );
+        s.app = "app-2".into();
+        assert_eq!(
+            t.register("a.com", &s),
+            PutOutcome::Ignored,
+            "a change under a tag that does not succeed the stored one is not applied"
+        );
+        s.modification_tag.index = 4;
+        assert_eq!(t.register("a.com", &s), PutOutcome::Updated);
     }
 
     #[test]
@@ -703,10 +816,7 @@ mod tests {
         s.tags = Some(Default::default());
         assert_eq!(t.register("a.com", &s), PutOutcome::Updated);
         let p = t.lookup("a.com", "/").unwrap();
-        assert_eq!(
-            p.endpoints()[0].tags.as_ref().map(|t| t.iter().count()),
-            Some(0)
-        );
+        assert_eq!(p.endpoints()[0].tags().map(|t| t.iter().count()), Some(0));
     }
 
     #[test]
@@ -716,7 +826,10 @@ mod tests {
             ("app_name".to_string(), "a \"quoted\" name".to_string()),
         ]
         .into();
-        let tags = Tags::from_map(&map);
+        let mut s = spec("10.0.0.1", 80);
+        s.tags = Some(map.clone());
+        let e = Endpoint::from_spec(&s, Duration::from_secs(1), 0);
+        let tags: Option<Tags<'_>> = e.tags();
         assert_eq!(
             serde_json::to_string(&tags).unwrap(),
             serde_json::to_string(&map).unwrap()
@@ -788,7 +901,7 @@ mod tests {
         s.stale_threshold_in_seconds = 500;
         t.register("a.com", &s);
         let p = t.lookup("a.com", "/").unwrap();
-        assert_eq!(p.endpoints()[0].stale_threshold, Duration::from_secs(5));
+        assert_eq!(p.endpoints()[0].stale_threshold(), Duration::from_secs(5));
     }
 
     #[test]
@@ -846,6 +959,24 @@ mod tests {
         );
     }
 
+    /// Routes sort as their spelled-out keys do (`a.com/x` after `a.com.b`: `/` > `.`), not
+    /// by host and then path.
+    #[test]
+    fn pools_by_route_sort_as_route_strings() {
+        let t = RouteTable::new(TableSettings::default());
+        for uri in ["a.com/x", "a.com.b", "a.com", "b.com", "a.com/x/y", "a.co"] {
+            t.register(uri, &spec("10.0.0.1", 1));
+        }
+        let routes: Vec<String> = t.pools_by_route().iter().map(|p| p.route()).collect();
+        let mut sorted = routes.clone();
+        sorted.sort();
+        assert_eq!(routes, sorted);
+        assert_eq!(
+            routes,
+            ["a.co", "a.com", "a.com.b", "a.com/x", "a.com/x/y", "b.com"]
+        );
+    }
+
     #[test]
     fn dump_lists_routes_with_context_paths() {
         let t = RouteTable::new(TableSettings::default());
@@ -859,6 +990,30 @@ mod tests {
     fn lookups_proceed_while_a_writer_churns() {
         let t = Arc::new(RouteTable::new(TableSettings::default()));
         t.register("stable.com", &spec("10.0.0.1", 1));
+        // The writer side held (as a writer holds it for each change): lookups on another
+        // thread must still complete. A lookup that waited for the writer lock would block
+        // until the guard is dropped, which happens only after `recv_timeout` gave up.
+        let held = t.lock_writer();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                let found = (0..1_000).all(|_| {
+                    t.lookup("stable.com", "/").is_some()
+                        && t.lookup("www.stable.com", "/x").is_none()
+                });
+                let _ = done_tx.send(found);
+            });
+        }
+        let found = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("lookups completed while the writer lock was held");
+        assert!(
+            found,
+            "lookups answered wrongly while the writer lock was held"
+        );
+        drop(held);
+        // And with a writer churning for real, every lookup of an untouched route finds it.
         let w = {
             let t = t.clone();
             std::thread::spawn(move || {

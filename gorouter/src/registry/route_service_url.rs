@@ -99,9 +99,9 @@ mod tests {
         assert_eq!(&*t.host, "rs.example.com");
         assert_eq!(&*t.path, "/auth");
         assert_eq!(t.target, "/auth?x=1");
-        assert_eq!(&*t.endpoint.addr, "RS.example.com:443");
+        assert_eq!(t.endpoint.addr(), "RS.example.com:443");
         assert!(t.endpoint.tls);
-        assert_eq!(&*t.endpoint.server_cert_domain_san, "RS.example.com");
+        assert_eq!(t.endpoint.server_cert_domain_san(), "RS.example.com");
     }
 
     #[test]
@@ -111,7 +111,7 @@ mod tests {
         assert_eq!(t.target, "/");
         assert_eq!(&*t.path, "");
         assert_eq!(
-            t.endpoint.socket_addr,
+            t.endpoint.socket_addr(),
             Some("127.0.0.1:8443".parse().unwrap())
         );
     }

@@ -51,13 +51,13 @@ pub fn set_connection(h: &mut HeaderMap, websocket: bool, close: bool) {
 /// values a client sent are never passed on.
 pub fn set_endpoint_headers(h: &mut HeaderMap, e: &Endpoint) {
     for (name, value) in [
-        (&X_CF_APPLICATION_ID, &e.app_id_header),
-        (&X_CF_INSTANCE_INDEX, &e.instance_index_header),
-        (&X_CF_INSTANCE_ID, &e.instance_id_header),
+        (&X_CF_APPLICATION_ID, e.app_id_header()),
+        (&X_CF_INSTANCE_INDEX, e.instance_index_header()),
+        (&X_CF_INSTANCE_ID, e.instance_id_header()),
     ] {
         match value {
             Some(v) => {
-                h.insert(name.clone(), v.clone());
+                h.insert(name.clone(), v);
             }
             None => {
                 h.remove(name);

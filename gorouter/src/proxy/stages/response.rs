@@ -26,7 +26,7 @@ pub fn apply(h: &mut HeaderMap, rules: &ResponseRules<'_>, endpoint: &Endpoint, 
     h.remove(&X_CF_PROXY_SIGNATURE);
     if rules.trace_requested {
         h.insert(X_VCAP_ROUTER.clone(), s.router_ip.clone());
-        if let Some(a) = &endpoint.addr_header {
+        if let Some(a) = endpoint.addr_header() {
             h.insert(X_VCAP_BACKEND.clone(), a.clone());
             h.insert(X_CF_ROUTE_ENDPOINT.clone(), a.clone());
         }

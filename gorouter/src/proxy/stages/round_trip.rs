@@ -52,7 +52,7 @@ fn endpoint_failed(proxy: &Proxy, pool: &Pool, endpoint: &Arc<Endpoint>, err: &C
         balancer::mark_failed(endpoint, proxy.table.now_ms());
     }
     if prunes && proxy.table.remove_failed_endpoint(pool, endpoint) {
-        tracing::info!(endpoint = %endpoint.addr, error = %err, "prune-failed-endpoint");
+        tracing::info!(endpoint = %endpoint.addr(), error = %err, "prune-failed-endpoint");
     }
 }
 
@@ -232,11 +232,11 @@ pub async fn run(
             forwarded::set_endpoint_headers(req.headers_mut(), &endpoint);
         }
         if let Some(l) = ctx.log.as_mut() {
-            l.record.backend_addr = Some(endpoint.addr.clone());
+            l.record.backend_addr = Some(endpoint.addr().into());
             if pool.is_some() {
-                l.record.app_id = Some(endpoint.app_id.clone());
-                l.record.app_index = Some(endpoint.private_instance_index.clone());
-                l.record.instance_id = Some(endpoint.private_instance_id.clone());
+                l.record.app_id = Some(endpoint.app_id().into());
+                l.record.app_index = Some(endpoint.private_instance_index().into());
+                l.record.instance_id = Some(endpoint.private_instance_id().into());
             }
         }
         let in_flight = InFlight::new(endpoint.clone());
@@ -264,7 +264,7 @@ pub async fn run(
                 match dial.await {
                     Ok(sndr) => sndr,
                     Err(e) => {
-                        tracing::warn!(endpoint = %endpoint.addr, error = %e, "backend-dial-failed");
+                        tracing::warn!(endpoint = %endpoint.addr(), error = %e, "backend-dial-failed");
                         if let Some(pool) = pool {
                             endpoint_failed(proxy, pool, &endpoint, &e);
                         }
@@ -307,7 +307,7 @@ pub async fn run(
                 let tls_failure = endpoint.tls.then(|| tls_failure_in(e.error())).flatten();
                 if let Some(tls) = tls_failure {
                     let err = ConnectError::Tls(tls.clone());
-                    tracing::warn!(endpoint = %endpoint.addr, error = %err, "backend-tls-failed");
+                    tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
                     if let Some(pool) = pool {
                         endpoint_failed(proxy, pool, &endpoint, &err);
                     }
@@ -340,19 +340,19 @@ pub async fn run(
                         backend_req = replay.map(Replay::into_request);
                         if free_retry {
                             // A stale keep-alive connection: free, and it is gone now.
-                            tracing::debug!(endpoint = %endpoint.addr, "stale-keep-alive-retry");
+                            tracing::debug!(endpoint = %endpoint.addr(), "stale-keep-alive-retry");
                             tried -= 1;
                         } else {
                             // A fresh connection reset or closed unanswered: an attempt spent,
                             // the next endpoint tried, this one skipped for a while (A.6).
-                            tracing::warn!(endpoint = %endpoint.addr, error = %text, "backend-request-failed-retrying");
+                            tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed-retrying");
                             balancer::mark_failed(&endpoint, proxy.table.now_ms());
                         }
                         last_error = LastFailure::Plain(text);
                         continue;
                     }
                     None => {
-                        tracing::warn!(endpoint = %endpoint.addr, error = %text, "backend-request-failed");
+                        tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed");
                         // A reset is the backend's doing (A.6), unless on a connection that sat
                         // idle in the pool and may have been closed for its age.
                         if !free_retry && connection_reset(e.error()) {
@@ -363,7 +363,7 @@ pub async fn run(
                 }
             }
             Err(_) => {
-                tracing::warn!(endpoint = %endpoint.addr, "backend-timeout");
+                tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
                 return RouterError::EndpointFailure {
                     cause: "context deadline exceeded".into(),
                 }

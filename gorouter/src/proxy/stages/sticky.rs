@@ -70,7 +70,7 @@ pub fn set_vcap_cookie(
     sticky_names: &[String],
     secure_cookies: bool,
 ) {
-    if endpoint.private_instance_id.is_empty() {
+    if endpoint.private_instance_id().is_empty() {
         return;
     }
     let mut app_cookie: Option<AppCookie> = None;
@@ -84,7 +84,7 @@ pub fn set_vcap_cookie(
             app_cookie = Some(parse_attributes(s));
         }
     }
-    let moved = requested_id.is_some_and(|id| id != &*endpoint.private_instance_id);
+    let moved = requested_id.is_some_and(|id| id != endpoint.private_instance_id());
     if app_cookie.is_none() && !moved {
         return;
     }
@@ -92,7 +92,7 @@ pub fn set_vcap_cookie(
     // Go's Cookie.String order: Path, Expires, Max-Age, HttpOnly, Secure, SameSite, Partitioned.
     let mut cookie = format!(
         "{VCAP_ID}={}; Path={}",
-        endpoint.private_instance_id,
+        endpoint.private_instance_id(),
         pool.context_path()
     );
     if let Some(e) = &app.expires {

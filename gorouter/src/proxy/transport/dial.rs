@@ -24,9 +24,9 @@ fn os_error_text(e: &std::io::Error) -> String {
 /// Opens a TCP connection to `endpoint` (its IP literal without a resolver when it has one).
 pub async fn tcp(endpoint: &Endpoint, timeout: Duration) -> Result<TcpStream, DialError> {
     let dial = async {
-        match endpoint.socket_addr {
+        match endpoint.socket_addr() {
             Some(addr) => TcpStream::connect(addr).await,
-            None => TcpStream::connect((&*endpoint.host, endpoint.port)).await,
+            None => TcpStream::connect((endpoint.host(), endpoint.port)).await,
         }
     };
     let stream = match tokio::time::timeout(timeout, dial).await {
@@ -34,14 +34,14 @@ pub async fn tcp(endpoint: &Endpoint, timeout: Duration) -> Result<TcpStream, Di
         Ok(Err(e)) => {
             return Err(DialError(format!(
                 "dial tcp {}: connect: {}",
-                endpoint.addr,
+                endpoint.addr(),
                 os_error_text(&e)
             )))
         }
         Err(_) => {
             return Err(DialError(format!(
                 "dial tcp {}: i/o timeout",
-                endpoint.addr
+                endpoint.addr()
             )))
         }
     };

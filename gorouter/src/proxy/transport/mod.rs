@@ -174,13 +174,13 @@ impl Transport {
             Protocol::Http1 => self.pools.http1.pin(),
             Protocol::Http2 => self.pools.http2.pin(),
         };
-        if let Some(p) = pools.get(&*endpoint.addr) {
-            if p.server_cert_domain_san == endpoint.server_cert_domain_san {
+        if let Some(p) = pools.get(endpoint.addr()) {
+            if *p.server_cert_domain_san == *endpoint.server_cert_domain_san() {
                 return p.idle.clone();
             }
         }
         let fresh = Arc::new(BackendPool {
-            server_cert_domain_san: endpoint.server_cert_domain_san.clone(),
+            server_cert_domain_san: endpoint.server_cert_domain_san().into(),
             idle: Arc::new(IdleConnections::new(
                 self.idle_capacity,
                 self.idle_budget.clone(),
@@ -190,9 +190,9 @@ impl Transport {
         // Only here, off the path of requests to known backends.
         self.start_reaper();
         let stored = pools.update_or_insert(
-            endpoint.addr.clone(),
+            endpoint.addr().into(),
             |current| {
-                if current.server_cert_domain_san == endpoint.server_cert_domain_san {
+                if *current.server_cert_domain_san == *endpoint.server_cert_domain_san() {
                     current.clone()
                 } else {
                     fresh.clone()
@@ -218,7 +218,7 @@ impl Transport {
             return http1_handshake(TokioIo::new(stream), endpoint, upgrades).await;
         }
         let wants_h2 = endpoint.protocol == Protocol::Http2 && !upgrades;
-        let name = backend_tls::server_name(&endpoint.server_cert_domain_san, &endpoint.host)
+        let name = backend_tls::server_name(endpoint.server_cert_domain_san(), endpoint.host())
             .map_err(ConnectError::Tls)?;
         let stream = backend_tls::handshake(
             self.tls.configs.for_protocol(wants_h2),
@@ -283,7 +283,7 @@ where
     let (sender, conn) = builder
         .handshake(io)
         .await
-        .map_err(|e| ConnectError::Http(format!("dial tcp {}: {e}", endpoint.addr)))?;
+        .map_err(|e| ConnectError::Http(format!("dial tcp {}: {e}", endpoint.addr())))?;
     if upgrades {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
