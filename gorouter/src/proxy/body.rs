@@ -219,7 +219,7 @@ pub struct Exchange {
     pub in_flight: Option<InFlight>,
     /// The backend connection, returned to its pool if the body ends cleanly.
     pub connection: Option<(Sender, Arc<IdleConnections>)>,
-    pub log: Option<PendingLog>,
+    pub log: Option<Box<PendingLog>>,
     pub response_bytes: u64,
     pub completed: bool,
     /// The `Expect: 100-continue` gate of the request, abandoned when the exchange ends.
@@ -434,12 +434,22 @@ impl Body for ResponseBody {
                 mut inner,
                 deadline,
             } => {
+                // The body first: one that is already there (most small responses) needs no
+                // timer, which would cost a registration with the runtime's timer wheel (a
+                // lock) and its removal. The timer is armed only while waiting; a frame that
+                // arrives past the deadline is refused by a clock read.
+                let polled = inner.as_mut().poll_frame(cx);
                 if let Some(d) = deadline.as_pin_mut() {
-                    if d.poll(cx).is_ready() {
+                    let late = match &polled {
+                        Poll::Pending => d.poll(cx).is_ready(),
+                        Poll::Ready(Some(Ok(_))) => d.deadline() <= tokio::time::Instant::now(),
+                        Poll::Ready(_) => false,
+                    };
+                    if late {
                         return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                     }
                 }
-                match ready!(inner.as_mut().poll_frame(cx)) {
+                match ready!(polled) {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
                             this.exchange.response_bytes += data.len() as u64;

@@ -20,5 +20,5 @@ pub struct RequestContext {
     pub expect_continue: bool,
     /// `X-Vcap-Trace` matched `trace_key`: add the debugging response headers.
     pub trace_requested: bool,
-    pub log: Option<PendingLog>,
+    pub log: Option<Box<PendingLog>>,
 }

@@ -101,7 +101,7 @@ pub enum RouterError {
 
 impl RouterError {
     /// The router's response, with the access-log record (if any) completed by it.
-    pub fn into_response(self, mut log: Option<PendingLog>) -> Response<ResponseBody> {
+    pub fn into_response(self, mut log: Option<Box<PendingLog>>) -> Response<ResponseBody> {
         if let Some(l) = log.as_mut() {
             l.record.status = self.status().as_u16();
             l.record.router_error = self.router_error_value();

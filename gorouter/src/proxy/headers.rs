@@ -20,7 +20,8 @@ pub static X_CF_PROXY_SIGNATURE: HeaderName = HeaderName::from_static("x-cf-prox
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Headers that never cross the proxy (Go's ReverseProxy list).
+/// Headers that never cross the proxy (Go's ReverseProxy list); `Connection` first
+/// ([`remove_hop_by_hop`] reads its bit).
 fn standard_hop_by_hop() -> [&'static HeaderName; 9] {
     [
         &header::CONNECTION,
@@ -52,14 +53,35 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers and those named in `Connection`, except names in `keep`
 /// (`hop_by_hop_headers_to_filter`, lowercase). `Te: trailers` survives, as in Go.
+///
+/// One pass over the message's few header names finds which of the nine are present, so a
+/// message without them costs no hash lookup and one with `Connection: keep-alive` only the
+/// removals it needs.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep: &[String]) {
-    if headers.contains_key(header::CONNECTION) {
+    let hop_by_hop = standard_hop_by_hop();
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // Named by `Connection` (bit 0): the names the nine do not cover, when present.
         let mut named: Vec<HeaderName> = Vec::new();
         for v in headers.get_all(header::CONNECTION) {
             let Ok(s) = v.to_str() else { continue };
             for t in s.split(',') {
                 let t = t.trim();
-                if t.is_empty() || keep.iter().any(|k| k.eq_ignore_ascii_case(t)) {
+                if t.is_empty()
+                    || hop_by_hop
+                        .iter()
+                        .any(|h| h.as_str().eq_ignore_ascii_case(t))
+                    || keep.iter().any(|k| k.eq_ignore_ascii_case(t))
+                    || !headers.contains_key(t)
+                {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(t.as_bytes()) {
@@ -72,8 +94,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep: &[String]) {
         }
     }
     let te_trailers = has_token(headers, &header::TE, "trailers");
-    for name in standard_hop_by_hop() {
-        headers.remove(name);
+    for (i, name) in hop_by_hop.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -138,6 +162,34 @@ pub(crate) mod tests {
         assert_eq!(h["te"], "trailers");
         assert_eq!(h["upgrade-insecure-requests"], "1");
         assert_eq!(h["x-forwarded-for"], "1.2.3.4", "kept by the filter list");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "proxy-connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let mut h = map(&[(name, "x"), ("x-app", "1")]);
+            remove_hop_by_hop(&mut h, &[]);
+            assert!(h.get(name).is_none(), "{name} removed");
+            assert_eq!(h["x-app"], "1", "{name}: other headers stay");
+        }
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_is() {
+        let mut h = map(&[("host", "a.example.com"), ("x-app", "1"), ("x-app", "2")]);
+        let before = h.clone();
+        remove_hop_by_hop(&mut h, &[]);
+        assert_eq!(h, before);
     }
 
     #[test]

@@ -250,6 +250,28 @@ struct Shared<H> {
     connections: Arc<Connections>,
 }
 
+/// Sets `TCP_NODELAY` on a listening socket, which Linux copies to every socket it accepts.
+fn set_nodelay_on_listener(listener: &TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: the descriptor is the listener's own, open for the call's duration; setsockopt
+    // reads `size_of::<c_int>()` bytes from `one`.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 async fn accept_loop<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -272,6 +294,10 @@ async fn accept_loop<H: Handler>(
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_header_list_size(u32::try_from(max_buf).unwrap_or(u32::MAX));
+    // Accepted sockets inherit it: no setsockopt per connection.
+    if let Err(e) = set_nodelay_on_listener(&listener) {
+        tracing::warn!(error = %e, "tcp-nodelay-not-set-on-listener");
+    }
     let shared = Arc::new(Shared {
         handler,
         http1: h1,
@@ -280,18 +306,21 @@ async fn accept_loop<H: Handler>(
         tls,
         connections,
     });
+    // Made once: a new `wait_for` per accept would lock the channel's value each time.
+    let stopped = stop_accepting.wait_for(|stop| *stop);
+    tokio::pin!(stopped);
     loop {
         // At `max_client_connections` nothing is accepted until a connection ends: new ones
         // wait in the kernel's backlog while the open ones are served as usual.
         let slot = match &shared.settings.connection_limit {
             Some(limit) => tokio::select! {
-                _ = stop_accepting.wait_for(|stop| *stop) => return,
+                _ = &mut stopped => return,
                 slot = limit.clone().acquire_owned() => slot.ok(),
             },
             None => None,
         };
         let accepted = tokio::select! {
-            _ = stop_accepting.wait_for(|stop| *stop) => return,
+            _ = &mut stopped => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -303,7 +332,6 @@ async fn accept_loop<H: Handler>(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         shared.connections.opened();
         let open = Arc::new(Open {
             connections: shared.connections.clone(),
@@ -942,6 +970,17 @@ mod tests {
         tcp.write_all(prefix).await.unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
         connector.connect(name, tcp).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        set_nodelay_on_listener(&listener).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[tokio::test]

@@ -320,7 +320,7 @@ impl Proxy {
             }
             _ => round_trip::Destination::Pool(pool),
         };
-        let backend = backend_request(req, log.as_ref(), expect_continue, client_upgrade);
+        let backend = backend_request(req, log.as_deref(), expect_continue, client_upgrade);
         let ctx = RequestContext {
             started,
             host,

@@ -21,7 +21,7 @@ pub fn open<B>(
     s: &ProxySettings,
     host: String,
     started: Instant,
-) -> Option<PendingLog> {
+) -> Option<Box<PendingLog>> {
     let sink = sink?.clone();
     let h = req.headers();
     let record = AccessLogRecord {
@@ -47,12 +47,13 @@ pub fn open<B>(
             .collect(),
         ..Default::default()
     };
-    Some(PendingLog {
+    // Boxed: the record is large, and the request's future and response move it around.
+    Some(Box::new(PendingLog {
         sink,
         record,
         started,
         request_bytes: Arc::new(AtomicU64::new(0)),
         backend_started: None,
         backend_finished: None,
-    })
+    }))
 }
