@@ -24,7 +24,8 @@
 //! single figures a lot. Beside the rates, the proxies' own CPU time (user + system, from
 //! `/proc/<pid>/stat`) per GB and per connection shows their efficiency independently of how
 //! much CPU the load generator leaves them. `--skip-direct` and `--skip-throughput` shorten a
-//! run.
+//! run; `--compare-bin <path>` adds another tcp-router binary (say, a copy of the build before
+//! a change) as a fourth path, `tcp-router-b`, so before and after share one run's load.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,10 @@ struct Options {
     /// Skip the throughput runs (connections/s only).
     #[arg(long)]
     skip_throughput: bool,
+    /// Another tcp-router binary to measure beside this build's (e.g. a copy of an earlier
+    /// build, for before/after figures in one run); shown as `tcp-router-b`.
+    #[arg(long)]
+    compare_bin: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -340,7 +345,13 @@ fn tcp_router_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tcp-router"))
 }
 
-async fn start_tcp_router(dir: &Path, api: SocketAddr, ports: [u16; 2]) -> Proc {
+async fn start_tcp_router(
+    bin: &Path,
+    name: &'static str,
+    dir: &Path,
+    api: SocketAddr,
+    ports: [u16; 2],
+) -> Proc {
     let health = free_port();
     let config = format!(
         "routing_api: {{uri: 'http://127.0.0.1', port: {}, auth_disabled: true}}\n\
@@ -348,24 +359,21 @@ async fn start_tcp_router(dir: &Path, api: SocketAddr, ports: [u16; 2]) -> Proc 
          max_connections: {MAXCONN}\n",
         api.port()
     );
-    let path = dir.join("tcp_router.yml");
+    let path = dir.join(format!("{name}.yml"));
     std::fs::write(&path, config).expect("write tcp-router config");
-    let log = std::fs::File::create(dir.join("tcp_router.log")).expect("tcp-router log");
-    let mut child = Command::new(tcp_router_bin())
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("tcp-router log");
+    let mut child = Command::new(bin)
         .arg("-config")
         .arg(&path)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log handle"))
         .stderr(log)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tcp_router_bin().display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
     for p in ports {
-        wait_accepting(p, "tcp-router", &mut child).await;
+        wait_accepting(p, name, &mut child).await;
     }
-    Proc {
-        name: "tcp-router",
-        child,
-    }
+    Proc { name, child }
 }
 
 fn haproxy_bin() -> PathBuf {
@@ -478,13 +486,29 @@ fn main() {
         );
 
         let (tr_bulk, tr_small) = (free_port(), free_port());
+        let (b_bulk, b_small) = (free_port(), free_port());
+        // One Routing API per router: routers on one host share ports they both have routes
+        // for (SO_REUSEPORT), which would split each path's connections between them.
         let routes = format!(
             "[{},{}]",
             route_json(tr_bulk, sink_addr, "bulk"),
             route_json(tr_small, pp_addr, "small")
         );
         let api = fake_routing_api(routes).await;
-        let _router = start_tcp_router(&dir, api, [tr_bulk, tr_small]).await;
+        let _router =
+            start_tcp_router(&tcp_router_bin(), "tcp-router", &dir, api, [tr_bulk, tr_small]).await;
+        let router_b = match &o.compare_bin {
+            Some(bin) => {
+                let routes = format!(
+                    "[{},{}]",
+                    route_json(b_bulk, sink_addr, "bulk-b"),
+                    route_json(b_small, pp_addr, "small-b")
+                );
+                let api = fake_routing_api(routes).await;
+                Some(start_tcp_router(bin, "tcp-router-b", &dir, api, [b_bulk, b_small]).await)
+            }
+            None => None,
+        };
         let (hp_bulk, hp_small) = (free_port(), free_port());
         let _haproxy = start_haproxy(&dir, [(hp_bulk, sink_addr), (hp_small, pp_addr)]).await;
 
@@ -503,6 +527,14 @@ fn main() {
                 pid: Some(_haproxy.child.id()),
             },
         ];
+        if let Some(b) = &router_b {
+            paths.push(Path3 {
+                name: "tcp-router-b",
+                bulk: addr(b_bulk),
+                small: addr(b_small),
+                pid: Some(b.child.id()),
+            });
+        }
         if o.skip_direct {
             paths.remove(0);
         }
@@ -540,6 +572,7 @@ fn main() {
         }
 
         let (mbps_rounds, conns_rounds) = (mbps.clone(), conns.clone());
+        let cpu_conn_rounds = cpu_conn.clone();
         println!();
         println!("median of {} rounds (CPU: the proxy process's user+system time):", o.rounds);
         println!(
@@ -575,11 +608,21 @@ fn main() {
                 median(&mut r)
             };
             println!(
-                "\ntcp-router / haproxy, median of per-round ratios: throughput {:.2}x, connections/s {:.2}x",
+                "\ntcp-router / haproxy, median of per-round ratios: throughput {:.2}x, connections/s {:.2}x, CPU per connection {:.2}x",
                 ratio(&mbps_rounds[t], &mbps_rounds[h]),
                 ratio(&conns_rounds[t], &conns_rounds[h]),
+                ratio(&cpu_conn_rounds[t], &cpu_conn_rounds[h]),
             );
+            if let Some(b) = index("tcp-router-b") {
+                println!(
+                    "tcp-router-b / haproxy, median of per-round ratios: throughput {:.2}x, connections/s {:.2}x, CPU per connection {:.2}x",
+                    ratio(&mbps_rounds[b], &mbps_rounds[h]),
+                    ratio(&conns_rounds[b], &conns_rounds[h]),
+                    ratio(&cpu_conn_rounds[b], &cpu_conn_rounds[h]),
+                );
+            }
         }
+        drop(router_b);
         drop(_haproxy);
         drop(_router);
         let _ = std::fs::remove_dir_all(&dir);

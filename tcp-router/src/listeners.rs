@@ -260,10 +260,14 @@ impl Listeners {
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<PortCtx>, mut stop: watch::Receiver<bool>) {
+    // Created once: a fresh `wait_for` per accept would lock the channel's value and
+    // register with (then leave) its notifier for every connection.
+    let stopped = stop.wait_for(|s| *s);
+    tokio::pin!(stopped);
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            _ = &mut stopped => break,
             a = listener.accept() => a,
         };
         match accepted {
