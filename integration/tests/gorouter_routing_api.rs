@@ -5,12 +5,22 @@
 use std::time::{Duration, Instant};
 
 use integration::http::{get_request, try_request};
+use integration::mariadb::TestDatabase;
 use integration::routing_api::{listener_port, Database, RoutingApi};
 use integration::{EchoBackend, Gorouter, GorouterBuilder, NatsServer, TempDir};
 use serde_json::json;
 
 /// How fast an event must reach the router's table.
 const EVENT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A TTL shorter than the pruner's window (`prune_stale_droplets_interval: 4s` here): a route
+/// with it that nothing refreshes is pruned within `SHORT_TTL` + 4 s; the lists (every 2 s)
+/// refresh it in time.
+const SHORT_TTL: u64 = 5;
+
+/// Longer than a route with [`SHORT_TTL`] survives unrefreshed (TTL + the pruner's interval,
+/// with slack for a loaded machine).
+const PRUNE_WINDOW: Duration = Duration::from_secs(12);
 
 struct Env {
     router: Gorouter,
@@ -69,6 +79,67 @@ async fn delete_route(api: &RoutingApi, host: &str, backend: &EchoBackend) {
         .delete("/routing/v1/routes", &http_route(host, backend))
         .await;
     assert_eq!(r.status, 204, "DELETE route: {}", r.dump());
+}
+
+/// Gives `hosts`' routes `ttl` seconds (and a newer modification index, so that the router
+/// takes the change) in the Routing API's database directly: the API lists them so but sends
+/// no event, so the router learns it, and is refreshed, only by lists. Their expiry stays
+/// where `ttl: 120` put it, so the API keeps listing them.
+fn set_ttl_behind_the_api(db: &TestDatabase, hosts: &[&str], ttl: u64) {
+    let list = hosts
+        .iter()
+        .map(|h| format!("'{h}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    db.exec(&format!(
+        "UPDATE routes SET ttl = {ttl}, modification_index = modification_index + 1 \
+         WHERE route IN ({list})"
+    ));
+    let changed = db.scalar(&format!(
+        "SELECT COUNT(*) FROM routes WHERE ttl = {ttl} AND route IN ({list})"
+    ));
+    assert_eq!(changed, hosts.len().to_string(), "routes given ttl {ttl}");
+}
+
+/// Waits until the router's `/routes` reports `ttl` for every endpoint of `host`.
+async fn wait_router_ttl(router: &Gorouter, host: &str, ttl: u64) {
+    let started = Instant::now();
+    loop {
+        let body = router.routes().await.body_str();
+        let listed = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|routes| {
+                let endpoints = routes[host].as_array()?;
+                Some(!endpoints.is_empty() && endpoints.iter().all(|e| e["ttl"] == ttl))
+            })
+            .unwrap_or(false);
+        if listed {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the router does not list {host} with ttl {ttl}; /routes: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that every host of `hosts` answers 200 on every poll for `window`.
+async fn served_throughout(router: &Gorouter, hosts: &[&str], window: Duration, while_: &str) {
+    let started = Instant::now();
+    while started.elapsed() < window {
+        for host in hosts {
+            let r = router.get(host, "/").await;
+            assert_eq!(
+                r.status,
+                200,
+                "{host} not served {:?} {while_}; router output:\n{}",
+                started.elapsed(),
+                router.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls `GET /` for `host` until its status is `status`, failing after `within`; returns the
@@ -134,14 +205,20 @@ async fn route_present_at_start_is_served() {
     );
 }
 
+/// The routes have a TTL shorter than the outage and than the time after the restart: held
+/// through the outage (failed lists refresh them) and kept afterwards (lists refresh them; no
+/// event does), they would be pruned otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_api_restart_loses_nothing() {
-    let Env {
-        router,
-        mut api,
-        dir,
-    } = env().await;
-    let port = api.http_port;
+    let db = TestDatabase::create("gr_ra_restart");
+    let port = listener_port();
+    let start_api = || {
+        RoutingApi::builder(Database::mysql(&db))
+            .yaml(&format!("api: {{listen_port: {port}}}"))
+            .start()
+    };
+    let mut api = start_api().await;
+    let router = router_builder(port).start().await;
     let first = EchoBackend::start("ra-first").await;
     let second = EchoBackend::start("ra-second").await;
     let third = EchoBackend::start("ra-third").await;
@@ -149,16 +226,28 @@ async fn routing_api_restart_loses_nothing() {
     post_route(&api, "ra-second.example.com", &second).await;
     wait_status(&router, "ra-first.example.com", 200, EVENT_DEADLINE).await;
     wait_status(&router, "ra-second.example.com", 200, EVENT_DEADLINE).await;
+    set_ttl_behind_the_api(
+        &db,
+        &["ra-first.example.com", "ra-second.example.com"],
+        SHORT_TTL,
+    );
+    wait_router_ttl(&router, "ra-first.example.com", SHORT_TTL).await;
+    wait_router_ttl(&router, "ra-second.example.com", SHORT_TTL).await;
 
     api.sigterm();
     api.wait_exit(Duration::from_secs(15)).await;
     drop(api);
-    // While the Routing API is away (lists fail, the stream is down), nothing is dropped.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(router.get("ra-first.example.com", "/").await.status, 200);
-    assert_eq!(router.get("ra-second.example.com", "/").await.status, 200);
+    // While the Routing API is away (lists fail, the stream is down), nothing is dropped, for
+    // longer than the routes' TTL.
+    served_throughout(
+        &router,
+        &["ra-first.example.com", "ra-second.example.com"],
+        PRUNE_WINDOW,
+        "into the Routing API's outage",
+    )
+    .await;
 
-    let api = start_api(&dir, port).await;
+    let api = start_api().await;
     // The router re-subscribes (every 1 s) and re-lists: events flow again.
     post_route(&api, "ra-third.example.com", &third).await;
     wait_status(
@@ -172,10 +261,73 @@ async fn routing_api_restart_loses_nothing() {
     assert_eq!(router.get("ra-second.example.com", "/").await.status, 200);
     delete_route(&api, "ra-second.example.com", &second).await;
     wait_status(&router, "ra-second.example.com", 404, EVENT_DEADLINE).await;
-    // A later full list (every prune_stale_droplets_interval/2 = 2 s) keeps the rest.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(router.get("ra-first.example.com", "/").await.status, 200);
-    assert_eq!(router.get("ra-third.example.com", "/").await.status, 200);
+    // The later full lists (every prune_stale_droplets_interval/2 = 2 s) keep the rest, the
+    // short-TTL route included.
+    served_throughout(
+        &router,
+        &["ra-first.example.com", "ra-third.example.com"],
+        PRUNE_WINDOW,
+        "after the restart",
+    )
+    .await;
+    wait_router_ttl(&router, "ra-first.example.com", SHORT_TTL).await;
+}
+
+/// The lists are what keeps a Routing API route whose TTL is shorter than the pruner's window
+/// when no event refreshes it; a NATS route with the same TTL, registered once, is pruned in
+/// that window by the same router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_refresh_a_short_ttl_route_that_no_event_refreshes() {
+    let db = TestDatabase::create("gr_ra_relist");
+    let api = RoutingApi::start(Database::mysql(&db)).await;
+    let nats = NatsServer::start().await;
+    let router = Gorouter::builder(&nats)
+        .yaml(&format!(
+            "routing_api: {{uri: 'http://127.0.0.1', port: {}, auth_disabled: true}}\n\
+             prune_stale_droplets_interval: 4s\n",
+            api.http_port
+        ))
+        .start()
+        .await;
+    let listed = EchoBackend::start("ra-listed").await;
+    let once = EchoBackend::start("nats-once").await;
+    post_route(&api, "ra-listed.relist.test", &listed).await;
+    wait_status(&router, "ra-listed.relist.test", 200, EVENT_DEADLINE).await;
+    set_ttl_behind_the_api(&db, &["ra-listed.relist.test"], SHORT_TTL);
+    wait_router_ttl(&router, "ra-listed.relist.test", SHORT_TTL).await;
+
+    let client = integration::NatsClient::connect(&nats).await;
+    client
+        .register(&json!({
+            "host": "127.0.0.1", "port": once.port(),
+            "uris": ["nats-once.relist.test"], "app": "nats-once",
+            "stale_threshold_in_seconds": SHORT_TTL,
+        }))
+        .await;
+    wait_status(&router, "nats-once.relist.test", 200, EVENT_DEADLINE).await;
+    wait_router_ttl(&router, "nats-once.relist.test", SHORT_TTL).await;
+
+    let started = Instant::now();
+    let mut pruned_after = None;
+    while started.elapsed() < PRUNE_WINDOW || pruned_after.is_none() {
+        let r = router.get("ra-listed.relist.test", "/").await;
+        assert_eq!(
+            r.status,
+            200,
+            "the listed route was pruned after {:?}; router output:\n{}",
+            started.elapsed(),
+            router.output()
+        );
+        if pruned_after.is_none() && router.get("nats-once.relist.test", "/").await.status == 404 {
+            pruned_after = Some(started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the NATS route with the same TTL was never pruned: the window proves nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("NATS route with ttl {SHORT_TTL}s pruned after {pruned_after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,24 +30,52 @@ async fn script_health_check_unregisters_and_registers_again() {
     assert_eq!(router.wait_route("a.health.test").await.status, 200);
 }
 
+/// A TCP probe end to end: the route's backend serves all along, but the probe connects to a
+/// port of its own (`health_check.port`). While that port is closed the route is withheld;
+/// once it listens the route is registered; when it closes again the route is unregistered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_probe_withholds_a_route_to_a_closed_port() {
+    use std::time::Duration;
+
     let nats = NatsServer::start().await;
     let router = Gorouter::builder(&nats).start().await;
     let a = EchoBackend::start("a").await;
-    let closed = integration::closed_port();
-    let mut up = http_route("up", "up.probe.test", a.port());
-    up["health_check"] = json!({"type": "tcp", "timeout": "200ms", "interval": "200ms"});
-    let mut down = http_route("down", "down.probe.test", closed);
-    down["health_check"] =
-        json!({"type": "http", "path": "/", "timeout": "200ms", "interval": "200ms"});
+    // Bound but not listening: connecting is refused until `listen` below, and no one else
+    // can take the port meanwhile.
+    let probe_socket = tokio::net::TcpSocket::new_v4().expect("probe socket");
+    probe_socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind the probe port");
+    let probe_port = probe_socket.local_addr().expect("probe port").port();
+    let check =
+        |port: u16| json!({"type": "tcp", "port": port, "timeout": "200ms", "interval": "200ms"});
+    // Same backend, a probe on its open port: shows the emitter registers through TCP probes.
+    let mut control = http_route("control", "control.tcp-probe.test", a.port());
+    control["health_check"] = check(a.port());
+    let mut probed = http_route("probed", "probed.tcp-probe.test", a.port());
+    probed["health_check"] = check(probe_port);
     let _emitter = RouteEmitterBuilder::new(Some(&nats))
-        .route(up)
-        .route(down)
+        .route(control)
+        .route(probed)
         .start();
-    router.wait_route("up.probe.test").await;
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    assert!(!router.is_routed("down.probe.test").await);
+    assert_eq!(
+        router.wait_route("control.tcp-probe.test").await.status,
+        200
+    );
+    // Several probe intervals (and registration intervals) later, still withheld.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !router.is_routed("probed.tcp-probe.test").await,
+        "registered although its TCP probe's port is closed"
+    );
+
+    let listener = probe_socket.listen(16).expect("listen on the probe port");
+    assert_eq!(router.wait_route("probed.tcp-probe.test").await.status, 200);
+
+    // The probe fails again: the route is unregistered; the control route stays.
+    drop(listener);
+    router.wait_route_gone("probed.tcp-probe.test").await;
+    assert_eq!(router.get("control.tcp-probe.test", "/").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

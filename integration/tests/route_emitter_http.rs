@@ -108,20 +108,68 @@ async fn dynamic_config_files_add_change_and_remove_routes() {
     router.wait_route_gone("d2.dynamic.test").await;
 }
 
+/// An outage of the test's own NATS while the emitter runs with its route registered: the
+/// router keeps the route (pruning is suspended while NATS is down) and the emitter keeps
+/// running with its routes; once NATS is back the emitter registers them over the new
+/// connection. The router drops a route 3 s after its last registration (all are refreshed
+/// once on reconnect), so serving it for 8 s after the outage takes new registrations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_keeps_routes_and_registers_after_reconnect() {
     let mut nats = NatsServer::start().await;
-    let router = Gorouter::builder(&nats).start().await;
+    let router = Gorouter::builder(&nats)
+        .yaml(
+            "droplet_stale_threshold: 3s\nprune_stale_droplets_interval: 200ms\n\
+             suspend_pruning_if_nats_unavailable: true",
+        )
+        .start()
+        .await;
     let a = EchoBackend::start("a").await;
-    nats.stop().await;
-    // Started while NATS is down: keeps trying, registers once it is back.
-    let mut route = http_route("a", "a.outage.test", a.port());
-    route["registration_interval"] = json!("60s");
-    let mut emitter = RouteEmitterBuilder::new(Some(&nats)).route(route).start();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(emitter.try_exit().is_none(), "{}", emitter.output());
-    nats.restart().await;
+    let mut emitter = RouteEmitterBuilder::new(Some(&nats))
+        .route(http_route("a", "a.outage.test", a.port()))
+        .start();
     assert_eq!(router.wait_route("a.outage.test").await.status, 200);
+
+    nats.stop().await;
+    // Longer than the route's 3 s: kept by the router, and the emitter stays up.
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(5) {
+        let resp = router.get("a.outage.test", "/").await;
+        assert_eq!(
+            resp.status,
+            200,
+            "route lost {:?} into the NATS outage; router output:\n{}",
+            outage.elapsed(),
+            router.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        emitter.try_exit().is_none(),
+        "the emitter exited during the outage:\n{}",
+        emitter.output()
+    );
+
+    nats.restart().await;
+    let back = Instant::now();
+    while back.elapsed() < Duration::from_secs(8) {
+        let resp = router.get("a.outage.test", "/").await;
+        assert_eq!(
+            resp.status,
+            200,
+            "route lost {:?} after NATS came back; emitter output:\n{}",
+            back.elapsed(),
+            emitter.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(emitter.try_exit().is_none(), "{}", emitter.output());
+    assert!(
+        emitter
+            .output()
+            .contains("Route Registrar.nats-disconnected"),
+        "{}",
+        emitter.output()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

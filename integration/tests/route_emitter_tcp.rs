@@ -32,11 +32,9 @@ async fn tcp_route_becomes_a_routing_api_mapping() {
     assert_eq!(m["port"], 1025);
     assert_eq!(m["backend_ip"], "127.0.0.1");
     assert_eq!(m["backend_port"], 5555);
-    // route-emitter sends -1 (unit-tested); routing-api answers "no TLS port" as 0 or -1.
-    assert!(
-        m["backend_tls_port"] == -1 || m["backend_tls_port"] == 0,
-        "{m}"
-    );
+    // route-emitter sends -1 (no TLS port; unit-tested); routing-api stores "no TLS port" as
+    // NULL and answers it as 0, as upstream does.
+    assert_eq!(m["backend_tls_port"], 0, "{m}");
     assert_eq!(m["ttl"], 30);
 
     emitter.signal(libc::SIGTERM);

@@ -22,6 +22,31 @@ fn lock_owner(db: &TestDatabase) -> Option<String> {
     .map(|r| r[0].clone())
 }
 
+/// The JSON (lager) lines of a process's output.
+fn log_lines(output: &str) -> Vec<Value> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+/// The index (among [`log_lines`]) and the line of the first line after `from` whose
+/// `message` is `message` and whose `data` has every `(field, value)` of `data`.
+fn find_line(
+    lines: &[Value],
+    from: usize,
+    message: &str,
+    data: &[(&str, &str)],
+) -> Option<(usize, Value)> {
+    lines
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| l["message"] == message && data.iter().all(|(k, v)| l["data"][*k] == *v))
+        .map(|(i, l)| (i, l.clone()))
+}
+
 /// Whether none of the process's ports is bound.
 async fn binds_nothing(api: &RoutingApi) -> bool {
     !RoutingApi::port_bound(api.http_port).await
@@ -119,7 +144,25 @@ async fn the_holder_exits_non_zero_when_its_lock_is_taken_away() {
     // refresh every 1 s finds the collision; then `retry_interval` (1 s here) and exit
     let status = api.wait_exit(Duration::from_secs(10)).await;
     assert!(!status.success(), "must exit non-zero: {status}");
-    assert!(api.log().contains("lock"), "{}", api.log());
+    // It exited because a refresh found another owner (not, say, a refresh that timed out):
+    // the lock runner's own line names the key, this instance and the collision, and the
+    // process's exit line carries the same reason.
+    let log = api.log();
+    let lines = log_lines(&log);
+    let runner = find_line(
+        &lines,
+        0,
+        "locket-lock.lost-lock",
+        &[
+            ("key", LOCK_KEY),
+            ("owner", api.uuid.as_str()),
+            ("error", "lock-collision"),
+        ],
+    );
+    assert!(runner.is_some(), "no lock-collision lost-lock line:\n{log}");
+    let exit = find_line(&lines, 0, "routing-api.locket-lock.lost-lock", &[]);
+    let (_, exit) = exit.unwrap_or_else(|| panic!("no routing-api.locket-lock.lost-lock:\n{log}"));
+    assert_eq!(exit["data"]["error"], "lost lock: lock-collision", "{exit}");
     assert!(!RoutingApi::port_bound(api.http_port).await);
     assert_eq!(lock_owner(&db).as_deref(), Some("intruder"));
 }
@@ -154,7 +197,40 @@ async fn with_a_locket_server_one_instance_serves_and_sigterm_hands_over() {
     let released = Instant::now();
     standby.wait_serving(Duration::from_secs(8)).await;
     assert!(released.elapsed() < Duration::from_secs(5));
-    assert!(locket.log().contains("routing_api_lock") || !locket.log().is_empty());
+    // locket's own record of the hand-over: the key acquired by the active instance, released
+    // by it on SIGTERM, then acquired by the standby, in that order.
+    let (active_id, standby_id) = (active.uuid.clone(), standby.uuid.clone());
+    let handed_over = |log: &str| {
+        let lines = log_lines(log);
+        let key = ("key", LOCK_KEY);
+        let (first, _) = find_line(
+            &lines,
+            0,
+            "locket.lock.acquired",
+            &[key, ("owner", &active_id)],
+        )?;
+        let (released, _) = find_line(
+            &lines,
+            first + 1,
+            "locket.release.released",
+            &[key, ("owner", &active_id)],
+        )?;
+        find_line(
+            &lines,
+            released + 1,
+            "locket.lock.acquired",
+            &[key, ("owner", &standby_id)],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handed_over(&locket.log()).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "locket never logged the hand-over; its log:\n{}",
+            locket.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

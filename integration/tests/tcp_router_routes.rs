@@ -164,7 +164,11 @@ async fn a_routing_api_restart_loses_nothing() {
             .yaml(&format!("api: {{listen_port: {port}}}"))
     };
     let mut api = builder(api_port).start().await;
-    let router = TcpRouterBuilder::new(&api).start().await;
+    // Lists every second, so that several fail during the outage.
+    let router = TcpRouterBuilder::new(&api)
+        .flags(&["-syncInterval", "1s"])
+        .start()
+        .await;
     let routes = TcpRoutes::new(&api).await;
     let group = routes.group.clone();
     let (a, b) = (TcpBackend::echo("a").await, TcpBackend::echo("b").await);
@@ -178,21 +182,50 @@ async fn a_routing_api_restart_loses_nothing() {
     assert_eq!(long_lived.read_line().await.expect("greeting"), "a");
 
     // The API dies: the router keeps serving what it knows, through list and stream failures.
+    let failures_before = router
+        .metric("tcp_router_routing_api_sync_failures_total")
+        .await
+        .expect("sync failures metric");
     drop(routes);
     api.kill9();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        greeting(pa).await.expect("routed while the API is down"),
-        "a"
-    );
-    assert_eq!(
-        greeting(pb).await.expect("routed while the API is down"),
-        "b"
-    );
-    long_lived
-        .echo(b"during the outage\n")
-        .await
-        .expect("open connection survives");
+    // Both routes are served, and the open connection carries data, on every round until at
+    // least two lists have failed and the event stream failed to reconnect.
+    let outage = std::time::Instant::now();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert_eq!(
+            greeting(pa).await.expect("routed while the API is down"),
+            "a"
+        );
+        assert_eq!(
+            greeting(pb).await.expect("routed while the API is down"),
+            "b"
+        );
+        long_lived
+            .echo(b"during the outage\n")
+            .await
+            .expect("open connection survives");
+        let failures = router
+            .metric("tcp_router_routing_api_sync_failures_total")
+            .await
+            .expect("sync failures metric");
+        let stream_failed = router
+            .output()
+            .contains("tcp-router.watcher.failed-subscribing-to-routing-api-event-stream");
+        if failures >= failures_before + 2.0 && stream_failed {
+            break;
+        }
+        assert!(
+            outage.elapsed() < Duration::from_secs(30),
+            "after {:?}: sync failures {failures_before} -> {failures}, stream failure \
+             logged: {stream_failed}; output:\n{}",
+            outage.elapsed(),
+            router.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rounds >= 2, "the outage was checked only once");
 
     // The API comes back on the same port and database.
     let api = builder(api_port).start().await;
@@ -216,16 +249,11 @@ async fn a_routing_api_restart_loses_nothing() {
         .echo(b"after the restart\n")
         .await
         .expect("open connection survives");
-    let failures = router
-        .metric("tcp_router_routing_api_sync_failures_total")
-        .await
-        .unwrap_or(0.0);
     let subscriptions = router
         .metric("tcp_router_routing_api_subscriptions_total")
         .await
         .unwrap_or(0.0);
     assert!(subscriptions >= 2.0, "resubscribed: {subscriptions}");
-    let _ = failures;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

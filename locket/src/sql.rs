@@ -1061,7 +1061,23 @@ mod tests {
         assert_eq!(d.dbname, "locket");
         assert_eq!(d.param("parseTime"), Some("true"));
         assert_eq!(d.param("charset"), Some("utf8mb4,utf8"));
-        assert!(d.to_connect_options().is_ok());
+        let o = d.to_connect_options().expect("connect options");
+        assert_eq!(o.get_username(), "locket");
+        assert_eq!(o.get_host(), "sql-db.service.cf.internal");
+        assert_eq!(o.get_port(), 3306);
+        assert_eq!(o.get_database(), Some("locket"));
+        assert_eq!(o.get_charset(), "utf8mb4");
+        assert!(matches!(o.get_ssl_mode(), MySqlSslMode::Disabled));
+        // The password arrives whole, its `@`, `:` and `/` included (sqlx's URL form
+        // percent-encodes it; the options have no getter for it).
+        assert_eq!(password_of(&o), Some("p@ss:w/rd".to_string()));
+    }
+
+    /// The password in `o`, decoded from sqlx's URL form of the options.
+    fn password_of(o: &MySqlConnectOptions) -> Option<String> {
+        use sqlx::ConnectOptions;
+        let url = o.to_url_lossy();
+        url.password().map(|p| percent_decode_with(p, false))
     }
 
     #[test]
@@ -1085,7 +1101,11 @@ mod tests {
         let d = GoDsn::parse("u:p@tcp([::1]:3307)/db?tls=false&x=a%20b").unwrap();
         assert_eq!(d.addr, "[::1]:3307");
         assert_eq!(d.param("x"), Some("a b"));
-        assert!(d.to_connect_options().is_ok());
+        let o = d.to_connect_options().expect("connect options");
+        assert_eq!(o.get_host(), "::1");
+        assert_eq!(o.get_port(), 3307);
+        assert_eq!(o.get_username(), "u");
+        assert!(matches!(o.get_ssl_mode(), MySqlSslMode::Disabled));
         let d = GoDsn::parse("u:p@/db").unwrap();
         assert_eq!(d.addr, "127.0.0.1:3306");
     }

@@ -41,7 +41,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -160,8 +160,9 @@ struct Inner {
     uaa: UaaHttp,
     issuer: String,
     keys: ArcSwap<KeySet>,
-    /// Held while refetching; holds the time of the last refetch.
-    refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while refetching; holds the time of the last refetch (tokio's clock, which tests
+    /// can pause).
+    refetch: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     min_refetch_interval: Duration,
     /// Validation rules for RS256, RS384 and RS512, in that order.
     validations: [Validation; 3],
@@ -428,7 +429,7 @@ impl Inner {
                 return None;
             }
         }
-        *last = Some(Instant::now());
+        *last = Some(tokio::time::Instant::now());
         self.key_refresh_events.fetch_add(1, Ordering::Relaxed);
         match self.uaa.fetch_keys(prefer_jwks).await {
             Ok(fresh) => {
@@ -886,7 +887,10 @@ mod tests {
 
     #[tokio::test]
     async fn refetches_are_rate_limited_and_serialised() {
-        const INTERVAL: Duration = Duration::from_secs(2);
+        // Longer than any test run: however slow the machine, the checks below that must fall
+        // inside the interval do; tokio's clock (which the validator reads) is then advanced
+        // past it.
+        const INTERVAL: Duration = Duration::from_secs(3600);
         let uaa = FakeUaa::start().await;
         let v = TokenValidator::discover(&config_for(&uaa))
             .await
@@ -904,31 +908,37 @@ mod tests {
         for t in tasks {
             t.await.expect("join").expect("new token passes");
         }
-        let refetched_at = Instant::now();
         assert_eq!(v.key_refresh_events(), 1, "{:?}", uaa.all_hits());
 
         // Another rotation within the interval: the new kid is unknown, but the last refetch
-        // was too recent, so the token is refused without asking UAA. (Key generation takes
-        // a variable time; the check is only meaningful while inside the interval.)
+        // was too recent, so the token is refused without asking UAA.
         uaa.rotate_key();
         let rotated = uaa.mint(&[READ], HOUR);
-        let before = uaa.hits(Endpoint::TokenKey) + uaa.hits(Endpoint::TokenKeys);
-        if refetched_at.elapsed() < INTERVAL - Duration::from_millis(500) {
-            let err = check(&v, &bearer(&rotated), READ).await.unwrap_err();
-            assert_eq!(err, AuthError::InvalidSignature);
-            assert_eq!(
-                uaa.hits(Endpoint::TokenKey) + uaa.hits(Endpoint::TokenKeys),
-                before
-            );
-            assert_eq!(v.key_refresh_events(), 1);
-        }
-        // After the interval, the refetch happens and picks up the rotated key.
-        tokio::time::sleep_until((refetched_at + INTERVAL + Duration::from_millis(50)).into())
-            .await;
+        let keys_served = || uaa.hits(Endpoint::TokenKey) + uaa.hits(Endpoint::TokenKeys);
+        let before = keys_served();
+        let err = check(&v, &bearer(&rotated), READ).await.unwrap_err();
+        assert_eq!(err, AuthError::InvalidSignature);
+        assert_eq!(keys_served(), before, "asked UAA within the interval");
+        assert_eq!(v.key_refresh_events(), 1);
+
+        // Half the interval later (on tokio's clock, stopped here): still refused, still
+        // without asking UAA.
+        tokio::time::pause();
+        tokio::time::advance(INTERVAL / 2).await;
+        let err = check(&v, &bearer(&rotated), READ).await.unwrap_err();
+        assert_eq!(err, AuthError::InvalidSignature);
+        assert_eq!(keys_served(), before, "asked UAA within the interval");
+        assert_eq!(v.key_refresh_events(), 1);
+
+        // Past the interval, the refetch happens and picks up the rotated key. The clock runs
+        // again (from the advanced time) for the calls to UAA and their timeouts.
+        tokio::time::advance(INTERVAL / 2).await;
+        tokio::time::resume();
         check(&v, &bearer(&rotated), READ)
             .await
             .expect("rotated key after the interval");
         assert_eq!(v.key_refresh_events(), 2);
+        assert!(keys_served() > before, "the refetch asked UAA");
     }
 
     #[tokio::test]
@@ -1054,7 +1064,7 @@ mod tests {
             port: i32::from(port),
             ..Default::default()
         };
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let err = TokenValidator::discover(&config).await.unwrap_err();
         assert!(err.to_string().contains("no answer within 5s"), "{err}");
         assert!(started.elapsed() < UAA_HTTP_TIMEOUT + Duration::from_secs(2));
