@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -394,6 +394,10 @@ struct Callbacks {
     /// Logs `nats-connection-still-disconnected` while the connection is down.
     outage_ticker: std::sync::Mutex<Option<JoinHandle<()>>>,
     ping_interval: Duration,
+    /// Reconnect attempts refused with an authorization violation since the connection was
+    /// last up, and how many may be before the connection counts as closed for good.
+    auth_refusals: AtomicUsize,
+    auth_refusals_allowed: usize,
 }
 
 /// Connection notices waiting for the message loop.
@@ -425,6 +429,7 @@ impl Callbacks {
                 }
                 // The initial connection also reports Connected; only a change from
                 // disconnected is a reconnect.
+                self.auth_refusals.store(0, Ordering::SeqCst);
                 if !self.status.connected.swap(true, Ordering::SeqCst) {
                     self.stop_outage_ticker();
                     let ServerIdentity { host, addr } = self.current();
@@ -476,8 +481,39 @@ impl Callbacks {
             Event::LameDuckMode => info!("nats-server-lame-duck-mode"),
             Event::Draining => debug!("nats-draining"),
             Event::ServerError(err) => warn!(error = %err, "nats-server-error"),
-            Event::ClientError(err) => debug!(error = %err, "nats-client-error"),
+            Event::ClientError(err) => {
+                debug!(error = %err, "nats-client-error");
+                if is_authorization_violation(&err) {
+                    self.on_authorization_violation(&err).await;
+                }
+            }
         }
+    }
+
+    /// A reconnect the server refused for our credentials. nats.go stops reconnecting (and
+    /// closes the connection, which upstream's router exits on) when a server refuses the
+    /// same way twice in a row; async-nats retries forever. Here the connection counts as
+    /// closed once refusals outnumber the servers: every server has been tried and one
+    /// refused again.
+    async fn on_authorization_violation(&self, err: &async_nats::ClientError) {
+        let refusals = self.auth_refusals.fetch_add(1, Ordering::SeqCst) + 1;
+        if refusals <= self.auth_refusals_allowed || self.status.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        self.status.connected.store(false, Ordering::SeqCst);
+        self.stop_outage_ticker();
+        error!(error = %err, refusals, "nats-connection-closed");
+        let _ = self.notices.send(ConnectionNotice::Closed).await;
+    }
+}
+
+/// Whether a client error is a connect attempt refused with `Authorization Violation`.
+fn is_authorization_violation(err: &async_nats::ClientError) -> bool {
+    match err {
+        async_nats::ClientError::Other(text) => {
+            *text == async_nats::ConnectErrorKind::AuthorizationViolation.to_string()
+        }
+        _ => false,
     }
 }
 
@@ -598,6 +634,8 @@ pub async fn start(
         current: std::sync::Mutex::new(ServerIdentity::default()),
         outage_ticker: std::sync::Mutex::new(None),
         ping_interval: config.nats_client_ping_interval,
+        auth_refusals: AtomicUsize::new(0),
+        auth_refusals_allowed: servers.len().max(1),
     });
     let options = connect_options(&config, callbacks.clone())?;
     let client = connect_initially(options, &servers, &callbacks).await?;
@@ -1218,6 +1256,8 @@ mod tests {
             current: std::sync::Mutex::new(ServerIdentity::default()),
             outage_ticker: std::sync::Mutex::new(None),
             ping_interval: Duration::from_secs(20),
+            auth_refusals: AtomicUsize::new(0),
+            auth_refusals_allowed: 1,
         };
         (callbacks, notices_rx)
     }
@@ -1292,6 +1332,38 @@ mod tests {
                 removed: 0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_authorization_violation_closes_the_connection_for_good() {
+        let refused = || {
+            Event::ClientError(async_nats::ClientError::Other(
+                async_nats::ConnectErrorKind::AuthorizationViolation.to_string(),
+            ))
+        };
+        let status = Arc::new(ConnectionStatus::new_connected());
+        let (cb, mut notices_rx) = callbacks(&status);
+        cb.on_event(Event::Disconnected).await;
+        cb.on_event(refused()).await;
+        assert!(
+            notices_rx.try_recv().is_err(),
+            "one refusal per server is retried"
+        );
+        // Other errors are outages, not refusals.
+        cb.on_event(Event::ClientError(async_nats::ClientError::Other(
+            "timed out".into(),
+        )))
+        .await;
+        assert!(notices_rx.try_recv().is_err());
+        // Up again: the count starts over.
+        cb.on_event(Event::Connected).await;
+        let _ = notices_rx.try_recv();
+        cb.on_event(Event::Disconnected).await;
+        cb.on_event(refused()).await;
+        assert!(notices_rx.try_recv().is_err(), "the count started over");
+        cb.on_event(refused()).await;
+        assert_eq!(notices_rx.try_recv().ok(), Some(ConnectionNotice::Closed));
+        assert!(!status.is_connected());
     }
 
     #[tokio::test]

@@ -158,6 +158,23 @@ async fn http11_request_without_host_is_400_and_closed() {
     assert_go_bad_request(&response, "missing required Host header");
 }
 
+/// Go requires the `Host` header of HTTP/1.1 even when an absolute-form target names the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn http11_absolute_form_request_without_host_header_is_400() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("abs-no-host").await;
+    env.register_and_wait(&route("abs-no-host.example.com", backend.port()))
+        .await;
+    let before = backend.request_count();
+    let response = raw_exchange(
+        &env,
+        b"GET http://abs-no-host.example.com/ HTTP/1.1\r\nUser-Agent: it\r\n\r\n",
+    )
+    .await;
+    assert_go_bad_request(&response, "missing required Host header");
+    assert_eq!(backend.request_count(), before, "no backend saw it");
+}
+
 /// Two Host headers: Go's `400 Bad Request: too many Host headers`, and no backend sees it
 /// (which of the two would it route on?).
 #[tokio::test(flavor = "multi_thread")]

@@ -383,14 +383,17 @@ fn backend_request(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> BackendRequest {
     let (mut parts, incoming) = req.into_parts();
-    // An HTTP/2 client names the host in `:authority` only; HTTP/1.1 backends need `Host`.
-    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-        if let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, v);
+    // The host routed on goes on as `Host` (Go's `outreq.Host = req.Host`): an HTTP/2 client
+    // names it in `:authority` only, and an absolute-form target's host wins over the header.
+    if let Some(a) = parts.uri.authority() {
+        let differs = parts
+            .headers
+            .get(header::HOST)
+            .is_none_or(|h| h.as_bytes() != a.as_str().as_bytes());
+        if differs {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
         }
     }
     parts.version = Version::HTTP_11;

@@ -1,6 +1,7 @@
-//! The request's Host (A.5): from the `Host` header or an absolute-form target. Refused as Go's
-//! server refuses them (an HTTP/1.1 request without one, two `Host` headers, a byte Go does not
-//! allow in a host), and as gorouter does (an empty host, or the client's own IP).
+//! The request's Host (A.5): an absolute-form target's (or HTTP/2 `:authority`'s) host, else the
+//! `Host` header, as Go's server takes `req.Host`. Refused as Go's server refuses them (an
+//! HTTP/1.1 request without a `Host` header, absolute-form or not; two `Host` headers; a byte Go
+//! does not allow in a host), and as gorouter does (an empty host, or the client's own IP).
 
 use http::header;
 use http::{Request, Version};
@@ -20,19 +21,23 @@ pub fn check<B>(req: &Request<B>, conn: &ClientConn) -> Result<String, (RouterEr
     if hosts.next().is_some() {
         return Err((RouterError::BadHost(HostProblem::TooMany), String::new()));
     }
-    let host = match header_host {
+    let header_host = match header_host {
         // Go's valid host bytes are all ASCII: a valid value is always text.
         Some(h) => match h.to_str() {
-            Ok(text) if text.bytes().all(valid_host_byte) => text.to_string(),
+            Ok(text) if text.bytes().all(valid_host_byte) => Some(text),
             _ => return Err((RouterError::BadHost(HostProblem::Malformed), String::new())),
         },
-        None => match req.uri().authority() {
-            Some(a) => a.to_string(),
-            None if req.version() == Version::HTTP_11 => {
-                return Err((RouterError::BadHost(HostProblem::Missing), String::new()));
-            }
-            None => String::new(),
-        },
+        // Go requires the header of HTTP/1.1 even when the target names the host.
+        None if req.version() == Version::HTTP_11 => {
+            return Err((RouterError::BadHost(HostProblem::Missing), String::new()));
+        }
+        None => None,
+    };
+    // Go's `req.Host`: the target's host wins over the header (RFC 9112 §3.2.2).
+    let host = match (req.uri().authority(), header_host) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(h)) => h.to_string(),
+        (None, None) => String::new(),
     };
     let host_no_port = host.split(':').next().unwrap_or("");
     if host_no_port.is_empty() || host_no_port.as_bytes() == conn.remote_ip.as_bytes() {
