@@ -1,10 +1,11 @@
 //! TCP, SNI and `transport: routing_api` HTTP routes to the Routing API.
 //!
 //! Router group names are resolved to GUIDs and cached ([`GROUP_TTL`]; a missing group is
-//! looked up again with a backoff, once for all its routes). Every route is upserted with
-//! `ttl = max_ttl` and refreshed every `max_ttl / 3`, so a missed refresh or two does not let
-//! it expire; a route leaving the active set is deleted at once (retried until it succeeds or
-//! the route's TTL has run out), and every route is deleted on shutdown. While the Routing API
+//! looked up again with a backoff, once for all its routes; a mapping the API rejects makes its
+//! group be looked up again, so a group created again under a new GUID is followed). Every
+//! route is upserted with `ttl = max_ttl` and refreshed every `max_ttl / 3`, so a missed
+//! refresh or two does not let it expire; a route leaving the active set is deleted at once
+//! (retried until it succeeds or the route's TTL has run out), and every route is deleted on shutdown. While the Routing API
 //! fails, requests back off exponentially ([`Backoff`]) instead of being repeated per route. The OAuth token (client credentials) is cached
 //! and refreshed by [`TokenFetcher`]; mutual TLS is used when the client certificate paths are
 //! configured.
@@ -236,6 +237,18 @@ impl Groups {
             }
         }
     }
+
+    /// Looks `name` up again at its next use: the Routing API rejected a mapping under its
+    /// cached GUID, and the group may have been deleted and created again under a new GUID
+    /// (which [`GROUP_TTL`] would otherwise keep from the routes for minutes). Costs one
+    /// lookup per rejection, which the route's own backoff already spaces out.
+    fn look_up_again(&mut self, name: &str, now: Instant) {
+        if let Some(s) = self.names.get_mut(name) {
+            if s.guid.is_some() {
+                s.next_lookup = s.next_lookup.min(now);
+            }
+        }
+    }
 }
 
 struct Publisher {
@@ -305,6 +318,12 @@ impl Publisher {
             };
             self.settle(routes, &tcp_idx, result, delete, &mut out)
                 .await;
+            let now = Instant::now();
+            for &i in &tcp_idx {
+                if out[i] == Outcome::Rejected {
+                    self.groups.look_up_again(&routes[i].router_group, now);
+                }
+            }
         }
         out
     }
