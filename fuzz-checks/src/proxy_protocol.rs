@@ -70,7 +70,8 @@ pub fn check(data: &[u8]) {
         let started = tokio::time::Instant::now();
         let result = read_header(&mut server, TIMEOUT).await;
         assert!(
-            started.elapsed() < TIMEOUT + Duration::from_secs(2),
+            // A hang detector, generous for a loaded machine.
+            started.elapsed() < TIMEOUT + Duration::from_secs(10),
             "read_header overran its timeout"
         );
 

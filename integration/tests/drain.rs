@@ -94,7 +94,9 @@ async fn proxy_keeps_serving_during_drain_wait() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn usr1_with_idle_keepalive_connection_still_exits() {
-    let mut env = TestEnv::start("drain_wait: 100ms\ndrain_timeout: 5s").await;
+    // drain_timeout is far beyond the wait's deadline: a drain held up by the idle connection
+    // until drain_timeout fails the wait, however loaded the machine.
+    let mut env = TestEnv::start("drain_wait: 100ms\ndrain_timeout: 120s").await;
     let backend = EchoBackend::start("a").await;
     env.register_and_wait(&route("idle.example.com", backend.port()))
         .await;
@@ -103,21 +105,19 @@ async fn usr1_with_idle_keepalive_connection_still_exits() {
     conn.send(&get_request("idle.example.com", "/")).await;
     assert_eq!(conn.read_response().await.status, 200);
 
-    let signalled = Instant::now();
     env.router.signal(libc::SIGUSR1);
-    let status = env.router.wait_exit(Duration::from_secs(4)).await;
+    let status = env.router.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
-    assert!(signalled.elapsed() < Duration::from_secs(4));
     drop(conn);
 }
 
 async fn stops_promptly(sig: i32) {
-    let mut env = TestEnv::start("drain_wait: 20s\ndrain_timeout: 60s").await;
-    let started = Instant::now();
+    // drain_wait is far beyond the wait's deadline: a signal that drained (instead of stopping)
+    // fails the wait, however loaded the machine.
+    let mut env = TestEnv::start("drain_wait: 120s\ndrain_timeout: 240s").await;
     env.router.signal(sig);
-    let status = env.router.wait_exit(Duration::from_secs(3)).await;
+    let status = env.router.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
-    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test(flavor = "multi_thread")]

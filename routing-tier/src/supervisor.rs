@@ -150,7 +150,9 @@ mod tests {
         assert_eq!(children[0].log_tail(2), "b\nc");
         let started = Instant::now();
         stop(&mut children).await;
-        assert!(started.elapsed() < STOP_GRACE + Duration::from_secs(2));
+        // Killed after the grace, not waited out (the stubborn child runs 60 s): a generous
+        // bound between the two.
+        assert!(started.elapsed() < STOP_GRACE + Duration::from_secs(20));
         let s0 = children[0].try_exit().expect("exited");
         assert_eq!(describe(s0), "signal 15");
         let s1 = children[1].try_exit().expect("killed");

@@ -313,11 +313,13 @@ mod tests {
             let (mut client, mut server) = pair().await;
             client.write_all(start).await.unwrap();
             client.shutdown().await.unwrap();
+            // Decided from the first bytes, without waiting for the timeout: a long timeout
+            // here, and a bound far below it that a loaded machine still meets.
+            let long = Duration::from_secs(60);
             let began = std::time::Instant::now();
-            let h = read_header(&mut server, HEADER_TIMEOUT).await.unwrap();
+            let h = read_header(&mut server, long).await.unwrap();
             assert_eq!(h, ProxyHeader::None, "{start:?}");
-            // Decided from the first bytes, without waiting for the timeout.
-            assert!(began.elapsed() < HEADER_TIMEOUT, "{start:?}");
+            assert!(began.elapsed() < long / 3, "{start:?}");
             assert_eq!(rest(&mut server).await, start);
         }
     }
@@ -368,10 +370,15 @@ mod tests {
         // The signature came, the rest did not: upstream closes such connections.
         let (mut client, mut server) = pair().await;
         client.write_all(b"PROXY TCP4 192.0.2.1").await.unwrap();
-        let began = std::time::Instant::now();
-        let err = read_header(&mut server, HEADER_TIMEOUT).await.unwrap_err();
+        // The error is the timeout's; one that never fires fails the generous outer deadline.
+        let err = tokio::time::timeout(
+            Duration::from_secs(20),
+            read_header(&mut server, HEADER_TIMEOUT),
+        )
+        .await
+        .expect("read_header gives up")
+        .unwrap_err();
         assert!(matches!(err, ProxyHeaderError::Timeout(_)), "{err}");
-        assert!(began.elapsed() < HEADER_TIMEOUT * 3);
 
         let (mut client, mut server) = pair().await;
         let bytes = v2_ipv4([1, 2, 3, 4], 1);

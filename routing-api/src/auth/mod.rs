@@ -1064,10 +1064,16 @@ mod tests {
             port: i32::from(port),
             ..Default::default()
         };
-        let started = std::time::Instant::now();
-        let err = TokenValidator::discover(&config).await.unwrap_err();
+        // The error names the timeout that fired; a discovery that never gives up fails the
+        // generous outer deadline.
+        let err = tokio::time::timeout(
+            UAA_HTTP_TIMEOUT + Duration::from_secs(30),
+            TokenValidator::discover(&config),
+        )
+        .await
+        .expect("discovery gives up")
+        .unwrap_err();
         assert!(err.to_string().contains("no answer within 5s"), "{err}");
-        assert!(started.elapsed() < UAA_HTTP_TIMEOUT + Duration::from_secs(2));
         hold.abort();
     }
 
