@@ -111,25 +111,27 @@ async fn least_connection_avoids_the_busy_endpoint() {
     let addr = env.router.addr();
     let mut held = None;
     for i in 0..20 {
-        let task = tokio::spawn(async move {
+        let mut task = tokio::spawn(async move {
             integration::http::request(addr, &get_request("lc.example.com", &format!("/{i}"))).await
         });
-        if busy
-            .arrived_within(Duration::from_millis(300))
-            .await
-            .is_some()
-        {
-            held = Some(task);
-            break;
+        // Whichever comes first: the busy endpoint holding it, or the idle one's answer (a
+        // fixed wait for the busy one would mistake a late arrival for the idle one's turn).
+        tokio::select! {
+            arrived = busy.arrived_within(Duration::from_secs(30)) => {
+                assert!(arrived.is_some(), "request {i} neither held nor answered in 30 s");
+                held = Some(task);
+                break;
+            }
+            resp = &mut task => {
+                assert_eq!(resp.unwrap().header("X-Backend-Name"), Some("idle"));
+            }
         }
-        let resp = task.await.unwrap();
-        assert_eq!(resp.header("X-Backend-Name"), Some("idle"));
     }
     let held = held.expect("no request ever reached the second endpoint");
 
     for i in 0..6 {
         let resp = tokio::time::timeout(
-            Duration::from_secs(3),
+            Duration::from_secs(30),
             env.get("lc.example.com", &format!("/next{i}")),
         )
         .await
