@@ -208,16 +208,16 @@ impl EndpointSpec {
             self.port
         }
     }
+}
 
-    /// Whether [`addr`](Self::addr) puts the host in brackets (an IPv6 literal without them).
-    fn brackets_host(&self) -> bool {
-        self.host.contains(':') && !self.host.starts_with('[')
-    }
+/// Whether an address puts `host` in brackets: an IPv6 literal registered without them.
+fn needs_brackets(host: &str) -> bool {
+    host.contains(':') && !host.starts_with('[')
 }
 
 fn push_addr(out: &mut String, host: &str, port: u16) {
     use std::fmt::Write;
-    if host.contains(':') && !host.starts_with('[') {
+    if needs_brackets(host) {
         let _ = write!(out, "[{host}]:{port}");
     } else {
         let _ = write!(out, "{host}:{port}");
@@ -321,7 +321,7 @@ impl Endpoint {
             port,
             tls: spec.tls_port != 0,
             protocol: spec.protocol,
-            bracketed: spec.brackets_host(),
+            bracketed: needs_brackets(&spec.host),
             has_tags: spec.tags.is_some(),
             modification_index: spec.modification_tag.index,
             stale_threshold_ms: u64::try_from(stale_threshold.as_millis()).unwrap_or(u64::MAX),

@@ -27,7 +27,7 @@ pub use endpoint::{Endpoint, EndpointSpec, ModificationTag, Protocol, Tags};
 pub use key::{lowercase_into, route_key, split_route_key};
 pub use route_service_url::{RouteServiceTarget, RouteServiceUrl};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,14 +89,10 @@ pub enum EndpointList {
 }
 
 impl EndpointList {
-    fn from_vec(mut list: Vec<Arc<Endpoint>>) -> Self {
-        match list.pop() {
-            Some(only) if list.is_empty() => EndpointList::One(only),
-            Some(last) => {
-                list.push(last);
-                EndpointList::Many(list.into_boxed_slice())
-            }
-            None => EndpointList::Many(Box::new([])),
+    fn from_vec(list: Vec<Arc<Endpoint>>) -> Self {
+        match <[Arc<Endpoint>; 1]>::try_from(list) {
+            Ok([only]) => EndpointList::One(only),
+            Err(list) => EndpointList::Many(list.into_boxed_slice()),
         }
     }
 }
@@ -636,19 +632,12 @@ impl RouteTable {
         out.sort_unstable_by(|a, b| a.route_bytes().cmp(b.route_bytes()));
         out
     }
-
-    /// The `/routes` view: route (`host` or `host/path`) -> endpoints, sorted by route.
-    pub fn dump(&self) -> BTreeMap<String, Vec<Arc<Endpoint>>> {
-        self.pools_by_route()
-            .iter()
-            .map(|pool| (pool.route(), pool.endpoints().to_vec()))
-            .collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     /// A reader racing the registration of new routes never finds one without its endpoint.
     #[test]
@@ -978,12 +967,12 @@ mod tests {
     }
 
     #[test]
-    fn dump_lists_routes_with_context_paths() {
+    fn pools_by_route_list_routes_with_context_paths() {
         let t = RouteTable::new(TableSettings::default());
         t.register("b.com/x", &spec("10.0.0.1", 1));
         t.register("a.com", &spec("10.0.0.2", 2));
-        let d = t.dump();
-        assert_eq!(d.keys().collect::<Vec<_>>(), vec!["a.com", "b.com/x"]);
+        let routes: Vec<String> = t.pools_by_route().iter().map(|p| p.route()).collect();
+        assert_eq!(routes, ["a.com", "b.com/x"]);
     }
 
     #[test]
