@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime};
 use http::HeaderValue;
 use tokio::sync::mpsc;
 
+use crate::registry::Endpoint;
+
 /// Records waiting to be written; beyond this many, new records are dropped.
 const QUEUE_CAPACITY: usize = 16 * 1024;
 
@@ -41,172 +43,306 @@ enum Message {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
+/// The strings of a request that its line shows, in line order.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestField {
+    Host,
+    Method,
+    Uri,
+    Referer,
+    UserAgent,
+    XForwardedFor,
+    XForwardedProto,
+    VcapRequestId,
+}
+
+const REQUEST_FIELDS: usize = 8;
+
+/// A request's strings for its line, copied into one buffer at the request's start: one
+/// allocation, where owned strings and header-value clones were several, and nothing of the
+/// client connection's read buffer is kept alive until the writer thread gets to the record
+/// (a clone of a header value would keep the whole buffer, so the next request could not
+/// reuse it). An absent value and an empty one are both written `"-"`, as upstream does.
+#[derive(Debug, Clone, Default)]
+pub struct RequestStrings {
+    buf: Vec<u8>,
+    /// Where each [`RequestField`] ends in `buf`; each starts where the one before ends.
+    ends: [u32; REQUEST_FIELDS],
+    /// Where each `extra_headers_to_log` value ends, after the fields (empty when none are
+    /// configured, so no allocation).
+    extra_ends: Vec<u32>,
+}
+
+impl RequestStrings {
+    /// `fields` in [`RequestField`] order, then the `extra_headers_to_log` values in the
+    /// configured order.
+    pub fn new<'a>(
+        fields: [&[u8]; REQUEST_FIELDS],
+        extra: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+    ) -> Self {
+        let len = fields.iter().map(|f| f.len()).sum::<usize>()
+            + extra.clone().map(<[u8]>::len).sum::<usize>();
+        let mut buf = Vec::with_capacity(len);
+        let mut ends = [0u32; REQUEST_FIELDS];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            buf.extend_from_slice(field);
+            *end = offset(buf.len());
+        }
+        let mut extra_ends = Vec::with_capacity(extra.len());
+        for value in extra {
+            buf.extend_from_slice(value);
+            extra_ends.push(offset(buf.len()));
+        }
+        Self {
+            buf,
+            ends,
+            extra_ends,
+        }
+    }
+
+    pub fn get(&self, field: RequestField) -> &[u8] {
+        let i = field as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.slice(start, self.ends[i])
+    }
+
+    /// The `extra_headers_to_log` values, in the configured order.
+    pub fn extra(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = self.ends[REQUEST_FIELDS - 1];
+        self.extra_ends.iter().map(move |&end| {
+            let s = self.slice(start, end);
+            start = end;
+            s
+        })
+    }
+
+    fn slice(&self, start: u32, end: u32) -> &[u8] {
+        self.buf
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// A buffer offset; request heads are far below 4 GiB (hyper caps them), so this never
+/// saturates in practice, and a saturated offset only shortens what is logged.
+fn offset(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// The endpoint a request went to, as its line shows it.
+#[derive(Debug, Clone)]
+pub struct LoggedBackend {
+    pub endpoint: Arc<Endpoint>,
+    /// Whether `app_id`, `app_index` and `instance_id` are the endpoint's (an app instance)
+    /// or empty (a route service).
+    pub app: bool,
+}
+
 /// Everything one access-log line says about a request.
 #[derive(Debug, Clone, Default)]
 pub struct AccessLogRecord {
-    pub host: String,
+    pub request: RequestStrings,
     pub received_at: Option<SystemTime>,
-    pub method: String,
-    pub request_uri: String,
     pub proto: &'static str,
     /// 0 when no response was written.
     pub status: u16,
     pub request_bytes: u64,
     pub response_bytes: u64,
-    pub referer: Option<HeaderValue>,
-    pub user_agent: Option<HeaderValue>,
     pub remote_addr: Option<SocketAddr>,
-    pub backend_addr: Option<Box<str>>,
-    pub x_forwarded_for: Option<HeaderValue>,
-    pub x_forwarded_proto: Option<HeaderValue>,
-    pub vcap_request_id: Option<HeaderValue>,
+    pub backend: Option<LoggedBackend>,
     /// Whole request, from receipt to the last response byte.
     pub response_time: Option<Duration>,
     /// Time spent waiting on the backend (subtracted from `response_time` for gorouter_time).
     pub app_time: Option<Duration>,
-    pub app_id: Option<Box<str>>,
-    pub app_index: Option<Box<str>>,
-    pub instance_id: Option<Box<str>>,
     pub router_error: Option<HeaderValue>,
-    /// `extra_headers_to_log`: (configured name, value from the backend request).
-    pub extra_headers: Vec<(String, Option<HeaderValue>)>,
+}
+
+/// `extra_headers_to_log` names as the line shows them (`X-Custom-Thing` is
+/// `x_custom_thing`), worked out once.
+pub fn extra_header_labels(names: &[String]) -> Vec<Box<[u8]>> {
+    names
+        .iter()
+        .map(|n| {
+            n.bytes()
+                .map(|b| match b {
+                    b'-' => b'_',
+                    b => b.to_ascii_lowercase(),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 impl AccessLogRecord {
-    /// Formats the line (without the trailing newline) exactly as upstream does.
-    pub fn format(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        out.push_str(&self.host);
-        out.push_str(" - [");
-        out.push_str(&format_timestamp(
+    /// Formats the line (without the trailing newline) exactly as upstream does;
+    /// `extra_labels` from [`extra_header_labels`].
+    pub fn format(&self, extra_labels: &[Box<[u8]>], out: &mut Vec<u8>) {
+        use RequestField as F;
+        let r = &self.request;
+        out.extend_from_slice(r.get(F::Host));
+        out.extend_from_slice(b" - [");
+        process_setup::logging::push_rfc3339_nanos(
+            out,
             self.received_at.unwrap_or(SystemTime::UNIX_EPOCH),
-        ));
-        out.push_str("] \"");
-        out.push_str(&self.method);
-        out.push(' ');
-        out.push_str(&self.request_uri);
-        out.push(' ');
-        out.push_str(self.proto);
-        out.push_str("\" ");
+        );
+        out.extend_from_slice(b"] \"");
+        out.extend_from_slice(r.get(F::Method));
+        out.push(b' ');
+        out.extend_from_slice(r.get(F::Uri));
+        out.push(b' ');
+        out.extend_from_slice(self.proto.as_bytes());
+        out.extend_from_slice(b"\" ");
         if self.status == 0 {
-            out.push_str("\"-\"");
+            out.extend_from_slice(b"\"-\"");
         } else {
-            let _ = write!(out, "{}", self.status);
+            push_u64(out, self.status.into());
         }
-        let _ = write!(out, " {} {} ", self.request_bytes, self.response_bytes);
-        quote_header(out, self.referer.as_ref());
-        out.push(' ');
-        quote_header(out, self.user_agent.as_ref());
-        out.push(' ');
+        out.push(b' ');
+        push_u64(out, self.request_bytes);
+        out.push(b' ');
+        push_u64(out, self.response_bytes);
+        out.push(b' ');
+        quote_bytes(out, r.get(F::Referer));
+        out.push(b' ');
+        quote_bytes(out, r.get(F::UserAgent));
+        out.push(b' ');
         match self.remote_addr {
-            Some(a) => quote_str(out, &a.to_string()),
-            None => out.push_str("\"-\""),
+            Some(a) => {
+                out.push(b'"');
+                push_socket_addr(out, a);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"\"-\""),
         }
-        out.push(' ');
-        quote_str(out, self.backend_addr.as_deref().unwrap_or(""));
-        out.push_str(" x_forwarded_for:");
-        quote_header(out, self.x_forwarded_for.as_ref());
-        out.push_str(" x_forwarded_proto:");
-        quote_header(out, self.x_forwarded_proto.as_ref());
-        out.push_str(" vcap_request_id:");
-        quote_header(out, self.vcap_request_id.as_ref());
-        out.push_str(" response_time:");
-        let total = self.response_time.map(|d| d.as_secs_f64());
-        push_seconds(out, total);
-        out.push_str(" gorouter_time:");
-        let router = match (total, self.app_time) {
-            (Some(t), Some(app)) => Some(t - app.as_secs_f64()),
-            (t, None) => t,
-            (None, _) => None,
+        out.push(b' ');
+        let endpoint = self.backend.as_ref().map(|b| &b.endpoint);
+        quote_bytes(out, endpoint.map_or("", |e| e.addr()).as_bytes());
+        out.extend_from_slice(b" x_forwarded_for:");
+        quote_bytes(out, r.get(F::XForwardedFor));
+        out.extend_from_slice(b" x_forwarded_proto:");
+        quote_bytes(out, r.get(F::XForwardedProto));
+        out.extend_from_slice(b" vcap_request_id:");
+        quote_bytes(out, r.get(F::VcapRequestId));
+        out.extend_from_slice(b" response_time:");
+        push_seconds(out, self.response_time);
+        out.extend_from_slice(b" gorouter_time:");
+        let router = match (self.response_time, self.app_time) {
+            (Some(total), Some(app)) => total.checked_sub(app),
+            (total, None) => total,
+            (None, Some(_)) => None,
         };
         push_seconds(out, router);
-        out.push_str(" app_id:");
-        quote_str(out, self.app_id.as_deref().unwrap_or(""));
-        out.push_str(" app_index:");
-        quote_str(out, self.app_index.as_deref().unwrap_or(""));
-        out.push_str(" instance_id:");
-        quote_str(out, self.instance_id.as_deref().unwrap_or(""));
-        out.push_str(" x_cf_routererror:");
-        quote_header(out, self.router_error.as_ref());
-        for (name, value) in &self.extra_headers {
-            out.push(' ');
-            out.push_str(&name.to_ascii_lowercase().replace('-', "_"));
-            out.push(':');
-            quote_header(out, value.as_ref());
+        let app = self.backend.as_ref().filter(|b| b.app).map(|b| &b.endpoint);
+        out.extend_from_slice(b" app_id:");
+        quote_bytes(out, app.map_or("", |e| e.app_id()).as_bytes());
+        out.extend_from_slice(b" app_index:");
+        quote_bytes(
+            out,
+            app.map_or("", |e| e.private_instance_index()).as_bytes(),
+        );
+        out.extend_from_slice(b" instance_id:");
+        quote_bytes(out, app.map_or("", |e| e.private_instance_id()).as_bytes());
+        out.extend_from_slice(b" x_cf_routererror:");
+        quote_bytes(
+            out,
+            self.router_error.as_ref().map_or(&[], |v| v.as_bytes()),
+        );
+        let mut values = r.extra();
+        for label in extra_labels {
+            out.push(b' ');
+            out.extend_from_slice(label);
+            out.push(b':');
+            quote_bytes(out, values.next().unwrap_or_default());
         }
     }
 }
 
-fn push_seconds(out: &mut String, secs: Option<f64>) {
-    use std::fmt::Write as _;
-    match secs {
-        Some(s) if s >= 0.0 => {
-            let _ = write!(out, "{s:.6}");
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Seconds with six decimals (Go's `%.6f`), rounded to the microsecond; `"-"` when unknown.
+fn push_seconds(out: &mut Vec<u8>, d: Option<Duration>) {
+    let Some(d) = d else {
+        out.extend_from_slice(b"\"-\"");
+        return;
+    };
+    let micros = (d.as_nanos() + 500) / 1000;
+    push_u64(out, u64::try_from(micros / 1_000_000).unwrap_or(u64::MAX));
+    out.push(b'.');
+    let frac = (micros % 1_000_000) as u32;
+    let digits = itoa::Buffer::new().format(frac).len();
+    out.extend(std::iter::repeat_n(b'0', 6 - digits));
+    push_u64(out, frac.into());
+}
+
+fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, octet.into());
+            }
         }
-        _ => out.push_str("\"-\""),
+        SocketAddr::V6(a) => {
+            let _ = std::io::Write::write_fmt(out, format_args!("[{}]", a.ip()));
+        }
     }
-}
-
-/// `2024-10-18T13:46:52.123456789Z`: UTC with nanoseconds and a literal `Z`.
-pub fn format_timestamp(t: SystemTime) -> String {
-    process_setup::logging::rfc3339_nanos(t)
-}
-
-fn quote_header(out: &mut String, v: Option<&HeaderValue>) {
-    match v {
-        Some(v) => quote_bytes(out, v.as_bytes()),
-        None => out.push_str("\"-\""),
-    }
-}
-
-fn quote_str(out: &mut String, s: &str) {
-    quote_bytes(out, s.as_bytes())
+    out.push(b':');
+    push_u64(out, addr.port().into());
 }
 
 /// Go's `strconv.Quote`, with an empty value written as `"-"`.
-pub fn quote_bytes(out: &mut String, bytes: &[u8]) {
-    use std::fmt::Write as _;
+pub fn quote_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     if bytes.is_empty() {
-        out.push_str("\"-\"");
+        out.extend_from_slice(b"\"-\"");
         return;
     }
-    out.push('"');
+    out.push(b'"');
     // Nearly every value is printable ASCII without quotes or backslashes: copied whole.
     if bytes
         .iter()
         .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
     {
-        // Printable ASCII is valid UTF-8.
-        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
-        out.push('"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
         return;
     }
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\u{07}' => out.push_str("\\a"),
-                '\u{08}' => out.push_str("\\b"),
-                '\u{0c}' => out.push_str("\\f"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\u{0b}' => out.push_str("\\v"),
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\u{07}' => out.extend_from_slice(b"\\a"),
+                '\u{08}' => out.extend_from_slice(b"\\b"),
+                '\u{0c}' => out.extend_from_slice(b"\\f"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                '\u{0b}' => out.extend_from_slice(b"\\v"),
                 c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                    let _ = write!(out, "\\x{:02x}", c as u32);
+                    push_hex_escape(out, b'x', c as u32, 2)
                 }
-                c if c.is_control() => {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => out.push(c),
+                c if c.is_control() => push_hex_escape(out, b'u', c as u32, 4),
+                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
         }
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
+        for &b in chunk.invalid() {
+            push_hex_escape(out, b'x', b.into(), 2);
         }
     }
-    out.push('"');
+    out.push(b'"');
+}
+
+/// `\x7f` / `\u0085`: `kind`, then `value` in `width` lowercase hex digits.
+fn push_hex_escape(out: &mut Vec<u8>, kind: u8, value: u32, width: u32) {
+    out.push(b'\\');
+    out.push(kind);
+    for i in (0..width).rev() {
+        out.push(b"0123456789abcdef"[(value >> (4 * i) & 0xf) as usize]);
+    }
 }
 
 /// The sending half, cloned into every connection task.
@@ -220,8 +356,12 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Opens (appending) `path` and starts the writer thread, which ends once every
-    /// `AccessLog` is dropped and the queue is written.
-    pub fn open(path: &Path) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+    /// `AccessLog` is dropped and the queue is written. `extra_headers` is
+    /// `extra_headers_to_log`, whose values records carry in that order.
+    pub fn open(
+        path: &Path,
+        extra_headers: &[String],
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -233,6 +373,7 @@ impl AccessLog {
             file,
             path: path.to_path_buf(),
             dropped: dropped.clone(),
+            extra_labels: extra_header_labels(extra_headers),
         };
         let handle = std::thread::Builder::new()
             .name("access-log".into())
@@ -281,11 +422,12 @@ struct Writer {
     file: std::fs::File,
     path: PathBuf,
     dropped: Arc<AtomicU64>,
+    extra_labels: Vec<Box<[u8]>>,
 }
 
 impl Writer {
     fn run(mut self) {
-        let mut text = String::new();
+        let mut text = Vec::new();
         let mut flushes = Vec::new();
         let mut reported = 0u64;
         let mut next_report = std::time::Instant::now() + DROPPED_REPORT_INTERVAL;
@@ -293,7 +435,7 @@ impl Writer {
             std::thread::park_timeout(WRITE_INTERVAL);
             let open = self.take_queued(&mut text, &mut flushes);
             if !text.is_empty() {
-                if let Err(e) = self.file.write_all(text.as_bytes()) {
+                if let Err(e) = self.file.write_all(&text) {
                     tracing::error!(path = %self.path.display(), error = %e, "access-log-write-failed");
                 }
                 // Big bursts leave a big buffer; keep a modest one between them.
@@ -325,14 +467,14 @@ impl Writer {
     /// every sender is gone (the queue is then empty too).
     fn take_queued(
         &mut self,
-        text: &mut String,
+        text: &mut Vec<u8>,
         flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
     ) -> bool {
         loop {
             match self.rx.try_recv() {
                 Ok(Message::Record(rec)) => {
-                    rec.format(text);
-                    text.push('\n');
+                    rec.format(&self.extra_labels, text);
+                    text.push(b'\n');
                 }
                 Ok(Message::Flush(done)) => flushes.push(done),
                 Err(mpsc::error::TryRecvError::Empty) => return true,
@@ -347,80 +489,162 @@ mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
+    /// Request strings in [`RequestField`] order, with no extra headers.
+    fn request(fields: [&str; REQUEST_FIELDS]) -> RequestStrings {
+        RequestStrings::new(fields.map(str::as_bytes), std::iter::empty())
+    }
+
+    fn line(rec: &AccessLogRecord, extra_labels: &[Box<[u8]>]) -> String {
+        let mut out = Vec::new();
+        rec.format(extra_labels, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn endpoint(addr_host: &str, port: u16, app: &str, index: &str, id: &str) -> Arc<Endpoint> {
+        let spec = crate::registry::EndpointSpec {
+            host: addr_host.into(),
+            port,
+            app: app.into(),
+            private_instance_index: index.into(),
+            private_instance_id: id.into(),
+            ..Default::default()
+        };
+        Arc::new(Endpoint::from_spec(&spec, Duration::from_secs(120), 0))
+    }
+
     #[test]
     fn formats_upstream_line() {
         let rec = AccessLogRecord {
-            host: "myapp.apps.example.com".into(),
+            request: request([
+                "myapp.apps.example.com",
+                "GET",
+                "/hello",
+                "",
+                "curl/8.0",
+                "10.0.0.5",
+                "http",
+                "0b3c",
+            ]),
             received_at: Some(UNIX_EPOCH + Duration::new(1_729_259_212, 123_456_789)),
-            method: "GET".into(),
-            request_uri: "/hello".into(),
             proto: "HTTP/1.1",
             status: 200,
             request_bytes: 0,
             response_bytes: 5,
-            referer: None,
-            user_agent: Some(HeaderValue::from_static("curl/8.0")),
             remote_addr: Some("10.0.0.5:51234".parse().unwrap()),
-            backend_addr: Some("10.0.16.5:61012".into()),
-            x_forwarded_for: Some(HeaderValue::from_static("10.0.0.5")),
-            x_forwarded_proto: Some(HeaderValue::from_static("http")),
-            vcap_request_id: Some(HeaderValue::from_static("0b3c")),
+            backend: Some(LoggedBackend {
+                endpoint: endpoint("10.0.16.5", 61012, "6e6b", "0", "a1b2"),
+                app: true,
+            }),
             response_time: Some(Duration::from_micros(3512)),
             app_time: Some(Duration::from_micros(3102)),
-            app_id: Some("6e6b".into()),
-            app_index: Some("0".into()),
-            instance_id: Some("a1b2".into()),
             router_error: None,
-            extra_headers: vec![],
         };
-        let mut s = String::new();
-        rec.format(&mut s);
         assert_eq!(
-            s,
+            line(&rec, &[]),
             "myapp.apps.example.com - [2024-10-18T13:46:52.123456789Z] \"GET /hello HTTP/1.1\" 200 0 5 \"-\" \"curl/8.0\" \"10.0.0.5:51234\" \"10.0.16.5:61012\" x_forwarded_for:\"10.0.0.5\" x_forwarded_proto:\"http\" vcap_request_id:\"0b3c\" response_time:0.003512 gorouter_time:0.000410 app_id:\"6e6b\" app_index:\"0\" instance_id:\"a1b2\" x_cf_routererror:\"-\""
         );
     }
 
     #[test]
-    fn missing_status_and_times_are_dashes_and_extra_headers_follow() {
+    fn a_route_service_leg_logs_its_address_without_app_fields() {
         let rec = AccessLogRecord {
-            host: "h".into(),
-            method: "GET".into(),
-            request_uri: "/".into(),
-            proto: "HTTP/1.0",
-            extra_headers: vec![("X-Custom-Thing".into(), Some(HeaderValue::from_static("v")))],
+            request: request(["h", "GET", "/", "", "", "", "", ""]),
+            proto: "HTTP/1.1",
+            backend: Some(LoggedBackend {
+                endpoint: endpoint("10.0.16.5", 61012, "6e6b", "0", "a1b2"),
+                app: false,
+            }),
             ..Default::default()
         };
-        let mut s = String::new();
-        rec.format(&mut s);
+        let s = line(&rec, &[]);
+        assert!(s.contains(" \"10.0.16.5:61012\" x_forwarded_for:"), "{s}");
+        assert!(
+            s.contains(" app_id:\"-\" app_index:\"-\" instance_id:\"-\" "),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn times_are_rounded_to_the_microsecond_with_six_decimals() {
+        let mut out = Vec::new();
+        for (d, want) in [
+            (Duration::from_nanos(0), "0.000000"),
+            (Duration::from_nanos(499), "0.000000"),
+            (Duration::from_nanos(500), "0.000001"),
+            (Duration::from_nanos(1_234_567_890), "1.234568"),
+            (Duration::new(86_400, 999_999_600), "86401.000000"),
+        ] {
+            out.clear();
+            push_seconds(&mut out, Some(d));
+            assert_eq!(std::str::from_utf8(&out).unwrap(), want, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn gorouter_time_is_a_dash_when_the_app_took_longer_than_the_whole() {
+        let rec = AccessLogRecord {
+            request: request(["h", "GET", "/", "", "", "", "", ""]),
+            proto: "HTTP/1.1",
+            response_time: Some(Duration::from_micros(10)),
+            app_time: Some(Duration::from_micros(11)),
+            ..Default::default()
+        };
+        let s = line(&rec, &[]);
+        assert!(
+            s.contains("response_time:0.000010 gorouter_time:\"-\""),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_is_logged_in_brackets() {
+        let rec = AccessLogRecord {
+            request: request(["h", "GET", "/", "", "", "", "", ""]),
+            proto: "HTTP/1.1",
+            remote_addr: Some("[::1]:4000".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(line(&rec, &[]).contains(" \"[::1]:4000\" "));
+    }
+
+    #[test]
+    fn missing_status_and_times_are_dashes_and_extra_headers_follow() {
+        let labels = extra_header_labels(&["X-Custom-Thing".into(), "X-Absent".into()]);
+        let rec = AccessLogRecord {
+            request: RequestStrings::new(
+                ["h", "GET", "/", "", "", "", "", ""].map(str::as_bytes),
+                [b"v".as_slice(), b"".as_slice()].into_iter(),
+            ),
+            proto: "HTTP/1.0",
+            ..Default::default()
+        };
+        let s = line(&rec, &labels);
         assert!(s.contains("\"GET / HTTP/1.0\" \"-\" 0 0"), "{s}");
         assert!(s.contains("response_time:\"-\" gorouter_time:\"-\""), "{s}");
-        assert!(s.ends_with(" x_custom_thing:\"v\""), "{s}");
+        assert!(s.ends_with(" x_custom_thing:\"v\" x_absent:\"-\""), "{s}");
     }
 
     #[test]
     fn quote_escapes_like_go() {
-        let mut s = String::new();
-        quote_bytes(&mut s, b"a\"b\\c\n\x01\xff");
-        assert_eq!(s, "\"a\\\"b\\\\c\\n\\x01\\xff\"");
+        let mut s = Vec::new();
+        quote_bytes(&mut s, b"a\"b\\c\n\x01\x7f\xff");
+        assert_eq!(s, b"\"a\\\"b\\\\c\\n\\x01\\x7f\\xff\"");
     }
 
     #[test]
     fn quote_copies_printable_values_and_escapes_the_rest() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         quote_bytes(&mut s, b"curl/8.0 (x86_64; +https://x) ~");
-        assert_eq!(s, "\"curl/8.0 (x86_64; +https://x) ~\"");
+        assert_eq!(s, b"\"curl/8.0 (x86_64; +https://x) ~\"");
         s.clear();
         quote_bytes(&mut s, "h\u{e9}llo \u{85}".as_bytes());
-        assert_eq!(s, "\"h\u{e9}llo \\u0085\"");
+        assert_eq!(String::from_utf8(s).unwrap(), "\"h\u{e9}llo \\u0085\"");
     }
 
     /// A `GET /` record for `host`, the smallest a writer test needs.
     fn get_record(host: &str) -> AccessLogRecord {
         AccessLogRecord {
-            host: host.into(),
-            method: "GET".into(),
-            request_uri: "/".into(),
+            request: request([host, "GET", "/", "", "", "", "", ""]),
             proto: "HTTP/1.1",
             ..Default::default()
         }
@@ -431,7 +655,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("al-end-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
-        let (log, writer) = AccessLog::open(&path).unwrap();
+        let (log, writer) = AccessLog::open(&path, &[]).unwrap();
         log.log(get_record("last"));
         drop(log);
         writer.join().unwrap();
@@ -445,7 +669,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("al-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
-        let (log, _h) = AccessLog::open(&path).unwrap();
+        let (log, _h) = AccessLog::open(&path, &[]).unwrap();
         log.log(get_record("one"));
         let mut text = String::new();
         for _ in 0..100 {

@@ -304,7 +304,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         None
     } else {
         let path = std::path::Path::new(&config.access_log.file);
-        let (log, _writer) = AccessLog::open(path)
+        let (log, _writer) = AccessLog::open(path, &config.extra_headers_to_log)
             .with_context(|| format!("cannot open access_log.file {}", path.display()))?;
         Some(log)
     };

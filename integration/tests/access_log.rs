@@ -128,3 +128,32 @@ async fn gdpr_options_leave_the_client_address_and_forwarded_for_out() {
     assert!(line.contains(r#" x_forwarded_for:"-" "#), "{line}");
     assert!(!line.contains("192.0.2.7"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_headers_to_log_end_the_line_in_the_configured_order() {
+    let env = TestEnv::start("extra_headers_to_log: [X-Custom-Thing, X-Not-Sent, x-lower]\n").await;
+    let backend = EchoBackend::start("extra").await;
+    env.register_and_wait(&route("extra-log.example.com", backend.port()))
+        .await;
+    let resp = env
+        .router
+        .request(&build_request(
+            "GET",
+            "/extra-logged",
+            &[
+                ("Host", "extra-log.example.com"),
+                ("X-Custom-Thing", "custom \"value\""),
+                ("X-Lower", "low"),
+            ],
+            b"",
+        ))
+        .await;
+    assert_eq!(resp.status, 200);
+    let line = env.access_log_line("/extra-logged").await;
+    assert!(
+        line.ends_with(
+            r#" x_cf_routererror:"-" x_custom_thing:"custom \"value\"" x_not_sent:"-" x_lower:"low""#
+        ),
+        "access log line:\n{line}"
+    );
+}

@@ -270,17 +270,81 @@ pub fn format_line(
 /// `2006-01-02T15:04:05.000000000Z` in UTC: lager's and zap's RFC 3339 timestamps, and
 /// gorouter's access-log time.
 pub fn rfc3339_nanos(now: std::time::SystemTime) -> String {
-    let t = time::OffsetDateTime::from(now);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond()
-    )
+    let mut out = Vec::with_capacity(30);
+    push_rfc3339_nanos(&mut out, now);
+    // Only ASCII digits and punctuation were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`rfc3339_nanos`] appended to `out` without formatting machinery: the access log writes one
+/// per request. Times from 1970 to 9999 are written by hand; others (never a clock's reading)
+/// go through the `time` crate.
+pub fn push_rfc3339_nanos(out: &mut Vec<u8>, now: std::time::SystemTime) {
+    const SECS_PER_DAY: u64 = 86_400;
+    let Some(since) = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .filter(|d| d.as_secs() < 253_402_300_800)
+    // 10000-01-01
+    else {
+        let t = time::OffsetDateTime::from(now);
+        let _ = std::io::Write::write_fmt(
+            out,
+            format_args!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.nanosecond()
+            ),
+        );
+        return;
+    };
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days(secs / SECS_PER_DAY);
+    let of_day = secs % SECS_PER_DAY;
+    push_digits(out, u64::from(year), 4);
+    out.push(b'-');
+    push_digits(out, u64::from(month), 2);
+    out.push(b'-');
+    push_digits(out, u64::from(day), 2);
+    out.push(b'T');
+    push_digits(out, of_day / 3600, 2);
+    out.push(b':');
+    push_digits(out, of_day / 60 % 60, 2);
+    out.push(b':');
+    push_digits(out, of_day % 60, 2);
+    out.push(b'.');
+    push_digits(out, u64::from(since.subsec_nanos()), 9);
+    out.push(b'Z');
+}
+
+/// `n` as exactly `width` decimal digits (zero-padded; `n` must fit).
+fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u32, u32, u32) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400) as u32 + u32::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -408,5 +472,39 @@ mod tests {
         assert_eq!(level_from_word("loud"), None);
         assert_eq!(TimeFormat::from_lager_flag("1"), Some(TimeFormat::Rfc3339));
         assert_eq!(TimeFormat::from_lager_flag("iso"), None);
+    }
+
+    #[test]
+    fn rfc3339_by_hand_matches_the_time_crate() {
+        use std::time::SystemTime;
+        let by_time = |t: SystemTime| {
+            let t = time::OffsetDateTime::from(t);
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.nanosecond()
+            )
+        };
+        // Every day boundary region from 1970 to past 2100 (leap years, century rules), at
+        // an odd time of day, and the edges of the hand-written range.
+        let mut secs = 0u64;
+        while secs < 4_200_000_000 {
+            let t = UNIX_EPOCH + Duration::new(secs, 987_654_321);
+            assert_eq!(rfc3339_nanos(t), by_time(t), "at {secs}");
+            secs += 86_400 * 3 + 3_599;
+        }
+        for t in [
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::new(951_782_400, 1), // 2000-02-29
+            UNIX_EPOCH + Duration::new(253_402_300_799, 999_999_999), // 9999-12-31T23:59:59
+            UNIX_EPOCH - Duration::from_secs(86_400 * 400),
+        ] {
+            assert_eq!(rfc3339_nanos(t), by_time(t));
+        }
     }
 }

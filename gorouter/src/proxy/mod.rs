@@ -302,14 +302,7 @@ impl Proxy {
             .as_ref()
             .is_some_and(|k| req.headers().get(&X_VCAP_TRACE) == Some(k));
 
-        let log = access_log::open(
-            self.access_log.as_ref(),
-            &req,
-            &conn,
-            s,
-            host.clone(),
-            started,
-        );
+        let log = access_log::open(self.access_log.as_ref(), &req, &conn, s, &host, started);
         let destination = match pass {
             route_service::Pass::ToRouteService(first) => {
                 route_service::prepare_first_pass(req.headers_mut(), &first);
@@ -349,7 +342,7 @@ impl Proxy {
             req,
             conn,
             &self.settings,
-            host,
+            &host,
             started,
         );
         err.into_response(log)

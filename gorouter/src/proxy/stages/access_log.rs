@@ -5,10 +5,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header;
+use http::header::{self, HeaderName};
 use http::Request;
 
-use crate::access_log::{AccessLog, AccessLogRecord};
+use crate::access_log::{AccessLog, AccessLogRecord, RequestStrings};
 use crate::proxy::body::PendingLog;
 use crate::proxy::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_VCAP_REQUEST_ID};
 use crate::proxy::{proto_str, request_target, ClientConn, ProxySettings};
@@ -19,32 +19,36 @@ pub fn open<B>(
     req: &Request<B>,
     conn: &ClientConn,
     s: &ProxySettings,
-    host: String,
+    host: &str,
     started: Instant,
 ) -> Option<Box<PendingLog>> {
     let sink = sink?.clone();
     let h = req.headers();
-    let record = AccessLogRecord {
-        host,
-        received_at: Some(SystemTime::now() - started.elapsed()),
-        method: req.method().as_str().to_string(),
-        request_uri: request_target(req).to_string(),
-        proto: proto_str(req.version()),
-        referer: h.get(header::REFERER).cloned(),
-        user_agent: h.get(header::USER_AGENT).cloned(),
-        remote_addr: s.log_source_ip.then_some(conn.remote),
-        x_forwarded_for: if s.log_forwarded_for {
-            h.get(&X_FORWARDED_FOR).cloned()
-        } else {
-            None
-        },
-        x_forwarded_proto: h.get(&X_FORWARDED_PROTO).cloned(),
-        vcap_request_id: h.get(&X_VCAP_REQUEST_ID).cloned(),
-        extra_headers: s
-            .extra_headers_to_log
+    let value = |name: &HeaderName| h.get(name).map_or(&[][..], |v| v.as_bytes());
+    let request = RequestStrings::new(
+        [
+            host.as_bytes(),
+            req.method().as_str().as_bytes(),
+            request_target(req).as_bytes(),
+            value(&header::REFERER),
+            value(&header::USER_AGENT),
+            if s.log_forwarded_for {
+                value(&X_FORWARDED_FOR)
+            } else {
+                &[]
+            },
+            value(&X_FORWARDED_PROTO),
+            value(&X_VCAP_REQUEST_ID),
+        ],
+        s.extra_headers_to_log
             .iter()
-            .map(|n| (n.clone(), h.get(n.as_str()).cloned()))
-            .collect(),
+            .map(|n| h.get(n.as_str()).map_or(&[][..], |v| v.as_bytes())),
+    );
+    let record = AccessLogRecord {
+        request,
+        received_at: Some(SystemTime::now() - started.elapsed()),
+        proto: proto_str(req.version()),
+        remote_addr: s.log_source_ip.then_some(conn.remote),
         ..Default::default()
     };
     // Boxed: the record is large, and the request's future and response move it around.

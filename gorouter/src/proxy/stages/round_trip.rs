@@ -16,6 +16,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::route_service::FirstPass;
 use super::{forwarded, response, sticky, websocket};
+use crate::access_log::LoggedBackend;
 use crate::balancer::{self, Choice, InFlight, NoEndpoint, Preferred};
 use crate::proxy::body::{ContinueGate, Exchange, RequestBody, ResponseBody};
 use crate::proxy::context::RequestContext;
@@ -232,12 +233,10 @@ pub async fn run(
             forwarded::set_endpoint_headers(req.headers_mut(), &endpoint);
         }
         if let Some(l) = ctx.log.as_mut() {
-            l.record.backend_addr = Some(endpoint.addr().into());
-            if pool.is_some() {
-                l.record.app_id = Some(endpoint.app_id().into());
-                l.record.app_index = Some(endpoint.private_instance_index().into());
-                l.record.instance_id = Some(endpoint.private_instance_id().into());
-            }
+            l.record.backend = Some(LoggedBackend {
+                endpoint: endpoint.clone(),
+                app: pool.is_some(),
+            });
         }
         let in_flight = InFlight::new(endpoint.clone());
 
