@@ -393,9 +393,10 @@ async fn an_idle_websocket_tunnel_is_closed_after_websocket_idle_timeout() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         echo(&mut tunnel, b"still here").await;
     }
-    let took = closed_within(&mut tunnel, Duration::from_secs(5))
+    // Slack for a loaded machine on the upper side; the lower bound is the behaviour.
+    let took = closed_within(&mut tunnel, Duration::from_secs(30))
         .await
-        .expect("an idle tunnel is closed within 5 s");
+        .expect("an idle tunnel is closed within 30 s");
     assert!(
         took >= Duration::from_millis(500),
         "closed after {took:?} idle, before websocket_idle_timeout"
@@ -430,11 +431,19 @@ async fn drain_closes_a_websocket_tunnel_at_drain_timeout() {
         .await;
 
     let mut tunnel = open_tunnel(&env, "wsdrainto.hardening.example").await;
+    let signalled = Instant::now();
     env.router.signal(libc::SIGUSR1);
-    let status = env.router.wait_exit(Duration::from_secs(5)).await;
+    // Generous deadlines (a router that waits for the tunnel forever still fails them); the
+    // lower bound is the behaviour: the open tunnel holds the drain for drain_timeout.
+    let status = env.router.wait_exit(Duration::from_secs(30)).await;
+    let took = signalled.elapsed();
     assert_eq!(status.code(), Some(0), "exit status {status}");
     assert!(
-        closed_within(&mut tunnel, Duration::from_secs(2))
+        took >= Duration::from_secs(1),
+        "exited {took:?} after SIGUSR1, before drain_timeout (1 s)"
+    );
+    assert!(
+        closed_within(&mut tunnel, Duration::from_secs(30))
             .await
             .is_some(),
         "the tunnel ends with the router"

@@ -189,13 +189,14 @@ async fn half_closes_are_passed_on_both_ways() {
         c.read_line().await.expect("answer after half-close"),
         "got 100000"
     );
-    assert!(c.closes_within(Duration::from_secs(5)).await);
+    // Closed once both sides are done, not by the idle timeout (300 s); 30 s is slack.
+    assert!(c.closes_within(Duration::from_secs(30)).await);
 
     // Backend half-closes first; the client sees EOF and can still send.
     let mut c = Client::connect(p2).await.expect("connect");
     assert_eq!(c.read_line().await.expect("bye"), "bye");
     assert!(
-        c.closes_within(Duration::from_secs(5)).await,
+        c.closes_within(Duration::from_secs(30)).await,
         "backend's EOF passed on"
     );
     c.write(&vec![1u8; 50_000])
@@ -240,8 +241,10 @@ async fn a_backend_dying_mid_stream_closes_only_its_client() {
         .expect("stream through b");
 
     a.kill_connections();
+    // Closed because its backend went, not by the idle timeout (300 s, the test default):
+    // 30 s is slack for a loaded machine and still a tenth of that.
     assert!(
-        on_a.closes_within(Duration::from_secs(2)).await,
+        on_a.closes_within(Duration::from_secs(30)).await,
         "the client of the dead backend must be closed"
     );
     // The other client streams on.
@@ -276,8 +279,11 @@ async fn max_connections_refuses_new_connections_past_the_limit() {
     let mut c3 = Client::connect(port)
         .await
         .expect("the kernel accepts the third");
+    // "At once": neither served (a greeting would count as not closed) nor held until a slot
+    // frees (c1 and c2 stay open) or the idle timeout (300 s); 30 s is slack for a loaded
+    // machine.
     assert!(
-        c3.closes_within(Duration::from_secs(2)).await,
+        c3.closes_within(Duration::from_secs(30)).await,
         "the third connection must be closed at once"
     );
     assert_eq!(
