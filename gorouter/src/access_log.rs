@@ -302,10 +302,7 @@ pub fn quote_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     }
     out.push(b'"');
     // Nearly every value is printable ASCII without quotes or backslashes: copied whole.
-    if bytes
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if is_plain(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -334,6 +331,38 @@ pub fn quote_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// A byte Go's `strconv.Quote` copies as it is: printable ASCII other than `"` and `\`.
+fn is_plain_byte(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// Whether every byte [`is_plain_byte`], checked eight at a time (a line has a dozen values,
+/// most of them tens of bytes long).
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether some byte of `w` is below `n` (n <= 0x80), or is zero; exact, no false alarms.
+    let has_below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            return false;
+        };
+        let w = u64::from_le_bytes(word);
+        // A byte of 0x7f or more: 0x7f + 1 and anything with its top bit set show in HIGH.
+        // (A carry out of 0xff can only add a false alarm, which takes the slow path.)
+        let high = (w.wrapping_add(ONES) | w) & HIGH != 0;
+        if high
+            || has_below(w, 0x20)
+            || has_below(w ^ (ONES * u64::from(b'"')), 1)
+            || has_below(w ^ (ONES * u64::from(b'\\')), 1)
+        {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| is_plain_byte(b))
 }
 
 /// `\x7f` / `\u0085`: `kind`, then `value` in `width` lowercase hex digits.
@@ -622,6 +651,25 @@ mod tests {
         assert!(s.contains("\"GET / HTTP/1.0\" \"-\" 0 0"), "{s}");
         assert!(s.contains("response_time:\"-\" gorouter_time:\"-\""), "{s}");
         assert!(s.ends_with(" x_custom_thing:\"v\" x_absent:\"-\""), "{s}");
+    }
+
+    #[test]
+    fn the_word_at_a_time_plain_check_agrees_with_the_byte_check() {
+        // Every byte value at every position of a 19-byte value (two words and a remainder),
+        // the rest plain.
+        for len in [1usize, 8, 19] {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    v[pos] = b;
+                    assert_eq!(
+                        is_plain(&v),
+                        is_plain_byte(b),
+                        "byte {b:#x} at {pos} of {len}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -337,7 +337,10 @@ async fn accept_loop<H: Handler>(
             connections: shared.connections.clone(),
             _slot: slot,
         });
-        tokio::spawn(connection(shared.clone(), stream, peer, open));
+        // Boxed: the connection's future is several KiB (its TLS and HTTP/2 states), and a
+        // task moves its future several times on the way in and out of the scheduler; a box
+        // is moved as a pointer.
+        tokio::spawn(Box::pin(connection(shared.clone(), stream, peer, open)));
     }
 }
 
@@ -551,34 +554,41 @@ impl hyper::rt::Timer for HeadTimer {
             idle_deadline: deadline,
             state: self.state.clone(),
             read_header_timeout: self.read_header_timeout,
-            timer: Box::pin(tokio::time::sleep_until(deadline.into())),
+            timer: tokio::time::sleep_until(deadline.into()),
         })
     }
 }
 
-struct HeadSleep {
-    idle_deadline: Instant,
-    state: Arc<ConnState>,
-    read_header_timeout: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+pin_project_lite::pin_project! {
+    /// The timer held inline: hyper boxes the whole sleep already (one allocation per head
+    /// wait, not two).
+    struct HeadSleep {
+        idle_deadline: Instant,
+        state: Arc<ConnState>,
+        read_header_timeout: Duration,
+        #[pin]
+        timer: tokio::time::Sleep,
+    }
 }
 
 impl Future for HeadSleep {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let started = self
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let started = this
             .state
-            .decode(self.state.head_started.load(Ordering::Relaxed));
+            .decode(this.state.head_started.load(Ordering::Relaxed));
         let deadline = match started {
-            Some(at) if !self.read_header_timeout.is_zero() => at + self.read_header_timeout,
-            _ => self.idle_deadline,
+            Some(at) if !this.read_header_timeout.is_zero() => at + *this.read_header_timeout,
+            _ => *this.idle_deadline,
         };
         let deadline = tokio::time::Instant::from_std(deadline);
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
+        let mut timer = this.timer;
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
         }
-        self.timer.as_mut().poll(cx)
+        timer.poll(cx)
     }
 }
 
