@@ -430,9 +430,19 @@ async fn routes_dump_has_upstream_shape() {
     msg["private_instance_id"] = json!("inst-1");
     msg["tags"] = json!({"component": "it"});
     env.register_and_wait(&msg).await;
-    env.router.wait_route_path("ro.example.com", "/api").await;
-
-    let resp = env.router.routes().await;
+    // The root route answers /api too, so a request to /api cannot tell whether the context
+    // path is in yet: wait until the dump lists it (then compare the whole dump).
+    let resp = integration::eventually(
+        "ro.example.com/api in /routes",
+        Duration::from_secs(30),
+        || async {
+            let resp = env.router.routes().await;
+            resp.body_str()
+                .contains("\"ro.example.com/api\"")
+                .then_some(resp)
+        },
+    )
+    .await;
     assert_eq!(resp.status, 200, "{}", resp.dump());
     assert_eq!(resp.header("Content-Type"), Some("application/json"));
     assert_eq!(resp.header("Connection"), Some("close"));
