@@ -22,12 +22,15 @@ pub async fn start() -> Result<u16, crate::Error> {
 
 /// `routing-tier demo-app --listen ADDR`: serves on `addr` until SIGINT or SIGTERM.
 pub async fn run(addr: SocketAddr) -> Result<(), crate::Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // The handlers go in before the listening line: whoever reads the line may signal at once,
+    // and a signal before then would end the process by its default action (not cleanly).
+    let mut term = signal(SignalKind::terminate()).map_err(crate::Error::DemoApp)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(crate::Error::DemoApp)?;
     let port = start_on(addr).await?;
     println!("routing-tier demo-app: listening on {}:{port}", addr.ip());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(crate::Error::DemoApp)?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = term.recv() => {}
     }
     Ok(())

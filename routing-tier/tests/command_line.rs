@@ -87,3 +87,27 @@ fn demo_app_serves_the_demo_text_until_sigterm() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status}");
 }
+
+/// A SIGTERM sent as soon as the listening line is read (as a supervisor may) is handled: the
+/// app exits 0, not killed by the signal's default action.
+#[test]
+fn demo_app_exits_cleanly_on_sigterm_right_after_its_listening_line() {
+    use std::io::{BufRead, BufReader};
+    for _ in 0..30 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_routing-tier"))
+            .args(["demo-app", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn demo-app");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the listening line");
+        assert!(line.contains("listening on"), "{line}");
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "{status}");
+    }
+}
