@@ -285,22 +285,9 @@ pub fn push_rfc3339_nanos(out: &mut Vec<u8>, now: std::time::SystemTime) {
         .duration_since(std::time::UNIX_EPOCH)
         .ok()
         .filter(|d| d.as_secs() < 253_402_300_800)
-    // 10000-01-01
+    // before 10000-01-01
     else {
-        let t = time::OffsetDateTime::from(now);
-        let _ = std::io::Write::write_fmt(
-            out,
-            format_args!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.nanosecond()
-            ),
-        );
+        out.extend_from_slice(rfc3339_nanos_by_time_crate(now).as_bytes());
         return;
     };
     let secs = since.as_secs();
@@ -320,6 +307,22 @@ pub fn push_rfc3339_nanos(out: &mut Vec<u8>, now: std::time::SystemTime) {
     out.push(b'.');
     push_digits(out, u64::from(since.subsec_nanos()), 9);
     out.push(b'Z');
+}
+
+/// [`rfc3339_nanos`] through the `time` crate: for times the hand-written path does not cover,
+/// and what that path is checked against.
+fn rfc3339_nanos_by_time_crate(now: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(now);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
 }
 
 /// `n` as exactly `width` decimal digits (zero-padded; `n` must fit).
@@ -476,20 +479,7 @@ mod tests {
 
     #[test]
     fn rfc3339_by_hand_matches_the_time_crate() {
-        use std::time::SystemTime;
-        let by_time = |t: SystemTime| {
-            let t = time::OffsetDateTime::from(t);
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.nanosecond()
-            )
-        };
+        let by_time = rfc3339_nanos_by_time_crate;
         // Every day boundary region from 1970 to past 2100 (leap years, century rules), at
         // an odd time of day, and the edges of the hand-written range.
         let mut secs = 0u64;

@@ -52,9 +52,9 @@ fn certs_needs_out_and_takes_no_up_flags() {
 
 /// `demo-app --listen ADDR` (the compose stack's demo app) answers every request with the demo
 /// text, prints where it listens, and exits 0 on SIGTERM.
-#[test]
-fn demo_app_serves_the_demo_text_until_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+/// Starts `demo-app --listen 127.0.0.1:0` and returns it with the line it printed first.
+fn start_demo_app() -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_routing-tier"))
         .args(["demo-app", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
@@ -64,6 +64,13 @@ fn demo_app_serves_the_demo_text_until_sigterm() {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("read the listening line");
+    (child, line)
+}
+
+#[test]
+fn demo_app_serves_the_demo_text_until_sigterm() {
+    use std::io::{Read, Write};
+    let (mut child, line) = start_demo_app();
     let port: u16 = line
         .trim()
         .rsplit(':')
@@ -92,17 +99,8 @@ fn demo_app_serves_the_demo_text_until_sigterm() {
 /// app exits 0, not killed by the signal's default action.
 #[test]
 fn demo_app_exits_cleanly_on_sigterm_right_after_its_listening_line() {
-    use std::io::{BufRead, BufReader};
     for _ in 0..30 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_routing-tier"))
-            .args(["demo-app", "--listen", "127.0.0.1:0"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn demo-app");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the listening line");
+        let (mut child, line) = start_demo_app();
         assert!(line.contains("listening on"), "{line}");
         // SAFETY: kill(2) on our own child's pid.
         let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
