@@ -577,13 +577,11 @@ mod tests {
     #[test]
     fn a_route_service_leg_logs_its_address_without_app_fields() {
         let rec = AccessLogRecord {
-            request: request(["h", "GET", "/", "", "", "", "", ""]),
-            proto: "HTTP/1.1",
             backend: Some(LoggedBackend {
                 endpoint: endpoint("10.0.16.5", 61012, "6e6b", "0", "a1b2"),
                 app: false,
             }),
-            ..Default::default()
+            ..get_record("h")
         };
         let s = line(&rec, &[]);
         assert!(s.contains(" \"10.0.16.5:61012\" x_forwarded_for:"), "{s}");
@@ -612,11 +610,9 @@ mod tests {
     #[test]
     fn gorouter_time_is_a_dash_when_the_app_took_longer_than_the_whole() {
         let rec = AccessLogRecord {
-            request: request(["h", "GET", "/", "", "", "", "", ""]),
-            proto: "HTTP/1.1",
             response_time: Some(Duration::from_micros(10)),
             app_time: Some(Duration::from_micros(11)),
-            ..Default::default()
+            ..get_record("h")
         };
         let s = line(&rec, &[]);
         assert!(
@@ -628,10 +624,8 @@ mod tests {
     #[test]
     fn an_ipv6_client_is_logged_in_brackets() {
         let rec = AccessLogRecord {
-            request: request(["h", "GET", "/", "", "", "", "", ""]),
-            proto: "HTTP/1.1",
             remote_addr: Some("[::1]:4000".parse().unwrap()),
-            ..Default::default()
+            ..get_record("h")
         };
         assert!(line(&rec, &[]).contains(" \"[::1]:4000\" "));
     }
