@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use integration::mariadb::TestDatabase;
 use integration::routing_api::{
-    assert_headers, mask_guids, Database, RoutingApi, Sse, SseEvent, SYSTEM_DOMAIN,
+    assert_headers, mask_guids, wait_until, Database, RoutingApi, Sse, SseEvent, SYSTEM_DOMAIN,
 };
 use serde_json::Value;
 
@@ -209,6 +209,33 @@ async fn event_data_is_escaped_like_go_json_marshal() {
     );
 }
 
+/// Posts an HTTP route `host` -> 10.0.0.1:80 and a TCP mapping router port 1025 ->
+/// 10.0.0.1:`backend_port` in `group`, both with `ttl` seconds; both must be created (201).
+async fn post_short_lived_routes(
+    api: &RoutingApi,
+    host: &str,
+    group: &str,
+    backend_port: u16,
+    ttl: u32,
+) {
+    let r = api
+        .post(
+            "/routing/v1/routes",
+            &format!(r#"[{{"route":"{host}","port":80,"ip":"10.0.0.1","ttl":{ttl}}}]"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.dump());
+    let r = api
+        .post(
+            "/routing/v1/tcp_routes/create",
+            &format!(
+                r#"[{{"router_group_guid":"{group}","port":1025,"backend_ip":"10.0.0.1","backend_port":{backend_port},"ttl":{ttl}}}]"#
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.dump());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_routes_disappear_from_lists_at_once() {
     let e = env().await;
@@ -222,39 +249,17 @@ async fn expired_routes_disappear_from_lists_at_once() {
     for round in 0..5u16 {
         let host = format!("short{round}.example.com");
         let backend_port = round + 1;
-        let r = e
-            .api
-            .post(
-                "/routing/v1/routes",
-                &format!(r#"[{{"route":"{host}","port":80,"ip":"10.0.0.1","ttl":2}}]"#),
-            )
-            .await;
-        assert_eq!(r.status, 201);
-        let r = e
-            .api
-            .post(
-                "/routing/v1/tcp_routes/create",
-                &format!(
-                    r#"[{{"router_group_guid":"{rg}","port":1025,"backend_ip":"10.0.0.1","backend_port":{backend_port},"ttl":2}}]"#
-                ),
-            )
-            .await;
-        assert_eq!(r.status, 201);
+        post_short_lived_routes(&e.api, &host, &rg, backend_port, 2).await;
         assert_eq!(e.api.http_routes().await.len(), 1);
         assert_eq!(e.api.tcp_routes().await.len(), 1);
-        let started = Instant::now();
-        loop {
-            let (h, t) = (e.api.http_routes().await, e.api.tcp_routes().await);
-            if h.is_empty() && t.is_empty() {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "still listed after {:?}: {h:?} {t:?}",
-                started.elapsed()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until(
+            "the expired routes to leave both lists",
+            Duration::from_secs(30),
+            || async {
+                e.api.http_routes().await.is_empty() && e.api.tcp_routes().await.is_empty()
+            },
+        )
+        .await;
         let rows = e.db.scalar(&format!(
             "SELECT COUNT(*) FROM routes WHERE route = '{host}'"
         ));
@@ -275,24 +280,7 @@ async fn expiry_is_a_delete_event_on_both_streams() {
     let rg = e.api.default_group_guid().await;
     let mut http = Events::open(&e.api, "/routing/v1/events").await;
     let mut tcp = Events::open(&e.api, "/routing/v1/tcp_routes/events").await;
-    let r = e
-        .api
-        .post(
-            "/routing/v1/routes",
-            r#"[{"route":"expiring.example.com","port":80,"ip":"10.0.0.1","ttl":1}]"#,
-        )
-        .await;
-    assert_eq!(r.status, 201);
-    let r = e
-        .api
-        .post(
-            "/routing/v1/tcp_routes/create",
-            &format!(
-                r#"[{{"router_group_guid":"{rg}","port":1025,"backend_ip":"10.0.0.1","backend_port":1,"ttl":1}}]"#
-            ),
-        )
-        .await;
-    assert_eq!(r.status, 201);
+    post_short_lived_routes(&e.api, "expiring.example.com", &rg, 1, 1).await;
     let created = http.next(WAIT).await;
     assert_eq!(created.event, "Upsert");
     assert_eq!(tcp.next(WAIT).await.event, "Upsert");
