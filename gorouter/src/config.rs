@@ -357,6 +357,9 @@ pub struct StatusConfig {
     /// `status.tls`).
     pub enable_nontls_health_checks: bool,
     pub tls: StatusTlsConfig,
+    /// Upstream's deprecated mode (default false): `port` serves `/health` and `/healthz`
+    /// without auth and `/varz` and `/routes` with basic auth (`user`/`pass`).
+    pub enable_deprecated_varz_healthz_endpoints: bool,
 }
 
 impl Default for StatusConfig {
@@ -369,6 +372,7 @@ impl Default for StatusConfig {
             routes: StatusRoutesConfig::default(),
             enable_nontls_health_checks: true,
             tls: StatusTlsConfig::default(),
+            enable_deprecated_varz_healthz_endpoints: false,
         }
     }
 }
@@ -379,8 +383,64 @@ raw_layer! {
         port: u16,
         user: String,
         pass: String,
-        enable_nontls_health_checks: bool;
+        enable_nontls_health_checks: bool,
+        enable_deprecated_varz_healthz_endpoints: bool;
         nested routes: RawStatusRoutes, tls: RawStatusTls,
+    }
+}
+
+/// `prometheus.meters.*`: histogram bucket bounds, in upstream's units (see
+/// [`crate::metrics::Meters`] for the defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetersConfig {
+    pub route_lookup_time_histogram_buckets: Vec<f64>,
+    pub routing_response_latency_histogram_buckets: Vec<f64>,
+    pub http_latency_histogram_buckets: Vec<f64>,
+    pub route_registration_latency_histogram_buckets: Vec<f64>,
+}
+
+impl Default for MetersConfig {
+    fn default() -> Self {
+        let m = crate::metrics::Meters::default();
+        Self {
+            route_lookup_time_histogram_buckets: m.route_lookup_time,
+            routing_response_latency_histogram_buckets: m.routing_response_latency,
+            http_latency_histogram_buckets: m.http_latency,
+            route_registration_latency_histogram_buckets: m.route_registration_latency,
+        }
+    }
+}
+
+raw_layer! {
+    struct RawMeters => MetersConfig {
+        ; lists
+        route_lookup_time_histogram_buckets: Vec<f64>,
+        routing_response_latency_histogram_buckets: Vec<f64>,
+        http_latency_histogram_buckets: Vec<f64>,
+        route_registration_latency_histogram_buckets: Vec<f64>,
+    }
+}
+
+/// `prometheus.*` as written (upstream's `PrometheusConfig`, plus our `listen_address`);
+/// validated into [`Config::prometheus`].
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusSettings {
+    pub port: u16,
+    pub cert_path: String,
+    pub key_path: String,
+    pub ca_path: String,
+    pub listen_address: String,
+    pub meters: MetersConfig,
+}
+
+raw_layer! {
+    struct RawPrometheus => PrometheusSettings {
+        port: u16,
+        cert_path: String,
+        key_path: String,
+        ca_path: String,
+        listen_address: String;
+        nested meters: RawMeters,
     }
 }
 
@@ -571,6 +631,9 @@ struct Settings {
     index: u32,
     zone: String,
     status: StatusConfig,
+    prometheus: PrometheusSettings,
+    per_request_metrics_reporting: bool,
+    per_app_prometheus_http_metrics_reporting: bool,
     nats: NatsConfig,
     routing_api: RoutingApiConfig,
     oauth: OAuthConfig,
@@ -668,6 +731,9 @@ impl Default for Settings {
             index: 0,
             zone: String::new(),
             status: StatusConfig::default(),
+            prometheus: PrometheusSettings::default(),
+            per_request_metrics_reporting: true,
+            per_app_prometheus_http_metrics_reporting: false,
             nats: NatsConfig::default(),
             routing_api: RoutingApiConfig::default(),
             oauth: OAuthConfig::default(),
@@ -807,9 +873,12 @@ raw_layer! {
         skip_ssl_validation: bool,
         html_error_template_file: String,
         ip: String,
-        bind_address: String;
+        bind_address: String,
+        per_request_metrics_reporting: bool,
+        per_app_prometheus_http_metrics_reporting: bool;
         nested
         status: RawStatus,
+        prometheus: RawPrometheus,
         nats: RawNats,
         routing_api: RawRoutingApi,
         oauth: RawOAuth,
@@ -1339,6 +1408,10 @@ pub struct Config {
     /// How long before its expiry a token is replaced.
     pub token_fetcher_expiration_buffer: Duration,
     pub balancing_algorithm: BalancingAlgorithm,
+    /// Where `/metrics` is served (`prometheus.*`); `None` when `prometheus.port` is 0.
+    pub prometheus: Option<prometheus_endpoint::Endpoint>,
+    /// What the request path measures for `/metrics`.
+    pub metrics: crate::metrics::MetricsSettings,
     pub empty_pool_response_code_503: bool,
     pub empty_pool_timeout: Duration,
     pub sticky_session_cookie_names: Vec<String>,
@@ -1429,6 +1502,24 @@ fn settings_from_yaml(text: &str) -> Result<(Settings, Vec<String>), yaml_config
         })
         .collect();
     Ok((settings, unknown))
+}
+
+/// `prometheus.*` checked: the listen address parses and the TLS files come together.
+fn prometheus_endpoint(
+    raw: &PrometheusSettings,
+) -> Result<Option<prometheus_endpoint::Endpoint>, ConfigError> {
+    let listen_address = listen_ip("prometheus.listen_address", &raw.listen_address)?;
+    let block = prometheus_endpoint::PrometheusConfig {
+        port: raw.port,
+        cert_path: raw.cert_path.clone(),
+        key_path: raw.key_path.clone(),
+        ca_path: raw.ca_path.clone(),
+        listen_address,
+    };
+    block.endpoint().map_err(|e| ConfigError::Invalid {
+        key: "prometheus",
+        message: e.to_string(),
+    })
 }
 
 /// The zap level names upstream accepts (either case, empty = info), mapped onto ours.
@@ -1596,6 +1687,16 @@ impl Config {
         };
         // As upstream's max-request-size handler: below 1 is the 1 MiB default, above it is
         // what Go's server enforces anyway (1 MiB), with a warning.
+        if raw.status.enable_deprecated_varz_healthz_endpoints
+            && !raw.status.enable_nontls_health_checks
+        {
+            warnings.push(
+                "config key `status.enable_deprecated_varz_healthz_endpoints` needs \
+                 `status.enable_nontls_health_checks: true` (the endpoints share that port): \
+                 /varz and /healthz are not served"
+                    .into(),
+            );
+        }
         const MAX_HEADER_LIMIT: i64 = 1024 * 1024;
         let (header_key, header_bytes) = match raw.max_request_header_bytes {
             Some(n) => ("max_request_header_bytes", n),
@@ -1673,7 +1774,29 @@ impl Config {
             Some(ip) => ip,
             None => local_ip(),
         };
+        let prometheus = prometheus_endpoint(&raw.prometheus)?;
+        if raw.per_app_prometheus_http_metrics_reporting && prometheus.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "per_app_prometheus_http_metrics_reporting",
+                message: "needs prometheus.port: per-app metrics are only served there".into(),
+            });
+        }
+        let meters = &raw.prometheus.meters;
+        let metrics = crate::metrics::MetricsSettings {
+            per_request: raw.per_request_metrics_reporting,
+            per_app: raw.per_app_prometheus_http_metrics_reporting,
+            meters: crate::metrics::Meters {
+                route_lookup_time: meters.route_lookup_time_histogram_buckets.clone(),
+                routing_response_latency: meters.routing_response_latency_histogram_buckets.clone(),
+                http_latency: meters.http_latency_histogram_buckets.clone(),
+                route_registration_latency: meters
+                    .route_registration_latency_histogram_buckets
+                    .clone(),
+            },
+        };
         Ok(Config {
+            prometheus,
+            metrics,
             port: raw.port,
             index: raw.index,
             zone: raw.zone,
@@ -1799,6 +1922,76 @@ mod tests {
     /// A YAML flow-scalar for PEM text.
     fn q(text: &str) -> String {
         format!("{text:?}")
+    }
+
+    #[test]
+    fn prometheus_block_is_served_on_loopback_by_default() {
+        let c = Config::from_yaml("prometheus: {port: 9100}").unwrap();
+        let endpoint = c.prometheus.expect("metrics on");
+        assert_eq!(endpoint.addr, "127.0.0.1:9100".parse().unwrap());
+        assert!(endpoint.tls.is_none());
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert!(c.metrics.per_request);
+        assert!(!c.metrics.per_app);
+    }
+
+    #[test]
+    fn prometheus_without_port_is_off() {
+        let c = Config::from_yaml("per_request_metrics_reporting: false").unwrap();
+        assert!(c.prometheus.is_none());
+        assert!(!c.metrics.per_request);
+    }
+
+    #[test]
+    fn prometheus_meters_replace_the_default_buckets() {
+        let c = Config::from_yaml(
+            "prometheus: {port: 9100, meters: {routing_response_latency_histogram_buckets: [1, 5]}}",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.meters.routing_response_latency, vec![1.0, 5.0]);
+        assert_eq!(
+            c.metrics.meters.http_latency,
+            crate::metrics::Meters::default().http_latency
+        );
+    }
+
+    #[test]
+    fn prometheus_with_a_cert_but_no_key_is_an_error() {
+        let err = Config::from_yaml("prometheus: {port: 9100, cert_path: /c.pem}").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("key_path must be set when cert_path is"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn deprecated_varz_without_the_plain_status_port_is_a_warning() {
+        let ca = Ca::new("status CA");
+        let (cert, key) = ca.server(&["a.example"]);
+        let c = Config::from_yaml(&format!(
+            "status: {{enable_nontls_health_checks: false, enable_deprecated_varz_healthz_endpoints: true, tls: {{certificate: {}, key: {}}}}}\n",
+            q(&cert),
+            q(&key)
+        ))
+        .unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("/varz and /healthz are not served")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn per_app_metrics_without_prometheus_is_an_error() {
+        let err = Config::from_yaml("per_app_prometheus_http_metrics_reporting: true").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("per_app_prometheus_http_metrics_reporting"),
+            "{err}"
+        );
     }
 
     fn https_yaml(ca: &Ca, extra: &str) -> String {
@@ -2373,6 +2566,16 @@ backends: {max_attempts: 0, max_conns: 0}
             c.unknown_keys,
             vec!["route_service_secret", "status.colour"]
         );
+    }
+
+    #[test]
+    fn deprecated_varz_healthz_endpoints_are_a_known_key_off_by_default() {
+        let c = Config::from_yaml("").unwrap();
+        assert!(!c.status.enable_deprecated_varz_healthz_endpoints);
+        let c = Config::from_yaml("status: {enable_deprecated_varz_healthz_endpoints: true}\n")
+            .unwrap();
+        assert!(c.status.enable_deprecated_varz_healthz_endpoints);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`balancer`]: picking an endpoint (round-robin, least-connection, sticky sessions).
 //! - [`proxy`]: listener, request pipeline, headers, router errors, backend connections.
 //! - [`route_service`]: route services' signatures, keys and hairpinning (A.10).
-//! - [`status`]: health state, `/health` and `/routes`.
+//! - [`status`]: health state, `/health` and `/routes`; upstream's deprecated status server.
+//! - [`varz`]: upstream's deprecated `/varz` document (rates, process figures).
 //! - [`tls`]: certificates, the HTTPS listener's and backends' rustls configs, TLS failures.
 //! - [`access_log`]: the access log line format and its off-path writer.
 //! - [`router`]: wiring everything together, signals and drain.
@@ -18,6 +19,7 @@
 pub mod access_log;
 pub mod balancer;
 pub mod config;
+pub mod metrics;
 pub mod nats;
 pub mod proxy;
 pub mod registry;
@@ -27,3 +29,4 @@ pub mod routing_api;
 pub mod status;
 pub mod task;
 pub mod tls;
+pub mod varz;

@@ -724,12 +724,18 @@ fn handle_message(table: &RouteTable, message: &Message) -> MessageOutcome {
             };
             let spec = &registration.spec;
             if subject == SUBJECT_REGISTER {
+                let component = spec.component();
+                table
+                    .stats()
+                    .registration_arrived(spec.endpoint_updated_at_ns);
                 for uri in &registration.uris {
                     let outcome = table.register(uri, spec);
+                    table.stats().count_register(component, outcome);
                     debug!(uri = %uri, host = %spec.host, port = spec.port, tls_port = spec.tls_port, outcome = ?outcome, "endpoint-registered");
                 }
                 MessageOutcome::Registered
             } else {
+                table.stats().count_unregister(spec.component());
                 for uri in &registration.uris {
                     let removed = table.unregister(uri, spec);
                     debug!(uri = %uri, host = %spec.host, port = spec.port, tls_port = spec.tls_port, removed, "endpoint-unregistered");

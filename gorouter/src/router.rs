@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, RouteServicesSettings};
+use crate::metrics::{RouterCollector, RouterMetrics};
 use crate::nats;
 use crate::proxy::error_page::ErrorPage;
 use crate::proxy::listener::{self, Connections, ListenerSettings};
@@ -35,6 +36,8 @@ use crate::status::{self, Health};
 use crate::task::AbortOnDrop;
 use crate::tls::backend::BackendTlsConfigs;
 use crate::tls::{self, server::ServerTlsConfig};
+use crate::varz::{Identity as VarzIdentity, Varz};
+use prometheus_endpoint::{MetricsServer, Registry};
 
 /// How the router stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,9 +370,43 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         ));
     }
 
-    if let Some(l) = health_listener {
-        tokio::spawn(status::serve_health(l, health.clone(), shutdown_rx.clone()));
-    }
+    // Counted for `/metrics` and for the deprecated `/varz`.
+    let deprecated_status = config.status.enable_nontls_health_checks
+        && config.status.enable_deprecated_varz_healthz_endpoints;
+    let metrics = (config.prometheus.is_some() || deprecated_status)
+        .then(|| Arc::new(RouterMetrics::new(config.metrics.clone())));
+    let _varz_ticker = match (health_listener, &metrics) {
+        (Some(l), Some(metrics)) if deprecated_status => {
+            let port = l.local_addr().context("status listener")?.port();
+            let varz = Arc::new(Varz::new(
+                VarzIdentity {
+                    index: config.index,
+                    host: format!("{}:{port}", config.status.host),
+                    user: config.status.user.clone(),
+                    pass: config.status.pass.clone(),
+                    uuid: router_id.clone(),
+                },
+                metrics.clone(),
+                table.clone(),
+            ));
+            let ticker = AbortOnDrop(tokio::spawn(varz.clone().run_ticker()));
+            tokio::spawn(status::serve_deprecated(
+                l,
+                health.clone(),
+                varz,
+                table.clone(),
+                config.status.user.clone(),
+                config.status.pass.clone(),
+                shutdown_rx.clone(),
+            ));
+            Some(ticker)
+        }
+        (Some(l), _) => {
+            tokio::spawn(status::serve_health(l, health.clone(), shutdown_rx.clone()));
+            None
+        }
+        (None, _) => None,
+    };
     tokio::spawn(status::serve_routes(
         routes_listener,
         table.clone(),
@@ -397,6 +434,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         route_services,
         error_page,
         response_rewrite,
+        metrics,
     });
     let _transport_sweeper = {
         let proxy = proxy.clone();
@@ -425,6 +463,30 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
         max_client_connections = ?max_client_connections,
         "client-connection-limit"
     );
+    let _metrics_server = match (&config.prometheus, &proxy.metrics) {
+        (Some(endpoint), Some(metrics)) => {
+            let server = MetricsServer::bind(endpoint)
+                .await
+                .context("starting the prometheus metrics server")?;
+            let addr = server.local_addr().context("prometheus listener address")?;
+            tracing::info!(address = %addr, tls = endpoint.tls.is_some(), "metrics-listening");
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(RouterCollector {
+                metrics: metrics.clone(),
+                table: table.clone(),
+                proxy: proxy.clone(),
+                connections: connections.clone(),
+            }));
+            let mut stop = shutdown_rx.clone();
+            Some(AbortOnDrop(tokio::spawn(server.serve(
+                Arc::new(registry),
+                async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                },
+            ))))
+        }
+        _ => None,
+    };
     let listener_settings = ListenerSettings {
         idle_timeout: config.frontend_idle_timeout,
         read_header_timeout: config.read_header_timeout,

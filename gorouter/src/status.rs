@@ -1,6 +1,8 @@
 //! Health state and the status endpoints (A.12): `/health` and the liveness probe on
 //! `status.port` (and over TLS on `status.tls.port`), `/routes` with basic auth on
-//! 127.0.0.1:`status.routes.port`.
+//! 127.0.0.1:`status.routes.port`; in upstream's deprecated mode
+//! (`status.enable_deprecated_varz_healthz_endpoints`) one server on `status.port` for
+//! `/health`, `/healthz` and the liveness probe without auth and `/varz` and `/routes` with it.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -216,17 +218,9 @@ pub async fn serve_routes(
         let creds = creds.clone();
         async move {
             let mut resp = if !authorized(&req, &creds.0, &creds.1) {
-                let mut r = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-                r
+                unauthorized()
             } else if req.method() == Method::GET && req.uri().path() == "/routes" {
-                let mut r = Response::new(Full::new(Bytes::from(routes_json(&table))));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r
+                json_response(routes_json(&table))
             } else {
                 plain(StatusCode::NOT_FOUND, "404 page not found\n")
             };
@@ -234,6 +228,55 @@ pub async fn serve_routes(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             Ok::<_, Infallible>(resp)
         }
+    })
+    .await
+}
+
+/// The answer to a request without the right basic-auth credentials.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+    r
+}
+
+fn json_response(body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Upstream's deprecated status server (`status.enable_deprecated_varz_healthz_endpoints`),
+/// on `status.port` until `shutdown` fires: `/health`, `/healthz` (the same answer, as
+/// upstream's) and `/is-process-alive-do-not-use-for-loadbalancing` without auth; every other
+/// path, `/varz` and `/routes` among them, needs `user`:`pass` (upstream's `BasicAuth` only
+/// lets the two health paths through).
+pub async fn serve_deprecated(
+    listener: TcpListener,
+    health: Arc<Health>,
+    varz: Arc<crate::varz::Varz>,
+    table: Arc<RouteTable>,
+    user: String,
+    pass: String,
+    shutdown: watch::Receiver<bool>,
+) {
+    let creds = Arc::new((user, pass));
+    serve(listener, None, shutdown, move |req: Request<Incoming>| {
+        let path = req.uri().path();
+        let mut resp = match path {
+            "/health" | "/healthz" => health_response(&health),
+            "/is-process-alive-do-not-use-for-loadbalancing" => plain(StatusCode::OK, "ok\n"),
+            _ if !authorized(&req, &creds.0, &creds.1) => unauthorized(),
+            "/varz" => json_response(varz.json()),
+            "/routes" => json_response(routes_json(&table)),
+            _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
+        };
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        std::future::ready(Ok::<_, Infallible>(resp))
     })
     .await
 }

@@ -46,6 +46,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, ForwardedClientCert};
+use crate::metrics::RouterMetrics;
 use crate::registry::RouteTable;
 use crate::status::Health;
 
@@ -179,6 +180,8 @@ pub struct Proxy {
     pub error_page: Option<ErrorPage>,
     /// `http_rewrite.responses`.
     pub response_rewrite: ResponseRewrite,
+    /// What `/metrics` shows of requests; `None` without `prometheus.port`.
+    pub metrics: Option<Arc<RouterMetrics>>,
 }
 
 fn proto_str(v: Version) -> &'static str {
@@ -206,7 +209,11 @@ impl Proxy {
         conn: Arc<ClientConn>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
+        let websocket = self.metrics.is_some() && is_websocket_upgrade(req.headers());
         let Ok(mut resp) = self.route(conn, req).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.answered(&resp, websocket);
+        }
         if let Some(page) = &self.error_page {
             if let Some(ErrorPageMessage(message)) = resp.extensions_mut().remove() {
                 resp = render_error_page(page, resp, &message);
@@ -240,12 +247,18 @@ impl Proxy {
             Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
         };
         // The lookup before the size check (A.4): an unknown route is 404 however large.
-        let pool = match lookup::find_pool(
+        let timed = self.metrics.as_ref().filter(|m| m.per_request());
+        let lookup_started = timed.map(|_| Instant::now());
+        let found = lookup::find_pool(
             &self.table,
             &host,
             req.uri().path(),
             s.empty_pool_response_code_503,
-        ) {
+        );
+        if let (Some(metrics), Some(at)) = (timed, lookup_started) {
+            metrics.route_lookup(at.elapsed());
+        }
+        let pool = match found {
             Ok(pool) => pool,
             Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
         };

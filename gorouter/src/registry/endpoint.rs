@@ -201,6 +201,14 @@ impl EndpointSpec {
         addr
     }
 
+    /// `tags.component` (the registering component, e.g. `route-emitter`), or "" without.
+    pub fn component(&self) -> &str {
+        self.tags
+            .as_ref()
+            .and_then(|tags| tags.get("component"))
+            .map_or("", String::as_str)
+    }
+
     fn effective_port(&self) -> u16 {
         if self.tls_port != 0 {
             self.tls_port
@@ -432,6 +440,13 @@ impl Endpoint {
         let start = self.ends[FIELDS - 1] as usize;
         self.has_tags
             .then(|| Tags(self.strings.get(start..).unwrap_or_default()))
+    }
+
+    /// `tags.component`, or "" without (the `component` label of upstream's request metrics).
+    pub fn component(&self) -> &str {
+        self.tags()
+            .and_then(|tags| tags.iter().find(|(k, _)| *k == "component"))
+            .map_or("", |(_, v)| v)
     }
 
     /// `X-CF-ApplicationID`.

@@ -22,6 +22,7 @@
 mod endpoint;
 mod key;
 mod route_service_url;
+pub mod stats;
 
 pub use endpoint::{Endpoint, EndpointSpec, ModificationTag, Protocol, Tags};
 pub use key::{lowercase_into, route_key, split_route_key};
@@ -45,6 +46,8 @@ pub struct TableSettings {
     pub empty_pool_response_code_503: bool,
     pub empty_pool_timeout: Duration,
     pub sharding: ShardingMode,
+    /// `route_registration_latency`'s bucket bounds (ms).
+    pub registration_latency_buckets: Vec<f64>,
 }
 
 impl TableSettings {
@@ -55,6 +58,7 @@ impl TableSettings {
             empty_pool_response_code_503: c.empty_pool_response_code_503,
             empty_pool_timeout: c.empty_pool_timeout,
             sharding: c.sharding.clone(),
+            registration_latency_buckets: c.metrics.meters.route_registration_latency.clone(),
         }
     }
 }
@@ -67,6 +71,7 @@ impl Default for TableSettings {
             empty_pool_response_code_503: true,
             empty_pool_timeout: Duration::ZERO,
             sharding: ShardingMode::All,
+            registration_latency_buckets: stats::DEFAULT_REGISTRATION_LATENCY_BUCKETS.to_vec(),
         }
     }
 }
@@ -299,17 +304,25 @@ pub struct RouteTable {
     epoch: Instant,
     settings: TableSettings,
     route_count: AtomicUsize,
+    stats: stats::RegistryStats,
 }
 
 impl RouteTable {
     pub fn new(settings: TableSettings) -> Self {
+        let stats = stats::RegistryStats::new(&settings.registration_latency_buckets);
         Self {
             hosts: papaya::HashMap::new(),
             writer: Mutex::new(()),
             epoch: Instant::now(),
             settings,
             route_count: AtomicUsize::new(0),
+            stats,
         }
+    }
+
+    /// Counts for the router's metrics.
+    pub fn stats(&self) -> &stats::RegistryStats {
+        &self.stats
     }
 
     pub fn settings(&self) -> &TableSettings {
@@ -387,6 +400,7 @@ impl RouteTable {
         let key = route_key(uri);
         let (host, path) = split_route_key(&key);
         let now = self.now_ms();
+        self.stats.updated(now);
         let _w = self.lock_writer();
         let guard = self.hosts.guard();
         let pool = match self.pool_at(host, path, &guard) {
@@ -476,6 +490,7 @@ impl RouteTable {
         let (host, path) = split_route_key(&key);
         let addr = spec.addr();
         let now = self.now_ms();
+        self.stats.updated(now);
         let _w = self.lock_writer();
         let guard = self.hosts.guard();
         let Some(pool) = self.pool_at(host, path, &guard) else {
@@ -603,6 +618,7 @@ impl RouteTable {
         for (host, path) in snip {
             self.remove_pool(&host, &path, &guard);
         }
+        self.stats.pruned(removed);
         removed
     }
 

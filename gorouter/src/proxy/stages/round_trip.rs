@@ -49,6 +49,9 @@ fn endpoint_failed(proxy: &Proxy, pool: &Pool, endpoint: &Arc<Endpoint>, err: &C
         ConnectError::Tls(e) => (e.marks_endpoint_failed(), e.prunes_endpoint()),
         ConnectError::Http(_) => (true, false),
     };
+    if let (Some(metrics), ConnectError::Tls(e)) = (&proxy.metrics, err) {
+        metrics.backend_tls_failed(e.kind());
+    }
     if marks {
         balancer::mark_failed(endpoint, proxy.table.now_ms());
     }
@@ -372,6 +375,12 @@ pub async fn run(
 
         // The response from the backend.
         let status = resp.status();
+        if let Some(metrics) = &proxy.metrics {
+            match pool {
+                Some(_) => metrics.routed(&endpoint, ctx.started.elapsed()),
+                None => metrics.route_service_answered(status),
+            }
+        }
         let upgraded = status == StatusCode::SWITCHING_PROTOCOLS;
         if upgraded {
             if let Some(client_upgrade) = client_upgrade {

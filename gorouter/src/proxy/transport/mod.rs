@@ -257,6 +257,15 @@ impl Transport {
     pub fn pools(&self) -> usize {
         self.pools.http1.len() + self.pools.http2.len()
     }
+
+    /// Idle keep-alive connections held in every pool now (a scrape's reading; it walks them).
+    pub fn idle_connections(&self) -> usize {
+        self.pools
+            .both()
+            .iter()
+            .map(|pools| pools.pin().values().map(|p| p.idle.len()).sum::<usize>())
+            .sum()
+    }
 }
 
 /// How many header lines a backend response may have. Go counts none and lets the byte limit
