@@ -40,13 +40,13 @@ async fn health_and_metrics_on_the_health_port() {
     assert!(
         r.header("Content-Type")
             .unwrap_or_default()
-            .starts_with("text/plain; version=0.0.4"),
+            .starts_with("application/openmetrics-text; version=1.0.0"),
         "{}",
         r.dump()
     );
     let text = r.body_str();
     for needle in [
-        "# TYPE tcp_router_connections_total counter".to_string(),
+        "# TYPE tcp_router_connections counter".to_string(),
         format!("tcp_router_bytes_total{{port=\"{port}\",direction=\"client_to_backend\"}} 10"),
         format!("tcp_router_errors_total{{port=\"{port}\",kind=\"connect\"}} 0"),
         "tcp_router_backends 1".to_string(),

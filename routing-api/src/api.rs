@@ -17,6 +17,7 @@ use crate::auth::TokenValidator;
 use crate::events::{Hubs, SseBody};
 use crate::json::go_json;
 use crate::metrics::{Kind, Metrics};
+use crate::prometheus::{ApiMetrics, Endpoint};
 use crate::store::{Store, StoreError};
 use crate::validation::{self, RouteProblem};
 
@@ -44,6 +45,8 @@ pub struct Api {
     pub closing: watch::Receiver<bool>,
     /// Statsd gauges: route and subscription deltas.
     pub metrics: Metrics,
+    /// Prometheus: route totals, open streams, latency by endpoint.
+    pub prometheus: Arc<ApiMetrics>,
 }
 
 fn full(
@@ -205,29 +208,42 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 impl Api {
-    /// Routes a request to its handler.
+    /// Routes a request to its handler, timing it by endpoint.
     pub async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<ApiBody> {
+        let started = std::time::Instant::now();
         let path = req.uri().path().to_string();
         // rata registers every GET route for HEAD too (pat's `Get`).
         let method = match req.method() {
             &Method::HEAD => Method::GET,
             m => m.clone(),
         };
-        let scope = match (&method, path.as_str()) {
-            (
-                &Method::GET,
-                "/routing/v1/routes"
-                | "/routing/v1/events"
-                | "/routing/v1/tcp_routes"
-                | "/routing/v1/tcp_routes/events",
-            ) => ROUTES_READ,
-            (&Method::POST | &Method::DELETE, "/routing/v1/routes") => ROUTES_WRITE,
-            (&Method::POST, "/routing/v1/tcp_routes/create" | "/routing/v1/tcp_routes/delete") => {
-                ROUTES_WRITE
+        let (scope, endpoint) = match (&method, path.as_str()) {
+            (&Method::GET, "/routing/v1/routes") => (ROUTES_READ, Endpoint::ListRoutes),
+            (&Method::GET, "/routing/v1/events") => (ROUTES_READ, Endpoint::RouteEvents),
+            (&Method::GET, "/routing/v1/tcp_routes") => (ROUTES_READ, Endpoint::ListTcpRoutes),
+            (&Method::GET, "/routing/v1/tcp_routes/events") => {
+                (ROUTES_READ, Endpoint::TcpRouteEvents)
             }
-            (&Method::GET, "/routing/v1/router_groups") => GROUPS_READ,
-            (&Method::POST, "/routing/v1/router_groups") => GROUPS_WRITE,
-            (&Method::PUT | &Method::DELETE, p) if router_group_guid(p).is_some() => GROUPS_WRITE,
+            (&Method::POST, "/routing/v1/routes") => (ROUTES_WRITE, Endpoint::UpsertRoutes),
+            (&Method::DELETE, "/routing/v1/routes") => (ROUTES_WRITE, Endpoint::DeleteRoutes),
+            (&Method::POST, "/routing/v1/tcp_routes/create") => {
+                (ROUTES_WRITE, Endpoint::UpsertTcpRoutes)
+            }
+            (&Method::POST, "/routing/v1/tcp_routes/delete") => {
+                (ROUTES_WRITE, Endpoint::DeleteTcpRoutes)
+            }
+            (&Method::GET, "/routing/v1/router_groups") => {
+                (GROUPS_READ, Endpoint::ListRouterGroups)
+            }
+            (&Method::POST, "/routing/v1/router_groups") => {
+                (GROUPS_WRITE, Endpoint::CreateRouterGroup)
+            }
+            (&Method::PUT, p) if router_group_guid(p).is_some() => {
+                (GROUPS_WRITE, Endpoint::UpdateRouterGroup)
+            }
+            (&Method::DELETE, p) if router_group_guid(p).is_some() => {
+                (GROUPS_WRITE, Endpoint::DeleteRouterGroup)
+            }
             _ => {
                 let allowed = allowed_methods(&path);
                 if allowed.is_empty() {
@@ -236,9 +252,22 @@ impl Api {
                 return method_not_allowed(allowed);
             }
         };
+        let response = self.clone().serve(req, method, &path, scope).await;
+        self.prometheus.latency(endpoint).observe(started.elapsed());
+        response
+    }
+
+    /// Checks the token for `scope` and answers with the endpoint's handler.
+    async fn serve(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        method: Method,
+        path: &str,
+        scope: &'static str,
+    ) -> Response<ApiBody> {
         // Upstream counts an event stream request before checking its token: a refused one
         // is `+1` then `-1`.
-        let subscription = match (&method, path.as_str()) {
+        let subscription = match (&method, path) {
             (&Method::GET, "/routing/v1/events") => Some(self.metrics.subscription(Kind::Http)),
             (&Method::GET, "/routing/v1/tcp_routes/events") => {
                 Some(self.metrics.subscription(Kind::Tcp))
@@ -256,16 +285,18 @@ impl Api {
         }
         let query = req.uri().query().map(str::to_string);
         let body = req.into_body();
-        match (method, path.as_str()) {
+        match (method, path) {
             (Method::GET, "/routing/v1/routes") => self.list_routes().await,
             (Method::POST, "/routing/v1/routes") => self.upsert_routes(body).await,
             (Method::DELETE, "/routing/v1/routes") => self.delete_routes(body).await,
-            (Method::GET, "/routing/v1/events") => self.events(&self.hubs.http, subscription),
+            (Method::GET, "/routing/v1/events") => {
+                self.events(&self.hubs.http, Kind::Http, subscription)
+            }
             (Method::GET, "/routing/v1/tcp_routes") => self.list_tcp_routes(query.as_deref()).await,
             (Method::POST, "/routing/v1/tcp_routes/create") => self.upsert_tcp_routes(body).await,
             (Method::POST, "/routing/v1/tcp_routes/delete") => self.delete_tcp_routes(body).await,
             (Method::GET, "/routing/v1/tcp_routes/events") => {
-                self.events(&self.hubs.tcp, subscription)
+                self.events(&self.hubs.tcp, Kind::Tcp, subscription)
             }
             (Method::GET, "/routing/v1/router_groups") => {
                 self.list_router_groups(query.as_deref()).await
@@ -286,9 +317,12 @@ impl Api {
     fn events(
         &self,
         hub: &crate::events::EventHub,
+        kind: Kind,
         subscription: Option<crate::metrics::Subscription>,
     ) -> Response<ApiBody> {
-        let mut body = hub.subscribe(self.closing.clone());
+        let mut body = hub
+            .subscribe(self.closing.clone())
+            .gauged(self.prometheus.stream_opened(kind));
         if let Some(s) = subscription {
             body = body.counted(s);
         }
@@ -338,6 +372,7 @@ impl Api {
             Ok(stored) => {
                 for (stored, created) in stored {
                     self.metrics.route_upserted(Kind::Http, created);
+                    self.prometheus.route_upserted(Kind::Http, created);
                     self.hubs.http.publish(EventAction::Upsert, &stored)
                 }
             }
@@ -360,6 +395,7 @@ impl Api {
             Ok(deleted) => {
                 for deleted in deleted.into_iter().flatten() {
                     self.metrics.route_removed(Kind::Http);
+                    self.prometheus.route_removed(Kind::Http);
                     self.hubs.http.publish(EventAction::Delete, &deleted)
                 }
             }
@@ -413,6 +449,7 @@ impl Api {
             Ok(stored) => {
                 for (stored, created) in stored {
                     self.metrics.route_upserted(Kind::Tcp, created);
+                    self.prometheus.route_upserted(Kind::Tcp, created);
                     self.hubs.tcp.publish(EventAction::Upsert, &stored)
                 }
             }
@@ -435,6 +472,7 @@ impl Api {
             Ok(deleted) => {
                 for deleted in deleted.into_iter().flatten() {
                     self.metrics.route_removed(Kind::Tcp);
+                    self.prometheus.route_removed(Kind::Tcp);
                     self.hubs.tcp.publish(EventAction::Delete, &deleted)
                 }
             }

@@ -12,6 +12,7 @@ use crate::api::Api;
 use crate::config::Config;
 use crate::events::Hubs;
 use crate::metrics::{Kind, Metrics};
+use crate::prometheus::ApiMetrics;
 use crate::store::Store;
 
 /// How often expired routes are deleted (B.5).
@@ -37,7 +38,8 @@ pub fn own_route(config: &Config, ip: &str) -> HttpRoute {
 /// Registers the API's own route and refreshes it every `max_ttl / 2`. The first registration
 /// is not counted in the route gauge's deltas (upstream registers before its metrics reporter
 /// subscribes to changes; the periodic total includes the route); refreshes are (`+0`, or `+1`
-/// if the route had been pruned meanwhile).
+/// if the route had been pruned meanwhile). Prometheus's total counts every creation, the
+/// first included (it is counted in the store before this starts).
 pub async fn register_own_route(
     api: Arc<Api>,
     route: HttpRoute,
@@ -56,6 +58,7 @@ pub async fn register_own_route(
                 if registered {
                     api.metrics.route_upserted(Kind::Http, created);
                 }
+                api.prometheus.route_upserted(Kind::Http, created);
                 registered = true;
                 api.hubs.http.publish(EventAction::Upsert, &stored)
             }
@@ -64,12 +67,13 @@ pub async fn register_own_route(
     }
 }
 
-/// Deletes expired routes every 10 s, with a `Delete` event and a `-1` route gauge delta for
-/// each.
+/// Deletes expired routes every 10 s, with a `Delete` event and a `-1` route gauge delta
+/// (statsd and Prometheus) for each.
 pub async fn prune_expired(
     store: Store,
     hubs: Hubs,
     metrics: Metrics,
+    prometheus: Arc<ApiMetrics>,
     mut closing: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(PRUNE_INTERVAL);
@@ -82,10 +86,12 @@ pub async fn prune_expired(
             Ok((http, tcp)) => {
                 for r in &http {
                     metrics.route_removed(Kind::Http);
+                    prometheus.route_removed(Kind::Http);
                     hubs.http.publish(EventAction::Delete, r);
                 }
                 for m in &tcp {
                     metrics.route_removed(Kind::Tcp);
+                    prometheus.route_removed(Kind::Tcp);
                     hubs.tcp.publish(EventAction::Delete, m);
                 }
                 if !http.is_empty() || !tcp.is_empty() {

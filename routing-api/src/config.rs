@@ -15,6 +15,10 @@
 //! MySQL or PostgreSQL without certificate checks. Upstream's top-level `skip_ssl_validation` turns off the
 //! checks of UAA's certificate only (upstream also applied it to MySQL).
 //!
+//! `prometheus.{port, cert_path, key_path, ca_path}` (gorouter's keys; see [`PrometheusConfig`])
+//! and our `prometheus.listen_address` serve `/metrics` ([`crate::prometheus`]); port 0 or
+//! absent serves none. The three files turn mutual TLS on and go together.
+//!
 //! `sqldb.password` is a [`Secret`]: `Debug` output of the config shows `<redacted>`.
 //! `api.http_enabled: false` (upstream's key) leaves the plain HTTP port closed; the mutual TLS
 //! files are then required.
@@ -23,6 +27,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use prometheus_endpoint::{Endpoint, PrometheusConfig};
 use serde::de::Deserializer;
 use serde::Deserialize;
 use yaml_config::GoDuration;
@@ -42,6 +47,9 @@ pub enum ConfigError {
     Load(#[from] yaml_config::LoadError),
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// The `prometheus` block cannot be served (its message names the keys).
+    #[error(transparent)]
+    Prometheus(#[from] prometheus_endpoint::ConfigError),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +194,7 @@ struct RawConfig {
     statsd_client_flush_interval: String,
     /// Not an upstream key: the address the HTTP and mTLS API listeners bind.
     bind_address: String,
+    prometheus: PrometheusConfig,
 }
 
 impl Default for RawConfig {
@@ -211,6 +220,7 @@ impl Default for RawConfig {
             statsd_endpoint: String::new(),
             statsd_client_flush_interval: String::new(),
             bind_address: "0.0.0.0".into(),
+            prometheus: PrometheusConfig::default(),
         }
     }
 }
@@ -275,6 +285,8 @@ pub struct Config {
     /// `statsd_client_flush_interval`: how long lines wait to be sent together (zero: the
     /// statsd client's 300 ms).
     pub statsd_client_flush_interval: Duration,
+    /// Where `/metrics` is served (`prometheus.*`); `None`: nowhere.
+    pub prometheus: Option<Endpoint>,
     pub unknown_keys: Vec<String>,
 }
 
@@ -496,6 +508,7 @@ impl Config {
             &raw.statsd_client_flush_interval,
         )?
         .unwrap_or(Duration::ZERO);
+        let prometheus = raw.prometheus.endpoint()?;
         let max_ttl = if raw.max_ttl.0.is_zero() {
             Duration::from_secs(120)
         } else {
@@ -533,6 +546,7 @@ impl Config {
             statsd_endpoint: raw.statsd_endpoint.trim().to_string(),
             metrics_reporting_interval,
             statsd_client_flush_interval,
+            prometheus,
             unknown_keys,
         })
     }
@@ -782,6 +796,46 @@ mod tests {
         let yaml = format!("{MINIMAL}sqldb: {{type: postgres, schema: routing}}\n");
         let e = Config::from_yaml(&yaml, true).unwrap_err().to_string();
         assert!(e.contains("sqldb.host"), "{e}");
+    }
+
+    #[test]
+    fn a_prometheus_port_serves_plain_http_on_loopback() {
+        let c = Config::from_yaml(&format!("{MINIMAL}prometheus: {{port: 9101}}\n"), true).unwrap();
+        assert_eq!(
+            c.prometheus,
+            Some(Endpoint {
+                addr: "127.0.0.1:9101".parse().unwrap(),
+                tls: None,
+            })
+        );
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn without_a_prometheus_port_no_metrics_are_served() {
+        assert_eq!(Config::from_yaml(MINIMAL, true).unwrap().prometheus, None);
+        let c = Config::from_yaml(&format!("{MINIMAL}prometheus: {{port: 0}}\n"), true).unwrap();
+        assert_eq!(c.prometheus, None);
+    }
+
+    #[test]
+    fn prometheus_with_all_three_files_is_mutual_tls() {
+        let yaml = format!(
+            "{MINIMAL}prometheus: {{port: 9101, cert_path: /c.pem, key_path: /k.pem, ca_path: /ca.pem}}\n"
+        );
+        let endpoint = Config::from_yaml(&yaml, true).unwrap().prometheus.unwrap();
+        let tls = endpoint.tls.expect("mutual TLS");
+        assert_eq!(tls.cert, PathBuf::from("/c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/k.pem"));
+        assert_eq!(tls.client_ca, PathBuf::from("/ca.pem"));
+        assert_eq!(endpoint.addr.port(), 9101);
+    }
+
+    #[test]
+    fn prometheus_with_some_tls_files_is_an_error_naming_the_missing_one() {
+        let yaml = format!("{MINIMAL}prometheus: {{port: 9101, cert_path: /c.pem}}\n");
+        let e = Config::from_yaml(&yaml, true).unwrap_err().to_string();
+        assert!(e.contains("key_path must be set when cert_path is"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::json::go_json;
 use crate::metrics::Subscription;
+use crate::prometheus::OpenStream;
 
 /// Bytes of unread events a hub keeps for its slowest subscriber before cutting it off.
 pub const SUBSCRIBER_BUFFER_BYTES: usize = 32 * 1024 * 1024;
@@ -177,6 +178,7 @@ impl EventHub {
             closing: tokio_stream::wrappers::WatchStream::new(closing),
             done: false,
             _subscription: None,
+            _open_stream: None,
         }
     }
 }
@@ -217,14 +219,22 @@ pub struct SseBody {
     first_tick_done: bool,
     closing: tokio_stream::wrappers::WatchStream<bool>,
     done: bool,
-    /// Counts this stream in the subscription gauge until the body is dropped.
+    /// Counts this stream in the statsd subscription gauge until the body is dropped.
     _subscription: Option<Subscription>,
+    /// Counts this stream in the Prometheus subscription gauge until the body is dropped.
+    _open_stream: Option<OpenStream>,
 }
 
 impl SseBody {
     /// Ties `subscription` (its `-1`) to the life of this body.
     pub fn counted(mut self, subscription: Subscription) -> Self {
         self._subscription = Some(subscription);
+        self
+    }
+
+    /// Ties `open_stream` (the Prometheus gauge's `-1`) to the life of this body.
+    pub fn gauged(mut self, open_stream: OpenStream) -> Self {
+        self._open_stream = Some(open_stream);
         self
     }
 

@@ -5,7 +5,7 @@
 //! Dependencies point one way, from the process down to the leaves: [`run`] (the lifecycle)
 //! uses [`lock`], [`seeds`], [`server`], [`tls`], [`admin`] and [`background`]; those use
 //! [`api`], which uses [`events`], [`auth`], [`validation`] and [`store`]; at the bottom are
-//! [`config`], [`database`], [`json`], [`secret`] and [`metrics`].
+//! [`config`], [`database`], [`json`], [`secret`], [`metrics`] and [`prometheus`].
 //!
 //! - [`config`]: upstream's YAML keys (and ours), parsed and checked; [`secret`]: redacted
 //!   secrets.
@@ -20,6 +20,8 @@
 //! - [`validation`]: router group, route and TCP mapping rules with upstream's messages.
 //! - [`background`]: the own route's registration and the expiry pruner.
 //! - [`metrics`]: upstream's statsd gauges (`routing_api.*`), buffered over UDP.
+//! - [`prometheus`]: the same counts, open streams and request latency by endpoint, served at
+//!   `/metrics` on the `prometheus` port.
 
 pub mod admin;
 pub mod api;
@@ -31,6 +33,7 @@ pub mod events;
 pub mod json;
 pub mod lock;
 pub mod metrics;
+pub mod prometheus;
 pub mod run;
 pub mod secret;
 pub mod seeds;

@@ -2,9 +2,11 @@
 //! lock is ever taken), then the lock, then migrations, seeding, listeners, self-registration
 //! and the expiry pruner; a failure in any step after the lock releases it before exiting; on
 //! SIGTERM the streams close, the own route is removed and the lock released; on a lost lock
-//! every connection is cut at once and the process exits non-zero. This module only orders
-//! those steps: the pieces live in [`crate::lock`], [`crate::seeds`], [`crate::server`],
-//! [`crate::tls`], [`crate::admin`] and [`crate::background`].
+//! every connection is cut at once and the process exits non-zero. `/metrics` (the
+//! `prometheus` port) is served from before the lock is taken until the process exits, so a
+//! standby is scraped too. This module only orders those steps: the pieces live in
+//! [`crate::lock`], [`crate::seeds`], [`crate::server`], [`crate::tls`], [`crate::admin`],
+//! [`crate::background`] and [`crate::prometheus`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::database::store_config;
 use crate::events::Hubs;
 use crate::lock;
 use crate::metrics::{self, Metrics, StatsdConfig};
+use crate::prometheus::{spawn_route_counter, ApiMetrics};
 use crate::server;
 use crate::store::{DbKind, Store};
 
@@ -114,7 +117,28 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         .map_err(|e| failed("routing-api.creating-uaa-client", e))?
     };
 
-    // Nothing is served, not even bound, until the lock is held.
+    // `/metrics` is the exception to the rule below: a standby's metrics (its token checks,
+    // its zero subscriptions) are worth scraping, and a scrape target that is down whenever
+    // the instance is a standby would only raise false alarms. It stops when `run` returns.
+    let prometheus = Arc::new(ApiMetrics::default());
+    let (_metrics_server_stop, metrics_server_stopped) = watch::channel(());
+    if let Some(endpoint) = &config.prometheus {
+        let server = prometheus_endpoint::MetricsServer::bind(endpoint)
+            .await
+            .map_err(|e| failed("routing-api.prometheus.failed-to-listen", e))?;
+        let addr = server
+            .local_addr()
+            .map_err(|e| failed("routing-api.prometheus.failed-to-listen", e))?;
+        tracing::info!(%addr, mutual_tls = endpoint.tls.is_some(), "routing-api.prometheus.serving");
+        let registry = Arc::new(prometheus.registry(&auth));
+        let mut stopped = metrics_server_stopped.clone();
+        tokio::spawn(server.serve(registry, async move {
+            // Ends when the sender (held by `run`) is dropped.
+            while stopped.changed().await.is_ok() {}
+        }));
+    }
+
+    // Nothing else is served, not even bound, until the lock is held.
     tracing::info!(
         lock = %config.lock_resource_key,
         owner = %config.uuid,
@@ -144,6 +168,7 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         fail_on_router_port_conflicts: config.fail_on_router_port_conflicts,
         closing: closing_rx.clone(),
         metrics: metrics.clone(),
+        prometheus: prometheus.clone(),
     });
 
     // If anything fails from here to serving, release the lock before exiting: a standby (or
@@ -212,6 +237,16 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         return Err(e);
     }
 
+    if config.prometheus.is_some() {
+        // Counted before the own route is registered: its creation is then a `+1`.
+        prometheus.count_routes(&store).await;
+        spawn_route_counter(
+            prometheus.clone(),
+            store.clone(),
+            config.metrics_reporting_interval,
+            closing_rx.clone(),
+        );
+    }
     let own = own_route(&config, &ip);
     tokio::spawn(register_own_route(
         api.clone(),
@@ -230,6 +265,7 @@ pub async fn run(config: Config, ip: String) -> anyhow::Result<()> {
         store.clone(),
         hubs.clone(),
         metrics.clone(),
+        prometheus.clone(),
         closing_rx.clone(),
     ));
     tracing::info!(

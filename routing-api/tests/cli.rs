@@ -72,3 +72,17 @@ fn a_plain_http_uaa_exits_1_naming_the_key_that_allows_it() {
     );
     assert!(!all.contains("hunter2"), "a secret was printed: {all}");
 }
+
+#[test]
+fn a_prometheus_block_with_some_tls_files_exits_1_naming_the_missing_key() {
+    let out = run_with(
+        "prometheus",
+        &format!("{MINIMAL}prometheus: {{port: 9101, cert_path: /c.pem, key_path: /k.pem}}\n"),
+        &["-devMode"],
+    );
+    let line = failed_load_config(&out);
+    assert!(
+        line.contains("ca_path must be set when cert_path is"),
+        "{line}"
+    );
+}

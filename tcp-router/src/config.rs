@@ -14,7 +14,10 @@
 //! IP address, IPv4 or IPv6 without a port, that the external-port listeners and the health
 //! port bind; all interfaces by default, as HAProxy's `bind :<port>`),
 //! `backend_tls_buffer_budget_mb` (1024: the buffer memory all connections to TLS backends may
-//! use, see [`crate::forward::BufferBudget`]).
+//! use, see [`crate::forward::BufferBudget`]), and the `prometheus` block (gorouter's
+//! `port`, `cert_path`, `key_path`, `ca_path`, and `listen_address`; see
+//! [`PrometheusConfig`]): `/metrics` on its own port too (port 0 or absent: only on the health
+//! port), over mutual TLS when the three files are set.
 //!
 //! Flags: every flag of upstream's `cf-tcp-router`, with Go's syntax and defaults: `-config`,
 //! `-syncInterval` (1m), `-subscriptionRetryInterval` (5, seconds), `-staleRouteCheckInterval`
@@ -32,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_endpoint::{Endpoint, PrometheusConfig};
 use serde::Deserialize;
 use yaml_config::GoDuration;
 
@@ -57,6 +61,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
     #[error("flag -{flag}: {message}")]
     Flag { flag: &'static str, message: String },
+    /// The `prometheus` block cannot be served (its message names the keys).
+    #[error(transparent)]
+    Prometheus(#[from] prometheus_endpoint::ConfigError),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -275,6 +282,7 @@ struct RawConfig {
     log_level: String,
     bind_address: String,
     backend_tls_buffer_budget_mb: Option<i64>,
+    prometheus: PrometheusConfig,
 }
 
 impl Default for RawConfig {
@@ -297,6 +305,7 @@ impl Default for RawConfig {
             log_level: "info".into(),
             bind_address: "0.0.0.0".into(),
             backend_tls_buffer_budget_mb: None,
+            prometheus: PrometheusConfig::default(),
         }
     }
 }
@@ -356,6 +365,9 @@ pub struct Config {
     /// Buffer memory all connections to TLS backends may use, in bytes
     /// (`backend_tls_buffer_budget_mb`, ours; [`DEFAULT_TLS_BUFFER_BUDGET_MB`]).
     pub backend_tls_buffer_budget: usize,
+    /// Where `/metrics` is served besides the health port (`prometheus.*`); `None`: nowhere
+    /// else.
+    pub prometheus: Option<Endpoint>,
     /// Keys the file had that this router does not know, as dotted paths.
     pub unknown_keys: Vec<String>,
     /// Non-fatal remarks about the file.
@@ -452,6 +464,7 @@ impl Config {
         let backend_tls_buffer_budget = usize::try_from(budget_mb)
             .unwrap_or(usize::MAX)
             .saturating_mul(1 << 20);
+        let prometheus = raw.prometheus.endpoint()?;
         if raw.reserved_system_component_ports.contains(&0) {
             return Err(invalid(
                 "reserved_system_component_ports",
@@ -472,6 +485,7 @@ impl Config {
             log_level,
             bind_address,
             backend_tls_buffer_budget,
+            prometheus,
             unknown_keys,
             warnings,
         })
@@ -804,5 +818,31 @@ something_else: 1
         assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
         assert_eq!(c.routing_api.url, "http://127.0.0.1:3000");
         assert_eq!(c.health_check_port, 8080);
+    }
+
+    #[test]
+    fn a_prometheus_port_serves_metrics_there_too_over_plain_http_on_loopback() {
+        let c = Config::from_yaml(&format!("{MINIMAL}prometheus: {{port: 9102}}\n")).unwrap();
+        assert_eq!(
+            c.prometheus,
+            Some(Endpoint {
+                addr: "127.0.0.1:9102".parse().unwrap(),
+                tls: None,
+            })
+        );
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn without_a_prometheus_port_metrics_are_only_on_the_health_port() {
+        assert_eq!(Config::from_yaml(MINIMAL).unwrap().prometheus, None);
+    }
+
+    #[test]
+    fn prometheus_with_some_tls_files_is_an_error_naming_the_missing_one() {
+        let yaml =
+            format!("{MINIMAL}prometheus: {{port: 9102, key_path: /k.pem, ca_path: /ca.pem}}\n");
+        let e = Config::from_yaml(&yaml).unwrap_err().to_string();
+        assert!(e.contains("cert_path must be set when key_path is"), "{e}");
     }
 }

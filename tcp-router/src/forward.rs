@@ -86,9 +86,7 @@ pub struct BudgetGrant {
 
 impl Drop for BudgetGrant {
     fn drop(&mut self) {
-        self.metrics
-            .tls_buffer_bytes
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        self.metrics.tls_buffer_bytes.dec_by(self.bytes as u64);
     }
 }
 
@@ -97,9 +95,7 @@ impl BufferBudget {
     pub fn new(bytes: usize, metrics: Arc<Metrics>) -> Self {
         let bytes = bytes.max(TLS_CONNECTION_RESERVE);
         let kib = (bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
-        metrics
-            .tls_buffer_budget_bytes
-            .store(kib * 1024, Ordering::Relaxed);
+        metrics.tls_buffer_budget_bytes.set((kib * 1024) as u64);
         BufferBudget {
             kib: Arc::new(tokio::sync::Semaphore::new(kib)),
             bytes: kib * 1024,
@@ -118,9 +114,7 @@ impl BufferBudget {
     }
 
     fn grant(&self, permit: tokio::sync::OwnedSemaphorePermit, bytes: usize) -> BudgetGrant {
-        self.metrics
-            .tls_buffer_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
+        self.metrics.tls_buffer_bytes.inc_by(bytes as u64);
         BudgetGrant {
             _permit: permit,
             bytes,
@@ -237,18 +231,18 @@ impl Admitted {
     /// Counts a connection accepted on `ctx`'s port, or `None` past `max_connections`.
     pub fn new(ctx: &Arc<PortCtx>) -> Option<Self> {
         if !ctx.global.tracker.try_open() {
-            ctx.global.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            ctx.global.metrics.rejected.inc();
             return None;
         }
-        ctx.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        ctx.metrics.active.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.connections.inc();
+        ctx.metrics.active.inc();
         Some(Admitted { ctx: ctx.clone() })
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.ctx.metrics.active.fetch_sub(1, Ordering::Relaxed);
+        self.ctx.metrics.active.dec();
         self.ctx.global.tracker.close();
     }
 }
@@ -528,10 +522,7 @@ impl Half {
                     Some(grant) => self.grown = Some(grant),
                     None => {
                         // No room: keep copying through the small buffer.
-                        budget
-                            .metrics
-                            .tls_buffer_growth_denied
-                            .fetch_add(1, Ordering::Relaxed);
+                        budget.metrics.tls_buffer_growth_denied.inc();
                         want = INITIAL_BUFFER;
                     }
                 }
@@ -840,7 +831,7 @@ impl<A: Endpoint, B: Endpoint> Future for Duplex<'_, A, B> {
                 &mut **this.client,
                 &mut **this.backend,
                 shutdown,
-                &this.metrics.bytes_from_clients,
+                this.metrics.bytes_from_clients.inner(),
                 &mut progressed,
             ) {
                 return Poll::Ready(Err(DuplexError::Io(e)));
@@ -853,7 +844,7 @@ impl<A: Endpoint, B: Endpoint> Future for Duplex<'_, A, B> {
                 &mut **this.backend,
                 &mut **this.client,
                 shutdown,
-                &this.metrics.bytes_to_clients,
+                this.metrics.bytes_to_clients.inner(),
                 &mut progressed,
             ) {
                 return Poll::Ready(Err(DuplexError::Io(e)));
@@ -893,8 +884,8 @@ mod tests {
             let r = Duplex::new(&mut client_side, &mut backend_side, Half::new(), None, &m).await;
             (
                 r.is_ok(),
-                m.bytes_from_clients.load(Ordering::Relaxed),
-                m.bytes_to_clients.load(Ordering::Relaxed),
+                m.bytes_from_clients.get(),
+                m.bytes_to_clients.get(),
             )
         });
         let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -961,8 +952,8 @@ mod tests {
             let mut d = std::pin::pin!(d);
             d.as_mut().await.unwrap();
             let (up, down) = d.halves();
-            assert_eq!(m.bytes_from_clients.load(Ordering::Relaxed), 8 << 20);
-            assert_eq!(m.bytes_to_clients.load(Ordering::Relaxed), 4 << 20);
+            assert_eq!(m.bytes_from_clients.get(), 8 << 20);
+            assert_eq!(m.bytes_to_clients.get(), 4 << 20);
             (up.was_spliced(), down.was_spliced())
         });
         bulk_traffic(client, backend).await;
@@ -985,8 +976,8 @@ mod tests {
             ));
             d.as_mut().await.unwrap();
             let (up, down) = d.halves();
-            assert_eq!(m.bytes_from_clients.load(Ordering::Relaxed), 8 << 20);
-            assert_eq!(m.bytes_to_clients.load(Ordering::Relaxed), 4 << 20);
+            assert_eq!(m.bytes_from_clients.get(), 8 << 20);
+            assert_eq!(m.bytes_to_clients.get(), 4 << 20);
             (up.was_spliced(), down.was_spliced())
         });
         bulk_traffic(client, backend).await;
@@ -1095,8 +1086,8 @@ mod tests {
         assert_eq!(&buf, b"pong");
         let (up, down) = d.halves();
         assert_eq!((up.buffer_capacity(), down.buffer_capacity()), (0, 0));
-        assert_eq!(m.bytes_from_clients.load(Ordering::Relaxed), 4);
-        assert_eq!(m.bytes_to_clients.load(Ordering::Relaxed), 4);
+        assert_eq!(m.bytes_from_clients.get(), 4);
+        assert_eq!(m.bytes_to_clients.get(), 4);
     }
 
     #[tokio::test]
@@ -1175,12 +1166,12 @@ mod tests {
             drop((client_side, backend_side));
             assert_eq!(reader.await.unwrap(), 4 << 20, "every byte arrives");
             writer.await.unwrap();
-            let denied = metrics.tls_buffer_growth_denied.load(Ordering::Relaxed);
+            let denied = metrics.tls_buffer_growth_denied.get();
             assert_eq!(denied == 0, room_for_growth, "denied {denied}");
             // Grown buffers gave their memory back when the copy ended.
             drop(reserve);
             assert_eq!(budget.available(), budget.bytes());
-            assert_eq!(metrics.tls_buffer_bytes.load(Ordering::Relaxed), 0);
+            assert_eq!(metrics.tls_buffer_bytes.get(), 0);
         }
     }
 }

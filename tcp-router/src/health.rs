@@ -1,6 +1,7 @@
 //! The health port (upstream's `listen health_check_http_url` on `health_check_port`):
 //! `GET /health` answers 200 while serving and 503 while draining, with HAProxy's
-//! `monitor-uri` bodies; `GET /metrics` gives the Prometheus text of [`crate::metrics`].
+//! `monitor-uri` bodies; `GET /metrics` gives the OpenMetrics text of [`crate::metrics`]'
+//! registry (as the `prometheus` port does, when configured).
 //! Also the drain state itself ([`Health`]).
 
 use std::convert::Infallible;
@@ -12,10 +13,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-use crate::forward::Global;
 
 /// Healthy until draining starts; draining is final.
 #[derive(Debug, Default)]
@@ -55,7 +55,7 @@ pub fn answer(
     method: &Method,
     path: &str,
     health: &Health,
-    global: &Global,
+    metrics: &Registry,
 ) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return response(
@@ -77,12 +77,8 @@ pub fn answer(
         ),
         "/metrics" => response(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            Bytes::from(
-                global
-                    .metrics
-                    .render(global.tracker.open(), health.is_draining()),
-            ),
+            prometheus_endpoint::CONTENT_TYPE,
+            Bytes::from(prometheus_endpoint::encode(metrics)),
         ),
         _ => response(
             StatusCode::NOT_FOUND,
@@ -96,7 +92,7 @@ pub fn answer(
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
-    global: Arc<Global>,
+    metrics: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -113,10 +109,10 @@ pub async fn serve(
             }
         };
         let health = health.clone();
-        let global = global.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = answer(req.method(), req.uri().path(), &health, &global);
+                let resp = answer(req.method(), req.uri().path(), &health, &metrics);
                 async move { Ok::<_, Infallible>(resp) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -137,37 +133,30 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::{BufferBudget, ConnTracker, ForwardSettings};
     use crate::metrics::Metrics;
 
     #[test]
     fn health_and_metrics() {
-        let metrics = Arc::new(Metrics::default());
-        let global = Global {
-            settings: ForwardSettings {
-                connect_timeout: Duration::from_secs(1),
-                idle_timeout: None,
-                backend_tls: None,
-            },
-            tracker: ConnTracker::new(10),
-            metrics: metrics.clone(),
-            tls_buffers: Arc::new(BufferBudget::new(1 << 20, metrics)),
-        };
+        let registry = Metrics::default().registry(|| 0, || false);
         let h = Health::new();
-        let r = answer(&Method::GET, "/health", &h, &global);
+        let r = answer(&Method::GET, "/health", &h, &registry);
         assert_eq!(r.status(), StatusCode::OK);
-        let r = answer(&Method::GET, "/metrics", &h, &global);
+        let r = answer(&Method::GET, "/metrics", &h, &registry);
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(
-            answer(&Method::GET, "/nope", &h, &global).status(),
+            r.headers()[header::CONTENT_TYPE],
+            prometheus_endpoint::CONTENT_TYPE
+        );
+        assert_eq!(
+            answer(&Method::GET, "/nope", &h, &registry).status(),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            answer(&Method::POST, "/health", &h, &global).status(),
+            answer(&Method::POST, "/health", &h, &registry).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
         h.start_draining();
-        let r = answer(&Method::GET, "/health", &h, &global);
+        let r = answer(&Method::GET, "/health", &h, &registry);
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

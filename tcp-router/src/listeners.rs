@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -187,10 +186,7 @@ impl Listeners {
                 }
             }
         }
-        self.global
-            .metrics
-            .listeners
-            .store(inner.open.len(), Ordering::Relaxed);
+        self.global.metrics.listeners.set(inner.open.len() as u64);
     }
 
     /// Tries again to open the listeners that failed.
@@ -217,7 +213,7 @@ impl Listeners {
             open.stop.send_replace(true);
             tracing::info!(port, "tcp-router.listener-closed");
         }
-        self.global.metrics.listeners.store(0, Ordering::Relaxed);
+        self.global.metrics.listeners.set(0);
     }
 
     /// Binds one listening socket per worker and starts their accept loops.

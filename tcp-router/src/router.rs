@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::routes::source::{RouteSource, SourceSettings};
 use crate::routes::RoutingTable;
 use crate::supervise::{Supervisor, TaskDied};
+use prometheus_endpoint::MetricsServer;
 use routing_api_client::ports::parse_port_list;
 
 /// How the router stopped.
@@ -56,6 +57,8 @@ pub enum RunError {
     Workers(std::io::Error),
     #[error("{0}; exiting rather than serving a routing table nobody updates")]
     TaskDied(#[from] TaskDied),
+    #[error(transparent)]
+    Metrics(#[from] prometheus_endpoint::ServeError),
 }
 
 /// How often listeners that could not be opened are tried again.
@@ -186,6 +189,10 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
                 addr: health_addr,
                 source,
             })?;
+    let metrics_server = match &config.prometheus {
+        Some(endpoint) => Some(MetricsServer::bind(endpoint).await?),
+        None => None,
+    };
 
     let client = routing_api_client(&config, &flags)?;
     if !config.isolation_segments.is_empty() {
@@ -219,6 +226,13 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
         )),
     });
     let health = Arc::new(Health::new());
+    let registry = {
+        let (global, health) = (global.clone(), health.clone());
+        Arc::new(metrics.registry(
+            move || global.tracker.open() as u64,
+            move || health.is_draining(),
+        ))
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let mut supervisor = Supervisor::new();
@@ -227,10 +241,23 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
         health::serve(
             health_listener,
             health.clone(),
-            global.clone(),
+            registry.clone(),
             shutdown_rx.clone(),
         ),
     );
+    if let Some(server) = metrics_server {
+        match server.local_addr() {
+            Ok(addr) => tracing::info!(%addr, "tcp-router.prometheus.serving"),
+            Err(e) => tracing::warn!(error = %e, "tcp-router.prometheus.no-local-address"),
+        }
+        let mut shutdown = shutdown_rx.clone();
+        supervisor.spawn(
+            "metrics-server",
+            server.serve(registry.clone(), async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            }),
+        );
+    }
 
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())

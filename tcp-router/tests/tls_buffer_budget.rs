@@ -144,10 +144,8 @@ async fn a_tls_connection_past_the_buffer_budget_is_refused_while_the_others_wor
     assert!(echoes(&mut first, Duration::from_secs(5)).await);
     assert!(echoes(&mut second, Duration::from_secs(5)).await);
     assert_eq!(
-        metrics
-            .tls_buffer_bytes
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2 * TLS_CONNECTION_RESERVE
+        metrics.tls_buffer_bytes.get(),
+        2 * TLS_CONNECTION_RESERVE as u64
     );
 
     // The third finds the budget spent: it waits connect_timeout, then is closed unserved.
@@ -169,7 +167,7 @@ async fn a_tls_connection_past_the_buffer_budget_is_refused_while_the_others_wor
     let mut fourth = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     assert!(echoes(&mut fourth, Duration::from_secs(5)).await);
     assert_eq!(ctx.metrics.errors(ErrorKind::TlsBufferBudget), 1);
-    let text = metrics.render(2, false);
+    let text = prometheus_endpoint::encode(&metrics.registry(|| 2, || false));
     assert!(
         text.contains(&format!(
             "tcp_router_errors_total{{port=\"{port}\",kind=\"tls_buffer_budget\"}} 1"

@@ -16,7 +16,6 @@
 //! rebuilt and handed to [`Publish`].
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,7 +161,7 @@ impl<P: Publish> RouteSource<P> {
                                 Err(_) => break,
                             }
                         }
-                        self.metrics.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        self.metrics.events.inc_by(batch.len() as u64);
                         if listing.is_some() {
                             if buffered.len() + batch.len() > MAX_BUFFERED {
                                 tracing::warn!(buffered = buffered.len(), "tcp-router.bulk-sync.too-many-events-during-sync");
@@ -220,7 +219,7 @@ impl<P: Publish> RouteSource<P> {
                     tracing::warn!(port = m.port, backend_ip = %m.backend_ip, backend_port = m.backend_port, error = %why, "tcp-router.bulk-sync.route-skipped");
                 }
                 dirty.extend(changed);
-                self.metrics.syncs.fetch_add(1, Ordering::Relaxed);
+                self.metrics.syncs.inc();
                 if !self.reachable && self.stream_up {
                     tracing::info!("tcp-router.prune-stale-routes.resumed");
                 }
@@ -232,7 +231,7 @@ impl<P: Publish> RouteSource<P> {
                 );
             }
             Err(e) => {
-                self.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.sync_failures.inc();
                 self.reachable = false;
                 tracing::warn!(error = %e, "tcp-router.bulk-sync.error-fetching-routes");
             }
@@ -278,16 +277,12 @@ impl<P: Publish> RouteSource<P> {
         for (rk, bk) in &removed {
             tracing::info!(port = rk.port, sni = ?rk.sni, backend_ip = %bk.ip, backend_port = bk.port, "tcp-router.prune-stale-routes.route-expired");
         }
-        self.metrics
-            .expired
-            .fetch_add(removed.len() as u64, Ordering::Relaxed);
+        self.metrics.expired.inc_by(removed.len() as u64);
         self.publish_ports(changed);
     }
 
     fn publish_ports(&mut self, dirty: BTreeSet<u16>) {
-        self.metrics
-            .backends
-            .store(self.table.len(), Ordering::Relaxed);
+        self.metrics.backends.set(self.table.len() as u64);
         if dirty.is_empty() {
             return;
         }
@@ -323,7 +318,7 @@ async fn subscribe_loop(
         };
         match subscribed {
             Ok(mut stream) => {
-                metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+                metrics.subscriptions.inc();
                 tracing::info!(
                     "tcp-router.watcher.Successfully-subscribed-to-routing-api-event-stream"
                 );
@@ -373,6 +368,7 @@ async fn subscribe_loop(
 mod tests {
     use super::*;
     use routing_api_client::ClientConfig;
+    use std::sync::atomic::Ordering;
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -588,10 +584,7 @@ mod tests {
         *api.list.lock().unwrap() = Err(());
         api.gate.add_permits(10);
         drop(api.events);
-        eventually("a failed list", || {
-            metrics.sync_failures.load(Ordering::Relaxed) >= 1
-        })
-        .await;
+        eventually("a failed list", || metrics.sync_failures.get() >= 1).await;
         assert_eq!(
             published.lock().unwrap().get(&2002),
             Some(&Some(vec![82])),
