@@ -4,12 +4,16 @@
 //! default, `postgres`, `sqlite`), `database_connection_string` (Go MySQL DSN or `mysql://` URL;
 //! lib/pq `postgres://` URL or `host=… dbname=…` string; SQLite path or URL),
 //! `max_open_database_connections`, `max_database_connection_lifetime`, `sql_ca_cert_file`,
-//! `sql_enable_identity_verification`, `log_level`, `time_format`. Other upstream keys (consul, loggregator, debug server, …) are accepted and
+//! `sql_enable_identity_verification`, `log_level`, `time_format`, and `prometheus` (ours,
+//! with upstream gorouter's keys: `{port, cert_path, key_path, ca_path, listen_address}`; see
+//! [`prometheus_endpoint::PrometheusConfig`]: `/metrics` of [`crate::metrics`], plain HTTP on
+//! 127.0.0.1 or mutual TLS). Other upstream keys (consul, loggregator, debug server, …) are accepted and
 //! reported as ignored; unknown keys are reported too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use prometheus_endpoint::{Endpoint, PrometheusConfig};
 use serde_json::{Map, Value};
 use sqlx::mysql::MySqlSslMode;
 use sqlx::postgres::PgSslMode;
@@ -92,6 +96,8 @@ pub struct LocketConfig {
     pub log_level: String,
     /// `time_format`: `unix-epoch` (default) or `rfc3339`, lager's log timestamps.
     pub time_format: process_setup::TimeFormat,
+    /// `prometheus`: where `/metrics` is served; `None` (no block, or port 0) serves none.
+    pub metrics_endpoint: Option<Endpoint>,
     /// Upstream keys present but ignored.
     pub ignored_keys: Vec<String>,
     /// Keys this implementation does not know.
@@ -133,6 +139,7 @@ impl LocketConfig {
             "sql_enable_identity_verification",
             "log_level",
             "time_format",
+            "prometheus",
         ];
         let listen = required_str(map, "listen_address")?;
         let listen_address = listen_address(&listen).ok_or_else(|| ConfigError::Invalid {
@@ -200,6 +207,7 @@ impl LocketConfig {
                 })
             }
         };
+        let metrics_endpoint = prometheus_endpoint(map)?;
         let mut ignored_keys = Vec::new();
         let mut unknown_keys = Vec::new();
         for k in map.keys() {
@@ -224,6 +232,7 @@ impl LocketConfig {
             sql_enable_identity_verification,
             log_level: optional_str(map, "log_level")?.unwrap_or_else(|| "info".into()),
             time_format,
+            metrics_endpoint,
             ignored_keys,
             unknown_keys,
         };
@@ -305,6 +314,21 @@ fn listen_address(text: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The `prometheus` block, checked: a partial set of TLS files is an error naming the keys.
+fn prometheus_endpoint(map: &Map<String, Value>) -> Result<Option<Endpoint>, ConfigError> {
+    let block: PrometheusConfig = match map.get("prometheus") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| ConfigError::Invalid {
+            key: "prometheus",
+            reason: e.to_string(),
+        })?,
+    };
+    block.endpoint().map_err(|e| ConfigError::Invalid {
+        key: "prometheus",
+        reason: e.to_string(),
+    })
 }
 
 fn optional_str(
@@ -550,6 +574,54 @@ mod tests {
             }
             other => panic!("expected Postgres options, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn without_a_prometheus_block_no_metrics_are_served() {
+        assert_eq!(cfg(base()).unwrap().metrics_endpoint, None);
+        let mut v = base();
+        v["prometheus"] = serde_json::json!({"port": 0});
+        assert_eq!(cfg(v).unwrap().metrics_endpoint, None);
+    }
+
+    #[test]
+    fn a_prometheus_port_serves_plain_http_on_loopback_unless_told_otherwise() {
+        let mut v = base();
+        v["prometheus"] = serde_json::json!({"port": 9101});
+        let c = cfg(v.clone()).unwrap();
+        let endpoint = c.metrics_endpoint.unwrap();
+        assert_eq!(endpoint.addr, "127.0.0.1:9101".parse().unwrap());
+        assert_eq!(endpoint.tls, None);
+        assert!(!c.unknown_keys.contains(&"prometheus".to_string()));
+        v["prometheus"]["listen_address"] = "0.0.0.0".into();
+        let endpoint = cfg(v).unwrap().metrics_endpoint.unwrap();
+        assert_eq!(endpoint.addr, "0.0.0.0:9101".parse().unwrap());
+    }
+
+    #[test]
+    fn prometheus_with_all_three_files_is_mutual_tls() {
+        let mut v = base();
+        v["prometheus"] = serde_json::json!({
+            "port": 9101, "cert_path": "/m.crt", "key_path": "/m.key", "ca_path": "/ca.crt"
+        });
+        let tls = cfg(v).unwrap().metrics_endpoint.unwrap().tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/m.crt"));
+        assert_eq!(tls.client_ca, PathBuf::from("/ca.crt"));
+    }
+
+    #[test]
+    fn prometheus_with_some_tls_files_is_an_error_naming_the_missing_key() {
+        let mut v = base();
+        v["prometheus"] = serde_json::json!({"port": 9101, "cert_path": "/m.crt"});
+        let e = cfg(v).unwrap_err().to_string();
+        assert!(
+            e.contains("\"prometheus\"") && e.contains("key_path must be set when cert_path is"),
+            "{e}"
+        );
+        let mut v = base();
+        v["prometheus"] = serde_json::json!({"port": "ninety"});
+        let e = cfg(v).unwrap_err().to_string();
+        assert!(e.contains("\"prometheus\""), "{e}");
     }
 
     #[test]

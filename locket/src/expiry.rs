@@ -8,6 +8,9 @@
 //! by another process (or before a restart) expire too, at most `ttl` + interval after their
 //! last refresh.
 //!
+//! Each expiry is counted in [`LocketMetrics`] (`locket_expired_total`), and each burglar pass
+//! sets the held gauges (`locket_locks_held`, `locket_presences_held`) from the rows it listed.
+//!
 //! The Locket server runs one. A process that uses a [`LockTable`] directly as its lock backend
 //! (the routing API without a Locket server) must run one too ([`spawn`]); otherwise a lock
 //! abandoned by a dead holder would never expire.
@@ -19,8 +22,9 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 
 use crate::error::LockError;
+use crate::metrics::LocketMetrics;
 use crate::sql::LockTable;
-use crate::types::LockRecord;
+use crate::types::{LockRecord, LockType};
 
 /// How often the burglar lists all locks to arm missing TTL timers.
 pub const BURGLAR_INTERVAL: Duration = Duration::from_secs(5);
@@ -45,6 +49,7 @@ impl std::fmt::Debug for Expirer {
 
 struct Inner {
     table: LockTable,
+    metrics: LocketMetrics,
     timers: Mutex<HashMap<String, Armed>>,
 }
 
@@ -66,9 +71,15 @@ impl Drop for Inner {
 impl Expirer {
     /// An expirer with no timers armed.
     pub fn new(table: LockTable) -> Self {
+        Self::with_metrics(table, LocketMetrics::new())
+    }
+
+    /// An expirer with no timers armed that counts into `metrics`.
+    pub fn with_metrics(table: LockTable, metrics: LocketMetrics) -> Self {
         Expirer {
             inner: Arc::new(Inner {
                 table,
+                metrics,
                 timers: Mutex::new(HashMap::new()),
             }),
         }
@@ -95,6 +106,7 @@ impl Expirer {
             task: tokio::spawn(expire_after(
                 Arc::downgrade(&self.inner),
                 self.inner.table.clone(),
+                self.inner.metrics.clone(),
                 record,
                 ttl,
             ))
@@ -103,10 +115,15 @@ impl Expirer {
         timers.insert(key, armed);
     }
 
-    /// One burglar pass: lists every lock and arms missing timers. Returns how many locks it saw.
+    /// One burglar pass: lists every lock, sets the held gauges and arms missing timers.
+    /// Returns how many locks it saw.
     pub async fn sweep(&self) -> Result<usize, LockError> {
         let records = self.inner.table.fetch_all("").await?;
         let n = records.len();
+        let of_type = |t: LockType| records.iter().filter(|r| r.lock_type == t.as_str()).count();
+        self.inner
+            .metrics
+            .held(of_type(LockType::Lock), of_type(LockType::Presence));
         for record in records {
             self.register(record);
         }
@@ -135,7 +152,13 @@ impl Expirer {
     }
 }
 
-async fn expire_after(pick: Weak<Inner>, table: LockTable, record: LockRecord, ttl: Duration) {
+async fn expire_after(
+    pick: Weak<Inner>,
+    table: LockTable,
+    metrics: LocketMetrics,
+    record: LockRecord,
+    ttl: Duration,
+) {
     tokio::time::sleep(ttl).await;
     match table
         .expire_if_unchanged(
@@ -146,12 +169,17 @@ async fn expire_after(pick: Weak<Inner>, table: LockTable, record: LockRecord, t
         )
         .await
     {
-        Ok(true) => tracing::info!(
-            key = %record.key,
-            owner = %record.owner,
-            modified_index = record.modified_index,
-            "locket.lock-pick.expired"
-        ),
+        Ok(true) => {
+            if let Some(lock_type) = LockType::from_type_str(&record.lock_type) {
+                metrics.expired(lock_type);
+            }
+            tracing::info!(
+                key = %record.key,
+                owner = %record.owner,
+                modified_index = record.modified_index,
+                "locket.lock-pick.expired"
+            )
+        }
         Ok(false) => tracing::debug!(key = %record.key, "locket.lock-pick.lock-changed"),
         Err(e) => {
             tracing::error!(key = %record.key, error = %e, "locket.lock-pick.failed-to-expire")
@@ -196,7 +224,16 @@ pub fn spawn(table: LockTable) -> ExpiryTask {
 
 /// [`spawn`] with another burglar interval.
 pub fn spawn_with_interval(table: LockTable, interval: Duration) -> ExpiryTask {
-    let expirer = Expirer::new(table);
+    spawn_with_metrics(table, interval, LocketMetrics::new())
+}
+
+/// [`spawn_with_interval`], counting expiries and held locks into `metrics`.
+pub fn spawn_with_metrics(
+    table: LockTable,
+    interval: Duration,
+    metrics: LocketMetrics,
+) -> ExpiryTask {
+    let expirer = Expirer::with_metrics(table, metrics);
     let runner = expirer.clone();
     let burglar = tokio::spawn(async move { runner.run_burglar(interval).await }).abort_handle();
     ExpiryTask { expirer, burglar }

@@ -12,12 +12,14 @@
 //! - [`runner`]: the [`runner::LockBackend`] trait (implemented by both the client and the
 //!   table) and the lock runner that acquires, refreshes and releases a lock;
 //! - [`config`]: the `locket` binary's JSON config;
+//! - [`metrics`]: [`metrics::LocketMetrics`], the Prometheus metrics the binary serves;
 //! - [`tls`]: PEM file loading shared by the server and the client.
 
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod expiry;
+pub mod metrics;
 pub mod runner;
 pub mod server;
 pub mod sql;

@@ -1,11 +1,15 @@
 //! `locket -config <locket.json>`: the Locket server binary, with upstream's command line,
-//! exit codes and log lines.
+//! exit codes and log lines; `/metrics` on `prometheus.port` when the config sets one.
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use locket::config::LocketConfig;
+use locket::metrics::LocketMetrics;
 use locket::sql::LockTable;
 use process_setup::{FlagSet, LogFormat, LogSettings};
+use prometheus_endpoint::{MetricsServer, Registry};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
@@ -75,9 +79,35 @@ async fn run(config: LocketConfig) -> Result<(), (&'static str, String)> {
             let e = format!("cannot listen on {}: {e}", config.listen_address);
             ("locket.failed-to-listen", e)
         })?;
+    let metrics = LocketMetrics::new();
+    let metrics_task = match &config.metrics_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let server = MetricsServer::bind(endpoint)
+                .await
+                .map_err(|e| ("locket.failed-to-serve-metrics", e.to_string()))?;
+            let mut registry = Registry::default();
+            metrics.register(&mut registry);
+            if let Ok(addr) = server.local_addr() {
+                tracing::info!(address = %addr, tls = endpoint.tls.is_some(), "locket.serving-metrics");
+            }
+            Some(tokio::spawn(
+                server.serve(Arc::new(registry), std::future::pending()),
+            ))
+        }
+    };
     tracing::info!(address = %config.listen_address, "locket.started");
-    let result =
-        locket::server::serve(listener, table.clone(), config.server_tls(), shutdown).await;
+    let result = locket::server::serve_with_metrics(
+        listener,
+        table.clone(),
+        config.server_tls(),
+        metrics,
+        shutdown,
+    )
+    .await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     table.close().await;
     match result {
         Ok(()) => {

@@ -3,7 +3,8 @@
 //! Owns the RPC handlers (validation order and gRPC codes/messages of locket.md) and their wiring
 //! to TTL expiry: after each successful Lock the handler arms a timer ([`Expirer::register`]) and
 //! the server runs the burglar ([`crate::expiry`]) at startup and every
-//! [`crate::expiry::BURGLAR_INTERVAL`].
+//! [`crate::expiry::BURGLAR_INTERVAL`]. Every answered RPC is counted in [`LocketMetrics`]
+//! ([`serve_with_metrics`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::LockError;
 use crate::expiry::{self, Expirer};
+use crate::metrics::{LocketMetrics, Operation};
 use crate::proto::locket_server::{Locket, LocketServer};
 use crate::proto::{
     FetchAllRequest, FetchAllResponse, FetchRequest, FetchResponse, LockRequest, LockResponse,
@@ -59,10 +61,26 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send,
 {
+    serve_with_metrics(listener, table, tls, LocketMetrics::new(), shutdown).await
+}
+
+/// [`serve`], counting RPCs, expiries and held locks into `metrics`.
+pub async fn serve_with_metrics<F>(
+    listener: TcpListener,
+    table: LockTable,
+    tls: ServerTlsConfig,
+    metrics: LocketMetrics,
+    shutdown: F,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send,
+{
     let tls_config = tonic_tls_config(&tls)?;
     let local = listener.local_addr().ok();
-    let expiry = expiry::spawn(table.clone());
-    let service = LocketService::with_expirer(table, expiry.expirer().clone());
+    let expiry =
+        expiry::spawn_with_metrics(table.clone(), expiry::BURGLAR_INTERVAL, metrics.clone());
+    let service =
+        LocketService::with_expirer(table, expiry.expirer().clone()).with_metrics(metrics);
     let router = Server::builder()
         .tls_config(tls_config)
         .map_err(|e| TlsError::Config(format!("{e}: {}", error_chain(&e))))?
@@ -108,6 +126,7 @@ fn tonic_tls_config(
 pub struct LocketService {
     table: LockTable,
     pick: Expirer,
+    metrics: LocketMetrics,
 }
 
 impl LocketService {
@@ -118,7 +137,14 @@ impl LocketService {
         LocketService {
             pick: expirer,
             table,
+            metrics: LocketMetrics::new(),
         }
+    }
+
+    /// Counts every answered RPC into `metrics`.
+    pub fn with_metrics(mut self, metrics: LocketMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -148,14 +174,46 @@ fn resolve_type(type_str: &str, code: i32) -> Result<LockType, LockError> {
     Ok(lock_type)
 }
 
-fn status(e: &LockError) -> Status {
-    e.to_status()
-}
-
+/// The RPCs, each counted once with its outcome; the handlers themselves are below.
 #[tonic::async_trait]
 impl Locket for LocketService {
-    #[allow(deprecated)]
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let result = self.handle_lock(request).await;
+        self.metrics.operation(Operation::Lock, &result);
+        result.map(Response::new).map_err(|e| e.to_status())
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponse>, Status> {
+        let result = self.handle_fetch(request).await;
+        self.metrics.operation(Operation::Fetch, &result);
+        result.map(Response::new).map_err(|e| e.to_status())
+    }
+
+    async fn release(
+        &self,
+        request: Request<ReleaseRequest>,
+    ) -> Result<Response<ReleaseResponse>, Status> {
+        let result = self.handle_release(request).await;
+        self.metrics.operation(Operation::Release, &result);
+        result.map(Response::new).map_err(|e| e.to_status())
+    }
+
+    async fn fetch_all(
+        &self,
+        request: Request<FetchAllRequest>,
+    ) -> Result<Response<FetchAllResponse>, Status> {
+        let result = self.handle_fetch_all(request).await;
+        self.metrics.operation(Operation::FetchAll, &result);
+        result.map(Response::new).map_err(|e| e.to_status())
+    }
+}
+
+impl LocketService {
+    #[allow(deprecated)]
+    async fn handle_lock(&self, request: Request<LockRequest>) -> Result<LockResponse, LockError> {
         let uuid = request_uuid(&request);
         let req = request.into_inner();
         let res = req.resource.unwrap_or_default();
@@ -172,7 +230,7 @@ impl Locket for LocketService {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(request_uuid = %uuid, key = %res.key, owner = %res.owner, error = %e, "locket.lock.failed");
-                return Err(status(&e));
+                return Err(e);
             }
         };
         let resource = Resource {
@@ -189,7 +247,7 @@ impl Locket for LocketService {
                     tracing::debug!(request_uuid = %uuid, key = %record.key, owner = %record.owner, modified_index = record.modified_index, "locket.lock.refreshed");
                 }
                 self.pick.register(record);
-                Ok(Response::new(LockResponse {}))
+                Ok(LockResponse {})
             }
             Err(e) => {
                 if e == LockError::Collision {
@@ -197,66 +255,66 @@ impl Locket for LocketService {
                 } else {
                     tracing::error!(request_uuid = %uuid, key = %resource.key, owner = %resource.owner, error = %e, "locket.lock.failed");
                 }
-                Err(status(&e))
+                Err(e)
             }
         }
     }
 
-    async fn fetch(
+    async fn handle_fetch(
         &self,
         request: Request<FetchRequest>,
-    ) -> Result<Response<FetchResponse>, Status> {
+    ) -> Result<FetchResponse, LockError> {
         let uuid = request_uuid(&request);
         let key = request.into_inner().key;
         match self.table.fetch(&key).await {
-            Ok(record) => Ok(Response::new(FetchResponse {
+            Ok(record) => Ok(FetchResponse {
                 resource: Some(record.to_proto()),
-            })),
+            }),
             Err(e) => {
                 if e != LockError::NotFound {
                     tracing::error!(request_uuid = %uuid, key = %key, error = %e, "locket.fetch.failed");
                 }
-                Err(status(&e))
+                Err(e)
             }
         }
     }
 
-    async fn release(
+    async fn handle_release(
         &self,
         request: Request<ReleaseRequest>,
-    ) -> Result<Response<ReleaseResponse>, Status> {
+    ) -> Result<ReleaseResponse, LockError> {
         let uuid = request_uuid(&request);
         let res = request.into_inner().resource.unwrap_or_default();
         match self.table.release(&res.key, &res.owner).await {
             Ok(()) => {
                 tracing::info!(request_uuid = %uuid, key = %res.key, owner = %res.owner, "locket.release.released");
-                Ok(Response::new(ReleaseResponse {}))
+                Ok(ReleaseResponse {})
             }
             Err(e) => {
                 tracing::error!(request_uuid = %uuid, key = %res.key, owner = %res.owner, error = %e, "locket.release.failed");
-                Err(status(&e))
+                Err(e)
             }
         }
     }
 
     #[allow(deprecated)]
-    async fn fetch_all(
+    async fn handle_fetch_all(
         &self,
         request: Request<FetchAllRequest>,
-    ) -> Result<Response<FetchAllResponse>, Status> {
+    ) -> Result<FetchAllResponse, LockError> {
         let uuid = request_uuid(&request);
         let req = request.into_inner();
         let lock_type = resolve_type(&req.r#type, req.type_code).map_err(|e| {
             tracing::error!(request_uuid = %uuid, error = %e, "locket.fetch-all.failed");
-            status(&e)
+            e
         })?;
         match self.table.fetch_all(lock_type.as_str()).await {
-            Ok(records) => Ok(Response::new(FetchAllResponse {
+            Ok(records) => Ok(FetchAllResponse {
                 resources: records.iter().map(LockRecord::to_proto).collect(),
-            })),
+            }),
             Err(e) => {
                 tracing::error!(request_uuid = %uuid, error = %e, "locket.fetch-all.failed");
-                Err(status(&e))
+                Err(e)
             }
         }
     }

@@ -7,8 +7,10 @@
 //!
 //! Keys of ours beyond route-registrar's: `router_greet_retry_interval` (default `1s`, the time
 //! between `router.greet` attempts; the emitter exits non-zero after
-//! [`crate::nats::MAX_GREET_ATTEMPTS`] unanswered ones) and the per-route extensions of
-//! [`RouteSchema`].
+//! [`crate::nats::MAX_GREET_ATTEMPTS`] unanswered ones), `prometheus` (upstream gorouter's
+//! block, `{port, cert_path, key_path, ca_path, listen_address}`: `/metrics` of
+//! [`crate::metrics`], plain HTTP on 127.0.0.1 or mutual TLS; see
+//! [`prometheus_endpoint::PrometheusConfig`]) and the per-route extensions of [`RouteSchema`].
 //!
 //! Routes found in `dynamic_config_globs` files use the same route schema and the same
 //! validation ([`parse_route_file`]).
@@ -18,6 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use prometheus_endpoint::{Endpoint, PrometheusConfig};
 use serde::{Deserialize, Serialize};
 use yaml_config::parse_go_duration;
 
@@ -151,6 +154,9 @@ pub struct ConfigSchema {
     pub routes: Vec<RouteSchema>,
     /// Ours: time between `router.greet` attempts (Go duration or seconds; default 1s).
     pub router_greet_retry_interval: Option<serde_json::Value>,
+    /// Ours, with gorouter's keys: where `/metrics` is served (port 0 or absent: nowhere).
+    #[serde(skip_serializing)]
+    pub prometheus: PrometheusConfig,
 }
 
 /// Kind of a validated route.
@@ -258,6 +264,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Time between `router.greet` attempts ([`crate::nats::MAX_GREET_ATTEMPTS`] of them).
     pub router_greet_retry_interval: Duration,
+    /// `prometheus`: where `/metrics` is served; `None` serves none.
+    pub metrics_endpoint: Option<Endpoint>,
 }
 
 /// Everything wrong with a config, one problem per line.
@@ -406,6 +414,10 @@ impl ConfigSchema {
                 }
             },
         };
+        let metrics_endpoint = self.prometheus.endpoint().unwrap_or_else(|e| {
+            errors.push(e.to_string());
+            None
+        });
         let defaults = RouteDefaults {
             host: self.host.clone(),
             availability_zone: self.availability_zone.clone(),
@@ -458,6 +470,7 @@ impl ConfigSchema {
             dynamic_config_globs: self.dynamic_config_globs,
             routes,
             router_greet_retry_interval,
+            metrics_endpoint,
         })
     }
 }
@@ -823,6 +836,43 @@ mod tests {
             vec![
                 "route 1 (): name must be provided; port must be greater than 0; registration_interval is required; no uris specified".to_string(),
                 "route 2 (b): invalid registration_interval: invalid duration \"soon\": expected e.g. \"30s\", \"1m30s\" or \"250ms\"; server_cert_domain_san is required if tls_port is set; route_service_url must be https".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_prometheus_block_no_metrics_are_served() {
+        let (schema, _) = parse(&format!("{BUS}routes: []\n")).unwrap();
+        assert_eq!(schema.into_config().unwrap().metrics_endpoint, None);
+    }
+
+    #[test]
+    fn a_prometheus_port_serves_plain_http_on_loopback() {
+        let (schema, unknown) = parse(&format!("{BUS}prometheus: {{port: 9102}}\n")).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let endpoint = schema.into_config().unwrap().metrics_endpoint.unwrap();
+        assert_eq!(endpoint.addr, "127.0.0.1:9102".parse().unwrap());
+        assert_eq!(endpoint.tls, None);
+        let (schema, _) = parse(&format!(
+            "{BUS}prometheus: {{port: 9102, listen_address: 0.0.0.0}}\n"
+        ))
+        .unwrap();
+        let endpoint = schema.into_config().unwrap().metrics_endpoint.unwrap();
+        assert_eq!(endpoint.addr, "0.0.0.0:9102".parse().unwrap());
+    }
+
+    #[test]
+    fn prometheus_with_some_tls_files_is_listed_with_the_other_problems() {
+        let e = errors(
+            "message_bus_servers: [{host: '127.0.0.1:4222'}]\nprometheus: {port: 9102, ca_path: /ca.pem}\n",
+        );
+        assert_eq!(
+            e,
+            vec![
+                "host required".to_string(),
+                "prometheus: cert_path must be set when ca_path is: set cert_path, key_path and \
+                 ca_path together for mutual TLS, or none of them for plain HTTP on 127.0.0.1"
+                    .to_string()
             ]
         );
     }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{HealthCheck, Route};
+use crate::metrics::EmitterMetrics;
 use crate::sources::RouteSet;
 
 /// Runs one check; `true` = healthy.
@@ -104,18 +105,20 @@ fn interval_of(route: &Route, check: &HealthCheck) -> Duration {
     d.max(Duration::from_millis(100))
 }
 
-/// Starts a checker task for `route`: it runs `check` every [`interval_of`] and reports each
-/// result under `key`.
+/// Starts a checker task for `route`: it runs `check` every [`interval_of`], counts it and
+/// reports each result under `key`.
 fn spawn_checker(
     route: Route,
     check: HealthCheck,
     key: String,
     tx: mpsc::Sender<(String, bool)>,
+    metrics: EmitterMetrics,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = None;
         loop {
             let ok = check_once(&route, &check).await;
+            metrics.health_check(ok);
             if last != Some(ok) {
                 tracing::info!(route = %route.name, healthy = ok, "Route Registrar.health-check-result-changed");
                 last = Some(ok);
@@ -153,11 +156,16 @@ fn active_set(
     )
 }
 
-/// Publishes the active subset of `configured` on `active`, running the checks.
+/// Publishes the active subset of `configured` on `active`, running the checks (each counted
+/// in `metrics`).
 ///
 /// Routes without a health check cost one pass over the set when the configured set changes
 /// (and when a check result flips); a result that changes nothing costs a map lookup.
-pub async fn run(mut configured: watch::Receiver<RouteSet>, active: watch::Sender<RouteSet>) {
+pub async fn run(
+    mut configured: watch::Receiver<RouteSet>,
+    active: watch::Sender<RouteSet>,
+    metrics: EmitterMetrics,
+) {
     let (tx, mut results) = mpsc::channel::<(String, bool)>(64);
     let mut checkers: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut healthy: HashSet<String> = HashSet::new();
@@ -195,7 +203,13 @@ pub async fn run(mut configured: watch::Receiver<RouteSet>, active: watch::Sende
                 };
                 checkers.insert(
                     key.clone(),
-                    spawn_checker(route.clone(), check, key.clone(), tx.clone()),
+                    spawn_checker(
+                        route.clone(),
+                        check,
+                        key.clone(),
+                        tx.clone(),
+                        metrics.clone(),
+                    ),
                 );
             }
             dirty = true;

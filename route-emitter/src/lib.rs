@@ -5,7 +5,8 @@
 //! ([`health`]), and publishes the rest: HTTP routes over NATS to gorouter ([`nats`]); TCP, SNI
 //! and `transport: routing_api` HTTP routes to the Routing API ([`routing_api`]). SIGTERM or
 //! SIGINT unregisters everything and exits; so does a NATS publisher that no router answered
-//! ([`nats::MAX_GREET_ATTEMPTS`]), but with an error (exit status 1).
+//! ([`nats::MAX_GREET_ATTEMPTS`]), but with an error (exit status 1). With a `prometheus`
+//! block, what it sends is counted ([`metrics`]) and served at `/metrics`.
 //!
 //! ```text
 //! sources (static + files) --watch--> health --watch(active)--> nats publisher
@@ -14,15 +15,18 @@
 
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod nats;
 pub mod routing_api;
 pub mod sources;
 
 use std::sync::Arc;
 
+use prometheus_endpoint::{MetricsServer, Registry};
 use tokio::sync::watch;
 
 use crate::config::{Config, RouteDefaults};
+use crate::metrics::EmitterMetrics;
 use crate::sources::{RouteSet, Sources};
 
 /// Runs until SIGTERM/SIGINT, then unregisters every route.
@@ -38,6 +42,24 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let (configured_tx, configured_rx) = watch::channel::<RouteSet>(Arc::new(Vec::new()));
     let (active_tx, active_rx) = watch::channel::<RouteSet>(Arc::new(Vec::new()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = EmitterMetrics::new();
+    // Bound before anything is sent, so a port in use stops the emitter at once.
+    let metrics_server = match &config.metrics_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let server = MetricsServer::bind(endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Ok(addr) = server.local_addr() {
+                tracing::info!(address = %addr, tls = endpoint.tls.is_some(), "Route Registrar.serving-metrics");
+            }
+            let mut registry = Registry::default();
+            metrics.register(&mut registry);
+            Some(tokio::spawn(
+                server.serve(Arc::new(registry), std::future::pending()),
+            ))
+        }
+    };
 
     // The static routes move into the sources (no second copy of a large table).
     let static_routes = std::mem::take(&mut config.routes);
@@ -47,7 +69,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let _configured_keepalive = configured_tx.clone();
     tokio::spawn(sources.run(configured_tx));
     let _active_keepalive = active_tx.clone();
-    tokio::spawn(health::run(configured_rx, active_tx));
+    tokio::spawn(health::run(configured_rx, active_tx, metrics.clone()));
 
     let mut tasks = Vec::new();
     // A publisher that gives up (no router answered the greeting) stops the process.
@@ -65,6 +87,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
                 retry_interval: config.router_greet_retry_interval,
                 max_attempts: nats::MAX_GREET_ATTEMPTS,
             },
+            metrics.clone(),
         );
         let failed_tx = failed_tx.clone();
         tasks.push(tokio::spawn(async move {
@@ -81,6 +104,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
                 api.max_ttl,
                 active_rx.clone(),
                 shutdown_rx.clone(),
+                metrics.clone(),
             )));
         }
     }
@@ -103,6 +127,9 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let _ = shutdown_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
     }
     if let Some(e) = failed {
         return Err(e);

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{MessageBusServer, NatsTls, Route, RouteKind, Transport};
+use crate::metrics::{Destination, EmitterMetrics};
 use crate::sources::RouteSet;
 
 /// Lower bound of the random delay before re-registering after `router.start`: gorouter
@@ -506,7 +507,7 @@ impl Table {
 
 /// Publishes the NATS routes of the active set until `shutdown` turns true (`Ok`) or no
 /// router answered the greeting (`Err`), then unregisters them `unregistration_message_limit`
-/// times.
+/// times. Every message sent or refused is counted in `metrics`, and so are the routes kept.
 pub async fn run(
     client: async_nats::Client,
     mut connected: mpsc::UnboundedReceiver<()>,
@@ -514,6 +515,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     unregistration_message_limit: u32,
     greeting: GreetSettings,
+    metrics: EmitterMetrics,
 ) -> Result<(), NatsError> {
     let mut starts = loop {
         match client.subscribe("router.start").await {
@@ -535,25 +537,26 @@ pub async fn run(
             changed = false;
             let set = routes.borrow_and_update().clone();
             let removed = table.sync(&set, Instant::now());
+            metrics.nats_routes(table.len());
             let mut burst = Burst::new(UNREGISTER);
             for (name, message) in removed {
                 burst.publish(&client, message.stamped(now_ns())).await;
                 tracing::info!(route = %name, "Route Registrar.Unregistering route");
             }
-            burst.report();
+            burst.report(&metrics);
         }
         let now = Instant::now();
         let mut burst = Burst::new(REGISTER);
         while let Some(payload) = table.next_due(now) {
             burst.publish(&client, payload).await;
         }
-        burst.report();
+        burst.report(&metrics);
         if !table.retiring.is_empty() {
             let mut burst = Burst::new(UNREGISTER);
             for payload in table.due_unregisters(now) {
                 burst.publish(&client, payload).await;
             }
-            burst.report();
+            burst.report(&metrics);
         }
         tokio::select! {
             _ = tick.tick() => {}
@@ -594,7 +597,8 @@ pub async fn run(
             burst.publish(&client, message.stamped(now_ns())).await;
         }
     }
-    burst.report();
+    burst.report(&metrics);
+    metrics.nats_routes(0);
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     tracing::info!(
         routes = table.len(),
@@ -603,8 +607,8 @@ pub async fn run(
     result
 }
 
-/// Publishes a run of messages on one subject and logs once for the run (a 100k-route round
-/// must not log 100k lines, nor 100k errors while NATS is down).
+/// Publishes a run of messages on one subject and logs and counts once for the run (a
+/// 100k-route round must not log 100k lines, nor 100k errors while NATS is down).
 struct Burst {
     subject: Subject,
     sent: usize,
@@ -634,7 +638,13 @@ impl Burst {
         }
     }
 
-    fn report(&self) {
+    fn report(&self, metrics: &EmitterMetrics) {
+        if self.subject == REGISTER {
+            metrics.registered(Destination::Nats, self.sent);
+        } else {
+            metrics.unregistered(Destination::Nats, self.sent);
+        }
+        metrics.failed(Destination::Nats, self.failed);
         if let Some(e) = &self.first_error {
             tracing::error!(subject = %self.subject, failed = self.failed, sent = self.sent, error = %e, "Route Registrar.publish-failed");
         }

@@ -21,6 +21,7 @@ use routing_api_client::{
 use tokio::sync::watch;
 
 use crate::config::{Route, RouteKind, RoutingApiConfig, Transport};
+use crate::metrics::{Destination, EmitterMetrics};
 use crate::sources::RouteSet;
 
 /// Whether `route` goes to the Routing API.
@@ -253,6 +254,7 @@ impl Groups {
 
 struct Publisher {
     client: RoutingApiClient,
+    metrics: EmitterMetrics,
     ttl: Duration,
     groups: Groups,
     /// Consecutive transient failures of the Routing API.
@@ -413,6 +415,14 @@ async fn send_due(
         let outcomes = p.apply(&routes, delete).await;
         let after = Instant::now();
         let retry_at = p.blocked_until.unwrap_or(after);
+        let done_here = outcomes.iter().filter(|o| **o == Outcome::Done).count();
+        if delete {
+            p.metrics.unregistered(Destination::RoutingApi, done_here);
+        } else {
+            p.metrics.registered(Destination::RoutingApi, done_here);
+        }
+        p.metrics
+            .failed(Destination::RoutingApi, outcomes.len() - done_here);
         for (k, outcome) in chunk.iter().zip(outcomes) {
             let Some(e) = table.get_mut(k) else { continue };
             match outcome {
@@ -445,7 +455,8 @@ impl Backoff {
 }
 
 /// Keeps the Routing API routes of the active set registered until `shutdown`, then deletes
-/// them.
+/// them. Every route upserted, deleted or failed is counted in `metrics`, and so are the routes
+/// kept.
 ///
 /// A route is upserted when it joins the set and every `max_ttl / 3`; one that leaves is
 /// deleted, and the delete is retried until it succeeds or the route's TTL has run out. When
@@ -457,10 +468,12 @@ pub async fn run(
     max_ttl: Duration,
     mut routes: watch::Receiver<RouteSet>,
     mut shutdown: watch::Receiver<bool>,
+    metrics: EmitterMetrics,
 ) {
     let refresh = (max_ttl / 3).max(Duration::from_secs(1));
     let mut p = Publisher {
         client,
+        metrics,
         ttl: max_ttl,
         groups: Groups::default(),
         backoff: Backoff::new(RETRY_BASE, RETRY_CAP.min(refresh)),
@@ -500,6 +513,11 @@ pub async fn run(
                 deleting.remove(&k);
                 table.entry(k).or_insert_with(|| Entry::new(r, now));
             }
+            let http = table
+                .values()
+                .filter(|e| e.route.kind == RouteKind::Http)
+                .count();
+            p.metrics.routing_api_routes(http, table.len() - http);
         }
         let now = Instant::now();
         deleting.retain(|_, e| {
@@ -534,6 +552,7 @@ pub async fn run(
     }
     let mut all: HashMap<String, Entry> = table.into_iter().chain(deleting).collect();
     let done = send_due(&mut p, &mut all, true, refresh).await.len();
+    p.metrics.routing_api_routes(0, 0);
     if done == total {
         tracing::info!(
             routes = total,
