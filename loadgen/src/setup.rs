@@ -18,7 +18,8 @@ use http::StatusCode;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 
-use crate::load::{self, Target};
+use crate::client;
+use crate::targets::Target;
 
 /// The host the backend is registered under.
 pub const ROUTE_HOST: &str = "bench.example.com";
@@ -34,6 +35,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Stack {
     /// Gorouter's proxy listener.
     pub proxy_addr: SocketAddr,
+    /// The nats-server gorouter listens to (`nats://127.0.0.1:PORT`), for more routes.
+    pub nats_url: String,
     _registrar: AbortOnDrop,
     _gorouter: ChildGuard,
     _nats: ChildGuard,
@@ -87,9 +90,13 @@ pub async fn start(gorouter: &Path, nats_server: &Path, backend: SocketAddr) -> 
     )
     .await?;
 
-    let client = async_nats::connect(nats_addr.to_string())
-        .await
-        .with_context(|| format!("connecting to our nats-server at {nats_addr}"))?;
+    let client = tokio::time::timeout(
+        NATS_READY_TIMEOUT,
+        async_nats::connect(nats_addr.to_string()),
+    )
+    .await
+    .with_context(|| format!("connecting to our nats-server at {nats_addr}: timed out"))?
+    .with_context(|| format!("connecting to our nats-server at {nats_addr}"))?;
     let payload = registration(backend).to_string();
     publish_registration(&client, &payload).await?;
     let registrar = tokio::spawn(async move {
@@ -106,6 +113,7 @@ pub async fn start(gorouter: &Path, nats_server: &Path, backend: SocketAddr) -> 
     wait_for_route(proxy_addr, &mut gorouter).await?;
     Ok(Stack {
         proxy_addr,
+        nats_url: format!("nats://{nats_addr}"),
         _registrar: registrar,
         _gorouter: gorouter,
         _nats: nats,
@@ -159,11 +167,16 @@ fn registration(backend: SocketAddr) -> serde_json::Value {
 }
 
 async fn publish_registration(client: &async_nats::Client, payload: &str) -> Result<()> {
-    client
-        .publish("router.register", payload.to_owned().into())
+    let publish = async {
+        client
+            .publish("router.register", payload.to_owned().into())
+            .await
+            .context("publishing router.register")?;
+        client.flush().await.context("flushing router.register")
+    };
+    tokio::time::timeout(NATS_READY_TIMEOUT, publish)
         .await
-        .context("publishing router.register")?;
-    client.flush().await.context("flushing router.register")
+        .context("publishing router.register: timed out")?
 }
 
 /// Four distinct free ports on 127.0.0.1 (the listeners are held until all four are taken).
@@ -197,12 +210,7 @@ async fn wait_for_tcp(addr: SocketAddr, child: &mut ChildGuard) -> Result<()> {
 }
 
 async fn wait_for_health(status: SocketAddr, child: &mut ChildGuard) -> Result<()> {
-    let target = Target {
-        addr: status,
-        host: status.to_string(),
-        path: "/health".into(),
-        tls: None,
-    };
+    let target = Target::plain("health", status, &status.to_string(), "/health");
     let deadline = Instant::now() + HEALTH_TIMEOUT;
     loop {
         let last = get(&target).await;
@@ -223,12 +231,7 @@ async fn wait_for_health(status: SocketAddr, child: &mut ChildGuard) -> Result<(
 }
 
 async fn wait_for_route(proxy: SocketAddr, child: &mut ChildGuard) -> Result<()> {
-    let target = Target {
-        addr: proxy,
-        host: ROUTE_HOST.into(),
-        path: "/".into(),
-        tls: None,
-    };
+    let target = Target::plain("gorouter", proxy, ROUTE_HOST, "/");
     let deadline = Instant::now() + ROUTE_TIMEOUT;
     loop {
         let last = get(&target).await;
@@ -251,13 +254,7 @@ async fn wait_for_route(proxy: SocketAddr, child: &mut ChildGuard) -> Result<()>
 
 /// One GET on a fresh connection.
 async fn get(target: &Target) -> Result<StatusCode> {
-    let mut sender = load::connect(target).await?;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        load::request(&mut sender, target, false),
-    )
-    .await
-    .context("no response within 5s")?
+    client::get_once(target, &target.host, Duration::from_secs(5)).await
 }
 
 fn describe(r: &Result<StatusCode>) -> String {
