@@ -40,8 +40,40 @@ const PERCENTILES: [(&str, f64); 5] = [
 /// collector"): always this number.
 const LATENCY_VALUE: f64 = 0.5 / 1_000_000.0;
 
+/// The top-level fields of the `/varz` document, as upstream writes them.
+pub const FIELDS: [&str; 27] = [
+    "type",
+    "index",
+    "host",
+    "credentials",
+    "uuid",
+    "start",
+    "uptime",
+    "num_cores",
+    "mem",
+    "cpu",
+    "log_counts",
+    "urls",
+    "droplets",
+    "requests",
+    "rate",
+    "requests_per_sec",
+    "responses_2xx",
+    "responses_3xx",
+    "responses_4xx",
+    "responses_5xx",
+    "responses_xxx",
+    "latency",
+    "bad_requests",
+    "bad_gateways",
+    "tags",
+    "top10_app_requests",
+    "ms_since_last_registry_update",
+];
+
 /// Who this router is, as `/varz` names it (upstream's `GenericVarz` identity fields).
 #[derive(Debug, Clone)]
+
 pub struct Identity {
     /// `index` from the config.
     pub index: u32,
@@ -486,35 +518,7 @@ mod tests {
             Arc::new(RouteTable::new(TableSettings::default())),
         );
         let doc = v.document();
-        for key in [
-            "type",
-            "index",
-            "host",
-            "credentials",
-            "uuid",
-            "start",
-            "uptime",
-            "num_cores",
-            "mem",
-            "cpu",
-            "log_counts",
-            "urls",
-            "droplets",
-            "requests",
-            "rate",
-            "requests_per_sec",
-            "responses_2xx",
-            "responses_3xx",
-            "responses_4xx",
-            "responses_5xx",
-            "responses_xxx",
-            "latency",
-            "bad_requests",
-            "bad_gateways",
-            "tags",
-            "top10_app_requests",
-            "ms_since_last_registry_update",
-        ] {
+        for key in FIELDS {
             assert!(doc.get(key).is_some(), "no {key} in {doc}");
         }
         assert_eq!(doc.as_object().map(Map::len), Some(27), "{doc}");
