@@ -11,6 +11,8 @@
 //! - [`route_service`]: route services' signatures, keys and hairpinning (A.10).
 //! - [`status`]: health state, `/health` and `/routes`; upstream's deprecated status server.
 //! - [`varz`]: upstream's deprecated `/varz` document (rates, process figures).
+//! - [`top_apps`]: requests by app over the last minute, for `/varz`'s `top10_app_requests`.
+//! - [`component`]: upstream's deprecated VCAP component announce/discover over NATS.
 //! - [`tls`]: certificates, the HTTPS listener's and backends' rustls configs, TLS failures.
 //! - [`access_log`]: the access log line format and its off-path writer.
 //! - [`router`]: wiring everything together, signals and drain.
@@ -18,6 +20,7 @@
 
 pub mod access_log;
 pub mod balancer;
+pub mod component;
 pub mod config;
 pub mod metrics;
 pub mod nats;
@@ -29,4 +32,5 @@ pub mod routing_api;
 pub mod status;
 pub mod task;
 pub mod tls;
+pub mod top_apps;
 pub mod varz;

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Response, StatusCode};
 use prometheus_endpoint::metrics::{
@@ -31,6 +31,7 @@ use crate::registry::stats::{
 };
 use crate::registry::{Endpoint, RouteTable};
 use crate::tls::backend::BackendTlsErrorKind;
+use crate::top_apps::TopApps;
 
 /// Apps with their own `http_latency_seconds` series; requests to more share the
 /// `source_id="other"` series, so the series count stays bounded.
@@ -99,6 +100,8 @@ pub struct RouterMetrics {
     route_lookup_time: AtomicHistogram,
     components: papaya::HashMap<Box<str>, Arc<ComponentSeries>>,
     apps: papaya::HashMap<Box<str>, Arc<AtomicHistogram>>,
+    /// Requests by app over the last minute, for the deprecated `/varz` only.
+    top_apps: Option<TopApps>,
 }
 
 /// One label, as the encoder takes it.
@@ -141,7 +144,19 @@ impl RouterMetrics {
             websocket_failures: AtomicU64::new(0),
             components: papaya::HashMap::new(),
             apps: papaya::HashMap::new(),
+            top_apps: None,
         }
+    }
+
+    /// Also counts requests by app for `/varz`'s `top10_app_requests`.
+    pub fn with_top_apps(mut self) -> Self {
+        self.top_apps = Some(TopApps::new());
+        self
+    }
+
+    /// Requests by app, when counted ([`RouterMetrics::with_top_apps`]).
+    pub fn top_apps(&self) -> Option<&TopApps> {
+        self.top_apps.as_ref()
     }
 
     /// Whether per-request timings are taken (`per_request_metrics_reporting`).
@@ -186,6 +201,9 @@ impl RouterMetrics {
                 &guard,
             );
             app.observe(took.as_secs_f64());
+        }
+        if let Some(top_apps) = &self.top_apps {
+            top_apps.mark(endpoint.app_id(), Instant::now());
         }
     }
 

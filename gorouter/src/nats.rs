@@ -611,9 +611,17 @@ async fn connect_initially(
     )
 }
 
+/// The router's NATS connection once [`start`] has set it up.
+pub struct NatsConnection {
+    /// The message and prune loops: ends with an error if the connection is closed for good
+    /// (the router then exits), and with Ok on shutdown.
+    pub task: JoinHandle<anyhow::Result<()>>,
+    /// The client, for other subjects the router answers on ([`crate::component`]).
+    pub client: Client,
+}
+
 /// Connects to NATS (as upstream's mbus client), publishes `router.start`, subscribes
-/// `router.*` and starts the message and prune loops. The returned task ends with an error if
-/// the connection is closed for good (the router then exits), and with Ok on shutdown.
+/// `router.*` and starts the message and prune loops.
 ///
 /// When this returns Ok the server has the subscription: registrations published from then on
 /// reach the table. `shutdown` turning true (or its sender being dropped) drains the
@@ -623,7 +631,7 @@ pub async fn start(
     table: Arc<RouteTable>,
     router_id: String,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+) -> anyhow::Result<NatsConnection> {
     let servers = config.nats_servers();
     let status = Arc::new(ConnectionStatus::new_connected());
     let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
@@ -664,17 +672,18 @@ pub async fn start(
         config.suspend_pruning_if_nats_unavailable,
     )));
     let subscription = RouterSubscription {
-        client,
+        client: client.clone(),
         subscriber,
         table,
         router_start,
         status,
     };
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let result = subscription.run(notices_rx, shutdown).await;
         drop(pruner);
         result
-    }))
+    });
+    Ok(NatsConnection { task, client })
 }
 
 /// Waits until the server has processed everything this client sent so far. `Client::flush`

@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
+use crate::component;
 use crate::config::{Config, RouteServicesSettings};
 use crate::metrics::{RouterCollector, RouterMetrics};
 use crate::nats;
@@ -271,14 +272,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
     let router_id = format!("{}-{}", config.index, uuid::Uuid::new_v4());
     // With `nats.hosts: []` (allowed only with a Routing API) no NATS connection is made and
     // the pruner runs on its own, never suspended.
-    let (mut nats_task, _pruner) = if config.nats.hosts.is_empty() {
+    let (mut nats_task, nats_client, _pruner) = if config.nats.hosts.is_empty() {
         tracing::info!("nats-disabled: no nats.hosts; routes come from the Routing API only");
         let pruner =
             nats::spawn_pruner_without_nats(table.clone(), config.prune_stale_droplets_interval);
-        (None, Some(AbortOnDrop(pruner)))
+        (None, None, Some(AbortOnDrop(pruner)))
     } else {
         tracing::info!("setting-up-nats-connection");
-        let task = nats::start(
+        let connection = nats::start(
             config.clone(),
             table.clone(),
             router_id.clone(),
@@ -289,7 +290,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
             message: "nats-connection-error",
             error: format!("{e:#}"),
         })?;
-        (Some(task), None)
+        (Some(connection.task), Some(connection.client), None)
     };
     let _route_fetcher = if config.routing_api.enabled() {
         let task = routing_api::start(&config, table.clone(), shutdown_rx.clone())
@@ -373,8 +374,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
     // Counted for `/metrics` and for the deprecated `/varz`.
     let deprecated_status = config.status.enable_nontls_health_checks
         && config.status.enable_deprecated_varz_healthz_endpoints;
-    let metrics = (config.prometheus.is_some() || deprecated_status)
-        .then(|| Arc::new(RouterMetrics::new(config.metrics.clone())));
+    let metrics = (config.prometheus.is_some() || deprecated_status).then(|| {
+        let metrics = RouterMetrics::new(config.metrics.clone());
+        Arc::new(if deprecated_status {
+            metrics.with_top_apps()
+        } else {
+            metrics
+        })
+    });
     let _varz_ticker = match (health_listener, &metrics) {
         (Some(l), Some(metrics)) if deprecated_status => {
             let port = l.local_addr().context("status listener")?.port();
@@ -390,6 +397,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
                 table.clone(),
             ));
             let ticker = AbortOnDrop(tokio::spawn(varz.clone().run_ticker()));
+            if let Some(client) = &nats_client {
+                component::register(client.clone(), varz.clone(), shutdown_rx.clone()).await;
+            }
             tokio::spawn(status::serve_deprecated(
                 l,
                 health.clone(),

@@ -9,10 +9,11 @@
 //! [`RouterMetrics`]. The request path is never touched: everything else is read when `/varz`
 //! is asked for, from [`RouterMetrics`], the route table and `/proc/self/status`.
 //!
-//! Not kept, written empty: `log_counts` (log lines by level; the logger counts nothing) and
-//! `top10_app_requests` (no per-app request counts). A component under `tags.component` has
-//! `requests`, `rate` and `latency`, not upstream's per-component `responses_*`: responses are
-//! counted for the router as a whole only.
+//! `top10_app_requests` comes from [`crate::top_apps`], counted only while `/varz` is served.
+//! `log_counts` is always `{}`, as upstream's is: its `LogCounter` is never handed a log line
+//! since its logger moved off lager. A component under `tags.component` has `requests`,
+//! `rate` and `latency`, not upstream's per-component `responses_*`: responses are counted
+//! for the router as a whole only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -238,6 +239,10 @@ impl Varz {
         if cpu.is_some() {
             samples.cpu_seen = cpu;
         }
+        drop(samples);
+        if let Some(apps) = self.metrics.top_apps() {
+            apps.prune(Instant::now());
+        }
     }
 
     /// Ticks every [`TICK`] until dropped (spawn it and keep its handle).
@@ -330,10 +335,27 @@ impl Varz {
             "bad_requests": m.rejected_requests(),
             "bad_gateways": m.bad_gateways(),
             "tags": {"component": tagged},
-            "top10_app_requests": [],
+            "top10_app_requests": top_apps_json(m),
             "ms_since_last_registry_update": since_update,
         })
     }
+}
+
+/// Upstream's `topAppsEntry` list: `application_id`, `rps`, `rpm`.
+fn top_apps_json(metrics: &RouterMetrics) -> Value {
+    let top = metrics
+        .top_apps()
+        .map(|apps| apps.top(Instant::now()))
+        .unwrap_or_default();
+    top.iter()
+        .map(|app| {
+            json!({
+                "application_id": app.application_id,
+                "rps": app.per_second(),
+                "rpm": app.per_minute,
+            })
+        })
+        .collect()
 }
 
 /// Requests routed to backends so far, all components together.
@@ -592,6 +614,56 @@ mod tests {
             doc["tags"]["component"].get("").is_none(),
             "endpoints without a component are not a tag: {doc}"
         );
+    }
+
+    #[test]
+    fn top10_app_requests_lists_routed_apps_by_requests_with_upstreams_fields() {
+        let m = Arc::new(
+            RouterMetrics::new(MetricsSettings {
+                per_request: true,
+                per_app: false,
+                meters: Meters::default(),
+            })
+            .with_top_apps(),
+        );
+        let table = RouteTable::new(TableSettings::default());
+        for (port, app) in [(9001, "app-busy"), (9002, "app-quiet")] {
+            let spec = EndpointSpec {
+                app: app.into(),
+                ..spec(port, None)
+            };
+            table.register(&format!("{app}.example.com"), &spec);
+        }
+        let busy = table
+            .lookup("app-busy.example.com", "/")
+            .expect("registered");
+        let quiet = table
+            .lookup("app-quiet.example.com", "/")
+            .expect("registered");
+        for _ in 0..3 {
+            m.routed(&busy.endpoints()[0], Duration::from_millis(1));
+        }
+        m.routed(&quiet.endpoints()[0], Duration::from_millis(1));
+        let v = Varz::new(identity(), m, Arc::new(table));
+        assert_eq!(
+            v.document()["top10_app_requests"],
+            json!([
+                {"application_id": "app-busy", "rps": 0, "rpm": 3},
+                {"application_id": "app-quiet", "rps": 0, "rpm": 1},
+            ])
+        );
+    }
+
+    #[test]
+    fn without_top_apps_counting_top10_app_requests_is_empty() {
+        let m = metrics();
+        m.routed(&endpoint(None), Duration::from_millis(1));
+        let v = Varz::new(
+            identity(),
+            m,
+            Arc::new(RouteTable::new(TableSettings::default())),
+        );
+        assert_eq!(v.document()["top10_app_requests"], json!([]));
     }
 
     #[test]

@@ -137,3 +137,85 @@ async fn without_the_key_there_is_no_varz() {
         assert_eq!(resp.status, 404, "{path}: {}", resp.dump());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn varz_lists_the_top_apps_by_requests_in_the_last_minute() {
+    let env = TestEnv::start(DEPRECATED_MODE).await;
+    let backend = EchoBackend::start("a").await;
+    let mut busy = route("varz-top-busy.example.com", backend.port());
+    busy["app"] = json!("varz-top-busy-guid");
+    let mut quiet = route("varz-top-quiet.example.com", backend.port());
+    quiet["app"] = json!("varz-top-quiet-guid");
+    env.register_and_wait(&busy).await;
+    env.register_and_wait(&quiet).await;
+    for _ in 0..5 {
+        let resp = env.get("varz-top-busy.example.com", "/").await;
+        assert_eq!(resp.status, 200, "{}", resp.dump());
+    }
+
+    let varz = json_body(&status_get(&env, "/varz", Some((STATUS_USER, STATUS_PASS))).await);
+    let top = varz["top10_app_requests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no top10_app_requests list: {varz}"));
+    let ids: Vec<&str> = top
+        .iter()
+        .filter_map(|app| app["application_id"].as_str())
+        .collect();
+    // The waits above took requests of their own too; the five make `busy` the first.
+    assert_eq!(ids, ["varz-top-busy-guid", "varz-top-quiet-guid"], "{varz}");
+    let busy_rpm = top[0]["rpm"].as_u64().expect("rpm");
+    assert!(busy_rpm >= 5, "{varz}");
+    assert_eq!(top[0]["rps"].as_u64(), Some(busy_rpm / 60), "{varz}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_router_announces_itself_and_answers_component_discovery_over_nats() {
+    let nats = integration::NatsServer::start().await;
+    let observer = integration::NatsClient::connect(&nats).await;
+    let mut announcements = observer.subscribe("vcap.component.announce").await;
+    observer.flush().await;
+    let router = integration::Gorouter::builder(&nats)
+        .yaml(DEPRECATED_MODE)
+        .start()
+        .await;
+
+    let announced: Value = serde_json::from_str(
+        &integration::nats::next_message(&mut announcements, std::time::Duration::from_secs(10))
+            .await,
+    )
+    .expect("the announcement is JSON");
+    assert_eq!(announced["type"], "Router", "{announced}");
+    assert_eq!(
+        announced["host"],
+        format!("127.0.0.1:{}", router.status_addr().port()),
+        "{announced}"
+    );
+    for key in gorouter::varz::FIELDS {
+        assert!(announced.get(key).is_some(), "no {key} in {announced}");
+    }
+
+    let discovered: Value =
+        serde_json::from_str(&observer.request("vcap.component.discover", "").await)
+            .expect("the discover reply is JSON");
+    assert_eq!(discovered["type"], "Router", "{discovered}");
+    assert_eq!(discovered["uuid"], announced["uuid"], "{discovered}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_key_there_is_no_component_discovery() {
+    let nats = integration::NatsServer::start().await;
+    let _router = integration::Gorouter::builder(&nats).start().await;
+    let observer = integration::NatsClient::connect(&nats).await;
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        observer
+            .client()
+            .request("vcap.component.discover", "".into()),
+    )
+    .await;
+    // No responder: the server says so at once (or, on an old server, nothing arrives).
+    assert!(
+        !matches!(reply, Ok(Ok(_))),
+        "a router without the key answered discovery"
+    );
+}
