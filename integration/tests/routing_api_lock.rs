@@ -362,3 +362,102 @@ async fn a_startup_failure_after_taking_the_lock_releases_it() {
     // otherwise wait out)
     let _next = RoutingApi::start(Database::mysql(&db)).await;
 }
+
+/// A routing-api holding its lock on a real `locket` server reached through a [`DbGate`] (a
+/// TCP forwarder that can cut the server off), and that server's gate.
+async fn api_on_gated_locket(
+    db: &TestDatabase,
+    ca: &TestCa,
+    locket: &Locket,
+) -> (RoutingApi, DbGate) {
+    let locket_port = locket
+        .address()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("locket address ends in a port");
+    let gate = DbGate::start("127.0.0.1", locket_port).await;
+    let mut files = locket.client_files(ca);
+    files.address = format!("127.0.0.1:{}", gate.port());
+    let api = RoutingApi::builder(Database::mysql(db))
+        .locket(files)
+        .start()
+        .await;
+    (api, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_locket_server_an_outage_shorter_than_the_refresh_bound_keeps_the_lock() {
+    let db = TestDatabase::create("ra_lock");
+    let locket_dir = integration::TempDir::new("it-locket-db");
+    let ca = TestCa::new("locket-ca");
+    let locket = Locket::start(
+        &ca,
+        "sqlite",
+        &locket_dir.path().join("locket.db").display().to_string(),
+    )
+    .await;
+    let (mut api, gate) = api_on_gated_locket(&db, &ca, &locket).await;
+
+    // Three failed refreshes in a row (every second): upstream's lock runner would have ended
+    // the process at the first; the lease is still fresh (bound 5 s), so it keeps serving.
+    gate.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        api.try_exit().is_none(),
+        "exited during a 3 s Locket outage:\n{}",
+        api.log()
+    );
+    assert_eq!(api.get("/routing/v1/routes").await.status, 200);
+    gate.restore();
+
+    // Refreshes succeed again: well past the bound counted from the cut, it still holds the
+    // lock (an unrefreshed lease would have ended it 5 s after the cut).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        api.try_exit().is_none(),
+        "exited after the Locket server came back:\n{}",
+        api.log()
+    );
+    assert_eq!(api.get("/routing/v1/routes").await.status, 200);
+    let log = api.log();
+    let deferred = find_line(
+        &log_lines(&log),
+        0,
+        "lock-refresh-deferred-store-unavailable",
+        &[],
+    );
+    assert!(deferred.is_some(), "no deferred refresh logged:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_locket_server_an_outage_past_the_refresh_bound_ends_the_process_before_the_ttl() {
+    let db = TestDatabase::create("ra_lock");
+    let locket_dir = integration::TempDir::new("it-locket-db");
+    let ca = TestCa::new("locket-ca");
+    let locket = Locket::start(
+        &ca,
+        "sqlite",
+        &locket_dir.path().join("locket.db").display().to_string(),
+    )
+    .await;
+    let (mut api, gate) = api_on_gated_locket(&db, &ca, &locket).await;
+
+    gate.cut();
+    let cut = Instant::now();
+    let status = api.wait_exit(Duration::from_secs(14)).await;
+    // The Locket server hands the lock to a peer 15 s (the TTL) after the last refresh it
+    // saw: this instance must have stopped serving before then.
+    assert!(
+        cut.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        cut.elapsed()
+    );
+    assert!(!status.success(), "must exit non-zero: {status}");
+    assert!(!RoutingApi::port_bound(api.http_port).await);
+    let log = api.log();
+    assert!(
+        log.contains("lock-refresh-deferred-store-unavailable"),
+        "the first failed refreshes were not tolerated:\n{log}"
+    );
+}

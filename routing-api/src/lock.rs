@@ -4,13 +4,15 @@
 //! routing API's own database, so routing-api processes sharing a database are active/standby.
 //!
 //! Never two active instances: a peer may take the lock `ttl` after the holder's last refresh
-//! reached the database. So with the database backend a refresh that fails (the database is
+//! reached the lock's store (the database, or the Locket server, which counts the TTL from the
+//! last Lock it processed). So with either backend a refresh that fails (the store is
 //! unreachable) or takes longer than its budget is tolerated only while the last successful
 //! refresh started less than [`refresh_bound`] (a third of the TTL, 5 s) ago: past that the
 //! lock counts as lost ([`HeldLock::lost`] resolves, even if the refresh call is still
-//! pending) and the process stops serving, well before the TTL lets a peer in. A slower or
-//! briefly failing database within that bound costs nothing. A refresh that finds another
-//! owner ends the lock at once. With a Locket server any failed refresh ends it at once.
+//! pending) and the process stops serving, well before the TTL lets a peer in. A slow or
+//! briefly unreachable store within that bound costs nothing (upstream's lock runner exits at
+//! the first refresh slower than its 1 s retry interval, which a loaded host hits). A refresh
+//! that finds another owner ends the lock at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,31 +68,30 @@ impl Lease {
     }
 }
 
-/// The database backend, tolerant of short outages while the lock is held.
-struct DatabaseLock {
-    table: LockTable,
+/// A lock backend whose failed or slow refreshes are tolerated while the lease is fresh (see
+/// the module doc).
+struct LeasedLock<B> {
+    store: B,
     /// How long one lock call may take: less than the runner's own timeout (its retry
-    /// interval), so that a database refusing connections (the pool retries until its acquire
-    /// timeout) ends as a tolerated [`LockError::Timeout`] here instead of the runner's, which
-    /// would end the process.
+    /// interval), so that a store refusing connections (a pool or channel retrying until its
+    /// own timeout) ends as a tolerated [`LockError::Timeout`] here instead of the runner's,
+    /// which would end the process.
     call_budget: Duration,
     lease: Lease,
     /// See [`refresh_bound`].
     bound: Duration,
-    /// This process's TTL timers (see [`locket::expiry`]).
-    expirer: locket::expiry::Expirer,
 }
 
-impl LockBackend for DatabaseLock {
+impl<B: LockBackend> LockBackend for LeasedLock<B> {
     fn lock<'a>(&'a self, resource: &'a Resource, ttl_secs: i64) -> BackendFuture<'a, ()> {
         Box::pin(async move {
             let started = Instant::now();
-            let call = tokio::time::timeout(self.call_budget, self.table.lock(resource, ttl_secs));
+            let call = tokio::time::timeout(self.call_budget, self.store.lock(resource, ttl_secs));
             let result = call
                 .await
                 .unwrap_or(Err(LockError::Timeout(self.call_budget)));
             match result {
-                Ok(_) => {
+                Ok(()) => {
                     self.lease.renewed(started);
                     Ok(())
                 }
@@ -100,7 +101,7 @@ impl LockBackend for DatabaseLock {
                             tracing::warn!(
                                 error = %e,
                                 unrefreshed_ms = at.elapsed().as_millis() as u64,
-                                "lock-refresh-deferred-database-unavailable"
+                                "lock-refresh-deferred-store-unavailable"
                             );
                             Ok(())
                         }
@@ -108,6 +109,33 @@ impl LockBackend for DatabaseLock {
                         _ => Err(e),
                     }
                 }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a str, owner: &'a str) -> BackendFuture<'a, ()> {
+        self.store.release(key, owner)
+    }
+
+    fn owner<'a>(&'a self, key: &'a str) -> BackendFuture<'a, String> {
+        self.store.owner(key)
+    }
+}
+
+/// Locket's `locks` table in the routing API's database, expiring dead holders' locks itself
+/// (no Locket server does it).
+struct DatabaseLock {
+    table: LockTable,
+    /// This process's TTL timers (see [`locket::expiry`]).
+    expirer: locket::expiry::Expirer,
+}
+
+impl LockBackend for DatabaseLock {
+    fn lock<'a>(&'a self, resource: &'a Resource, ttl_secs: i64) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            match self.table.lock(resource, ttl_secs).await {
+                Ok(_) => Ok(()),
                 Err(LockError::Collision) => {
                     // Someone else holds it: arm the TTL timer on the version just seen, so a
                     // holder that died expires `ttl` after its last refresh, as a Locket server
@@ -152,16 +180,18 @@ fn database_options(config: &Config) -> anyhow::Result<DbConnectOptions> {
 /// A lock this process holds.
 pub struct HeldLock {
     handle: LockHandle,
-    /// The database backend's lease and its [`refresh_bound`] (none with a Locket server,
-    /// where the runner ends at the first failed refresh).
-    lease: Option<(Lease, Duration)>,
+    lease: Lease,
+    /// See [`refresh_bound`].
+    bound: Duration,
     _expiry: Option<locket::expiry::ExpiryTask>,
 }
 
 /// Joins the competition for the lock and returns once it is held. Standby processes wait
 /// here, serving nothing.
 pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
-    let mut lease = None;
+    let lease = Lease::default();
+    let bound = refresh_bound(config.lock_ttl);
+    let call_budget = config.lock_retry_interval.mul_f64(0.8);
     let (backend, expiry): (Arc<dyn LockBackend>, _) = if config.locket.locket_address.is_empty() {
         let table = LockTable::connect_with(database_options(config)?, PoolSettings::default())
             .await
@@ -169,16 +199,16 @@ pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
             .context("cannot open the lock table in the database")?;
         // No Locket server expires the locks of dead holders: every process does it.
         let expiry = locket::expiry::spawn(table.clone());
-        let bound = refresh_bound(config.lock_ttl);
-        let l = Lease::default();
-        lease = Some((l.clone(), bound));
+        let store = DatabaseLock {
+            table,
+            expirer: expiry.expirer().clone(),
+        };
         (
-            Arc::new(DatabaseLock {
-                table,
-                call_budget: config.lock_retry_interval.mul_f64(0.8),
-                lease: l,
+            Arc::new(LeasedLock {
+                store,
+                call_budget,
+                lease: lease.clone(),
                 bound,
-                expirer: expiry.expirer().clone(),
             }),
             Some(expiry),
         )
@@ -193,7 +223,15 @@ pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot set up the Locket client")?;
-        (Arc::new(client), None)
+        (
+            Arc::new(LeasedLock {
+                store: client,
+                call_budget,
+                lease: lease.clone(),
+                bound,
+            }),
+            None,
+        )
     };
     let runner = LockRunnerConfig::lock(&config.lock_resource_key, &config.uuid)
         .with_ttl(config.lock_ttl)
@@ -206,6 +244,7 @@ pub async fn acquire(config: &Config) -> anyhow::Result<HeldLock> {
     Ok(HeldLock {
         handle,
         lease,
+        bound,
         _expiry: expiry,
     })
 }
@@ -215,19 +254,13 @@ impl HeldLock {
     /// a refresh failed past the bound), or no refresh succeeded for [`refresh_bound`] while
     /// one is still pending.
     pub async fn lost(&mut self) -> String {
-        let lease = self.lease.clone();
-        let unrefreshed = async move {
-            match lease {
-                Some((lease, bound)) => Some((lease.expired(bound).await, bound)),
-                None => std::future::pending().await,
-            }
-        };
+        let (lease, bound) = (self.lease.clone(), self.bound);
         tokio::select! {
             finished = self.handle.finished() => match finished {
                 Err(e) => e.to_string(),
                 Ok(()) => "the lock runner stopped".into(),
             },
-            Some((since, bound)) = unrefreshed => format!(
+            since = lease.expired(bound) => format!(
                 "the lock was not refreshed for {}ms (bound {}ms, a third of its TTL): a peer may take it when the TTL runs out",
                 since.as_millis(),
                 bound.as_millis()
