@@ -1,10 +1,12 @@
 //! gorouter's `/metrics` on `prometheus.port` (issue 15): upstream's metric names and labels,
 //! scraped over HTTP from the real binary after the traffic that moves each of them.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use integration::{closed_port, free_port, route, EchoBackend, TestEnv};
+use prometheus_endpoint::sample;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 struct MetricsEnv {
     env: TestEnv,
@@ -17,22 +19,14 @@ async fn start(extra: &str) -> MetricsEnv {
     MetricsEnv { env, port }
 }
 
-/// The body of `GET /metrics`.
+/// The body of `GET /metrics`, which must answer 200.
 async fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let scrape = prometheus_endpoint::scrape(addr, Duration::from_secs(10))
         .await
-        .expect("metrics port accepts");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request written");
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .await
-        .expect("response read");
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    text
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(scrape.status, 200, "{scrape}");
+    scrape.body
 }
 
 fn assert_has(text: &str, line: &str) {
@@ -50,9 +44,7 @@ async fn a_routed_request_counts_by_component_and_status_group() {
     msg["tags"] = json!({"component": "route-emitter"});
     m.env.register_and_wait(&msg).await;
     let before = scrape(m.port).await;
-    let requests_before = before
-        .lines()
-        .find_map(|l| l.strip_prefix("total_requests{component=\"route-emitter\"} "))
+    let requests_before = sample(&before, "total_requests{component=\"route-emitter\"}")
         .map_or(0, |n| n.parse::<u64>().expect("a count"));
 
     let resp = m.env.get("metrics-routed.example.com", "/").await;
@@ -133,9 +125,7 @@ async fn a_dead_backend_is_a_bad_gateway() {
     assert_eq!(resp.status, 502);
 
     let text = scrape(m.port).await;
-    let bad_gateways: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("bad_gateways "))
+    let bad_gateways: u64 = sample(&text, "bad_gateways")
         .and_then(|n| n.parse().ok())
         .expect("a bad_gateways sample");
     assert!(bad_gateways >= 1, "{text}");
@@ -149,10 +139,11 @@ async fn per_app_latency_is_labelled_by_app_guid() {
     msg["app"] = json!("app-guid-1");
     m.env.register_and_wait(&msg).await;
     let before = scrape(m.port).await;
-    let count_before = before
-        .lines()
-        .find_map(|l| l.strip_prefix("http_latency_seconds_count{source_id=\"app-guid-1\"} "))
-        .map_or(0, |n| n.parse::<u64>().expect("a count"));
+    let count_before = sample(
+        &before,
+        "http_latency_seconds_count{source_id=\"app-guid-1\"}",
+    )
+    .map_or(0, |n| n.parse::<u64>().expect("a count"));
     m.env.get("metrics-app.example.com", "/").await;
 
     let text = scrape(m.port).await;

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::{eventually, pki, MariaDb, Pki};
 use locket::proto::TypeCode;
 use locket::LockError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -59,36 +59,27 @@ impl Drop for Locket {
     }
 }
 
-/// `GET /metrics` over plain HTTP: the status line and the body, or `None` if nothing answers.
-async fn scrape(port: u16) -> Option<(String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
-}
-
 /// The body of a successful scrape that contains every line of `want`, waiting up to `within`.
 async fn scrape_until(port: u16, want: &[&str], within: Duration) -> String {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + within;
     loop {
-        let last = scrape(port).await;
-        if let Some((status, body)) = &last {
-            if status == "HTTP/1.1 200 OK"
-                && want.iter().all(|l| body.contains(&format!("\n{l}\n")))
+        let last = prometheus_endpoint::scrape(addr, Duration::from_secs(5)).await;
+        if let Ok(scrape) = &last {
+            if scrape.status == 200
+                && want
+                    .iter()
+                    .all(|l| scrape.body.contains(&format!("\n{l}\n")))
             {
-                return body.clone();
+                return scrape.body.clone();
             }
         }
         if Instant::now() > deadline {
-            panic!("within {within:?} /metrics did not show {want:?}; last scrape: {last:?}");
+            let last = match last {
+                Ok(scrape) => scrape.to_string(),
+                Err(e) => e.to_string(),
+            };
+            panic!("within {within:?} /metrics did not show {want:?}; last scrape:\n{last}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -4,14 +4,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use http::Method;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_endpoint::config::TlsFiles;
-use prometheus_endpoint::{Endpoint, MetricsServer, Registry, ServeError};
+use prometheus_endpoint::{request, scrape, Endpoint, MetricsServer, Registry, ServeError};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn registry_with_counter(value: u64) -> Arc<Registry> {
@@ -36,51 +38,46 @@ fn plain() -> Endpoint {
     }
 }
 
-async fn get<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, method: &str, path: &str) -> String {
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn plain_scrape_renders_the_registry_in_openmetrics_text() {
     let addr = start(plain(), registry_with_counter(7)).await;
-    let response = get(TcpStream::connect(addr).await.unwrap(), "GET", "/metrics").await;
-    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    assert!(
-        response
-            .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    let response = scrape(addr, TIMEOUT).await.expect("scrape");
+    assert_eq!(response.status, 200, "{response}");
+    assert_eq!(
+        response.content_type.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         "{response}"
     );
     assert!(
-        response.contains("# TYPE scrapes_seen counter\n"),
+        response.body.contains("# TYPE scrapes_seen counter\n"),
         "{response}"
     );
-    assert!(response.contains("\nscrapes_seen_total 7\n"), "{response}");
-    assert!(response.ends_with("# EOF\n"), "{response}");
+    assert!(
+        response.body.contains("\nscrapes_seen_total 7\n"),
+        "{response}"
+    );
+    assert!(response.body.ends_with("# EOF\n"), "{response}");
 }
 
 #[tokio::test]
 async fn other_paths_are_not_found() {
     let addr = start(plain(), registry_with_counter(1)).await;
-    let response = get(TcpStream::connect(addr).await.unwrap(), "GET", "/varz").await;
-    assert!(
-        response.starts_with("HTTP/1.1 404 Not Found\r\n"),
-        "{response}"
-    );
+    let response = request(addr, &Method::GET, "/varz", TIMEOUT)
+        .await
+        .expect("request");
+    assert_eq!(response.status, 404, "{response}");
 }
 
 #[tokio::test]
 async fn other_methods_are_not_allowed() {
     let addr = start(plain(), registry_with_counter(1)).await;
-    let response = get(TcpStream::connect(addr).await.unwrap(), "POST", "/metrics").await;
-    assert!(
-        response.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
-        "{response}"
-    );
-    assert!(response.contains("allow: GET, HEAD\r\n"), "{response}");
+    let response = request(addr, &Method::POST, "/metrics", TIMEOUT)
+        .await
+        .expect("request");
+    assert_eq!(response.status, 405, "{response}");
+    assert_eq!(response.header("allow"), Some("GET, HEAD"), "{response}");
 }
 
 #[tokio::test]

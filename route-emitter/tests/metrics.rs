@@ -14,6 +14,7 @@
 //!
 //! A `prometheus` block with only some of its TLS files is a config error listed with the others.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 /// Upper bound for anything the emitter should do "at once"; generous for a loaded machine.
 const WAIT: Duration = Duration::from_secs(20);
+/// Upper bound for one scrape of `/metrics`.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -299,10 +302,15 @@ impl Emitter {
     async fn scrape_until(&self, mut check: impl FnMut(&str) -> Vec<String>) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
-            let (missing, body) = match scrape(self.metrics_port).await {
-                Some(body) => (check(&body), body),
-                None => (
-                    vec!["(no answer on the metrics port)".into()],
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
+            let (missing, body) = match prometheus_endpoint::scrape(addr, SCRAPE_TIMEOUT).await {
+                Ok(scrape) if scrape.status == 200 => (check(&scrape.body), scrape.body),
+                Ok(scrape) => (
+                    vec![format!("(status {} on the metrics port)", scrape.status)],
+                    scrape.body,
+                ),
+                Err(e) => (
+                    vec![format!("(no answer on the metrics port: {e})")],
                     String::new(),
                 ),
             };
@@ -325,21 +333,6 @@ impl Drop for Emitter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `GET /metrics` over plain HTTP: the body of a 200 answer.
-async fn scrape(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200 OK\r\n")
-        .then(|| body.to_string())
 }
 
 /// The lines of `want` that are not whole lines of `body`.

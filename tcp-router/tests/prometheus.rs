@@ -7,12 +7,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use integration::http::{build_request, try_request, RawResponse};
 use integration::pki::TestCa;
 use integration::routing_api::tls_request;
 use integration::tcp_router::{Client, TcpBackend, TcpRouter, TcpRouterBuilder};
 use integration::util::{closed_port, free_port};
 use integration::TempDir;
+use prometheus_endpoint::Scrape;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -92,11 +92,11 @@ async fn router_routing(port: u16, backend_port: u16, prometheus_yaml: &str) -> 
     router
 }
 
-async fn scrape(port: u16) -> Option<RawResponse> {
+/// A 200 answer of `GET /metrics` on the prometheus port.
+async fn scrape(port: u16) -> Option<Scrape> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let raw = build_request("GET", "/metrics", &[("Host", "metrics")], b"");
-    match tokio::time::timeout(Duration::from_secs(5), try_request(addr, &raw)).await {
-        Ok(Ok(r)) if r.status == 200 => Some(r),
+    match prometheus_endpoint::scrape(addr, Duration::from_secs(5)).await {
+        Ok(r) if r.status == 200 => Some(r),
         _ => None,
     }
 }
@@ -105,7 +105,7 @@ async fn scrape(port: u16) -> Option<RawResponse> {
 async fn wait_for_line(port: u16, line: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        let text = scrape(port).await.map(|r| r.body_str()).unwrap_or_default();
+        let text = scrape(port).await.map(|r| r.body).unwrap_or_default();
         if text.lines().any(|l| l == line) {
             return text;
         }
@@ -169,21 +169,27 @@ async fn the_health_port_and_the_prometheus_port_serve_the_same_openmetrics_text
     let router = router_routing(port, backend.port(), &prometheus_port_yaml(metrics_port)).await;
     let on_health = router.health_get("/metrics").await.expect("health port");
     let on_prometheus = scrape(metrics_port).await.expect("prometheus port");
-    for r in [&on_health, &on_prometheus] {
-        assert_eq!(
-            r.header("Content-Type"),
-            Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            "{}",
-            r.dump()
-        );
-        assert!(r.body_str().ends_with("# EOF\n"), "{}", r.dump());
-    }
-    let samples = |r: &RawResponse| -> Vec<String> {
-        let mut lines: Vec<String> = r.body_str().lines().map(str::to_string).collect();
+    let openmetrics = Some("application/openmetrics-text; version=1.0.0; charset=utf-8");
+    let health_body = on_health.body_str();
+    assert_eq!(
+        on_health.header("Content-Type"),
+        openmetrics,
+        "{}",
+        on_health.dump()
+    );
+    assert!(health_body.ends_with("# EOF\n"), "{}", on_health.dump());
+    assert_eq!(
+        on_prometheus.content_type.as_deref(),
+        openmetrics,
+        "{on_prometheus}"
+    );
+    assert!(on_prometheus.body.ends_with("# EOF\n"), "{on_prometheus}");
+    let samples = |body: &str| -> Vec<String> {
+        let mut lines: Vec<String> = body.lines().map(str::to_string).collect();
         lines.sort();
         lines
     };
-    assert_eq!(samples(&on_health), samples(&on_prometheus));
+    assert_eq!(samples(&health_body), samples(&on_prometheus.body));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
