@@ -186,7 +186,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loadgen: error: {e:#}");
+            eprintln!("loadgen: error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -544,6 +544,24 @@ fn emit(args: &Args, run: &RunResult, progress: &Progress, compare: bool) -> Res
     Ok(())
 }
 
+/// `e` and its causes joined with `: `, as `{e:#}` prints them, but without a cause whose text
+/// is already in the line: a library error that shows its source in its own message (the
+/// Routing API client's `fetching token: UAA answered 401 …`) would be printed twice otherwise.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// `url` with `size=N` added to its query.
 fn with_response_size(url: &str, size: Option<usize>) -> String {
     match size {
@@ -586,6 +604,39 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error that shows its source in its own message, as thiserror's `#[error("…: {0}")]`
+    /// with `#[from]` does.
+    #[derive(Debug)]
+    struct ShowsItsSource(std::io::Error);
+
+    impl std::fmt::Display for ShowsItsSource {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "fetching token: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for ShowsItsSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_lines_name_each_cause_once() {
+        let uaa = std::io::Error::other("UAA answered 401 Unauthorized");
+        let e = anyhow::Error::new(ShowsItsSource(uaa)).context("POST /routing/v1/routes");
+        assert_eq!(
+            error_chain(&e),
+            "POST /routing/v1/routes: fetching token: UAA answered 401 Unauthorized"
+        );
+        let e = anyhow!("connection refused").context("connecting to NATS at nats://x");
+        assert_eq!(error_chain(&e), format!("{e:#}"));
+        assert_eq!(
+            error_chain(&e),
+            "connecting to NATS at nats://x: connection refused"
+        );
+    }
 
     #[test]
     fn durations_parse() {
