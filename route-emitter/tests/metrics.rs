@@ -423,7 +423,11 @@ async fn health_check_results_are_counted_and_a_failing_route_is_not_emitted() {
     let router = Router::start(&nats).await;
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_port = backend.local_addr().unwrap().port();
-    let down_port = free_port();
+    // Bound but never listening: connections are refused for as long as the test holds it,
+    // and no other test can take the port meanwhile (a merely free port could be, and pass).
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let down_port = refusing.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let mut config = nats_config(&nats, dir.path());
     // One check each: their interval is longer than the test.
