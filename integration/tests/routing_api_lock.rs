@@ -363,31 +363,17 @@ async fn a_startup_failure_after_taking_the_lock_releases_it() {
     let _next = RoutingApi::start(Database::mysql(&db)).await;
 }
 
-/// A routing-api holding its lock on a real `locket` server reached through a [`DbGate`] (a
-/// TCP forwarder that can cut the server off), and that server's gate.
-async fn api_on_gated_locket(
-    db: &TestDatabase,
-    ca: &TestCa,
-    locket: &Locket,
-) -> (RoutingApi, DbGate) {
-    let locket_port = locket
-        .address()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("locket address ends in a port");
-    let gate = DbGate::start("127.0.0.1", locket_port).await;
-    let mut files = locket.client_files(ca);
-    files.address = format!("127.0.0.1:{}", gate.port());
-    let api = RoutingApi::builder(Database::mysql(db))
-        .locket(files)
-        .start()
-        .await;
-    (api, gate)
+/// A routing-api holding its lock on a real `locket` server (on a SQLite file of its own)
+/// reached through a [`DbGate`], a TCP forwarder that can cut the server off.
+struct GatedLocket {
+    api: RoutingApi,
+    gate: DbGate,
+    _locket: Locket,
+    _locket_dir: integration::TempDir,
+    _db: TestDatabase,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_locket_server_an_outage_shorter_than_the_refresh_bound_keeps_the_lock() {
+async fn api_on_gated_locket() -> GatedLocket {
     let db = TestDatabase::create("ra_lock");
     let locket_dir = integration::TempDir::new("it-locket-db");
     let ca = TestCa::new("locket-ca");
@@ -397,7 +383,38 @@ async fn with_a_locket_server_an_outage_shorter_than_the_refresh_bound_keeps_the
         &locket_dir.path().join("locket.db").display().to_string(),
     )
     .await;
-    let (mut api, gate) = api_on_gated_locket(&db, &ca, &locket).await;
+    let locket_port = locket
+        .address()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("locket address ends in a port");
+    let gate = DbGate::start("127.0.0.1", locket_port).await;
+    let mut files = locket.client_files(&ca);
+    files.address = format!("127.0.0.1:{}", gate.port());
+    let api = RoutingApi::builder(Database::mysql(&db))
+        .locket(files)
+        .start()
+        .await;
+    GatedLocket {
+        api,
+        gate,
+        _locket: locket,
+        _locket_dir: locket_dir,
+        _db: db,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_locket_server_an_outage_shorter_than_the_refresh_bound_keeps_the_lock() {
+    // Bound whole: a `..` pattern would drop the locket and the database at once.
+    let GatedLocket {
+        mut api,
+        gate,
+        _locket,
+        _locket_dir,
+        _db,
+    } = api_on_gated_locket().await;
 
     // Three failed refreshes in a row (every second): upstream's lock runner would have ended
     // the process at the first; the lease is still fresh (bound 5 s), so it keeps serving.
@@ -432,16 +449,14 @@ async fn with_a_locket_server_an_outage_shorter_than_the_refresh_bound_keeps_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_locket_server_an_outage_past_the_refresh_bound_ends_the_process_before_the_ttl() {
-    let db = TestDatabase::create("ra_lock");
-    let locket_dir = integration::TempDir::new("it-locket-db");
-    let ca = TestCa::new("locket-ca");
-    let locket = Locket::start(
-        &ca,
-        "sqlite",
-        &locket_dir.path().join("locket.db").display().to_string(),
-    )
-    .await;
-    let (mut api, gate) = api_on_gated_locket(&db, &ca, &locket).await;
+    // Bound whole: a `..` pattern would drop the locket and the database at once.
+    let GatedLocket {
+        mut api,
+        gate,
+        _locket,
+        _locket_dir,
+        _db,
+    } = api_on_gated_locket().await;
 
     gate.cut();
     let cut = Instant::now();
