@@ -5,13 +5,34 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderMap, HeaderName};
 use http::Request;
 
 use crate::access_log::{AccessLog, AccessLogRecord, RequestStrings};
 use crate::proxy::body::PendingLog;
 use crate::proxy::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_VCAP_REQUEST_ID};
 use crate::proxy::{proto_str, request_target, ClientConn, ProxySettings};
+
+/// The headers every line shows, in [`open`]'s order.
+const LOGGED: [&HeaderName; 5] = [
+    &header::REFERER,
+    &header::USER_AGENT,
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &X_VCAP_REQUEST_ID,
+];
+
+/// The first value of each [`LOGGED`] header (empty when absent), as `HeaderMap::get` gives
+/// it, found in one pass over the request's few headers instead of a hashed lookup each.
+fn logged_values(h: &HeaderMap) -> [&[u8]; 5] {
+    let mut found: [Option<&[u8]>; 5] = [None; 5];
+    for (name, value) in h {
+        if let Some(i) = LOGGED.iter().position(|l| *l == name) {
+            found[i].get_or_insert(value.as_bytes());
+        }
+    }
+    found.map(|v| v.unwrap_or_default())
+}
 
 /// Opens the record with what the request says; `None` when there is no access log.
 pub fn open<B>(
@@ -24,21 +45,21 @@ pub fn open<B>(
 ) -> Option<Box<PendingLog>> {
     let sink = sink?.clone();
     let h = req.headers();
-    let value = |name: &HeaderName| h.get(name).map_or(&[][..], |v| v.as_bytes());
+    let [referer, user_agent, forwarded_for, forwarded_proto, request_id] = logged_values(h);
     let request = RequestStrings::new(
         [
             host.as_bytes(),
             req.method().as_str().as_bytes(),
             request_target(req).as_bytes(),
-            value(&header::REFERER),
-            value(&header::USER_AGENT),
+            referer,
+            user_agent,
             if s.log_forwarded_for {
-                value(&X_FORWARDED_FOR)
+                forwarded_for
             } else {
                 &[]
             },
-            value(&X_FORWARDED_PROTO),
-            value(&X_VCAP_REQUEST_ID),
+            forwarded_proto,
+            request_id,
         ],
         s.extra_headers_to_log
             .iter()
@@ -60,4 +81,28 @@ pub fn open<B>(
         backend_started: None,
         backend_finished: None,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::headers::tests::map;
+
+    #[test]
+    fn logged_values_are_each_headers_first_value_as_get_gives_it() {
+        let h = map(&[
+            ("user-agent", "curl/8"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("accept", "*/*"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-vcap-request-id", "abc"),
+        ]);
+        let found = logged_values(&h);
+        for (i, name) in LOGGED.iter().enumerate() {
+            let want = h.get(*name).map_or(&[][..], |v| v.as_bytes());
+            assert_eq!(found[i], want, "{name}");
+        }
+        assert_eq!(found[2], b"10.0.0.1");
+        assert_eq!(found[0], b"");
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderValue};
 
 use crate::proxy::headers::*;
 use crate::proxy::{ClientConn, ProxySettings};
@@ -68,41 +68,40 @@ pub fn set_endpoint_headers(h: &mut HeaderMap, e: &Endpoint) {
 
 /// Appends the client IP to `X-Forwarded-For`, joining several incoming headers as Go does.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    let mut values = headers.get_all(&X_FORWARDED_FOR).iter();
-    let Some(first) = values.next() else {
-        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
-        return;
+    // One lookup for reading and writing (an entry), not a `get_all` and an `insert`.
+    let mut entry = match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(v) => {
+            v.insert(client_ip.clone());
+            return;
+        }
+        Entry::Occupied(o) => o,
     };
-    let mut joined = Vec::with_capacity(first.len() + client_ip.len() + 16);
-    joined.extend_from_slice(first.as_bytes());
-    for v in values {
-        joined.extend_from_slice(b", ");
+    let mut joined = Vec::with_capacity(entry.get().len() + client_ip.len() + 16);
+    for (i, v) in entry.iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b", ");
+        }
         joined.extend_from_slice(v.as_bytes());
     }
     joined.extend_from_slice(b", ");
     joined.extend_from_slice(client_ip.as_bytes());
-    match HeaderValue::from_bytes(&joined) {
-        Ok(v) => {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        Err(_) => {
-            headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
-        }
-    }
+    entry.insert(HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone()));
 }
 
 /// `X-Forwarded-Proto` rules: forced https, else sanitised, missing or empty -> the
 /// connection's scheme, else passed through. "Empty" is Go's `Header.Get(..) == ""`: the first
 /// value is empty (later values do not count), and the scheme then replaces every value.
 pub fn set_forwarded_proto(headers: &mut HeaderMap, force_https: bool, sanitize: bool, tls: bool) {
-    let scheme = if tls { "https" } else { "http" };
-    let missing = headers
-        .get(&X_FORWARDED_PROTO)
-        .is_none_or(|v| v.as_bytes().is_empty());
-    if force_https {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    } else if sanitize || missing {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    let proto = HeaderValue::from_static(if force_https || tls { "https" } else { "http" });
+    match headers.entry(&X_FORWARDED_PROTO) {
+        Entry::Vacant(v) => {
+            v.insert(proto);
+        }
+        Entry::Occupied(mut o) => {
+            if force_https || sanitize || o.get().as_bytes().is_empty() {
+                o.insert(proto);
+            }
+        }
     }
 }
 
