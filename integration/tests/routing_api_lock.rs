@@ -407,37 +407,30 @@ async fn api_on_gated_locket() -> GatedLocket {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_locket_server_an_outage_shorter_than_the_refresh_bound_keeps_the_lock() {
-    // Bound whole: a `..` pattern would drop the locket and the database at once.
-    let GatedLocket {
-        mut api,
-        gate,
-        _locket,
-        _locket_dir,
-        _db,
-    } = api_on_gated_locket().await;
+    let mut env = api_on_gated_locket().await;
 
     // Three failed refreshes in a row (every second): upstream's lock runner would have ended
     // the process at the first; the lease is still fresh (bound 5 s), so it keeps serving.
-    gate.cut();
+    env.gate.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        api.try_exit().is_none(),
+        env.api.try_exit().is_none(),
         "exited during a 3 s Locket outage:\n{}",
-        api.log()
+        env.api.log()
     );
-    assert_eq!(api.get("/routing/v1/routes").await.status, 200);
-    gate.restore();
+    assert_eq!(env.api.get("/routing/v1/routes").await.status, 200);
+    env.gate.restore();
 
     // Refreshes succeed again: well past the bound counted from the cut, it still holds the
     // lock (an unrefreshed lease would have ended it 5 s after the cut).
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
-        api.try_exit().is_none(),
+        env.api.try_exit().is_none(),
         "exited after the Locket server came back:\n{}",
-        api.log()
+        env.api.log()
     );
-    assert_eq!(api.get("/routing/v1/routes").await.status, 200);
-    let log = api.log();
+    assert_eq!(env.api.get("/routing/v1/routes").await.status, 200);
+    let log = env.api.log();
     let deferred = find_line(
         &log_lines(&log),
         0,
@@ -449,18 +442,11 @@ async fn with_a_locket_server_an_outage_shorter_than_the_refresh_bound_keeps_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_locket_server_an_outage_past_the_refresh_bound_ends_the_process_before_the_ttl() {
-    // Bound whole: a `..` pattern would drop the locket and the database at once.
-    let GatedLocket {
-        mut api,
-        gate,
-        _locket,
-        _locket_dir,
-        _db,
-    } = api_on_gated_locket().await;
+    let mut env = api_on_gated_locket().await;
 
-    gate.cut();
+    env.gate.cut();
     let cut = Instant::now();
-    let status = api.wait_exit(Duration::from_secs(14)).await;
+    let status = env.api.wait_exit(Duration::from_secs(14)).await;
     // The Locket server hands the lock to a peer 15 s (the TTL) after the last refresh it
     // saw: this instance must have stopped serving before then.
     assert!(
@@ -469,8 +455,8 @@ async fn with_a_locket_server_an_outage_past_the_refresh_bound_ends_the_process_
         cut.elapsed()
     );
     assert!(!status.success(), "must exit non-zero: {status}");
-    assert!(!RoutingApi::port_bound(api.http_port).await);
-    let log = api.log();
+    assert!(!RoutingApi::port_bound(env.api.http_port).await);
+    let log = env.api.log();
     assert!(
         log.contains("lock-refresh-deferred-store-unavailable"),
         "the first failed refreshes were not tolerated:\n{log}"
