@@ -370,10 +370,29 @@ async fn connection<H: Handler>(
     };
 
     let state = Arc::new(ConnState::new());
-    let Some(tls) = &shared.tls else {
+    if shared.tls.is_none() {
         let client = ClientConn::new(remote, false);
         let io = ClientIo::new(stream, &shared.settings, state.clone(), open);
         return serve_http1(&shared, TokioIo::new(io), client, state, close).await;
+    }
+    // Boxed: the TLS handshake and its HTTP/1.1 and HTTP/2 states are several KiB, and kept
+    // inline they would make every connection's future that big, plain ones too, which is
+    // copied whole when the connection's task is spawned.
+    Box::pin(tls_connection(shared, stream, remote, state, open, close)).await
+}
+
+/// The HTTPS listener's part of [`connection`]: the TLS handshake (bounded by
+/// `tls_handshake_timeout`), then HTTP/1.1 or HTTP/2 as ALPN decided.
+async fn tls_connection<H: Handler>(
+    shared: Arc<Shared<H>>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    state: Arc<ConnState>,
+    open: Arc<Open>,
+    mut close: watch::Receiver<bool>,
+) {
+    let Some(tls) = &shared.tls else {
+        return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls());
     let handshake = tokio::time::timeout(
@@ -422,10 +441,14 @@ async fn serve_http1<H, I>(
     let client = Arc::new(client);
     let conn_state = state.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let call = handler.clone().call(client.clone(), req);
+        let handler = handler.clone();
+        let client = client.clone();
         let state = conn_state.clone();
+        // The handler's future is made inside the block, not captured by it: a captured
+        // future is held twice (captured, then awaited), and hyper copies this whole future
+        // once for every request.
         async move {
-            let Ok(resp) = call.await;
+            let Ok(resp) = handler.call(client, req).await;
             // One exchange at a time on HTTP/1: its deadline bounds a stalled write.
             state.set_exchange_deadline(H::deadline(resp.body()));
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -459,9 +482,11 @@ async fn serve_http2<H, I>(
     let counter = started.clone();
     let svc = hyper::service::service_fn(move |req| {
         counter.fetch_add(1, Ordering::Relaxed);
-        let call = handler.clone().call(client.clone(), req);
+        let handler = handler.clone();
+        let client = client.clone();
+        // Made inside the block, as for HTTP/1.1.
         async move {
-            let Ok(mut resp) = call.await;
+            let Ok(mut resp) = handler.call(client, req).await;
             // One stalled stream does not stall the connection, so the write-stall bound of
             // HTTP/1 cannot end its exchange: a watchdog per response does.
             H::watch(resp.body_mut());

@@ -36,6 +36,7 @@ pub mod proxy_protocol;
 pub mod stages;
 pub mod transport;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,141 +205,153 @@ fn request_target<B>(req: &Request<B>) -> &str {
 impl Proxy {
     /// Handles one request: the stages in order, then the response rules every response gets
     /// (the error page, `http_rewrite`). Never fails: every problem becomes a router response.
-    pub async fn handle(
+    // Not an `async fn`: an async block keeps the arguments in one slot of the future, where
+    // an `async fn` holds each argument twice (rustc #62958), and the request's future is
+    // copied whole into hyper's connection for every request.
+    #[allow(clippy::manual_async_fn)]
+    pub fn handle(
         self: Arc<Self>,
         conn: Arc<ClientConn>,
         req: Request<Incoming>,
-    ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-        let websocket = self.metrics.is_some() && is_websocket_upgrade(req.headers());
-        let Ok(mut resp) = self.route(conn, req).await;
-        if let Some(metrics) = &self.metrics {
-            metrics.answered(&resp, websocket);
-        }
-        if let Some(page) = &self.error_page {
-            if let Some(ErrorPageMessage(message)) = resp.extensions_mut().remove() {
-                resp = render_error_page(page, resp, &message);
+    ) -> impl Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static
+    {
+        async move {
+            let websocket = self.metrics.is_some() && is_websocket_upgrade(req.headers());
+            let Ok(mut resp) = self.route(conn, req).await;
+            if let Some(metrics) = &self.metrics {
+                metrics.answered(&resp, websocket);
             }
+            if let Some(page) = &self.error_page {
+                if let Some(ErrorPageMessage(message)) = resp.extensions_mut().remove() {
+                    resp = render_error_page(page, resp, &message);
+                }
+            }
+            self.response_rewrite.apply(resp.headers_mut());
+            Ok(resp)
         }
-        self.response_rewrite.apply(resp.headers_mut());
-        Ok(resp)
     }
 
     /// The request path proper.
-    async fn route(
+    // An async block, not an `async fn`, for the reason `handle` gives.
+    #[allow(clippy::manual_async_fn)]
+    fn route(
         &self,
         conn: Arc<ClientConn>,
         mut req: Request<Incoming>,
-    ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-        let started = Instant::now();
-        let s = &self.settings;
+    ) -> impl Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + '_
+    {
+        async move {
+            let started = Instant::now();
+            let s = &self.settings;
 
-        if health_check::is_health_check(req.headers(), &s.healthcheck_user_agent) {
-            return Ok(health_check::respond(&self.health).await);
-        }
-        // Request id and trace headers come first, so even router errors are logged with them.
-        let request_id = trace::apply(req.headers_mut(), &s.trace);
-
-        let host = match host::check(&req, &conn) {
-            Ok(host) => host,
-            Err((err, host)) => return Ok(self.refuse(err, &req, &conn, host, started)),
-        };
-        let app_instance = match app_instance::requested(req.headers()) {
-            Ok(a) => a,
-            Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
-        };
-        // The lookup before the size check (A.4): an unknown route is 404 however large.
-        let timed = self.metrics.as_ref().filter(|m| m.per_request());
-        let lookup_started = timed.map(|_| Instant::now());
-        let found = lookup::find_pool(
-            &self.table,
-            &host,
-            req.uri().path(),
-            s.empty_pool_response_code_503,
-        );
-        if let (Some(metrics), Some(at)) = (timed, lookup_started) {
-            metrics.route_lookup(at.elapsed());
-        }
-        let pool = match found {
-            Ok(pool) => pool,
-            Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
-        };
-        if let Err(err) = max_request_size::check(&req, &host, s.max_header_bytes) {
-            return Ok(self.refuse(err, &req, &conn, host, started));
-        }
-        let websocket = is_websocket_upgrade(req.headers());
-        let facts = route_service::RequestFacts {
-            host: &host,
-            target: request_target(&req),
-            websocket,
-        };
-        let pass = route_service::decide(
-            self.route_services.as_ref(),
-            &self.table,
-            &pool,
-            req.headers(),
-            &facts,
-        );
-        let pass = match pass {
-            Ok(pass) => pass,
-            Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
-        };
-        if let route_service::Pass::Returned { .. } = pass {
-            route_service::remove_protocol_headers(req.headers_mut());
-        }
-        let sticky_id = sticky::requested_instance(req.headers(), &s.sticky_cookie_names);
-
-        let expect_continue = req
-            .headers()
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-
-        // The backend request's headers, built once for every attempt.
-        let signed = pass.is_signed_traffic();
-        forwarded::prepare(req.headers_mut(), &conn, s, signed);
-        client_cert::apply(
-            req.headers_mut(),
-            s.forwarded_client_cert,
-            &conn,
-            client_cert::RouteServiceTraffic {
-                signed,
-                returned: matches!(pass, route_service::Pass::Returned { .. }),
-            },
-        );
-        forwarded::set_connection(
-            req.headers_mut(),
-            websocket,
-            expect_continue || !s.keep_alive_to_backends,
-        );
-        let trace_requested = s
-            .trace_key
-            .as_ref()
-            .is_some_and(|k| req.headers().get(&X_VCAP_TRACE) == Some(k));
-
-        let log = access_log::open(self.access_log.as_ref(), &req, &conn, s, &host, started);
-        let destination = match pass {
-            route_service::Pass::ToRouteService(first) => {
-                route_service::prepare_first_pass(req.headers_mut(), &first);
-                if let Ok(target) = &first.route_service.target {
-                    *req.uri_mut() = target.target.clone();
-                }
-                round_trip::Destination::RouteService(first)
+            if health_check::is_health_check(req.headers(), &s.healthcheck_user_agent) {
+                return Ok(health_check::respond(&self.health).await);
             }
-            _ => round_trip::Destination::Pool(pool),
-        };
-        let backend = backend_request(req, log.as_deref(), expect_continue, client_upgrade);
-        let ctx = RequestContext {
-            started,
-            host,
-            request_id,
-            app_instance,
-            sticky_id,
-            websocket,
-            expect_continue,
-            trace_requested,
-            log,
-        };
-        Ok(round_trip::run(self, ctx, destination, backend).await)
+            // Request id and trace headers come first, so even router errors are logged with them.
+            let request_id = trace::apply(req.headers_mut(), &s.trace);
+
+            let host = match host::check(&req, &conn) {
+                Ok(host) => host,
+                Err((err, host)) => return Ok(self.refuse(err, &req, &conn, host, started)),
+            };
+            let app_instance = match app_instance::requested(req.headers()) {
+                Ok(a) => a,
+                Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
+            };
+            // The lookup before the size check (A.4): an unknown route is 404 however large.
+            let timed = self.metrics.as_ref().filter(|m| m.per_request());
+            let lookup_started = timed.map(|_| Instant::now());
+            let found = lookup::find_pool(
+                &self.table,
+                &host,
+                req.uri().path(),
+                s.empty_pool_response_code_503,
+            );
+            if let (Some(metrics), Some(at)) = (timed, lookup_started) {
+                metrics.route_lookup(at.elapsed());
+            }
+            let pool = match found {
+                Ok(pool) => pool,
+                Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
+            };
+            if let Err(err) = max_request_size::check(&req, &host, s.max_header_bytes) {
+                return Ok(self.refuse(err, &req, &conn, host, started));
+            }
+            let websocket = is_websocket_upgrade(req.headers());
+            let facts = route_service::RequestFacts {
+                host: &host,
+                target: request_target(&req),
+                websocket,
+            };
+            let pass = route_service::decide(
+                self.route_services.as_ref(),
+                &self.table,
+                &pool,
+                req.headers(),
+                &facts,
+            );
+            let pass = match pass {
+                Ok(pass) => pass,
+                Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
+            };
+            if let route_service::Pass::Returned { .. } = pass {
+                route_service::remove_protocol_headers(req.headers_mut());
+            }
+            let sticky_id = sticky::requested_instance(req.headers(), &s.sticky_cookie_names);
+
+            let expect_continue = req
+                .headers()
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+
+            // The backend request's headers, built once for every attempt.
+            let signed = pass.is_signed_traffic();
+            forwarded::prepare(req.headers_mut(), &conn, s, signed);
+            client_cert::apply(
+                req.headers_mut(),
+                s.forwarded_client_cert,
+                &conn,
+                client_cert::RouteServiceTraffic {
+                    signed,
+                    returned: matches!(pass, route_service::Pass::Returned { .. }),
+                },
+            );
+            forwarded::set_connection(
+                req.headers_mut(),
+                websocket,
+                expect_continue || !s.keep_alive_to_backends,
+            );
+            let trace_requested = s
+                .trace_key
+                .as_ref()
+                .is_some_and(|k| req.headers().get(&X_VCAP_TRACE) == Some(k));
+
+            let log = access_log::open(self.access_log.as_ref(), &req, &conn, s, &host, started);
+            let destination = match pass {
+                route_service::Pass::ToRouteService(first) => {
+                    route_service::prepare_first_pass(req.headers_mut(), &first);
+                    if let Ok(target) = &first.route_service.target {
+                        *req.uri_mut() = target.target.clone();
+                    }
+                    round_trip::Destination::RouteService(first)
+                }
+                _ => round_trip::Destination::Pool(pool),
+            };
+            let backend = backend_request(req, log.as_deref(), expect_continue, client_upgrade);
+            let ctx = RequestContext {
+                started,
+                host,
+                request_id,
+                app_instance,
+                sticky_id,
+                websocket,
+                expect_continue,
+                trace_requested,
+                log,
+            };
+            Ok(round_trip::run(self, ctx, destination, backend).await)
+        }
     }
 
     /// A router error before any backend was involved.

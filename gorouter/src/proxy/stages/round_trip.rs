@@ -140,289 +140,301 @@ pub struct BackendRequest {
 
 /// Sends the request to the pool's endpoints (or its route service) until one answers or the
 /// attempts run out.
-pub async fn run(
-    proxy: &Proxy,
+// Not an `async fn`: an async block keeps the arguments in one slot of the future (an
+// `async fn` holds each twice, rustc #62958), and this future is part of every request's.
+#[allow(clippy::manual_async_fn)]
+pub fn run<'a>(
+    proxy: &'a Proxy,
     mut ctx: RequestContext,
     destination: Destination,
     backend: BackendRequest,
-) -> Response<ResponseBody> {
-    let s = &proxy.settings;
-    let (upstream, attempts) = match destination {
-        Destination::Pool(pool) => {
-            // The instance `X-CF-App-Instance` names is the only candidate: one attempt, as
-            // upstream's one-endpoint pool for it gets.
-            let attempts = if ctx.app_instance.is_some() {
-                1
-            } else {
-                s.max_attempts.min(pool.endpoints().len()).max(1)
-            };
-            (Upstream::Pool(pool), attempts)
-        }
-        Destination::RouteService(first) => {
-            let Some(rs) = proxy.route_services.as_ref() else {
-                return RouterError::RouteServiceUnsupported.into_response(ctx.log);
-            };
-            let upstream = match (&rs.hairpin, first.hairpin, &first.route_service.target) {
-                (Some(h), true, _) => Upstream::RouteService {
-                    endpoint: h.endpoint.clone(),
-                    transport: &h.transport,
-                },
-                (_, _, Ok(target)) => Upstream::RouteService {
-                    endpoint: target.endpoint.clone(),
-                    transport: &rs.transport,
-                },
-                (_, _, Err(_)) => {
-                    return RouterError::RouteServiceRequestFailed.into_response(ctx.log)
-                }
-            };
-            (upstream, rs.services.max_attempts)
-        }
-    };
-    let transport = match &upstream {
-        Upstream::Pool(_) => &proxy.transport,
-        Upstream::RouteService { transport, .. } => *transport,
-    };
-    let BackendRequest {
-        request,
-        client_upgrade,
-        continue_gate,
-    } = backend;
-    let websocket = ctx.websocket;
-    let fresh_connection_only = websocket || ctx.expect_continue;
-    let origin = request.uri().clone();
-    let mut backend_req = Some(request);
-    let mut last_error = LastFailure::Plain("no endpoint tried".into());
-    let mut tried = 0;
-    while tried < attempts {
-        tried += 1;
-        let chosen = match &upstream {
-            Upstream::Pool(pool) => {
-                let choice = Choice {
-                    max_conns: s.max_conns,
-                    retry_after_failure_ms: s.retry_after_failure.as_millis() as u64,
-                    now_ms: proxy.table.now_ms(),
-                    preferred: match (&ctx.app_instance, &ctx.sticky_id) {
-                        (Some((app, index)), _) => Some(Preferred::AppInstance { app, index }),
-                        (None, Some(id)) if tried == 1 => Some(Preferred::Sticky(id)),
-                        _ => None,
-                    },
-                };
-                balancer::choose(pool, &choice)
-            }
-            Upstream::RouteService { endpoint, .. } => Ok(endpoint.clone()),
-        };
-        let endpoint = match chosen {
-            Ok(e) => e,
-            Err(NoEndpoint::AllOverloaded) => {
-                let host = std::mem::take(&mut ctx.host);
-                return RouterError::ConnectionLimitReached { host }.into_response(ctx.log);
-            }
-            Err(NoEndpoint::InstanceGone) => {
-                let (guid, index) = ctx.app_instance.take().unwrap_or_default();
-                let host = std::mem::take(&mut ctx.host);
-                let err = RouterError::UnknownInstance { host, guid, index };
-                return err.into_response(ctx.log);
-            }
-            Err(NoEndpoint::Empty) => {
-                let host = std::mem::take(&mut ctx.host);
-                return RouterError::NoEndpoints { host }.into_response(ctx.log);
-            }
-        };
-        let Some(mut req) = backend_req.take() else {
-            break;
-        };
-        let pool = upstream.pool();
-        if pool.is_some() {
-            forwarded::set_endpoint_headers(req.headers_mut(), &endpoint);
-        }
-        if let Some(l) = ctx.log.as_mut() {
-            l.record.backend = Some(LoggedBackend {
-                endpoint: endpoint.clone(),
-                app: pool.is_some(),
-            });
-        }
-        let in_flight = InFlight::new(endpoint.clone());
-
-        let keep = s.keep_alive_to_backends && !fresh_connection_only;
-        let idle = keep.then(|| transport.pool(&endpoint));
-        let pooled = match &idle {
-            Some(idle) => idle.take(),
-            None => None,
-        };
-        let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(sndr) => sndr,
-            None => {
-                let timeout = if websocket {
-                    s.websocket_dial_timeout
+) -> impl std::future::Future<Output = Response<ResponseBody>> + Send + 'a {
+    async move {
+        let s = &proxy.settings;
+        let (upstream, attempts) = match destination {
+            Destination::Pool(pool) => {
+                // The instance `X-CF-App-Instance` names is the only candidate: one attempt, as
+                // upstream's one-endpoint pool for it gets.
+                let attempts = if ctx.app_instance.is_some() {
+                    1
                 } else {
-                    s.endpoint_dial_timeout
+                    s.max_attempts.min(pool.endpoints().len()).max(1)
                 };
-                // Boxed: the dial future holds a whole TLS handshake (kilobytes); kept inline
-                // it would make every request's future that big, and moving it costs on the
-                // keep-alive path, where nothing is dialled.
-                let dial =
-                    Box::pin(transport.connect(&endpoint, timeout, websocket, idle.as_deref()));
-                match dial.await {
-                    Ok(sndr) => sndr,
-                    Err(e) => {
-                        tracing::warn!(endpoint = %endpoint.addr(), error = %e, "backend-dial-failed");
-                        if let Some(pool) = pool {
-                            endpoint_failed(proxy, pool, &endpoint, &e);
-                        }
-                        last_error = match e {
-                            ConnectError::Tls(tls) => LastFailure::Tls(tls),
-                            other => LastFailure::Plain(other.to_string()),
-                        };
-                        backend_req = Some(req);
-                        continue;
+                (Upstream::Pool(pool), attempts)
+            }
+            Destination::RouteService(first) => {
+                let Some(rs) = proxy.route_services.as_ref() else {
+                    return RouterError::RouteServiceUnsupported.into_response(ctx.log);
+                };
+                let upstream = match (&rs.hairpin, first.hairpin, &first.route_service.target) {
+                    (Some(h), true, _) => Upstream::RouteService {
+                        endpoint: h.endpoint.clone(),
+                        transport: &h.transport,
+                    },
+                    (_, _, Ok(target)) => Upstream::RouteService {
+                        endpoint: target.endpoint.clone(),
+                        transport: &rs.transport,
+                    },
+                    (_, _, Err(_)) => {
+                        return RouterError::RouteServiceRequestFailed.into_response(ctx.log)
                     }
-                }
+                };
+                (upstream, rs.services.max_attempts)
             }
         };
-
-        fit_to_protocol(&mut req, sender.is_http2(), &origin);
-        // Only a pooled HTTP/1.1 connection the backend may have closed while it sat idle
-        // gets a retry free of charge (each is taken out of the pool, so this is bounded);
-        // the shared HTTP/2 connection would be handed out again, so its failures count.
-        let free_retry = reused && !sender.is_http2();
-        if let Some(l) = ctx.log.as_mut() {
-            l.backend_started = Some(Instant::now());
-        }
-        // A request lost on the wire (a keep-alive connection the backend closed just as we
-        // sent on it, a backend that reset or closed a fresh connection without answering,
-        // a TLS client certificate rejected at the first read) is sent again when it has no
-        // body and is safe to repeat (A.6). The copy costs an allocation, so only when another
-        // attempt can follow.
-        let may_retry = free_retry || tried < attempts;
-        let replay = (may_retry && replayable(&req)).then(|| Replay::of(&req));
-        let send = sender.try_send_request(req);
-        let result = if websocket {
-            Ok(send.await)
-        } else {
-            tokio::time::timeout(s.endpoint_timeout, send).await
+        let transport = match &upstream {
+            Upstream::Pool(_) => &proxy.transport,
+            Upstream::RouteService { transport, .. } => *transport,
         };
-        let mut resp = match result {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(mut e)) => {
-                let text = e.error().to_string();
-                let tls_failure = endpoint.tls.then(|| tls_failure_in(e.error())).flatten();
-                if let Some(tls) = tls_failure {
-                    let err = ConnectError::Tls(tls.clone());
-                    tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
-                    if let Some(pool) = pool {
-                        endpoint_failed(proxy, pool, &endpoint, &err);
-                    }
-                    let again = e
-                        .take_message()
-                        .or_else(|| replay.map(Replay::into_request));
-                    match again {
-                        Some(r) if tls.is_retriable() => {
-                            backend_req = Some(r);
-                            last_error = LastFailure::Tls(tls);
+        let BackendRequest {
+            request,
+            client_upgrade,
+            continue_gate,
+        } = backend;
+        let websocket = ctx.websocket;
+        let fresh_connection_only = websocket || ctx.expect_continue;
+        let origin = request.uri().clone();
+        let mut backend_req = Some(request);
+        let mut last_error = LastFailure::Plain("no endpoint tried".into());
+        let mut tried = 0;
+        while tried < attempts {
+            tried += 1;
+            let chosen = match &upstream {
+                Upstream::Pool(pool) => {
+                    let choice = Choice {
+                        max_conns: s.max_conns,
+                        retry_after_failure_ms: s.retry_after_failure.as_millis() as u64,
+                        now_ms: proxy.table.now_ms(),
+                        preferred: match (&ctx.app_instance, &ctx.sticky_id) {
+                            (Some((app, index)), _) => Some(Preferred::AppInstance { app, index }),
+                            (None, Some(id)) if tried == 1 => Some(Preferred::Sticky(id)),
+                            _ => None,
+                        },
+                    };
+                    balancer::choose(pool, &choice)
+                }
+                Upstream::RouteService { endpoint, .. } => Ok(endpoint.clone()),
+            };
+            let endpoint = match chosen {
+                Ok(e) => e,
+                Err(NoEndpoint::AllOverloaded) => {
+                    let host = std::mem::take(&mut ctx.host);
+                    return RouterError::ConnectionLimitReached { host }.into_response(ctx.log);
+                }
+                Err(NoEndpoint::InstanceGone) => {
+                    let (guid, index) = ctx.app_instance.take().unwrap_or_default();
+                    let host = std::mem::take(&mut ctx.host);
+                    let err = RouterError::UnknownInstance { host, guid, index };
+                    return err.into_response(ctx.log);
+                }
+                Err(NoEndpoint::Empty) => {
+                    let host = std::mem::take(&mut ctx.host);
+                    return RouterError::NoEndpoints { host }.into_response(ctx.log);
+                }
+            };
+            let Some(mut req) = backend_req.take() else {
+                break;
+            };
+            let pool = upstream.pool();
+            if pool.is_some() {
+                forwarded::set_endpoint_headers(req.headers_mut(), &endpoint);
+            }
+            if let Some(l) = ctx.log.as_mut() {
+                l.record.backend = Some(LoggedBackend {
+                    endpoint: endpoint.clone(),
+                    app: pool.is_some(),
+                });
+            }
+            let in_flight = InFlight::new(endpoint.clone());
+
+            let keep = s.keep_alive_to_backends && !fresh_connection_only;
+            let idle = keep.then(|| transport.pool(&endpoint));
+            let pooled = match &idle {
+                Some(idle) => idle.take(),
+                None => None,
+            };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(sndr) => sndr,
+                None => {
+                    let timeout = if websocket {
+                        s.websocket_dial_timeout
+                    } else {
+                        s.endpoint_dial_timeout
+                    };
+                    // Boxed: the dial future holds a whole TLS handshake (kilobytes); kept inline
+                    // it would make every request's future that big, and moving it costs on the
+                    // keep-alive path, where nothing is dialled.
+                    let dial =
+                        Box::pin(transport.connect(&endpoint, timeout, websocket, idle.as_deref()));
+                    match dial.await {
+                        Ok(sndr) => sndr,
+                        Err(e) => {
+                            tracing::warn!(endpoint = %endpoint.addr(), error = %e, "backend-dial-failed");
+                            if let Some(pool) = pool {
+                                endpoint_failed(proxy, pool, &endpoint, &e);
+                            }
+                            last_error = match e {
+                                ConnectError::Tls(tls) => LastFailure::Tls(tls),
+                                other => LastFailure::Plain(other.to_string()),
+                            };
+                            backend_req = Some(req);
                             continue;
                         }
-                        _ => return RouterError::EndpointTlsFailure(tls).into_response(ctx.log),
                     }
                 }
-                match e.take_message() {
-                    // Never sent: safe to try again, on a fresh connection if this
-                    // one was a stale keep-alive connection.
-                    Some(r) => {
-                        backend_req = Some(r);
-                        last_error = LastFailure::Plain(text);
-                        if free_retry {
-                            tried -= 1;
-                        } else {
-                            balancer::mark_failed(&endpoint, proxy.table.now_ms());
-                        }
-                        continue;
-                    }
-                    None if replay.is_some() && (free_retry || lost_on_the_wire(e.error())) => {
-                        backend_req = replay.map(Replay::into_request);
-                        if free_retry {
-                            // A stale keep-alive connection: free, and it is gone now.
-                            tracing::debug!(endpoint = %endpoint.addr(), "stale-keep-alive-retry");
-                            tried -= 1;
-                        } else {
-                            // A fresh connection reset or closed unanswered: an attempt spent,
-                            // the next endpoint tried, this one skipped for a while (A.6).
-                            tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed-retrying");
-                            balancer::mark_failed(&endpoint, proxy.table.now_ms());
-                        }
-                        last_error = LastFailure::Plain(text);
-                        continue;
-                    }
-                    None => {
-                        tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed");
-                        // A reset is the backend's doing (A.6), unless on a connection that sat
-                        // idle in the pool and may have been closed for its age.
-                        if !free_retry && connection_reset(e.error()) {
-                            balancer::mark_failed(&endpoint, proxy.table.now_ms());
-                        }
-                        return RouterError::EndpointFailure { cause: text }.into_response(ctx.log);
-                    }
-                }
-            }
-            Err(_) => {
-                tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
-                return RouterError::EndpointFailure {
-                    cause: "context deadline exceeded".into(),
-                }
-                .into_response(ctx.log);
-            }
-        };
+            };
 
-        // The response from the backend.
-        let status = resp.status();
-        if let Some(metrics) = &proxy.metrics {
-            match pool {
-                Some(_) => metrics.routed(&endpoint, ctx.started.elapsed()),
-                None => metrics.route_service_answered(status),
+            fit_to_protocol(&mut req, sender.is_http2(), &origin);
+            // Only a pooled HTTP/1.1 connection the backend may have closed while it sat idle
+            // gets a retry free of charge (each is taken out of the pool, so this is bounded);
+            // the shared HTTP/2 connection would be handed out again, so its failures count.
+            let free_retry = reused && !sender.is_http2();
+            if let Some(l) = ctx.log.as_mut() {
+                l.backend_started = Some(Instant::now());
             }
-        }
-        let upgraded = status == StatusCode::SWITCHING_PROTOCOLS;
-        if upgraded {
-            if let Some(client_upgrade) = client_upgrade {
-                websocket::splice(client_upgrade, hyper::upgrade::on(&mut resp));
+            // A request lost on the wire (a keep-alive connection the backend closed just as we
+            // sent on it, a backend that reset or closed a fresh connection without answering,
+            // a TLS client certificate rejected at the first read) is sent again when it has no
+            // body and is safe to repeat (A.6). The copy costs an allocation, so only when another
+            // attempt can follow.
+            let may_retry = free_retry || tried < attempts;
+            let replay = (may_retry && replayable(&req)).then(|| Replay::of(&req));
+            let send = sender.try_send_request(req);
+            let result = if websocket {
+                Ok(send.await)
+            } else {
+                tokio::time::timeout(s.endpoint_timeout, send).await
+            };
+            let mut resp = match result {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(mut e)) => {
+                    let text = e.error().to_string();
+                    let tls_failure = endpoint.tls.then(|| tls_failure_in(e.error())).flatten();
+                    if let Some(tls) = tls_failure {
+                        let err = ConnectError::Tls(tls.clone());
+                        tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
+                        if let Some(pool) = pool {
+                            endpoint_failed(proxy, pool, &endpoint, &err);
+                        }
+                        let again = e
+                            .take_message()
+                            .or_else(|| replay.map(Replay::into_request));
+                        match again {
+                            Some(r) if tls.is_retriable() => {
+                                backend_req = Some(r);
+                                last_error = LastFailure::Tls(tls);
+                                continue;
+                            }
+                            _ => {
+                                return RouterError::EndpointTlsFailure(tls).into_response(ctx.log)
+                            }
+                        }
+                    }
+                    match e.take_message() {
+                        // Never sent: safe to try again, on a fresh connection if this
+                        // one was a stale keep-alive connection.
+                        Some(r) => {
+                            backend_req = Some(r);
+                            last_error = LastFailure::Plain(text);
+                            if free_retry {
+                                tried -= 1;
+                            } else {
+                                balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                            }
+                            continue;
+                        }
+                        None if replay.is_some() && (free_retry || lost_on_the_wire(e.error())) => {
+                            backend_req = replay.map(Replay::into_request);
+                            if free_retry {
+                                // A stale keep-alive connection: free, and it is gone now.
+                                tracing::debug!(endpoint = %endpoint.addr(), "stale-keep-alive-retry");
+                                tried -= 1;
+                            } else {
+                                // A fresh connection reset or closed unanswered: an attempt spent,
+                                // the next endpoint tried, this one skipped for a while (A.6).
+                                tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed-retrying");
+                                balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                            }
+                            last_error = LastFailure::Plain(text);
+                            continue;
+                        }
+                        None => {
+                            tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed");
+                            // A reset is the backend's doing (A.6), unless on a connection that sat
+                            // idle in the pool and may have been closed for its age.
+                            if !free_retry && connection_reset(e.error()) {
+                                balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                            }
+                            return RouterError::EndpointFailure { cause: text }
+                                .into_response(ctx.log);
+                        }
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
+                    return RouterError::EndpointFailure {
+                        cause: "context deadline exceeded".into(),
+                    }
+                    .into_response(ctx.log);
+                }
+            };
+
+            // The response from the backend.
+            let status = resp.status();
+            if let Some(metrics) = &proxy.metrics {
+                match pool {
+                    Some(_) => metrics.routed(&endpoint, ctx.started.elapsed()),
+                    None => metrics.route_service_answered(status),
+                }
             }
-        }
-        let rules = response::ResponseRules {
-            request_id: &ctx.request_id,
-            trace_requested: ctx.trace_requested,
-            upgraded,
-        };
-        response::apply(resp.headers_mut(), &rules, &endpoint, s);
-        // Never on a route service's response (A.8).
-        if let Some(pool) = pool {
-            sticky::set_vcap_cookie(
-                resp.headers_mut(),
-                &endpoint,
-                pool,
-                ctx.sticky_id.as_deref(),
-                &s.sticky_cookie_names,
-                s.secure_cookies,
+            let upgraded = status == StatusCode::SWITCHING_PROTOCOLS;
+            if upgraded {
+                if let Some(client_upgrade) = client_upgrade {
+                    websocket::splice(client_upgrade, hyper::upgrade::on(&mut resp));
+                }
+            }
+            let rules = response::ResponseRules {
+                request_id: &ctx.request_id,
+                trace_requested: ctx.trace_requested,
+                upgraded,
+            };
+            response::apply(resp.headers_mut(), &rules, &endpoint, s);
+            // Never on a route service's response (A.8).
+            if let Some(pool) = pool {
+                sticky::set_vcap_cookie(
+                    resp.headers_mut(),
+                    &endpoint,
+                    pool,
+                    ctx.sticky_id.as_deref(),
+                    &s.sticky_cookie_names,
+                    s.secure_cookies,
+                );
+            }
+            if let Some(l) = ctx.log.as_mut() {
+                l.record.status = status.as_u16();
+            }
+            let exchange = Exchange {
+                in_flight: Some(in_flight),
+                connection: idle.map(|idle| (sender, idle)),
+                log: ctx.log,
+                response_bytes: 0,
+                completed: false,
+                continue_gate: continue_gate.clone(),
+            };
+            let (mut parts, incoming) = resp.into_parts();
+            // Answer in the client's protocol (hyper downgrades for HTTP/1.0 clients).
+            parts.version = Version::HTTP_11;
+            let deadline = (!websocket).then(|| {
+                tokio::time::sleep(s.endpoint_timeout.saturating_sub(ctx.started.elapsed()))
+            });
+            return Response::from_parts(
+                parts,
+                ResponseBody::backend(incoming, deadline, exchange),
             );
         }
-        if let Some(l) = ctx.log.as_mut() {
-            l.record.status = status.as_u16();
-        }
-        let exchange = Exchange {
-            in_flight: Some(in_flight),
-            connection: idle.map(|idle| (sender, idle)),
-            log: ctx.log,
-            response_bytes: 0,
-            completed: false,
-            continue_gate: continue_gate.clone(),
-        };
-        let (mut parts, incoming) = resp.into_parts();
-        // Answer in the client's protocol (hyper downgrades for HTTP/1.0 clients).
-        parts.version = Version::HTTP_11;
-        let deadline = (!websocket)
-            .then(|| tokio::time::sleep(s.endpoint_timeout.saturating_sub(ctx.started.elapsed())));
-        return Response::from_parts(parts, ResponseBody::backend(incoming, deadline, exchange));
+        last_error.into_error().into_response(ctx.log)
     }
-    last_error.into_error().into_response(ctx.log)
 }
 
 /// The I/O error under a hyper error, if any.
