@@ -1002,7 +1002,17 @@ impl Locket {
     /// Starts locket on `database_driver` (`mysql`/`sqlite`) with `connection_string`, its
     /// server certificate from `ca`, and waits until it accepts connections.
     pub async fn start(ca: &TestCa, driver: &str, connection_string: &str) -> Self {
+        Self::start_in(TempDir::new("it-locket"), ca, driver, connection_string).await
+    }
+
+    /// Starts locket on a SQLite file of its own, kept in its directory.
+    pub async fn start_sqlite(ca: &TestCa) -> Self {
         let dir = TempDir::new("it-locket");
+        let db = dir.path().join("locket.db").display().to_string();
+        Self::start_in(dir, ca, "sqlite", &db).await
+    }
+
+    async fn start_in(dir: TempDir, ca: &TestCa, driver: &str, connection_string: &str) -> Self {
         let files = ca.write_server(dir.path(), &["127.0.0.1", "localhost"]);
         let port = listener_port();
         let config = serde_json::json!({
@@ -1045,6 +1055,10 @@ impl Locket {
     /// `127.0.0.1:<port>`
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn log(&self) -> String {

@@ -532,6 +532,19 @@ impl FakeUaa {
         self.addr.port()
     }
 
+    /// gorouter's `oauth` section for the client-credentials grant of [`DEFAULT_CLIENT_ID`]
+    /// against this UAA, trusting the CA file `ca`. The endpoint is a bare host name, as BOSH
+    /// renders it.
+    pub fn gorouter_oauth(&self, ca: &std::path::Path) -> Value {
+        json!({
+            "token_endpoint": "127.0.0.1",
+            "port": self.port(),
+            "client_name": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET,
+            "ca_certs": ca.display().to_string(),
+        })
+    }
+
     /// The issuer announced by `/.well-known/openid-configuration` and put in tokens:
     /// `<base>/oauth/token` (`<issuer_uri>/oauth/token` with [`UaaOptions::issuer_uri`]).
     pub fn issuer(&self) -> &str {

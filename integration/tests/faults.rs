@@ -430,14 +430,8 @@ async fn routing_api_recovers_from_a_mariadb_restart() {
     // instead (routing_api_split_brain.rs).
     const OUTAGE: Duration = Duration::from_secs(5);
     let mut db = PrivateMariaDb::start().await;
-    let dir = TempDir::new("it-faults-db-restart");
     let ca = TestCa::new("faults-db-restart-ca");
-    let locket = Locket::start(
-        &ca,
-        "sqlite",
-        &dir.path().join("locket.db").display().to_string(),
-    )
-    .await;
+    let locket = Locket::start_sqlite(&ca).await;
     let mut api = RoutingApi::builder(db.database("routing_api"))
         .locket(locket.client_files(&ca))
         .start()
@@ -607,14 +601,8 @@ async fn standby_routing_api_takes_over_within_20s_after_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_routing_api_takes_over_within_20s_after_kill_9_with_locket() {
-    let dir = TempDir::new("it-faults-locket");
     let ca = TestCa::new("faults-locket-ca");
-    let locket = Locket::start(
-        &ca,
-        "sqlite",
-        &dir.path().join("locket.db").display().to_string(),
-    )
-    .await;
+    let locket = Locket::start_sqlite(&ca).await;
     takes_over_after_kill_9(Some((&locket, &ca))).await;
 }
 

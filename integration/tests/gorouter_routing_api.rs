@@ -393,7 +393,7 @@ async fn refuses_to_start_without_a_route_source() {
 async fn routes_over_mutual_tls_with_inline_pem_and_a_uaa_token() {
     use integration::pki::TestCa;
     use integration::routing_api::MtlsFiles;
-    use integration::uaa::{FakeUaa, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+    use integration::uaa::FakeUaa;
 
     // Upstream only speaks https to UAA; oauth.ca_certs is a file.
     let uaa = FakeUaa::start_tls().await;
@@ -416,14 +416,7 @@ async fn routes_over_mutual_tls_with_inline_pem_and_a_uaa_token() {
             "cert_chain": cert,
             "private_key": key,
         },
-        "oauth": {
-            // A bare host name, as BOSH renders it.
-            "token_endpoint": "127.0.0.1",
-            "port": uaa.port(),
-            "client_name": DEFAULT_CLIENT_ID,
-            "client_secret": DEFAULT_CLIENT_SECRET,
-            "ca_certs": uaa_ca.display().to_string(),
-        },
+        "oauth": uaa.gorouter_oauth(&uaa_ca),
     });
     // JSON is YAML.
     let router = GorouterBuilder::new(integration::closed_port())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use integration::process::{binary, ChildProcess};
 use integration::routing_api::{Database, RoutingApi, RoutingApiBuilder};
-use integration::uaa::{Endpoint, FakeUaa, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+use integration::uaa::{Endpoint, FakeUaa, DEFAULT_CLIENT_ID};
 use integration::{Gorouter, GorouterBuilder, TempDir};
 use serde_json::{json, Value};
 
@@ -326,13 +326,7 @@ async fn routes_registered_with_a_uaa_token_are_loaded_and_removed() {
     let router_config = json!({
         "nats": {"hosts": []},
         "routing_api": {"uri": "http://127.0.0.1", "port": api.http_port, "auth_disabled": false},
-        "oauth": {
-            "token_endpoint": "127.0.0.1",
-            "port": uaa.port(),
-            "client_name": DEFAULT_CLIENT_ID,
-            "client_secret": DEFAULT_CLIENT_SECRET,
-            "ca_certs": uaa_ca.display().to_string(),
-        },
+        "oauth": uaa.gorouter_oauth(&uaa_ca),
     });
     // JSON is YAML.
     let router = GorouterBuilder::new(integration::closed_port())
@@ -341,23 +335,23 @@ async fn routes_registered_with_a_uaa_token_are_loaded_and_removed() {
         .await;
     let target = format!("http://{}/", router.addr());
     let ca = uaa_ca.display().to_string();
-    let args = loadgen_args(
-        &target,
-        &api,
-        &domain,
-        &[
-            "--uaa",
-            uaa.base_url(),
-            "--uaa-client-id",
-            CLIENT,
-            "--uaa-client-secret",
-            SECRET,
-            "--routing-api-ca",
-            &ca,
-        ],
-    );
+    let mut extra = uaa_flags(&uaa, CLIENT, SECRET).to_vec();
+    extra.extend(["--routing-api-ca", &ca]);
+    let args = loadgen_args(&target, &api, &domain, &extra);
     let run = run_loadgen(dir.path(), &api, &domain, &args, RUN_TIMEOUT).await;
     assert_registered_routed_and_removed(&run, &api, &router, &domain).await;
+}
+
+/// loadgen's flags to take its Routing API tokens from `uaa` as `client` with `secret`.
+fn uaa_flags<'a>(uaa: &'a FakeUaa, client: &'a str, secret: &'a str) -> [&'a str; 6] {
+    [
+        "--uaa",
+        uaa.base_url(),
+        "--uaa-client-id",
+        client,
+        "--uaa-client-secret",
+        secret,
+    ]
 }
 
 /// A run whose first registration is refused: exit status 1 within [`FAIL_TIMEOUT`], one
@@ -370,19 +364,7 @@ async fn refused(uaa: &FakeUaa, client: &str, secret: &str, said: &[&str], token
     let domain = unique_domain("refused");
     // Nothing listens on the target: loadgen must fail before it loads anything.
     let target = format!("http://127.0.0.1:{}/", integration::closed_port());
-    let args = loadgen_args(
-        &target,
-        &api,
-        &domain,
-        &[
-            "--uaa",
-            uaa.base_url(),
-            "--uaa-client-id",
-            client,
-            "--uaa-client-secret",
-            secret,
-        ],
-    );
+    let args = loadgen_args(&target, &api, &domain, &uaa_flags(uaa, client, secret));
     let run = run_loadgen(dir.path(), &api, &domain, &args, FAIL_TIMEOUT).await;
     let out = &run.output;
     assert_eq!(run.status.code(), Some(1), "{}:\n{out}", run.status);

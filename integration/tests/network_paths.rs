@@ -450,18 +450,6 @@ async fn uaa_over_tls(dir: &Path) -> (FakeUaa, PathBuf) {
     (uaa, ca)
 }
 
-/// gorouter's `oauth` section for the client-credentials grant against `uaa` (HTTPS, trusting
-/// the CA file `ca`). The endpoint is a bare host name, as BOSH renders it.
-fn gorouter_oauth(uaa: &FakeUaa, ca: &Path) -> Value {
-    json!({
-        "token_endpoint": "127.0.0.1",
-        "port": uaa.port(),
-        "client_name": DEFAULT_CLIENT_ID,
-        "client_secret": DEFAULT_CLIENT_SECRET,
-        "ca_certs": ca.display().to_string(),
-    })
-}
-
 /// A gorouter whose only route source is the Routing API described by `routing_api` (its
 /// `routing_api` section), with `oauth`; `extra` YAML merged last.
 fn gorouter_on_routing_api(routing_api: Value, oauth: Value, extra: &str) -> GorouterBuilder {
@@ -1101,14 +1089,8 @@ async fn routing_api_to_locket_with_mutual_tls() {
 /// one from another CA, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locket_refuses_clients_without_a_trusted_certificate() {
-    let dir = TempDir::new("np-locket-tls");
     let ca = TestCa::new("np-locket-ca");
-    let locket = Locket::start(
-        &ca,
-        "sqlite",
-        &dir.path().join("locket.db").display().to_string(),
-    )
-    .await;
+    let locket = Locket::start_sqlite(&ca).await;
     let addr: SocketAddr = locket.address().parse().expect("locket address");
 
     let trusted = ca.issue_client("routing-api");
@@ -1294,7 +1276,7 @@ async fn route_consumers_to_routing_api_port_3000_with_oauth() {
 
     let router = gorouter_on_routing_api(
         json!({"uri": "http://127.0.0.1", "port": api.http_port, "auth_disabled": false}),
-        gorouter_oauth(&uaa, &uaa_ca),
+        uaa.gorouter_oauth(&uaa_ca),
         "",
     )
     .start()
@@ -1382,7 +1364,7 @@ async fn route_consumers_to_routing_api_port_3001_with_mutual_tls() {
             "cert_chain": router_cert,
             "private_key": router_key,
         }),
-        gorouter_oauth(&uaa, &uaa_ca),
+        uaa.gorouter_oauth(&uaa_ca),
         "",
     )
     .start()
@@ -1443,7 +1425,7 @@ async fn route_consumers_to_uaa_over_tls() {
 
     let router = gorouter_on_routing_api(
         json!({"uri": "http://127.0.0.1", "port": api.http_port, "auth_disabled": false}),
-        gorouter_oauth(&uaa, &uaa_ca),
+        uaa.gorouter_oauth(&uaa_ca),
         "",
     )
     .start()
@@ -1511,7 +1493,7 @@ async fn route_consumers_refuse_an_untrusted_uaa_certificate() {
 
     let (status, output) = gorouter_on_routing_api(
         json!({"uri": "http://127.0.0.1", "port": api.http_port, "auth_disabled": false}),
-        gorouter_oauth(&uaa, &wrong_ca),
+        uaa.gorouter_oauth(&wrong_ca),
         "token_fetcher_retry_interval: 100ms",
     )
     .run_to_exit(Duration::from_secs(30))

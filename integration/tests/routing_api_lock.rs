@@ -173,14 +173,8 @@ async fn the_holder_exits_non_zero_when_its_lock_is_taken_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_locket_server_one_instance_serves_and_sigterm_hands_over() {
     let db = TestDatabase::create("ra_lock");
-    let locket_dir = integration::TempDir::new("it-locket-db");
     let ca = TestCa::new("locket-ca");
-    let locket = Locket::start(
-        &ca,
-        "sqlite",
-        &locket_dir.path().join("locket.db").display().to_string(),
-    )
-    .await;
+    let locket = Locket::start_sqlite(&ca).await;
     let mut active = RoutingApi::builder(Database::mysql(&db))
         .locket(locket.client_files(&ca))
         .start()
@@ -369,27 +363,14 @@ struct GatedLocket {
     api: RoutingApi,
     gate: DbGate,
     _locket: Locket,
-    _locket_dir: integration::TempDir,
     _db: TestDatabase,
 }
 
 async fn api_on_gated_locket() -> GatedLocket {
     let db = TestDatabase::create("ra_lock");
-    let locket_dir = integration::TempDir::new("it-locket-db");
     let ca = TestCa::new("locket-ca");
-    let locket = Locket::start(
-        &ca,
-        "sqlite",
-        &locket_dir.path().join("locket.db").display().to_string(),
-    )
-    .await;
-    let locket_port = locket
-        .address()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("locket address ends in a port");
-    let gate = DbGate::start("127.0.0.1", locket_port).await;
+    let locket = Locket::start_sqlite(&ca).await;
+    let gate = DbGate::start("127.0.0.1", locket.port()).await;
     let mut files = locket.client_files(&ca);
     files.address = format!("127.0.0.1:{}", gate.port());
     let api = RoutingApi::builder(Database::mysql(&db))
@@ -400,7 +381,6 @@ async fn api_on_gated_locket() -> GatedLocket {
         api,
         gate,
         _locket: locket,
-        _locket_dir: locket_dir,
         _db: db,
     }
 }
