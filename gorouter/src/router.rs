@@ -38,6 +38,7 @@ use crate::task::AbortOnDrop;
 use crate::tls::backend::BackendTlsConfigs;
 use crate::tls::{self, server::ServerTlsConfig};
 use crate::varz::{Identity as VarzIdentity, Varz};
+use process_setup::runtime_threads::{self, RuntimeThreads};
 use prometheus_endpoint::{MetricsServer, Registry};
 
 /// How the router stopped.
@@ -88,29 +89,74 @@ impl ListenHost {
 /// Binds `host:port` for `what`. All interfaces is the IPv6 wildcard, which on Linux also
 /// accepts IPv4 (as Go does), or the IPv4 wildcard where IPv6 is unavailable.
 pub async fn listen(host: &ListenHost, port: u16, what: &str) -> anyhow::Result<TcpListener> {
-    let addr = match host {
-        ListenHost::All => {
-            if let Ok(l) = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).await {
-                return Ok(l);
-            }
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+    let mut last = None;
+    for addr in listen_addrs(host, port, what).await? {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some((addr, e)),
         }
-        ListenHost::Ip(ip) => SocketAddr::new(*ip, port),
+    }
+    Err(bind_failed(last, what))
+}
+
+/// [`listen`] for a proxy listener: one socket per serving thread on one port.
+pub async fn listen_group(
+    host: &ListenHost,
+    port: u16,
+    what: &str,
+    threads: &RuntimeThreads,
+) -> anyhow::Result<Vec<TcpListener>> {
+    let mut last = None;
+    for addr in listen_addrs(host, port, what).await? {
+        match threads.listen(addr, LISTEN_BACKLOG, false) {
+            Ok(group) => return Ok(group),
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    Err(bind_failed(last, what))
+}
+
+/// The proxy listeners' backlog (mio's, which `TcpListener::bind` uses).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// The address a listener group is bound to, for the log.
+fn listening_on(sockets: &[TcpListener]) -> String {
+    sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+fn bind_failed(last: Option<(SocketAddr, std::io::Error)>, what: &str) -> anyhow::Error {
+    match last {
+        Some((addr, e)) => {
+            anyhow::Error::new(e).context(format!("cannot listen for {what} on {addr}"))
+        }
+        None => anyhow::anyhow!("cannot listen for {what}: no address"),
+    }
+}
+
+/// Where [`listen`] tries to bind, in order: all interfaces is the IPv6 wildcard, then the
+/// IPv4 one (where IPv6 is unavailable); a name its first address, IPv4 first as Go's resolver.
+async fn listen_addrs(host: &ListenHost, port: u16, what: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    Ok(match host {
+        ListenHost::All => vec![
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        ],
+        ListenHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
         ListenHost::Name(name) => {
             let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
                 .await
                 .with_context(|| format!("cannot listen for {what}: cannot resolve {name:?}"))?
                 .collect();
-            // Go's resolver prefers IPv4 for listening on a name.
             addrs.sort_by_key(|a| !a.is_ipv4());
-            *addrs
+            vec![*addrs
                 .first()
-                .with_context(|| format!("cannot listen for {what}: {name:?} has no address"))?
+                .with_context(|| format!("cannot listen for {what}: {name:?} has no address"))?]
         }
-    };
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr}"))
+    })
 }
 
 /// Why the HTTPS certificates are being reloaded.
@@ -327,17 +373,23 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
     )
     .await?;
     let proxy_host = config.bind_address.map_or(ListenHost::All, ListenHost::Ip);
+    // The threads that serve client connections, each with its own socket of every proxy
+    // listener; the rest (NATS, the Routing API, status) stays on this runtime.
+    let proxy_threads = Arc::new(
+        RuntimeThreads::start("proxy", runtime_threads::per_core_count(), None)
+            .context("starting the proxy's threads")?,
+    );
     let proxy_listener = if config.disable_http {
         tracing::info!("tcp-listener-disabled");
         None
     } else {
-        Some(listen(&proxy_host, config.port, "HTTP").await?)
+        Some(listen_group(&proxy_host, config.port, "HTTP", &proxy_threads).await?)
     };
     let server_tls = ServerTlsConfig::new(&config)
         .context("building the HTTPS listener's TLS config")?
         .map(Arc::new);
     let tls_listener = match &server_tls {
-        Some(_) => Some(listen(&proxy_host, config.ssl_port, "HTTPS").await?),
+        Some(_) => Some(listen_group(&proxy_host, config.ssl_port, "HTTPS", &proxy_threads).await?),
         None => {
             tracing::info!("tls-listener-not-enabled");
             None
@@ -532,6 +584,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
     });
     let start_delay = config.start_response_delay_interval;
     {
+        let proxy_threads = proxy_threads.clone();
         let health = health.clone();
         let connections = connections.clone();
         let server_tls = server_tls.clone();
@@ -543,30 +596,34 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> anyhow::Result
             );
             tokio::time::sleep(start_delay).await;
             let mut serving = Vec::new();
-            if let (Some(l), Some(tls)) = (tls_listener, server_tls) {
-                let address = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            if let (Some(sockets), Some(tls)) = (tls_listener, server_tls) {
+                let address = listening_on(&sockets);
                 tracing::info!(address = %address, "tls-listener-started");
                 // Each handshake takes the certificates in force when it starts.
                 let source: listener::TlsConfigSource = Arc::new(move || tls.load());
-                serving.push(tokio::spawn(listener::serve_tls(
-                    l,
-                    proxy.clone(),
-                    listener_settings.clone(),
-                    source,
-                    connections.clone(),
-                    stop_accepting_rx.clone(),
-                )));
+                serving.extend(proxy_threads.spawn_each(sockets, |l| {
+                    listener::serve_tls(
+                        l,
+                        proxy.clone(),
+                        listener_settings.clone(),
+                        source.clone(),
+                        connections.clone(),
+                        stop_accepting_rx.clone(),
+                    )
+                }));
             }
-            if let Some(l) = proxy_listener {
-                let address = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            if let Some(sockets) = proxy_listener {
+                let address = listening_on(&sockets);
                 tracing::info!(address = %address, "tcp-listener-started");
-                serving.push(tokio::spawn(listener::serve(
-                    l,
-                    proxy,
-                    listener_settings,
-                    connections,
-                    stop_accepting_rx,
-                )));
+                serving.extend(proxy_threads.spawn_each(sockets, |l| {
+                    listener::serve(
+                        l,
+                        proxy.clone(),
+                        listener_settings.clone(),
+                        connections.clone(),
+                        stop_accepting_rx.clone(),
+                    )
+                }));
             }
             tracing::info!("gorouter.started");
             health.set_healthy();

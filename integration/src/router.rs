@@ -90,6 +90,7 @@ pub struct GorouterBuilder {
     config: Yaml,
     raw_config: Option<String>,
     args: Option<Vec<String>>,
+    env: Vec<(String, String)>,
 }
 
 impl GorouterBuilder {
@@ -102,6 +103,7 @@ impl GorouterBuilder {
             config,
             raw_config: None,
             args: None,
+            env: Vec::new(),
         }
     }
 
@@ -139,6 +141,12 @@ impl GorouterBuilder {
         self
     }
 
+    /// Sets an environment variable of the process (e.g. `GOMAXPROCS`).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     /// The config as it will be written.
     pub fn config_text(&self) -> String {
         match &self.raw_config {
@@ -159,6 +167,7 @@ impl GorouterBuilder {
         };
         let mut cmd = Command::new(&bin);
         cmd.args(&args).env("RUST_BACKTRACE", "1");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let process =
             ChildProcess::spawn("gorouter", cmd, self.dir.path().join("gorouter.out"), text);
         let access_log = yaml_at(&self.config, &["access_log", "file"])

@@ -1,9 +1,10 @@
 //! What every binary of the tier does at start, in one place: accept upstream's Go-style flags
 //! (`-config file`, [`go_flags`]), log upstream's JSON lines to stdout ([`logging`]), and start the
-//! async runtime.
+//! async runtime, and the data path's threads ([`runtime_threads`]).
 
 pub mod go_flags;
 pub mod logging;
+pub mod runtime_threads;
 
 pub use go_flags::{FlagError, FlagKind, FlagSet, ParsedFlags};
 pub use logging::{LogFormat, LogSettings, TimeFormat};

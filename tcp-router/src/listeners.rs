@@ -7,10 +7,10 @@
 //! Ports among `reserved_system_component_ports` are reported when they get routes. On drain,
 //! [`Listeners::stop_accepting`] closes every listener and no new one opens.
 //!
-//! The data path runs on [`Workers`]: one single-threaded runtime per CPU, like HAProxy's
-//! threads. Each port has one listening socket per worker (`SO_REUSEPORT`; the kernel spreads
-//! new connections over them), and a connection lives on the worker that accepted it, with no
-//! work stealing or cross-thread wake-ups.
+//! The data path runs on [`RuntimeThreads`] (the workers): one single-threaded runtime per CPU,
+//! like HAProxy's threads. Each port has one listening socket per worker (`SO_REUSEPORT`; the
+//! kernel spreads new connections over them), and a connection lives on the worker that
+//! accepted it, with no work stealing or cross-thread wake-ups.
 //!
 //! The lock here is the control plane's (route updates, retries, drain); the accept path takes
 //! none: each accept loop owns its listener and its port's [`PortCtx`].
@@ -21,82 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::runtime::Handle;
-use tokio::sync::{oneshot, watch};
+use process_setup::runtime_threads::RuntimeThreads;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::forward::{self, Admitted, Global, PortCtx};
 use crate::routes::PortRoutes;
 
 /// Listen backlog of each port.
 const BACKLOG: u32 = 4096;
-
-/// The data-path threads: one current-thread runtime per worker.
-pub struct Workers {
-    handles: Vec<Handle>,
-    stops: Vec<oneshot::Sender<()>>,
-}
-
-impl Workers {
-    /// Starts `n` worker threads (at least one). `tick` must be shorter than every
-    /// per-connection timeout (see below).
-    pub fn start(n: usize, tick: Duration) -> std::io::Result<Workers> {
-        let mut handles = Vec::new();
-        let mut stops = Vec::new();
-        for i in 0..n.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            handles.push(runtime.handle().clone());
-            let (stop, stopped) = oneshot::channel::<()>();
-            stops.push(stop);
-            std::thread::Builder::new()
-                .name(format!("tcp-router-worker-{i}"))
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        // A timer that always expires before any connection's (connect and
-                        // idle timeouts): tokio wakes its driver through an eventfd whenever a
-                        // new timer is the earliest one, which would otherwise cost a syscall
-                        // per connection.
-                        let ticker = tokio::spawn(async move {
-                            let mut tick = tokio::time::interval(tick);
-                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                            loop {
-                                tick.tick().await;
-                            }
-                        });
-                        let _ = stopped.await;
-                        ticker.abort();
-                    });
-                })?;
-        }
-        Ok(Workers { handles, stops })
-    }
-
-    /// Runs everything on the current runtime (tests).
-    pub fn current() -> Workers {
-        Workers {
-            handles: vec![Handle::current()],
-            stops: Vec::new(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
-        }
-    }
-}
 
 struct Open {
     ctx: Arc<PortCtx>,
@@ -114,7 +47,7 @@ struct Inner {
 pub struct Listeners {
     inner: Mutex<Inner>,
     global: Arc<Global>,
-    workers: Workers,
+    workers: RuntimeThreads,
     reserved: BTreeSet<u16>,
     /// Address to bind (`bind_address`; all interfaces by default, as HAProxy's `bind :<port>`).
     bind_ip: IpAddr,
@@ -122,7 +55,12 @@ pub struct Listeners {
 
 impl Listeners {
     /// Listeners on `bind_ip`:<port> for each port that gets routes.
-    pub fn new(global: Arc<Global>, workers: Workers, reserved: &[u16], bind_ip: IpAddr) -> Self {
+    pub fn new(
+        global: Arc<Global>,
+        workers: RuntimeThreads,
+        reserved: &[u16],
+        bind_ip: IpAddr,
+    ) -> Self {
         Listeners {
             workers,
             inner: Mutex::new(Inner {
@@ -219,23 +157,8 @@ impl Listeners {
     /// Binds one listening socket per worker and starts their accept loops.
     fn open(&self, port: u16, routes: Arc<PortRoutes>) -> std::io::Result<Open> {
         let addr = SocketAddr::new(self.bind_ip, port);
-        let reuseport = self.workers.len() > 1;
-        let mut sockets = Vec::with_capacity(self.workers.len());
-        for _ in 0..self.workers.len() {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            if reuseport {
-                socket.set_reuseport(true)?;
-            }
-            // Accepted sockets inherit it, saving a setsockopt per connection.
-            socket.set_nodelay(true)?;
-            socket.bind(addr)?;
-            sockets.push(socket);
-        }
+        // Accepted sockets inherit TCP_NODELAY, saving a setsockopt per connection.
+        let listeners = self.workers.listen(addr, BACKLOG, true)?;
         let ctx = Arc::new(PortCtx {
             port,
             routes: ArcSwap::new(routes),
@@ -243,14 +166,9 @@ impl Listeners {
             global: self.global.clone(),
         });
         let (stop, stopped) = watch::channel(false);
-        for (socket, handle) in sockets.into_iter().zip(&self.workers.handles) {
-            // Register the listener with the worker's own reactor.
-            let listener = {
-                let _enter = handle.enter();
-                socket.listen(BACKLOG)?
-            };
-            handle.spawn(accept_loop(listener, ctx.clone(), stopped.clone()));
-        }
+        self.workers.spawn_each(listeners, |listener| {
+            accept_loop(listener, ctx.clone(), stopped.clone())
+        });
         Ok(Open { ctx, stop })
     }
 }
@@ -287,22 +205,4 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<PortCtx>, mut stop: watch::
         }
     }
     // Dropping the listener closes the port; accepted connections live on in their tasks.
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn accepted_sockets_inherit_nodelay() {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_nodelay(true).unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let l = socket.listen(16).unwrap();
-        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (s, _) = l.accept().await.unwrap();
-        assert!(s.nodelay().unwrap());
-    }
 }

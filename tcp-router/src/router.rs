@@ -1,7 +1,7 @@
 //! Wiring: the health port, the Routing API client (UAA tokens or none, mutual TLS), the
 //! router-group port check, the route source, the listeners on one worker thread per CPU;
 //! signals and drain. The control plane (route source, health port, signals) runs on the
-//! caller's runtime, the data path on the workers ([`crate::listeners::Workers`]).
+//! caller's runtime, the data path on the workers ([`RuntimeThreads`]).
 //!
 //! - SIGUSR1 drains: `/health` turns 503, after `drain_wait` the listeners close, and the
 //!   process exits once the open connections have finished (SIGTERM cuts that short).
@@ -22,11 +22,12 @@ use tokio::sync::watch;
 use crate::config::{Config, Flags};
 use crate::forward::{BufferBudget, ConnTracker, ForwardSettings, Global};
 use crate::health::{self, Health};
-use crate::listeners::{Listeners, Workers};
+use crate::listeners::Listeners;
 use crate::metrics::Metrics;
 use crate::routes::source::{RouteSource, SourceSettings};
 use crate::routes::RoutingTable;
 use crate::supervise::{Supervisor, TaskDied};
+use process_setup::runtime_threads::{self, RuntimeThreads};
 use prometheus_endpoint::MetricsServer;
 use routing_api_client::ports::parse_port_list;
 
@@ -259,14 +260,13 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
         );
     }
 
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let workers = runtime_threads::per_core_count();
     let shortest_timeout = config
         .idle_timeout
         .map_or(config.connect_timeout, |i| i.min(config.connect_timeout));
     let tick = (shortest_timeout / 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-    let workers = Workers::start(workers, tick).map_err(RunError::Workers)?;
+    let workers =
+        RuntimeThreads::start("tcp-worker", workers, Some(tick)).map_err(RunError::Workers)?;
     let listeners = Arc::new(Listeners::new(
         global.clone(),
         workers,

@@ -130,8 +130,9 @@ pub struct ListenerSettings {
     /// `websocket_idle_timeout` (ours): a websocket tunnel with no byte either way for this
     /// long is closed.
     pub tunnel_idle_timeout: Duration,
-    /// `max_client_connections` (ours): accepted connections at once, shared by the listeners
-    /// given the same semaphore; at the cap new connections wait in the kernel's backlog.
+    /// `max_client_connections` (ours): connections served at once, shared by the listeners
+    /// given the same semaphore; at the cap a new connection waits (one per listener accepted
+    /// and unserved, the rest in the kernel's backlog).
     /// `None`: no cap.
     pub connection_limit: Option<Arc<Semaphore>>,
 }
@@ -310,15 +311,6 @@ async fn accept_loop<H: Handler>(
     let stopped = stop_accepting.wait_for(|stop| *stop);
     tokio::pin!(stopped);
     loop {
-        // At `max_client_connections` nothing is accepted until a connection ends: new ones
-        // wait in the kernel's backlog while the open ones are served as usual.
-        let slot = match &shared.settings.connection_limit {
-            Some(limit) => tokio::select! {
-                _ = &mut stopped => return,
-                slot = limit.clone().acquire_owned() => slot.ok(),
-            },
-            None => None,
-        };
         let accepted = tokio::select! {
             _ = &mut stopped => return,
             accepted = listener.accept() => accepted,
@@ -331,6 +323,19 @@ async fn accept_loop<H: Handler>(
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        // At `max_client_connections` a connection just accepted waits for one to end, and
+        // this loop with it: the ones after it wait in the kernel's backlog while the open
+        // ones are served as usual. Taken after `accept`, not before: with a listener per
+        // thread, a slot held by one thread's idle `accept` would let a later connection in
+        // on it while an earlier one waits on another thread. The semaphore is fair, so slots
+        // go to waiting connections in the order they were accepted.
+        let slot = match &shared.settings.connection_limit {
+            Some(limit) => tokio::select! {
+                _ = &mut stopped => return,
+                slot = limit.clone().acquire_owned() => slot.ok(),
+            },
+            None => None,
         };
         shared.connections.opened();
         let open = Arc::new(Open {

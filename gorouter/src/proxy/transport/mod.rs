@@ -185,6 +185,7 @@ impl Transport {
                 self.idle_capacity,
                 self.idle_budget.clone(),
                 self.idle_timeout,
+                process_setup::runtime_threads::per_core_count(),
             )),
         });
         // Only here, off the path of requests to known backends.

@@ -68,15 +68,26 @@ impl IdleBudget {
     }
 }
 
+/// One idle connection and when it was returned.
+type Idle = (Sender, Instant);
+
 /// Idle keep-alive connections to one backend, with the time each was returned.
 ///
-/// The queue is allocated when the first connection is returned: a slot is ~50 bytes, so
+/// One queue per serving thread ([`process_setup::runtime_threads`]): a connection goes back to
+/// the queue of the thread that used it, whose runtime drives it, and a request takes from its
+/// own thread's queue first, so a request and its backend connection stay on one thread. A
+/// request finding its own queue empty takes another thread's connection rather than dial.
+/// `held` keeps the queues together within `capacity`.
+///
+/// Each queue is allocated when its first connection is returned: a slot is ~50 bytes, so
 /// 100 slots for each of 100k endpoints that never see traffic would cost ~500 MiB.
 pub struct IdleConnections {
     capacity: usize,
     /// Shared with the transport's other pools; a queued connection holds one slot.
     budget: Arc<IdleBudget>,
-    queue: OnceLock<ArrayQueue<(Sender, Instant)>>,
+    queues: Box<[OnceLock<ArrayQueue<Idle>>]>,
+    /// Connections in all the queues, at most `capacity`.
+    held: AtomicUsize,
     /// The HTTP/2 connection every request to this backend shares while it is open.
     http2: ArcSwapOption<http2::SendRequest<RequestBody>>,
     /// Set by every checkout and return, cleared by the sweeper: a pool found unused by a
@@ -94,11 +105,18 @@ pub struct IdleConnections {
 impl IdleConnections {
     /// `capacity` (`max_idle_conns_per_host`) 0 disables keep-alive to this backend.
     /// `idle_timeout` is how long a returned connection is kept unused.
-    pub fn new(capacity: usize, budget: Arc<IdleBudget>, idle_timeout: Duration) -> Self {
+    /// `queues` is how many threads serve requests (one queue each, at least one).
+    pub fn new(
+        capacity: usize,
+        budget: Arc<IdleBudget>,
+        idle_timeout: Duration,
+        queues: usize,
+    ) -> Self {
         Self {
             capacity,
             budget,
-            queue: OnceLock::new(),
+            queues: (0..queues.max(1)).map(|_| OnceLock::new()).collect(),
+            held: AtomicUsize::new(0),
             http2: ArcSwapOption::empty(),
             used: AtomicBool::new(true),
             idle_timeout,
@@ -120,12 +138,36 @@ impl IdleConnections {
             return;
         }
         self.touch();
-        if !self.budget.try_hold() {
+        let held = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            });
+        if held.is_err() {
             return;
         }
-        let q = self.queue.get_or_init(|| ArrayQueue::new(self.capacity));
+        if !self.budget.try_hold() {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let q = self
+            .own_queue()
+            .get_or_init(|| ArrayQueue::new(self.capacity));
         if q.push((sender, Instant::now())).is_err() {
-            self.budget.release(1);
+            self.released(1);
+        }
+    }
+
+    /// The calling thread's queue.
+    fn own_queue(&self) -> &OnceLock<ArrayQueue<Idle>> {
+        &self.queues[process_setup::runtime_threads::current_index() % self.queues.len()]
+    }
+
+    /// Gives back the slots of `n` connections that left the queues.
+    fn released(&self, n: usize) {
+        if n > 0 {
+            self.held.fetch_sub(n, Ordering::AcqRel);
+            self.budget.release(n);
         }
     }
 
@@ -154,25 +196,39 @@ impl IdleConnections {
                 return Some(Sender::Http2((**h2).clone()));
             }
         }
-        let q = self.queue.get()?;
+        let own = process_setup::runtime_threads::current_index() % self.queues.len();
+        // The own thread's queue, then the others'.
+        for i in 0..self.queues.len() {
+            let i = (own + i) % self.queues.len();
+            if let Some(sender) = self.queues[i].get().and_then(|q| self.take_from(q)) {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn take_from(&self, q: &ArrayQueue<Idle>) -> Option<Sender> {
+        if q.is_empty() {
+            return None;
+        }
         self.touch();
         // Bounded by the queue's length: connections put back are not looked at again.
         for _ in 0..q.len() {
             let (sender, since) = q.pop()?;
             if sender.is_closed() {
-                self.budget.release(1);
+                self.released(1);
                 continue;
             }
             if sender.is_ready() {
-                self.budget.release(1);
+                self.released(1);
                 if since.elapsed() > self.idle_timeout {
                     continue;
                 }
                 return Some(sender);
             }
-            // Keeps its budget slot while queued again; dropped if the queue filled up.
+            // Keeps its slots while queued again; dropped if the queue filled up.
             if q.push((sender, since)).is_err() {
-                self.budget.release(1);
+                self.released(1);
             }
         }
         None
@@ -194,20 +250,19 @@ impl IdleConnections {
                 closed += 1;
             }
         }
-        let Some(q) = self.queue.get() else {
-            return closed;
-        };
-        // Every queued connection is looked at: one put back by `take` is out of age order.
-        for _ in 0..q.len() {
-            let Some((sender, since)) = q.pop() else {
-                break;
-            };
-            let expired =
-                sender.is_closed() || now.saturating_duration_since(since) > self.idle_timeout;
-            // Dropped when expired, or when the queue filled up meanwhile.
-            if expired || q.push((sender, since)).is_err() {
-                self.budget.release(1);
-                closed += 1;
+        for q in self.queues.iter().filter_map(OnceLock::get) {
+            // Every queued connection is looked at: one put back by `take` is out of age order.
+            for _ in 0..q.len() {
+                let Some((sender, since)) = q.pop() else {
+                    break;
+                };
+                let expired =
+                    sender.is_closed() || now.saturating_duration_since(since) > self.idle_timeout;
+                // Dropped when expired, or when the queue filled up meanwhile.
+                if expired || q.push((sender, since)).is_err() {
+                    self.released(1);
+                    closed += 1;
+                }
             }
         }
         closed
@@ -220,7 +275,11 @@ impl IdleConnections {
     }
 
     pub fn len(&self) -> usize {
-        self.queue.get().map_or(0, |q| q.len())
+        self.queues
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(ArrayQueue::len)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -241,7 +300,7 @@ mod tests {
 
     #[test]
     fn zero_capacity_pool_keeps_nothing() {
-        let p = IdleConnections::new(0, IdleBudget::new(0), IDLE_TIMEOUT);
+        let p = IdleConnections::new(0, IdleBudget::new(0), IDLE_TIMEOUT, 1);
         assert!(p.is_empty());
     }
 
@@ -266,9 +325,97 @@ mod tests {
         assert_eq!(b.held(), 0, "nothing is counted without a limit");
     }
 
+    /// An HTTP/1.1 connection to nothing (the other end of an in-memory pipe), ready to send.
+    async fn idle_http1() -> (Sender, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(1024);
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, RequestBody>(
+            hyper_util::rt::TokioIo::new(client),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        send.ready().await.unwrap();
+        (Sender::Http1(send), server)
+    }
+
+    /// Returns a connection to `pool` from thread `thread`; how many each queue holds after.
+    async fn put_from(
+        threads: &RuntimeThreads,
+        thread: usize,
+        pool: &Arc<IdleConnections>,
+    ) -> (Vec<usize>, tokio::io::DuplexStream) {
+        let pool = pool.clone();
+        threads.handles()[thread]
+            .spawn(async move {
+                let (sender, peer) = idle_http1().await;
+                pool.put(sender);
+                let held = pool
+                    .queues
+                    .iter()
+                    .map(|q| q.get().map_or(0, ArrayQueue::len))
+                    .collect();
+                (held, peer)
+            })
+            .await
+            .unwrap()
+    }
+
+    use process_setup::runtime_threads::RuntimeThreads;
+
+    #[tokio::test]
+    async fn a_connection_goes_back_to_the_queue_of_the_thread_that_used_it() {
+        let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
+        let pool = Arc::new(IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT, 2));
+        let (held, _a) = put_from(&threads, 1, &pool).await;
+        assert_eq!(held, [0, 1]);
+        let (held, _b) = put_from(&threads, 0, &pool).await;
+        assert_eq!(held, [1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_thread_takes_its_own_connection_first_then_another_threads() {
+        let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
+        let pool = Arc::new(IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT, 2));
+        let (_, _a) = put_from(&threads, 1, &pool).await;
+        let (_, _b) = put_from(&threads, 0, &pool).await;
+        let take_on_0 = |pool: Arc<IdleConnections>| async move {
+            let taken = pool.take().is_some();
+            let left: Vec<usize> = pool
+                .queues
+                .iter()
+                .map(|q| q.get().map_or(0, ArrayQueue::len))
+                .collect();
+            (taken, left)
+        };
+        let first = threads.handles()[0]
+            .spawn(take_on_0(pool.clone()))
+            .await
+            .unwrap();
+        assert_eq!(first, (true, vec![0, 1]), "its own queue first");
+        let second = threads.handles()[0]
+            .spawn(take_on_0(pool.clone()))
+            .await
+            .unwrap();
+        assert_eq!(second, (true, vec![0, 0]), "then the other thread's");
+    }
+
+    #[tokio::test]
+    async fn the_queues_together_hold_at_most_the_capacity() {
+        let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
+        let pool = Arc::new(IdleConnections::new(1, IdleBudget::new(0), IDLE_TIMEOUT, 2));
+        let (_, _a) = put_from(&threads, 0, &pool).await;
+        let (held, _b) = put_from(&threads, 1, &pool).await;
+        assert_eq!(
+            held,
+            [1, 0],
+            "max_idle_conns_per_host 1 across both threads"
+        );
+        assert_eq!(pool.len(), 1);
+    }
+
     #[test]
     fn a_pool_is_unused_after_a_sweep_without_traffic() {
-        let p = IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT);
+        let p = IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT, 1);
         assert!(
             !p.unused_since_last_sweep(),
             "new pools survive their first sweep"
