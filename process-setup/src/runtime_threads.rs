@@ -205,12 +205,17 @@ mod tests {
         }
     }
 
+    /// Listening sockets on 127.0.0.1 and an ephemeral port, one per thread.
+    fn listen_local(threads: &RuntimeThreads, nodelay: bool) -> Vec<TcpListener> {
+        threads
+            .listen("127.0.0.1:0".parse().unwrap(), 128, nodelay)
+            .unwrap()
+    }
+
     #[test]
     fn every_socket_listens_on_the_port_the_first_got() {
         let threads = RuntimeThreads::start("test-port", 3, None).unwrap();
-        let listeners = threads
-            .listen("127.0.0.1:0".parse().unwrap(), 16, true)
-            .unwrap();
+        let listeners = listen_local(&threads, true);
         let ports: HashSet<u16> = listeners
             .iter()
             .map(|l| l.local_addr().unwrap().port())
@@ -224,10 +229,7 @@ mod tests {
     fn accepted_sockets_inherit_nodelay_when_asked() {
         let threads = RuntimeThreads::start("test-nodelay", 1, None).unwrap();
         for nodelay in [true, false] {
-            let listener = threads
-                .listen("127.0.0.1:0".parse().unwrap(), 16, nodelay)
-                .unwrap()
-                .remove(0);
+            let listener = listen_local(&threads, nodelay).remove(0);
             let addr = listener.local_addr().unwrap();
             let accepted = threads.handles()[0].spawn(async move {
                 let (s, _) = listener.accept().await.unwrap();
@@ -254,9 +256,7 @@ mod tests {
     #[test]
     fn connections_are_spread_over_the_threads() {
         let threads = RuntimeThreads::start("test-spread", 2, None).unwrap();
-        let listeners = threads
-            .listen("127.0.0.1:0".parse().unwrap(), 128, false)
-            .unwrap();
+        let listeners = listen_local(&threads, false);
         let addr = listeners[0].local_addr().unwrap();
         let served_by = Arc::new(Mutex::new(Vec::new()));
         threads.spawn_each(listeners, |listener| {

@@ -338,6 +338,21 @@ mod tests {
         (Sender::Http1(send), server)
     }
 
+    /// Two serving threads, and a pool of `capacity` with a queue for each.
+    fn two_threads_and_a_pool(capacity: usize) -> (RuntimeThreads, Arc<IdleConnections>) {
+        let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
+        let pool = IdleConnections::new(capacity, IdleBudget::new(0), IDLE_TIMEOUT, 2);
+        (threads, Arc::new(pool))
+    }
+
+    /// How many connections each thread's queue holds.
+    fn queue_lengths(pool: &IdleConnections) -> Vec<usize> {
+        pool.queues
+            .iter()
+            .map(|q| q.get().map_or(0, ArrayQueue::len))
+            .collect()
+    }
+
     /// Returns a connection to `pool` from thread `thread`; how many each queue holds after.
     async fn put_from(
         threads: &RuntimeThreads,
@@ -349,12 +364,7 @@ mod tests {
             .spawn(async move {
                 let (sender, peer) = idle_http1().await;
                 pool.put(sender);
-                let held = pool
-                    .queues
-                    .iter()
-                    .map(|q| q.get().map_or(0, ArrayQueue::len))
-                    .collect();
-                (held, peer)
+                (queue_lengths(&pool), peer)
             })
             .await
             .unwrap()
@@ -364,8 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_goes_back_to_the_queue_of_the_thread_that_used_it() {
-        let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
-        let pool = Arc::new(IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT, 2));
+        let (threads, pool) = two_threads_and_a_pool(4);
         let (held, _a) = put_from(&threads, 1, &pool).await;
         assert_eq!(held, [0, 1]);
         let (held, _b) = put_from(&threads, 0, &pool).await;
@@ -374,18 +383,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_thread_takes_its_own_connection_first_then_another_threads() {
-        let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
-        let pool = Arc::new(IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT, 2));
+        let (threads, pool) = two_threads_and_a_pool(4);
         let (_, _a) = put_from(&threads, 1, &pool).await;
         let (_, _b) = put_from(&threads, 0, &pool).await;
         let take_on_0 = |pool: Arc<IdleConnections>| async move {
             let taken = pool.take().is_some();
-            let left: Vec<usize> = pool
-                .queues
-                .iter()
-                .map(|q| q.get().map_or(0, ArrayQueue::len))
-                .collect();
-            (taken, left)
+            (taken, queue_lengths(&pool))
         };
         let first = threads.handles()[0]
             .spawn(take_on_0(pool.clone()))
@@ -401,8 +404,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_queues_together_hold_at_most_the_capacity() {
-        let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
-        let pool = Arc::new(IdleConnections::new(1, IdleBudget::new(0), IDLE_TIMEOUT, 2));
+        let (threads, pool) = two_threads_and_a_pool(1);
         let (_, _a) = put_from(&threads, 0, &pool).await;
         let (held, _b) = put_from(&threads, 1, &pool).await;
         assert_eq!(
