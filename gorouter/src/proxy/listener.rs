@@ -375,31 +375,34 @@ async fn connection<H: Handler>(
     };
 
     let state = Arc::new(ConnState::new());
-    if shared.tls.is_none() {
+    let Some(tls) = &shared.tls else {
         let client = ClientConn::new(remote, false);
         let io = ClientIo::new(stream, &shared.settings, state.clone(), open);
         return serve_http1(&shared, TokioIo::new(io), client, state, close).await;
-    }
+    };
+    // The certificates in force as the handshake starts.
+    let config = tls();
     // Boxed: the TLS handshake and its HTTP/1.1 and HTTP/2 states are several KiB, and kept
     // inline they would make every connection's future that big, plain ones too, which is
     // copied whole when the connection's task is spawned.
-    Box::pin(tls_connection(shared, stream, remote, state, open, close)).await
+    Box::pin(tls_connection(
+        shared, config, stream, remote, state, open, close,
+    ))
+    .await
 }
 
-/// The HTTPS listener's part of [`connection`]: the TLS handshake (bounded by
+/// The HTTPS listener's part of [`connection`]: the TLS handshake with `config` (bounded by
 /// `tls_handshake_timeout`), then HTTP/1.1 or HTTP/2 as ALPN decided.
 async fn tls_connection<H: Handler>(
     shared: Arc<Shared<H>>,
+    config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     remote: SocketAddr,
     state: Arc<ConnState>,
     open: Arc<Open>,
     mut close: watch::Receiver<bool>,
 ) {
-    let Some(tls) = &shared.tls else {
-        return;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls());
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let handshake = tokio::time::timeout(
         shared.settings.tls_handshake_timeout,
         acceptor.accept(stream),
