@@ -303,7 +303,8 @@ where
             let _ = conn.await;
         });
     }
-    Ok(Sender::Http1(sender))
+    // The connection's task runs on this thread's runtime (`tokio::spawn` above).
+    Ok(Sender::http1_driven_here(sender))
 }
 
 #[cfg(test)]
@@ -441,7 +442,7 @@ mod tests {
         let ep = endpoint(port, "");
         let t = transport();
         let pool = t.pool(&ep);
-        let Sender::Http1(mut busy) = t
+        let Sender::Http1 { send: mut busy, .. } = t
             .connect(&ep, Duration::from_secs(1), false, None)
             .await
             .unwrap()
@@ -456,7 +457,7 @@ mod tests {
         let in_flight = tokio::spawn(busy.send_request(req));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!busy.is_ready(), "a request is in flight on it");
-        pool.put(Sender::Http1(busy));
+        pool.put(Sender::http1_driven_here(busy));
         assert!(pool.take().is_none(), "no ready connection to hand out");
         assert_eq!(pool.len(), 1, "the busy connection stays pooled for later");
         in_flight.abort();

@@ -74,10 +74,12 @@ type Idle = (Sender, Instant);
 /// Idle keep-alive connections to one backend, with the time each was returned.
 ///
 /// One queue per serving thread ([`process_setup::runtime_threads`]): a connection goes back to
-/// the queue of the thread that used it, whose runtime drives it, and a request takes from its
-/// own thread's queue first, so a request and its backend connection stay on one thread. A
-/// request finding its own queue empty takes another thread's connection rather than dial.
-/// `held` keeps the queues together within `capacity`.
+/// the queue of its home thread, whose runtime drives it, and a request takes from its own
+/// thread's queue, so a request and its backend connection stay on one thread. A request
+/// finding its own queue empty dials (the new connection's home is its thread) unless the
+/// pool is full, when a new connection could not be kept: then it borrows another thread's
+/// connection, which costs two cross-thread wake-ups but no dial and close. `held` keeps the
+/// queues together within `capacity`.
 ///
 /// Each queue is allocated when its first connection is returned: a slot is ~50 bytes, so
 /// 100 slots for each of 100k endpoints that never see traffic would cost ~500 MiB.
@@ -134,9 +136,10 @@ impl IdleConnections {
     /// Returns a connection for reuse; dropped (closed) when the pool is full. HTTP/2
     /// connections stay shared ([`share_http2`](Self::share_http2)) and need no return.
     pub fn put(&self, sender: Sender) {
-        if self.capacity == 0 || sender.is_closed() || sender.is_http2() {
-            return;
-        }
+        let home = match &sender {
+            Sender::Http1 { home, .. } if self.capacity != 0 && !sender.is_closed() => *home,
+            _ => return,
+        };
         self.touch();
         let held = self
             .held
@@ -150,17 +153,11 @@ impl IdleConnections {
             self.held.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        let q = self
-            .own_queue()
-            .get_or_init(|| ArrayQueue::new(self.capacity));
+        let q =
+            self.queues[home % self.queues.len()].get_or_init(|| ArrayQueue::new(self.capacity));
         if q.push((sender, Instant::now())).is_err() {
             self.released(1);
         }
-    }
-
-    /// The calling thread's queue.
-    fn own_queue(&self) -> &OnceLock<ArrayQueue<Idle>> {
-        &self.queues[process_setup::runtime_threads::current_index() % self.queues.len()]
     }
 
     /// Gives back the slots of `n` connections that left the queues.
@@ -197,14 +194,23 @@ impl IdleConnections {
             }
         }
         let own = process_setup::runtime_threads::current_index() % self.queues.len();
-        // The own thread's queue, then the others'.
-        for i in 0..self.queues.len() {
-            let i = (own + i) % self.queues.len();
-            if let Some(sender) = self.queues[i].get().and_then(|q| self.take_from(q)) {
-                return Some(sender);
-            }
+        if let Some(sender) = self.queues[own].get().and_then(|q| self.take_from(q)) {
+            return Some(sender);
         }
-        None
+        if !self.is_full() {
+            // Dialling is cheaper than borrowing: the new connection stays on this thread.
+            return None;
+        }
+        (1..self.queues.len())
+            .map(|i| (own + i) % self.queues.len())
+            .find_map(|i| self.queues[i].get().and_then(|q| self.take_from(q)))
+    }
+
+    /// Whether a connection returned now would be closed for want of room: this backend's
+    /// queues hold `capacity`, or the transport's budget (`max_idle_conns`) is spent.
+    fn is_full(&self) -> bool {
+        self.held.load(Ordering::Acquire) >= self.capacity
+            || (self.budget.max != 0 && self.budget.held() >= self.budget.max)
     }
 
     fn take_from(&self, q: &ArrayQueue<Idle>) -> Option<Sender> {
@@ -335,7 +341,7 @@ mod tests {
         .unwrap();
         tokio::spawn(conn);
         send.ready().await.unwrap();
-        (Sender::Http1(send), server)
+        (Sender::http1_driven_here(send), server)
     }
 
     /// Two serving threads, and a pool of `capacity` with a queue for each.
@@ -353,18 +359,44 @@ mod tests {
             .collect()
     }
 
-    /// Returns a connection to `pool` from thread `thread`; how many each queue holds after.
+    /// A connection whose task runs on thread `thread`'s runtime.
+    async fn driven_on(
+        threads: &RuntimeThreads,
+        thread: usize,
+    ) -> (Sender, tokio::io::DuplexStream) {
+        threads.handles()[thread].spawn(idle_http1()).await.unwrap()
+    }
+
+    /// Returns a connection driven on thread `thread` to `pool`, from that thread; how many
+    /// each queue holds after.
     async fn put_from(
         threads: &RuntimeThreads,
         thread: usize,
         pool: &Arc<IdleConnections>,
     ) -> (Vec<usize>, tokio::io::DuplexStream) {
+        let (sender, peer) = driven_on(threads, thread).await;
         let pool = pool.clone();
         threads.handles()[thread]
             .spawn(async move {
-                let (sender, peer) = idle_http1().await;
                 pool.put(sender);
                 (queue_lengths(&pool), peer)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Takes a connection from `pool` on thread `thread`: whether there was one, and how many
+    /// each queue holds after.
+    async fn take_on(
+        threads: &RuntimeThreads,
+        thread: usize,
+        pool: &Arc<IdleConnections>,
+    ) -> (Option<Sender>, Vec<usize>) {
+        let pool = pool.clone();
+        threads.handles()[thread]
+            .spawn(async move {
+                let taken = pool.take();
+                (taken, queue_lengths(&pool))
             })
             .await
             .unwrap()
@@ -373,33 +405,55 @@ mod tests {
     use process_setup::runtime_threads::RuntimeThreads;
 
     #[tokio::test]
-    async fn a_connection_goes_back_to_the_queue_of_the_thread_that_used_it() {
+    async fn a_connection_goes_back_to_the_queue_of_the_thread_that_drives_it() {
         let (threads, pool) = two_threads_and_a_pool(4);
         let (held, _a) = put_from(&threads, 1, &pool).await;
         assert_eq!(held, [0, 1]);
         let (held, _b) = put_from(&threads, 0, &pool).await;
         assert_eq!(held, [1, 1]);
+        // Driven on thread 1, returned from elsewhere: thread 1's queue.
+        let (sender, _c) = driven_on(&threads, 1).await;
+        pool.put(sender);
+        assert_eq!(queue_lengths(&pool), [1, 2]);
     }
 
     #[tokio::test]
-    async fn a_thread_takes_its_own_connection_first_then_another_threads() {
+    async fn a_thread_takes_its_own_connection_and_dials_rather_than_borrow() {
         let (threads, pool) = two_threads_and_a_pool(4);
         let (_, _a) = put_from(&threads, 1, &pool).await;
         let (_, _b) = put_from(&threads, 0, &pool).await;
-        let take_on_0 = |pool: Arc<IdleConnections>| async move {
-            let taken = pool.take().is_some();
-            (taken, queue_lengths(&pool))
-        };
-        let first = threads.handles()[0]
-            .spawn(take_on_0(pool.clone()))
-            .await
-            .unwrap();
-        assert_eq!(first, (true, vec![0, 1]), "its own queue first");
-        let second = threads.handles()[0]
-            .spawn(take_on_0(pool.clone()))
-            .await
-            .unwrap();
-        assert_eq!(second, (true, vec![0, 0]), "then the other thread's");
+        let (first, held) = take_on(&threads, 0, &pool).await;
+        assert!(first.is_some(), "its own queue's connection");
+        assert_eq!(held, [0, 1]);
+        let (second, held) = take_on(&threads, 0, &pool).await;
+        assert!(
+            second.is_none(),
+            "with room in the pool, thread 1's connection stays there"
+        );
+        assert_eq!(held, [0, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_thread_borrows_another_threads_connection_when_the_pool_is_full() {
+        let (threads, pool) = two_threads_and_a_pool(1);
+        let (_, _a) = put_from(&threads, 1, &pool).await;
+        let (borrowed, held) = take_on(&threads, 0, &pool).await;
+        let borrowed = borrowed.expect("a full pool lends thread 1's connection");
+        assert_eq!(held, [0, 0]);
+        pool.put(borrowed);
+        assert_eq!(queue_lengths(&pool), [0, 1], "and it goes back home");
+    }
+
+    #[tokio::test]
+    async fn a_thread_borrows_when_the_transports_budget_is_spent() {
+        let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
+        let pool = Arc::new(IdleConnections::new(4, IdleBudget::new(1), IDLE_TIMEOUT, 2));
+        let (_, _a) = put_from(&threads, 1, &pool).await;
+        let (borrowed, _) = take_on(&threads, 0, &pool).await;
+        assert!(
+            borrowed.is_some(),
+            "max_idle_conns 1 is held: a new connection could not be kept"
+        );
     }
 
     #[tokio::test]
