@@ -82,34 +82,38 @@ pub struct LogSettings {
 /// Installs the upstream-format log on stdout (`RUST_LOG` still overrides the level, for
 /// debugging a dependency).
 pub fn init_logging(settings: LogSettings) {
-    // Our events at the chosen level; dependencies' own chatter (connection notices from the
-    // NATS client, the SQL driver, hyper) only from warnings up, so the log holds upstream's
-    // events.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let level = settings.level.as_str().to_ascii_lowercase();
-        let dependencies = if settings.level == Level::ERROR {
-            "error"
-        } else {
-            "warn"
-        };
-        let quiet = [
-            "async_nats",
-            "sqlx",
-            "hyper",
-            "hyper_util",
-            "h2",
-            "tonic",
-            "tower",
-            "rustls",
-        ]
-        .map(|c| format!(",{c}={dependencies}"))
-        .concat();
-        tracing_subscriber::EnvFilter::new(format!("{level}{quiet}"))
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter(settings.level));
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(UpstreamJsonLayer { settings })
         .try_init();
+}
+
+/// Our events at `level`; dependencies' own chatter (connection notices from the NATS client,
+/// the SQL driver, hyper) only from warnings up, so the log holds upstream's events.
+fn default_filter(level: Level) -> tracing_subscriber::EnvFilter {
+    let dependencies = if level == Level::ERROR {
+        "error"
+    } else {
+        "warn"
+    };
+    let quiet = [
+        "async_nats",
+        "sqlx",
+        "hyper",
+        "hyper_util",
+        "h2",
+        "tonic",
+        "tower",
+    ]
+    .map(|c| format!(",{c}={dependencies}"))
+    .concat();
+    // rustls warns about each peer's oddities (an IP address sent as SNI, as clients built on
+    // OpenSSL do when given one): a line per connection any client can provoke, written on the
+    // connection's thread, which Go's TLS never logs. Only its errors.
+    let level = level.as_str().to_ascii_lowercase();
+    tracing_subscriber::EnvFilter::new(format!("{level}{quiet},rustls=error"))
 }
 
 struct UpstreamJsonLayer {
@@ -371,6 +375,45 @@ mod tests {
     }
 
     const NOW: Duration = Duration::new(1_700_000_000, 123_456_789);
+
+    /// The targets of the events that got through `default_filter(level)`.
+    fn passed_by_default_filter(level: Level, emit: impl FnOnce()) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+        struct Targets(Arc<Mutex<Vec<String>>>);
+        impl<S: Subscriber> Layer<S> for Targets {
+            fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+                let target = event.metadata().target().to_string();
+                self.0.lock().unwrap().push(target);
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(default_filter(level))
+            .with(Targets(seen.clone()));
+        tracing::subscriber::with_default(subscriber, emit);
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[test]
+    fn rustls_warnings_about_a_peer_are_not_logged_its_errors_are() {
+        let passed = passed_by_default_filter(Level::INFO, || {
+            tracing::warn!(target: "rustls::server::hs", "Illegal SNI extension");
+            tracing::error!(target: "rustls::conn", "an error");
+            tracing::warn!(target: "gorouter::proxy", "ours");
+        });
+        assert_eq!(passed, ["rustls::conn", "gorouter::proxy"]);
+    }
+
+    #[test]
+    fn dependencies_log_from_warnings_up_ours_at_the_level() {
+        let passed = passed_by_default_filter(Level::DEBUG, || {
+            tracing::info!(target: "hyper::proto", "chatter");
+            tracing::warn!(target: "hyper::proto", "a warning");
+            tracing::debug!(target: "gorouter::nats", "ours");
+        });
+        assert_eq!(passed, ["hyper::proto", "gorouter::nats"]);
+    }
 
     #[test]
     fn lager_unix_epoch_line() {
