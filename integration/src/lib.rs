@@ -60,10 +60,24 @@ impl TestEnv {
     /// Starts nats-server and a router with the test defaults plus `yaml` overrides (may be
     /// empty), and waits until the router is healthy.
     pub async fn start(yaml: &str) -> Self {
+        Self::start_with_threads(yaml, None).await
+    }
+
+    /// [`start`](Self::start) with a router serving client connections on one thread
+    /// (`GOMAXPROCS=1`). Each serving thread keeps idle backend connections of its own, so a
+    /// test counting how sequential requests reuse backend connections asks for one.
+    pub async fn start_on_one_thread(yaml: &str) -> Self {
+        Self::start_with_threads(yaml, Some(1)).await
+    }
+
+    async fn start_with_threads(yaml: &str, threads: Option<usize>) -> Self {
         let nats = NatsServer::start().await;
         let mut builder = Gorouter::builder(&nats);
         if !yaml.trim().is_empty() {
             builder = builder.yaml(yaml);
+        }
+        if let Some(n) = threads {
+            builder = builder.env("GOMAXPROCS", &n.to_string());
         }
         let router = builder.start().await;
         let client = NatsClient::connect(&nats).await;

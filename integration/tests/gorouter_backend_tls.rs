@@ -153,13 +153,14 @@ fn tls_route(uri: &str, tls_port: u16, san: &str) -> serde_json::Value {
     })
 }
 
+/// Router YAML trusting `ca` for backends, plus `extra`.
+fn trusting(ca: &TestCa, extra: &str) -> String {
+    format!("ca_certs:\n  - {}\n{extra}", yaml_quoted(&ca.cert_pem()))
+}
+
 /// A router trusting `ca` for backends, plus `extra` YAML.
 async fn router_trusting(ca: &TestCa, extra: &str) -> TestEnv {
-    TestEnv::start(&format!(
-        "ca_certs:\n  - {}\n{extra}",
-        yaml_quoted(&ca.cert_pem())
-    ))
-    .await
+    TestEnv::start(&trusting(ca, extra)).await
 }
 
 async fn routes_json(env: &TestEnv) -> serde_json::Value {
@@ -186,7 +187,8 @@ async fn tls_endpoint_with_the_instance_san_is_served_over_tls() {
 async fn tls_connections_to_a_backend_are_kept_alive_and_reused() {
     let ca = TestCa::new("backend-tls-reuse-ca");
     let backend = TlsBackend::start("tls-reuse", options(&ca, &["inst-reuse"])).await;
-    let env = router_trusting(&ca, "").await;
+    // One serving thread: each keeps idle backend connections of its own.
+    let env = TestEnv::start_on_one_thread(&trusting(&ca, "")).await;
     let host = "tls-reuse.backend-tls.example";
     env.register_and_wait(&tls_route(host, backend.port(), "inst-reuse"))
         .await;

@@ -540,8 +540,9 @@ async fn disabled_keep_alives_close_every_backend_connection() {
         "no backend connection reused"
     );
 
-    // With keep-alives on (the BOSH value the test harness sets), the connection is reused.
-    let env = TestEnv::start("").await;
+    // With keep-alives on (the BOSH value the test harness sets), the connection is reused
+    // (by the one serving thread: each keeps idle connections of its own).
+    let env = TestEnv::start_on_one_thread("").await;
     let backend = EchoBackend::start("b").await;
     env.register_and_wait(&route("keep.example.com", backend.port()))
         .await;
