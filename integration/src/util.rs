@@ -31,16 +31,48 @@ pub fn claim_port(port: u16) -> bool {
         .insert(port)
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now (bound to port 0, then released)
-/// and that no other caller in this process got before.
+/// A TCP port on 127.0.0.1 that nothing listens on right now and that no other caller in this
+/// process got before.
 pub fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
 
-/// `N` distinct free ports on 127.0.0.1, none handed out before in this process (each held
-/// until all are chosen, so the kernel cannot hand out the same one twice).
+/// Where handed-out ports come from: below the kernel's default ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768-60999), which the kernel never gives to a `bind` to
+/// port 0 or an outgoing connection. A port from the ephemeral range, released until the test
+/// starts its server there, could meanwhile be taken by a server or client of another test
+/// running in parallel (seen: a tcp-router test reached another test's backend on its
+/// "free" external port).
+const HANDED_OUT: std::ops::Range<u16> = 20_000..32_768;
+
+/// `N` distinct free ports on 127.0.0.1 (see [`HANDED_OUT`]), none handed out before in this
+/// process; each was bound a moment ago. Where the ephemeral range covers [`HANDED_OUT`] (a
+/// machine configured so), ports come from the kernel as before.
 pub fn free_ports<const N: usize>() -> [u16; N] {
+    let below_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .is_some_and(|low| low >= HANDED_OUT.end);
     let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
+    if below_ephemeral {
+        // One cursor per test process, starting at a place of its own in the range, so
+        // parallel test binaries rarely try the same ports; a port in use fails to bind and is
+        // passed over.
+        static NEXT: OnceLock<std::sync::atomic::AtomicU32> = OnceLock::new();
+        let span = u32::from(HANDED_OUT.end - HANDED_OUT.start);
+        let next = NEXT.get_or_init(|| (std::process::id().wrapping_mul(7919) % span).into());
+        for _ in 0..span {
+            if held.len() == N {
+                break;
+            }
+            let port = HANDED_OUT.start + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                if claim_port(port) {
+                    held.push(l);
+                }
+            }
+        }
+    }
     // Ports handed out before stay bound until the end too, so the kernel moves on.
     let mut passed_over = Vec::new();
     while held.len() < N {
@@ -493,6 +525,27 @@ pub fn owned_args(args: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_outside_the_kernels_ephemeral_range() {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("the ephemeral port range")
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("its low end");
+        let ports = free_ports::<3>();
+        assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
+        for port in ports {
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("a free port binds");
+            if low >= HANDED_OUT.end {
+                assert!(
+                    HANDED_OUT.contains(&port),
+                    "{port} is from below the ephemeral range"
+                );
+            }
+        }
+    }
 
     #[test]
     fn checksum_is_split_independent_and_order_sensitive() {
