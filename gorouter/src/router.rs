@@ -119,8 +119,8 @@ pub async fn listen_group(
 /// The proxy listeners' backlog (mio's, which `TcpListener::bind` uses).
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// The period of the proxy threads' ticking timer (see [`RuntimeThreads::start`]): half the
-/// shortest timeout a connection or request arms there, between 5 ms and 1 s. With it, a new
+/// The period of the proxy threads' ticking timer ([`runtime_threads::tick_for`] the shortest
+/// timeout a connection or request arms there; none of them set: 1 s). With it, a new
 /// connection's or request's timer is rarely the runtime's earliest, which would cost a
 /// wake-up of the runtime's own driver (an `eventfd` write, and an `epoll_wait` that returns at
 /// once): about 0.2 per connection under new TLS handshakes without it.
@@ -136,11 +136,8 @@ fn runtime_tick(config: &Config) -> std::time::Duration {
     .into_iter()
     .filter(|t| !t.is_zero())
     .min()
-    .unwrap_or(std::time::Duration::from_secs(2));
-    (shortest / 2).clamp(
-        std::time::Duration::from_millis(5),
-        std::time::Duration::from_secs(1),
-    )
+    .unwrap_or(std::time::Duration::MAX);
+    runtime_threads::tick_for(shortest)
 }
 
 /// The address a listener group is bound to, for the log.

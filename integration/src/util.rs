@@ -49,18 +49,21 @@ const HANDED_OUT: std::ops::Range<u16> = 20_000..32_768;
 /// process; each was bound a moment ago. Where the ephemeral range covers [`HANDED_OUT`] (a
 /// machine configured so), ports come from the kernel as before.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let below_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .is_some_and(|low| low >= HANDED_OUT.end);
+    // One cursor per test process, starting at a place of its own in the range, so parallel
+    // test binaries rarely try the same ports; `None` where the ephemeral range covers
+    // [`HANDED_OUT`].
+    static NEXT: OnceLock<Option<std::sync::atomic::AtomicU32>> = OnceLock::new();
+    let span = u32::from(HANDED_OUT.end - HANDED_OUT.start);
+    let next = NEXT.get_or_init(|| {
+        let below_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .is_some_and(|low| low >= HANDED_OUT.end);
+        below_ephemeral.then(|| (std::process::id().wrapping_mul(7919) % span).into())
+    });
     let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
-    if below_ephemeral {
-        // One cursor per test process, starting at a place of its own in the range, so
-        // parallel test binaries rarely try the same ports; a port in use fails to bind and is
-        // passed over.
-        static NEXT: OnceLock<std::sync::atomic::AtomicU32> = OnceLock::new();
-        let span = u32::from(HANDED_OUT.end - HANDED_OUT.start);
-        let next = NEXT.get_or_init(|| (std::process::id().wrapping_mul(7919) % span).into());
+    if let Some(next) = next {
+        // A port in use fails to bind and is passed over.
         for _ in 0..span {
             if held.len() == N {
                 break;

@@ -1,6 +1,5 @@
 //! gorouter's serving threads (issue 14): one per core, or `GOMAXPROCS` of them, each with its
-//! own socket on the proxy port; connections spread over them and their backend connections
-//! shared between them.
+//! own socket on the proxy port; connections spread over them and all served.
 
 use integration::http::{get_request, HttpConn};
 use integration::{route, EchoBackend, EchoedRequest, Gorouter, NatsClient, NatsServer};

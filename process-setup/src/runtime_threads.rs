@@ -42,6 +42,12 @@ fn count_from_gomaxprocs(value: Option<&str>, cores: usize) -> usize {
         .unwrap_or(cores)
 }
 
+/// The period of the threads' ticking timer (see [`RuntimeThreads::start`]) for tasks whose
+/// shortest timeout is `shortest`: half of it, between 5 ms and 1 s.
+pub fn tick_for(shortest: Duration) -> Duration {
+    (shortest / 2).clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
 /// The threads; dropping this ends them, and every task still on them.
 pub struct RuntimeThreads {
     handles: Vec<Handle>,
@@ -49,10 +55,11 @@ pub struct RuntimeThreads {
 }
 
 impl RuntimeThreads {
-    /// Starts `count` threads (at least one) named `{name}-{index}`. With `tick`, each runtime
-    /// keeps a timer of that period, which must be shorter than any timeout its tasks set:
-    /// tokio wakes its driver through an eventfd (a system call) whenever a new timer is the
-    /// earliest one, which without the tick would be once per connection.
+    /// Starts `count` threads (at least one) named `{name}-{index}`. With `tick` (see
+    /// [`tick_for`]), each runtime keeps a timer of that period: tokio wakes its driver through
+    /// an eventfd (a system call) whenever a new timer is the earliest one, which the tick
+    /// keeps rare for timeouts longer than it; a shorter one still works and costs the
+    /// wake-up.
     pub fn start(name: &str, count: usize, tick: Option<Duration>) -> std::io::Result<Self> {
         let mut handles = Vec::with_capacity(count.max(1));
         let mut stops = Vec::with_capacity(count.max(1));
@@ -188,6 +195,16 @@ mod tests {
         for v in [None, Some(""), Some("0"), Some("-2"), Some("many")] {
             assert_eq!(count_from_gomaxprocs(v, 8), 8, "GOMAXPROCS={v:?}");
         }
+    }
+
+    #[test]
+    fn the_tick_is_half_the_shortest_timeout_within_5ms_and_1s() {
+        assert_eq!(
+            tick_for(Duration::from_millis(100)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(tick_for(Duration::from_millis(1)), Duration::from_millis(5));
+        assert_eq!(tick_for(Duration::from_secs(60)), Duration::from_secs(1));
     }
 
     #[test]

@@ -264,7 +264,7 @@ pub async fn run(config: Config, flags: Flags) -> Result<Stopped, RunError> {
     let shortest_timeout = config
         .idle_timeout
         .map_or(config.connect_timeout, |i| i.min(config.connect_timeout));
-    let tick = (shortest_timeout / 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    let tick = runtime_threads::tick_for(shortest_timeout);
     let workers =
         RuntimeThreads::start("tcp-worker", workers, Some(tick)).map_err(RunError::Workers)?;
     let listeners = Arc::new(Listeners::new(

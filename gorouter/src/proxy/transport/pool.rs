@@ -62,6 +62,11 @@ impl IdleBudget {
         }
     }
 
+    /// Whether every slot is held (never without a limit).
+    fn is_spent(&self) -> bool {
+        self.max != 0 && self.held() >= self.max
+    }
+
     /// Idle connections held now (0 when unlimited: nothing is counted).
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
@@ -209,8 +214,7 @@ impl IdleConnections {
     /// Whether a connection returned now would be closed for want of room: this backend's
     /// queues hold `capacity`, or the transport's budget (`max_idle_conns`) is spent.
     fn is_full(&self) -> bool {
-        self.held.load(Ordering::Acquire) >= self.capacity
-            || (self.budget.max != 0 && self.budget.held() >= self.budget.max)
+        self.held.load(Ordering::Acquire) >= self.capacity || self.budget.is_spent()
     }
 
     fn take_from(&self, q: &ArrayQueue<Idle>) -> Option<Sender> {
