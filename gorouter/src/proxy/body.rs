@@ -21,6 +21,7 @@ use tokio::time::Sleep;
 use crate::access_log::{AccessLog, AccessLogRecord};
 use crate::balancer::InFlight;
 
+use super::transport::inline::InlineBody;
 use super::transport::{IdleConnections, Sender};
 
 /// Error type of proxied bodies.
@@ -245,13 +246,72 @@ impl Drop for Exchange {
     }
 }
 
+/// A backend's response body: read by hyper's client, or read inline from the connection
+/// (see [`super::transport::inline`]), which then goes back to its pool from here.
+pub enum BackendBody {
+    Hyper(Incoming),
+    Inline(InlineBody),
+}
+
+impl BackendBody {
+    /// The connection to return to its pool, once an inline body ended cleanly on one that
+    /// may be kept (hyper's connections are returned by the exchange that holds them).
+    fn take_connection(&mut self) -> Option<(Sender, Arc<IdleConnections>)> {
+        match self {
+            BackendBody::Hyper(_) => None,
+            BackendBody::Inline(body) => body.take_connection(),
+        }
+    }
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Both variants are `Unpin`.
+        match self.get_mut() {
+            BackendBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|e| Box::new(e) as BoxError))),
+            BackendBody::Inline(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|e| Box::new(e) as BoxError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            BackendBody::Hyper(b) => b.is_end_stream(),
+            BackendBody::Inline(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            BackendBody::Hyper(b) => b.size_hint(),
+            BackendBody::Inline(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Marks the exchange complete and takes the body's connection for its pool.
+fn complete(exchange: &mut Exchange, body: &mut BackendBody) {
+    exchange.completed = true;
+    if let Some(connection) = body.take_connection() {
+        exchange.connection = Some(connection);
+    }
+}
+
 pin_project! {
     #[project = KindProj]
     enum Kind {
         Full { data: Option<Bytes> },
         Backend {
-            #[pin]
-            inner: Incoming,
+            inner: BackendBody,
             #[pin]
             deadline: Option<Sleep>,
         },
@@ -283,7 +343,7 @@ impl Watched {
 // second allocation.
 #[allow(clippy::large_enum_variant)]
 enum Watch {
-    Streaming(Incoming, Exchange),
+    Streaming(BackendBody, Exchange),
     /// The body ended and the exchange with it.
     Ended,
     /// The watchdog ended the exchange at its deadline.
@@ -323,9 +383,13 @@ impl ResponseBody {
     }
 
     /// Streams a backend body; `deadline` bounds the whole exchange (`endpoint_timeout`).
-    pub fn backend(inner: Incoming, deadline: Option<Sleep>, mut exchange: Exchange) -> Self {
+    pub fn backend(
+        mut inner: BackendBody,
+        deadline: Option<Sleep>,
+        mut exchange: Exchange,
+    ) -> Self {
         if inner.is_end_stream() {
-            exchange.completed = true;
+            complete(&mut exchange, &mut inner);
         }
         Self {
             kind: Kind::Backend { inner, deadline },
@@ -430,15 +494,12 @@ impl Body for ResponseBody {
         let this = self.project();
         match this.kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Backend {
-                mut inner,
-                deadline,
-            } => {
+            KindProj::Backend { inner, deadline } => {
                 // The body first: one that is already there (most small responses) needs no
                 // timer, which would cost a registration with the runtime's timer wheel (a
                 // lock) and its removal. The timer is armed only while waiting; a frame that
                 // arrives past the deadline is refused by a clock read.
-                let polled = inner.as_mut().poll_frame(cx);
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
                 if let Some(d) = deadline.as_pin_mut() {
                     let late = match &polled {
                         Poll::Pending => d.poll(cx).is_ready(),
@@ -456,13 +517,13 @@ impl Body for ResponseBody {
                         }
                         // hyper stops polling once the body reports its end.
                         if inner.is_end_stream() {
-                            this.exchange.completed = true;
+                            complete(this.exchange, inner);
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => {
-                        this.exchange.completed = true;
+                        complete(this.exchange, inner);
                         Poll::Ready(None)
                     }
                 }
@@ -477,9 +538,9 @@ impl Body for ResponseBody {
                 };
                 let frame = match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
                     Some(Ok(frame)) => frame,
-                    Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                     None => {
-                        exchange.completed = true;
+                        complete(exchange, inner);
                         // The exchange ends now: connection back to its pool, record logged.
                         *backend = Watch::Ended;
                         return Poll::Ready(None);
@@ -489,7 +550,7 @@ impl Body for ResponseBody {
                     exchange.response_bytes += data.len() as u64;
                 }
                 if inner.is_end_stream() {
-                    exchange.completed = true;
+                    complete(exchange, inner);
                     *backend = Watch::Ended;
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -18,10 +18,11 @@ use super::route_service::FirstPass;
 use super::{forwarded, response, sticky, websocket};
 use crate::access_log::LoggedBackend;
 use crate::balancer::{self, Choice, InFlight, NoEndpoint, Preferred};
-use crate::proxy::body::{ContinueGate, Exchange, RequestBody, ResponseBody};
+use crate::proxy::body::{BackendBody, ContinueGate, Exchange, RequestBody, ResponseBody};
 use crate::proxy::context::RequestContext;
 use crate::proxy::errors::RouterError;
-use crate::proxy::transport::{ConnectError, Transport};
+use crate::proxy::transport::inline::{self, InlineBody};
+use crate::proxy::transport::{self, ConnectError, Sender, Transport};
 use crate::proxy::Proxy;
 use crate::registry::{Endpoint, Pool};
 use crate::tls::backend::{BackendTlsError, BackendTlsErrorKind};
@@ -248,13 +249,28 @@ pub fn run<'a>(
             let in_flight = InFlight::new(endpoint.clone());
 
             let keep = s.keep_alive_to_backends && !fresh_connection_only;
+            // A plain-TCP backend gets a body-less request inline, without hyper's client.
+            let inline = !endpoint.tls && !fresh_connection_only && inline::can_send(&req);
             let idle = keep.then(|| transport.pool(&endpoint));
             let pooled = match &idle {
                 Some(idle) => idle.take(),
                 None => None,
             };
             let reused = pooled.is_some();
-            let mut sender = match pooled {
+            let sender = match pooled {
+                Some(Sender::Inline(conn)) if !inline => {
+                    match transport::inline_to_hyper(conn, &endpoint).await {
+                        Ok(sndr) => sndr,
+                        Err(e) => {
+                            // The connection was idle and sound a moment ago: no fault of the
+                            // endpoint's; dial instead.
+                            tracing::debug!(endpoint = %endpoint.addr(), error = %e, "inline-connection-handover-failed");
+                            backend_req = Some(req);
+                            tried -= 1;
+                            continue;
+                        }
+                    }
+                }
                 Some(sndr) => sndr,
                 None => {
                     let timeout = if websocket {
@@ -265,8 +281,13 @@ pub fn run<'a>(
                     // Boxed: the dial future holds a whole TLS handshake (kilobytes); kept inline
                     // it would make every request's future that big, and moving it costs on the
                     // keep-alive path, where nothing is dialled.
-                    let dial =
-                        Box::pin(transport.connect(&endpoint, timeout, websocket, idle.as_deref()));
+                    let dial = Box::pin(transport.connect(
+                        &endpoint,
+                        timeout,
+                        websocket,
+                        idle.as_deref(),
+                        inline,
+                    ));
                     match dial.await {
                         Ok(sndr) => sndr,
                         Err(e) => {
@@ -293,90 +314,154 @@ pub fn run<'a>(
             if let Some(l) = ctx.log.as_mut() {
                 l.backend_started = Some(Instant::now());
             }
-            // A request lost on the wire (a keep-alive connection the backend closed just as we
-            // sent on it, a backend that reset or closed a fresh connection without answering,
-            // a TLS client certificate rejected at the first read) is sent again when it has no
-            // body and is safe to repeat (A.6). The copy costs an allocation, so only when another
-            // attempt can follow.
             let may_retry = free_retry || tried < attempts;
-            let replay = (may_retry && replayable(&req)).then(|| Replay::of(&req));
-            let send = sender.try_send_request(req);
-            let result = if websocket {
-                Ok(send.await)
-            } else {
-                tokio::time::timeout(s.endpoint_timeout, send).await
-            };
-            let mut resp = match result {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(mut e)) => {
-                    let text = e.error().to_string();
-                    let tls_failure = endpoint.tls.then(|| tls_failure_in(e.error())).flatten();
-                    if let Some(tls) = tls_failure {
-                        let err = ConnectError::Tls(tls.clone());
-                        tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
-                        if let Some(pool) = pool {
-                            endpoint_failed(proxy, pool, &endpoint, &err);
+            let (mut resp, connection) = match sender {
+                Sender::Inline(mut conn) => {
+                    let result = tokio::time::timeout(s.endpoint_timeout, conn.send(&req)).await;
+                    match result {
+                        Ok(Ok(head)) => {
+                            let body = InlineBody::new(conn, &head, idle);
+                            let (parts, ()) = head.response.into_parts();
+                            (Response::from_parts(parts, BackendBody::Inline(body)), None)
                         }
-                        let again = e
-                            .take_message()
-                            .or_else(|| replay.map(Replay::into_request));
-                        match again {
-                            Some(r) if tls.is_retriable() => {
-                                backend_req = Some(r);
-                                last_error = LastFailure::Tls(tls);
+                        Ok(Err(e)) => {
+                            let text = e.to_string();
+                            last_error = LastFailure::Plain(text.clone());
+                            // Never sent, or lost on the wire and safe to repeat (A.6): the
+                            // request is still here to send again.
+                            let again = e.sent_nothing()
+                                || (may_retry
+                                    && replayable(&req)
+                                    && (free_retry || e.lost_on_the_wire()));
+                            if again {
+                                if free_retry {
+                                    // A stale keep-alive connection: free, and it is gone now.
+                                    tracing::debug!(endpoint = %endpoint.addr(), error = %text, "stale-keep-alive-retry");
+                                    tried -= 1;
+                                } else {
+                                    tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed-retrying");
+                                    balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                                }
+                                backend_req = Some(req);
                                 continue;
                             }
-                            _ => {
-                                return RouterError::EndpointTlsFailure(tls).into_response(ctx.log)
-                            }
-                        }
-                    }
-                    match e.take_message() {
-                        // Never sent: safe to try again, on a fresh connection if this
-                        // one was a stale keep-alive connection.
-                        Some(r) => {
-                            backend_req = Some(r);
-                            last_error = LastFailure::Plain(text);
-                            if free_retry {
-                                tried -= 1;
-                            } else {
-                                balancer::mark_failed(&endpoint, proxy.table.now_ms());
-                            }
-                            continue;
-                        }
-                        None if replay.is_some() && (free_retry || lost_on_the_wire(e.error())) => {
-                            backend_req = replay.map(Replay::into_request);
-                            if free_retry {
-                                // A stale keep-alive connection: free, and it is gone now.
-                                tracing::debug!(endpoint = %endpoint.addr(), "stale-keep-alive-retry");
-                                tried -= 1;
-                            } else {
-                                // A fresh connection reset or closed unanswered: an attempt spent,
-                                // the next endpoint tried, this one skipped for a while (A.6).
-                                tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed-retrying");
-                                balancer::mark_failed(&endpoint, proxy.table.now_ms());
-                            }
-                            last_error = LastFailure::Plain(text);
-                            continue;
-                        }
-                        None => {
                             tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed");
-                            // A reset is the backend's doing (A.6), unless on a connection that sat
-                            // idle in the pool and may have been closed for its age.
-                            if !free_retry && connection_reset(e.error()) {
+                            if !free_retry && e.is_reset() {
                                 balancer::mark_failed(&endpoint, proxy.table.now_ms());
                             }
                             return RouterError::EndpointFailure { cause: text }
                                 .into_response(ctx.log);
                         }
+                        Err(_) => {
+                            tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
+                            return RouterError::EndpointFailure {
+                                cause: "context deadline exceeded".into(),
+                            }
+                            .into_response(ctx.log);
+                        }
                     }
                 }
-                Err(_) => {
-                    tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
-                    return RouterError::EndpointFailure {
-                        cause: "context deadline exceeded".into(),
-                    }
-                    .into_response(ctx.log);
+                mut sender => {
+                    // Inline connections took the arm above.
+                    let Some(hyper_sender) = sender.hyper() else {
+                        return RouterError::EndpointFailure {
+                            cause: "no connection".into(),
+                        }
+                        .into_response(ctx.log);
+                    };
+                    // A request lost on the wire (a keep-alive connection the backend closed just
+                    // as we sent on it, a backend that reset or closed a fresh connection without
+                    // answering, a TLS client certificate rejected at the first read) is sent
+                    // again when it has no body and is safe to repeat (A.6). The copy costs an
+                    // allocation, so only when another attempt can follow.
+                    let replay = (may_retry && replayable(&req)).then(|| Replay::of(&req));
+                    let send = hyper_sender.try_send_request(req);
+                    let result = if websocket {
+                        Ok(send.await)
+                    } else {
+                        tokio::time::timeout(s.endpoint_timeout, send).await
+                    };
+                    let resp = match result {
+                        Ok(Ok(resp)) => resp,
+                        Ok(Err(mut e)) => {
+                            let text = e.error().to_string();
+                            let tls_failure =
+                                endpoint.tls.then(|| tls_failure_in(e.error())).flatten();
+                            if let Some(tls) = tls_failure {
+                                let err = ConnectError::Tls(tls.clone());
+                                tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
+                                if let Some(pool) = pool {
+                                    endpoint_failed(proxy, pool, &endpoint, &err);
+                                }
+                                let again = e
+                                    .take_message()
+                                    .or_else(|| replay.map(Replay::into_request));
+                                match again {
+                                    Some(r) if tls.is_retriable() => {
+                                        backend_req = Some(r);
+                                        last_error = LastFailure::Tls(tls);
+                                        continue;
+                                    }
+                                    _ => {
+                                        return RouterError::EndpointTlsFailure(tls)
+                                            .into_response(ctx.log)
+                                    }
+                                }
+                            }
+                            match e.take_message() {
+                                // Never sent: safe to try again, on a fresh connection if this
+                                // one was a stale keep-alive connection.
+                                Some(r) => {
+                                    backend_req = Some(r);
+                                    last_error = LastFailure::Plain(text);
+                                    if free_retry {
+                                        tried -= 1;
+                                    } else {
+                                        balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                                    }
+                                    continue;
+                                }
+                                None if replay.is_some()
+                                    && (free_retry || lost_on_the_wire(e.error())) =>
+                                {
+                                    backend_req = replay.map(Replay::into_request);
+                                    if free_retry {
+                                        // A stale keep-alive connection: free, and it is gone now.
+                                        tracing::debug!(endpoint = %endpoint.addr(), "stale-keep-alive-retry");
+                                        tried -= 1;
+                                    } else {
+                                        // A fresh connection reset or closed unanswered: an
+                                        // attempt spent, the next endpoint tried, this one
+                                        // skipped for a while (A.6).
+                                        tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed-retrying");
+                                        balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                                    }
+                                    last_error = LastFailure::Plain(text);
+                                    continue;
+                                }
+                                None => {
+                                    tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed");
+                                    // A reset is the backend's doing (A.6), unless on a connection
+                                    // that sat idle in the pool and may have been closed for its
+                                    // age.
+                                    if !free_retry && connection_reset(e.error()) {
+                                        balancer::mark_failed(&endpoint, proxy.table.now_ms());
+                                    }
+                                    return RouterError::EndpointFailure { cause: text }
+                                        .into_response(ctx.log);
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
+                            return RouterError::EndpointFailure {
+                                cause: "context deadline exceeded".into(),
+                            }
+                            .into_response(ctx.log);
+                        }
+                    };
+                    let connection = idle.map(|idle| (sender, idle));
+                    (resp.map(BackendBody::Hyper), connection)
                 }
             };
 
@@ -416,13 +501,13 @@ pub fn run<'a>(
             }
             let exchange = Exchange {
                 in_flight: Some(in_flight),
-                connection: idle.map(|idle| (sender, idle)),
+                connection,
                 log: ctx.log,
                 response_bytes: 0,
                 completed: false,
                 continue_gate: continue_gate.clone(),
             };
-            let (mut parts, incoming) = resp.into_parts();
+            let (mut parts, backend_body) = resp.into_parts();
             // Answer in the client's protocol (hyper downgrades for HTTP/1.0 clients).
             parts.version = Version::HTTP_11;
             let deadline = (!websocket).then(|| {
@@ -430,7 +515,7 @@ pub fn run<'a>(
             });
             return Response::from_parts(
                 parts,
-                ResponseBody::backend(incoming, deadline, exchange),
+                ResponseBody::backend(backend_body, deadline, exchange),
             );
         }
         last_error.into_error().into_response(ctx.log)

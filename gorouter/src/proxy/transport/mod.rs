@@ -13,6 +13,7 @@
 //! the warm connections (A.3).
 
 pub mod dial;
+pub mod inline;
 pub mod pool;
 pub mod sender;
 
@@ -206,16 +207,22 @@ impl Transport {
 
     /// Opens a new connection to `endpoint`: TCP, TLS for a TLS endpoint, then the HTTP
     /// handshake. With `upgrades`, an HTTP/1.1 connection can be taken over after a 101
-    /// (websockets). A new HTTP/2 connection is shared through `idle` when given.
+    /// (websockets). A new HTTP/2 connection is shared through `idle` when given. With
+    /// `inline`, a plain-TCP connection is spoken to by the request's task
+    /// ([`Sender::Inline`]) rather than through hyper's client.
     pub async fn connect(
         &self,
         endpoint: &Endpoint,
         timeout: Duration,
         upgrades: bool,
         idle: Option<&IdleConnections>,
+        inline: bool,
     ) -> Result<Sender, ConnectError> {
         let stream = dial::tcp(endpoint, timeout).await?;
         if !endpoint.tls {
+            if inline && !upgrades {
+                return Ok(Sender::Inline(inline::InlineHttp1::new(stream)));
+            }
             return http1_handshake(TokioIo::new(stream), endpoint, upgrades).await;
         }
         let wants_h2 = endpoint.protocol == Protocol::Http2 && !upgrades;
@@ -267,6 +274,15 @@ impl Transport {
             .map(|pools| pools.pin().values().map(|p| p.idle.len()).sum::<usize>())
             .sum()
     }
+}
+
+/// Hands an idle inline connection to hyper's client, for a request the inline path does not
+/// send (one with a body, say). hyper's task for it runs on this thread.
+pub async fn inline_to_hyper(
+    conn: inline::InlineHttp1,
+    endpoint: &Endpoint,
+) -> Result<Sender, ConnectError> {
+    http1_handshake(TokioIo::new(conn.into_stream()), endpoint, false).await
 }
 
 /// How many header lines a backend response may have. Go counts none and lets the byte limit
@@ -388,6 +404,8 @@ mod tests {
             .body(crate::proxy::body::RequestBody::empty())
             .unwrap();
         let resp = sender
+            .hyper()
+            .expect("dialled through hyper")
             .try_send_request(req)
             .await
             .map_err(|e| e.into_error())
@@ -403,7 +421,7 @@ mod tests {
         let (ep, closed) = one_answer_backend().await;
         let pool = t.pool(&ep);
         let mut sender = t
-            .connect(&ep, Duration::from_secs(1), false, Some(&pool))
+            .connect(&ep, Duration::from_secs(1), false, Some(&pool), false)
             .await
             .unwrap();
         one_request(&mut sender).await;
@@ -443,7 +461,7 @@ mod tests {
         let t = transport();
         let pool = t.pool(&ep);
         let Sender::Http1 { send: mut busy, .. } = t
-            .connect(&ep, Duration::from_secs(1), false, None)
+            .connect(&ep, Duration::from_secs(1), false, None, false)
             .await
             .unwrap()
         else {
@@ -461,6 +479,128 @@ mod tests {
         assert!(pool.take().is_none(), "no ready connection to hand out");
         assert_eq!(pool.len(), 1, "the busy connection stays pooled for later");
         in_flight.abort();
+    }
+
+    #[tokio::test]
+    async fn an_idle_inline_connection_carries_a_request_with_a_body_through_hyper() {
+        use http_body_util::BodyExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Answers two requests on its first connection; a second connection is never accepted.
+        let backend = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = Vec::new();
+            for _ in 0..2 {
+                let mut b = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") {
+                    assert_eq!(s.read(&mut b).await.unwrap(), 1, "router closed early");
+                    buf.push(b[0]);
+                }
+                let head = String::from_utf8(std::mem::take(&mut buf)).unwrap();
+                if head.starts_with("POST") {
+                    let mut body = [0u8; 4];
+                    s.read_exact(&mut body).await.unwrap();
+                    assert_eq!(&body, b"data");
+                }
+                seen.push(head.lines().next().unwrap().to_string());
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+            }
+            seen
+        });
+        let ep = endpoint(port, "");
+        let t = transport();
+        let pool = t.pool(&ep);
+        let Sender::Inline(mut conn) = t
+            .connect(&ep, Duration::from_secs(1), false, Some(&pool), true)
+            .await
+            .unwrap()
+        else {
+            panic!("a plain endpoint asked for inline gets an inline connection");
+        };
+        let get = http::Request::builder()
+            .uri("/first")
+            .header("host", "backend")
+            .body(crate::proxy::body::RequestBody::empty())
+            .unwrap();
+        let head = conn.send(&get).await.unwrap();
+        let mut body = inline::InlineBody::new(conn, &head, Some(pool.clone()));
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ok"
+        );
+        let (sender, idle) = body.take_connection().expect("kept");
+        idle.put(sender);
+
+        let Some(Sender::Inline(conn)) = pool.take() else {
+            panic!("the idle inline connection is handed out");
+        };
+        let mut sender = inline_to_hyper(conn, &ep).await.unwrap();
+        // A body hyper's client streams: from a real client connection, as the proxy has it.
+        let (client_body_tx, client_body) = client_request_body(b"data").await;
+        let post = http::Request::builder()
+            .method("POST")
+            .uri("/second")
+            .header("host", "backend")
+            .header("content-length", "4")
+            .body(crate::proxy::body::RequestBody::new(client_body, None))
+            .unwrap();
+        let resp = sender
+            .hyper()
+            .expect("hyper drives it now")
+            .try_send_request(post)
+            .await
+            .map_err(|e| e.into_error())
+            .unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        drop(client_body_tx);
+        assert_eq!(
+            backend.await.unwrap(),
+            ["GET /first HTTP/1.1", "POST /second HTTP/1.1"],
+            "both requests on the one connection"
+        );
+    }
+
+    /// A request body as hyper's server hands it to the proxy: `data` sent by a client over
+    /// a real connection. The sender half keeps that client alive.
+    async fn client_request_body(
+        data: &'static [u8],
+    ) -> (tokio::task::JoinHandle<()>, hyper::body::Incoming) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")
+                .await
+                .unwrap();
+            s.write_all(data).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let (s, _) = l.accept().await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send(req.into_body());
+                }
+                async {
+                    // Never answers: the body is read by the test meanwhile.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                        bytes::Bytes,
+                    >::new(
+                    )))
+                }
+            });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), service),
+        );
+        (client, rx.await.unwrap())
     }
 
     #[test]

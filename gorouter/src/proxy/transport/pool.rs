@@ -141,8 +141,8 @@ impl IdleConnections {
     /// Returns a connection for reuse; dropped (closed) when the pool is full. HTTP/2
     /// connections stay shared ([`share_http2`](Self::share_http2)) and need no return.
     pub fn put(&self, sender: Sender) {
-        let home = match &sender {
-            Sender::Http1 { home, .. } if self.capacity != 0 && !sender.is_closed() => *home,
+        let home = match sender.home() {
+            Some(home) if self.capacity != 0 && !sender.is_closed() => home,
             _ => return,
         };
         self.touch();

@@ -1,10 +1,15 @@
-//! The sending half of a backend connection: HTTP/1.1 (one request at a time, pooled while
-//! idle) or HTTP/2 (multiplexed, shared by every request to that backend).
+//! The sending half of a backend connection: HTTP/1.1 through hyper's client (one request at
+//! a time, pooled while idle), HTTP/1.1 spoken inline by the request's task ([`inline`],
+//! plain-TCP backends, requests without a body), or HTTP/2 (multiplexed, shared by every
+//! request to that backend).
+//!
+//! [`inline`]: super::inline
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 
+use super::inline::InlineHttp1;
 use crate::proxy::body::RequestBody;
 
 pub enum Sender {
@@ -16,6 +21,26 @@ pub enum Sender {
         home: usize,
     },
     Http2(http2::SendRequest<RequestBody>),
+    Inline(InlineHttp1),
+}
+
+/// A connection hyper's client drives, borrowed from a [`Sender`] to send one request.
+pub enum HyperSender<'a> {
+    Http1(&'a mut http1::SendRequest<RequestBody>),
+    Http2(&'a mut http2::SendRequest<RequestBody>),
+}
+
+impl HyperSender<'_> {
+    /// Sends `req`; a request that never left comes back in the error.
+    pub async fn try_send_request(
+        self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        match self {
+            HyperSender::Http1(send) => send.try_send_request(req).await,
+            HyperSender::Http2(send) => send.try_send_request(req).await,
+        }
+    }
 }
 
 impl Sender {
@@ -27,17 +52,29 @@ impl Sender {
         }
     }
 
+    /// The serving thread an HTTP/1.1 connection belongs to (see [`Sender::Http1`]).
+    pub fn home(&self) -> Option<usize> {
+        match self {
+            Sender::Http1 { home, .. } => Some(*home),
+            Sender::Inline(conn) => Some(conn.home()),
+            Sender::Http2(_) => None,
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         match self {
             Sender::Http1 { send, .. } => send.is_closed(),
             Sender::Http2(s) => s.is_closed(),
+            Sender::Inline(conn) => conn.is_closed(),
         }
     }
 
+    /// Whether a request can be sent now; an idle inline connection always can.
     pub fn is_ready(&self) -> bool {
         match self {
             Sender::Http1 { send, .. } => send.is_ready(),
             Sender::Http2(s) => s.is_ready(),
+            Sender::Inline(_) => true,
         }
     }
 
@@ -45,6 +82,7 @@ impl Sender {
         match self {
             Sender::Http1 { send, .. } => send.ready().await,
             Sender::Http2(s) => s.ready().await,
+            Sender::Inline(_) => Ok(()),
         }
     }
 
@@ -52,14 +90,12 @@ impl Sender {
         matches!(self, Sender::Http2(_))
     }
 
-    /// Sends `req`; a request that never left comes back in the error.
-    pub async fn try_send_request(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    /// The hyper-driven connection, if this is one.
+    pub fn hyper(&mut self) -> Option<HyperSender<'_>> {
         match self {
-            Sender::Http1 { send, .. } => send.try_send_request(req).await,
-            Sender::Http2(s) => s.try_send_request(req).await,
+            Sender::Http1 { send, .. } => Some(HyperSender::Http1(send)),
+            Sender::Http2(send) => Some(HyperSender::Http2(send)),
+            Sender::Inline(_) => None,
         }
     }
 }
