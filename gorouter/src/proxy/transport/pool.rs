@@ -1,15 +1,14 @@
-//! Reusable connections to one backend: idle HTTP/1.1 connections in a lock-free bounded
-//! queue (checking one out takes no lock and never waits), and the one shared HTTP/2
-//! connection; their closing once idle past their age ([`IdleConnections::reap`], driven by
+//! Reusable connections to one backend: idle HTTP/1.1 connections in one stack per serving
+//! thread (the most recently returned is handed out first; checking one out never waits), and
+//! the one shared HTTP/2 connection; their closing once idle past their age ([`IdleConnections::reap`], driven by
 //! the transport's reaper task); and the [`IdleBudget`] that caps idle connections across
 //! every backend of a transport.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http2;
 
 use crate::proxy::body::RequestBody;
@@ -78,22 +77,27 @@ type Idle = (Sender, Instant);
 
 /// Idle keep-alive connections to one backend, with the time each was returned.
 ///
-/// One queue per serving thread ([`process_setup::runtime_threads`]): a connection goes back to
-/// the queue of its home thread, whose runtime drives it, and a request takes from its own
-/// thread's queue, so a request and its backend connection stay on one thread. A request
-/// finding its own queue empty dials (the new connection's home is its thread) unless the
+/// One stack per serving thread ([`process_setup::runtime_threads`]): a connection goes back
+/// to the stack of its home thread, whose runtime drives it, and a request takes from its own
+/// thread's stack, so a request and its backend connection stay on one thread. A request
+/// finding its own stack empty dials (the new connection's home is its thread) unless the
 /// pool is full, when a new connection could not be kept: then it borrows another thread's
 /// connection, which costs two cross-thread wake-ups but no dial and close. `held` keeps the
-/// queues together within `capacity`.
+/// stacks together within `capacity`.
 ///
-/// Each queue is allocated when its first connection is returned: a slot is ~50 bytes, so
-/// 100 slots for each of 100k endpoints that never see traffic would cost ~500 MiB.
+/// Last in, first out, as Go's transport and nginx's upstream keep-alive cache hand them out:
+/// the connection used a moment ago (its socket and buffers still in the CPU's caches) serves
+/// the next request, and connections a burst left over sink to the bottom and reach their idle
+/// age instead of being cycled through. A stack is a `Mutex<Vec>` that only its own thread
+/// takes on the request path (others only when borrowing from a full pool, and the reaper a
+/// few times per idle timeout), so its lock is uncontended; a checkout that finds it held
+/// dials rather than wait. An empty stack holds no allocation.
 pub struct IdleConnections {
     capacity: usize,
-    /// Shared with the transport's other pools; a queued connection holds one slot.
+    /// Shared with the transport's other pools; a stacked connection holds one slot.
     budget: Arc<IdleBudget>,
-    queues: Box<[OnceLock<ArrayQueue<Idle>>]>,
-    /// Connections in all the queues, at most `capacity`.
+    stacks: Box<[Mutex<Vec<Idle>>]>,
+    /// Connections in all the stacks, at most `capacity`.
     held: AtomicUsize,
     /// The HTTP/2 connection every request to this backend shares while it is open.
     http2: ArcSwapOption<http2::SendRequest<RequestBody>>,
@@ -101,7 +105,7 @@ pub struct IdleConnections {
     /// sweep (one per [`IDLE_TIMEOUT`]) holds only expired connections. A flag, not a
     /// timestamp, so the request path reads no clock.
     used: AtomicBool,
-    /// How long a connection may sit idle in the queue.
+    /// How long a connection may sit idle in the stack.
     idle_timeout: Duration,
     /// Reaper ticks since a request last took the shared HTTP/2 connection; the reaper
     /// closes it after [`REAP_TICKS_PER_IDLE_TIMEOUT`] (a counter, not a timestamp, so
@@ -109,20 +113,28 @@ pub struct IdleConnections {
     http2_idle_ticks: AtomicU32,
 }
 
+/// A stack's guard; a stack whose lock was poisoned still holds valid connections (nothing
+/// panics while holding it).
+fn locked(stack: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
+    stack.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl IdleConnections {
     /// `capacity` (`max_idle_conns_per_host`) 0 disables keep-alive to this backend.
     /// `idle_timeout` is how long a returned connection is kept unused.
-    /// `queues` is how many threads serve requests (one queue each, at least one).
+    /// `threads` is how many threads serve requests (one stack each, at least one).
     pub fn new(
         capacity: usize,
         budget: Arc<IdleBudget>,
         idle_timeout: Duration,
-        queues: usize,
+        threads: usize,
     ) -> Self {
         Self {
             capacity,
             budget,
-            queues: (0..queues.max(1)).map(|_| OnceLock::new()).collect(),
+            stacks: (0..threads.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             held: AtomicUsize::new(0),
             http2: ArcSwapOption::empty(),
             used: AtomicBool::new(true),
@@ -158,14 +170,10 @@ impl IdleConnections {
             self.held.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        let q =
-            self.queues[home % self.queues.len()].get_or_init(|| ArrayQueue::new(self.capacity));
-        if q.push((sender, Instant::now())).is_err() {
-            self.released(1);
-        }
+        locked(&self.stacks[home % self.stacks.len()]).push((sender, Instant::now()));
     }
 
-    /// Gives back the slots of `n` connections that left the queues.
+    /// Gives back the slots of `n` connections that left the stacks.
     fn released(&self, n: usize) {
         if n > 0 {
             self.held.fetch_sub(n, Ordering::AcqRel);
@@ -198,47 +206,52 @@ impl IdleConnections {
                 return Some(Sender::Http2((**h2).clone()));
             }
         }
-        let own = process_setup::runtime_threads::current_index() % self.queues.len();
-        if let Some(sender) = self.queues[own].get().and_then(|q| self.take_from(q)) {
+        let own = process_setup::runtime_threads::current_index() % self.stacks.len();
+        if let Some(sender) = self.take_from(&self.stacks[own]) {
             return Some(sender);
         }
         if !self.is_full() {
             // Dialling is cheaper than borrowing: the new connection stays on this thread.
             return None;
         }
-        (1..self.queues.len())
-            .map(|i| (own + i) % self.queues.len())
-            .find_map(|i| self.queues[i].get().and_then(|q| self.take_from(q)))
+        (1..self.stacks.len())
+            .map(|i| (own + i) % self.stacks.len())
+            .find_map(|i| self.take_from(&self.stacks[i]))
     }
 
     /// Whether a connection returned now would be closed for want of room: this backend's
-    /// queues hold `capacity`, or the transport's budget (`max_idle_conns`) is spent.
+    /// stacks hold `capacity`, or the transport's budget (`max_idle_conns`) is spent.
     fn is_full(&self) -> bool {
         self.held.load(Ordering::Acquire) >= self.capacity || self.budget.is_spent()
     }
 
-    fn take_from(&self, q: &ArrayQueue<Idle>) -> Option<Sender> {
-        if q.is_empty() {
+    /// The most recently returned connection of `stack` that is open and ready. Closed and
+    /// expired ones met on the way are dropped; ones not ready yet (a hyper task that has not
+    /// re-armed since the connection was returned) stay for a later request.
+    fn take_from(&self, stack: &Mutex<Vec<Idle>>) -> Option<Sender> {
+        let mut stack = match stack.try_lock() {
+            Ok(s) => s,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            // Another thread is borrowing or reaping: dial rather than wait.
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if stack.is_empty() {
             return None;
         }
         self.touch();
-        // Bounded by the queue's length: connections put back are not looked at again.
-        for _ in 0..q.len() {
-            let (sender, since) = q.pop()?;
-            if sender.is_closed() {
+        let mut i = stack.len();
+        while i > 0 {
+            i -= 1;
+            let (sender, since) = &stack[i];
+            if sender.is_closed() || since.elapsed() > self.idle_timeout {
+                stack.remove(i);
                 self.released(1);
                 continue;
             }
             if sender.is_ready() {
+                let (sender, _) = stack.remove(i);
                 self.released(1);
-                if since.elapsed() > self.idle_timeout {
-                    continue;
-                }
                 return Some(sender);
-            }
-            // Keeps its slots while queued again; dropped if the queue filled up.
-            if q.push((sender, since)).is_err() {
-                self.released(1);
             }
         }
         None
@@ -260,20 +273,15 @@ impl IdleConnections {
                 closed += 1;
             }
         }
-        for q in self.queues.iter().filter_map(OnceLock::get) {
-            // Every queued connection is looked at: one put back by `take` is out of age order.
-            for _ in 0..q.len() {
-                let Some((sender, since)) = q.pop() else {
-                    break;
-                };
-                let expired =
-                    sender.is_closed() || now.saturating_duration_since(since) > self.idle_timeout;
-                // Dropped when expired, or when the queue filled up meanwhile.
-                if expired || q.push((sender, since)).is_err() {
-                    self.released(1);
-                    closed += 1;
-                }
-            }
+        for stack in self.stacks.iter() {
+            let mut stack = locked(stack);
+            let before = stack.len();
+            stack.retain(|(sender, since)| {
+                !sender.is_closed() && now.saturating_duration_since(*since) <= self.idle_timeout
+            });
+            let dropped = before - stack.len();
+            self.released(dropped);
+            closed += dropped;
         }
         closed
     }
@@ -285,11 +293,7 @@ impl IdleConnections {
     }
 
     pub fn len(&self) -> usize {
-        self.queues
-            .iter()
-            .filter_map(OnceLock::get)
-            .map(ArrayQueue::len)
-            .sum()
+        self.stacks.iter().map(|s| locked(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -348,19 +352,16 @@ mod tests {
         (Sender::http1_driven_here(send), server)
     }
 
-    /// Two serving threads, and a pool of `capacity` with a queue for each.
+    /// Two serving threads, and a pool of `capacity` with a stack for each.
     fn two_threads_and_a_pool(capacity: usize) -> (RuntimeThreads, Arc<IdleConnections>) {
         let threads = RuntimeThreads::start("test-pool", 2, None).unwrap();
         let pool = IdleConnections::new(capacity, IdleBudget::new(0), IDLE_TIMEOUT, 2);
         (threads, Arc::new(pool))
     }
 
-    /// How many connections each thread's queue holds.
-    fn queue_lengths(pool: &IdleConnections) -> Vec<usize> {
-        pool.queues
-            .iter()
-            .map(|q| q.get().map_or(0, ArrayQueue::len))
-            .collect()
+    /// How many connections each thread's stack holds.
+    fn stack_lengths(pool: &IdleConnections) -> Vec<usize> {
+        pool.stacks.iter().map(|s| locked(s).len()).collect()
     }
 
     /// A connection whose task runs on thread `thread`'s runtime.
@@ -372,7 +373,7 @@ mod tests {
     }
 
     /// Returns a connection driven on thread `thread` to `pool`, from that thread; how many
-    /// each queue holds after.
+    /// each stack holds after.
     async fn put_from(
         threads: &RuntimeThreads,
         thread: usize,
@@ -383,14 +384,14 @@ mod tests {
         threads.handles()[thread]
             .spawn(async move {
                 pool.put(sender);
-                (queue_lengths(&pool), peer)
+                (stack_lengths(&pool), peer)
             })
             .await
             .unwrap()
     }
 
     /// Takes a connection from `pool` on thread `thread`: whether there was one, and how many
-    /// each queue holds after.
+    /// each stack holds after.
     async fn take_on(
         threads: &RuntimeThreads,
         thread: usize,
@@ -400,7 +401,7 @@ mod tests {
         threads.handles()[thread]
             .spawn(async move {
                 let taken = pool.take();
-                (taken, queue_lengths(&pool))
+                (taken, stack_lengths(&pool))
             })
             .await
             .unwrap()
@@ -408,17 +409,96 @@ mod tests {
 
     use process_setup::runtime_threads::RuntimeThreads;
 
+    /// Whether `taken` is the connection whose other end is `peer`: a byte written on it
+    /// arrives there.
+    async fn is_connection_to(taken: Sender, peer: &mut tokio::io::DuplexStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let Sender::Http1 { mut send, .. } = taken else {
+            return false;
+        };
+        let req = http::Request::builder()
+            .uri("/")
+            .header("host", "x")
+            .body(RequestBody::empty())
+            .unwrap();
+        let sent = tokio::spawn(async move {
+            let _ = send.send_request(req).await;
+        });
+        let mut b = [0u8; 1];
+        let got = tokio::time::timeout(Duration::from_millis(200), peer.read(&mut b)).await;
+        sent.abort();
+        matches!(got, Ok(Ok(1)))
+    }
+
     #[tokio::test]
-    async fn a_connection_goes_back_to_the_queue_of_the_thread_that_drives_it() {
+    async fn the_most_recently_returned_connection_is_handed_out_first() {
+        let pool = IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT, 1);
+        let (older, mut older_peer) = idle_http1().await;
+        let (newer, mut newer_peer) = idle_http1().await;
+        pool.put(older);
+        pool.put(newer);
+        let first = pool.take().expect("two idle connections");
+        assert!(
+            is_connection_to(first, &mut newer_peer).await,
+            "last in, first out"
+        );
+        let second = pool.take().expect("one left");
+        assert!(is_connection_to(second, &mut older_peer).await);
+    }
+
+    #[tokio::test]
+    async fn a_checkout_finding_the_stack_locked_dials_rather_than_wait() {
+        let pool = IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT, 1);
+        let (sender, _peer) = idle_http1().await;
+        pool.put(sender);
+        {
+            let _reaping = locked(&pool.stacks[0]);
+            assert!(
+                pool.take().is_none(),
+                "no wait for the lock: the caller dials"
+            );
+        }
+        assert!(
+            pool.take().is_some(),
+            "the connection is there once the lock is free"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_left_at_the_bottom_reach_their_idle_age() {
+        let idle_age = Duration::from_millis(100);
+        let pool = IdleConnections::new(4, IdleBudget::new(0), idle_age, 1);
+        let (a, _pa) = idle_http1().await;
+        let (b, _pb) = idle_http1().await;
+        pool.put(a);
+        pool.put(b);
+        // One request at a time keeps taking and returning the top one.
+        for _ in 0..3 {
+            tokio::time::sleep(idle_age / 2).await;
+            let top = pool.take().expect("the top connection");
+            top_ready(&pool, top).await;
+        }
+        assert_eq!(pool.reap(Instant::now()), 1, "the unused one is closed");
+        assert_eq!(pool.len(), 1, "the one in use stays");
+    }
+
+    /// Returns `sender` once its task is ready for another request.
+    async fn top_ready(pool: &IdleConnections, mut sender: Sender) {
+        sender.ready().await.unwrap();
+        pool.put(sender);
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_back_to_the_stack_of_the_thread_that_drives_it() {
         let (threads, pool) = two_threads_and_a_pool(4);
         let (held, _a) = put_from(&threads, 1, &pool).await;
         assert_eq!(held, [0, 1]);
         let (held, _b) = put_from(&threads, 0, &pool).await;
         assert_eq!(held, [1, 1]);
-        // Driven on thread 1, returned from elsewhere: thread 1's queue.
+        // Driven on thread 1, returned from elsewhere: thread 1's stack.
         let (sender, _c) = driven_on(&threads, 1).await;
         pool.put(sender);
-        assert_eq!(queue_lengths(&pool), [1, 2]);
+        assert_eq!(stack_lengths(&pool), [1, 2]);
     }
 
     #[tokio::test]
@@ -427,7 +507,7 @@ mod tests {
         let (_, _a) = put_from(&threads, 1, &pool).await;
         let (_, _b) = put_from(&threads, 0, &pool).await;
         let (first, held) = take_on(&threads, 0, &pool).await;
-        assert!(first.is_some(), "its own queue's connection");
+        assert!(first.is_some(), "its own stack's connection");
         assert_eq!(held, [0, 1]);
         let (second, held) = take_on(&threads, 0, &pool).await;
         assert!(
@@ -445,7 +525,7 @@ mod tests {
         let borrowed = borrowed.expect("a full pool lends thread 1's connection");
         assert_eq!(held, [0, 0]);
         pool.put(borrowed);
-        assert_eq!(queue_lengths(&pool), [0, 1], "and it goes back home");
+        assert_eq!(stack_lengths(&pool), [0, 1], "and it goes back home");
     }
 
     #[tokio::test]
@@ -461,7 +541,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_queues_together_hold_at_most_the_capacity() {
+    async fn the_stacks_together_hold_at_most_the_capacity() {
         let (threads, pool) = two_threads_and_a_pool(1);
         let (_, _a) = put_from(&threads, 0, &pool).await;
         let (held, _b) = put_from(&threads, 1, &pool).await;
