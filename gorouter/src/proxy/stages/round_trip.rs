@@ -64,7 +64,12 @@ fn endpoint_failed(proxy: &Proxy, pool: &Pool, endpoint: &Arc<Endpoint>, err: &C
 /// A TLS failure surfacing after the handshake: under TLS 1.3 a backend rejects our client
 /// certificate with an alert the first read sees.
 fn tls_failure_in(err: &hyper::Error) -> Option<BackendTlsError> {
-    let classified = BackendTlsError::classify(io_error_in(err)?);
+    tls_failure_of(io_error_in(err)?)
+}
+
+/// The TLS failure an I/O error on a TLS connection is, if it is one.
+fn tls_failure_of(io: &std::io::Error) -> Option<BackendTlsError> {
+    let classified = BackendTlsError::classify(io);
     (classified.kind() != BackendTlsErrorKind::Other).then_some(classified)
 }
 
@@ -249,8 +254,8 @@ pub fn run<'a>(
             let in_flight = InFlight::new(endpoint.clone());
 
             let keep = s.keep_alive_to_backends && !fresh_connection_only;
-            // A plain-TCP backend gets a body-less request inline, without hyper's client.
-            let inline = !endpoint.tls && !fresh_connection_only && inline::can_send(&req);
+            // A body-less request goes inline, without hyper's client, on an HTTP/1.1 connection.
+            let inline = !fresh_connection_only && inline::can_send(&req);
             let idle = keep.then(|| transport.pool(&endpoint));
             let pooled = match &idle {
                 Some(idle) => idle.take(),
@@ -325,6 +330,24 @@ pub fn run<'a>(
                             (Response::from_parts(parts, BackendBody::Inline(body)), None)
                         }
                         Ok(Err(e)) => {
+                            let tls_failure = endpoint
+                                .tls
+                                .then(|| e.io().and_then(tls_failure_of))
+                                .flatten();
+                            if let Some(tls) = tls_failure {
+                                let err = ConnectError::Tls(tls.clone());
+                                tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
+                                if let Some(pool) = pool {
+                                    endpoint_failed(proxy, pool, &endpoint, &err);
+                                }
+                                let again = e.sent_nothing() || (may_retry && replayable(&req));
+                                if again && tls.is_retriable() {
+                                    backend_req = Some(req);
+                                    last_error = LastFailure::Tls(tls);
+                                    continue;
+                                }
+                                return RouterError::EndpointTlsFailure(tls).into_response(ctx.log);
+                            }
                             let text = e.to_string();
                             last_error = LastFailure::Plain(text.clone());
                             // Never sent, or lost on the wire and safe to repeat (A.6): the

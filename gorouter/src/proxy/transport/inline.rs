@@ -1,13 +1,13 @@
-//! HTTP/1.1 spoken by the request's own task on a plain-TCP backend connection, for requests
-//! without a body. The request head is written and the response head parsed where the
+//! HTTP/1.1 spoken by the request's own task on a backend connection (plain TCP, or TLS that
+//! did not negotiate HTTP/2), for requests without a body. The request head is written and the response head parsed where the
 //! request runs; the response body is read by whoever polls it (the client connection's task).
 //! No connection task, channel or wake-up sits between them.
 //!
 //! hyper's client runs a task per connection and hands every request and response over
 //! channels. That hand-over, its dispatcher and its second parse were about a third of
 //! gorouter's user-space work per keep-alive request (BENCHMARKS.md). Requests with a body,
-//! upgrades, `Expect: 100-continue`, HTTP/1.0 requests and TLS backends keep hyper's client,
-//! which streams a body while it reads the response.
+//! upgrades, `Expect: 100-continue` and HTTP/1.0 requests keep hyper's client, which streams a
+//! body while it reads the response.
 //!
 //! The wire rules are hyper's client's, so both paths answer alike: header names in Go's case,
 //! no `Transfer-Encoding` on a body-less request, 1xx heads skipped, RFC 9112's framing rules
@@ -24,8 +24,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::pool::IdleConnections;
 use super::Sender;
@@ -85,7 +86,8 @@ impl InlineError {
         matches!(self, InlineError::NotSent(_))
     }
 
-    fn io(&self) -> Option<&io::Error> {
+    /// The I/O error under it, if any (a TLS alert from the backend surfaces as one).
+    pub fn io(&self) -> Option<&io::Error> {
         match self {
             InlineError::NotSent(e) | InlineError::Write(e) | InlineError::Read(e) => Some(e),
             _ => None,
@@ -124,9 +126,83 @@ pub fn can_send(req: &Request<RequestBody>) -> bool {
         && !req.headers().contains_key(header::UPGRADE)
 }
 
-/// A plain-TCP backend connection spoken to directly (see the module doc).
+/// A backend connection's byte stream: plain TCP, or TLS over it (boxed: a TLS session is
+/// kilobytes, and a plain connection should not carry its size).
+pub enum BackendStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl BackendStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            BackendStream::Plain(s) => s,
+            BackendStream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendStream::Plain(s) => s.is_write_vectored(),
+            BackendStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A backend connection spoken to directly (see the module doc).
 pub struct InlineHttp1 {
-    stream: TcpStream,
+    stream: BackendStream,
     /// Bytes read and not yet handed on. Empty between exchanges: a connection with bytes
     /// nobody asked for is not reused.
     read_buf: BytesMut,
@@ -140,7 +216,7 @@ pub struct InlineHttp1 {
 
 impl InlineHttp1 {
     /// A connection dialled on the calling thread.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: BackendStream) -> Self {
         Self {
             stream,
             read_buf: BytesMut::new(),
@@ -156,24 +232,36 @@ impl InlineHttp1 {
 
     /// Whether an idle connection is unusable: the backend closed it, reset it, or sent
     /// bytes nobody asked for. Reads the readiness the runtime's I/O driver already recorded,
-    /// so an idle connection with no event costs no system call.
-    pub fn is_closed(&self) -> bool {
+    /// so an idle connection with no event costs no system call. On TLS, records that carry
+    /// no data (a TLS 1.3 server's session tickets) are taken in and the connection stays.
+    pub fn is_closed(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => false,
-            Poll::Ready(Err(_)) => true,
+        match self.stream.tcp().poll_read_ready(&mut cx) {
+            Poll::Pending => return false,
+            Poll::Ready(Err(_)) => return true,
             // Readable: an end of file, an error, bytes, or a stale readiness that a read
             // finds empty.
-            Poll::Ready(Ok(())) => {
+            Poll::Ready(Ok(())) => {}
+        }
+        match &mut self.stream {
+            BackendStream::Plain(s) => {
                 let mut probe = [0u8; 1];
-                !matches!(self.stream.try_read(&mut probe),
+                !matches!(s.try_read(&mut probe),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            BackendStream::Tls(s) => {
+                let mut probe = [0u8; 1];
+                let mut probe = ReadBuf::new(&mut probe);
+                // Pending: nothing but records rustls keeps to itself.
+                Pin::new(s.as_mut())
+                    .poll_read(&mut cx, &mut probe)
+                    .is_ready()
             }
         }
     }
 
-    /// The socket, for hyper's client to take over (a request this path does not send).
-    pub fn into_stream(self) -> TcpStream {
+    /// The stream, for hyper's client to take over (a request this path does not send).
+    pub fn into_stream(self) -> BackendStream {
         self.stream
     }
 
@@ -204,6 +292,8 @@ impl InlineHttp1 {
                 }
             }
         }
+        // TLS holds records back until flushed; plain TCP has nothing to flush.
+        self.stream.flush().await.map_err(InlineError::Write)?;
         let head_request = *req.method() == Method::HEAD;
         loop {
             if !self.read_buf.is_empty() {
@@ -843,7 +933,9 @@ mod tests {
         let mut req = get("/a/b?c=d");
         req.headers_mut()
             .insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        round_trip(InlineHttp1::new(stream), &req).await.unwrap();
+        round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &req)
+            .await
+            .unwrap();
         let seen = backend.await.unwrap();
         assert_eq!(
             String::from_utf8_lossy(&seen[0]),
@@ -858,9 +950,10 @@ mod tests {
             vec![b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye"],
         ])
         .await;
-        let (resp, data, _, conn) = round_trip(InlineHttp1::new(stream), &get("/1"))
-            .await
-            .unwrap();
+        let (resp, data, _, conn) =
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/1"))
+                .await
+                .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(data, b"hello");
         let conn = conn.expect("kept for reuse");
@@ -877,9 +970,10 @@ mod tests {
             b"lo\r\n6\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n",
         ]])
         .await;
-        let (_, data, trailers, conn) = round_trip(InlineHttp1::new(stream), &get("/"))
-            .await
-            .unwrap();
+        let (_, data, trailers, conn) =
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+                .await
+                .unwrap();
         assert_eq!(data, b"hello world");
         assert_eq!(trailers.unwrap()["x-checksum"], "abc");
         assert!(
@@ -892,9 +986,10 @@ mod tests {
     async fn a_body_without_length_runs_to_the_close_and_the_connection_is_not_kept() {
         let (stream, _backend) =
             scripted(vec![vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]]).await;
-        let (_, data, _, conn) = round_trip(InlineHttp1::new(stream), &get("/"))
-            .await
-            .unwrap();
+        let (_, data, _, conn) =
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+                .await
+                .unwrap();
         assert_eq!(data, b"until the end");
         assert!(conn.is_none());
     }
@@ -907,7 +1002,10 @@ mod tests {
         .await;
         let mut req = get("/");
         *req.method_mut() = Method::HEAD;
-        let (resp, data, _, conn) = round_trip(InlineHttp1::new(stream), &req).await.unwrap();
+        let (resp, data, _, conn) =
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &req)
+                .await
+                .unwrap();
         assert_eq!(resp.headers()["content-length"], "1234");
         assert!(data.is_empty());
         assert!(conn.is_some());
@@ -919,9 +1017,10 @@ mod tests {
             b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         ]])
         .await;
-        let (resp, data, _, _) = round_trip(InlineHttp1::new(stream), &get("/"))
-            .await
-            .unwrap();
+        let (resp, data, _, _) =
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+                .await
+                .unwrap();
         assert_eq!(resp.status(), 200);
         assert!(resp.headers().get("link").is_none());
         assert_eq!(data, b"ok");
@@ -934,9 +1033,10 @@ mod tests {
             &b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
         ] {
             let (stream, _backend) = scripted(vec![vec![answer]]).await;
-            let (_, data, _, conn) = round_trip(InlineHttp1::new(stream), &get("/"))
-                .await
-                .unwrap();
+            let (_, data, _, conn) =
+                round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+                    .await
+                    .unwrap();
             assert_eq!(data, b"ok");
             assert!(conn.is_none(), "{}", String::from_utf8_lossy(answer));
         }
@@ -947,9 +1047,10 @@ mod tests {
         const HEAD: &[u8] = b"HTTP/1.1 200 Fine Thanks\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\n";
         let pieces: Vec<&'static [u8]> = (0..HEAD.len()).map(|i| &HEAD[i..i + 1]).collect();
         let (stream, _backend) = scripted(vec![pieces]).await;
-        let (resp, _, _, conn) = round_trip(InlineHttp1::new(stream), &get("/"))
-            .await
-            .unwrap();
+        let (resp, _, _, conn) =
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+                .await
+                .unwrap();
         assert_eq!(resp.headers().get_all("set-cookie").iter().count(), 2);
         let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>().unwrap();
         assert_eq!(
@@ -969,7 +1070,7 @@ mod tests {
         head.extend_from_slice(b"\r\n");
         let head: &'static [u8] = Box::leak(head.into_boxed_slice());
         let (stream, _backend) = scripted(vec![vec![head]]).await;
-        let (resp, _, _, _) = round_trip(InlineHttp1::new(stream), &get("/"))
+        let (resp, _, _, _) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
             .await
             .unwrap();
         assert_eq!(resp.headers().get_all("set-cookie").iter().count(), 150);
@@ -978,7 +1079,7 @@ mod tests {
     #[tokio::test]
     async fn a_backend_closing_before_answering_is_lost_on_the_wire() {
         let (stream, backend) = scripted(vec![vec![]]).await;
-        let mut conn = InlineHttp1::new(stream);
+        let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
         let req = get("/");
         let send = conn.send(&req);
         let (result, _) = tokio::join!(send, backend);
@@ -997,7 +1098,10 @@ mod tests {
             &b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
         ] {
             let (stream, _backend) = scripted(vec![vec![answer]]).await;
-            let err = InlineHttp1::new(stream).send(&get("/")).await.err();
+            let err = InlineHttp1::new(BackendStream::Plain(stream))
+                .send(&get("/"))
+                .await
+                .err();
             let err = err.unwrap_or_else(|| panic!("{} accepted", String::from_utf8_lossy(answer)));
             assert!(
                 err.to_string().starts_with("malformed HTTP response"),
@@ -1015,7 +1119,10 @@ mod tests {
         }
         let head: &'static [u8] = Box::leak(head.into_boxed_slice());
         let (stream, _backend) = scripted(vec![vec![head]]).await;
-        let err = InlineHttp1::new(stream).send(&get("/")).await.err();
+        let err = InlineHttp1::new(BackendStream::Plain(stream))
+            .send(&get("/"))
+            .await
+            .err();
         assert!(matches!(err, Some(InlineError::HeadTooLarge)), "{err:?}");
     }
 
@@ -1025,7 +1132,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         ]])
         .await;
-        let mut conn = InlineHttp1::new(stream);
+        let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
         let head = conn.send(&get("/")).await.unwrap();
         let mut body = InlineBody::new(conn, &head, Some(pool()));
         let frame = body.frame().await.expect("a frame");
@@ -1039,7 +1146,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
         ]])
         .await;
-        let mut conn = InlineHttp1::new(stream);
+        let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
         let head = conn.send(&get("/")).await.unwrap();
         let mut body = InlineBody::new(conn, &head, Some(pool()));
         backend.await.unwrap(); // the backend closes its side
@@ -1061,15 +1168,95 @@ mod tests {
     async fn an_idle_connection_the_backend_closed_reads_as_closed() {
         let (stream, backend) =
             scripted(vec![vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]]).await;
-        let (_, _, _, conn) = round_trip(InlineHttp1::new(stream), &get("/"))
+        let (_, _, _, conn) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
             .await
             .unwrap();
-        let conn = conn.unwrap();
+        let mut conn = conn.unwrap();
         assert!(!conn.is_closed(), "open and idle");
         backend.await.unwrap(); // drops the backend's socket
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         while !conn.is_closed() {
             assert!(std::time::Instant::now() < deadline, "closure never seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A TLS 1.3 backend answering every request on a connection with `ok`, until `close`
+    /// fires: then it sends close_notify.
+    async fn tls_backend(close: tokio::sync::oneshot::Receiver<()>) -> std::net::SocketAddr {
+        use crate::tls::test_pki::{server_config, Ca};
+        let ca = Ca::new("inline-test-ca");
+        let config = server_config(
+            &ca.server_pair(&["localhost"]),
+            None,
+            &[&rustls::version::TLS13],
+            None,
+            &[],
+        );
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let mut tls = tokio_rustls::TlsAcceptor::from(config)
+                .accept(tcp)
+                .await
+                .unwrap();
+            let mut close = close;
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            loop {
+                tokio::select! {
+                    _ = &mut close => {
+                        let _ = tls.shutdown().await;
+                        return;
+                    }
+                    n = tls.read(&mut b) => {
+                        if !matches!(n, Ok(1)) {
+                            return;
+                        }
+                        head.push(b[0]);
+                        if head.ends_with(b"\r\n\r\n") {
+                            head.clear();
+                            tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                                .await
+                                .unwrap();
+                            tls.flush().await.unwrap();
+                        }
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_tls_connection_is_reused_and_its_close_notify_reads_as_closed() {
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        let addr = tls_backend(close_rx).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let connector =
+            tokio_rustls::TlsConnector::from(crate::tls::test_pki::trusting_client(None, &[]));
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let conn = InlineHttp1::new(BackendStream::Tls(Box::new(tls)));
+        let (_, data, _, conn) = round_trip(conn, &get("/1")).await.unwrap();
+        assert_eq!(data, b"ok");
+        let mut conn = conn.expect("kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !conn.is_closed(),
+            "idle after its session tickets, still open"
+        );
+        let (_, data, _, conn) = round_trip(conn, &get("/2")).await.unwrap();
+        assert_eq!(data, b"ok", "a second request on the same TLS connection");
+        let mut conn = conn.expect("kept again");
+        close_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !conn.is_closed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "close_notify never seen"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

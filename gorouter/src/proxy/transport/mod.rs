@@ -208,8 +208,8 @@ impl Transport {
     /// Opens a new connection to `endpoint`: TCP, TLS for a TLS endpoint, then the HTTP
     /// handshake. With `upgrades`, an HTTP/1.1 connection can be taken over after a 101
     /// (websockets). A new HTTP/2 connection is shared through `idle` when given. With
-    /// `inline`, a plain-TCP connection is spoken to by the request's task
-    /// ([`Sender::Inline`]) rather than through hyper's client.
+    /// `inline`, an HTTP/1.1 connection (plain, or TLS without `h2`) is spoken to by the
+    /// request's task ([`Sender::Inline`]) rather than through hyper's client.
     pub async fn connect(
         &self,
         endpoint: &Endpoint,
@@ -221,7 +221,9 @@ impl Transport {
         let stream = dial::tcp(endpoint, timeout).await?;
         if !endpoint.tls {
             if inline && !upgrades {
-                return Ok(Sender::Inline(inline::InlineHttp1::new(stream)));
+                return Ok(Sender::Inline(inline::InlineHttp1::new(
+                    inline::BackendStream::Plain(stream),
+                )));
             }
             return http1_handshake(TokioIo::new(stream), endpoint, upgrades).await;
         }
@@ -249,6 +251,11 @@ impl Transport {
                 idle.share_http2(&sender);
             }
             return Ok(Sender::Http2(sender));
+        }
+        if inline && !upgrades {
+            return Ok(Sender::Inline(inline::InlineHttp1::new(
+                inline::BackendStream::Tls(Box::new(stream)),
+            )));
         }
         http1_handshake(TokioIo::new(stream), endpoint, upgrades).await
     }

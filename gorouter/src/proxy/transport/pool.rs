@@ -152,7 +152,7 @@ impl IdleConnections {
 
     /// Returns a connection for reuse; dropped (closed) when the pool is full. HTTP/2
     /// connections stay shared ([`share_http2`](Self::share_http2)) and need no return.
-    pub fn put(&self, sender: Sender) {
+    pub fn put(&self, mut sender: Sender) {
         let home = match sender.home() {
             Some(home) if self.capacity != 0 && !sender.is_closed() => home,
             _ => return,
@@ -242,7 +242,7 @@ impl IdleConnections {
         let mut i = stack.len();
         while i > 0 {
             i -= 1;
-            let (sender, since) = &stack[i];
+            let (sender, since) = &mut stack[i];
             if sender.is_closed() || since.elapsed() > self.idle_timeout {
                 stack.remove(i);
                 self.released(1);
@@ -276,7 +276,7 @@ impl IdleConnections {
         for stack in self.stacks.iter() {
             let mut stack = locked(stack);
             let before = stack.len();
-            stack.retain(|(sender, since)| {
+            stack.retain_mut(|(sender, since)| {
                 !sender.is_closed() && now.saturating_duration_since(*since) <= self.idle_timeout
             });
             let dropped = before - stack.len();

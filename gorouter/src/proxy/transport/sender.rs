@@ -61,7 +61,9 @@ impl Sender {
         }
     }
 
-    pub fn is_closed(&self) -> bool {
+    /// Whether the connection can carry no more requests. `&mut`: an idle TLS connection is
+    /// looked at by reading what the backend sent on it.
+    pub fn is_closed(&mut self) -> bool {
         match self {
             Sender::Http1 { send, .. } => send.is_closed(),
             Sender::Http2(s) => s.is_closed(),
