@@ -40,6 +40,9 @@ pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// with [`super::RESPONSE_MAX_HEADERS`] entries on the heap.
 const STACK_HEADERS: usize = 100;
 
+/// Headers a response map is made with room for beyond the backend's (see [`build_head`]).
+const HEADROOM_FOR_NEXT_REQUEST: usize = 16;
+
 /// Bytes of one chunk-size line with its extensions (hyper's limit).
 const MAX_CHUNK_LINE: usize = 16 * 1024;
 
@@ -484,7 +487,11 @@ fn build_head(
         100..=199 => return Ok(Parsed::Informational),
         _ => {}
     }
-    let mut headers = HeaderMap::with_capacity(indices.len());
+    // Room beyond the backend's headers: hyper's server clears this map once the response is
+    // written and parses the connection's next request into it, and the stages then add about
+    // a dozen headers to that request. Sized here, the map is made once; sized to fit, it was
+    // grown (reallocated and rehashed) for every request.
+    let mut headers = HeaderMap::with_capacity(indices.len() + HEADROOM_FOR_NEXT_REQUEST);
     let mut keep_alive = raw.http11;
     let mut saw_close = false;
     let mut transfer_encoding: Option<bool> = None;
@@ -1009,6 +1016,18 @@ mod tests {
         assert_eq!(resp.headers()["content-length"], "1234");
         assert!(data.is_empty());
         assert!(conn.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_response_map_has_room_for_the_next_requests_headers() {
+        let (stream, _backend) = scripted(vec![vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: x\r\n\r\n",
+        ]])
+        .await;
+        let (resp, _, _, _) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+            .await
+            .unwrap();
+        assert!(resp.headers().capacity() >= 2 + HEADROOM_FOR_NEXT_REQUEST);
     }
 
     #[tokio::test]
