@@ -322,7 +322,8 @@ pub fn run<'a>(
             let may_retry = free_retry || tried < attempts;
             let (mut resp, connection) = match sender {
                 Sender::Inline(mut conn) => {
-                    let result = tokio::time::timeout(s.endpoint_timeout, conn.send(&req)).await;
+                    let result =
+                        tokio::time::timeout(s.endpoint_timeout, conn.send(&mut req)).await;
                     match result {
                         Ok(Ok(head)) => {
                             let body = InlineBody::new(conn, &head, idle);

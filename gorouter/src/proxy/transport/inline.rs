@@ -40,7 +40,7 @@ pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// with [`super::RESPONSE_MAX_HEADERS`] entries on the heap.
 const STACK_HEADERS: usize = 100;
 
-/// Headers a response map is made with room for beyond the backend's (see [`build_head`]).
+/// Headers a response map made new has room for beyond the backend's (see [`build_head`]).
 const HEADROOM_FOR_NEXT_REQUEST: usize = 16;
 
 /// Bytes of one chunk-size line with its extensions (hyper's limit).
@@ -269,8 +269,14 @@ impl InlineHttp1 {
     }
 
     /// Writes `req`'s head and reads the response head (skipping 1xx heads). The request
-    /// stays the caller's, to be sent again if it was lost on the wire.
-    pub async fn send(&mut self, req: &Request<RequestBody>) -> Result<ResponseHead, InlineError> {
+    /// stays the caller's, to be sent again if it was lost on the wire. Once a response head
+    /// has come, the request's header map is taken for the response's (see [`build_head`]):
+    /// it is not needed any more, and its allocation then serves the connection's next
+    /// request as well.
+    pub async fn send(
+        &mut self,
+        req: &mut Request<RequestBody>,
+    ) -> Result<ResponseHead, InlineError> {
         if self.write_buf.capacity() > MAX_KEPT_WRITE_BUFFER {
             self.write_buf = Vec::new();
         }
@@ -298,9 +304,25 @@ impl InlineHttp1 {
         // TLS holds records back until flushed; plain TCP has nothing to flush.
         self.stream.flush().await.map_err(InlineError::Write)?;
         let head_request = *req.method() == Method::HEAD;
+        let mut spare = Some(std::mem::take(req.headers_mut()));
+        let head = self.read_head(head_request, &mut spare).await;
+        // Still there: no response head was built, and the request may be sent again.
+        if let Some(headers) = spare {
+            *req.headers_mut() = headers;
+        }
+        head
+    }
+
+    /// Reads the response head; `spare` is the map its headers go into, taken only once the
+    /// whole head has been read.
+    async fn read_head(
+        &mut self,
+        head_request: bool,
+        spare: &mut Option<HeaderMap>,
+    ) -> Result<ResponseHead, InlineError> {
         loop {
             if !self.read_buf.is_empty() {
-                match parse_head(&mut self.read_buf, head_request)? {
+                match parse_head(&mut self.read_buf, head_request, spare)? {
                     Parsed::Head(head) => return Ok(head),
                     Parsed::Informational => continue,
                     Parsed::Partial => {}
@@ -451,7 +473,11 @@ fn parse_raw<'b>(
     }))
 }
 
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, InlineError> {
+fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    spare: &mut Option<HeaderMap>,
+) -> Result<Parsed, InlineError> {
     let mut indices = Indices::new();
     // Uninitialised: zeroing the array for every response cost more than parsing it.
     let mut headers = [const { MaybeUninit::uninit() }; STACK_HEADERS];
@@ -468,16 +494,22 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, InlineEr
         other => other.map_err(InlineError::Malformed)?,
     };
     match raw {
-        Some(raw) => build_head(buf, raw, &indices, head_request),
+        Some(raw) => build_head(buf, raw, &indices, head_request, spare),
         None => Ok(Parsed::Partial),
     }
 }
 
+/// Builds the response head from what httparse found. Its headers go into `spare` (the sent
+/// request's map, cleared) when there is one: hyper's server clears the response's map once
+/// the response is written and parses the connection's next request into it, so one
+/// allocation carries every request and response of a connection, and the stages' dozen added
+/// headers do not grow it again.
 fn build_head(
     buf: &mut BytesMut,
     raw: RawHead,
     indices: &[HeaderIndices],
     head_request: bool,
+    spare: &mut Option<HeaderMap>,
 ) -> Result<Parsed, InlineError> {
     let head = buf.split_to(raw.len).freeze();
     let status = StatusCode::from_u16(raw.code)
@@ -487,11 +519,14 @@ fn build_head(
         100..=199 => return Ok(Parsed::Informational),
         _ => {}
     }
-    // Room beyond the backend's headers: hyper's server clears this map once the response is
-    // written and parses the connection's next request into it, and the stages then add about
-    // a dozen headers to that request. Sized here, the map is made once; sized to fit, it was
-    // grown (reallocated and rehashed) for every request.
-    let mut headers = HeaderMap::with_capacity(indices.len() + HEADROOM_FOR_NEXT_REQUEST);
+    let mut headers = match spare.take() {
+        Some(mut headers) => {
+            headers.clear();
+            headers.reserve(indices.len());
+            headers
+        }
+        None => HeaderMap::with_capacity(indices.len() + HEADROOM_FOR_NEXT_REQUEST),
+    };
     let mut keep_alive = raw.http11;
     let mut saw_close = false;
     let mut transfer_encoding: Option<bool> = None;
@@ -905,7 +940,7 @@ mod tests {
     /// Sends `req`, reads the whole body; the body's bytes, trailers and connection.
     async fn round_trip(
         conn: InlineHttp1,
-        req: &Request<RequestBody>,
+        mut req: Request<RequestBody>,
     ) -> Result<
         (
             Response<()>,
@@ -916,7 +951,7 @@ mod tests {
         InlineError,
     > {
         let mut conn = conn;
-        let head = conn.send(req).await?;
+        let head = conn.send(&mut req).await?;
         let mut body = InlineBody::new(conn, &head, Some(pool()));
         let mut data = Vec::new();
         let mut trailers = None;
@@ -940,7 +975,7 @@ mod tests {
         let mut req = get("/a/b?c=d");
         req.headers_mut()
             .insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &req)
+        round_trip(InlineHttp1::new(BackendStream::Plain(stream)), req)
             .await
             .unwrap();
         let seen = backend.await.unwrap();
@@ -958,13 +993,13 @@ mod tests {
         ])
         .await;
         let (resp, data, _, conn) =
-            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/1"))
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/1"))
                 .await
                 .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(data, b"hello");
         let conn = conn.expect("kept for reuse");
-        let (_, data, _, conn) = round_trip(conn, &get("/2")).await.unwrap();
+        let (_, data, _, conn) = round_trip(conn, get("/2")).await.unwrap();
         assert_eq!(data, b"bye");
         assert!(conn.is_some());
         assert_eq!(backend.await.unwrap().len(), 2);
@@ -978,7 +1013,7 @@ mod tests {
         ]])
         .await;
         let (_, data, trailers, conn) =
-            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
                 .await
                 .unwrap();
         assert_eq!(data, b"hello world");
@@ -994,7 +1029,7 @@ mod tests {
         let (stream, _backend) =
             scripted(vec![vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]]).await;
         let (_, data, _, conn) =
-            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
                 .await
                 .unwrap();
         assert_eq!(data, b"until the end");
@@ -1009,25 +1044,47 @@ mod tests {
         .await;
         let mut req = get("/");
         *req.method_mut() = Method::HEAD;
-        let (resp, data, _, conn) =
-            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &req)
-                .await
-                .unwrap();
+        let (resp, data, _, conn) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), req)
+            .await
+            .unwrap();
         assert_eq!(resp.headers()["content-length"], "1234");
         assert!(data.is_empty());
         assert!(conn.is_some());
     }
 
     #[tokio::test]
-    async fn the_response_map_has_room_for_the_next_requests_headers() {
+    async fn the_response_head_takes_the_request_header_map() {
         let (stream, _backend) = scripted(vec![vec![
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: x\r\n\r\n",
         ]])
         .await;
-        let (resp, _, _, _) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
-            .await
-            .unwrap();
-        assert!(resp.headers().capacity() >= 2 + HEADROOM_FOR_NEXT_REQUEST);
+        let mut req = get("/");
+        req.headers_mut().reserve(100);
+        let room = req.headers().capacity();
+        let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
+        let head = conn.send(&mut req).await.unwrap();
+        assert_eq!(head.response.headers()["server"], "x");
+        assert_eq!(
+            head.response.headers().len(),
+            2,
+            "only the response's headers"
+        );
+        assert!(
+            head.response.headers().capacity() >= room,
+            "the request's allocation"
+        );
+        assert!(req.headers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_on_the_wire_keeps_its_headers_for_the_retry() {
+        let (stream, backend) = scripted(vec![vec![]]).await;
+        let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
+        let mut req = get("/");
+        let (result, _) = tokio::join!(conn.send(&mut req), backend);
+        assert!(result.err().is_some_and(|e| e.lost_on_the_wire()));
+        assert_eq!(req.headers()["host"], "app.example");
+        assert_eq!(req.headers()["x-forwarded-for"], "10.0.0.1");
     }
 
     #[tokio::test]
@@ -1037,7 +1094,7 @@ mod tests {
         ]])
         .await;
         let (resp, data, _, _) =
-            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
                 .await
                 .unwrap();
         assert_eq!(resp.status(), 200);
@@ -1053,7 +1110,7 @@ mod tests {
         ] {
             let (stream, _backend) = scripted(vec![vec![answer]]).await;
             let (_, data, _, conn) =
-                round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+                round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
                     .await
                     .unwrap();
             assert_eq!(data, b"ok");
@@ -1067,7 +1124,7 @@ mod tests {
         let pieces: Vec<&'static [u8]> = (0..HEAD.len()).map(|i| &HEAD[i..i + 1]).collect();
         let (stream, _backend) = scripted(vec![pieces]).await;
         let (resp, _, _, conn) =
-            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
                 .await
                 .unwrap();
         assert_eq!(resp.headers().get_all("set-cookie").iter().count(), 2);
@@ -1089,7 +1146,7 @@ mod tests {
         head.extend_from_slice(b"\r\n");
         let head: &'static [u8] = Box::leak(head.into_boxed_slice());
         let (stream, _backend) = scripted(vec![vec![head]]).await;
-        let (resp, _, _, _) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+        let (resp, _, _, _) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
             .await
             .unwrap();
         assert_eq!(resp.headers().get_all("set-cookie").iter().count(), 150);
@@ -1099,8 +1156,8 @@ mod tests {
     async fn a_backend_closing_before_answering_is_lost_on_the_wire() {
         let (stream, backend) = scripted(vec![vec![]]).await;
         let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
-        let req = get("/");
-        let send = conn.send(&req);
+        let mut req = get("/");
+        let send = conn.send(&mut req);
         let (result, _) = tokio::join!(send, backend);
         let err = result.err().expect("no response");
         assert!(matches!(err, InlineError::Closed), "{err:?}");
@@ -1118,7 +1175,7 @@ mod tests {
         ] {
             let (stream, _backend) = scripted(vec![vec![answer]]).await;
             let err = InlineHttp1::new(BackendStream::Plain(stream))
-                .send(&get("/"))
+                .send(&mut get("/"))
                 .await
                 .err();
             let err = err.unwrap_or_else(|| panic!("{} accepted", String::from_utf8_lossy(answer)));
@@ -1139,7 +1196,7 @@ mod tests {
         let head: &'static [u8] = Box::leak(head.into_boxed_slice());
         let (stream, _backend) = scripted(vec![vec![head]]).await;
         let err = InlineHttp1::new(BackendStream::Plain(stream))
-            .send(&get("/"))
+            .send(&mut get("/"))
             .await
             .err();
         assert!(matches!(err, Some(InlineError::HeadTooLarge)), "{err:?}");
@@ -1152,7 +1209,7 @@ mod tests {
         ]])
         .await;
         let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
-        let head = conn.send(&get("/")).await.unwrap();
+        let head = conn.send(&mut get("/")).await.unwrap();
         let mut body = InlineBody::new(conn, &head, Some(pool()));
         let frame = body.frame().await.expect("a frame");
         assert!(frame.is_err());
@@ -1166,7 +1223,7 @@ mod tests {
         ]])
         .await;
         let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
-        let head = conn.send(&get("/")).await.unwrap();
+        let head = conn.send(&mut get("/")).await.unwrap();
         let mut body = InlineBody::new(conn, &head, Some(pool()));
         backend.await.unwrap(); // the backend closes its side
         let mut error = None;
@@ -1187,7 +1244,7 @@ mod tests {
     async fn an_idle_connection_the_backend_closed_reads_as_closed() {
         let (stream, backend) =
             scripted(vec![vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]]).await;
-        let (_, _, _, conn) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), &get("/"))
+        let (_, _, _, conn) = round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
             .await
             .unwrap();
         let mut conn = conn.unwrap();
@@ -1258,7 +1315,7 @@ mod tests {
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let tls = connector.connect(name, tcp).await.unwrap();
         let conn = InlineHttp1::new(BackendStream::Tls(Box::new(tls)));
-        let (_, data, _, conn) = round_trip(conn, &get("/1")).await.unwrap();
+        let (_, data, _, conn) = round_trip(conn, get("/1")).await.unwrap();
         assert_eq!(data, b"ok");
         let mut conn = conn.expect("kept");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1266,7 +1323,7 @@ mod tests {
             !conn.is_closed(),
             "idle after its session tickets, still open"
         );
-        let (_, data, _, conn) = round_trip(conn, &get("/2")).await.unwrap();
+        let (_, data, _, conn) = round_trip(conn, get("/2")).await.unwrap();
         assert_eq!(data, b"ok", "a second request on the same TLS connection");
         let mut conn = conn.expect("kept again");
         close_tx.send(()).unwrap();

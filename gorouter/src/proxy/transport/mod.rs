@@ -528,12 +528,12 @@ mod tests {
         else {
             panic!("a plain endpoint asked for inline gets an inline connection");
         };
-        let get = http::Request::builder()
+        let mut get = http::Request::builder()
             .uri("/first")
             .header("host", "backend")
             .body(crate::proxy::body::RequestBody::empty())
             .unwrap();
-        let head = conn.send(&get).await.unwrap();
+        let head = conn.send(&mut get).await.unwrap();
         let mut body = inline::InlineBody::new(conn, &head, Some(pool.clone()));
         assert_eq!(
             body.frame().await.unwrap().unwrap().into_data().unwrap(),
