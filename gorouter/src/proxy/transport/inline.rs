@@ -6,8 +6,8 @@
 //! hyper's client runs a task per connection and hands every request and response over
 //! channels. That hand-over, its dispatcher and its second parse were about a third of
 //! gorouter's user-space work per keep-alive request (BENCHMARKS.md). Requests with a body,
-//! upgrades, `Expect: 100-continue` and HTTP/1.0 requests keep hyper's client, which streams a
-//! body while it reads the response.
+//! upgrades and `Expect: 100-continue` keep hyper's client, which streams a body while it
+//! reads the response.
 //!
 //! The wire rules are hyper's client's, so both paths answer alike: header names in Go's case,
 //! no `Transfer-Encoding` on a body-less request, 1xx heads skipped, RFC 9112's framing rules
@@ -121,7 +121,8 @@ impl InlineError {
 }
 
 /// Whether `req` can go over an inline connection: no body to stream, no upgrade, no
-/// `CONNECT`, and HTTP/1.1 on the wire (an HTTP/2 client's request is sent as HTTP/1.1).
+/// `CONNECT`, and HTTP/1.1 on the wire (the proxy hands every request to the round trip as
+/// HTTP/1.1, an HTTP/1.0 or HTTP/2 client's too).
 pub fn can_send(req: &Request<RequestBody>) -> bool {
     matches!(req.version(), Version::HTTP_11 | Version::HTTP_2)
         && *req.method() != Method::CONNECT
