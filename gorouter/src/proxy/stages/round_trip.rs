@@ -18,7 +18,9 @@ use super::route_service::FirstPass;
 use super::{forwarded, response, sticky, websocket};
 use crate::access_log::LoggedBackend;
 use crate::balancer::{self, Choice, InFlight, NoEndpoint, Preferred};
-use crate::proxy::body::{BackendBody, ContinueGate, Exchange, RequestBody, ResponseBody};
+use crate::proxy::body::{
+    BackendBody, ContinueGate, Exchange, PendingLog, RequestBody, ResponseBody,
+};
 use crate::proxy::context::RequestContext;
 use crate::proxy::errors::RouterError;
 use crate::proxy::transport::inline::{self, InlineBody};
@@ -59,6 +61,46 @@ fn endpoint_failed(proxy: &Proxy, pool: &Pool, endpoint: &Arc<Endpoint>, err: &C
     if prunes && proxy.table.remove_failed_endpoint(pool, endpoint) {
         tracing::info!(endpoint = %endpoint.addr(), error = %err, "prune-failed-endpoint");
     }
+}
+
+/// Records a TLS failure that surfaced after the handshake (A.5, A.6), as a failed handshake
+/// is recorded.
+fn tls_failed_after_handshake(
+    proxy: &Proxy,
+    pool: Option<&Arc<Pool>>,
+    endpoint: &Arc<Endpoint>,
+    tls: &BackendTlsError,
+) {
+    let err = ConnectError::Tls(tls.clone());
+    tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
+    if let Some(pool) = pool {
+        endpoint_failed(proxy, pool, endpoint, &err);
+    }
+}
+
+/// The answer to a request that failed on the wire and is not sent again. `reset`: the backend
+/// reset a connection that had not sat idle in the pool, which is its doing (A.6).
+fn request_failed(
+    proxy: &Proxy,
+    endpoint: &Arc<Endpoint>,
+    cause: String,
+    reset: bool,
+    log: Option<Box<PendingLog>>,
+) -> Response<ResponseBody> {
+    tracing::warn!(endpoint = %endpoint.addr(), error = %cause, "backend-request-failed");
+    if reset {
+        balancer::mark_failed(endpoint, proxy.table.now_ms());
+    }
+    RouterError::EndpointFailure { cause }.into_response(log)
+}
+
+/// The answer when no response head came within `endpoint_timeout`.
+fn timed_out(endpoint: &Endpoint, log: Option<Box<PendingLog>>) -> Response<ResponseBody> {
+    tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
+    RouterError::EndpointFailure {
+        cause: "context deadline exceeded".into(),
+    }
+    .into_response(log)
 }
 
 /// A TLS failure surfacing after the handshake: under TLS 1.3 a backend rejects our client
@@ -336,11 +378,7 @@ pub fn run<'a>(
                                 .then(|| e.io().and_then(tls_failure_of))
                                 .flatten();
                             if let Some(tls) = tls_failure {
-                                let err = ConnectError::Tls(tls.clone());
-                                tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
-                                if let Some(pool) = pool {
-                                    endpoint_failed(proxy, pool, &endpoint, &err);
-                                }
+                                tls_failed_after_handshake(proxy, pool, &endpoint, &tls);
                                 let again = e.sent_nothing() || (may_retry && replayable(&req));
                                 if again && tls.is_retriable() {
                                     backend_req = Some(req);
@@ -369,20 +407,10 @@ pub fn run<'a>(
                                 backend_req = Some(req);
                                 continue;
                             }
-                            tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed");
-                            if !free_retry && e.is_reset() {
-                                balancer::mark_failed(&endpoint, proxy.table.now_ms());
-                            }
-                            return RouterError::EndpointFailure { cause: text }
-                                .into_response(ctx.log);
+                            let reset = !free_retry && e.is_reset();
+                            return request_failed(proxy, &endpoint, text, reset, ctx.log);
                         }
-                        Err(_) => {
-                            tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
-                            return RouterError::EndpointFailure {
-                                cause: "context deadline exceeded".into(),
-                            }
-                            .into_response(ctx.log);
-                        }
+                        Err(_) => return timed_out(&endpoint, ctx.log),
                     }
                 }
                 mut sender => {
@@ -412,11 +440,7 @@ pub fn run<'a>(
                             let tls_failure =
                                 endpoint.tls.then(|| tls_failure_in(e.error())).flatten();
                             if let Some(tls) = tls_failure {
-                                let err = ConnectError::Tls(tls.clone());
-                                tracing::warn!(endpoint = %endpoint.addr(), error = %err, "backend-tls-failed");
-                                if let Some(pool) = pool {
-                                    endpoint_failed(proxy, pool, &endpoint, &err);
-                                }
+                                tls_failed_after_handshake(proxy, pool, &endpoint, &tls);
                                 let again = e
                                     .take_message()
                                     .or_else(|| replay.map(Replay::into_request));
@@ -464,25 +488,12 @@ pub fn run<'a>(
                                     continue;
                                 }
                                 None => {
-                                    tracing::warn!(endpoint = %endpoint.addr(), error = %text, "backend-request-failed");
-                                    // A reset is the backend's doing (A.6), unless on a connection
-                                    // that sat idle in the pool and may have been closed for its
-                                    // age.
-                                    if !free_retry && connection_reset(e.error()) {
-                                        balancer::mark_failed(&endpoint, proxy.table.now_ms());
-                                    }
-                                    return RouterError::EndpointFailure { cause: text }
-                                        .into_response(ctx.log);
+                                    let reset = !free_retry && connection_reset(e.error());
+                                    return request_failed(proxy, &endpoint, text, reset, ctx.log);
                                 }
                             }
                         }
-                        Err(_) => {
-                            tracing::warn!(endpoint = %endpoint.addr(), "backend-timeout");
-                            return RouterError::EndpointFailure {
-                                cause: "context deadline exceeded".into(),
-                            }
-                            .into_response(ctx.log);
-                        }
+                        Err(_) => return timed_out(&endpoint, ctx.log),
                     };
                     let connection = idle.map(|idle| (sender, idle));
                     (resp.map(BackendBody::Hyper), connection)
