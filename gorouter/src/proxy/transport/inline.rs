@@ -40,7 +40,7 @@ pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// with [`super::RESPONSE_MAX_HEADERS`] entries on the heap.
 const STACK_HEADERS: usize = 100;
 
-/// Headers a response map made new has room for beyond the backend's (see [`build_head`]).
+/// Headers a response map made new has room for beyond the backend's (see `build_head`).
 const HEADROOM_FOR_NEXT_REQUEST: usize = 16;
 
 /// Bytes of one chunk-size line with its extensions (hyper's limit).
@@ -271,7 +271,7 @@ impl InlineHttp1 {
 
     /// Writes `req`'s head and reads the response head (skipping 1xx heads). The request
     /// stays the caller's, to be sent again if it was lost on the wire. Once a response head
-    /// has come, the request's header map is taken for the response's (see [`build_head`]):
+    /// has come, the request's header map is taken for the response's (see `build_head`):
     /// it is not needed any more, and its allocation then serves the connection's next
     /// request as well.
     pub async fn send(

@@ -2,7 +2,8 @@
 //! ([`dial`]), performs the TLS handshake for endpoints registered with a `tls_port` (A.11:
 //! server name = `server_cert_domain_san`, trust = system roots + `ca_certs`, client
 //! certificate `backends.*`), the HTTP handshake (HTTP/2 when a `protocol: http2` TLS endpoint
-//! agrees to `h2`, else HTTP/1.1), and keeps reusable connections per backend ([`pool`]) so
+//! agrees to `h2`, else HTTP/1.1: through hyper's client, or [`inline`] for a request without
+//! a body), and keeps reusable connections per backend ([`pool`]) so
 //! the route table holds routes and nothing of the transport. One background task per
 //! transport closes connections idle past their age, so none stays open until a request
 //! happens to look at it.

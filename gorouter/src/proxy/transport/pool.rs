@@ -1,8 +1,8 @@
 //! Reusable connections to one backend: idle HTTP/1.1 connections in one stack per serving
 //! thread (the most recently returned is handed out first; checking one out never waits), and
-//! the one shared HTTP/2 connection; their closing once idle past their age ([`IdleConnections::reap`], driven by
-//! the transport's reaper task); and the [`IdleBudget`] that caps idle connections across
-//! every backend of a transport.
+//! the one shared HTTP/2 connection; their closing once idle past their age
+//! ([`IdleConnections::reap`], driven by the transport's reaper task); and the
+//! [`IdleBudget`] that caps idle connections across every backend of a transport.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};

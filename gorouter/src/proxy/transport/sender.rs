@@ -1,6 +1,6 @@
 //! The sending half of a backend connection: HTTP/1.1 through hyper's client (one request at
 //! a time, pooled while idle), HTTP/1.1 spoken inline by the request's task ([`inline`],
-//! plain-TCP backends, requests without a body), or HTTP/2 (multiplexed, shared by every
+//! requests without a body), or HTTP/2 (multiplexed, shared by every
 //! request to that backend).
 //!
 //! [`inline`]: super::inline
