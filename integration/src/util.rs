@@ -45,6 +45,16 @@ pub fn free_port() -> u16 {
 /// "free" external port).
 const HANDED_OUT: std::ops::Range<u16> = 20_000..32_768;
 
+/// The first port of the kernel's ephemeral range, if it can be read.
+fn ephemeral_range_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `N` distinct free ports on 127.0.0.1 (see [`HANDED_OUT`]), none handed out before in this
 /// process; each was bound a moment ago. Where the ephemeral range covers [`HANDED_OUT`] (a
 /// machine configured so), ports come from the kernel as before.
@@ -55,10 +65,7 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     static NEXT: OnceLock<Option<std::sync::atomic::AtomicU32>> = OnceLock::new();
     let span = u32::from(HANDED_OUT.end - HANDED_OUT.start);
     let next = NEXT.get_or_init(|| {
-        let below_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-            .is_some_and(|low| low >= HANDED_OUT.end);
+        let below_ephemeral = ephemeral_range_start().is_some_and(|low| low >= HANDED_OUT.end);
         below_ephemeral.then(|| (std::process::id().wrapping_mul(7919) % span).into())
     });
     let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
@@ -531,12 +538,7 @@ mod tests {
 
     #[test]
     fn free_ports_are_distinct_bindable_and_outside_the_kernels_ephemeral_range() {
-        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .expect("the ephemeral port range")
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse::<u16>().ok())
-            .expect("its low end");
+        let low = ephemeral_range_start().expect("the ephemeral port range's low end");
         let ports = free_ports::<3>();
         assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
         for port in ports {

@@ -38,11 +38,19 @@ fn standard_hop_by_hop() -> [&'static HeaderName; 9] {
 
 /// Whether any value of `name` contains `token` as a comma-separated, case-insensitive item.
 pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
-    })
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| value_has_token(v, token))
+}
+
+/// Whether one header value contains `token` as a comma-separated, case-insensitive item (a
+/// value that is not visible ASCII holds none, as in hyper).
+pub fn value_has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        .unwrap_or(false)
 }
 
 /// A websocket upgrade: `Connection` has the `upgrade` token and `Upgrade: websocket`.

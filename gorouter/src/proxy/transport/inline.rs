@@ -1,7 +1,8 @@
 //! HTTP/1.1 spoken by the request's own task on a backend connection (plain TCP, or TLS that
-//! did not negotiate HTTP/2), for requests without a body. The request head is written and the response head parsed where the
-//! request runs; the response body is read by whoever polls it (the client connection's task).
-//! No connection task, channel or wake-up sits between them.
+//! did not negotiate HTTP/2), for requests without a body. The request head is written and
+//! the response head parsed where the request runs; the response body is read by whoever
+//! polls it (the client connection's task). No connection task, channel or wake-up sits
+//! between them.
 //!
 //! hyper's client runs a task per connection and hands every request and response over
 //! channels. That hand-over, its dispatcher and its second parse were about a third of
@@ -19,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -31,6 +32,7 @@ use tokio_rustls::client::TlsStream;
 use super::pool::IdleConnections;
 use super::Sender;
 use crate::proxy::body::RequestBody;
+use crate::proxy::headers::value_has_token;
 
 /// Bytes of response head (1xx heads included) buffered before the response is refused:
 /// hyper's read-buffer limit, which its client path has too.
@@ -285,21 +287,14 @@ impl InlineHttp1 {
         encode_request_head(req, &mut self.write_buf);
         let mut written = 0;
         while written < self.write_buf.len() {
-            match self.stream.write(&self.write_buf[written..]).await {
-                Ok(0) => {
-                    let e = io::Error::from(io::ErrorKind::WriteZero);
-                    return Err(match written {
-                        0 => InlineError::NotSent(e),
-                        _ => InlineError::Write(e),
-                    });
-                }
+            let wrote = match self.stream.write(&self.write_buf[written..]).await {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                other => other,
+            };
+            match wrote {
                 Ok(n) => written += n,
-                Err(e) => {
-                    return Err(match written {
-                        0 => InlineError::NotSent(e),
-                        _ => InlineError::Write(e),
-                    })
-                }
+                Err(e) if written == 0 => return Err(InlineError::NotSent(e)),
+                Err(e) => return Err(InlineError::Write(e)),
             }
         }
         // TLS holds records back until flushed; plain TCP has nothing to flush.
@@ -539,11 +534,11 @@ fn build_head(
             .map_err(|_| InlineError::Malformed(httparse::Error::HeaderValue))?;
         if name == header::CONNECTION {
             // Once any `Connection` line asks to close, a later `keep-alive` does not undo it.
-            if saw_close || has_token(&value, b"close") {
+            if saw_close || value_has_token(&value, "close") {
                 saw_close = true;
                 keep_alive = false;
             } else if !keep_alive {
-                keep_alive = has_token(&value, b"keep-alive");
+                keep_alive = value_has_token(&value, "keep-alive");
             }
         } else if name == header::TRANSFER_ENCODING {
             // The last coding of the last line decides.
@@ -597,14 +592,6 @@ fn build_head(
         framing,
         keep_alive: keep_alive && framing != Framing::CloseDelimited,
     }))
-}
-
-/// Whether a comma-separated header value holds `token` (ASCII case aside).
-fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 fn last_token_is(value: &HeaderValue, token: &[u8]) -> bool {
@@ -767,7 +754,7 @@ impl Body for InlineBody {
                 BodyState::Chunked(Chunked::Size) => match find_crlf(&conn.read_buf) {
                     Some(end) => {
                         let size = chunk_size(&conn.read_buf[..end]);
-                        let _ = conn.read_buf.split_to(end + 2);
+                        conn.read_buf.advance(end + 2);
                         match size {
                             Some(0) => this.state = BodyState::Chunked(Chunked::Trailers),
                             Some(n) => this.state = BodyState::Chunked(Chunked::Data(n)),
@@ -784,13 +771,13 @@ impl Body for InlineBody {
                     if &conn.read_buf[..2] != b"\r\n" {
                         return this.fail(InlineBodyError::Chunked("no CRLF after chunk data"));
                     }
-                    let _ = conn.read_buf.split_to(2);
+                    conn.read_buf.advance(2);
                     this.state = BodyState::Chunked(Chunked::Size);
                     continue;
                 }
                 BodyState::Chunked(Chunked::Trailers) if buffered >= 2 => {
                     if conn.read_buf.starts_with(b"\r\n") {
-                        let _ = conn.read_buf.split_to(2);
+                        conn.read_buf.advance(2);
                         this.finish();
                         return Poll::Ready(None);
                     }
@@ -876,7 +863,7 @@ fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, InlineBodyErr
             .map_err(|_| InlineBodyError::Chunked("malformed trailer value"))?;
         trailers.append(name, value);
     }
-    let _ = buf.split_to(len);
+    buf.advance(len);
     Ok(Some(trailers))
 }
 
