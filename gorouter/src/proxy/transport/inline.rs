@@ -437,8 +437,16 @@ struct RawHead {
     http11: bool,
 }
 
-fn offset_in(buf: &[u8], part: &[u8]) -> usize {
-    part.as_ptr() as usize - buf.as_ptr() as usize
+/// Where `part` lies in `buf`, as a range. httparse hands back slices of `buf`, except for an
+/// empty reason phrase (none, or one with obs-text), which is a `""` of its own: an empty part
+/// outside `buf` is the empty range at 0. `None` for bytes that are not in `buf`.
+fn range_in(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
+    match start {
+        Some(start) if start + part.len() <= buf.len() => Some((start, start + part.len())),
+        _ if part.is_empty() => Some((0, 0)),
+        _ => None,
+    }
 }
 
 fn parse_raw<'b>(
@@ -455,16 +463,16 @@ fn parse_raw<'b>(
     };
     indices.clear();
     for h in res.headers.iter() {
-        let name = offset_in(buf, h.name.as_bytes());
-        let value = offset_in(buf, h.value);
-        indices.push([name, name + h.name.len(), value, value + h.value.len()]);
+        let name = range_in(buf, h.name.as_bytes()).ok_or(httparse::Error::HeaderName)?;
+        let value = range_in(buf, h.value).ok_or(httparse::Error::HeaderValue)?;
+        indices.push([name.0, name.1, value.0, value.1]);
     }
-    let reason = res.reason.unwrap_or_default();
-    let reason_at = offset_in(buf, reason.as_bytes());
+    let reason =
+        range_in(buf, res.reason.unwrap_or_default().as_bytes()).ok_or(httparse::Error::Status)?;
     Ok(Some(RawHead {
         len,
         code: res.code.unwrap_or_default(),
-        reason: (reason_at, reason_at + reason.len()),
+        reason,
         http11: res.version == Some(1),
     }))
 }
@@ -1123,6 +1131,27 @@ mod tests {
             "a non-standard reason is kept"
         );
         assert!(conn.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_status_line_without_a_usable_reason_and_an_empty_header_value_are_read() {
+        for answer in [
+            &b"HTTP/1.1 200\r\nX-Empty:\r\nContent-Length: 2\r\n\r\nok"[..],
+            &b"HTTP/1.1 200 \xc3\x96K\r\nX-Empty: \r\nContent-Length: 2\r\n\r\nok"[..],
+        ] {
+            let (stream, _backend) = scripted(vec![vec![answer]]).await;
+            let (resp, data, _, conn) =
+                round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(answer)));
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()["x-empty"], "");
+            // As hyper: the reason it cannot use is passed on empty.
+            let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+            assert_eq!(reason.map(|r| r.as_bytes()), Some(&b""[..]));
+            assert_eq!(data, b"ok");
+            assert!(conn.is_some());
+        }
     }
 
     #[tokio::test]
