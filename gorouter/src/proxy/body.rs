@@ -88,6 +88,10 @@ impl ContinueGate {
     }
 }
 
+/// A client's request body as the handler gets it: hyper's stream, or `None` for a request
+/// without one that the listener read itself (`listener::http1`).
+pub type ClientBody = Option<Incoming>;
+
 /// The body of an `Expect: 100-continue` request the backend never asked for.
 #[derive(Debug, thiserror::Error)]
 #[error("request body not sent: the backend answered without 100 Continue")]
@@ -108,9 +112,9 @@ pin_project! {
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, counter: Option<Arc<AtomicU64>>) -> Self {
+    pub fn new(inner: ClientBody, counter: Option<Arc<AtomicU64>>) -> Self {
         Self {
-            inner: Some(inner),
+            inner,
             counter,
             gate: None,
             gate_timer: None,

@@ -43,7 +43,6 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, ForwardedClientCert};
@@ -51,7 +50,7 @@ use crate::metrics::RouterMetrics;
 use crate::registry::RouteTable;
 use crate::status::Health;
 
-use body::{ContinueGate, RequestBody, ResponseBody};
+use body::{ClientBody, ContinueGate, RequestBody, ResponseBody};
 use context::RequestContext;
 use error_page::ErrorPage;
 use errors::ErrorPageMessage;
@@ -239,7 +238,7 @@ impl Proxy {
     pub fn handle(
         self: Arc<Self>,
         conn: Arc<ClientConn>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static
     {
         async move {
@@ -264,7 +263,7 @@ impl Proxy {
     fn route(
         &self,
         conn: Arc<ClientConn>,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + '_
     {
         async move {
@@ -385,7 +384,7 @@ impl Proxy {
     fn refuse(
         &self,
         err: errors::RouterError,
-        req: &Request<Incoming>,
+        req: &Request<ClientBody>,
         conn: &ClientConn,
         host: String,
         started: Instant,
@@ -423,7 +422,7 @@ fn render_error_page(
 /// backend asks for it (its 100 Continue, which makes hyper send the client one) or a second
 /// has passed: a backend that answers right away (e.g. 405) is relayed without the body.
 fn backend_request(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     log: Option<&body::PendingLog>,
     expect_continue: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,

@@ -554,7 +554,10 @@ mod tests {
             .uri("/second")
             .header("host", "backend")
             .header("content-length", "4")
-            .body(crate::proxy::body::RequestBody::new(client_body, None))
+            .body(crate::proxy::body::RequestBody::new(
+                Some(client_body),
+                None,
+            ))
             .unwrap();
         let resp = sender
             .hyper()

@@ -18,15 +18,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::{http1 as hyper_http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::body::{BoxError, ResponseBody};
+use super::body::{BoxError, ClientBody, ResponseBody};
 use super::proxy_protocol;
 use super::{ClientConn, Proxy};
+
+mod http1;
 
 /// Where the HTTPS listener gets its server configuration. Called once per handshake, so a
 /// reloaded certificate applies to new handshakes only.
@@ -39,6 +41,8 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
 /// tells them to finish.
 pub struct Connections {
     active: AtomicUsize,
+    /// `close_all` was called: read per response, where the watch's lock would cost more.
+    closing: AtomicBool,
     all_closed: Notify,
     close: watch::Sender<bool>,
 }
@@ -53,6 +57,7 @@ impl Connections {
     pub fn new() -> Self {
         Self {
             active: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
             all_closed: Notify::new(),
             close: watch::channel(false).0,
         }
@@ -66,6 +71,7 @@ impl Connections {
     /// idle ones, and ones still in their PROXY header or TLS handshake, close now. Websocket
     /// tunnels stay open until they end or the router exits (at `drain_timeout`).
     pub fn close_all(&self) {
+        self.closing.store(true, Ordering::Relaxed);
         self.close.send_replace(true);
     }
 
@@ -167,7 +173,7 @@ pub trait Handler: Send + Sync + 'static {
     fn call(
         self: Arc<Self>,
         conn: Arc<ClientConn>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> impl Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
 
     /// When the exchange behind a response must end (`endpoint_timeout`), if it has a deadline:
@@ -187,7 +193,7 @@ impl Handler for Proxy {
     fn call(
         self: Arc<Self>,
         conn: Arc<ClientConn>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
         Proxy::handle(self, conn, req)
     }
@@ -244,7 +250,7 @@ pub async fn serve_tls<H: Handler>(
 /// What every connection of one listener shares: one `Arc` clone per connection.
 struct Shared<H> {
     handler: Arc<H>,
-    http1: http1::Builder,
+    http1: hyper_http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     settings: ListenerSettings,
     tls: Option<TlsConfigSource>,
@@ -283,7 +289,7 @@ async fn accept_loop<H: Handler>(
 ) {
     // Room past max_header_bytes so the router answers 431 itself, as upstream does.
     let max_buf = (settings.max_header_bytes + 64 * 1024).max(8192 * 2);
-    let mut h1 = http1::Builder::new();
+    let mut h1 = hyper_http1::Builder::new();
     // The header-read timer is per connection (see `HeadTimer`); this one is replaced.
     h1.timer(TokioTimer::new())
         .title_case_headers(true)
@@ -378,7 +384,7 @@ async fn connection<H: Handler>(
     let Some(tls) = &shared.tls else {
         let client = ClientConn::new(remote, false);
         let io = ClientIo::new(stream, &shared.settings, state.clone(), open);
-        return serve_http1(&shared, TokioIo::new(io), client, state, close).await;
+        return serve_http1(&shared, io, client, state, close).await;
     };
     // The certificates in force as the handshake starts.
     let config = tls();
@@ -431,24 +437,38 @@ async fn tls_connection<H: Handler>(
     if h2 {
         serve_http2(&shared, TokioIo::new(io), client, close).await
     } else {
-        serve_http1(&shared, TokioIo::new(io), client, state, close).await
+        serve_http1(&shared, io, client, state, close).await
     }
 }
 
+/// HTTP/1: served by [`http1`] until a request needs hyper's server, which then takes the
+/// connection.
 async fn serve_http1<H, I>(
     shared: &Shared<H>,
-    io: TokioIo<I>,
+    io: ClientIo<I>,
     client: ClientConn,
     state: Arc<ConnState>,
-    close: watch::Receiver<bool>,
+    mut close: watch::Receiver<bool>,
 ) where
     H: Handler,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handler = shared.handler.clone();
     let client = Arc::new(client);
+    let session = http1::Session {
+        handler: &shared.handler,
+        client: &client,
+        state: &state,
+        settings: &shared.settings,
+        connections: &shared.connections,
+    };
+    let (io, read) = match http1::serve(session, io, &mut close).await {
+        http1::Ended::Closed => return,
+        http1::Ended::HandOff { io, read } => (io, read),
+    };
+    let io = TokioIo::new(http1::Replay::new(read, io));
+    let handler = shared.handler.clone();
     let conn_state = state.clone();
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
         let client = client.clone();
         let state = conn_state.clone();
@@ -456,7 +476,7 @@ async fn serve_http1<H, I>(
         // future is held twice (captured, then awaited), and hyper copies this whole future
         // once for every request.
         async move {
-            let Ok(resp) = handler.call(client, req).await;
+            let Ok(resp) = handler.call(client, req.map(Some)).await;
             // One exchange at a time on HTTP/1: its deadline bounds a stalled write.
             state.set_exchange_deadline(H::deadline(resp.body()));
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -488,13 +508,13 @@ async fn serve_http2<H, I>(
     // Streams started, for the idle timeout: one relaxed add per request.
     let started = Arc::new(AtomicU64::new(0));
     let counter = started.clone();
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         counter.fetch_add(1, Ordering::Relaxed);
         let handler = handler.clone();
         let client = client.clone();
         // Made inside the block, as for HTTP/1.1.
         async move {
-            let Ok(mut resp) = handler.call(client, req).await;
+            let Ok(mut resp) = handler.call(client, req.map(Some)).await;
             // One stalled stream does not stall the connection, so the write-stall bound of
             // HTTP/1 cannot end its exchange: a watchdog per response does.
             H::watch(resp.body_mut());
@@ -692,6 +712,14 @@ impl<I> ClientIo<I> {
     fn wrote(&mut self, n: usize) {
         if n > 0 {
             self.write_timer = None;
+            self.note_activity();
+        }
+    }
+
+    /// Only a tunnel's idle time is measured: a clock read per read and write of every
+    /// request would cost more than it tells.
+    fn note_activity(&mut self) {
+        if self.upgraded() {
             self.last_activity = Instant::now();
         }
     }
@@ -700,6 +728,10 @@ impl<I> ClientIo<I> {
     fn read_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
         if !self.upgraded() || self.tunnel_idle_timeout.is_zero() {
             return Poll::Pending;
+        }
+        if self.idle_timer.is_none() {
+            // The tunnel's first wait: activity before it was not measured.
+            self.last_activity = Instant::now();
         }
         loop {
             let due = tokio::time::Instant::from_std(self.last_activity + self.tunnel_idle_timeout);
@@ -736,7 +768,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     self.state.note_head_byte();
-                    self.last_activity = Instant::now();
+                    self.note_activity();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -865,7 +897,7 @@ mod tests {
         async fn call(
             self: Arc<Self>,
             conn: Arc<ClientConn>,
-            req: Request<Incoming>,
+            req: Request<ClientBody>,
         ) -> Result<Response<Self::Body>, Infallible> {
             if req.uri().path() == "/slow" {
                 tokio::time::sleep(Duration::from_millis(300)).await;

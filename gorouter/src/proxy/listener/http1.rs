@@ -1,0 +1,1471 @@
+//! HTTP/1.1 served by the connection's own task, for requests without a body: the request head
+//! read and parsed here, the handler awaited here, the response written here. Any other
+//! request (a body, an upgrade, `Expect`, HTTP/1.0, CONNECT, a head that does not parse or is
+//! larger than [`MAX_HEAD`]) hands the connection, with the bytes read so far, to hyper's
+//! server for the rest of its life.
+//!
+//! After the backend side went inline, hyper's server was the largest part of gorouter's
+//! user-space work per keep-alive request: its parse, its dispatcher polling the service and
+//! the body, a boxed header-read timer per request, and its head writer (BENCHMARKS.md). The
+//! wire rules here are hyper's server's, so a client sees the same response from either path:
+//! header names in Go's case, `Date` added when missing, `Content-Length: 0` for an empty body,
+//! chunked coding for a body of unknown length, `Connection: close` when the connection ends
+//! after the response, trailers only to a client that sent `TE: trailers`. The timeouts are
+//! hyper's with our `HeadTimer`: a head must arrive within `read_header_timeout` of its first
+//! byte (the first head: of the connection's start), an idle connection closes after
+//! `frontend_idle_timeout`, and a client that closes while its request is in flight cancels
+//! the request.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use smallvec::SmallVec;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use super::{ConnState, Connections, Handler, ListenerSettings};
+use crate::proxy::body::{BoxError, ClientBody};
+use crate::proxy::headers::value_has_token;
+use crate::proxy::ClientConn;
+
+/// Bytes of a request head served here. A longer one goes to hyper, which applies
+/// `max_header_bytes` and answers 431 past it.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Header lines of a request head served here, parsed into an array on the stack.
+const MAX_HEADERS: usize = 64;
+
+/// Bytes asked of each read.
+const READ_SIZE: usize = 8 * 1024;
+
+/// Bytes read ahead of the request in flight (a pipelining client's next requests) before
+/// reading stops until they are served.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+
+/// Response body chunks up to this size are copied behind the head and go out in the same
+/// write; larger ones are written from where they are.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// Headers a new request map has room for beyond the client's: the stages add about a dozen.
+const HEADROOM: usize = 16;
+
+/// How serving a connection here ended.
+pub(super) enum Ended<S> {
+    /// The connection is done: either side closed it, it timed out, or the router shut it.
+    Closed,
+    /// A request this module does not serve: hyper's server takes `io`, reading `read` (the
+    /// bytes read and not yet served) first.
+    HandOff { io: S, read: Bytes },
+}
+
+/// What the connection's requests share.
+pub(super) struct Session<'a, H> {
+    pub handler: &'a Arc<H>,
+    pub client: &'a Arc<ClientConn>,
+    pub state: &'a ConnState,
+    pub settings: &'a ListenerSettings,
+    pub connections: &'a Connections,
+}
+
+impl<H> Session<'_, H> {
+    /// The router is closing connections: the response in flight is the connection's last.
+    fn closing(&self) -> bool {
+        self.connections.closing.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves the connection's requests until it ends or a request needs hyper.
+pub(super) async fn serve<H, S>(
+    session: Session<'_, H>,
+    mut io: S,
+    close: &mut watch::Receiver<bool>,
+) -> Ended<S>
+where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut closing = *close.borrow();
+    // One shutdown wait and one timer for the connection's life, not one per request.
+    let mut closed = pin!(close.wait_for(|c| *c));
+    let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut spare: Option<HeaderMap> = None;
+    // The first head is timed from the connection's start, as Go's server and `HeadTimer` do.
+    let mut first_byte = Some(session.state.epoch);
+    loop {
+        let parsed = loop {
+            if !buf.is_empty() {
+                match parse_request(&mut buf, &mut spare) {
+                    Head::Partial if buf.len() < MAX_HEAD => {
+                        // Timed from here rather than from its first byte's read: a clock read
+                        // only for heads that span reads.
+                        first_byte.get_or_insert_with(Instant::now);
+                    }
+                    Head::Partial | Head::Hyper => return hand_off(io, buf, None),
+                    Head::HyperFrom(head) => return hand_off(io, buf, Some(head)),
+                    Head::Inline(parsed) => break parsed,
+                }
+            } else if closing {
+                return Ended::Closed;
+            }
+            let bound = HeadBound {
+                first_byte,
+                settings: session.settings,
+            };
+            match wait_for_bytes(
+                &mut io,
+                &mut buf,
+                &mut closed,
+                &mut closing,
+                timer.as_mut(),
+                bound,
+            )
+            .await
+            {
+                Waited::Read(Ok(0)) | Waited::Read(Err(_)) | Waited::TimedOut => {
+                    return Ended::Closed
+                }
+                Waited::Read(Ok(_)) | Waited::Closing => {}
+            }
+        };
+        first_byte = None;
+        session.state.served_before.store(true, Ordering::Relaxed);
+
+        let Parsed { request, mut rules } = parsed;
+        // Pinned where it is made: the handler's future is large, and each move is a copy.
+        let call = pin!(session
+            .handler
+            .clone()
+            .call(session.client.clone(), request));
+        let response = match await_response(call, &mut io, &mut buf).await {
+            Some(response) => response,
+            // The client left: dropping the handler's future cancels the exchange.
+            None => return Ended::Closed,
+        };
+        session
+            .state
+            .set_exchange_deadline(H::deadline(response.body()));
+        rules.keep_alive &= !closing && !session.closing();
+        let (mut parts, body) = response.into_parts();
+        let written = write_response(&mut io, &mut buf, &mut out, &mut parts, body, rules).await;
+        parts.headers.clear();
+        spare = Some(parts.headers);
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = io.shutdown().await;
+                return Ended::Closed;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "client-connection-error");
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+/// The request's head with the bytes behind it, for hyper.
+fn hand_off<S>(io: S, buf: BytesMut, head: Option<Bytes>) -> Ended<S> {
+    let read = match head {
+        None => buf.freeze(),
+        Some(head) => {
+            let mut all = BytesMut::with_capacity(head.len() + buf.len());
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&buf);
+            all.freeze()
+        }
+    };
+    Ended::HandOff { io, read }
+}
+
+/// When the head being waited for must have arrived.
+#[derive(Clone, Copy)]
+struct HeadBound<'a> {
+    /// When its first byte arrived (the first head of a connection: the connection's start).
+    first_byte: Option<Instant>,
+    settings: &'a ListenerSettings,
+}
+
+impl HeadBound<'_> {
+    /// Computed when a wait first blocks, which is when the idle time starts.
+    fn deadline(&self) -> Instant {
+        let read_header = self.settings.read_header_timeout;
+        match self.first_byte {
+            Some(at) if !read_header.is_zero() => at + read_header,
+            _ => Instant::now() + self.settings.idle_timeout,
+        }
+    }
+}
+
+enum Waited {
+    Read(io::Result<usize>),
+    Closing,
+    TimedOut,
+}
+
+/// Waits for the client's next bytes, the router's shutdown (once) or the head's deadline.
+/// The timer is set only if the read blocks.
+async fn wait_for_bytes<S, F>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    closed: &mut Pin<&mut F>,
+    closing: &mut bool,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    bound: HeadBound<'_>,
+) -> Waited
+where
+    S: AsyncRead + Unpin,
+    F: Future,
+{
+    buf.reserve(READ_SIZE);
+    let mut armed = false;
+    poll_fn(|cx| {
+        if let Poll::Ready(r) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+            return Poll::Ready(Waited::Read(r));
+        }
+        if !*closing && closed.as_mut().poll(cx).is_ready() {
+            *closing = true;
+            return Poll::Ready(Waited::Closing);
+        }
+        if !armed {
+            armed = true;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(bound.deadline()));
+        }
+        timer.as_mut().poll(cx).map(|()| Waited::TimedOut)
+    })
+    .await
+}
+
+/// Awaits the handler's response while watching the client: bytes it sends meanwhile (its
+/// next requests) are kept, up to [`MAX_READ_AHEAD`]; `None` when it closed the connection or
+/// it failed, as hyper's server (without half-close) ends the exchange then.
+async fn await_response<F, B, S>(
+    mut call: Pin<&mut F>,
+    io: &mut S,
+    buf: &mut BytesMut,
+) -> Option<Response<B>>
+where
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>>,
+    S: AsyncRead + Unpin,
+{
+    poll_fn(|cx| {
+        if let Poll::Ready(Ok(response)) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(response));
+        }
+        watch_client(io, buf, cx).map(|()| None)
+    })
+    .await
+}
+
+/// Reads what the client sends while its request is served, up to [`MAX_READ_AHEAD`]: ready
+/// when it closed the connection or reading failed.
+fn watch_client<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    while buf.len() < MAX_READ_AHEAD {
+        buf.reserve(READ_SIZE);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => break,
+        }
+    }
+    Poll::Pending
+}
+
+/// A request head parsed from the read buffer. (Not boxed though one variant is large: it is
+/// made once per request and taken apart at once, where a box would be an allocation.)
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    Inline(Parsed),
+    Partial,
+    /// Not served here; the buffer is untouched.
+    Hyper,
+    /// Not served here, found after the head was split off the buffer: these bytes come
+    /// first.
+    HyperFrom(Bytes),
+}
+
+struct Parsed {
+    request: Request<ClientBody>,
+    rules: ResponseRules,
+}
+
+/// What a request decides about how its response is written.
+#[derive(Clone, Copy, Debug)]
+struct ResponseRules {
+    /// A HEAD request: the response has no body, whatever its headers say.
+    head_request: bool,
+    /// The connection may serve another request after this one.
+    keep_alive: bool,
+    /// The client sent `TE: trailers`.
+    trailers_allowed: bool,
+}
+
+/// Where each header's name and value lie in the head: `[name start, name end, value start,
+/// value end]`.
+type HeaderIndices = [usize; 4];
+
+fn range_in(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    (start + part.len() <= buf.len()).then_some((start, start + part.len()))
+}
+
+/// What a request's headers say about serving it here.
+#[derive(Default)]
+struct HeadFacts {
+    not_here: bool,
+    close: bool,
+    trailers: bool,
+}
+
+impl HeadFacts {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        // hyper reads a body for Content-Length or Transfer-Encoding, switches protocols for
+        // Upgrade and answers Expect: those requests are its own.
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.not_here |= value != b"0";
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            self.not_here = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            self.close |= has_token(value, b"close");
+        } else if name.eq_ignore_ascii_case(b"te") {
+            self.trailers |= has_token(value, b"trailers");
+        }
+    }
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+fn parse_request(buf: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
+    let mut indices: SmallVec<[HeaderIndices; MAX_HEADERS]> = SmallVec::new();
+    let mut facts = HeadFacts::default();
+    let (len, method, target) = {
+        // Uninitialised: zeroing the array for every request costs more than parsing it.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            buf,
+            &mut headers,
+        ) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Head::Partial,
+            Err(_) => return Head::Hyper,
+        };
+        if req.version != Some(1) {
+            return Head::Hyper;
+        }
+        let Some(method) = req
+            .method
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        else {
+            return Head::Hyper;
+        };
+        if method == Method::CONNECT {
+            return Head::Hyper;
+        }
+        let Some(target) = req.path.and_then(|p| range_in(buf, p.as_bytes())) else {
+            return Head::Hyper;
+        };
+        for h in req.headers.iter() {
+            facts.note(h.name.as_bytes(), h.value);
+            let (Some(name), Some(value)) =
+                (range_in(buf, h.name.as_bytes()), range_in(buf, h.value))
+            else {
+                return Head::Hyper;
+            };
+            indices.push([name.0, name.1, value.0, value.1]);
+        }
+        (len, method, target)
+    };
+    if facts.not_here {
+        return Head::Hyper;
+    }
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
+        return Head::HyperFrom(head);
+    };
+    let mut headers = match spare.take() {
+        Some(mut headers) => {
+            headers.reserve(indices.len());
+            headers
+        }
+        None => HeaderMap::with_capacity(indices.len() + HEADROOM),
+    };
+    for i in &indices {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&head[i[0]..i[1]]),
+            HeaderValue::from_maybe_shared(head.slice(i[2]..i[3])),
+        ) else {
+            return Head::HyperFrom(head);
+        };
+        headers.append(name, value);
+    }
+    let rules = ResponseRules {
+        head_request: method == Method::HEAD,
+        keep_alive: !facts.close,
+        trailers_allowed: facts.trailers,
+    };
+    let mut request = Request::new(None);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Head::Inline(Parsed { request, rules })
+}
+
+/// How the response body is framed on the wire.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    /// Exactly this many bytes (0: none; the body is not polled).
+    Length(u64),
+    /// Chunked, with the trailer fields the `Trailer` header announced, if the client takes
+    /// trailers.
+    Chunked(Option<Vec<HeaderName>>),
+}
+
+/// A response head hyper's server would refuse to write (it closes the connection instead).
+#[derive(Debug)]
+struct BadHead;
+
+/// The body's length as hyper's server sees it: `None` for a body already at its end.
+fn body_length<B: Body>(body: &B) -> Option<Option<u64>> {
+    if body.is_end_stream() {
+        return None;
+    }
+    let hint: SizeHint = body.size_hint();
+    Some(hint.exact())
+}
+
+fn can_chunk(head_request: bool, status: StatusCode) -> bool {
+    !head_request && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+}
+
+fn can_have_content_length(status: StatusCode) -> bool {
+    !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+}
+
+/// Writes the status line and headers as hyper's server does (title-case names), and says how
+/// the body goes and whether the connection ends after it; a `Connection: close` is added
+/// when the rules say it ends.
+fn encode_head(
+    parts: &mut http::response::Parts,
+    length: Option<Option<u64>>,
+    rules: ResponseRules,
+    dst: &mut Vec<u8>,
+) -> Result<(Framing, bool), BadHead> {
+    let head_request = rules.head_request;
+    let mut last = !rules.keep_alive;
+    let mut length = length;
+    if parts.status.is_informational() {
+        // hyper's server cannot send a 1xx as the response: it sends an empty 500, without
+        // a `Connection` header, and closes.
+        parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+        parts.headers.clear();
+        parts.extensions.clear();
+        length = None;
+        last = true;
+    } else if last {
+        match parts.headers.entry(header::CONNECTION) {
+            header::Entry::Occupied(mut e) => {
+                if !e.iter().any(|v| value_has_token(v, "close")) {
+                    e.append(HeaderValue::from_static("close"));
+                }
+            }
+            header::Entry::Vacant(e) => {
+                e.insert(HeaderValue::from_static("close"));
+            }
+        }
+    }
+    let status = parts.status;
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    if status == StatusCode::OK && reason.is_none() {
+        dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        dst.extend_from_slice(b"HTTP/1.1 ");
+        dst.extend_from_slice(status.as_str().as_bytes());
+        dst.push(b' ');
+        match reason {
+            Some(reason) => dst.extend_from_slice(reason.as_bytes()),
+            None => dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+        }
+        dst.extend_from_slice(b"\r\n");
+    }
+
+    let chunkable = can_chunk(head_request, status);
+    let mut framing = Framing::Length(0);
+    let mut wrote_len = false;
+    let mut wrote_date = false;
+    let mut announced: Option<Vec<HeaderName>> = None;
+    let mut prev_len: Option<u64> = None;
+    // The header whose line is open (its values joined with ", "), and whether a value of the
+    // transfer coding left `chunked` off the end.
+    let mut open_line = false;
+    let mut add_chunked = false;
+    let mut name: Option<HeaderName> = None;
+    for (new_name, value) in parts.headers.drain() {
+        if let Some(n) = new_name {
+            if open_line {
+                close_line(dst, add_chunked);
+            }
+            open_line = false;
+            name = Some(n);
+        }
+        let Some(name) = name.as_ref() else {
+            continue;
+        };
+        if *name == header::CONTENT_LENGTH {
+            if wrote_len && !open_line {
+                return Err(BadHead);
+            }
+            match length {
+                Some(Some(known)) => {
+                    if !open_line {
+                        framing = Framing::Length(known);
+                        write_name(dst, name);
+                        dst.extend_from_slice(b": ");
+                        dst.extend_from_slice(value.as_bytes());
+                        wrote_len = true;
+                        open_line = true;
+                    }
+                    continue;
+                }
+                Some(None) => {
+                    let Some(n) = decimal(value.as_bytes()) else {
+                        return Err(BadHead);
+                    };
+                    match prev_len {
+                        Some(prev) if prev != n => return Err(BadHead),
+                        Some(_) => {}
+                        None => {
+                            framing = Framing::Length(n);
+                            write_name(dst, name);
+                            dst.extend_from_slice(b": ");
+                            dst.extend_from_slice(value.as_bytes());
+                            wrote_len = true;
+                            open_line = true;
+                            prev_len = Some(n);
+                        }
+                    }
+                    continue;
+                }
+                None if head_request => wrote_len = true,
+                None => continue,
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            if wrote_len && !open_line {
+                return Err(BadHead);
+            }
+            if !chunkable {
+                continue;
+            }
+            wrote_len = true;
+            add_chunked = !last_token_is_chunked(value.as_bytes());
+            if !open_line {
+                framing = Framing::Chunked(None);
+                open_line = true;
+                write_name(dst, name);
+                dst.extend_from_slice(b": ");
+            } else {
+                dst.extend_from_slice(b", ");
+            }
+            dst.extend_from_slice(value.as_bytes());
+            continue;
+        } else if *name == header::CONNECTION {
+            last |= value_has_token(&value, "close");
+            if !open_line {
+                open_line = true;
+                write_name(dst, name);
+                dst.extend_from_slice(b": ");
+            } else {
+                dst.extend_from_slice(b", ");
+            }
+            dst.extend_from_slice(value.as_bytes());
+            continue;
+        } else if *name == header::DATE {
+            wrote_date = true;
+        } else if *name == header::TRAILER {
+            if !chunkable {
+                continue;
+            }
+            if !open_line {
+                open_line = true;
+                write_name(dst, name);
+                dst.extend_from_slice(b": ");
+            } else {
+                dst.extend_from_slice(b", ");
+            }
+            dst.extend_from_slice(value.as_bytes());
+            if let Ok(text) = value.to_str() {
+                announced.get_or_insert_with(Vec::new).extend(
+                    text.split(',')
+                        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok()),
+                );
+            }
+            continue;
+        }
+        write_name(dst, name);
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    if open_line {
+        close_line(dst, add_chunked);
+    }
+    if !wrote_len {
+        framing = match length {
+            Some(None) => {
+                if chunkable {
+                    dst.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                    Framing::Chunked(None)
+                } else {
+                    // Only HEAD, 204 and 304 cannot be chunked, and they have no body.
+                    Framing::Length(0)
+                }
+            }
+            None | Some(Some(0)) => {
+                if can_have_content_length(status) && !head_request {
+                    dst.extend_from_slice(b"Content-Length: 0\r\n");
+                }
+                Framing::Length(0)
+            }
+            Some(Some(n)) => {
+                if can_have_content_length(status) {
+                    dst.extend_from_slice(b"Content-Length: ");
+                    dst.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                    dst.extend_from_slice(b"\r\n");
+                    Framing::Length(n)
+                } else {
+                    Framing::Length(0)
+                }
+            }
+        };
+    }
+    if !chunkable {
+        framing = Framing::Length(0);
+    }
+    if !wrote_date {
+        dst.extend_from_slice(b"Date: ");
+        date::extend(dst);
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+    if let Framing::Chunked(fields) = &mut framing {
+        if rules.trailers_allowed {
+            *fields = announced;
+        }
+    }
+    Ok((framing, last))
+}
+
+fn close_line(dst: &mut Vec<u8>, add_chunked: bool) {
+    if add_chunked {
+        dst.extend_from_slice(b", chunked\r\n");
+    } else {
+        dst.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends a lower-case header name in Go's canonical case, as hyper's `title_case_headers`.
+fn write_name(dst: &mut Vec<u8>, name: &HeaderName) {
+    let start = dst.len();
+    dst.extend_from_slice(name.as_str().as_bytes());
+    let mut upper_next = true;
+    for c in &mut dst[start..] {
+        if upper_next {
+            c.make_ascii_uppercase();
+        }
+        upper_next = *c == b'-';
+    }
+}
+
+fn last_token_is_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// A `Content-Length` value as hyper's server reads one: digits, or a list of equal lengths.
+fn decimal(value: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        match found {
+            Some(m) if m != n => return None,
+            _ => found = Some(n),
+        }
+    }
+    found
+}
+
+/// Header fields a trailer section may not carry (hyper's list).
+fn allowed_in_trailers(name: &HeaderName) -> bool {
+    !matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::CACHE_CONTROL
+            | header::CONTENT_ENCODING
+            | header::CONTENT_LENGTH
+            | header::CONTENT_RANGE
+            | header::CONTENT_TYPE
+            | header::HOST
+            | header::MAX_FORWARDS
+            | header::SET_COOKIE
+            | header::TRAILER
+            | header::TRANSFER_ENCODING
+            | header::TE
+    )
+}
+
+/// Why a response could not be written whole.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("writing to the client failed")]
+    Io,
+    /// The handler's head or body broke the framing (hyper closes the connection then).
+    #[error("the response's length does not match its headers")]
+    Framing,
+    #[error("the response body failed")]
+    Body,
+    #[error("the client closed the connection during the response")]
+    ClientGone,
+}
+
+/// Writes the response; `Ok(true)` when the connection may serve another request.
+async fn write_response<S, B>(
+    io: &mut S,
+    read: &mut BytesMut,
+    out: &mut Vec<u8>,
+    parts: &mut http::response::Parts,
+    body: B,
+    rules: ResponseRules,
+) -> Result<bool, WriteError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    out.clear();
+    let length = body_length(&body);
+    let (framing, last) =
+        encode_head(parts, length, rules, out).map_err(|BadHead| WriteError::Framing)?;
+    let mut body = pin!(body);
+    match framing {
+        Framing::Length(0) => {
+            io.write_all(out).await.map_err(|_| WriteError::Io)?;
+        }
+        Framing::Length(mut remaining) => {
+            loop {
+                let Some(frame) = next_frame(io, read, out, body.as_mut()).await? else {
+                    break;
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let n = data.len() as u64;
+                if n > remaining {
+                    return Err(WriteError::Framing);
+                }
+                remaining -= n;
+                put(io, out, data).await?;
+            }
+            if remaining > 0 {
+                let _ = io.write_all(out).await;
+                return Err(WriteError::Framing);
+            }
+            io.write_all(out).await.map_err(|_| WriteError::Io)?;
+        }
+        Framing::Chunked(fields) => {
+            let mut trailers = None;
+            while let Some(frame) = next_frame(io, read, out, body.as_mut()).await? {
+                match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        write_hex(out, data.len());
+                        out.extend_from_slice(b"\r\n");
+                        put(io, out, data).await?;
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            trailers = Some(t);
+                        }
+                    }
+                }
+            }
+            out.extend_from_slice(b"0\r\n");
+            if let (Some(fields), Some(trailers)) = (&fields, trailers) {
+                for (name, value) in &trailers {
+                    if fields.contains(name) && allowed_in_trailers(name) {
+                        write_name(out, name);
+                        out.extend_from_slice(b": ");
+                        out.extend_from_slice(value.as_bytes());
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+            io.write_all(out).await.map_err(|_| WriteError::Io)?;
+        }
+    }
+    io.flush().await.map_err(|_| WriteError::Io)?;
+    Ok(!last)
+}
+
+/// A chunk-size line's number: upper-case hex, as hyper writes it.
+fn write_hex(dst: &mut Vec<u8>, n: usize) {
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        dst.push(b"0123456789ABCDEF"[(n >> (shift * 4)) & 0xF]);
+    }
+}
+
+/// The body's next frame. What is buffered goes out first if the body has none ready.
+async fn next_frame<S, B>(
+    io: &mut S,
+    read: &mut BytesMut,
+    out: &mut Vec<u8>,
+    mut body: Pin<&mut B>,
+) -> Result<Option<Frame<Bytes>>, WriteError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    let ready = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+    let polled = match ready {
+        Poll::Ready(polled) => polled,
+        Poll::Pending => {
+            if !out.is_empty() {
+                io.write_all(out).await.map_err(|_| WriteError::Io)?;
+                out.clear();
+            }
+            io.flush().await.map_err(|_| WriteError::Io)?;
+            poll_fn(|cx| {
+                if let Poll::Ready(polled) = body.as_mut().poll_frame(cx) {
+                    return Poll::Ready(Ok(polled));
+                }
+                watch_client(io, read, cx).map(|()| Err(WriteError::ClientGone))
+            })
+            .await?
+        }
+    };
+    match polled {
+        None => Ok(None),
+        Some(Ok(frame)) => Ok(Some(frame)),
+        Some(Err(_)) => Err(WriteError::Body),
+    }
+}
+
+/// Queues `data` behind what is buffered, or writes both when it is large.
+async fn put<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    mut data: Bytes,
+) -> Result<(), WriteError> {
+    if data.len() <= COPY_LIMIT {
+        out.extend_from_slice(&data);
+        return Ok(());
+    }
+    let mut head = &out[..];
+    while !head.is_empty() || data.has_remaining() {
+        let slices = [io::IoSlice::new(head), io::IoSlice::new(&data)];
+        let n = io
+            .write_vectored(&slices)
+            .await
+            .map_err(|_| WriteError::Io)?;
+        if n == 0 {
+            return Err(WriteError::Io);
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        data.advance(n - from_head);
+    }
+    out.clear();
+    Ok(())
+}
+
+/// The `Date` header's value, formatted once a second per thread (hyper keeps one the same
+/// way).
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// `Sun, 06 Nov 1994 08:49:37 GMT`
+    const LEN: usize = 29;
+
+    struct Cached {
+        second: u64,
+        text: [u8; LEN],
+    }
+
+    thread_local! {
+        static CACHED: RefCell<Cached> = const { RefCell::new(Cached { second: u64::MAX, text: [0; LEN] }) };
+    }
+
+    pub fn extend(dst: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.second != second {
+                let text = httpdate::fmt_http_date(now);
+                if text.len() == LEN {
+                    c.text.copy_from_slice(text.as_bytes());
+                    c.second = second;
+                } else {
+                    dst.extend_from_slice(text.as_bytes());
+                    return;
+                }
+            }
+            dst.extend_from_slice(&c.text);
+        });
+    }
+}
+
+/// The connection's I/O for hyper after a hand-off: the bytes already read come first.
+pub(super) struct Replay<S> {
+    read: Bytes,
+    io: S,
+}
+
+impl<S> Replay<S> {
+    pub fn new(read: Bytes, io: S) -> Self {
+        Self { read, io }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::{BodyExt, Empty, Full, StreamBody};
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    /// Answers by path; records what it saw and whether an exchange was dropped unfinished.
+    #[derive(Default)]
+    struct Answers {
+        calls: AtomicUsize,
+        saw_stream_body: AtomicBool,
+        cancelled: AtomicBool,
+    }
+
+    struct Unfinished<'a>(&'a AtomicBool, bool);
+
+    impl Drop for Unfinished<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn full(text: &'static str) -> BoxBody<Bytes, BoxError> {
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|e| match e {})
+            .boxed()
+    }
+
+    fn frames(parts: Vec<Frame<Bytes>>) -> BoxBody<Bytes, BoxError> {
+        let items = parts.into_iter().map(Ok::<_, BoxError>);
+        StreamBody::new(futures::stream::iter(items)).boxed()
+    }
+
+    /// The responses both servers are compared on, by path.
+    fn response_for(path: &str) -> Response<BoxBody<Bytes, BoxError>> {
+        let mut b = Response::builder();
+        let body = match path {
+            "/len" => full("hello"),
+            "/stream" => frames(vec![
+                Frame::data(Bytes::from_static(b"ab")),
+                Frame::data(Bytes::from_static(b"cde")),
+            ]),
+            "/empty" => Empty::new().map_err(|e| match e {}).boxed(),
+            "/no-content" => {
+                b = b.status(204).header("x-a", "1");
+                Empty::new().map_err(|e| match e {}).boxed()
+            }
+            "/not-modified" => {
+                b = b
+                    .status(304)
+                    .header("content-length", "5")
+                    .header("etag", "\"x\"");
+                Empty::new().map_err(|e| match e {}).boxed()
+            }
+            "/reason" => {
+                b = b.status(404);
+                full("gone")
+            }
+            "/own-length" => {
+                b = b
+                    .header("Content-Length", "5")
+                    .header("content-type", "text/plain");
+                full("hello")
+            }
+            "/stream-with-length" => {
+                b = b.header("content-length", "5");
+                frames(vec![
+                    Frame::data(Bytes::from_static(b"he")),
+                    Frame::data(Bytes::from_static(b"llo")),
+                ])
+            }
+            "/gzip" => {
+                b = b.header("transfer-encoding", "gzip");
+                frames(vec![Frame::data(Bytes::from_static(b"zz"))])
+            }
+            "/own-date-and-connection" => {
+                b = b
+                    .header("date", "Sun, 06 Nov 1994 08:49:37 GMT")
+                    .header("connection", "keep-alive")
+                    .header("x-multi", "1")
+                    .header("x-multi", "2");
+                full("x")
+            }
+            "/cookies" => {
+                b = b
+                    .header("set-cookie", "a=1")
+                    .header("x-b", "2")
+                    .header("set-cookie", "c=3")
+                    .header("www-authenticate", "Basic");
+                full("")
+            }
+            "/trailers" => {
+                b = b.header("trailer", "x-checksum, content-type");
+                let mut trailers = HeaderMap::new();
+                trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+                trailers.insert("content-type", HeaderValue::from_static("nope"));
+                trailers.insert("x-unannounced", HeaderValue::from_static("no"));
+                frames(vec![
+                    Frame::data(Bytes::from_static(b"body")),
+                    Frame::trailers(trailers),
+                ])
+            }
+            "/large" => {
+                let big = Bytes::from(vec![b'x'; COPY_LIMIT * 3]);
+                Full::new(big).map_err(|e| match e {}).boxed()
+            }
+            "/informational" => {
+                b = b.status(103).header("link", "</a>");
+                full("")
+            }
+            _ => {
+                b = b.status(500);
+                full("unknown path")
+            }
+        };
+        let mut response = b.body(body).unwrap();
+        if path == "/reason" {
+            response
+                .extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::from_static(b"Really Gone"));
+        }
+        response
+    }
+
+    impl Handler for Answers {
+        type Body = BoxBody<Bytes, BoxError>;
+
+        async fn call(
+            self: Arc<Self>,
+            _conn: Arc<ClientConn>,
+            req: Request<ClientBody>,
+        ) -> Result<Response<Self::Body>, Infallible> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if req.body().is_some() {
+                self.saw_stream_body.store(true, Ordering::SeqCst);
+            }
+            if req.uri().path() == "/hang" {
+                let mut guard = Unfinished(&self.cancelled, false);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                guard.1 = true;
+            }
+            Ok(response_for(req.uri().path()))
+        }
+    }
+
+    struct Setup {
+        answers: Arc<Answers>,
+        client: Arc<ClientConn>,
+        state: ConnState,
+        settings: ListenerSettings,
+        connections: Connections,
+    }
+
+    impl Setup {
+        fn new() -> Self {
+            Self {
+                answers: Arc::new(Answers::default()),
+                client: Arc::new(ClientConn::new("127.0.0.1:5000".parse().unwrap(), false)),
+                state: ConnState::new(),
+                settings: ListenerSettings::default(),
+                connections: Connections::new(),
+            }
+        }
+
+        async fn serve(&self, io: DuplexStream) -> Ended<DuplexStream> {
+            let (_tx, mut close) = watch::channel(false);
+            let session = Session {
+                handler: &self.answers,
+                client: &self.client,
+                state: &self.state,
+                settings: &self.settings,
+                connections: &self.connections,
+            };
+            serve(session, io, &mut close).await
+        }
+    }
+
+    /// Sends `request` to this module's server and returns all it wrote until it closed.
+    async fn ours(request: &[u8]) -> String {
+        let setup = Setup::new();
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        client.write_all(request).await.unwrap();
+        let served = setup.serve(server);
+        let mut out = Vec::new();
+        let (ended, _) = tokio::join!(served, client.read_to_end(&mut out));
+        assert!(matches!(ended, Ended::Closed));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The same through hyper's server, configured as the listener configures it.
+    async fn hyper_s(request: &[u8]) -> String {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        client.write_all(request).await.unwrap();
+        let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            Ok::<_, Infallible>(response_for(req.uri().path()))
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .title_case_headers(true)
+            .serve_connection(TokioIo::new(server), svc);
+        let mut out = Vec::new();
+        let (_, _) = tokio::join!(conn, client.read_to_end(&mut out));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Each `Date` value replaced, as the two are made at different moments.
+    fn without_dates(response: &str) -> String {
+        let mut out = String::new();
+        let mut rest = response;
+        while let Some(at) = rest.find("Date: ") {
+            out.push_str(&rest[..at + 6]);
+            let end = rest[at..].find("\r\n").map_or(rest.len(), |e| at + e);
+            let value = &rest[at + 6..end];
+            if value != "Sun, 06 Nov 1994 08:49:37 GMT" {
+                assert!(httpdate::parse_http_date(value).is_ok(), "{value:?}");
+                out.push_str("<now>");
+            } else {
+                out.push_str(value);
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[tokio::test]
+    async fn responses_are_written_byte_for_byte_as_hyper_s_server_writes_them() {
+        let paths = [
+            "/len",
+            "/stream",
+            "/empty",
+            "/no-content",
+            "/not-modified",
+            "/reason",
+            "/own-length",
+            "/stream-with-length",
+            "/gzip",
+            "/own-date-and-connection",
+            "/cookies",
+            "/trailers",
+            "/large",
+            "/informational",
+        ];
+        for method in ["GET", "HEAD"] {
+            for te in ["", "TE: trailers\r\n"] {
+                for path in paths {
+                    let request = format!(
+                        "{method} {path} HTTP/1.1\r\nHost: a\r\n{te}Connection: close\r\n\r\n"
+                    );
+                    let ours = without_dates(&ours(request.as_bytes()).await);
+                    let theirs = without_dates(&hyper_s(request.as_bytes()).await);
+                    assert_eq!(ours, theirs, "{request:?}");
+                    assert!(!ours.is_empty(), "{request:?}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn keep_alive_responses_match_hyper_s_too() {
+        let request = b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\nGET /len HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let ours = without_dates(&ours(request).await);
+        let theirs = without_dates(&hyper_s(request).await);
+        assert_eq!(ours, theirs);
+        assert_eq!(ours.matches("HTTP/1.1 200 OK").count(), 2, "{ours}");
+    }
+
+    #[tokio::test]
+    async fn a_body_less_request_reaches_the_handler_without_a_body_stream() {
+        let setup = Setup::new();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client
+            .write_all(
+                b"GET /len HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::join!(setup.serve(server), client.read_to_end(&mut out));
+        assert_eq!(setup.answers.calls.load(Ordering::SeqCst), 1);
+        assert!(!setup.answers.saw_stream_body.load(Ordering::SeqCst));
+        assert!(out.ends_with(b"\r\n\r\nhello"));
+    }
+
+    #[tokio::test]
+    async fn requests_hyper_must_serve_are_handed_over_with_every_byte_read() {
+        let heads: [&[u8]; 7] = [
+            b"POST /len HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST /len HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"PUT /len HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"GET /len HTTP/1.0\r\nHost: a\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /len HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        ];
+        for head in heads {
+            let setup = Setup::new();
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            client.write_all(head).await.unwrap();
+            let ended = setup.serve(server).await;
+            let Ended::HandOff { read, .. } = ended else {
+                panic!("served here: {:?}", String::from_utf8_lossy(head));
+            };
+            assert_eq!(&read[..], head);
+            assert_eq!(setup.answers.calls.load(Ordering::SeqCst), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_after_served_requests_keeps_the_bytes_behind_them() {
+        let setup = Setup::new();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let post = b"POST /len HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi";
+        let mut both = b"GET /len HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        both.extend_from_slice(post);
+        client.write_all(&both).await.unwrap();
+        let Ended::HandOff { read, .. } = setup.serve(server).await else {
+            panic!("not handed over");
+        };
+        assert_eq!(&read[..], post);
+        assert_eq!(setup.answers.calls.load(Ordering::SeqCst), 1);
+        assert!(setup.state.served_before.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_head_larger_than_the_inline_limit_goes_to_hyper_unparsed() {
+        let setup = Setup::new();
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut head = b"GET /len HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'x', MAX_HEAD));
+        client.write_all(&head).await.unwrap();
+        let Ended::HandOff { read, .. } = setup.serve(server).await else {
+            panic!("not handed over");
+        };
+        // What was read so far: the rest is still on the connection, for hyper to read.
+        assert!(read.len() >= MAX_HEAD, "{}", read.len());
+        assert!(
+            head.starts_with(&read),
+            "the bytes read are the head's first"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_split_across_writes_is_served_here() {
+        let setup = Setup::new();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let writer = async {
+            client.write_all(b"GET /len HT").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client
+                .write_all(b"TP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.unwrap();
+            out
+        };
+        let (ended, out) = tokio::join!(setup.serve(server), writer);
+        assert!(matches!(ended, Ended::Closed));
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_mid_request_cancels_it() {
+        let setup = Setup::new();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client
+            .write_all(b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let closer = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(client);
+        };
+        let (ended, ()) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(setup.serve(server), closer)
+        })
+        .await
+        .expect("the connection ends when the client leaves");
+        assert!(matches!(ended, Ended::Closed));
+        assert!(setup.answers.cancelled.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closes_after_the_idle_timeout() {
+        let mut setup = Setup::new();
+        setup.settings.idle_timeout = Duration::from_millis(200);
+        setup.settings.read_header_timeout = Duration::ZERO;
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client
+            .write_all(b"GET /len HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let (ended, _) = tokio::join!(setup.serve(server), client.read_to_end(&mut out));
+        assert!(matches!(ended, Ended::Closed));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(out.ends_with(b"hello"));
+    }
+
+    #[tokio::test]
+    async fn a_head_not_finished_within_read_header_timeout_closes_the_connection() {
+        let mut setup = Setup::new();
+        setup.settings.read_header_timeout = Duration::from_millis(200);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(b"GET /len HTTP/1.1\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let (ended, _) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(setup.serve(server), client.read_to_end(&mut out))
+        })
+        .await
+        .expect("timed out by read_header_timeout");
+        assert!(matches!(ended, Ended::Closed));
+        assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn when_the_router_closes_connections_the_response_in_flight_says_close() {
+        let setup = Setup::new();
+        setup.connections.close_all();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client
+            .write_all(b"GET /len HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let (ended, _) = tokio::join!(setup.serve(server), client.read_to_end(&mut out));
+        assert!(matches!(ended, Ended::Closed));
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
+    }
+
+    #[test]
+    fn chunk_sizes_are_upper_case_hex() {
+        for (n, text) in [(0, "0"), (9, "9"), (10, "A"), (255, "FF"), (4096, "1000")] {
+            let mut dst = Vec::new();
+            write_hex(&mut dst, n);
+            assert_eq!(dst, text.as_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn replayed_bytes_come_before_the_connection_s() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b" world").await.unwrap();
+        drop(client);
+        let mut replay = Replay::new(Bytes::from_static(b"hello"), server);
+        let mut all = String::new();
+        replay.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
+}
