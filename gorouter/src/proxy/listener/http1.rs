@@ -143,21 +143,22 @@ where
         session.state.served_before.store(true, Ordering::Relaxed);
 
         let Parsed { request, mut rules } = parsed;
-        // Pinned where it is made: the handler's future is large, and each move is a copy.
-        let call = pin!(session
-            .handler
-            .clone()
-            .call(session.client.clone(), request));
-        let response = match await_response(call, &mut io, &mut buf).await {
-            Some(response) => response,
-            // The client left: dropping the handler's future cancels the exchange.
-            None => return Ended::Closed,
+        // In a block of its own, so the finished handler's future and the response writer do
+        // not both take room in the connection's future (which is copied once per connection).
+        let (mut parts, body) = {
+            // Pinned where it is made: the handler's future is large, and a move is a copy.
+            let call = pin!(session
+                .handler
+                .clone()
+                .call(session.client.clone(), request));
+            match await_response(call, &mut io, &mut buf).await {
+                Some(response) => response.into_parts(),
+                // The client left: dropping the handler's future cancels the exchange.
+                None => return Ended::Closed,
+            }
         };
-        session
-            .state
-            .set_exchange_deadline(H::deadline(response.body()));
+        session.state.set_exchange_deadline(H::deadline(&body));
         rules.keep_alive &= !closing && !session.closing();
-        let (mut parts, body) = response.into_parts();
         let written = write_response(&mut io, &mut buf, &mut out, &mut parts, body, rules).await;
         parts.headers.clear();
         spare = Some(parts.headers);
