@@ -1,6 +1,8 @@
 //! The proxy listeners: accepting client connections, the optional PROXY protocol header, the
-//! TLS handshake, serving HTTP/1.0 and 1.1 (and HTTP/2 on TLS connections that negotiated `h2`
-//! by ALPN; no h2c), and closing connections gracefully when the router drains or stops.
+//! TLS handshake, serving HTTP/1.0 and 1.1 (body-less HTTP/1.1 requests in `http1`, the rest
+//! by hyper's server, which takes the connection over) and HTTP/2 on TLS connections that
+//! negotiated `h2` by ALPN (no h2c), and closing connections gracefully when the router drains
+//! or stops.
 //!
 //! Per connection: accept → PROXY header (`enable_proxy`) → TLS handshake (HTTPS listener,
 //! bounded by `tls_handshake_timeout`) → HTTP. Everything after `accept` runs in the
