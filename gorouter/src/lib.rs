@@ -34,3 +34,8 @@ pub mod task;
 pub mod tls;
 pub mod top_apps;
 pub mod varz;
+
+/// The lock-free maps a request reads (hosts, backend pools, metric series): papaya with
+/// foldhash, seeded at random per map. With the standard library's SipHash, hashing a host or
+/// a backend address was 200-240 instructions per lookup, two lookups per request.
+pub type LockFreeMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;

@@ -98,8 +98,8 @@ pub struct RouterMetrics {
     websocket_upgrades: AtomicU64,
     websocket_failures: AtomicU64,
     route_lookup_time: AtomicHistogram,
-    components: papaya::HashMap<Box<str>, Arc<ComponentSeries>>,
-    apps: papaya::HashMap<Box<str>, Arc<AtomicHistogram>>,
+    components: crate::LockFreeMap<Box<str>, Arc<ComponentSeries>>,
+    apps: crate::LockFreeMap<Box<str>, Arc<AtomicHistogram>>,
     /// Requests by app over the last minute, for the deprecated `/varz` only.
     top_apps: Option<TopApps>,
 }
@@ -110,7 +110,7 @@ type Label<'a> = [(&'static str, &'a str); 1];
 /// A series found by name in a lock-free map, created on first use; past `cap` names, the
 /// `other` series.
 fn series<'g, V>(
-    map: &'g papaya::HashMap<Box<str>, Arc<V>>,
+    map: &'g crate::LockFreeMap<Box<str>, Arc<V>>,
     name: &str,
     cap: usize,
     new: impl Fn() -> V,
@@ -142,8 +142,8 @@ impl RouterMetrics {
             backend_invalid_tls_cert: AtomicU64::new(0),
             websocket_upgrades: AtomicU64::new(0),
             websocket_failures: AtomicU64::new(0),
-            components: papaya::HashMap::new(),
-            apps: papaya::HashMap::new(),
+            components: crate::LockFreeMap::default(),
+            apps: crate::LockFreeMap::default(),
             top_apps: None,
         }
     }
@@ -640,7 +640,7 @@ mod tests {
 
     #[test]
     fn series_beyond_the_cap_share_other() {
-        let map: papaya::HashMap<Box<str>, Arc<AtomicU64>> = papaya::HashMap::new();
+        let map: crate::LockFreeMap<Box<str>, Arc<AtomicU64>> = crate::LockFreeMap::default();
         let guard = map.guard();
         for i in 0..5 {
             series(&map, &format!("c{i}"), 3, || AtomicU64::new(0), &guard)

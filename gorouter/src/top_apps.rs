@@ -72,7 +72,7 @@ impl TopApp {
 #[derive(Debug)]
 pub struct TopApps {
     started: Instant,
-    apps: papaya::HashMap<Box<str>, Slots>,
+    apps: crate::LockFreeMap<Box<str>, Slots>,
 }
 
 impl Default for TopApps {
@@ -85,7 +85,7 @@ impl TopApps {
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
-            apps: papaya::HashMap::new(),
+            apps: crate::LockFreeMap::default(),
         }
     }
 

@@ -299,7 +299,7 @@ impl HostRoutes {
 /// The route table. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct RouteTable {
     /// Host -> its routes; the key's `Arc` is shared with the host's pools.
-    hosts: papaya::HashMap<Arc<str>, HostRoutes>,
+    hosts: crate::LockFreeMap<Arc<str>, HostRoutes>,
     writer: Mutex<()>,
     epoch: Instant,
     settings: TableSettings,
@@ -311,7 +311,7 @@ impl RouteTable {
     pub fn new(settings: TableSettings) -> Self {
         let stats = stats::RegistryStats::new(&settings.registration_latency_buckets);
         Self {
-            hosts: papaya::HashMap::new(),
+            hosts: crate::LockFreeMap::default(),
             writer: Mutex::new(()),
             epoch: Instant::now(),
             settings,

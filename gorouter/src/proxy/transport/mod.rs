@@ -70,14 +70,14 @@ pub struct IdleLimits {
 /// Every backend's pool, shared with the reaper task.
 #[derive(Default)]
 struct Pools {
-    http1: papaya::HashMap<Box<str>, Arc<BackendPool>>,
+    http1: crate::LockFreeMap<Box<str>, Arc<BackendPool>>,
     /// Pools of `protocol: http2` endpoints: the same address may also be registered as
     /// HTTP/1.1, whose connections must not be mixed with these.
-    http2: papaya::HashMap<Box<str>, Arc<BackendPool>>,
+    http2: crate::LockFreeMap<Box<str>, Arc<BackendPool>>,
 }
 
 impl Pools {
-    fn both(&self) -> [&papaya::HashMap<Box<str>, Arc<BackendPool>>; 2] {
+    fn both(&self) -> [&crate::LockFreeMap<Box<str>, Arc<BackendPool>>; 2] {
         [&self.http1, &self.http2]
     }
 
