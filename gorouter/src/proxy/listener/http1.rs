@@ -587,24 +587,12 @@ fn encode_head(
             add_chunked = !last_token_is_chunked(value.as_bytes());
             if !open_line {
                 framing = Framing::Chunked(None);
-                open_line = true;
-                write_name(dst, name);
-                dst.extend_from_slice(b": ");
-            } else {
-                dst.extend_from_slice(b", ");
             }
-            dst.extend_from_slice(value.as_bytes());
+            join_value(dst, &mut open_line, name, &value);
             continue;
         } else if *name == header::CONNECTION {
             last |= value_has_token(&value, "close");
-            if !open_line {
-                open_line = true;
-                write_name(dst, name);
-                dst.extend_from_slice(b": ");
-            } else {
-                dst.extend_from_slice(b", ");
-            }
-            dst.extend_from_slice(value.as_bytes());
+            join_value(dst, &mut open_line, name, &value);
             continue;
         } else if *name == header::DATE {
             wrote_date = true;
@@ -612,14 +600,7 @@ fn encode_head(
             if !chunkable {
                 continue;
             }
-            if !open_line {
-                open_line = true;
-                write_name(dst, name);
-                dst.extend_from_slice(b": ");
-            } else {
-                dst.extend_from_slice(b", ");
-            }
-            dst.extend_from_slice(value.as_bytes());
+            join_value(dst, &mut open_line, name, &value);
             if let Ok(text) = value.to_str() {
                 announced.get_or_insert_with(Vec::new).extend(
                     text.split(',')
@@ -680,6 +661,19 @@ fn encode_head(
         }
     }
     Ok((framing, last))
+}
+
+/// Writes one value of a header whose values share one line (hyper joins `Transfer-Encoding`,
+/// `Connection` and `Trailer` with ", "): the name first if the line is not open yet.
+fn join_value(dst: &mut Vec<u8>, open_line: &mut bool, name: &HeaderName, value: &HeaderValue) {
+    if *open_line {
+        dst.extend_from_slice(b", ");
+    } else {
+        *open_line = true;
+        write_name(dst, name);
+        dst.extend_from_slice(b": ");
+    }
+    dst.extend_from_slice(value.as_bytes());
 }
 
 fn close_line(dst: &mut Vec<u8>, add_chunked: bool) {
