@@ -785,13 +785,17 @@ where
     let length = body_length(&body);
     let (framing, last) =
         encode_head(parts, length, rules, out).map_err(|BadHead| WriteError::Framing)?;
-    let mut body = pin!(body);
+    // The body is dropped as soon as it has given all it will, before the response's last bytes
+    // go out, as hyper's server does: dropping it ends the exchange and returns the backend
+    // connection to its pool, which must happen before the client can send its next request.
+    let mut body = pin!(Some(body));
     match framing {
         Framing::Length(0) => {
+            body.set(None);
             io.write_all(out).await.map_err(|_| WriteError::Io)?;
         }
         Framing::Length(mut remaining) => {
-            loop {
+            while remaining > 0 {
                 let Some(frame) = next_frame(io, read, out, body.as_mut()).await? else {
                     break;
                 };
@@ -805,6 +809,7 @@ where
                 remaining -= n;
                 put(io, out, data).await?;
             }
+            body.set(None);
             if remaining > 0 {
                 let _ = io.write_all(out).await;
                 return Err(WriteError::Framing);
@@ -829,6 +834,7 @@ where
                     }
                 }
             }
+            body.set(None);
             out.extend_from_slice(b"0\r\n");
             if let (Some(fields), Some(trailers)) = (&fields, trailers) {
                 for (name, value) in &trailers {
@@ -856,17 +862,21 @@ fn write_hex(dst: &mut Vec<u8>, n: usize) {
     }
 }
 
-/// The body's next frame. What is buffered goes out first if the body has none ready.
+/// The body's next frame (none once it is dropped). What is buffered goes out first if the
+/// body has none ready.
 async fn next_frame<S, B>(
     io: &mut S,
     read: &mut BytesMut,
     out: &mut Vec<u8>,
-    mut body: Pin<&mut B>,
+    mut body: Pin<&mut Option<B>>,
 ) -> Result<Option<Frame<Bytes>>, WriteError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: Body<Data = Bytes, Error = BoxError>,
 {
+    let Some(mut body) = body.as_mut().as_pin_mut() else {
+        return Ok(None);
+    };
     let ready = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
     let polled = match ready {
         Poll::Ready(polled) => polled,
@@ -1034,6 +1044,79 @@ mod tests {
         calls: AtomicUsize,
         saw_stream_body: AtomicBool,
         cancelled: AtomicBool,
+        /// Bytes the server had written to the client (see `CountingIo`) ...
+        written: Arc<AtomicUsize>,
+        /// ... when the `/probe` response's body was dropped.
+        written_at_drop: Arc<AtomicUsize>,
+    }
+
+    /// A body that notes how much of the response the client had been sent when it is dropped
+    /// (dropping it is what returns a backend connection to its pool).
+    struct DropProbe {
+        inner: BoxBody<Bytes, BoxError>,
+        written: Arc<AtomicUsize>,
+        written_at_drop: Arc<AtomicUsize>,
+    }
+
+    impl Drop for DropProbe {
+        fn drop(&mut self) {
+            let now = self.written.load(Ordering::SeqCst);
+            self.written_at_drop.store(now, Ordering::SeqCst);
+        }
+    }
+
+    impl Body for DropProbe {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Pin::new(&mut self.inner).poll_frame(cx)
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.inner.size_hint()
+        }
+    }
+
+    /// The server's side of a duplex stream, counting the bytes written to the client.
+    struct CountingIo {
+        inner: DuplexStream,
+        written: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingIo {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingIo {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = polled {
+                self.written.fetch_add(n, Ordering::SeqCst);
+            }
+            polled
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
     }
 
     struct Unfinished<'a>(&'a AtomicBool, bool);
@@ -1159,6 +1242,19 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if req.body().is_some() {
                 self.saw_stream_body.store(true, Ordering::SeqCst);
+            }
+            if let Some(framing) = req.uri().path().strip_prefix("/probe") {
+                let inner = if framing == "-chunked" {
+                    response_for("/stream").into_body()
+                } else {
+                    response_for("/len").into_body()
+                };
+                let body = DropProbe {
+                    inner,
+                    written: self.written.clone(),
+                    written_at_drop: self.written_at_drop.clone(),
+                };
+                return Ok(Response::new(body.boxed()));
             }
             if req.uri().path() == "/slow" {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1415,6 +1511,36 @@ mod tests {
             .find("Transfer-Encoding: chunked")
             .expect("the second response");
         assert!(first < second, "{out}");
+    }
+
+    #[tokio::test]
+    async fn the_body_is_dropped_before_the_response_s_last_bytes_are_sent() {
+        for path in ["/probe", "/probe-chunked"] {
+            let setup = Setup::new();
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let io = CountingIo {
+                inner: server,
+                written: setup.answers.written.clone(),
+            };
+            let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            client.write_all(request.as_bytes()).await.unwrap();
+            let (_tx, mut close) = watch::channel(false);
+            let session = Session {
+                handler: &setup.answers,
+                client: &setup.client,
+                state: &setup.state,
+                settings: &setup.settings,
+                connections: &setup.connections,
+            };
+            let mut out = Vec::new();
+            let _ = tokio::join!(serve(session, io, &mut close), client.read_to_end(&mut out));
+            let at_drop = setup.answers.written_at_drop.load(Ordering::SeqCst);
+            assert!(!out.is_empty(), "{path}");
+            assert!(
+                at_drop < out.len(),
+                "{path}: dropped after all {at_drop} bytes went out"
+            );
+        }
     }
 
     #[tokio::test]
