@@ -539,7 +539,8 @@ struct ConnState {
     exchange_deadline: AtomicU64,
     /// The connection became a websocket tunnel (the response was 101).
     upgraded: AtomicBool,
-    /// hyper has started waiting for a request head at least once.
+    /// A request head has been served (`http1`) or waited for (hyper) on the connection:
+    /// the next head is not its first.
     served_before: AtomicBool,
 }
 
