@@ -47,10 +47,18 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// Whether one header value contains `token` as a comma-separated, case-insensitive item (a
 /// value that is not visible ASCII holds none, as in hyper).
 pub fn value_has_token(value: &HeaderValue, token: &str) -> bool {
+    list_has_token(value.as_bytes(), token)
+}
+
+/// [`value_has_token`] for a value's bytes, before a `HeaderValue` is made of them. Visible
+/// ASCII is what `HeaderValue::to_str` (and so hyper) accepts: tab and `' '..='~'`.
+pub fn list_has_token(value: &[u8], token: &str) -> bool {
     value
-        .to_str()
-        .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        .unwrap_or(false)
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        && value
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// A websocket upgrade: `Connection` has the `upgrade` token and `Upgrade: websocket`.
@@ -149,6 +157,14 @@ pub(crate) mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn a_list_holds_tokens_only_if_it_is_visible_ascii_as_in_hyper() {
+        assert!(list_has_token(b"keep-alive, Close\t", "close"));
+        assert!(!list_has_token(b"keep-alive, closed", "close"));
+        assert!(!list_has_token(b"close, caf\xc3\xa9", "close"));
+        assert!(!list_has_token(b"close\x7f", "close"));
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod listener;
 pub mod proxy_protocol;
 pub mod stages;
 pub mod transport;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -35,7 +35,8 @@ use tokio::sync::watch;
 
 use super::{ConnState, Connections, Handler, ListenerSettings};
 use crate::proxy::body::{BoxError, ClientBody};
-use crate::proxy::headers::value_has_token;
+use crate::proxy::headers::{list_has_token, value_has_token};
+use crate::proxy::wire::{content_length, last_token_is, range_in, write_title_case};
 use crate::proxy::ClientConn;
 
 /// Bytes of a request head served here. A longer one goes to hyper, which applies
@@ -334,11 +335,6 @@ struct ResponseRules {
 /// value end]`.
 type HeaderIndices = [usize; 4];
 
-fn range_in(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
-    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
-    (start + part.len() <= buf.len()).then_some((start, start + part.len()))
-}
-
 /// What a request's headers say about serving it here.
 #[derive(Default)]
 struct HeadFacts {
@@ -359,17 +355,11 @@ impl HeadFacts {
         {
             self.not_here = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            self.close |= has_token(value, b"close");
+            self.close |= list_has_token(value, "close");
         } else if name.eq_ignore_ascii_case(b"te") {
-            self.trailers |= has_token(value, b"trailers");
+            self.trailers |= list_has_token(value, "trailers");
         }
     }
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 fn parse_request(buf: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
@@ -558,7 +548,7 @@ fn encode_head(
                 Some(Some(known)) => {
                     if !open_line {
                         framing = Framing::Length(known);
-                        write_name(dst, name);
+                        write_title_case(dst, name.as_str().as_bytes());
                         dst.extend_from_slice(b": ");
                         dst.extend_from_slice(value.as_bytes());
                         wrote_len = true;
@@ -567,7 +557,7 @@ fn encode_head(
                     continue;
                 }
                 Some(None) => {
-                    let Some(n) = decimal(value.as_bytes()) else {
+                    let Some(n) = content_length(value.as_bytes()) else {
                         return Err(BadHead);
                     };
                     match prev_len {
@@ -575,7 +565,7 @@ fn encode_head(
                         Some(_) => {}
                         None => {
                             framing = Framing::Length(n);
-                            write_name(dst, name);
+                            write_title_case(dst, name.as_str().as_bytes());
                             dst.extend_from_slice(b": ");
                             dst.extend_from_slice(value.as_bytes());
                             wrote_len = true;
@@ -596,7 +586,7 @@ fn encode_head(
                 continue;
             }
             wrote_len = true;
-            add_chunked = !last_token_is_chunked(value.as_bytes());
+            add_chunked = !last_token_is(value.as_bytes(), b"chunked");
             if !open_line {
                 framing = Framing::Chunked(None);
             }
@@ -621,7 +611,7 @@ fn encode_head(
             }
             continue;
         }
-        write_name(dst, name);
+        write_title_case(dst, name.as_str().as_bytes());
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
@@ -682,7 +672,7 @@ fn join_value(dst: &mut Vec<u8>, open_line: &mut bool, name: &HeaderName, value:
         dst.extend_from_slice(b", ");
     } else {
         *open_line = true;
-        write_name(dst, name);
+        write_title_case(dst, name.as_str().as_bytes());
         dst.extend_from_slice(b": ");
     }
     dst.extend_from_slice(value.as_bytes());
@@ -694,45 +684,6 @@ fn close_line(dst: &mut Vec<u8>, add_chunked: bool) {
     } else {
         dst.extend_from_slice(b"\r\n");
     }
-}
-
-/// Appends a lower-case header name in Go's canonical case, as hyper's `title_case_headers`.
-fn write_name(dst: &mut Vec<u8>, name: &HeaderName) {
-    let start = dst.len();
-    dst.extend_from_slice(name.as_str().as_bytes());
-    let mut upper_next = true;
-    for c in &mut dst[start..] {
-        if upper_next {
-            c.make_ascii_uppercase();
-        }
-        upper_next = *c == b'-';
-    }
-}
-
-fn last_token_is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// A `Content-Length` value as hyper's server reads one: digits, or a list of equal lengths.
-fn decimal(value: &[u8]) -> Option<u64> {
-    let mut found = None;
-    for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = part.iter().try_fold(0u64, |n, &d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })?;
-        match found {
-            Some(m) if m != n => return None,
-            _ => found = Some(n),
-        }
-    }
-    found
 }
 
 /// Header fields a trailer section may not carry (hyper's list).
@@ -839,7 +790,7 @@ where
             if let (Some(fields), Some(trailers)) = (&fields, trailers) {
                 for (name, value) in &trailers {
                     if fields.contains(name) && allowed_in_trailers(name) {
-                        write_name(out, name);
+                        write_title_case(out, name.as_str().as_bytes());
                         out.extend_from_slice(b": ");
                         out.extend_from_slice(value.as_bytes());
                         out.extend_from_slice(b"\r\n");

@@ -33,6 +33,7 @@ use super::pool::IdleConnections;
 use super::Sender;
 use crate::proxy::body::RequestBody;
 use crate::proxy::headers::value_has_token;
+use crate::proxy::wire::{self, last_token_is, range_in, write_title_case};
 
 /// Bytes of response head (1xx heads included) buffered before the response is refused:
 /// hyper's read-buffer limit, which its client path has too.
@@ -383,20 +384,6 @@ fn encode_request_head(req: &Request<RequestBody>, dst: &mut Vec<u8>) {
     dst.extend_from_slice(b"\r\n");
 }
 
-/// Appends a lower-case header name in Go's canonical case: the first letter and each one
-/// after a `-` upper-cased.
-fn write_title_case(dst: &mut Vec<u8>, name: &[u8]) {
-    let start = dst.len();
-    dst.extend_from_slice(name);
-    let mut upper_next = true;
-    for c in &mut dst[start..] {
-        if upper_next {
-            c.make_ascii_uppercase();
-        }
-        upper_next = *c == b'-';
-    }
-}
-
 /// How the response body is delimited (RFC 9112 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -435,18 +422,6 @@ struct RawHead {
     code: u16,
     reason: (usize, usize),
     http11: bool,
-}
-
-/// Where `part` lies in `buf`, as a range. httparse hands back slices of `buf`, except for an
-/// empty reason phrase (none, or one with obs-text), which is a `""` of its own: an empty part
-/// outside `buf` is the empty range at 0. `None` for bytes that are not in `buf`.
-fn range_in(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
-    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
-    match start {
-        Some(start) if start + part.len() <= buf.len() => Some((start, start + part.len())),
-        _ if part.is_empty() => Some((0, 0)),
-        _ => None,
-    }
 }
 
 fn parse_raw<'b>(
@@ -550,13 +525,15 @@ fn build_head(
             }
         } else if name == header::TRANSFER_ENCODING {
             // The last coding of the last line decides.
-            transfer_encoding = Some(last_token_is(&value, b"chunked"));
+            transfer_encoding = Some(last_token_is(value.as_bytes(), b"chunked"));
         } else if name == header::CONTENT_LENGTH {
-            content_length = Some(match (content_length, content_length_of(&value)) {
-                (None, Ok(n)) => Ok(n),
-                (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
-                _ => Err(()),
-            });
+            content_length = Some(
+                match (content_length, wire::content_length(value.as_bytes())) {
+                    (None, Some(n)) => Ok(n),
+                    (Some(Ok(a)), Some(b)) if a == b => Ok(a),
+                    _ => Err(()),
+                },
+            );
         }
         headers.append(name, value);
     }
@@ -600,38 +577,6 @@ fn build_head(
         framing,
         keep_alive: keep_alive && framing != Framing::CloseDelimited,
     }))
-}
-
-fn last_token_is(value: &HeaderValue, token: &[u8]) -> bool {
-    value
-        .as_bytes()
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// A `Content-Length` value: one length, or a list of equal ones.
-fn content_length_of(value: &HeaderValue) -> Result<u64, ()> {
-    let mut found = None;
-    for part in value.as_bytes().split(|&b| b == b',') {
-        let n = parse_decimal(part.trim_ascii()).ok_or(())?;
-        match found {
-            Some(m) if m != n => return Err(()),
-            _ => found = Some(n),
-        }
-    }
-    found.ok_or(())
-}
-
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit()
-            .then_some(())
-            .and_then(|()| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-    })
 }
 
 /// Where a chunked body's decoding is.
@@ -1368,15 +1313,5 @@ mod tests {
         let mut connect = get("/");
         *connect.method_mut() = Method::CONNECT;
         assert!(!can_send(&connect));
-    }
-
-    #[test]
-    fn header_names_are_written_in_go_case() {
-        let mut dst = Vec::new();
-        for name in ["x-b3-traceid", "content-type", "te", "x--y"] {
-            write_title_case(&mut dst, name.as_bytes());
-            dst.push(b' ');
-        }
-        assert_eq!(dst, b"X-B3-Traceid Content-Type Te X--Y ");
     }
 }

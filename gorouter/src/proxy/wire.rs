@@ -1,0 +1,101 @@
+//! HTTP/1 wire details the inline client (`transport::inline`) and the inline server
+//! (`listener::http1`) share: header names in Go's case, where httparse's slices lie in the
+//! buffer they were parsed from, and how `Content-Length` and transfer-coding values read.
+
+/// Appends a lower-case header name in Go's canonical case (hyper's `title_case_headers`):
+/// the first letter and each one after a `-` upper-cased.
+pub fn write_title_case(dst: &mut Vec<u8>, name: &[u8]) {
+    let start = dst.len();
+    dst.extend_from_slice(name);
+    let mut upper_next = true;
+    for c in &mut dst[start..] {
+        if upper_next {
+            c.make_ascii_uppercase();
+        }
+        upper_next = *c == b'-';
+    }
+}
+
+/// Where `part` lies in `buf`, as a range. httparse hands back slices of `buf`, except for an
+/// empty part (a missing reason phrase, one with obs-text), which may be a `""` of its own: an
+/// empty part outside `buf` is the empty range at 0. `None` for bytes that are not in `buf`.
+pub fn range_in(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
+    match start {
+        Some(start) if start + part.len() <= buf.len() => Some((start, start + part.len())),
+        _ if part.is_empty() => Some((0, 0)),
+        _ => None,
+    }
+}
+
+/// Whether the last item of a comma-separated value is `token` (case-insensitive): the
+/// transfer coding that decides a message's framing.
+pub fn last_token_is(value: &[u8], token: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// A `Content-Length` value as hyper reads one: a length, or a list of equal lengths.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for part in value.split(|&b| b == b',') {
+        let n = parse_decimal(part.trim_ascii())?;
+        match found {
+            Some(m) if m != n => return None,
+            _ => found = Some(n),
+        }
+    }
+    found
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit()
+            .then_some(())
+            .and_then(|()| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_written_in_go_case() {
+        let mut dst = Vec::new();
+        for name in ["x-b3-traceid", "content-type", "te", "x--y"] {
+            write_title_case(&mut dst, name.as_bytes());
+            dst.push(b' ');
+        }
+        assert_eq!(dst, b"X-B3-Traceid Content-Type Te X--Y ");
+    }
+
+    #[test]
+    fn content_length_is_one_length_or_a_list_of_equal_ones() {
+        assert_eq!(content_length(b"42"), Some(42));
+        assert_eq!(content_length(b"7, 7 ,7"), Some(7));
+        assert_eq!(content_length(b"7, 8"), None);
+        assert_eq!(content_length(b""), None);
+        assert_eq!(content_length(b"+1"), None);
+        assert_eq!(content_length(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn the_last_coding_decides() {
+        assert!(last_token_is(b"gzip, Chunked ", b"chunked"));
+        assert!(!last_token_is(b"chunked, gzip", b"chunked"));
+    }
+
+    #[test]
+    fn slices_are_found_in_their_buffer_and_an_empty_one_anywhere() {
+        let buf = b"HTTP/1.1 200 OK";
+        assert_eq!(range_in(buf, &buf[9..12]), Some((9, 12)));
+        assert_eq!(range_in(buf, b""), Some((0, 0)));
+        assert_eq!(range_in(buf, b"elsewhere"), None);
+    }
+}
