@@ -1,47 +1,41 @@
 //! The access log (A.14): upstream's line format and a writer that keeps disk I/O off the
 //! request path.
 //!
-//! Requests hand a finished [`AccessLogRecord`] to a bounded channel with `try_send`; one writer
-//! thread formats and writes lines in batches. The thread is not woken per record: it wakes
-//! every [`WRITE_INTERVAL`] and takes whatever has queued, so a request pays for a push into
-//! the channel and nothing else (a wake-up per record cost a futex call and a context switch
-//! each, the largest share of the router's CPU under load). When the disk is slower than the
-//! traffic the channel fills and further records are dropped (and counted) rather than
-//! stalling requests; the count is logged (`access-log-records-dropped`) once a minute while
-//! it grows, and at exit. [`AccessLog::flush`] wakes the thread and waits until every record
-//! queued before it is in the file: the router calls it on its way out, so the last requests
-//! before a signal are not lost.
+//! A request formats its line when it ends, into a buffer of its own thread's
+//! ([`ThreadLines`]), under a lock only that thread and the writer take. One writer thread
+//! swaps each thread's text out every [`WRITE_INTERVAL`] and writes it, so a request pays for
+//! its line's formatting and nothing else: no wake-up (a futex call and a context switch each,
+//! once the largest share of the router's CPU under load), no queue shared between threads,
+//! and nothing allocated on one thread and freed on another. When the disk is slower than the
+//! traffic a thread's text reaches [`THREAD_TEXT_LIMIT`] and further lines are dropped (and
+//! counted) rather than stalling requests; the count is logged
+//! (`access-log-records-dropped`) once a minute while it grows, and at exit.
+//! [`AccessLog::flush`] wakes the thread and waits until every line logged before it is in
+//! the file: the router calls it on its way out, so the last requests before a signal are not
+//! lost. Lines of one thread stay in order; lines of different threads are written a batch
+//! at a time.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
-use tokio::sync::mpsc;
+
+use process_setup::logging::Rfc3339Stamps;
 
 use crate::registry::Endpoint;
-
-/// Records waiting to be written; beyond this many, new records are dropped.
-const QUEUE_CAPACITY: usize = 16 * 1024;
 
 /// How often a growing count of dropped records is logged.
 const DROPPED_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How often the writer thread takes what has queued. At 100,000 requests/s that is 1,000
-/// records a batch, far below [`QUEUE_CAPACITY`]; idle, it is 100 cheap wake-ups a second.
+/// How often the writer thread takes what the threads have formatted. At 100,000 requests/s
+/// that is 1,000 lines a batch, far below [`THREAD_TEXT_LIMIT`]; idle, it is 100 cheap
+/// wake-ups a second.
 const WRITE_INTERVAL: Duration = Duration::from_millis(10);
-
-/// What the writer thread receives. Records are nearly every message: boxing them to shrink the
-/// rare `Flush` would cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
-enum Message {
-    Record(AccessLogRecord),
-    /// Answered once everything queued before it is written.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
 
 /// The strings of a request that its line shows, in line order.
 #[derive(Debug, Clone, Copy)]
@@ -58,11 +52,11 @@ pub enum RequestField {
 
 const REQUEST_FIELDS: usize = 8;
 
-/// A request's strings for its line, copied into one buffer at the request's start: one
-/// allocation, where owned strings and header-value clones were several, and nothing of the
-/// client connection's read buffer is kept alive until the writer thread gets to the record
-/// (a clone of a header value would keep the whole buffer, so the next request could not
-/// reuse it). An absent value and an empty one are both written `"-"`, as upstream does.
+/// A request's strings for its line, copied into one buffer at the request's start (the
+/// request itself goes on to the backend): one allocation, where owned strings and
+/// header-value clones were several, and nothing of the client connection's read buffer is
+/// kept alive until the response ends (a clone of a header value would keep the whole buffer,
+/// so the next request could not reuse it). An absent value and an empty one are both written `"-"`, as upstream does.
 #[derive(Debug, Clone, Default)]
 pub struct RequestStrings {
     buf: Vec<u8>,
@@ -176,15 +170,18 @@ pub fn extra_header_labels(names: &[String]) -> Vec<Box<[u8]>> {
 impl AccessLogRecord {
     /// Formats the line (without the trailing newline) exactly as upstream does;
     /// `extra_labels` from [`extra_header_labels`].
-    pub fn format(&self, extra_labels: &[Box<[u8]>], out: &mut Vec<u8>) {
+    /// `stamps` carries the time stamp's date from line to line.
+    pub fn format(
+        &self,
+        extra_labels: &[Box<[u8]>],
+        stamps: &mut Rfc3339Stamps,
+        out: &mut Vec<u8>,
+    ) {
         use RequestField as F;
         let r = &self.request;
         out.extend_from_slice(r.get(F::Host));
         out.extend_from_slice(b" - [");
-        process_setup::logging::push_rfc3339_nanos(
-            out,
-            self.received_at.unwrap_or(SystemTime::UNIX_EPOCH),
-        );
+        stamps.push(out, self.received_at.unwrap_or(SystemTime::UNIX_EPOCH));
         out.extend_from_slice(b"] \"");
         out.extend_from_slice(r.get(F::Method));
         out.push(b' ');
@@ -215,8 +212,8 @@ impl AccessLogRecord {
             None => out.extend_from_slice(b"\"-\""),
         }
         out.push(b' ');
-        let endpoint = self.backend.as_ref().map(|b| &b.endpoint);
-        quote_bytes(out, endpoint.map_or("", |e| e.addr()).as_bytes());
+        let endpoint = self.backend.as_ref().map(|b| b.endpoint.logged_strings());
+        quote_bytes(out, endpoint.as_ref().map_or(&[], |e| e.addr));
         out.extend_from_slice(b" x_forwarded_for:");
         quote_bytes(out, r.get(F::XForwardedFor));
         out.extend_from_slice(b" x_forwarded_proto:");
@@ -232,16 +229,13 @@ impl AccessLogRecord {
             (None, Some(_)) => None,
         };
         push_seconds(out, router);
-        let app = self.backend.as_ref().filter(|b| b.app).map(|b| &b.endpoint);
+        let app = endpoint.filter(|_| self.backend.as_ref().is_some_and(|b| b.app));
         out.extend_from_slice(b" app_id:");
-        quote_bytes(out, app.map_or("", |e| e.app_id()).as_bytes());
+        quote_bytes(out, app.as_ref().map_or(&[], |e| e.app_id));
         out.extend_from_slice(b" app_index:");
-        quote_bytes(
-            out,
-            app.map_or("", |e| e.private_instance_index()).as_bytes(),
-        );
+        quote_bytes(out, app.as_ref().map_or(&[], |e| e.instance_index));
         out.extend_from_slice(b" instance_id:");
-        quote_bytes(out, app.map_or("", |e| e.private_instance_id()).as_bytes());
+        quote_bytes(out, app.as_ref().map_or(&[], |e| e.instance_id));
         out.extend_from_slice(b" x_cf_routererror:");
         quote_bytes(
             out,
@@ -267,13 +261,20 @@ fn push_seconds(out: &mut Vec<u8>, d: Option<Duration>) {
         out.extend_from_slice(b"\"-\"");
         return;
     };
-    let micros = (d.as_nanos() + 500) / 1000;
-    push_u64(out, u64::try_from(micros / 1_000_000).unwrap_or(u64::MAX));
-    out.push(b'.');
-    let frac = (micros % 1_000_000) as u32;
-    let digits = itoa::Buffer::new().format(frac).len();
-    out.extend(std::iter::repeat_n(b'0', 6 - digits));
-    push_u64(out, frac.into());
+    // In whole seconds and microseconds, not `as_nanos`: 128-bit division is a library call.
+    let mut micros = (d.subsec_nanos() + 500) / 1000;
+    let mut secs = d.as_secs();
+    if micros == 1_000_000 {
+        micros = 0;
+        secs = secs.saturating_add(1);
+    }
+    push_u64(out, secs);
+    let mut frac = *b".000000";
+    for slot in frac[1..].iter_mut().rev() {
+        *slot = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.extend_from_slice(&frac);
 }
 
 fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
@@ -300,13 +301,22 @@ pub fn quote_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(b"\"-\"");
         return;
     }
-    out.push(b'"');
     // Nearly every value is printable ASCII without quotes or backslashes: copied whole.
     if is_plain(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
     }
+    quote_escaped(out, bytes);
+}
+
+/// [`quote_bytes`] for a value with something to escape: kept out of line, as it is rare.
+#[cold]
+#[inline(never)]
+fn quote_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
@@ -374,19 +384,88 @@ fn push_hex_escape(out: &mut Vec<u8>, kind: u8, value: u32, width: u32) {
     }
 }
 
-/// The sending half, cloned into every connection task.
+/// The most text a thread holds for the writer; beyond it, lines are dropped (and counted)
+/// rather than stalling requests. At one 300-byte line per request that is about 14,000
+/// requests in one [`WRITE_INTERVAL`], far above what one thread serves.
+const THREAD_TEXT_LIMIT: usize = 4 * 1024 * 1024;
+
+/// A writer's state that every handle and thread buffer shares.
+struct Shared {
+    /// Every thread's buffer, in the order threads first logged.
+    threads: Mutex<Vec<Arc<ThreadLines>>>,
+    extra_labels: Arc<[Box<[u8]>]>,
+    dropped: Arc<AtomicU64>,
+    /// Answered once everything logged before they were queued is written.
+    flushes: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
+    /// Set when the last [`AccessLog`] handle is dropped.
+    closed: AtomicBool,
+}
+
+/// One thread's lines waiting for the writer. Only that thread appends, so its lock is
+/// uncontended but for the writer's swap once a [`WRITE_INTERVAL`].
+pub struct ThreadLines {
+    pending: Mutex<PendingText>,
+    extra_labels: Arc<[Box<[u8]>]>,
+    dropped: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct PendingText {
+    text: Vec<u8>,
+    stamps: Rfc3339Stamps,
+}
+
+impl ThreadLines {
+    /// Formats `record`'s line into this thread's text; dropped (and counted) when the writer
+    /// has fallen [`THREAD_TEXT_LIMIT`] behind.
+    pub fn log(&self, record: &AccessLogRecord) {
+        let mut pending = locked(&self.pending);
+        if pending.text.len() >= THREAD_TEXT_LIMIT {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let PendingText { text, stamps } = &mut *pending;
+        record.format(&self.extra_labels, stamps, text);
+        text.push(b'\n');
+    }
+}
+
+/// A lock whose holder never panics mid-update; a poisoned one is still consistent text.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+thread_local! {
+    /// This thread's buffer for each open access log (one outside tests): the log, weakly, so
+    /// a closed log's entry can be told apart, and the buffer, weakly, as the writer owns it.
+    static THREAD_LINES: RefCell<Vec<(Weak<Shared>, Weak<ThreadLines>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// The handle to the access log, cloned into every connection task.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: mpsc::Sender<Message>,
-    dropped: Arc<AtomicU64>,
+    handle: Arc<Handle>,
+}
+
+/// Closes the log when the last [`AccessLog`] goes.
+struct Handle {
+    shared: Arc<Shared>,
     /// The writer thread, unparked by `flush` so it need not wait for its next interval.
     writer: std::thread::Thread,
 }
 
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.writer.unpark();
+    }
+}
+
 impl AccessLog {
     /// Opens (appending) `path` and starts the writer thread, which ends once every
-    /// `AccessLog` is dropped and the queue is written. `extra_headers` is
-    /// `extra_headers_to_log`, whose values records carry in that order.
+    /// `AccessLog` and every record in flight is dropped and their lines written.
+    /// `extra_headers` is `extra_headers_to_log`, whose values records carry in that order.
     pub fn open(
         path: &Path,
         extra_headers: &[String],
@@ -395,14 +474,17 @@ impl AccessLog {
             .create(true)
             .append(true)
             .open(path)?;
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared {
+            threads: Mutex::new(Vec::new()),
+            extra_labels: extra_header_labels(extra_headers).into(),
+            dropped: Arc::new(AtomicU64::new(0)),
+            flushes: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
         let writer = Writer {
-            rx,
+            shared: shared.clone(),
             file,
             path: path.to_path_buf(),
-            dropped: dropped.clone(),
-            extra_labels: extra_header_labels(extra_headers),
         };
         let handle = std::thread::Builder::new()
             .name("access-log".into())
@@ -410,73 +492,85 @@ impl AccessLog {
         let writer = handle.thread().clone();
         Ok((
             Self {
-                tx,
-                dropped,
-                writer,
+                handle: Arc::new(Handle { shared, writer }),
             },
             handle,
         ))
     }
 
-    /// Queues a record; never waits and never wakes the writer.
-    pub fn log(&self, record: AccessLogRecord) {
-        if self.tx.try_send(Message::Record(record)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+    /// This thread's buffer, made on its first line. A record holds it until its line is
+    /// written, so a request touches only its own thread's counters and lock.
+    pub fn thread_lines(&self) -> Arc<ThreadLines> {
+        let shared = &self.handle.shared;
+        THREAD_LINES.with_borrow_mut(|entries| {
+            for (log, lines) in entries.iter() {
+                if std::ptr::eq(log.as_ptr(), Arc::as_ptr(shared)) {
+                    if let Some(lines) = lines.upgrade() {
+                        return lines;
+                    }
+                }
+            }
+            entries.retain(|(log, _)| log.strong_count() > 0);
+            let lines = Arc::new(ThreadLines {
+                pending: Mutex::new(PendingText::default()),
+                extra_labels: shared.extra_labels.clone(),
+                dropped: shared.dropped.clone(),
+            });
+            locked(&shared.threads).push(lines.clone());
+            entries.retain(|(log, _)| !std::ptr::eq(log.as_ptr(), Arc::as_ptr(shared)));
+            entries.push((Arc::downgrade(shared), Arc::downgrade(&lines)));
+            lines
+        })
+    }
+
+    /// Logs one record from this thread; never waits for the disk.
+    pub fn log(&self, record: &AccessLogRecord) {
+        self.thread_lines().log(record);
     }
 
     /// Records dropped because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.handle.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Waits until every record queued so far is written, at most `limit`. Returns whether
+    /// Waits until every record logged so far is written, at most `limit`. Returns whether
     /// it was.
     pub async fn flush(&self, limit: Duration) -> bool {
         let (done, written) = tokio::sync::oneshot::channel();
-        let flushed = async {
-            if self.tx.send(Message::Flush(done)).await.is_err() {
-                return false;
-            }
-            self.writer.unpark();
-            written.await.is_ok()
-        };
-        tokio::time::timeout(limit, flushed).await.unwrap_or(false)
+        locked(&self.handle.shared.flushes).push(done);
+        self.handle.writer.unpark();
+        tokio::time::timeout(limit, written)
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
 /// The writer thread's state.
 struct Writer {
-    rx: mpsc::Receiver<Message>,
+    shared: Arc<Shared>,
     file: std::fs::File,
     path: PathBuf,
-    dropped: Arc<AtomicU64>,
-    extra_labels: Vec<Box<[u8]>>,
 }
 
 impl Writer {
     fn run(mut self) {
         let mut text = Vec::new();
-        let mut flushes = Vec::new();
         let mut reported = 0u64;
         let mut next_report = std::time::Instant::now() + DROPPED_REPORT_INTERVAL;
         loop {
             std::thread::park_timeout(WRITE_INTERVAL);
-            let open = self.take_queued(&mut text, &mut flushes);
-            if !text.is_empty() {
-                if let Err(e) = self.file.write_all(&text) {
-                    tracing::error!(path = %self.path.display(), error = %e, "access-log-write-failed");
-                }
-                // Big bursts leave a big buffer; keep a modest one between them.
-                text.clear();
-                text.shrink_to(64 * 1024);
-            }
-            for done in flushes.drain(..) {
+            // Read before taking the lines: once closed, only records still in flight can
+            // add any, and the loop goes on until they are gone.
+            let closed = self.shared.closed.load(Ordering::Acquire);
+            // Taken before the lines, so each is answered after what was logged before it.
+            let flushes = std::mem::take(&mut *locked(&self.shared.flushes));
+            let in_flight = self.write_pending(&mut text);
+            for done in flushes {
                 let _ = done.send(());
             }
             if std::time::Instant::now() >= next_report {
                 next_report += DROPPED_REPORT_INTERVAL;
-                let now = self.dropped.load(Ordering::Relaxed);
+                let now = self.shared.dropped.load(Ordering::Relaxed);
                 if now > reported {
                     tracing::error!(
                         dropped = now,
@@ -486,30 +580,32 @@ impl Writer {
                     reported = now;
                 }
             }
-            if !open {
+            if closed && !in_flight {
                 return;
             }
         }
     }
 
-    /// Formats every queued record into `text` and collects the flush requests; `false` once
-    /// every sender is gone (the queue is then empty too).
-    fn take_queued(
-        &mut self,
-        text: &mut Vec<u8>,
-        flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
-    ) -> bool {
-        loop {
-            match self.rx.try_recv() {
-                Ok(Message::Record(rec)) => {
-                    rec.format(&self.extra_labels, text);
-                    text.push(b'\n');
-                }
-                Ok(Message::Flush(done)) => flushes.push(done),
-                Err(mpsc::error::TryRecvError::Empty) => return true,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+    /// Writes every thread's pending text (each thread's in one write, swapped out under its
+    /// lock); returns whether some record outside the writer still holds a thread's buffer.
+    fn write_pending(&mut self, text: &mut Vec<u8>) -> bool {
+        let threads = locked(&self.shared.threads).clone();
+        let mut in_flight = false;
+        for lines in &threads {
+            // The list's and this clone (the thread-local's is weak): more is a record's.
+            in_flight |= Arc::strong_count(lines) > 2;
+            std::mem::swap(text, &mut locked(&lines.pending).text);
+            if text.is_empty() {
+                continue;
             }
+            if let Err(e) = self.file.write_all(text) {
+                tracing::error!(path = %self.path.display(), error = %e, "access-log-write-failed");
+            }
+            // Big bursts leave a big buffer; keep a modest one between them.
+            text.clear();
+            text.shrink_to(64 * 1024);
         }
+        in_flight
     }
 }
 
@@ -525,7 +621,7 @@ mod tests {
 
     fn line(rec: &AccessLogRecord, extra_labels: &[Box<[u8]>]) -> String {
         let mut out = Vec::new();
-        rec.format(extra_labels, &mut out);
+        rec.format(extra_labels, &mut Rfc3339Stamps::default(), &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -698,7 +794,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let (log, writer) = AccessLog::open(&path, &[]).unwrap();
-        log.log(get_record("last"));
+        log.log(&get_record("last"));
         drop(log);
         writer.join().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -712,7 +808,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let (log, _h) = AccessLog::open(&path, &[]).unwrap();
-        log.log(get_record("one"));
+        log.log(&get_record("one"));
         let mut text = String::new();
         for _ in 0..100 {
             text = std::fs::read_to_string(&path).unwrap();
@@ -722,6 +818,64 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(text.starts_with("one - ["), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fresh directory for one writer test's file.
+    fn log_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("al-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn flush_returns_once_lines_from_every_thread_are_in_the_file() {
+        let dir = log_dir("threads");
+        let path = dir.join("access.log");
+        let (log, _h) = AccessLog::open(&path, &[]).unwrap();
+        let other = log.clone();
+        std::thread::spawn(move || other.log(&get_record("from-another-thread")))
+            .join()
+            .unwrap();
+        log.log(&get_record("from-this-thread"));
+        assert!(log.flush(Duration::from_secs(5)).await);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("from-another-thread - ["), "{text}");
+        assert!(text.contains("from-this-thread - ["), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_thread_whose_text_is_at_the_limit_drops_and_counts_its_next_line() {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let lines = ThreadLines {
+            pending: Mutex::new(PendingText {
+                text: vec![b'x'; THREAD_TEXT_LIMIT],
+                stamps: Rfc3339Stamps::default(),
+            }),
+            extra_labels: Vec::new().into(),
+            dropped: dropped.clone(),
+        };
+        lines.log(&get_record("over"));
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(locked(&lines.pending).text.len(), THREAD_TEXT_LIMIT);
+    }
+
+    #[test]
+    fn the_writer_waits_for_a_record_still_in_flight_when_the_log_closes() {
+        let dir = log_dir("in-flight");
+        let path = dir.join("access.log");
+        let (log, writer) = AccessLog::open(&path, &[]).unwrap();
+        let lines = log.thread_lines();
+        drop(log);
+        std::thread::sleep(WRITE_INTERVAL * 5);
+        assert!(!writer.is_finished());
+        lines.log(&get_record("late"));
+        drop(lines);
+        writer.join().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("late - ["), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -313,6 +313,47 @@ pub fn push_rfc3339_nanos(out: &mut Vec<u8>, now: std::time::SystemTime) {
     out.push(b'Z');
 }
 
+/// [`push_rfc3339_nanos`] for a stream of times that mostly share their second (the access
+/// log's lines): the date and time of day are worked out once per second and copied after.
+#[derive(Debug, Clone, Default)]
+pub struct Rfc3339Stamps {
+    /// The second `prefix` shows, when one does.
+    second: Option<u64>,
+    /// `2006-01-02T15:04:05.` for `second`.
+    prefix: [u8; 20],
+}
+
+impl Rfc3339Stamps {
+    /// Appends `t` exactly as [`push_rfc3339_nanos`] does.
+    pub fn push(&mut self, out: &mut Vec<u8>, t: std::time::SystemTime) {
+        let Some(since) = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .filter(|d| d.as_secs() < 253_402_300_800)
+        else {
+            push_rfc3339_nanos(out, t);
+            return;
+        };
+        let secs = since.as_secs();
+        if self.second != Some(secs) {
+            let mut whole = Vec::with_capacity(30);
+            push_rfc3339_nanos(
+                &mut whole,
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            );
+            let Some(prefix) = whole.get(..20) else {
+                push_rfc3339_nanos(out, t);
+                return;
+            };
+            self.prefix.copy_from_slice(prefix);
+            self.second = Some(secs);
+        }
+        out.extend_from_slice(&self.prefix);
+        push_digits(out, u64::from(since.subsec_nanos()), 9);
+        out.push(b'Z');
+    }
+}
+
 /// [`rfc3339_nanos`] through the `time` crate: for times the hand-written path does not cover,
 /// and what that path is checked against.
 fn rfc3339_nanos_by_time_crate(now: std::time::SystemTime) -> String {
@@ -538,6 +579,24 @@ mod tests {
             UNIX_EPOCH - Duration::from_secs(86_400 * 400),
         ] {
             assert_eq!(rfc3339_nanos(t), by_time(t));
+        }
+    }
+
+    #[test]
+    fn cached_stamps_match_the_uncached_ones_across_seconds() {
+        let mut stamps = Rfc3339Stamps::default();
+        for t in [
+            UNIX_EPOCH + Duration::new(1_700_000_000, 1),
+            UNIX_EPOCH + Duration::new(1_700_000_000, 999_999_999),
+            UNIX_EPOCH + Duration::new(1_700_000_001, 0),
+            UNIX_EPOCH + Duration::new(1_700_000_000, 5),
+            UNIX_EPOCH + Duration::new(253_402_300_799, 999_999_999),
+            UNIX_EPOCH - Duration::from_secs(86_400 * 400),
+            UNIX_EPOCH + Duration::new(951_782_400, 1),
+        ] {
+            let mut out = b"x".to_vec();
+            stamps.push(&mut out, t);
+            assert_eq!(out, format!("x{}", rfc3339_nanos(t)).into_bytes(), "{t:?}");
         }
     }
 }

@@ -18,7 +18,7 @@ use pin_project_lite::pin_project;
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 
-use crate::access_log::{AccessLog, AccessLogRecord};
+use crate::access_log::{AccessLogRecord, ThreadLines};
 use crate::balancer::InFlight;
 
 use super::transport::inline::InlineBody;
@@ -193,10 +193,14 @@ impl Body for RequestBody {
 /// An access-log record waiting for the response to finish. Written when dropped, so a
 /// request the client abandons is still logged (status 499 if no response was chosen).
 pub struct PendingLog {
-    pub sink: AccessLog,
+    pub sink: Arc<ThreadLines>,
     pub record: AccessLogRecord,
     pub started: Instant,
-    pub request_bytes: Arc<AtomicU64>,
+    /// When the response ended, set by its exchange; a record dropped without one (a refused
+    /// or abandoned request) ends when it is dropped.
+    pub finished: Option<Instant>,
+    /// Bytes of the request's body, counted as they pass; `None` for a request without one.
+    pub request_bytes: Option<Arc<AtomicU64>>,
     /// When the backend's response headers arrived, for gorouter_time.
     pub backend_started: Option<Instant>,
     pub backend_finished: Option<Instant>,
@@ -204,15 +208,19 @@ pub struct PendingLog {
 
 impl Drop for PendingLog {
     fn drop(&mut self) {
-        let mut record = std::mem::take(&mut self.record);
+        let record = &mut self.record;
         if record.status == 0 {
             record.status = 499;
         }
-        record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
-        record.response_time = Some(self.started.elapsed());
+        record.request_bytes = self
+            .request_bytes
+            .as_ref()
+            .map_or(0, |n| n.load(Ordering::Relaxed));
+        let end = self.finished.unwrap_or_else(Instant::now);
+        record.response_time = Some(end.saturating_duration_since(self.started));
         if let Some(start) = self.backend_started {
-            let end = self.backend_finished.unwrap_or_else(Instant::now);
-            record.app_time = Some(end.saturating_duration_since(start));
+            let backend_end = self.backend_finished.unwrap_or(end);
+            record.app_time = Some(backend_end.saturating_duration_since(start));
         }
         self.sink.log(record);
     }
@@ -236,16 +244,17 @@ impl Drop for Exchange {
         if let Some(gate) = self.continue_gate.take() {
             gate.abandon();
         }
+        // One clock reading for the pool's idle-since and the record's ends.
+        let now = Instant::now();
         if self.completed {
             if let Some((sender, pool)) = self.connection.take() {
-                pool.put(sender);
+                pool.put_at(sender, now);
             }
         }
         if let Some(log) = self.log.as_mut() {
             log.record.response_bytes = self.response_bytes;
-            if log.backend_finished.is_none() {
-                log.backend_finished = Some(Instant::now());
-            }
+            log.backend_finished.get_or_insert(now);
+            log.finished = Some(now);
         }
     }
 }

@@ -1,10 +1,27 @@
 //! What one request carries from stage to stage of [`Proxy::handle`](super::Proxy::handle).
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::HeaderValue;
 
 use super::body::PendingLog;
+
+/// When a request arrived, on the monotonic clock (for durations) and on the wall clock (for
+/// `X-Request-Start` and the access log's time stamp), each read once.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub at: Instant,
+    pub wall: SystemTime,
+}
+
+impl Received {
+    pub fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
 
 pub struct RequestContext {
     pub started: Instant,

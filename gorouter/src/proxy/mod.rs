@@ -52,7 +52,7 @@ use crate::registry::RouteTable;
 use crate::status::Health;
 
 use body::{ClientBody, ContinueGate, RequestBody, ResponseBody};
-use context::RequestContext;
+use context::{Received, RequestContext};
 use error_page::ErrorPage;
 use errors::ErrorPageMessage;
 use headers::{is_websocket_upgrade, X_VCAP_TRACE};
@@ -268,7 +268,8 @@ impl Proxy {
     ) -> impl Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + '_
     {
         async move {
-            let started = Instant::now();
+            let received = Received::now();
+            let started = received.at;
             let s = &self.settings;
 
             if health_check::is_health_check(req.headers(), &s.healthcheck_user_agent) {
@@ -279,11 +280,11 @@ impl Proxy {
 
             let host = match host::check(&req, &conn) {
                 Ok(host) => host,
-                Err((err, host)) => return Ok(self.refuse(err, &req, &conn, host, started)),
+                Err((err, host)) => return Ok(self.refuse(err, &req, &conn, host, received)),
             };
             let app_instance = match app_instance::requested(req.headers()) {
                 Ok(a) => a,
-                Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
+                Err(err) => return Ok(self.refuse(err, &req, &conn, host, received)),
             };
             // The lookup before the size check (A.4): an unknown route is 404 however large.
             let timed = self.metrics.as_ref().filter(|m| m.per_request());
@@ -299,10 +300,10 @@ impl Proxy {
             }
             let pool = match found {
                 Ok(pool) => pool,
-                Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
+                Err(err) => return Ok(self.refuse(err, &req, &conn, host, received)),
             };
             if let Err(err) = max_request_size::check(&req, &host, s.max_header_bytes) {
-                return Ok(self.refuse(err, &req, &conn, host, started));
+                return Ok(self.refuse(err, &req, &conn, host, received));
             }
             let websocket = is_websocket_upgrade(req.headers());
             let facts = route_service::RequestFacts {
@@ -319,7 +320,7 @@ impl Proxy {
             );
             let pass = match pass {
                 Ok(pass) => pass,
-                Err(err) => return Ok(self.refuse(err, &req, &conn, host, started)),
+                Err(err) => return Ok(self.refuse(err, &req, &conn, host, received)),
             };
             if let route_service::Pass::Returned { .. } = pass {
                 route_service::remove_protocol_headers(req.headers_mut());
@@ -334,7 +335,7 @@ impl Proxy {
 
             // The backend request's headers, built once for every attempt.
             let signed = pass.is_signed_traffic();
-            forwarded::prepare(req.headers_mut(), &conn, s, signed);
+            forwarded::prepare(req.headers_mut(), &conn, s, signed, received.wall);
             client_cert::apply(
                 req.headers_mut(),
                 s.forwarded_client_cert,
@@ -354,7 +355,8 @@ impl Proxy {
                 .as_ref()
                 .is_some_and(|k| req.headers().get(&X_VCAP_TRACE) == Some(k));
 
-            let log = access_log::open(self.access_log.as_ref(), &req, &conn, s, &host, started);
+            let mut log =
+                access_log::open(self.access_log.as_ref(), &req, &conn, s, &host, received);
             let destination = match pass {
                 route_service::Pass::ToRouteService(first) => {
                     route_service::prepare_first_pass(req.headers_mut(), &first);
@@ -365,7 +367,7 @@ impl Proxy {
                 }
                 _ => round_trip::Destination::Pool(pool),
             };
-            let backend = backend_request(req, log.as_deref(), expect_continue, client_upgrade);
+            let backend = backend_request(req, log.as_deref_mut(), expect_continue, client_upgrade);
             let ctx = RequestContext {
                 started,
                 host,
@@ -388,7 +390,7 @@ impl Proxy {
         req: &Request<ClientBody>,
         conn: &ClientConn,
         host: String,
-        started: Instant,
+        received: Received,
     ) -> Response<ResponseBody> {
         let log = access_log::open(
             self.access_log.as_ref(),
@@ -396,7 +398,7 @@ impl Proxy {
             conn,
             &self.settings,
             &host,
-            started,
+            received,
         );
         err.into_response(log)
     }
@@ -424,7 +426,7 @@ fn render_error_page(
 /// has passed: a backend that answers right away (e.g. 405) is relayed without the body.
 fn backend_request(
     req: Request<ClientBody>,
-    log: Option<&body::PendingLog>,
+    log: Option<&mut body::PendingLog>,
     expect_continue: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> BackendRequest {
@@ -450,7 +452,12 @@ fn backend_request(
             }
         }
     }
-    let mut body = RequestBody::new(incoming, log.map(|l| l.request_bytes.clone()));
+    // Counted only when there is a body: a body-less request's count is 0 without a counter.
+    let counter = incoming
+        .is_some()
+        .then(|| log.map(|l| l.request_bytes.insert(Arc::default()).clone()))
+        .flatten();
+    let mut body = RequestBody::new(incoming, counter);
     let continue_gate = expect_continue.then(ContinueGate::new);
     if let Some(gate) = &continue_gate {
         body = body.gated(gate.clone());

@@ -248,6 +248,14 @@ enum Field {
 
 const FIELDS: usize = Field::ModificationGuid as usize + 1;
 
+/// [`Endpoint::logged_strings`].
+pub struct LoggedStrings<'a> {
+    pub addr: &'a [u8],
+    pub app_id: &'a [u8],
+    pub instance_index: &'a [u8],
+    pub instance_id: &'a [u8],
+}
+
 /// A registered backend. Immutable registration data plus atomics the data path updates.
 pub struct Endpoint {
     /// Every string field, then the tags (see the module doc).
@@ -367,6 +375,21 @@ impl Endpoint {
             .get(self.range(field))
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or("")
+    }
+
+    fn field_bytes(&self, field: Field) -> &[u8] {
+        self.strings.get(self.range(field)).unwrap_or_default()
+    }
+
+    /// The strings an access-log line shows, as bytes: the line copies them, so reading
+    /// them skips the UTF-8 check of the `&str` accessors.
+    pub fn logged_strings(&self) -> LoggedStrings<'_> {
+        LoggedStrings {
+            addr: self.field_bytes(Field::Addr),
+            app_id: self.field_bytes(Field::AppId),
+            instance_index: self.field_bytes(Field::InstanceIndex),
+            instance_id: self.field_bytes(Field::InstanceId),
+        }
     }
 
     /// The field as a header value sharing the buffer; `None` when empty or not a valid header

@@ -1,15 +1,12 @@
 //! The access-log record of a request (A.14), opened when the request is accepted or refused
 //! and written when its response ends (see [`PendingLog`]).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-
 use http::header::{self, HeaderMap, HeaderName};
 use http::Request;
 
 use crate::access_log::{AccessLog, AccessLogRecord, RequestStrings};
 use crate::proxy::body::PendingLog;
+use crate::proxy::context::Received;
 use crate::proxy::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_VCAP_REQUEST_ID};
 use crate::proxy::{proto_str, request_target, ClientConn, ProxySettings};
 
@@ -41,9 +38,9 @@ pub fn open<B>(
     conn: &ClientConn,
     s: &ProxySettings,
     host: &str,
-    started: Instant,
+    received: Received,
 ) -> Option<Box<PendingLog>> {
-    let sink = sink?.clone();
+    let sink = sink?.thread_lines();
     let h = req.headers();
     let [referer, user_agent, forwarded_for, forwarded_proto, request_id] = logged_values(h);
     let request = RequestStrings::new(
@@ -67,7 +64,7 @@ pub fn open<B>(
     );
     let record = AccessLogRecord {
         request,
-        received_at: Some(SystemTime::now() - started.elapsed()),
+        received_at: Some(received.wall),
         proto: proto_str(req.version()),
         remote_addr: s.log_source_ip.then_some(conn.remote),
         ..Default::default()
@@ -76,8 +73,9 @@ pub fn open<B>(
     Some(Box::new(PendingLog {
         sink,
         record,
-        started,
-        request_bytes: Arc::new(AtomicU64::new(0)),
+        started: received.at,
+        finished: None,
+        request_bytes: None,
         backend_started: None,
         backend_finished: None,
     }))

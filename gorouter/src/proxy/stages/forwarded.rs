@@ -13,7 +13,14 @@ use crate::registry::Endpoint;
 /// Rewrites the client's headers into the backend request's, before the client certificate
 /// stage (which must see `X-Forwarded-Client-Cert` as the client sent it). Route-service
 /// traffic (`signed`) keeps the `X-Forwarded-Proto` the route service sent (A.7).
-pub fn prepare(h: &mut HeaderMap, conn: &ClientConn, s: &ProxySettings, signed: bool) {
+/// `received` is when the request arrived (`X-Request-Start`).
+pub fn prepare(
+    h: &mut HeaderMap,
+    conn: &ClientConn,
+    s: &ProxySettings,
+    signed: bool,
+    received: SystemTime,
+) {
     let request_start = h.contains_key(&X_REQUEST_START);
     remove_hop_by_hop(h, &s.hop_by_hop_keep);
     append_forwarded_for(h, &conn.remote_ip);
@@ -26,7 +33,7 @@ pub fn prepare(h: &mut HeaderMap, conn: &ClientConn, s: &ProxySettings, signed: 
         );
     }
     if !request_start {
-        let ms = SystemTime::now()
+        let ms = received
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);

@@ -152,7 +152,12 @@ impl IdleConnections {
 
     /// Returns a connection for reuse; dropped (closed) when the pool is full. HTTP/2
     /// connections stay shared ([`share_http2`](Self::share_http2)) and need no return.
-    pub fn put(&self, mut sender: Sender) {
+    pub fn put(&self, sender: Sender) {
+        self.put_at(sender, Instant::now());
+    }
+
+    /// [`put`](Self::put) with the time it went idle, read by the caller for other uses too.
+    pub fn put_at(&self, mut sender: Sender, idle_since: Instant) {
         let home = match sender.home() {
             Some(home) if self.capacity != 0 && !sender.is_closed() => home,
             _ => return,
@@ -170,7 +175,7 @@ impl IdleConnections {
             self.held.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        locked(&self.stacks[home % self.stacks.len()]).push((sender, Instant::now()));
+        locked(&self.stacks[home % self.stacks.len()]).push((sender, idle_since));
     }
 
     /// Gives back the slots of `n` connections that left the stacks.
