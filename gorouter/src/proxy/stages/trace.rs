@@ -51,8 +51,11 @@ fn value(s: &str) -> Option<HeaderValue> {
 pub fn apply(headers: &mut HeaderMap, settings: &TraceSettings) -> HeaderValue {
     let fresh = uuid::Uuid::new_v4();
     if !settings.zipkin && !settings.w3c {
-        let mut buf = uuid::Uuid::encode_buffer();
-        let id = HeaderValue::from_str(fresh.hyphenated().encode_lower(&mut buf))
+        // The id in a buffer of its own that clones share (the request's header, the response's
+        // and the access log's): one allocation, where a copied string is two once cloned.
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        fresh.hyphenated().encode_lower(&mut id);
+        let id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
             .unwrap_or(HeaderValue::from_static("-"));
         headers.insert(crate::proxy::headers::X_VCAP_REQUEST_ID.clone(), id.clone());
         return id;
@@ -222,6 +225,9 @@ mod tests {
         assert_eq!(h["x-vcap-request-id"], id);
         assert_ne!(id, "client-id");
         assert_eq!(id.len(), 36);
+        let parsed = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(id, parsed.hyphenated().to_string().as_str());
         assert!(h.get("b3").is_none() && h.get("traceparent").is_none());
     }
 
