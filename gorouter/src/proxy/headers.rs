@@ -20,8 +20,8 @@ pub static X_CF_PROXY_SIGNATURE: HeaderName = HeaderName::from_static("x-cf-prox
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Headers that never cross the proxy (Go's ReverseProxy list); `Connection` first
-/// ([`remove_hop_by_hop`] reads its bit).
+/// Headers that never cross the proxy (Go's ReverseProxy list); [`remove_hop_by_hop`] reads
+/// the bits of `Connection` ([`CONNECTION_BIT`]) and `TE` ([`TE_BIT`]) by their places.
 fn standard_hop_by_hop() -> [&'static HeaderName; 9] {
     [
         &header::CONNECTION,
@@ -67,6 +67,11 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         && has_token(headers, &header::UPGRADE, "websocket")
 }
 
+/// `Connection`'s bit in [`remove_hop_by_hop`]'s set of the names present.
+const CONNECTION_BIT: u16 = 1 << 0;
+/// `TE`'s bit in that set.
+const TE_BIT: u16 = 1 << 5;
+
 /// Removes hop-by-hop headers and those named in `Connection`, except names in `keep`
 /// (`hop_by_hop_headers_to_filter`, lowercase). `Te: trailers` survives, as in Go.
 ///
@@ -84,8 +89,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep: &[String]) {
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
-        // Named by `Connection` (bit 0): the names the nine do not cover, when present.
+    if present & CONNECTION_BIT != 0 {
+        // Named by `Connection`: the names the nine do not cover, when present.
         let mut named: Vec<HeaderName> = Vec::new();
         for v in headers.get_all(header::CONNECTION) {
             let Ok(s) = v.to_str() else { continue };
@@ -109,7 +114,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep: &[String]) {
             headers.remove(&name);
         }
     }
-    let te_trailers = has_token(headers, &header::TE, "trailers");
+    // Without a `TE` there is nothing to look up.
+    let te_trailers = present & TE_BIT != 0 && has_token(headers, &header::TE, "trailers");
     for (i, name) in hop_by_hop.iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(*name);
@@ -146,6 +152,16 @@ pub fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_and_te_bits_are_their_places_in_the_list() {
+        let list = standard_hop_by_hop();
+        assert_eq!(
+            *list[CONNECTION_BIT.trailing_zeros() as usize],
+            header::CONNECTION
+        );
+        assert_eq!(*list[TE_BIT.trailing_zeros() as usize], header::TE);
+    }
 
     /// A header map of `pairs`, in order (repeated names append), for tests.
     pub(crate) fn map(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -37,7 +37,10 @@ pub fn prepare(
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        h.insert(X_REQUEST_START.clone(), HeaderValue::from(ms));
+        // Digits copied once (`HeaderValue::from(u64)` allocates twice).
+        if let Ok(v) = HeaderValue::from_str(itoa::Buffer::new().format(ms)) {
+            h.insert(X_REQUEST_START.clone(), v);
+        }
     }
     h.remove(&X_CF_APP_INSTANCE);
 }
