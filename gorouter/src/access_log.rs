@@ -391,7 +391,10 @@ const THREAD_TEXT_LIMIT: usize = 4 * 1024 * 1024;
 
 /// A writer's state that every handle and thread buffer shares.
 struct Shared {
-    /// Every thread's buffer, in the order threads first logged.
+    /// Every thread's buffer, in the order threads first logged. Entries are never removed:
+    /// the threads that log are the proxy's and the runtimes' workers, which live as long as
+    /// the process (a thread's thread-local refers to its entry only weakly, so removing one
+    /// could lose a line it is writing).
     threads: Mutex<Vec<Arc<ThreadLines>>>,
     extra_labels: Arc<[Box<[u8]>]>,
     dropped: Arc<AtomicU64>,
