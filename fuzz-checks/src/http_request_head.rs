@@ -188,7 +188,13 @@ pub fn check(data: &[u8]) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    forwarded::prepare(&mut h, &conn, &settings, false);
+    forwarded::prepare(
+        &mut h,
+        &conn,
+        &settings,
+        false,
+        std::time::SystemTime::now(),
+    );
     client_cert::apply(
         &mut h,
         settings.forwarded_client_cert,
