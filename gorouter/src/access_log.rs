@@ -793,8 +793,7 @@ mod tests {
 
     #[test]
     fn writer_thread_ends_when_the_log_is_dropped() {
-        let dir = std::env::temp_dir().join(format!("al-end-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = log_dir("end");
         let path = dir.join("access.log");
         let (log, writer) = AccessLog::open(&path, &[]).unwrap();
         log.log(&get_record("last"));
@@ -807,8 +806,7 @@ mod tests {
 
     #[tokio::test]
     async fn writer_appends_lines_to_the_file() {
-        let dir = std::env::temp_dir().join(format!("al-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = log_dir("append");
         let path = dir.join("access.log");
         let (log, _h) = AccessLog::open(&path, &[]).unwrap();
         log.log(&get_record("one"));
