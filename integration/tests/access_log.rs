@@ -46,6 +46,45 @@ async fn routed_request_is_logged_in_upstream_format() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_s_bytes_are_logged_and_a_bodiless_request_logs_zero() {
+    let env = TestEnv::start("").await;
+    let backend = EchoBackend::start("a").await;
+    env.register_and_wait(&route("posted.example.com", backend.port()))
+        .await;
+
+    let body = b"eleven byte";
+    let resp = env
+        .router
+        .request(&build_request(
+            "POST",
+            "/posted",
+            &[("Host", "posted.example.com")],
+            body,
+        ))
+        .await;
+    assert_eq!(resp.status, 200);
+    let line = env.access_log_line("/posted").await;
+    let want = format!(r#""POST /posted HTTP/1.1" 200 {} "#, body.len());
+    assert!(line.contains(&want), "{line}\nlacks {want}");
+
+    let resp = env
+        .router
+        .request(&build_request(
+            "GET",
+            "/not-posted",
+            &[("Host", "posted.example.com")],
+            b"",
+        ))
+        .await;
+    assert_eq!(resp.status, 200);
+    let line = env.access_log_line("/not-posted").await;
+    assert!(
+        line.contains(r#""GET /not-posted HTTP/1.1" 200 0 "#),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_route_is_logged_with_router_error() {
     let env = TestEnv::start("").await;
     let resp = env.get("nolog.example.com", "/missing").await;
