@@ -513,20 +513,24 @@ impl AccessLog {
                     }
                 }
             }
-            entries.retain(|(log, _)| log.strong_count() > 0);
+            // Closed logs' entries go (and this log's, which cannot be dead while it is open).
+            entries.retain(|(log, _)| {
+                log.strong_count() > 0 && !std::ptr::eq(log.as_ptr(), Arc::as_ptr(shared))
+            });
             let lines = Arc::new(ThreadLines {
                 pending: Mutex::new(PendingText::default()),
                 extra_labels: shared.extra_labels.clone(),
                 dropped: shared.dropped.clone(),
             });
             locked(&shared.threads).push(lines.clone());
-            entries.retain(|(log, _)| !std::ptr::eq(log.as_ptr(), Arc::as_ptr(shared)));
             entries.push((Arc::downgrade(shared), Arc::downgrade(&lines)));
             lines
         })
     }
 
-    /// Logs one record from this thread; never waits for the disk.
+    /// Logs one record from this thread (requests log through their record's
+    /// [`ThreadLines`]).
+    #[cfg(test)]
     pub fn log(&self, record: &AccessLogRecord) {
         self.thread_lines().log(record);
     }

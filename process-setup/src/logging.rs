@@ -284,17 +284,25 @@ pub fn rfc3339_nanos(now: std::time::SystemTime) -> String {
 /// per request. Times from 1970 to 9999 are written by hand; others (never a clock's reading)
 /// go through the `time` crate.
 pub fn push_rfc3339_nanos(out: &mut Vec<u8>, now: std::time::SystemTime) {
-    const SECS_PER_DAY: u64 = 86_400;
-    let Some(since) = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .filter(|d| d.as_secs() < 253_402_300_800)
-    // before 10000-01-01
-    else {
+    let Some(since) = since_epoch_by_hand(now) else {
         out.extend_from_slice(rfc3339_nanos_by_time_crate(now).as_bytes());
         return;
     };
-    let secs = since.as_secs();
+    push_date_time(out, since.as_secs());
+    push_nanos(out, since);
+}
+
+/// The time since the epoch when the hand-written path covers it: from 1970 to before
+/// 10000-01-01.
+fn since_epoch_by_hand(t: std::time::SystemTime) -> Option<std::time::Duration> {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .filter(|d| d.as_secs() < 253_402_300_800)
+}
+
+/// `2006-01-02T15:04:05.` for `secs` since the epoch (in [`since_epoch_by_hand`]'s range).
+fn push_date_time(out: &mut Vec<u8>, secs: u64) {
+    const SECS_PER_DAY: u64 = 86_400;
     let (year, month, day) = civil_from_days(secs / SECS_PER_DAY);
     let of_day = secs % SECS_PER_DAY;
     push_digits(out, u64::from(year), 4);
@@ -309,6 +317,10 @@ pub fn push_rfc3339_nanos(out: &mut Vec<u8>, now: std::time::SystemTime) {
     out.push(b':');
     push_digits(out, of_day % 60, 2);
     out.push(b'.');
+}
+
+/// The nine fraction digits and the `Z` that end a time stamp.
+fn push_nanos(out: &mut Vec<u8>, since: std::time::Duration) {
     push_digits(out, u64::from(since.subsec_nanos()), 9);
     out.push(b'Z');
 }
@@ -320,37 +332,24 @@ pub struct Rfc3339Stamps {
     /// The second `prefix` shows, when one does.
     second: Option<u64>,
     /// `2006-01-02T15:04:05.` for `second`.
-    prefix: [u8; 20],
+    prefix: Vec<u8>,
 }
 
 impl Rfc3339Stamps {
     /// Appends `t` exactly as [`push_rfc3339_nanos`] does.
     pub fn push(&mut self, out: &mut Vec<u8>, t: std::time::SystemTime) {
-        let Some(since) = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .filter(|d| d.as_secs() < 253_402_300_800)
-        else {
+        let Some(since) = since_epoch_by_hand(t) else {
             push_rfc3339_nanos(out, t);
             return;
         };
         let secs = since.as_secs();
         if self.second != Some(secs) {
-            let mut whole = Vec::with_capacity(30);
-            push_rfc3339_nanos(
-                &mut whole,
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-            );
-            let Some(prefix) = whole.get(..20) else {
-                push_rfc3339_nanos(out, t);
-                return;
-            };
-            self.prefix.copy_from_slice(prefix);
+            self.prefix.clear();
+            push_date_time(&mut self.prefix, secs);
             self.second = Some(secs);
         }
         out.extend_from_slice(&self.prefix);
-        push_digits(out, u64::from(since.subsec_nanos()), 9);
-        out.push(b'Z');
+        push_nanos(out, since);
     }
 }
 

@@ -244,12 +244,15 @@ impl Drop for Exchange {
         if let Some(gate) = self.continue_gate.take() {
             gate.abandon();
         }
+        // A connection goes back only after a complete exchange; otherwise it closes here.
+        let returned = self.connection.take().filter(|_| self.completed);
+        if returned.is_none() && self.log.is_none() {
+            return;
+        }
         // One clock reading for the pool's idle-since and the record's ends.
         let now = Instant::now();
-        if self.completed {
-            if let Some((sender, pool)) = self.connection.take() {
-                pool.put_at(sender, now);
-            }
+        if let Some((sender, pool)) = returned {
+            pool.put_at(sender, now);
         }
         if let Some(log) = self.log.as_mut() {
             log.record.response_bytes = self.response_bytes;

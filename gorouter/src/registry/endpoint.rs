@@ -371,10 +371,7 @@ impl Endpoint {
     fn field(&self, field: Field) -> &str {
         // The buffer was written from `&str`s and the ends are their boundaries, so this never
         // falls back.
-        self.strings
-            .get(self.range(field))
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("")
+        std::str::from_utf8(self.field_bytes(field)).unwrap_or("")
     }
 
     fn field_bytes(&self, field: Field) -> &[u8] {

@@ -1246,7 +1246,7 @@ mod tests {
             }
         }
 
-        async fn serve(&self, io: DuplexStream) -> Ended<DuplexStream> {
+        async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, io: S) -> Ended<S> {
             let (_tx, mut close) = watch::channel(false);
             let session = Session {
                 handler: &self.answers,
@@ -1482,16 +1482,8 @@ mod tests {
             };
             let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
             client.write_all(request.as_bytes()).await.unwrap();
-            let (_tx, mut close) = watch::channel(false);
-            let session = Session {
-                handler: &setup.answers,
-                client: &setup.client,
-                state: &setup.state,
-                settings: &setup.settings,
-                connections: &setup.connections,
-            };
             let mut out = Vec::new();
-            let _ = tokio::join!(serve(session, io, &mut close), client.read_to_end(&mut out));
+            let _ = tokio::join!(setup.serve(io), client.read_to_end(&mut out));
             let at_drop = setup.answers.written_at_drop.load(Ordering::SeqCst);
             assert!(!out.is_empty(), "{path}");
             assert!(
