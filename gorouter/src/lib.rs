@@ -19,6 +19,7 @@
 //! - [`task`]: background tasks tied to their owner ([`task::AbortOnDrop`]).
 
 pub mod access_log;
+pub mod allocator;
 pub mod balancer;
 pub mod component;
 pub mod config;

@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use process_setup::{FlagSet, LogFormat, LogSettings, TimeFormat};
 
+#[global_allocator]
+static ALLOCATOR: gorouter::allocator::CarvedAlignment = gorouter::allocator::CarvedAlignment;
+
 /// gorouter's log `source` when `logging.syslog` is empty (upstream's default prefix).
 const SOURCE: &str = "gorouter.stdout";
 

@@ -72,6 +72,24 @@ const CONNECTION_BIT: u16 = 1 << 0;
 /// `TE`'s bit in that set.
 const TE_BIT: u16 = 1 << 5;
 
+/// The bit of `name` in [`standard_hop_by_hop`]'s order, 0 for a name not in the list. A
+/// match on the text tests the length first, which rules out nearly every name of a message
+/// at once, where comparing it with each of the nine cost about 60 instructions a name.
+fn hop_by_hop_bit(name: &HeaderName) -> u16 {
+    match name.as_str() {
+        "connection" => CONNECTION_BIT,
+        "proxy-connection" => 1 << 1,
+        "keep-alive" => 1 << 2,
+        "proxy-authenticate" => 1 << 3,
+        "proxy-authorization" => 1 << 4,
+        "te" => TE_BIT,
+        "trailer" => 1 << 6,
+        "transfer-encoding" => 1 << 7,
+        "upgrade" => 1 << 8,
+        _ => 0,
+    }
+}
+
 /// Removes hop-by-hop headers and those named in `Connection`, except names in `keep`
 /// (`hop_by_hop_headers_to_filter`, lowercase). `Te: trailers` survives, as in Go.
 ///
@@ -82,9 +100,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep: &[String]) {
     let hop_by_hop = standard_hop_by_hop();
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = hop_by_hop.iter().position(|h| *h == name) {
-            present |= 1 << i;
-        }
+        present |= hop_by_hop_bit(name);
     }
     if present == 0 {
         return;
@@ -152,6 +168,22 @@ pub fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn each_hop_by_hop_name_has_its_place_in_the_list_as_its_bit_and_no_other_name_has_one() {
+        for (i, name) in standard_hop_by_hop().into_iter().enumerate() {
+            assert_eq!(hop_by_hop_bit(name), 1 << i, "{name}");
+        }
+        for name in [
+            "host",
+            "content-length",
+            "x-forwarded-for",
+            "tes",
+            "upgrades",
+        ] {
+            assert_eq!(hop_by_hop_bit(&HeaderName::from_static(name)), 0, "{name}");
+        }
+    }
 
     #[test]
     fn the_connection_and_te_bits_are_their_places_in_the_list() {

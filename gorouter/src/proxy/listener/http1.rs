@@ -109,22 +109,25 @@ where
     // One shutdown wait and one timer for the connection's life, not one per request.
     let mut closed = pin!(close.wait_for(|c| *c));
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    let mut spare: Option<HeaderMap> = None;
+    let mut buffers = ConnBuffers::take();
+    let ConnBuffers {
+        read: buf,
+        out,
+        headers: spare,
+    } = &mut *buffers;
     // The first head is timed from the connection's start, as Go's server and `HeadTimer` do.
     let mut first_byte = Some(session.state.epoch);
     loop {
         let parsed = loop {
             if !buf.is_empty() {
-                match parse_request(&mut buf, &mut spare) {
+                match parse_request(buf, spare) {
                     Head::Partial if buf.len() < MAX_HEAD => {
                         // Timed from here rather than from its first byte's read: a clock read
                         // only for heads that span reads.
                         first_byte.get_or_insert_with(Instant::now);
                     }
-                    Head::Partial | Head::Hyper => return hand_off(io, buf, None),
-                    Head::HyperFrom(head) => return hand_off(io, buf, Some(head)),
+                    Head::Partial | Head::Hyper => return hand_off(io, std::mem::take(buf), None),
+                    Head::HyperFrom(head) => return hand_off(io, std::mem::take(buf), Some(head)),
                     Head::Inline(parsed) => break parsed,
                 }
             } else if closing {
@@ -136,7 +139,7 @@ where
             };
             match wait_for_bytes(
                 &mut io,
-                &mut buf,
+                buf,
                 &mut closed,
                 &mut closing,
                 timer.as_mut(),
@@ -162,7 +165,7 @@ where
                 .handler
                 .clone()
                 .call(session.client.clone(), request));
-            match await_response(call, &mut io, &mut buf).await {
+            match await_response(call, &mut io, buf).await {
                 Some(response) => response.into_parts(),
                 // The client left: dropping the handler's future cancels the exchange.
                 None => return Ended::Closed,
@@ -170,9 +173,9 @@ where
         };
         session.state.set_exchange_deadline(H::deadline(&body));
         rules.keep_alive &= !closing && !session.closing();
-        let written = write_response(&mut io, &mut buf, &mut out, &mut parts, body, rules).await;
+        let written = write_response(&mut io, buf, out, &mut parts, body, rules).await;
         parts.headers.clear();
-        spare = Some(parts.headers);
+        *spare = Some(parts.headers);
         match written {
             Ok(true) => {}
             Ok(false) => {
@@ -184,6 +187,93 @@ where
                 return Ended::Closed;
             }
         }
+    }
+}
+
+/// Connections' buffers a thread keeps for its next connections, at most.
+const KEPT_BUFFERS: usize = 64;
+
+/// A read buffer, response buffer or header map larger than these (a pipelining client, a
+/// large body chunk, a long head) is freed with its connection rather than kept.
+const KEPT_READ: usize = 2 * READ_SIZE;
+const KEPT_OUT: usize = 2 * COPY_LIMIT;
+const KEPT_HEADERS: usize = 4 * MAX_HEADERS;
+
+thread_local! {
+    static KEPT: std::cell::RefCell<Vec<ConnBuffers>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's read and response buffers and its header map. When the connection ends
+/// they go back to its thread for the next connection: allocating them anew (8 KiB past
+/// malloc's per-thread cache, and a header map's two blocks) cost about 2,000 instructions
+/// per connection (BENCHMARKS.md). Only buffers nothing else still points into are kept.
+#[derive(Default)]
+struct ConnBuffers {
+    read: BytesMut,
+    out: Vec<u8>,
+    headers: Option<HeaderMap>,
+}
+
+impl ConnBuffers {
+    /// A kept set, or an empty one (its buffers are allocated on first use).
+    fn take() -> KeptOnDrop {
+        let kept = KEPT
+            .try_with(|kept| kept.try_borrow_mut().ok().and_then(|mut k| k.pop()))
+            .ok()
+            .flatten();
+        KeptOnDrop(kept.unwrap_or_default())
+    }
+
+    /// Empties the buffers for another connection; `false` when one is too large or still
+    /// shared, and the set is better freed.
+    fn reset(&mut self) -> bool {
+        self.read.clear();
+        self.out.clear();
+        if let Some(headers) = &mut self.headers {
+            headers.clear();
+        }
+        // Reclaims the whole allocation once the heads split off it are gone.
+        self.read.try_reclaim(READ_SIZE)
+            && self.read.capacity() <= KEPT_READ
+            && self.out.capacity() <= KEPT_OUT
+            && self
+                .headers
+                .as_ref()
+                .is_none_or(|h| h.capacity() <= KEPT_HEADERS)
+    }
+}
+
+/// Gives the set back to the thread when the connection's task ends, however it ends.
+struct KeptOnDrop(ConnBuffers);
+
+impl std::ops::Deref for KeptOnDrop {
+    type Target = ConnBuffers;
+    fn deref(&self) -> &ConnBuffers {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KeptOnDrop {
+    fn deref_mut(&mut self) -> &mut ConnBuffers {
+        &mut self.0
+    }
+}
+
+impl Drop for KeptOnDrop {
+    fn drop(&mut self) {
+        let mut buffers = std::mem::take(&mut self.0);
+        if !buffers.reset() {
+            return;
+        }
+        // Not while the thread's locals are being torn down, and a full pool frees the set
+        // outside the borrow.
+        let _ = KEPT.try_with(|kept| {
+            if let Ok(mut kept) = kept.try_borrow_mut() {
+                if kept.len() < KEPT_BUFFERS {
+                    kept.push(buffers);
+                }
+            }
+        });
     }
 }
 
@@ -995,6 +1085,54 @@ mod tests {
     use hyper::body::Incoming;
     use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, DuplexStream};
+
+    /// A connection's read buffer after serving one request: its head split off and gone.
+    fn used(buffers: &mut ConnBuffers) -> *const u8 {
+        buffers.read.reserve(READ_SIZE);
+        buffers
+            .read
+            .extend_from_slice(b"GET / HTTP/1.1\r\n\r\nGET /next");
+        let at = buffers.read.as_ptr();
+        drop(buffers.read.split_to(18).freeze());
+        buffers.out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        buffers.headers = Some(HeaderMap::with_capacity(8));
+        at
+    }
+
+    #[test]
+    fn a_connection_s_buffers_serve_the_thread_s_next_connection_emptied() {
+        let mut first = ConnBuffers::take();
+        let allocation = used(&mut first);
+        drop(first);
+        let next = ConnBuffers::take();
+        assert_eq!(
+            next.read.as_ptr(),
+            allocation,
+            "the same read allocation, from its start"
+        );
+        assert!(next.read.is_empty() && next.read.capacity() >= READ_SIZE);
+        assert!(next.out.is_empty() && next.out.capacity() > 0);
+        assert!(next.headers.as_ref().is_some_and(|h| h.is_empty()));
+    }
+
+    #[test]
+    fn a_read_buffer_something_still_points_into_is_not_kept() {
+        let mut first = ConnBuffers::take();
+        used(&mut first);
+        let still_held = first.read.split_to(4).freeze();
+        drop(first);
+        let next = ConnBuffers::take();
+        assert_eq!(next.read.capacity(), 0, "a new buffer, not the shared one");
+        assert_eq!(&still_held[..], b"GET ");
+    }
+
+    #[test]
+    fn an_oversized_read_buffer_is_freed_with_its_connection() {
+        let mut first = ConnBuffers::take();
+        first.read.reserve(MAX_READ_AHEAD);
+        drop(first);
+        assert_eq!(ConnBuffers::take().read.capacity(), 0);
+    }
 
     /// Answers by path; records what it saw and whether an exchange was dropped unfinished.
     #[derive(Default)]

@@ -2,7 +2,7 @@
 //! `X-Vcap-Request-Id` when the app set none, the `X-Vcap-Trace` debugging headers, and
 //! `X-CF-Proxy-Signature` never leaving the router.
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{Entry, HeaderMap, HeaderValue};
 
 use crate::proxy::headers::*;
 use crate::proxy::ProxySettings;
@@ -20,8 +20,9 @@ pub fn apply(h: &mut HeaderMap, rules: &ResponseRules<'_>, endpoint: &Endpoint, 
     if !rules.upgraded {
         remove_hop_by_hop(h, &[]);
     }
-    if !h.contains_key(&X_VCAP_REQUEST_ID) {
-        h.insert(X_VCAP_REQUEST_ID.clone(), rules.request_id.clone());
+    // One lookup (an entry), not a `contains_key` and an `insert`.
+    if let Entry::Vacant(v) = h.entry(&X_VCAP_REQUEST_ID) {
+        v.insert(rules.request_id.clone());
     }
     h.remove(&X_CF_PROXY_SIGNATURE);
     if rules.trace_requested {
