@@ -306,7 +306,7 @@ pub fn run<'a>(
             let reused = pooled.is_some();
             let sender = match pooled {
                 Some(Sender::Inline(conn)) if !inline => {
-                    match transport::inline_to_hyper(conn, &endpoint).await {
+                    match transport::inline_to_hyper(*conn, &endpoint).await {
                         Ok(sndr) => sndr,
                         Err(e) => {
                             // The connection was idle and sound a moment ago: no fault of the

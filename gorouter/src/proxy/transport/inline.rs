@@ -609,7 +609,7 @@ type PolledFrame = Poll<Option<Result<Frame<Bytes>, InlineBodyError>>>;
 /// may be kept, the connection goes back to its pool through
 /// [`take_connection`](Self::take_connection).
 pub struct InlineBody {
-    conn: Option<InlineHttp1>,
+    conn: Option<Box<InlineHttp1>>,
     state: BodyState,
     keep_alive: bool,
     pool: Option<Arc<IdleConnections>>,
@@ -629,7 +629,11 @@ pub enum InlineBodyError {
 impl InlineBody {
     /// The body `head` announced, read from `conn`; `pool` takes the connection back when the
     /// body ends cleanly (none: it is closed).
-    pub fn new(conn: InlineHttp1, head: &ResponseHead, pool: Option<Arc<IdleConnections>>) -> Self {
+    pub fn new(
+        conn: Box<InlineHttp1>,
+        head: &ResponseHead,
+        pool: Option<Arc<IdleConnections>>,
+    ) -> Self {
         let state = match head.framing {
             Framing::Empty => BodyState::Done,
             Framing::Length(n) => BodyState::Length(n),
@@ -899,7 +903,7 @@ mod tests {
     > {
         let mut conn = conn;
         let head = conn.send(&mut req).await?;
-        let mut body = InlineBody::new(conn, &head, Some(pool()));
+        let mut body = InlineBody::new(Box::new(conn), &head, Some(pool()));
         let mut data = Vec::new();
         let mut trailers = None;
         while let Some(frame) = body.frame().await {
@@ -910,7 +914,7 @@ mod tests {
             }
         }
         let conn = match body.take_connection() {
-            Some((Sender::Inline(c), _)) => Some(c),
+            Some((Sender::Inline(c), _)) => Some(*c),
             _ => None,
         };
         Ok((head.response, data, trailers, conn))
@@ -1199,7 +1203,7 @@ mod tests {
         .await;
         let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
         let head = conn.send(&mut get("/")).await.unwrap();
-        let mut body = InlineBody::new(conn, &head, Some(pool()));
+        let mut body = InlineBody::new(Box::new(conn), &head, Some(pool()));
         let frame = body.frame().await.expect("a frame");
         assert!(frame.is_err());
         assert!(body.take_connection().is_none());
@@ -1213,7 +1217,7 @@ mod tests {
         .await;
         let mut conn = InlineHttp1::new(BackendStream::Plain(stream));
         let head = conn.send(&mut get("/")).await.unwrap();
-        let mut body = InlineBody::new(conn, &head, Some(pool()));
+        let mut body = InlineBody::new(Box::new(conn), &head, Some(pool()));
         backend.await.unwrap(); // the backend closes its side
         let mut error = None;
         while let Some(frame) = body.frame().await {

@@ -222,9 +222,9 @@ impl Transport {
         let stream = dial::tcp(endpoint, timeout).await?;
         if !endpoint.tls {
             if inline && !upgrades {
-                return Ok(Sender::Inline(inline::InlineHttp1::new(
+                return Ok(Sender::Inline(Box::new(inline::InlineHttp1::new(
                     inline::BackendStream::Plain(stream),
-                )));
+                ))));
             }
             return http1_handshake(TokioIo::new(stream), endpoint, upgrades).await;
         }
@@ -254,9 +254,9 @@ impl Transport {
             return Ok(Sender::Http2(sender));
         }
         if inline && !upgrades {
-            return Ok(Sender::Inline(inline::InlineHttp1::new(
+            return Ok(Sender::Inline(Box::new(inline::InlineHttp1::new(
                 inline::BackendStream::Tls(Box::new(stream)),
-            )));
+            ))));
         }
         http1_handshake(TokioIo::new(stream), endpoint, upgrades).await
     }
@@ -546,7 +546,7 @@ mod tests {
         let Some(Sender::Inline(conn)) = pool.take() else {
             panic!("the idle inline connection is handed out");
         };
-        let mut sender = inline_to_hyper(conn, &ep).await.unwrap();
+        let mut sender = inline_to_hyper(*conn, &ep).await.unwrap();
         // A body hyper's client streams: from a real client connection, as the proxy has it.
         let (client_body_tx, client_body) = client_request_body(b"data").await;
         let post = http::Request::builder()

@@ -21,7 +21,9 @@ pub enum Sender {
         home: usize,
     },
     Http2(http2::SendRequest<RequestBody>),
-    Inline(InlineHttp1),
+    /// Boxed: a request's futures, its response and its body move the connection they hold,
+    /// and a box moves as a pointer (the connection's state is about 100 bytes).
+    Inline(Box<InlineHttp1>),
 }
 
 /// A connection hyper's client drives, borrowed from a [`Sender`] to send one request.
