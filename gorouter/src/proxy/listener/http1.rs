@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use super::{ConnState, Connections, Handler, ListenerSettings};
 use crate::proxy::body::{BoxError, ClientBody};
 use crate::proxy::headers::{list_has_token, value_has_token};
-use crate::proxy::wire::{content_length, last_token_is, range_in, write_title_case};
+use crate::proxy::wire::{content_length, header_name, last_token_is, range_in, write_title_case};
 use crate::proxy::ClientConn;
 
 /// Bytes of a request head served here. A longer one goes to hyper, which applies
@@ -514,7 +514,7 @@ fn parse_request(buf: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
     };
     for i in &indices {
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[i[0]..i[1]]),
+            header_name(&head[i[0]..i[1]]),
             HeaderValue::from_maybe_shared(head.slice(i[2]..i[3])),
         ) else {
             return Head::HyperFrom(head);

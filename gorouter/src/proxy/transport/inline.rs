@@ -511,7 +511,7 @@ fn build_head(
     let mut transfer_encoding: Option<bool> = None;
     let mut content_length: Option<Result<u64, ()>> = None;
     for i in indices {
-        let name = HeaderName::from_bytes(&head[i[0]..i[1]])
+        let name = wire::header_name(&head[i[0]..i[1]])
             .map_err(|_| InlineError::Malformed(httparse::Error::HeaderName))?;
         let value = HeaderValue::from_maybe_shared(head.slice(i[2]..i[3]))
             .map_err(|_| InlineError::Malformed(httparse::Error::HeaderValue))?;
