@@ -59,6 +59,22 @@ impl CarvedAlignment {
         }
     }
 
+    /// A block for `layout` from `system` (`System`'s `alloc` or `alloc_zeroed`): as asked,
+    /// or carved from a larger block.
+    ///
+    /// # Safety
+    /// `layout` has a non-zero size, and `system` may be called with any such layout.
+    unsafe fn allocate(layout: Layout, system: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
+        if !Self::carves(layout) {
+            return system(layout);
+        }
+        let Some(outer) = Self::outer(layout) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: `carve` gets the block of `outer` just allocated (or null).
+        unsafe { Self::carve(system(outer), layout) }
+    }
+
     /// The `malloc` block a carved block was cut from.
     ///
     /// # Safety
@@ -73,27 +89,14 @@ impl CarvedAlignment {
 // `System` block of `outer(layout)` that stays allocated until the carved block is freed.
 unsafe impl GlobalAlloc for CarvedAlignment {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !Self::carves(layout) {
-            // SAFETY: the caller's contract, passed on.
-            return unsafe { System.alloc(layout) };
-        }
-        let Some(outer) = Self::outer(layout) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: `outer` has a non-zero size; `carve` gets the block just allocated.
-        unsafe { Self::carve(System.alloc(outer), layout) }
+        // SAFETY: the caller's contract (a non-zero size), passed on; the closure is only
+        // called with it or with the larger `outer` layout.
+        unsafe { Self::allocate(layout, |l| System.alloc(l)) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !Self::carves(layout) {
-            // SAFETY: the caller's contract, passed on.
-            return unsafe { System.alloc_zeroed(layout) };
-        }
-        let Some(outer) = Self::outer(layout) else {
-            return std::ptr::null_mut();
-        };
         // SAFETY: as in `alloc`; zeroing the outer block zeroes the carved one.
-        unsafe { Self::carve(System.alloc_zeroed(outer), layout) }
+        unsafe { Self::allocate(layout, |l| System.alloc_zeroed(l)) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
