@@ -19,8 +19,8 @@ const MALLOC_ALIGN: usize = 16;
 const MAX_CARVED_ALIGN: usize = 512;
 
 /// Larger over-aligned blocks go to [`System`] too: they are made once (runtime and table
-/// structures), where `posix_memalign`'s cost does not matter and its way of placing them
-/// held about 1 MiB less at start.
+/// structures), where `posix_memalign`'s cost does not matter, and carving would leave up to
+/// `align` bytes of each unused.
 const MAX_CARVED_SIZE: usize = 4096;
 
 /// [`System`], with over-aligned blocks carved from `malloc` (see the module doc).

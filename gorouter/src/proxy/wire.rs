@@ -14,47 +14,52 @@ pub fn header_name(name: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
     // By length first: a match on byte strings compares them one arm after another.
     let known = match name.len() {
         4 => match name {
-            b"Host" | b"host" => header::HOST,
-            b"Date" | b"date" => header::DATE,
-            b"Etag" | b"ETag" | b"etag" => header::ETAG,
-            b"Vary" | b"vary" => header::VARY,
-            _ => return HeaderName::from_bytes(name),
+            b"Host" | b"host" => Some(header::HOST),
+            b"Date" | b"date" => Some(header::DATE),
+            b"Etag" | b"ETag" | b"etag" => Some(header::ETAG),
+            b"Vary" | b"vary" => Some(header::VARY),
+            _ => None,
         },
         6 => match name {
-            b"Accept" | b"accept" => header::ACCEPT,
-            b"Cookie" | b"cookie" => header::COOKIE,
-            b"Server" | b"server" => header::SERVER,
-            _ => return HeaderName::from_bytes(name),
+            b"Accept" | b"accept" => Some(header::ACCEPT),
+            b"Cookie" | b"cookie" => Some(header::COOKIE),
+            b"Server" | b"server" => Some(header::SERVER),
+            _ => None,
         },
-        8 if name == b"Location" || name == b"location" => header::LOCATION,
+        8 if name == b"Location" || name == b"location" => Some(header::LOCATION),
         10 => match name {
-            b"User-Agent" | b"user-agent" => header::USER_AGENT,
-            b"Connection" | b"connection" => header::CONNECTION,
-            b"Set-Cookie" | b"set-cookie" => header::SET_COOKIE,
-            _ => return HeaderName::from_bytes(name),
+            b"User-Agent" | b"user-agent" => Some(header::USER_AGENT),
+            b"Connection" | b"connection" => Some(header::CONNECTION),
+            b"Set-Cookie" | b"set-cookie" => Some(header::SET_COOKIE),
+            _ => None,
         },
-        12 if name == b"Content-Type" || name == b"content-type" => header::CONTENT_TYPE,
+        12 if name == b"Content-Type" || name == b"content-type" => Some(header::CONTENT_TYPE),
         13 => match name {
-            b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
-            b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
-            b"Accept-Ranges" | b"accept-ranges" => header::ACCEPT_RANGES,
-            _ => return HeaderName::from_bytes(name),
+            b"Cache-Control" | b"cache-control" => Some(header::CACHE_CONTROL),
+            b"Last-Modified" | b"last-modified" => Some(header::LAST_MODIFIED),
+            b"Accept-Ranges" | b"accept-ranges" => Some(header::ACCEPT_RANGES),
+            _ => None,
         },
-        14 if name == b"Content-Length" || name == b"content-length" => header::CONTENT_LENGTH,
+        14 if name == b"Content-Length" || name == b"content-length" => {
+            Some(header::CONTENT_LENGTH)
+        }
         15 => match name {
-            b"Accept-Encoding" | b"accept-encoding" => header::ACCEPT_ENCODING,
-            b"Accept-Language" | b"accept-language" => header::ACCEPT_LANGUAGE,
-            _ => return HeaderName::from_bytes(name),
+            b"Accept-Encoding" | b"accept-encoding" => Some(header::ACCEPT_ENCODING),
+            b"Accept-Language" | b"accept-language" => Some(header::ACCEPT_LANGUAGE),
+            _ => None,
         },
         16 if name == b"Content-Encoding" || name == b"content-encoding" => {
-            header::CONTENT_ENCODING
+            Some(header::CONTENT_ENCODING)
         }
         17 if name == b"Transfer-Encoding" || name == b"transfer-encoding" => {
-            header::TRANSFER_ENCODING
+            Some(header::TRANSFER_ENCODING)
         }
-        _ => return HeaderName::from_bytes(name),
+        _ => None,
     };
-    Ok(known)
+    match known {
+        Some(known) => Ok(known),
+        None => HeaderName::from_bytes(name),
+    }
 }
 
 /// Appends a lower-case header name in Go's canonical case (hyper's `title_case_headers`):

@@ -525,7 +525,7 @@ fn build_head(
             }
             // Read, and not kept: the response stage removes `Connection` (A.8), and the only
             // header this one names is hop-by-hop itself. Most backends that send one say just
-            // this, and adding it to the map to remove it again cost 600 instructions.
+            // this, and adding it to the map to remove it again cost 1,000 instructions.
             if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
                 continue;
             }
