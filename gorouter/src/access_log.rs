@@ -27,6 +27,7 @@ use http::HeaderValue;
 
 use process_setup::logging::Rfc3339Stamps;
 
+use crate::go_quote::quote_bytes;
 use crate::registry::Endpoint;
 
 /// How often a growing count of dropped records is logged.
@@ -293,95 +294,6 @@ fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     }
     out.push(b':');
     push_u64(out, addr.port().into());
-}
-
-/// Go's `strconv.Quote`, with an empty value written as `"-"`.
-pub fn quote_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    if bytes.is_empty() {
-        out.extend_from_slice(b"\"-\"");
-        return;
-    }
-    // Nearly every value is printable ASCII without quotes or backslashes: copied whole.
-    if is_plain(bytes) {
-        out.reserve(bytes.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    quote_escaped(out, bytes);
-}
-
-/// [`quote_bytes`] for a value with something to escape: kept out of line, as it is rare.
-#[cold]
-#[inline(never)]
-fn quote_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'"');
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\u{07}' => out.extend_from_slice(b"\\a"),
-                '\u{08}' => out.extend_from_slice(b"\\b"),
-                '\u{0c}' => out.extend_from_slice(b"\\f"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                '\u{0b}' => out.extend_from_slice(b"\\v"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                    push_hex_escape(out, b'x', c as u32, 2)
-                }
-                c if c.is_control() => push_hex_escape(out, b'u', c as u32, 4),
-                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-            }
-        }
-        for &b in chunk.invalid() {
-            push_hex_escape(out, b'x', b.into(), 2);
-        }
-    }
-    out.push(b'"');
-}
-
-/// A byte Go's `strconv.Quote` copies as it is: printable ASCII other than `"` and `\`.
-fn is_plain_byte(b: u8) -> bool {
-    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
-}
-
-/// Whether every byte [`is_plain_byte`], checked eight at a time (a line has a dozen values,
-/// most of them tens of bytes long).
-fn is_plain(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Whether some byte of `w` is below `n` (n <= 0x80), or is zero; exact, no false alarms.
-    let has_below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH != 0;
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            return false;
-        };
-        let w = u64::from_le_bytes(word);
-        // A byte of 0x7f or more: 0x7f + 1 and anything with its top bit set show in HIGH.
-        // (A carry out of 0xff can only add a false alarm, which takes the slow path.)
-        let high = (w.wrapping_add(ONES) | w) & HIGH != 0;
-        if high
-            || has_below(w, 0x20)
-            || has_below(w ^ (ONES * u64::from(b'"')), 1)
-            || has_below(w ^ (ONES * u64::from(b'\\')), 1)
-        {
-            return false;
-        }
-    }
-    words.remainder().iter().all(|&b| is_plain_byte(b))
-}
-
-/// `\x7f` / `\u0085`: `kind`, then `value` in `width` lowercase hex digits.
-fn push_hex_escape(out: &mut Vec<u8>, kind: u8, value: u32, width: u32) {
-    out.push(b'\\');
-    out.push(kind);
-    for i in (0..width).rev() {
-        out.push(b"0123456789abcdef"[(value >> (4 * i) & 0xf) as usize]);
-    }
 }
 
 /// The most text a thread holds for the writer; beyond it, lines are dropped (and counted)
@@ -748,42 +660,6 @@ mod tests {
         assert!(s.contains("\"GET / HTTP/1.0\" \"-\" 0 0"), "{s}");
         assert!(s.contains("response_time:\"-\" gorouter_time:\"-\""), "{s}");
         assert!(s.ends_with(" x_custom_thing:\"v\" x_absent:\"-\""), "{s}");
-    }
-
-    #[test]
-    fn the_word_at_a_time_plain_check_agrees_with_the_byte_check() {
-        // Every byte value at every position of a 19-byte value (two words and a remainder),
-        // the rest plain.
-        for len in [1usize, 8, 19] {
-            for pos in 0..len {
-                for b in 0..=255u8 {
-                    let mut v = vec![b'a'; len];
-                    v[pos] = b;
-                    assert_eq!(
-                        is_plain(&v),
-                        is_plain_byte(b),
-                        "byte {b:#x} at {pos} of {len}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn quote_escapes_like_go() {
-        let mut s = Vec::new();
-        quote_bytes(&mut s, b"a\"b\\c\n\x01\x7f\xff");
-        assert_eq!(s, b"\"a\\\"b\\\\c\\n\\x01\\x7f\\xff\"");
-    }
-
-    #[test]
-    fn quote_copies_printable_values_and_escapes_the_rest() {
-        let mut s = Vec::new();
-        quote_bytes(&mut s, b"curl/8.0 (x86_64; +https://x) ~");
-        assert_eq!(s, b"\"curl/8.0 (x86_64; +https://x) ~\"");
-        s.clear();
-        quote_bytes(&mut s, "h\u{e9}llo \u{85}".as_bytes());
-        assert_eq!(String::from_utf8(s).unwrap(), "\"h\u{e9}llo \\u0085\"");
     }
 
     /// A `GET /` record for `host`, the smallest a writer test needs.

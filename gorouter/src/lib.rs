@@ -15,6 +15,7 @@
 //! - [`component`]: upstream's deprecated VCAP component announce/discover over NATS.
 //! - [`tls`]: certificates, the HTTPS listener's and backends' rustls configs, TLS failures.
 //! - [`access_log`]: the access log line format and its off-path writer.
+//! - [`go_quote`]: Go's `strconv.Quote` for the access log's values.
 //! - [`router`]: wiring everything together, signals and drain.
 //! - [`task`]: background tasks tied to their owner ([`task::AbortOnDrop`]).
 
@@ -23,6 +24,7 @@ pub mod allocator;
 pub mod balancer;
 pub mod component;
 pub mod config;
+pub mod go_quote;
 pub mod metrics;
 pub mod nats;
 pub mod proxy;
