@@ -4,10 +4,13 @@
 use http::header::{HeaderMap, HeaderValue};
 
 use crate::proxy::errors::RouterError;
-use crate::proxy::headers::X_CF_APP_INSTANCE;
+use crate::proxy::headers::{has_header, X_CF_APP_INSTANCE};
 
 /// The app instance the request names, if any.
 pub fn requested(headers: &HeaderMap) -> Result<Option<(String, String)>, RouterError> {
+    if !has_header(headers, &X_CF_APP_INSTANCE) {
+        return Ok(None);
+    }
     match headers.get(&X_CF_APP_INSTANCE) {
         Some(v) => match parse_app_instance(v) {
             Some((g, i)) => Ok(Some((g.to_string(), i.to_string()))),

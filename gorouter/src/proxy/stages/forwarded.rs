@@ -21,7 +21,7 @@ pub fn prepare(
     signed: bool,
     received: SystemTime,
 ) {
-    let request_start = h.contains_key(&X_REQUEST_START);
+    let request_start = has_header(h, &X_REQUEST_START);
     remove_hop_by_hop(h, &s.hop_by_hop_keep);
     append_forwarded_for(h, &conn.remote_ip);
     if !signed {
@@ -42,7 +42,9 @@ pub fn prepare(
             h.insert(X_REQUEST_START.clone(), v);
         }
     }
-    h.remove(&X_CF_APP_INSTANCE);
+    if has_header(h, &X_CF_APP_INSTANCE) {
+        h.remove(&X_CF_APP_INSTANCE);
+    }
 }
 
 /// The backend request's `Connection`: `Upgrade` for websockets; `close` for 100-continue

@@ -24,7 +24,9 @@ pub fn apply(h: &mut HeaderMap, rules: &ResponseRules<'_>, endpoint: &Endpoint, 
     if let Entry::Vacant(v) = h.entry(&X_VCAP_REQUEST_ID) {
         v.insert(rules.request_id.clone());
     }
-    h.remove(&X_CF_PROXY_SIGNATURE);
+    if has_header(h, &X_CF_PROXY_SIGNATURE) {
+        h.remove(&X_CF_PROXY_SIGNATURE);
+    }
     if rules.trace_requested {
         h.insert(X_VCAP_ROUTER.clone(), s.router_ip.clone());
         if let Some(a) = endpoint.addr_header() {
