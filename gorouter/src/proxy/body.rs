@@ -237,6 +237,9 @@ pub struct Exchange {
     pub completed: bool,
     /// The `Expect: 100-continue` gate of the request, abandoned when the exchange ends.
     pub continue_gate: Option<Arc<ContinueGate>>,
+    /// When the body's last frame came, if the deadline check read the clock then: the
+    /// exchange's end, so dropping it needs no reading of its own.
+    pub ended_at: Option<Instant>,
 }
 
 impl Drop for Exchange {
@@ -250,7 +253,7 @@ impl Drop for Exchange {
             return;
         }
         // One clock reading for the pool's idle-since and the record's ends.
-        let now = Instant::now();
+        let now = self.ended_at.unwrap_or_else(Instant::now);
         if let Some((sender, pool)) = returned {
             pool.put_at(sender, now);
         }
@@ -519,7 +522,13 @@ impl Body for ResponseBody {
                 if let Some(d) = deadline.as_pin_mut() {
                     let late = match &polled {
                         Poll::Pending => d.poll(cx).is_ready(),
-                        Poll::Ready(Some(Ok(_))) => d.deadline() <= tokio::time::Instant::now(),
+                        Poll::Ready(Some(Ok(_))) => {
+                            let now = tokio::time::Instant::now();
+                            if inner.is_end_stream() {
+                                this.exchange.ended_at = Some(now.into_std());
+                            }
+                            d.deadline() <= now
+                        }
                         Poll::Ready(_) => false,
                     };
                     if late {

@@ -299,9 +299,12 @@ pub fn run<'a>(
             // A body-less request goes inline, without hyper's client, on an HTTP/1.1 connection.
             let inline = !fresh_connection_only && inline::can_send(&req);
             let idle = keep.then(|| transport.pool(&endpoint));
-            let pooled = match &idle {
-                Some(idle) => idle.take(),
-                None => None,
+            // Read once for the pool's idle check and, on a pooled connection, the backend
+            // request's start.
+            let attempt_at = idle.as_ref().map(|_| Instant::now());
+            let pooled = match (&idle, attempt_at) {
+                (Some(idle), Some(now)) => idle.take(now),
+                _ => None,
             };
             let reused = pooled.is_some();
             let sender = match pooled {
@@ -359,7 +362,10 @@ pub fn run<'a>(
             // the shared HTTP/2 connection would be handed out again, so its failures count.
             let free_retry = reused && !sender.is_http2();
             if let Some(l) = ctx.log.as_mut() {
-                l.backend_started = Some(Instant::now());
+                // After a dial, the request starts now; on a pooled connection it started
+                // at the pool's reading.
+                l.backend_started =
+                    Some(attempt_at.filter(|_| reused).unwrap_or_else(Instant::now));
             }
             let may_retry = free_retry || tried < attempts;
             let (mut resp, connection) = match sender {
@@ -541,13 +547,17 @@ pub fn run<'a>(
                 response_bytes: 0,
                 completed: false,
                 continue_gate: continue_gate.clone(),
+                ended_at: None,
             };
             let (mut parts, backend_body) = resp.into_parts();
             // Answer in the client's protocol (hyper downgrades for HTTP/1.0 clients).
             parts.version = Version::HTTP_11;
-            let deadline = (!websocket).then(|| {
-                tokio::time::sleep(s.endpoint_timeout.saturating_sub(ctx.started.elapsed()))
-            });
+            // From the request's start, without reading the clock (`sleep` would, twice).
+            let deadline =
+                (!websocket).then(|| match ctx.started.checked_add(s.endpoint_timeout) {
+                    Some(at) => tokio::time::sleep_until(at.into()),
+                    None => tokio::time::sleep(s.endpoint_timeout),
+                });
             return Response::from_parts(
                 parts,
                 ResponseBody::backend(backend_body, deadline, exchange),

@@ -484,7 +484,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!busy.is_ready(), "a request is in flight on it");
         pool.put(Sender::http1_driven_here(busy));
-        assert!(pool.take().is_none(), "no ready connection to hand out");
+        assert!(
+            pool.take(std::time::Instant::now()).is_none(),
+            "no ready connection to hand out"
+        );
         assert_eq!(pool.len(), 1, "the busy connection stays pooled for later");
         in_flight.abort();
     }
@@ -543,7 +546,7 @@ mod tests {
         let (sender, idle) = body.take_connection().expect("kept");
         idle.put(sender);
 
-        let Some(Sender::Inline(conn)) = pool.take() else {
+        let Some(Sender::Inline(conn)) = pool.take(std::time::Instant::now()) else {
             panic!("the idle inline connection is handed out");
         };
         let mut sender = inline_to_hyper(*conn, &ep).await.unwrap();

@@ -199,8 +199,9 @@ impl IdleConnections {
     /// An idle connection that is still open and ready for a request, if any: the shared
     /// HTTP/2 one first. Never waits: a connection that is open but not ready yet (its task
     /// has not re-armed since it was returned) goes back for a later request, and the caller
-    /// dials instead.
-    pub fn take(&self) -> Option<Sender> {
+    /// dials instead. `now` is the caller's clock reading, which it uses again for the
+    /// backend request's start: one reading where there were two or more.
+    pub fn take(&self, now: Instant) -> Option<Sender> {
         if let Some(h2) = self.http2.load().as_ref() {
             if !h2.is_closed() {
                 self.touch();
@@ -212,7 +213,7 @@ impl IdleConnections {
             }
         }
         let own = process_setup::runtime_threads::current_index() % self.stacks.len();
-        if let Some(sender) = self.take_from(&self.stacks[own]) {
+        if let Some(sender) = self.take_from(&self.stacks[own], now) {
             return Some(sender);
         }
         if !self.is_full() {
@@ -221,7 +222,7 @@ impl IdleConnections {
         }
         (1..self.stacks.len())
             .map(|i| (own + i) % self.stacks.len())
-            .find_map(|i| self.take_from(&self.stacks[i]))
+            .find_map(|i| self.take_from(&self.stacks[i], now))
     }
 
     /// Whether a connection returned now would be closed for want of room: this backend's
@@ -233,7 +234,7 @@ impl IdleConnections {
     /// The most recently returned connection of `stack` that is open and ready. Closed and
     /// expired ones met on the way are dropped; ones not ready yet (a hyper task that has not
     /// re-armed since the connection was returned) stay for a later request.
-    fn take_from(&self, stack: &Mutex<Vec<Idle>>) -> Option<Sender> {
+    fn take_from(&self, stack: &Mutex<Vec<Idle>>, now: Instant) -> Option<Sender> {
         let mut stack = match stack.try_lock() {
             Ok(s) => s,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
@@ -248,7 +249,7 @@ impl IdleConnections {
         while i > 0 {
             i -= 1;
             let (sender, since) = &mut stack[i];
-            if sender.is_closed() || since.elapsed() > self.idle_timeout {
+            if sender.is_closed() || now.saturating_duration_since(*since) > self.idle_timeout {
                 stack.remove(i);
                 self.released(1);
                 continue;
@@ -405,7 +406,7 @@ mod tests {
         let pool = pool.clone();
         threads.handles()[thread]
             .spawn(async move {
-                let taken = pool.take();
+                let taken = pool.take(Instant::now());
                 (taken, stack_lengths(&pool))
             })
             .await
@@ -442,12 +443,12 @@ mod tests {
         let (newer, mut newer_peer) = idle_http1().await;
         pool.put(older);
         pool.put(newer);
-        let first = pool.take().expect("two idle connections");
+        let first = pool.take(Instant::now()).expect("two idle connections");
         assert!(
             is_connection_to(first, &mut newer_peer).await,
             "last in, first out"
         );
-        let second = pool.take().expect("one left");
+        let second = pool.take(Instant::now()).expect("one left");
         assert!(is_connection_to(second, &mut older_peer).await);
     }
 
@@ -459,12 +460,12 @@ mod tests {
         {
             let _reaping = locked(&pool.stacks[0]);
             assert!(
-                pool.take().is_none(),
+                pool.take(Instant::now()).is_none(),
                 "no wait for the lock: the caller dials"
             );
         }
         assert!(
-            pool.take().is_some(),
+            pool.take(Instant::now()).is_some(),
             "the connection is there once the lock is free"
         );
     }
@@ -480,11 +481,33 @@ mod tests {
         // One request at a time keeps taking and returning the top one.
         for _ in 0..3 {
             tokio::time::sleep(idle_age / 2).await;
-            let top = pool.take().expect("the top connection");
+            let top = pool.take(Instant::now()).expect("the top connection");
             top_ready(&pool, top).await;
         }
         assert_eq!(pool.reap(Instant::now()), 1, "the unused one is closed");
         assert_eq!(pool.len(), 1, "the one in use stays");
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_its_age_at_the_callers_reading_is_closed_not_handed_out() {
+        let idle_age = Duration::from_secs(30);
+        let pool = IdleConnections::new(4, IdleBudget::new(0), idle_age, 1);
+        let (sender, _peer) = idle_http1().await;
+        let returned = Instant::now();
+        pool.put_at(sender, returned);
+        assert!(
+            pool.take(returned + idle_age + Duration::from_millis(1))
+                .is_none(),
+            "past its idle age at the reading given"
+        );
+        assert_eq!(pool.len(), 0, "and closed on the way");
+
+        let (sender, _peer) = idle_http1().await;
+        pool.put_at(sender, returned);
+        assert!(
+            pool.take(returned + idle_age).is_some(),
+            "at its idle age exactly it may still be used"
+        );
     }
 
     /// Returns `sender` once its task is ready for another request.
