@@ -62,9 +62,91 @@ pub fn header_name(name: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
     }
 }
 
+/// The Go-case spelling of the lower-case names nearly every request and response carries,
+/// matched by length and bytes: a name written per header of every message, where
+/// [`write_title_case`] looks at each byte (about 60 instructions a name).
+fn known_title_case(name: &[u8]) -> Option<&'static [u8]> {
+    Some(match name.len() {
+        4 => match name {
+            b"host" => b"Host",
+            b"date" => b"Date",
+            b"etag" => b"Etag",
+            b"vary" => b"Vary",
+            _ => return None,
+        },
+        6 => match name {
+            b"accept" => b"Accept",
+            b"cookie" => b"Cookie",
+            b"server" => b"Server",
+            b"origin" => b"Origin",
+            b"pragma" => b"Pragma",
+            b"expect" => b"Expect",
+            _ => return None,
+        },
+        7 => match name {
+            b"referer" => b"Referer",
+            b"upgrade" => b"Upgrade",
+            b"expires" => b"Expires",
+            _ => return None,
+        },
+        8 if name == b"location" => b"Location",
+        10 => match name {
+            b"user-agent" => b"User-Agent",
+            b"connection" => b"Connection",
+            b"set-cookie" => b"Set-Cookie",
+            b"keep-alive" => b"Keep-Alive",
+            b"tracestate" => b"Tracestate",
+            _ => return None,
+        },
+        11 => match name {
+            b"x-b3-spanid" => b"X-B3-Spanid",
+            b"traceparent" => b"Traceparent",
+            _ => return None,
+        },
+        12 => match name {
+            b"content-type" => b"Content-Type",
+            b"x-b3-traceid" => b"X-B3-Traceid",
+            _ => return None,
+        },
+        13 => match name {
+            b"cache-control" => b"Cache-Control",
+            b"last-modified" => b"Last-Modified",
+            b"accept-ranges" => b"Accept-Ranges",
+            b"authorization" => b"Authorization",
+            _ => return None,
+        },
+        14 if name == b"content-length" => b"Content-Length",
+        15 => match name {
+            b"accept-encoding" => b"Accept-Encoding",
+            b"accept-language" => b"Accept-Language",
+            b"x-forwarded-for" => b"X-Forwarded-For",
+            b"x-request-start" => b"X-Request-Start",
+            b"x-cf-instanceid" => b"X-Cf-Instanceid",
+            _ => return None,
+        },
+        16 if name == b"content-encoding" => b"Content-Encoding",
+        17 => match name {
+            b"transfer-encoding" => b"Transfer-Encoding",
+            b"x-forwarded-proto" => b"X-Forwarded-Proto",
+            b"x-vcap-request-id" => b"X-Vcap-Request-Id",
+            _ => return None,
+        },
+        18 => match name {
+            b"x-cf-applicationid" => b"X-Cf-Applicationid",
+            b"x-cf-instanceindex" => b"X-Cf-Instanceindex",
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
 /// Appends a lower-case header name in Go's canonical case (hyper's `title_case_headers`):
 /// the first letter and each one after a `-` upper-cased.
 pub fn write_title_case(dst: &mut Vec<u8>, name: &[u8]) {
+    if let Some(known) = known_title_case(name) {
+        dst.extend_from_slice(known);
+        return;
+    }
     let start = dst.len();
     dst.extend_from_slice(name);
     let mut upper_next = true;
@@ -173,6 +255,72 @@ mod tests {
             dst.push(b' ');
         }
         assert_eq!(dst, b"X-B3-Traceid Content-Type Te X--Y ");
+    }
+
+    #[test]
+    fn a_known_name_is_written_as_the_byte_by_byte_rule_writes_it() {
+        let generic = |name: &[u8]| {
+            let mut out = name.to_vec();
+            let mut upper_next = true;
+            for c in &mut out {
+                if upper_next {
+                    c.make_ascii_uppercase();
+                }
+                upper_next = *c == b'-';
+            }
+            out
+        };
+        let names = [
+            "host",
+            "date",
+            "etag",
+            "vary",
+            "accept",
+            "cookie",
+            "server",
+            "origin",
+            "pragma",
+            "expect",
+            "referer",
+            "upgrade",
+            "expires",
+            "location",
+            "user-agent",
+            "connection",
+            "set-cookie",
+            "keep-alive",
+            "content-type",
+            "cache-control",
+            "last-modified",
+            "accept-ranges",
+            "authorization",
+            "content-length",
+            "accept-encoding",
+            "accept-language",
+            "x-forwarded-for",
+            "x-request-start",
+            "content-encoding",
+            "x-cf-instanceid",
+            "transfer-encoding",
+            "x-forwarded-proto",
+            "x-vcap-request-id",
+            "x-cf-applicationid",
+            "x-cf-instanceindex",
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "traceparent",
+            "tracestate",
+        ];
+        for name in names {
+            assert_eq!(
+                known_title_case(name.as_bytes()),
+                Some(generic(name.as_bytes()).as_slice()),
+                "{name}"
+            );
+        }
+        for other in ["x-custom", "hosts", "content-typ", ""] {
+            assert_eq!(known_title_case(other.as_bytes()), None, "{other}");
+        }
     }
 
     #[test]
