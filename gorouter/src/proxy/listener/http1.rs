@@ -106,6 +106,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut closing = *close.borrow();
+    let mut shutdown = ShutdownPeek {
+        rx: close.clone(),
+        polled: false,
+    };
     // One shutdown wait and one timer for the connection's life, not one per request.
     let mut closed = pin!(close.wait_for(|c| *c));
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
@@ -141,6 +145,7 @@ where
                 &mut io,
                 buf,
                 &mut closed,
+                &mut shutdown,
                 &mut closing,
                 timer.as_mut(),
                 bound,
@@ -316,12 +321,29 @@ enum Waited {
     TimedOut,
 }
 
+/// Whether a connection's shutdown wait needs polling. Polling it takes the channel's locks;
+/// once it has been polled (and so holds this task's waker), only a change of the channel,
+/// seen in an atomic version number, can make it ready.
+struct ShutdownPeek {
+    rx: watch::Receiver<bool>,
+    polled: bool,
+}
+
+impl ShutdownPeek {
+    fn worth_polling(&mut self) -> bool {
+        let worth = !self.polled || self.rx.has_changed().unwrap_or(true);
+        self.polled = true;
+        worth
+    }
+}
+
 /// Waits for the client's next bytes, the router's shutdown (once) or the head's deadline.
 /// The timer is set only if the read blocks.
 async fn wait_for_bytes<S, F>(
     io: &mut S,
     buf: &mut BytesMut,
     closed: &mut Pin<&mut F>,
+    shutdown: &mut ShutdownPeek,
     closing: &mut bool,
     mut timer: Pin<&mut tokio::time::Sleep>,
     bound: HeadBound<'_>,
@@ -338,7 +360,7 @@ where
         if let Poll::Ready(r) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
             return Poll::Ready(Waited::Read(r));
         }
-        if !*closing && closed.as_mut().poll(cx).is_ready() {
+        if !*closing && shutdown.worth_polling() && closed.as_mut().poll(cx).is_ready() {
             *closing = true;
             return Poll::Ready(Waited::Closing);
         }
@@ -1386,6 +1408,15 @@ mod tests {
 
         async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, io: S) -> Ended<S> {
             let (_tx, mut close) = watch::channel(false);
+            self.serve_until(io, &mut close).await
+        }
+
+        /// [`Self::serve`] until the router's shutdown says `true` on `close`.
+        async fn serve_until<S: AsyncRead + AsyncWrite + Unpin>(
+            &self,
+            io: S,
+            close: &mut watch::Receiver<bool>,
+        ) -> Ended<S> {
             let session = Session {
                 handler: &self.answers,
                 client: &self.client,
@@ -1393,7 +1424,7 @@ mod tests {
                 settings: &self.settings,
                 connections: &self.connections,
             };
-            serve(session, io, &mut close).await
+            serve(session, io, close).await
         }
     }
 
@@ -1668,6 +1699,40 @@ mod tests {
         assert!(matches!(ended, Ended::Closed));
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert!(out.ends_with(b"hello"));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_ends_at_shutdown_after_serving_requests() {
+        let setup = Setup::new();
+        let (shutdown, mut close) = watch::channel(false);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let requests = async {
+            for _ in 0..2 {
+                client
+                    .write_all(b"GET /len HTTP/1.1\r\nHost: a\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut response = Vec::new();
+                while !response.ends_with(b"hello") {
+                    let mut chunk = [0u8; 1024];
+                    let n = client.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "closed before the response");
+                    response.extend_from_slice(&chunk[..n]);
+                }
+            }
+            // Idle now, its shutdown wait polled once before each request.
+            shutdown.send(true).unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.unwrap();
+            rest
+        };
+        let (ended, rest) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(setup.serve_until(server, &mut close), requests)
+        })
+        .await
+        .expect("the connection ends at shutdown");
+        assert!(matches!(ended, Ended::Closed));
+        assert!(rest.is_empty(), "nothing after the responses");
     }
 
     #[tokio::test]
