@@ -315,13 +315,27 @@ async fn accept_loop<H: Handler>(
         tls,
         connections,
     });
-    // Made once: a new `wait_for` per accept would lock the channel's value each time.
-    let stopped = stop_accepting.wait_for(|stop| *stop);
-    tokio::pin!(stopped);
+    if *stop_accepting.borrow_and_update() {
+        return;
+    }
     loop {
+        // Accepting first: a connection waiting in the backlog is taken without polling the
+        // stop signal, whose wait takes the channel's locks (about 400 instructions a
+        // connection). A stop is still seen between any two accepts: a version number read
+        // atomically says whether the channel changed.
+        if stop_accepting.has_changed().unwrap_or(true) && stop_now(&mut stop_accepting) {
+            return;
+        }
         let accepted = tokio::select! {
-            _ = &mut stopped => return,
+            biased;
             accepted = listener.accept() => accepted,
+            // `changed` marks the value seen, so it is read here, not at the loop's top.
+            _ = stop_accepting.changed() => {
+                if stop_now(&mut stop_accepting) {
+                    return;
+                }
+                continue;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -339,10 +353,21 @@ async fn accept_loop<H: Handler>(
         // on it while an earlier one waits on another thread. The semaphore is fair, so slots
         // go to waiting connections in the order they were accepted.
         let slot = match &shared.settings.connection_limit {
-            Some(limit) => tokio::select! {
-                _ = &mut stopped => return,
-                slot = limit.clone().acquire_owned() => slot.ok(),
-            },
+            Some(limit) => {
+                let acquire = limit.clone().acquire_owned();
+                tokio::pin!(acquire);
+                loop {
+                    tokio::select! {
+                        biased;
+                        slot = &mut acquire => break slot.ok(),
+                        _ = stop_accepting.changed() => {
+                            if stop_now(&mut stop_accepting) {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
             None => None,
         };
         shared.connections.opened();
@@ -355,6 +380,11 @@ async fn accept_loop<H: Handler>(
         // is moved as a pointer.
         tokio::spawn(Box::pin(connection(shared.clone(), stream, peer, open)));
     }
+}
+
+/// Whether the accept loop's stop signal says stop: `true` sent, or its sender gone.
+fn stop_now(stop_accepting: &mut watch::Receiver<bool>) -> bool {
+    stop_accepting.has_changed().is_err() || *stop_accepting.borrow_and_update()
 }
 
 async fn connection<H: Handler>(
@@ -989,6 +1019,7 @@ mod tests {
     struct Server {
         addr: SocketAddr,
         connections: Arc<Connections>,
+        /// Dropping it stops the accept loop, as sending `true` does.
         _stop: watch::Sender<bool>,
     }
 
@@ -1048,6 +1079,67 @@ mod tests {
         tcp.write_all(prefix).await.unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
         connector.connect(name, tcp).await.unwrap()
+    }
+
+    /// Whether connecting to `addr` is refused (the listener is gone) within 5 s.
+    async fn refused_soon(addr: SocketAddr) -> bool {
+        for _ in 0..100 {
+            if TcpStream::connect(addr).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_listener_closes_once_told_to_stop_accepting() {
+        let server = start(ListenerSettings::default(), None).await;
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        assert!(raw_request(&mut s, "/").await.starts_with("HTTP/1.1 200"));
+        server._stop.send(true).unwrap();
+        assert!(
+            refused_soon(server.addr).await,
+            "still accepting after the stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_listener_closes_when_its_stop_signal_is_gone() {
+        let server = start(ListenerSettings::default(), None).await;
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        assert!(raw_request(&mut s, "/").await.starts_with("HTTP/1.1 200"));
+        let addr = server.addr;
+        drop(server);
+        assert!(
+            refused_soon(addr).await,
+            "still accepting without a stop signal"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_waiting_for_a_connection_slot_closes_the_listener() {
+        let settings = ListenerSettings {
+            connection_limit: Some(Arc::new(tokio::sync::Semaphore::new(1))),
+            ..ListenerSettings::default()
+        };
+        let server = start(settings, None).await;
+        // The only slot, held by an idle keep-alive connection.
+        let mut held = TcpStream::connect(server.addr).await.unwrap();
+        held.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 12];
+        held.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        // Accepted, and waiting for the slot.
+        let _waiting = TcpStream::connect(server.addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server._stop.send(true).unwrap();
+        assert!(
+            refused_soon(server.addr).await,
+            "still accepting after the stop"
+        );
     }
 
     #[tokio::test]
