@@ -40,9 +40,10 @@ fn standard_hop_by_hop() -> [&'static HeaderName; 9] {
 const SCAN_LIMIT: usize = 16;
 
 /// `headers.contains_key(name)`, for a name most messages lack (`X-Request-Start`,
-/// `X-CF-App-Instance`, `X-CF-Proxy-Signature`). The lookup hashes the name a byte at a time
-/// (about 100 instructions for these); comparing it with a message's dozen names costs less,
-/// as most differ in kind (standard or not) or in length.
+/// `X-CF-App-Instance`, `X-CF-Proxy-Signature`, `Connection`, `Cookie`, `Expect`). The
+/// lookup hashes the name (a custom one a byte at a time, about 100 instructions) and probes
+/// the table; comparing it with a message's dozen names costs less, as most differ in kind
+/// (standard or not) or in length.
 pub fn has_header(headers: &HeaderMap, name: &HeaderName) -> bool {
     if headers.keys_len() > SCAN_LIMIT {
         return headers.contains_key(name);
@@ -52,10 +53,11 @@ pub fn has_header(headers: &HeaderMap, name: &HeaderName) -> bool {
 
 /// Whether any value of `name` contains `token` as a comma-separated, case-insensitive item.
 pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .any(|v| value_has_token(v, token))
+    has_header(headers, name)
+        && headers
+            .get_all(name)
+            .iter()
+            .any(|v| value_has_token(v, token))
 }
 
 /// Whether one header value contains `token` as a comma-separated, case-insensitive item (a
@@ -172,6 +174,9 @@ fn named_by_connection(
 
 /// The value of the first cookie called `name` in the `Cookie` headers.
 pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    if !has_header(headers, &header::COOKIE) {
+        return None;
+    }
     headers.get_all(header::COOKIE).iter().find_map(|v| {
         v.to_str().ok()?.split(';').find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;

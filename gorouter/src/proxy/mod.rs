@@ -55,7 +55,7 @@ use body::{ClientBody, ContinueGate, RequestBody, ResponseBody};
 use context::{Received, RequestContext};
 use error_page::ErrorPage;
 use errors::ErrorPageMessage;
-use headers::{is_websocket_upgrade, X_VCAP_TRACE};
+use headers::{has_header, is_websocket_upgrade, X_VCAP_TRACE};
 use stages::response_rewrite::ResponseRewrite;
 use stages::round_trip::BackendRequest;
 pub use stages::route_service::{Hairpin, RouteServiceProxying};
@@ -327,10 +327,11 @@ impl Proxy {
             }
             let sticky_id = sticky::requested_instance(req.headers(), &s.sticky_cookie_names);
 
-            let expect_continue = req
-                .headers()
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let expect_continue = has_header(req.headers(), &header::EXPECT)
+                && req
+                    .headers()
+                    .get(header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
             let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
             // The backend request's headers, built once for every attempt.
