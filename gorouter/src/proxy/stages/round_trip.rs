@@ -299,14 +299,18 @@ pub fn run<'a>(
             // A body-less request goes inline, without hyper's client, on an HTTP/1.1 connection.
             let inline = !fresh_connection_only && inline::can_send(&req);
             let idle = keep.then(|| transport.pool(&endpoint));
-            // Read once for the pool's idle check and, on a pooled connection, the backend
-            // request's start.
-            let attempt_at = idle.as_ref().map(|_| Instant::now());
-            let pooled = match (&idle, attempt_at) {
-                (Some(idle), Some(now)) => idle.take(now),
-                _ => None,
+            // One reading for the pool's idle check and, on a pooled connection, the backend
+            // request's start (`reused_at`).
+            let (pooled, reused_at) = match &idle {
+                Some(idle) => {
+                    let now = Instant::now();
+                    let taken = idle.take(now);
+                    let reused_at = taken.is_some().then_some(now);
+                    (taken, reused_at)
+                }
+                None => (None, None),
             };
-            let reused = pooled.is_some();
+            let reused = reused_at.is_some();
             let sender = match pooled {
                 Some(Sender::Inline(conn)) if !inline => {
                     match transport::inline_to_hyper(*conn, &endpoint).await {
@@ -362,10 +366,8 @@ pub fn run<'a>(
             // the shared HTTP/2 connection would be handed out again, so its failures count.
             let free_retry = reused && !sender.is_http2();
             if let Some(l) = ctx.log.as_mut() {
-                // After a dial, the request starts now; on a pooled connection it started
-                // at the pool's reading.
-                l.backend_started =
-                    Some(attempt_at.filter(|_| reused).unwrap_or_else(Instant::now));
+                // After a dial, the request starts now.
+                l.backend_started = Some(reused_at.unwrap_or_else(Instant::now));
             }
             let may_retry = free_retry || tried < attempts;
             let (mut resp, connection) = match sender {
