@@ -19,6 +19,20 @@ impl InFlight {
         Self(endpoint)
     }
 
+    /// Counts a request to `endpoint` of `pool` only when something reads the count:
+    /// least-connection balancing or `max_conns`. Round robin without a limit skips it, because
+    /// the count costs two atomic updates a request on a cache line every serving thread
+    /// writes. (A pool switched to least-connection meanwhile undercounts the requests already
+    /// under way, until they end.)
+    pub fn when_counted(
+        pool: &Pool,
+        endpoint: &Arc<Endpoint>,
+        max_conns: Option<u64>,
+    ) -> Option<Self> {
+        (max_conns.is_some() || pool.lb_algo() == BalancingAlgorithm::LeastConnection)
+            .then(|| Self::new(endpoint.clone()))
+    }
+
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.0
     }
@@ -120,7 +134,13 @@ fn round_robin(
     c: &Choice,
 ) -> Result<Arc<Endpoint>, NoEndpoint> {
     let n = endpoints.len();
-    let start = pool.next_idx.fetch_add(1, Ordering::Relaxed);
+    // One endpoint needs no cursor: not moving it spares a cache line every serving thread
+    // would write on every request.
+    let start = if n == 1 {
+        0
+    } else {
+        pool.next_idx.fetch_add(1, Ordering::Relaxed)
+    };
     // First pass honours failure marks; if everything is marked, forget the marks (A.6).
     for honour_failures in [true, false] {
         for i in 0..n {
@@ -318,5 +338,38 @@ mod tests {
             assert_eq!(e.in_flight(), 1);
         }
         assert_eq!(e.in_flight(), 0);
+    }
+
+    #[test]
+    fn requests_are_counted_only_where_least_connection_or_max_conns_reads_the_count() {
+        let (_t, rr) = table_with(1, BalancingAlgorithm::RoundRobin);
+        let e = rr.endpoints()[0].clone();
+        assert!(InFlight::when_counted(&rr, &e, None).is_none());
+        let limited = InFlight::when_counted(&rr, &e, Some(5));
+        assert_eq!(e.in_flight(), 1, "max_conns reads the count");
+        drop(limited);
+        let (_t, lc) = table_with(2, BalancingAlgorithm::LeastConnection);
+        let e = lc.endpoints()[0].clone();
+        let counted = InFlight::when_counted(&lc, &e, None);
+        assert_eq!(e.in_flight(), 1, "least-connection reads the count");
+        drop(counted);
+        assert_eq!(e.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_pool_of_one_endpoint_leaves_the_round_robin_cursor_alone() {
+        let (_t, one) = table_with(1, BalancingAlgorithm::RoundRobin);
+        let before = one.next_idx.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            assert_eq!(
+                choose(&one, &choice()).unwrap().addr(),
+                one.endpoints()[0].addr()
+            );
+        }
+        assert_eq!(one.next_idx.load(Ordering::Relaxed), before);
+        let (_t, two) = table_with(2, BalancingAlgorithm::RoundRobin);
+        let before = two.next_idx.load(Ordering::Relaxed);
+        choose(&two, &choice()).unwrap();
+        assert_eq!(two.next_idx.load(Ordering::Relaxed), before.wrapping_add(1));
     }
 }

@@ -237,10 +237,10 @@ impl Proxy {
     // copied whole into hyper's connection for every request.
     #[allow(clippy::manual_async_fn)]
     pub fn handle(
-        self: Arc<Self>,
+        &self,
         conn: Arc<ClientConn>,
         req: Request<ClientBody>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static
+    ) -> impl Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + '_
     {
         async move {
             let websocket = self.metrics.is_some() && is_websocket_upgrade(req.headers());

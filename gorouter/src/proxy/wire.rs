@@ -1,9 +1,23 @@
 //! HTTP/1 wire details the inline client (`transport::inline`) and the inline server
 //! (`listener::http1`) share: header names read and written in Go's case, where httparse's
-//! slices lie in the buffer they were parsed from, and how `Content-Length` and
-//! transfer-coding values read.
+//! slices lie in the buffer they were parsed from, how `Content-Length` and
+//! transfer-coding values read, and where in its read buffer the next message lands.
 
+use bytes::BytesMut;
 use http::header::{self, HeaderName, InvalidHeaderName};
+
+/// Moves an empty read buffer back to the start of its allocation when nothing else points
+/// into it any more (the messages split off it are gone), so each message on a connection
+/// lands in the same cache lines. Reading on from where the last message ended would walk
+/// every connection through its whole buffer, and with hundreds of connections each read
+/// would land in lines long gone from the cache. `size` is the buffer's usual size: below it,
+/// the buffer has moved on. Never allocates or copies; a buffer still shared stays as it is.
+pub fn rewind(buf: &mut BytesMut, size: usize) {
+    if buf.is_empty() && buf.capacity() < size {
+        // `false` when shared (or never allocated): then the caller's usual reserve applies.
+        let _rewound = buf.try_reclaim(size);
+    }
+}
 
 /// A header name read off the wire. The names nearly every message carries, spelled as
 /// clients and backends spell them (Go's canonical case, or lower case), are matched whole;
@@ -205,6 +219,55 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
+    /// A buffer of `size` bytes whose first message, `b"GET / HTTP/1.1\r\n\r\n"`, was read
+    /// and split off; returns the allocation's start and the message.
+    fn read_one(size: usize) -> (BytesMut, *const u8, Bytes) {
+        let mut buf = BytesMut::with_capacity(size);
+        let start = buf.as_ptr();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let message = buf.split_to(buf.len()).freeze();
+        (buf, start, message)
+    }
+
+    #[test]
+    fn an_emptied_buffer_goes_back_to_the_start_of_its_allocation() {
+        let (mut buf, start, message) = read_one(8192);
+        drop(message);
+        assert_ne!(buf.as_ptr(), start, "the message moved the buffer on");
+        rewind(&mut buf, 8192);
+        assert_eq!(buf.as_ptr(), start);
+        assert!(buf.capacity() >= 8192);
+    }
+
+    #[test]
+    fn a_buffer_a_message_still_points_into_stays_where_it_is() {
+        let (mut buf, _, message) = read_one(8192);
+        let at = buf.as_ptr();
+        rewind(&mut buf, 8192);
+        assert_eq!(buf.as_ptr(), at);
+        assert_eq!(&message[..], b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn a_buffer_with_unread_bytes_is_not_moved() {
+        let (mut buf, _, message) = read_one(8192);
+        drop(message);
+        buf.extend_from_slice(b"GET /next");
+        let at = buf.as_ptr();
+        rewind(&mut buf, 8192);
+        assert_eq!(buf.as_ptr(), at);
+        assert_eq!(&buf[..], b"GET /next");
+    }
+
+    #[test]
+    fn a_buffer_never_allocated_stays_unallocated() {
+        let mut buf = BytesMut::new();
+        rewind(&mut buf, 8192);
+        assert_eq!(buf.capacity(), 0);
+    }
+
     use super::*;
 
     #[test]

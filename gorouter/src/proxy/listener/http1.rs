@@ -36,7 +36,9 @@ use tokio::sync::watch;
 use super::{ConnState, Connections, Handler, ListenerSettings};
 use crate::proxy::body::{BoxError, ClientBody};
 use crate::proxy::headers::{list_has_token, value_has_token};
-use crate::proxy::wire::{content_length, header_name, last_token_is, range_in, write_title_case};
+use crate::proxy::wire::{
+    content_length, header_name, last_token_is, range_in, rewind, write_title_case,
+};
 use crate::proxy::ClientConn;
 
 /// Bytes of a request head served here. A longer one goes to hyper, which applies
@@ -166,10 +168,7 @@ where
         // not both take room in the connection's future (which is copied once per connection).
         let (mut parts, body) = {
             // Pinned where it is made: the handler's future is large, and a move is a copy.
-            let call = pin!(session
-                .handler
-                .clone()
-                .call(session.client.clone(), request));
+            let call = pin!(session.handler.call(session.client.clone(), request));
             match await_response(call, &mut io, buf).await {
                 Some(response) => response.into_parts(),
                 // The client left: dropping the handler's future cancels the exchange.
@@ -352,6 +351,7 @@ where
     S: AsyncRead + Unpin,
     F: Future,
 {
+    rewind(buf, READ_SIZE);
     if buf.capacity() - buf.len() < MIN_ROOM {
         buf.reserve(READ_SIZE);
     }
@@ -1353,7 +1353,7 @@ mod tests {
         type Body = BoxBody<Bytes, BoxError>;
 
         async fn call(
-            self: Arc<Self>,
+            &self,
             _conn: Arc<ClientConn>,
             req: Request<ClientBody>,
         ) -> Result<Response<Self::Body>, Infallible> {

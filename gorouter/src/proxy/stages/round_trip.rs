@@ -293,7 +293,7 @@ pub fn run<'a>(
                     app: pool.is_some(),
                 });
             }
-            let in_flight = InFlight::new(endpoint.clone());
+            let in_flight = pool.and_then(|p| InFlight::when_counted(p, &endpoint, s.max_conns));
 
             let keep = s.keep_alive_to_backends && !fresh_connection_only;
             // A body-less request goes inline, without hyper's client, on an HTTP/1.1 connection.
@@ -543,7 +543,7 @@ pub fn run<'a>(
                 l.record.status = status.as_u16();
             }
             let exchange = Exchange {
-                in_flight: Some(in_flight),
+                in_flight,
                 connection,
                 log: ctx.log,
                 response_bytes: 0,

@@ -342,6 +342,7 @@ impl InlineHttp1 {
 
     /// Reads what the socket has into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        wire::rewind(&mut self.read_buf, self.next_read);
         let spare = self.read_buf.capacity() - self.read_buf.len();
         if spare < self.next_read / 2 {
             self.read_buf.reserve(self.next_read);

@@ -75,6 +75,20 @@ impl IdleBudget {
 /// One idle connection and when it was returned.
 type Idle = (Sender, Instant);
 
+/// One serving thread's stack, on cache lines of its own: each thread locks its own stack
+/// twice a request, and two stacks sharing a line would bounce it between the cores. 128
+/// bytes, because x86 cores fetch lines in adjacent pairs.
+#[repr(align(128))]
+struct Stack(Mutex<Vec<Idle>>);
+
+impl std::ops::Deref for Stack {
+    type Target = Mutex<Vec<Idle>>;
+
+    fn deref(&self) -> &Mutex<Vec<Idle>> {
+        &self.0
+    }
+}
+
 /// Idle keep-alive connections to one backend, with the time each was returned.
 ///
 /// One stack per serving thread ([`process_setup::runtime_threads`]): a connection goes back
@@ -96,7 +110,7 @@ pub struct IdleConnections {
     capacity: usize,
     /// Shared with the transport's other pools; a stacked connection holds one slot.
     budget: Arc<IdleBudget>,
-    stacks: Box<[Mutex<Vec<Idle>>]>,
+    stacks: Box<[Stack]>,
     /// Connections in all the stacks, at most `capacity`.
     held: AtomicUsize,
     /// The HTTP/2 connection every request to this backend shares while it is open.
@@ -133,7 +147,7 @@ impl IdleConnections {
             capacity,
             budget,
             stacks: (0..threads.max(1))
-                .map(|_| Mutex::new(Vec::new()))
+                .map(|_| Stack(Mutex::new(Vec::new())))
                 .collect(),
             held: AtomicUsize::new(0),
             http2: ArcSwapOption::empty(),
@@ -317,6 +331,26 @@ impl Drop for IdleConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_thread_s_stack_has_cache_lines_of_its_own() {
+        let p = IdleConnections::new(4, IdleBudget::new(0), IDLE_TIMEOUT, 3);
+        let at: Vec<usize> = p
+            .stacks
+            .iter()
+            .map(|s| s as *const Stack as usize)
+            .collect();
+        for pair in at.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= 128,
+                "stacks {pair:?} share a line pair"
+            );
+        }
+        assert!(
+            at.iter().all(|a| a % 128 == 0),
+            "{at:?} not on 128-byte boundaries"
+        );
+    }
 
     #[test]
     fn zero_capacity_pool_keeps_nothing() {
