@@ -219,6 +219,7 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use bytes::Bytes;
 
     /// A buffer of `size` bytes whose first message, `b"GET / HTTP/1.1\r\n\r\n"`, was read
@@ -267,8 +268,6 @@ mod tests {
         rewind(&mut buf, 8192);
         assert_eq!(buf.capacity(), 0);
     }
-
-    use super::*;
 
     #[test]
     fn a_name_matched_whole_is_the_name_the_general_parse_gives() {
