@@ -33,6 +33,7 @@ pub mod errors;
 pub mod headers;
 pub mod listener;
 pub mod proxy_protocol;
+mod send_batch;
 pub mod stages;
 pub mod transport;
 mod wire;

@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use super::{ConnState, Connections, Handler, ListenerSettings};
 use crate::proxy::body::{BoxError, ClientBody};
 use crate::proxy::headers::{list_has_token, value_has_token};
+use crate::proxy::send_batch::{let_others_read_first, Serving};
 use crate::proxy::wire::{
     content_length, header_name, last_token_is, range_in, rewind, write_title_case,
 };
@@ -164,6 +165,8 @@ where
         session.state.served_before.store(true, Ordering::Relaxed);
 
         let Parsed { request, mut rules } = parsed;
+        // Counted until its response is written (see `send_batch`).
+        let serving = Serving::start();
         // In a block of its own, so the finished handler's future and the response writer do
         // not both take room in the connection's future (which is copied once per connection).
         let (mut parts, body) = {
@@ -178,6 +181,7 @@ where
         session.state.set_exchange_deadline(H::deadline(&body));
         rules.keep_alive &= !closing && !session.closing();
         let written = write_response(&mut io, buf, out, &mut parts, body, rules).await;
+        drop(serving);
         parts.headers.clear();
         *spare = Some(parts.headers);
         match written {
@@ -862,6 +866,7 @@ where
     match framing {
         Framing::Length(0) => {
             body.set(None);
+            let_others_read_first().await;
             io.write_all(out).await.map_err(|_| WriteError::Io)?;
         }
         Framing::Length(mut remaining) => {
@@ -884,6 +889,7 @@ where
                 let _ = io.write_all(out).await;
                 return Err(WriteError::Framing);
             }
+            let_others_read_first().await;
             io.write_all(out).await.map_err(|_| WriteError::Io)?;
         }
         Framing::Chunked(fields) => {
@@ -917,6 +923,7 @@ where
                 }
             }
             out.extend_from_slice(b"\r\n");
+            let_others_read_first().await;
             io.write_all(out).await.map_err(|_| WriteError::Io)?;
         }
     }

@@ -286,6 +286,8 @@ impl InlineHttp1 {
         }
         self.write_buf.clear();
         encode_request_head(req, &mut self.write_buf);
+        // With the thread's other ready requests' writes, not one at a time (see `send_batch`).
+        crate::proxy::send_batch::let_others_read_first().await;
         let mut written = 0;
         while written < self.write_buf.len() {
             let wrote = match self.stream.write(&self.write_buf[written..]).await {
