@@ -864,11 +864,7 @@ where
     // connection to its pool, which must happen before the client can send its next request.
     let mut body = pin!(Some(body));
     match framing {
-        Framing::Length(0) => {
-            body.set(None);
-            let_others_read_first().await;
-            io.write_all(out).await.map_err(|_| WriteError::Io)?;
-        }
+        Framing::Length(0) => body.set(None),
         Framing::Length(mut remaining) => {
             while remaining > 0 {
                 let Some(frame) = next_frame(io, read, out, body.as_mut()).await? else {
@@ -889,8 +885,6 @@ where
                 let _ = io.write_all(out).await;
                 return Err(WriteError::Framing);
             }
-            let_others_read_first().await;
-            io.write_all(out).await.map_err(|_| WriteError::Io)?;
         }
         Framing::Chunked(fields) => {
             let mut trailers = None;
@@ -923,10 +917,11 @@ where
                 }
             }
             out.extend_from_slice(b"\r\n");
-            let_others_read_first().await;
-            io.write_all(out).await.map_err(|_| WriteError::Io)?;
         }
     }
+    // The response's last bytes, with the thread's other ready responses (see `send_batch`).
+    let_others_read_first().await;
+    io.write_all(out).await.map_err(|_| WriteError::Io)?;
     io.flush().await.map_err(|_| WriteError::Io)?;
     Ok(!last)
 }
